@@ -1,0 +1,1 @@
+//! HTTP parsers for tapwire: pure functions over byte slices, no I/O.

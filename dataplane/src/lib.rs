@@ -1,0 +1,2 @@
+//! The tapwire agent: configuration, the probe loader, readers, shards and the
+//! glue from captured records to event and object stores.

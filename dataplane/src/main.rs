@@ -1,0 +1,6 @@
+//! `tapwire`: the agent binary.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {}

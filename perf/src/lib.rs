@@ -1,0 +1,1 @@
+//! tapwire's benchmark harness.
