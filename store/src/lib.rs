@@ -1,3 +1,80 @@
 //! tapwire's stores: where events (metadata) and objects (payloads) go.
+//!
+//! Two small traits, [`EventStore`] and [`ObjectStore`], each implemented by a store
+//! type from `qpoint.yaml` (`stdout`, `pulse`; `stdout`, `s3`). Every store owns a
+//! bounded queue and the thread(s) that drain it: `emit`/`put` never block the
+//! caller, and what a full queue refuses is dropped and counted in [`StoreStats`].
 
 pub mod config;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// A BLAKE3 digest: an object's identity and its S3 key (as lowercase hex).
+pub type Digest = blake3::Hash;
+
+/// A payload to store: headers or a body, exactly as captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// BLAKE3 of `bytes`.
+    pub digest: Digest,
+    /// MIME type of `bytes` (`application/http-headers`, the body's Content-Type, …).
+    pub content_type: String,
+    /// The bytes themselves; cloning shares them.
+    pub bytes: Bytes,
+}
+
+impl Object {
+    /// Wraps `bytes`, computing their digest.
+    pub fn new(content_type: impl Into<String>, bytes: Bytes) -> Self {
+        Self { digest: blake3::hash(&bytes), content_type: content_type.into(), bytes }
+    }
+}
+
+/// Counters a store publishes; all monotonic since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Items handed to the store.
+    pub accepted: u64,
+    /// Items durably written (stdout: printed; pulse: acknowledged; s3: uploaded).
+    pub stored: u64,
+    /// Items skipped because the same digest was stored recently.
+    pub deduplicated: u64,
+    /// Items dropped: full queue, spool over its limit, or given up after retries.
+    pub dropped: u64,
+    /// Requests that failed (each retry counts).
+    pub errors: u64,
+    /// Objects uploaded with multipart uploads.
+    pub multipart: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// A destination for events: one JSON object per event, serialized.
+pub trait EventStore: Send + Sync {
+    /// The store id from the config.
+    fn id(&self) -> &str;
+    /// Queues one event (a serialized JSON object, no trailing newline). Never
+    /// blocks; if the store's queue is full the event is dropped and counted.
+    fn emit(&self, event: Bytes);
+    /// Counters so far.
+    fn stats(&self) -> StoreStats;
+    /// Delivers what is queued, waiting at most `deadline`, then stops.
+    fn shutdown(&self, deadline: Duration);
+}
+
+/// A destination for objects.
+pub trait ObjectStore: Send + Sync {
+    /// The store id from the config.
+    fn id(&self) -> &str;
+    /// Queues one object. Never blocks; if the store cannot take it now it is
+    /// dropped and counted.
+    fn put(&self, object: Object);
+    /// Where the object with this digest can be fetched from, for events.
+    fn access_url(&self, digest: &Digest) -> Option<String>;
+    /// Counters so far.
+    fn stats(&self) -> StoreStats;
+    /// Delivers (or spools) what is queued, waiting at most `deadline`, then stops.
+    fn shutdown(&self, deadline: Duration);
+}
