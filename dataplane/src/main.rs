@@ -1,6 +1,11 @@
 //! `tapwire`: the agent binary.
 
+use clap::Parser;
+use tapwire::cli::Cli;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {}
+fn main() {
+    let _cli = Cli::parse();
+}
