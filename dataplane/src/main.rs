@@ -20,7 +20,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("{err}");
+                eprintln!("{}", err_chain(&err));
                 ExitCode::from(2)
             }
         },
@@ -35,9 +35,9 @@ fn main() -> ExitCode {
 }
 
 /// The error with its causes, for one line on stderr.
-fn err_chain(err: &agent::StartError) -> String {
+fn err_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
+    let mut source = err.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

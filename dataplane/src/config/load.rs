@@ -128,7 +128,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Segment::Key("http"),
             Segment::Key("stack"),
         ];
-        return Err(invalid(&path, format!("unknown stack `{}`", http.stack)));
+        return Err(invalid_at(
+            &path,
+            Target::Value,
+            format!("unknown stack `{}`", http.stack),
+        ));
     }
     for (i, endpoint) in raw.tap.endpoints.iter().enumerate() {
         if let Some(http) = &endpoint.http
@@ -141,7 +145,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 Segment::Key("http"),
                 Segment::Key("stack"),
             ];
-            return Err(invalid(&path, format!("unknown stack `{}`", http.stack)));
+            return Err(invalid_at(
+                &path,
+                Target::Value,
+                format!("unknown stack `{}`", http.stack),
+            ));
         }
     }
 
