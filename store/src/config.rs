@@ -285,6 +285,7 @@ pub enum StartupCheck {
 
 /// A validated object store.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(clippy::large_enum_variant, reason = "built once at start-up, never moved in bulk")]
 pub enum ObjectStoreConfig {
     /// NDJSON on standard output.
     Stdout {
