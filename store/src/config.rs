@@ -285,7 +285,10 @@ pub enum StartupCheck {
 
 /// A validated object store.
 #[derive(Debug, Clone, PartialEq)]
-#[expect(clippy::large_enum_variant, reason = "built once at start-up, never moved in bulk")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once at start-up, never moved in bulk"
+)]
 pub enum ObjectStoreConfig {
     /// NDJSON on standard output.
     Stdout {
