@@ -11,6 +11,7 @@ pub mod counters;
 pub mod pulse;
 pub mod s3;
 pub mod spool;
+pub mod stdout;
 
 pub use pulse::{PulseError, PulseStore};
 pub use s3::{S3Error, S3Store};
@@ -36,7 +37,11 @@ pub struct Object {
 impl Object {
     /// Wraps `bytes`, computing their digest.
     pub fn new(content_type: impl Into<String>, bytes: Bytes) -> Self {
-        Self { digest: blake3::hash(&bytes), content_type: content_type.into(), bytes }
+        Self {
+            digest: blake3::hash(&bytes),
+            content_type: content_type.into(),
+            bytes,
+        }
     }
 }
 
