@@ -23,7 +23,10 @@ mod tests {
         for attempt in 0..40 {
             let d = delay(attempt, base, cap);
             let exp = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
-            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside {exp:?}");
+            assert!(
+                d >= exp / 2 && d <= exp,
+                "attempt {attempt}: {d:?} outside {exp:?}"
+            );
         }
         assert!(delay(30, base, cap) >= Duration::from_millis(2500));
     }

@@ -119,24 +119,38 @@ impl PulseStore {
             .as_ref()
             .map(|t| t.resolve(&cfg.id, "token"))
             .transpose()
-            .map_err(|source| PulseError::Token { store: store(), source })?;
+            .map_err(|source| PulseError::Token {
+                store: store(),
+                source,
+            })?;
         let base = cfg.endpoint.trim_end_matches('/');
         let url = format!("{base}{EVENTS_PATH}");
-        let parsed = reqwest::Url::parse(&url)
-            .map_err(|_| PulseError::Endpoint { store: store(), endpoint: cfg.endpoint.clone() })?;
+        let parsed = reqwest::Url::parse(&url).map_err(|_| PulseError::Endpoint {
+            store: store(),
+            endpoint: cfg.endpoint.clone(),
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(PulseError::Endpoint { store: store(), endpoint: cfg.endpoint.clone() });
+            return Err(PulseError::Endpoint {
+                store: store(),
+                endpoint: cfg.endpoint.clone(),
+            });
         }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("tapwire/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|source| PulseError::Client { store: store(), source })?;
+            .map_err(|source| PulseError::Client {
+                store: store(),
+                source,
+            })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|source| PulseError::Thread { store: store(), source })?;
+            .map_err(|source| PulseError::Thread {
+                store: store(),
+                source,
+            })?;
         let (tx, rx) = sync_channel(cfg.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let control = Arc::new(Control::default());
@@ -155,9 +169,18 @@ impl PulseStore {
         let thread = std::thread::Builder::new()
             .name(format!("pulse-{}", cfg.id))
             .spawn(move || sender.run())
-            .map_err(|source| PulseError::Thread { store: store(), source })?;
+            .map_err(|source| PulseError::Thread {
+                store: store(),
+                source,
+            })?;
         tracing::info!(store = %cfg.id, url = %url, "pulse store started");
-        Ok(Self { id: cfg.id.clone(), tx, counters, control, thread: Mutex::new(Some(thread)) })
+        Ok(Self {
+            id: cfg.id.clone(),
+            tx,
+            counters,
+            control,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 }
 
@@ -181,10 +204,17 @@ impl EventStore for PulseStore {
     }
 
     fn shutdown(&self, deadline: Duration) {
-        *self.control.deadline.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Instant::now() + deadline);
+        *self
+            .control
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now() + deadline);
         self.control.stop.store(true, Ordering::Release);
-        let handle = self.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }
@@ -194,8 +224,11 @@ impl EventStore for PulseStore {
 impl Drop for PulseStore {
     fn drop(&mut self) {
         self.control.stop.store(true, Ordering::Release);
-        let mut deadline =
-            self.control.deadline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut deadline = self
+            .control
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if deadline.is_none() {
             *deadline = Some(Instant::now());
         }
@@ -300,7 +333,7 @@ impl Sender {
                 }
                 Outcome::Retry(reason) => {
                     Counters::add(&self.counters.errors, 1);
-                    if attempt % LOG_EVERY == 0 {
+                    if attempt.is_multiple_of(LOG_EVERY) {
                         tracing::warn!(store = %self.store_id, events = n, attempt, reason = %reason, "pulse batch failed; retrying");
                     }
                 }
@@ -308,7 +341,9 @@ impl Sender {
             let delay = backoff::delay(attempt, RETRY_BASE, RETRY_CAP);
             let wake = Instant::now() + delay;
             while Instant::now() < wake && !self.control.past_deadline() {
-                std::thread::sleep(POLL_INTERVAL.min(wake.saturating_duration_since(Instant::now())));
+                std::thread::sleep(
+                    POLL_INTERVAL.min(wake.saturating_duration_since(Instant::now())),
+                );
             }
             attempt = attempt.saturating_add(1);
         }

@@ -186,8 +186,11 @@ impl S3Client {
             Some(key) => format!("/{}/{}", self.cfg.bucket, key),
             None => format!("/{}", self.cfg.bucket),
         };
-        let payload_hash =
-            if body.is_empty() { EMPTY_PAYLOAD_SHA256.to_owned() } else { sign::sha256_hex(&body) };
+        let payload_hash = if body.is_empty() {
+            EMPTY_PAYLOAD_SHA256.to_owned()
+        } else {
+            sign::sha256_hex(&body)
+        };
         let date = AmzDate::now();
         let mut headers: Vec<(&str, &str)> = vec![
             ("host", &self.cfg.endpoint),
@@ -212,8 +215,12 @@ impl S3Client {
                 date,
             },
         );
-        let mut url =
-            format!("{}://{}{}", self.scheme, self.cfg.endpoint, sign::uri_encode(&path, true));
+        let mut url = format!(
+            "{}://{}{}",
+            self.scheme,
+            self.cfg.endpoint,
+            sign::uri_encode(&path, true)
+        );
         if !query.is_empty() {
             url.push('?');
             url.push_str(&sign::canonical_query(query));
@@ -243,9 +250,15 @@ impl S3Client {
     /// Checks that the bucket exists and these credentials may list it (a
     /// ListObjectsV2 asking for one key; HEAD answers carry no error code).
     pub async fn check_bucket(&self) -> Result<(), ClientError> {
-        self.send(Method::GET, None, &[("list-type", "2"), ("max-keys", "1")], None, Bytes::new())
-            .await
-            .map(drop)
+        self.send(
+            Method::GET,
+            None,
+            &[("list-type", "2"), ("max-keys", "1")],
+            None,
+            Bytes::new(),
+        )
+        .await
+        .map(drop)
     }
 
     /// Stores `body` under `key` in one request.
@@ -255,7 +268,9 @@ impl S3Client {
         content_type: &str,
         body: Bytes,
     ) -> Result<(), ClientError> {
-        self.send(Method::PUT, Some(key), &[], Some(content_type), body).await.map(drop)
+        self.send(Method::PUT, Some(key), &[], Some(content_type), body)
+            .await
+            .map(drop)
     }
 
     /// Starts a multipart upload; returns its upload id.
@@ -265,11 +280,20 @@ impl S3Client {
         content_type: &str,
     ) -> Result<String, ClientError> {
         let answer = self
-            .send(Method::POST, Some(key), &[("uploads", "")], Some(content_type), Bytes::new())
+            .send(
+                Method::POST,
+                Some(key),
+                &[("uploads", "")],
+                Some(content_type),
+                Bytes::new(),
+            )
             .await?;
         xml_text(&answer.body, "UploadId")
             .map(unescape)
-            .ok_or(ClientError::Malformed { operation: "CreateMultipartUpload", field: "UploadId" })
+            .ok_or(ClientError::Malformed {
+                operation: "CreateMultipartUpload",
+                field: "UploadId",
+            })
     }
 
     /// Uploads part `part_number` (1-based); returns its ETag.
@@ -295,7 +319,10 @@ impl S3Client {
             .get("etag")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .ok_or(ClientError::Malformed { operation: "UploadPart", field: "ETag" })
+            .ok_or(ClientError::Malformed {
+                operation: "UploadPart",
+                field: "ETag",
+            })
     }
 
     /// Completes a multipart upload from its parts' (number, ETag), in order.
@@ -328,7 +355,9 @@ impl S3Client {
             return Err(ClientError::Status {
                 status: 200,
                 code: code.to_owned(),
-                message: xml_text(&answer.body, "Message").unwrap_or_default().to_owned(),
+                message: xml_text(&answer.body, "Message")
+                    .unwrap_or_default()
+                    .to_owned(),
             });
         }
         Ok(())
@@ -336,14 +365,23 @@ impl S3Client {
 
     /// Abandons a multipart upload, freeing its parts.
     pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, Some(key), &[("uploadId", upload_id)], None, Bytes::new())
-            .await
-            .map(drop)
+        self.send(
+            Method::DELETE,
+            Some(key),
+            &[("uploadId", upload_id)],
+            None,
+            Bytes::new(),
+        )
+        .await
+        .map(drop)
     }
 
     /// Reads an object whole.
     pub async fn get_object(&self, key: &str) -> Result<Bytes, ClientError> {
-        Ok(self.send(Method::GET, Some(key), &[], None, Bytes::new()).await?.body)
+        Ok(self
+            .send(Method::GET, Some(key), &[], None, Bytes::new())
+            .await?
+            .body)
     }
 
     /// Every key in the bucket (ListObjectsV2, page by page).
@@ -355,12 +393,16 @@ impl S3Client {
             if let Some(t) = &token {
                 query.push(("continuation-token", t));
             }
-            let answer = self.send(Method::GET, None, &query, None, Bytes::new()).await?;
+            let answer = self
+                .send(Method::GET, None, &query, None, Bytes::new())
+                .await?;
             let body = String::from_utf8_lossy(&answer.body);
             let mut rest: &str = &body;
             while let Some(start) = rest.find("<Key>") {
                 let after = &rest[start + 5..];
-                let Some(end) = after.find("</Key>") else { break };
+                let Some(end) = after.find("</Key>") else {
+                    break;
+                };
                 keys.push(unescape(&after[..end]));
                 rest = &after[end + 6..];
             }
@@ -375,7 +417,9 @@ impl S3Client {
 
     /// Creates the bucket (for tests and set-up tools).
     pub async fn create_bucket(&self) -> Result<(), ClientError> {
-        self.send(Method::PUT, None, &[], None, Bytes::new()).await.map(drop)
+        self.send(Method::PUT, None, &[], None, Bytes::new())
+            .await
+            .map(drop)
     }
 }
 
@@ -391,7 +435,11 @@ fn transport(url: &str, source: reqwest::Error) -> ClientError {
     } else {
         "transport error"
     };
-    ClientError::Transport { url: url.to_owned(), reason, source }
+    ClientError::Transport {
+        url: url.to_owned(),
+        reason,
+        source,
+    }
 }
 
 /// The kind of the first I/O error in `e`'s source chain.
@@ -410,10 +458,17 @@ fn status_error(status: StatusCode, body: &[u8]) -> ClientError {
     let code = xml_text(body, "Code")
         .map(str::to_owned)
         .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
-    let message = xml_text(body, "Message")
-        .map(unescape)
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(MAX_ERROR_MESSAGE_CHARS).collect());
-    ClientError::Status { status: status.as_u16(), code, message }
+    let message = xml_text(body, "Message").map(unescape).unwrap_or_else(|| {
+        String::from_utf8_lossy(body)
+            .chars()
+            .take(MAX_ERROR_MESSAGE_CHARS)
+            .collect()
+    });
+    ClientError::Status {
+        status: status.as_u16(),
+        code,
+        message,
+    }
 }
 
 /// The text of the first `<tag>…</tag>` in `body`, not unescaped. Enough for S3's
@@ -439,7 +494,10 @@ fn unescape(s: &str) -> String {
 
 /// Escapes text for an XML element.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -475,7 +533,10 @@ mod tests {
 
     #[test]
     fn xml_helpers_round_trip() {
-        assert_eq!(xml_text(b"<A><UploadId>x&amp;y</UploadId></A>", "UploadId"), Some("x&amp;y"));
+        assert_eq!(
+            xml_text(b"<A><UploadId>x&amp;y</UploadId></A>", "UploadId"),
+            Some("x&amp;y")
+        );
         assert_eq!(unescape("&quot;abc&quot;"), "\"abc\"");
         assert_eq!(escape("\"abc\""), "&quot;abc&quot;");
         assert_eq!(xml_text(b"<A></A>", "Code"), None);

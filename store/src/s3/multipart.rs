@@ -75,8 +75,10 @@ pub async fn upload(
     part_bytes: u64,
 ) -> Result<(), MultipartError> {
     let key = entry.digest.to_hex();
-    let upload_id =
-        client.create_multipart(&key, &entry.content_type).await.map_err(MultipartError::Create)?;
+    let upload_id = client
+        .create_multipart(&key, &entry.content_type)
+        .await
+        .map_err(MultipartError::Create)?;
     match upload_parts(client, entry, &key, &upload_id, part_bytes).await {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -117,17 +119,29 @@ async fn upload_parts(
         };
         etags.push((part, etag));
     }
-    client.complete_multipart(key, upload_id, &etags).await.map_err(MultipartError::Complete)
+    client
+        .complete_multipart(key, upload_id, &etags)
+        .await
+        .map_err(MultipartError::Complete)
 }
 
 /// Reads `len` bytes at `start` of the object from its spool file, off the runtime.
-async fn read_part(entry: &Entry, part: u32, start: u64, len: u64) -> Result<Bytes, MultipartError> {
+async fn read_part(
+    entry: &Entry,
+    part: u32,
+    start: u64,
+    len: u64,
+) -> Result<Bytes, MultipartError> {
     let path = entry.path.clone();
     let offset = entry.offset + start;
     let read = tokio::task::spawn_blocking(move || read_range(&path, offset, len)).await;
     match read {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(source)) => Err(MultipartError::Read { part, path: entry.path.clone(), source }),
+        Ok(Err(source)) => Err(MultipartError::Read {
+            part,
+            path: entry.path.clone(),
+            source,
+        }),
         Err(join) => Err(MultipartError::Read {
             part,
             path: entry.path.clone(),

@@ -46,7 +46,10 @@ pub struct AmzDate {
 impl AmzDate {
     /// The time `t` (UTC).
     pub fn from_system_time(t: SystemTime) -> Self {
-        let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         Self::from_unix(secs)
     }
 
@@ -154,8 +157,10 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
 /// The canonical query string: each key and value encoded, sorted by key then value,
 /// joined with `&`. Also the query string to send, so the two always agree.
 pub fn canonical_query(query: &[(&str, &str)]) -> String {
-    let mut pairs: Vec<(String, String)> =
-        query.iter().map(|(k, v)| (uri_encode(k, false), uri_encode(v, false))).collect();
+    let mut pairs: Vec<(String, String)> = query
+        .iter()
+        .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
+        .collect();
     pairs.sort();
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
@@ -174,7 +179,12 @@ pub fn canonical_query(query: &[(&str, &str)]) -> String {
 fn canonical_headers(headers: &[(&str, &str)]) -> (String, String) {
     let mut hs: Vec<(String, String)> = headers
         .iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .map(|(n, v)| {
+            (
+                n.to_ascii_lowercase(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
         .collect();
     hs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut canonical = String::new();
@@ -205,7 +215,11 @@ fn canonical_headers(headers: &[(&str, &str)]) -> (String, String) {
 /// Step 1: the canonical request.
 pub fn canonical_request(req: &SignableRequest<'_>) -> String {
     let (headers, signed) = canonical_headers(req.headers);
-    let path = if req.path.is_empty() { "/".to_owned() } else { uri_encode(req.path, true) };
+    let path = if req.path.is_empty() {
+        "/".to_owned()
+    } else {
+        uri_encode(req.path, true)
+    };
     format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         req.method,
@@ -245,7 +259,10 @@ pub fn sign(req: &SignableRequest<'_>, scope: &Scope<'_>) -> Signature {
         signed,
         signature
     );
-    Signature { authorization, signature }
+    Signature {
+        authorization,
+        signature,
+    }
 }
 
 /// Step 3: the signing key, derived from the secret and the scope.
@@ -312,8 +329,10 @@ mod tests {
         }
     }
 
-    const SUITE_HEADERS: &[(&str, &str)] =
-        &[("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")];
+    const SUITE_HEADERS: &[(&str, &str)] = &[
+        ("Host", "example.amazonaws.com"),
+        ("X-Amz-Date", "20150830T123600Z"),
+    ];
 
     #[test]
     fn dates_format_as_amz_date() {
@@ -321,7 +340,10 @@ mod tests {
         assert_eq!(AmzDate::from_unix(S3_DOC_TIME).stamp(), "20130524T000000Z");
         assert_eq!(AmzDate::from_unix(0).stamp(), "19700101T000000Z");
         // 2024-02-29T23:59:59Z: a leap day.
-        assert_eq!(AmzDate::from_unix(1_709_251_199).stamp(), "20240229T235959Z");
+        assert_eq!(
+            AmzDate::from_unix(1_709_251_199).stamp(),
+            "20240229T235959Z"
+        );
         assert_eq!(AmzDate::from_unix(SUITE_TIME).date(), "20150830");
     }
 
@@ -433,7 +455,10 @@ mod tests {
     fn s3_doc_put_object() {
         let creds = s3_doc_credentials();
         let body_hash = sha256_hex(b"Welcome to Amazon S3.");
-        assert_eq!(body_hash, "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
+        assert_eq!(
+            body_hash,
+            "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072"
+        );
         let req = SignableRequest {
             method: "PUT",
             path: "/test$file.text",
@@ -447,7 +472,10 @@ mod tests {
             ],
             payload_hash: &body_hash,
         };
-        assert_eq!(canonical_request(&req).lines().nth(1), Some("/test%24file.text"));
+        assert_eq!(
+            canonical_request(&req).lines().nth(1),
+            Some("/test%24file.text")
+        );
         assert_eq!(
             sign(&req, &s3_doc_scope(&creds)).signature,
             "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
@@ -489,7 +517,10 @@ mod tests {
             ],
             payload_hash: EMPTY_PAYLOAD_SHA256,
         };
-        assert_eq!(canonical_request(&req).lines().nth(2), Some("max-keys=2&prefix=J"));
+        assert_eq!(
+            canonical_request(&req).lines().nth(2),
+            Some("max-keys=2&prefix=J")
+        );
         assert_eq!(
             sign(&req, &s3_doc_scope(&creds)).signature,
             "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
@@ -500,14 +531,19 @@ mod tests {
     fn encoding_keeps_unreserved_and_escapes_the_rest() {
         assert_eq!(uri_encode("a b/c~d+e$é", true), "a%20b/c~d%2Be%24%C3%A9");
         assert_eq!(uri_encode("a/b", false), "a%2Fb");
-        assert_eq!(canonical_query(&[("uploadId", "x/y=z"), ("partNumber", "2")]),
-            "partNumber=2&uploadId=x%2Fy%3Dz");
+        assert_eq!(
+            canonical_query(&[("uploadId", "x/y=z"), ("partNumber", "2")]),
+            "partNumber=2&uploadId=x%2Fy%3Dz"
+        );
     }
 
     #[test]
     fn header_values_are_trimmed_and_repeats_joined() {
-        let (canonical, signed) =
-            canonical_headers(&[("My-Header1", "  a   b  "), ("host", "h"), ("my-header1", "c")]);
+        let (canonical, signed) = canonical_headers(&[
+            ("My-Header1", "  a   b  "),
+            ("host", "h"),
+            ("my-header1", "c"),
+        ]);
         assert_eq!(canonical, "host:h\nmy-header1:a b,c\n");
         assert_eq!(signed, "host;my-header1");
     }

@@ -83,7 +83,7 @@ pub enum S3Error {
         code: String,
         /// The cause.
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
 }
 
@@ -121,14 +121,23 @@ impl S3Store {
             access_key: cfg
                 .access_key
                 .resolve(&cfg.id, "access_key")
-                .map_err(|source| S3Error::Credentials { store: store(), source })?,
+                .map_err(|source| S3Error::Credentials {
+                    store: store(),
+                    source,
+                })?,
             secret_key: cfg
                 .secret_key
                 .resolve(&cfg.id, "secret_key")
-                .map_err(|source| S3Error::Credentials { store: store(), source })?,
+                .map_err(|source| S3Error::Credentials {
+                    store: store(),
+                    source,
+                })?,
         };
         if cfg.endpoint.is_empty() || cfg.endpoint.contains("://") || cfg.endpoint.contains('/') {
-            return Err(S3Error::Endpoint { store: store(), endpoint: cfg.endpoint.clone() });
+            return Err(S3Error::Endpoint {
+                store: store(),
+                endpoint: cfg.endpoint.clone(),
+            });
         }
         let client = Arc::new(
             S3Client::new(ClientConfig {
@@ -139,10 +148,16 @@ impl S3Store {
                 credentials,
                 max_idle_connections: cfg.concurrency,
             })
-            .map_err(|source| S3Error::Client { store: store(), source })?,
+            .map_err(|source| S3Error::Client {
+                store: store(),
+                source,
+            })?,
         );
         let (spool, recovered) = Spool::open(&PathBuf::from(&cfg.spool_dir), cfg.spool_max_bytes)
-            .map_err(|source| S3Error::Spool { store: store(), source })?;
+            .map_err(|source| S3Error::Spool {
+            store: store(),
+            source,
+        })?;
         let spool = Arc::new(spool);
         let counters = Arc::new(Counters::default());
         let control = Arc::new(Control::default());
@@ -160,7 +175,10 @@ impl S3Store {
             .enable_all()
             .thread_name(format!("s3-{}", cfg.id))
             .build()
-            .map_err(|source| S3Error::Thread { store: store(), source })?;
+            .map_err(|source| S3Error::Thread {
+                store: store(),
+                source,
+            })?;
 
         // The check runs on the uploader's thread and runtime, so `start` works
         // whether or not the caller is inside a runtime of its own.
@@ -180,9 +198,15 @@ impl S3Store {
                     uploader.run().await;
                 });
             })
-            .map_err(|source| S3Error::Thread { store: store(), source })?;
+            .map_err(|source| S3Error::Thread {
+                store: store(),
+                source,
+            })?;
         let check = check_rx.recv().unwrap_or_else(|_| {
-            Err(ClientError::Malformed { operation: "bucket check", field: "answer" })
+            Err(ClientError::Malformed {
+                operation: "bucket check",
+                field: "answer",
+            })
         });
         if let Err(source) = check {
             if fatal {
@@ -192,7 +216,7 @@ impl S3Store {
                     endpoint: cfg.endpoint.clone(),
                     bucket: cfg.bucket.clone(),
                     code: source.code().to_owned(),
-                    source,
+                    source: Box::new(source),
                 });
             }
             tracing::warn!(store = %cfg.id, endpoint = %cfg.endpoint, bucket = %cfg.bucket, code = source.code(), error = %source, "start-up bucket check failed; objects wait in the spool");
@@ -209,7 +233,10 @@ impl S3Store {
         .map_err(|source| {
             control.halt.store(true, Ordering::Release);
             control.wake.notify_one();
-            S3Error::Thread { store: store(), source }
+            S3Error::Thread {
+                store: store(),
+                source,
+            }
         })?;
         tracing::info!(store = %cfg.id, endpoint = %cfg.endpoint, bucket = %cfg.bucket, recovered, "s3 store started");
         Ok(Self {
@@ -223,7 +250,12 @@ impl S3Store {
                 storage: Some(storage_thread),
                 uploader: Some(uploader_thread),
             }),
-            access_url: AccessUrl::new(&cfg.access_url, client.scheme(), &cfg.endpoint, &cfg.bucket),
+            access_url: AccessUrl::new(
+                &cfg.access_url,
+                client.scheme(),
+                &cfg.endpoint,
+                &cfg.bucket,
+            ),
             recovered,
         })
     }
@@ -277,7 +309,10 @@ impl ObjectStore for S3Store {
 
     fn shutdown(&self, deadline: Duration) {
         let until = Instant::now() + deadline;
-        let mut threads = self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut threads = self
+            .threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Spool what is queued in memory first: the disk is the safe place.
         self.stop_spooling.store(true, Ordering::Release);
         if let Some(storage) = threads.storage.take() {
@@ -320,7 +355,8 @@ impl AccessUrl {
 
     /// The URL of the object with `digest`.
     pub fn render(&self, digest: &Digest) -> String {
-        self.template.replace("{{DIGEST}}", digest.to_hex().as_str())
+        self.template
+            .replace("{{DIGEST}}", digest.to_hex().as_str())
     }
 }
 
@@ -344,7 +380,10 @@ mod tests {
             "minio.example.com:9000",
             "qpoint",
         );
-        assert_eq!(url.render(&digest()), format!("https://minio.example.com/qpoint/{DIGEST_HEX}"));
+        assert_eq!(
+            url.render(&digest()),
+            format!("https://minio.example.com/qpoint/{DIGEST_HEX}")
+        );
     }
 
     #[test]
@@ -379,7 +418,10 @@ mod tests {
     fn access_url_default_template_uses_scheme_and_endpoint() {
         let template = "{{SCHEME}}://{{ENDPOINT}}/{{BUCKET}}/{{DIGEST}}";
         let insecure = AccessUrl::new(template, "http", "127.0.0.1:8333", "b");
-        assert_eq!(insecure.render(&digest()), format!("http://127.0.0.1:8333/b/{DIGEST_HEX}"));
+        assert_eq!(
+            insecure.render(&digest()),
+            format!("http://127.0.0.1:8333/b/{DIGEST_HEX}")
+        );
         let secure = AccessUrl::new(template, "https", "minio.internal:9000", "qpoint-objects");
         assert_eq!(
             secure.render(&digest()),

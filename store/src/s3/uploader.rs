@@ -75,7 +75,8 @@ impl UploadError {
 
     /// The S3 error code or transport reason, for logs.
     pub fn code(&self) -> &str {
-        self.client_error().map_or("spool read failed", ClientError::code)
+        self.client_error()
+            .map_or("spool read failed", ClientError::code)
     }
 }
 
@@ -162,7 +163,7 @@ impl Uploader {
             Counters::add(&self.counters.errors, 1);
             let digest = entry.digest.to_hex();
             if error.is_transient() {
-                if attempt % LOG_EVERY == 0 {
+                if attempt.is_multiple_of(LOG_EVERY) {
                     tracing::warn!(store = %self.store_id, digest = %digest, attempt, code = error.code(), error = %error, "upload failed; retrying");
                 }
             } else if error.is_auth() {
@@ -192,7 +193,10 @@ impl Uploader {
                 path: entry.path.clone(),
                 source: std::io::Error::other(join.to_string()),
             })?
-            .map_err(|source| UploadError::Read { path: entry.path.clone(), source })?;
+            .map_err(|source| UploadError::Read {
+                path: entry.path.clone(),
+                source,
+            })?;
         self.client
             .put_object(&entry.digest.to_hex(), &entry.content_type, body)
             .await

@@ -175,25 +175,39 @@ impl Spool {
     /// queues every complete one, oldest first. Returns the spool and how many
     /// objects it recovered.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, usize), SpoolError> {
-        let err = |source| SpoolError::Dir { dir: dir.to_owned(), source };
+        let err = |source| SpoolError::Dir {
+            dir: dir.to_owned(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(err)?;
         let mut index = Index::default();
         for dent in fs::read_dir(dir).map_err(err)? {
             let dent = dent.map_err(err)?;
             let path = dent.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
             if name.ends_with(".tmp") {
                 if let Err(error) = fs::remove_file(&path) {
                     tracing::warn!(path = %path.display(), %error, "cannot remove half-written spool file");
                 }
                 continue;
             }
-            let Some((seq, digest)) = parse_name(name) else { continue };
+            let Some((seq, digest)) = parse_name(name) else {
+                continue;
+            };
             match read_header(&path) {
                 Ok((content_type, offset, file_len)) => {
                     let len = file_len.saturating_sub(offset);
                     index.insert(Slot {
-                        entry: Entry { seq, digest, content_type, offset, len, path },
+                        entry: Entry {
+                            seq,
+                            digest,
+                            content_type,
+                            offset,
+                            len,
+                            path,
+                        },
                         state: State::Queued,
                     });
                     index.bytes += file_len;
@@ -206,13 +220,22 @@ impl Spool {
             }
         }
         let recovered = index.slots.len();
-        Ok((Self { dir: dir.to_owned(), max_bytes, index: Mutex::new(index) }, recovered))
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                max_bytes,
+                index: Mutex::new(index),
+            },
+            recovered,
+        ))
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
         // A panic while holding the lock leaves the index consistent at every
         // step, so a poisoned lock is still usable.
-        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reserves room for an object and returns where to write it, evicting the
@@ -229,7 +252,9 @@ impl Spool {
             return Admit::Duplicate;
         }
         while idx.bytes + file_len > self.max_bytes {
-            let Some(oldest) = idx.queued.pop_first() else { return Admit::NoRoom };
+            let Some(oldest) = idx.queued.pop_first() else {
+                return Admit::NoRoom;
+            };
             if let Some(slot) = idx.remove(oldest) {
                 tracing::warn!(digest = %slot.entry.digest, "spool full; dropping the oldest object");
                 let _ = fs::remove_file(&slot.entry.path);
@@ -275,7 +300,9 @@ impl Spool {
         let mut idx = self.lock();
         let mut out = Vec::with_capacity(max.min(idx.queued.len()));
         while out.len() < max {
-            let Some(seq) = idx.queued.pop_first() else { break };
+            let Some(seq) = idx.queued.pop_first() else {
+                break;
+            };
             if let Some(slot) = idx.slots.get_mut(&seq) {
                 slot.state = State::InFlight;
                 out.push(slot.entry.clone());
@@ -335,7 +362,11 @@ impl Spool {
 
     /// Objects parked after the server refused them.
     pub fn parked(&self) -> usize {
-        self.lock().slots.values().filter(|s| s.state == State::Parked).count()
+        self.lock()
+            .slots
+            .values()
+            .filter(|s| s.state == State::Parked)
+            .count()
     }
 
     /// Bytes on disk.
@@ -370,7 +401,9 @@ impl Index {
         if self.by_digest.get(&slot.entry.digest) == Some(&seq) {
             self.by_digest.remove(&slot.entry.digest);
         }
-        self.bytes = self.bytes.saturating_sub(slot.entry.offset + slot.entry.len);
+        self.bytes = self
+            .bytes
+            .saturating_sub(slot.entry.offset + slot.entry.len);
         Some(slot)
     }
 }
@@ -402,7 +435,10 @@ fn read_header(path: &Path) -> io::Result<(Arc<str>, u64, u64)> {
     let mut fixed = [0u8; MAGIC.len() + 1];
     file.read_exact(&mut fixed)?;
     if &fixed[..MAGIC.len()] != MAGIC {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad spool file magic"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad spool file magic",
+        ));
     }
     let ct_len = usize::from(fixed[MAGIC.len()]);
     let mut ct = vec![0u8; ct_len];
@@ -458,7 +494,10 @@ mod tests {
             .expect("list")
             .map(|d| d.expect("dent").file_name().into_string().expect("utf-8"))
             .collect();
-        assert!(names.iter().all(|n| n.ends_with(".obj")), "leftover files: {names:?}");
+        assert!(
+            names.iter().all(|n| n.ends_with(".obj")),
+            "leftover files: {names:?}"
+        );
         // The next object continues the sequence.
         let seq = write(&spool, b"four").expect("admitted");
         assert_eq!(seq, batch[1].seq + 1);
@@ -473,7 +512,10 @@ mod tests {
         spool.take_batch(1);
         spool.complete(seq);
         assert!(spool.is_empty());
-        assert_eq!(spool.admit(blake3::hash(b"same"), "text/plain", 4), Admit::Duplicate);
+        assert_eq!(
+            spool.admit(blake3::hash(b"same"), "text/plain", 4),
+            Admit::Duplicate
+        );
     }
 
     #[test]
@@ -492,8 +534,14 @@ mod tests {
         let want: Vec<Digest> = objects[2..].iter().map(|o| blake3::hash(o)).collect();
         assert_eq!(left, want);
         // Everything left is in flight: nothing can be evicted for a new object.
-        assert_eq!(spool.admit(blake3::hash(b"new"), "text/plain", 100), Admit::NoRoom);
+        assert_eq!(
+            spool.admit(blake3::hash(b"new"), "text/plain", 100),
+            Admit::NoRoom
+        );
         // An object larger than the whole spool never fits.
-        assert_eq!(spool.admit(blake3::hash(b"big"), "text/plain", per_file * 3), Admit::NoRoom);
+        assert_eq!(
+            spool.admit(blake3::hash(b"big"), "text/plain", per_file * 3),
+            Admit::NoRoom
+        );
     }
 }

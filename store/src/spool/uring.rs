@@ -36,7 +36,11 @@ impl WriteJob<'_> {
     /// The unwritten rest of the buffer that holds byte `done`.
     fn rest(&self, done: usize) -> &[u8] {
         let first = self.parts[0].len();
-        if done < first { &self.parts[0][done..] } else { &self.parts[1][done - first..] }
+        if done < first {
+            &self.parts[0][done..]
+        } else {
+            &self.parts[1][done - first..]
+        }
     }
 }
 
@@ -83,7 +87,11 @@ impl BatchWriter {
 
 impl std::fmt::Debug for BatchWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_uring() { "BatchWriter::Uring" } else { "BatchWriter::Plain" })
+        f.write_str(if self.is_uring() {
+            "BatchWriter::Uring"
+        } else {
+            "BatchWriter::Plain"
+        })
     }
 }
 
@@ -148,7 +156,9 @@ fn write_uring(ring: &mut IoUring, jobs: &[WriteJob<'_>]) -> Vec<io::Result<()>>
             }
             for cqe in ring.completion() {
                 reaped += 1;
-                let Ok(i) = usize::try_from(cqe.user_data()) else { continue };
+                let Ok(i) = usize::try_from(cqe.user_data()) else {
+                    continue;
+                };
                 let res = cqe.result();
                 if res < 0 {
                     failed[i] = Some(io::Error::from_raw_os_error(-res));
@@ -175,15 +185,19 @@ mod tests {
     fn batch_writes_land_whole() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut writer = BatchWriter::new();
-        let payloads: Vec<Vec<u8>> =
-            (0..100u32).map(|i| (0..(i * 997) % 70_000).map(|b| (b ^ i) as u8).collect()).collect();
+        let payloads: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| (0..(i * 997) % 70_000).map(|b| (b ^ i) as u8).collect())
+            .collect();
         let files: Vec<File> = (0..payloads.len())
             .map(|i| File::create(dir.path().join(i.to_string())).expect("create"))
             .collect();
         let jobs: Vec<WriteJob<'_>> = files
             .iter()
             .zip(&payloads)
-            .map(|(file, p)| WriteJob { file, parts: [b"HDR", p] })
+            .map(|(file, p)| WriteJob {
+                file,
+                parts: [b"HDR", p],
+            })
             .collect();
         let results = writer.write_all(&jobs);
         assert_eq!(results.len(), payloads.len());
@@ -200,7 +214,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = File::create(dir.path().join("x")).expect("create");
         let mut writer = BatchWriter::Plain;
-        let results = writer.write_all(&[WriteJob { file: &file, parts: [b"ab", b"cd"] }]);
+        let results = writer.write_all(&[WriteJob {
+            file: &file,
+            parts: [b"ab", b"cd"],
+        }]);
         assert!(results.iter().all(Result::is_ok));
         assert_eq!(std::fs::read(dir.path().join("x")).expect("read"), b"abcd");
     }

@@ -6,9 +6,9 @@
 //! each file into place and wakes the uploader.
 
 use std::fs::{self, File, OpenOptions};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -89,9 +89,17 @@ impl StorageThread {
     ) -> std::io::Result<(PendingQueue, JoinHandle<()>)> {
         let (tx, rx) = sync_channel(QUEUE_OBJECTS);
         let bytes = Arc::new(AtomicU64::new(0));
-        let queue = PendingQueue { tx, bytes: Arc::clone(&bytes), counters: Arc::clone(&counters) };
+        let queue = PendingQueue {
+            tx,
+            bytes: Arc::clone(&bytes),
+            counters: Arc::clone(&counters),
+        };
         let writer = BatchWriter::new();
-        tracing::debug!(store = store_id, uring = writer.is_uring(), "spool writer ready");
+        tracing::debug!(
+            store = store_id,
+            uring = writer.is_uring(),
+            "spool writer ready"
+        );
         let mut thread = StorageThread {
             rx,
             bytes,
@@ -163,7 +171,12 @@ impl StorageThread {
                     Counters::add(&self.counters.dropped, 1);
                 }
                 Admit::Write { seq, tmp, path } => {
-                    match OpenOptions::new().write(true).create(true).truncate(true).open(&tmp) {
+                    match OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&tmp)
+                    {
                         Ok(file) => pending.push(Pending {
                             seq,
                             tmp,
@@ -190,7 +203,10 @@ impl StorageThread {
         }
         let jobs: Vec<WriteJob<'_>> = pending
             .iter()
-            .map(|p| WriteJob { file: &p.file, parts: [&p.header, &p.object.bytes] })
+            .map(|p| WriteJob {
+                file: &p.file,
+                parts: [&p.header, &p.object.bytes],
+            })
             .collect();
         let results = self.writer.write_all(&jobs);
         drop(jobs);
