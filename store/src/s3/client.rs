@@ -91,8 +91,9 @@ impl ClientError {
         }
     }
 
-    /// Authentication or permission refused: retrying will not help until someone
-    /// fixes the credentials or the policy.
+    /// Refused because of the store's set-up, not the object: authentication,
+    /// permission, or a missing bucket. Retrying will not help until someone fixes
+    /// the credentials, the policy or the bucket.
     pub fn is_auth(&self) -> bool {
         match self {
             Self::Status { status, code, .. } => {
@@ -105,6 +106,7 @@ impl ClientError {
                             | "InvalidAccessKeyId"
                             | "ExpiredToken"
                             | "InvalidToken"
+                            | "NoSuchBucket"
                     )
             }
             _ => false,
@@ -515,7 +517,10 @@ mod tests {
             "S3 answered 404 `NoSuchBucket`: The specified bucket does not exist"
         );
         assert!(!err.is_transient());
-        assert!(!err.is_auth());
+        assert!(
+            err.is_auth(),
+            "a missing bucket is the store's problem, not the object's"
+        );
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! Each entry is retried until it is stored while the failure is transient (5xx,
 //! throttling, timeouts, connection errors): the object waits on disk, so an outage
 //! costs disk, not memory, and loses nothing within the spool's limit.
-//! Authentication and permission errors are retried [`AUTH_ATTEMPTS`] times, then
-//! the object is parked (kept on disk, left alone until the next start) and the
-//! error is logged. Any other refusal (a 4xx the object itself causes) drops it.
+//! Authentication and permission errors and a missing bucket (the store's set-up,
+//! not the object) are retried [`AUTH_ATTEMPTS`] times, then the object is parked
+//! (kept on disk, left alone until the next start) and the error is logged. Any other refusal (a 4xx the object itself causes) drops it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +26,7 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 /// Longest retry delay: also the longest an outage outlasts its end before
 /// uploads resume.
 const RETRY_CAP: Duration = Duration::from_secs(4);
-/// Tries for an object refused for authentication or permission reasons.
+/// Tries for an object refused for authentication, permission or a missing bucket.
 pub const AUTH_ATTEMPTS: u32 = 3;
 /// How often an idle uploader looks at the spool and its stop flag even without a
 /// wake-up.
