@@ -22,6 +22,14 @@ use crate::Digest;
 pub const MAGIC: &[u8; 8] = b"TWSPOOL1";
 /// Longest content type kept in a spool file header (longer ones are cut).
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+/// Objects the spool holds at most; past it the oldest waiting ones are dropped,
+/// as past the byte limit. The index costs about 170 bytes per object (map entries,
+/// digest, interned content type), so this caps it near 45 MiB however small the
+/// objects are.
+pub const MAX_OBJECTS: usize = 256 * 1024;
+/// Distinct content types shared between index entries; further ones are stored
+/// per entry.
+const MAX_INTERNED_CONTENT_TYPES: usize = 1024;
 /// Digests of uploaded objects remembered for deduplication: 64 Ki × 32 bytes of
 /// digest plus set overhead is a few MiB, and covers the repeats a node sees
 /// (same error pages, same assets) over minutes to hours.
@@ -71,10 +79,22 @@ enum State {
     Parked,
 }
 
+/// One index entry, kept small: the path is derived from `seq` and `digest`.
 #[derive(Debug)]
 struct Slot {
-    entry: Entry,
+    digest: Digest,
+    content_type: Arc<str>,
+    /// Header length: where the object's bytes start in the file.
+    offset: u16,
+    /// The object's length in bytes.
+    len: u64,
     state: State,
+}
+
+impl Slot {
+    fn file_len(&self) -> u64 {
+        u64::from(self.offset) + self.len
+    }
 }
 
 /// What [`Spool::admit`] decided.
@@ -117,6 +137,8 @@ struct Index {
     next_seq: u64,
     /// Objects removed to make room, since start.
     evicted: u64,
+    /// Content types shared by entries.
+    content_types: HashSet<Arc<str>>,
 }
 
 /// A bounded set of digests, forgetting the oldest first.
@@ -154,9 +176,15 @@ pub fn header(content_type: &str) -> Vec<u8> {
     h
 }
 
-/// Length of the header for `content_type`.
-fn header_len(content_type: &str) -> u64 {
-    (MAGIC.len() + 1 + truncate(content_type, MAX_CONTENT_TYPE_BYTES).len()) as u64
+/// Length of the header for `content_type` (at most 8 + 1 + 255).
+fn header_len(content_type: &str) -> u16 {
+    let len = MAGIC.len() + 1 + truncate(content_type, MAX_CONTENT_TYPE_BYTES).len();
+    u16::try_from(len).unwrap_or(u16::MAX)
+}
+
+/// The final name of object `seq` with `digest` in `dir`.
+fn object_path(dir: &Path, seq: u64, digest: &Digest) -> PathBuf {
+    dir.join(format!("{seq:016x}-{}.obj", digest.to_hex()))
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -198,19 +226,18 @@ impl Spool {
             };
             match read_header(&path) {
                 Ok((content_type, offset, file_len)) => {
-                    let len = file_len.saturating_sub(offset);
-                    index.insert(Slot {
-                        entry: Entry {
-                            seq,
+                    let content_type = index.intern(&content_type);
+                    let len = file_len.saturating_sub(u64::from(offset));
+                    index.insert(
+                        seq,
+                        Slot {
                             digest,
                             content_type,
                             offset,
                             len,
-                            path,
+                            state: State::Queued,
                         },
-                        state: State::Queued,
-                    });
-                    index.bytes += file_len;
+                    );
                     index.next_seq = index.next_seq.max(seq + 1);
                 }
                 Err(error) => {
@@ -243,7 +270,7 @@ impl Spool {
     /// added to [`Spool::evicted`]).
     pub fn admit(&self, digest: Digest, content_type: &str, len: u64) -> Admit {
         let offset = header_len(content_type);
-        let file_len = offset + len;
+        let file_len = u64::from(offset) + len;
         if file_len > self.max_bytes {
             return Admit::NoRoom;
         }
@@ -251,33 +278,31 @@ impl Spool {
         if idx.by_digest.contains_key(&digest) || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        while idx.bytes + file_len > self.max_bytes {
+        while idx.bytes + file_len > self.max_bytes || idx.slots.len() >= MAX_OBJECTS {
             let Some(oldest) = idx.queued.pop_first() else {
                 return Admit::NoRoom;
             };
             if let Some(slot) = idx.remove(oldest) {
-                tracing::warn!(digest = %slot.entry.digest, "spool full; dropping the oldest object");
-                let _ = fs::remove_file(&slot.entry.path);
+                tracing::warn!(digest = %slot.digest, "spool full; dropping the oldest object");
+                let _ = fs::remove_file(object_path(&self.dir, oldest, &slot.digest));
                 idx.evicted += 1;
             }
         }
         let seq = idx.next_seq;
         idx.next_seq += 1;
-        let name = format!("{seq:016x}-{}", digest.to_hex());
-        let path = self.dir.join(format!("{name}.obj"));
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        idx.bytes += file_len;
-        idx.insert(Slot {
-            entry: Entry {
-                seq,
+        let path = object_path(&self.dir, seq, &digest);
+        let tmp = path.with_extension("tmp");
+        let content_type = idx.intern(truncate(content_type, MAX_CONTENT_TYPE_BYTES));
+        idx.insert(
+            seq,
+            Slot {
                 digest,
-                content_type: Arc::from(truncate(content_type, MAX_CONTENT_TYPE_BYTES)),
+                content_type,
                 offset,
                 len,
-                path: path.clone(),
+                state: State::Writing,
             },
-            state: State::Writing,
-        });
+        );
         Admit::Write { seq, tmp, path }
     }
 
@@ -305,7 +330,14 @@ impl Spool {
             };
             if let Some(slot) = idx.slots.get_mut(&seq) {
                 slot.state = State::InFlight;
-                out.push(slot.entry.clone());
+                out.push(Entry {
+                    seq,
+                    digest: slot.digest,
+                    content_type: Arc::clone(&slot.content_type),
+                    offset: u64::from(slot.offset),
+                    len: slot.len,
+                    path: object_path(&self.dir, seq, &slot.digest),
+                });
             }
         }
         out
@@ -333,15 +365,15 @@ impl Spool {
     pub fn complete(&self, seq: u64) {
         let mut idx = self.lock();
         if let Some(slot) = idx.remove(seq) {
-            idx.recent.insert(slot.entry.digest);
-            remove_file(&slot.entry.path);
+            idx.recent.insert(slot.digest);
+            remove_file(&object_path(&self.dir, seq, &slot.digest));
         }
     }
 
     /// `seq` cannot be stored: delete its file and forget it.
     pub fn discard(&self, seq: u64) {
         if let Some(slot) = self.lock().remove(seq) {
-            remove_file(&slot.entry.path);
+            remove_file(&object_path(&self.dir, seq, &slot.digest));
         }
     }
 
@@ -386,25 +418,35 @@ impl Spool {
 }
 
 impl Index {
-    fn insert(&mut self, slot: Slot) {
-        let seq = slot.entry.seq;
-        self.by_digest.insert(slot.entry.digest, seq);
+    fn insert(&mut self, seq: u64, slot: Slot) {
+        self.by_digest.insert(slot.digest, seq);
         if slot.state == State::Queued {
             self.queued.insert(seq);
         }
+        self.bytes += slot.file_len();
         self.slots.insert(seq, slot);
     }
 
     fn remove(&mut self, seq: u64) -> Option<Slot> {
         let slot = self.slots.remove(&seq)?;
         self.queued.remove(&seq);
-        if self.by_digest.get(&slot.entry.digest) == Some(&seq) {
-            self.by_digest.remove(&slot.entry.digest);
+        if self.by_digest.get(&slot.digest) == Some(&seq) {
+            self.by_digest.remove(&slot.digest);
         }
-        self.bytes = self
-            .bytes
-            .saturating_sub(slot.entry.offset + slot.entry.len);
+        self.bytes = self.bytes.saturating_sub(slot.file_len());
         Some(slot)
+    }
+
+    /// A shared copy of `content_type`.
+    fn intern(&mut self, content_type: &str) -> Arc<str> {
+        if let Some(ct) = self.content_types.get(content_type) {
+            return Arc::clone(ct);
+        }
+        let ct: Arc<str> = Arc::from(content_type);
+        if self.content_types.len() < MAX_INTERNED_CONTENT_TYPES {
+            self.content_types.insert(Arc::clone(&ct));
+        }
+        ct
     }
 }
 
@@ -429,7 +471,7 @@ fn parse_name(name: &str) -> Option<(u64, Digest)> {
 }
 
 /// Reads a spool file's header: (content type, offset of the bytes, file length).
-fn read_header(path: &Path) -> io::Result<(Arc<str>, u64, u64)> {
+fn read_header(path: &Path) -> io::Result<(String, u16, u64)> {
     let mut file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut fixed = [0u8; MAGIC.len() + 1];
@@ -445,7 +487,8 @@ fn read_header(path: &Path) -> io::Result<(Arc<str>, u64, u64)> {
     file.read_exact(&mut ct)?;
     let ct = String::from_utf8(ct)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "content type is not UTF-8"))?;
-    Ok((Arc::from(ct), (MAGIC.len() + 1 + ct_len) as u64, file_len))
+    let offset = header_len(&ct);
+    Ok((ct, offset, file_len))
 }
 
 #[cfg(test)]
@@ -521,7 +564,7 @@ mod tests {
     #[test]
     fn over_the_limit_the_oldest_queued_go_first() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let per_file = header_len("text/plain") + 100;
+        let per_file = u64::from(header_len("text/plain")) + 100;
         let (spool, _) = Spool::open(dir.path(), per_file * 3).expect("open");
         let objects: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100]).collect();
         for o in &objects {
@@ -542,6 +585,27 @@ mod tests {
         assert_eq!(
             spool.admit(blake3::hash(b"big"), "text/plain", per_file * 3),
             Admit::NoRoom
+        );
+    }
+
+    #[test]
+    fn the_object_count_is_capped_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (spool, _) = Spool::open(dir.path(), u64::MAX).expect("open");
+        for i in 0..MAX_OBJECTS as u64 + 10 {
+            // Index only: no file is needed to exercise the limit.
+            match spool.admit(blake3::hash(&i.to_le_bytes()), "text/plain", 1) {
+                Admit::Write { seq, .. } => spool.written(seq),
+                other => panic!("object {i}: {other:?}"),
+            }
+        }
+        assert_eq!(spool.len(), MAX_OBJECTS);
+        assert_eq!(spool.evicted(), 10);
+        let oldest = spool.take_batch(1).pop().expect("an entry");
+        assert_eq!(
+            oldest.digest,
+            blake3::hash(&10u64.to_le_bytes()),
+            "the first ten went"
         );
     }
 }

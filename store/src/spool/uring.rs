@@ -185,6 +185,13 @@ mod tests {
     fn batch_writes_land_whole() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut writer = BatchWriter::new();
+        let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .map(|v| v.trim() != "0")
+            .unwrap_or(false);
+        assert!(
+            writer.is_uring() || disabled,
+            "io_uring is allowed here but was not set up"
+        );
         let payloads: Vec<Vec<u8>> = (0..100u32)
             .map(|i| (0..(i * 997) % 70_000).map(|b| (b ^ i) as u8).collect())
             .collect();
