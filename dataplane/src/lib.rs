@@ -5,5 +5,6 @@ pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod pipeline;
 pub mod privileges;
 pub mod signals;
