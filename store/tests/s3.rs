@@ -225,3 +225,38 @@ fn failed_multipart_upload_is_aborted_and_reported() {
         );
     });
 }
+
+#[test]
+fn https_verifies_the_certificate_against_the_system_roots() {
+    let Some(weed) = Weed::start_tls() else {
+        return;
+    };
+    weed.create_bucket("objects");
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = weed.store_config("tls-store", "objects", spool.path());
+    cfg.endpoint = weed.tls_endpoint();
+    cfg.insecure = false;
+    let err = S3Store::start(&cfg).expect_err("a self-signed certificate is not trusted");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store `tls-store`: bucket `objects` at `{}` failed the start-up check: TLS handshake failed",
+            weed.tls_endpoint()
+        )
+    );
+    let mut chain = String::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = cur {
+        chain.push_str(&e.to_string());
+        chain.push('\n');
+        cur = e.source();
+    }
+    assert!(
+        chain.contains("https://"),
+        "the request used HTTPS: {chain}"
+    );
+    assert!(
+        chain.to_lowercase().contains("certificate"),
+        "the certificate was refused: {chain}"
+    );
+}

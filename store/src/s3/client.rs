@@ -44,7 +44,8 @@ pub enum ClientError {
     Transport {
         /// The URL.
         url: String,
-        /// `connection refused`, `timed out`, `connection failed`, …
+        /// `connection refused`, `timed out`, `TLS handshake failed`,
+        /// `connection failed`, …
         reason: &'static str,
         /// The transport error.
         #[source]
@@ -426,12 +427,18 @@ impl S3Client {
 }
 
 fn transport(url: &str, source: reqwest::Error) -> ClientError {
+    let kinds = io_kinds(&source);
+    let has = |k: std::io::ErrorKind| kinds.contains(&k);
     let reason = if source.is_timeout() {
         "timed out"
-    } else if io_kind(&source) == Some(std::io::ErrorKind::ConnectionRefused) {
+    } else if has(std::io::ErrorKind::ConnectionRefused) {
         "connection refused"
-    } else if io_kind(&source) == Some(std::io::ErrorKind::ConnectionReset) {
+    } else if has(std::io::ErrorKind::ConnectionReset) {
         "connection reset"
+    } else if source.is_connect() && has(std::io::ErrorKind::InvalidData) {
+        // rustls reports handshake failures (an untrusted certificate, a name
+        // mismatch, a protocol error) as `InvalidData` I/O errors.
+        "TLS handshake failed"
     } else if source.is_connect() {
         "connection failed"
     } else {
@@ -444,16 +451,22 @@ fn transport(url: &str, source: reqwest::Error) -> ClientError {
     }
 }
 
-/// The kind of the first I/O error in `e`'s source chain.
-fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+/// The kinds of every I/O error in `e`'s source chain, including I/O errors
+/// wrapped inside I/O errors (which `source()` skips over).
+fn io_kinds(e: &(dyn std::error::Error + 'static)) -> Vec<std::io::ErrorKind> {
+    let mut kinds = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
+        let mut inner = err.downcast_ref::<std::io::Error>();
+        while let Some(io) = inner {
+            kinds.push(io.kind());
+            inner = io
+                .get_ref()
+                .and_then(|r| r.downcast_ref::<std::io::Error>());
         }
         cur = err.source();
     }
-    None
+    kinds
 }
 
 fn status_error(status: StatusCode, body: &[u8]) -> ClientError {

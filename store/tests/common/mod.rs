@@ -71,7 +71,8 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 pub struct Weed {
     binary: PathBuf,
     dir: tempfile::TempDir,
-    ports: [u16; 10],
+    ports: [u16; 11],
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -79,6 +80,16 @@ impl Weed {
     /// Starts a server, or returns `None` (after saying why) when `weed` is missing
     /// outside CI.
     pub fn start() -> Option<Weed> {
+        Self::start_with(false)
+    }
+
+    /// Also serves S3 over HTTPS on [`Weed::tls_endpoint`] with a self-signed
+    /// certificate for 127.0.0.1 (made with `openssl`), which no system root trusts.
+    pub fn start_tls() -> Option<Weed> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<Weed> {
         let binary = match weed_binary() {
             Ok(b) => b,
             Err(why) => {
@@ -97,10 +108,34 @@ impl Weed {
             ),
         )
         .expect("write s3.json");
+        if tls {
+            let d = dir.path();
+            let status = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                ])
+                .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(d.join("key.pem"))
+                .arg("-out")
+                .arg(d.join("cert.pem"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl to make a test certificate");
+            assert!(status.success(), "openssl req failed: {status}");
+        }
         let mut weed = Weed {
             binary,
             dir,
             ports: free_ports(),
+            tls,
             child: None,
         };
         weed.run();
@@ -110,6 +145,11 @@ impl Weed {
     /// `127.0.0.1:PORT` of the S3 API.
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.ports[0])
+    }
+
+    /// `127.0.0.1:PORT` of the S3 API over HTTPS (with [`Weed::start_tls`]).
+    pub fn tls_endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.ports[10])
     }
 
     /// The server's data directory.
@@ -125,7 +165,7 @@ impl Weed {
             .append(true)
             .open(d.join("weed.log"))
             .expect("weed log");
-        let args = vec![
+        let mut args = vec![
             "mini".to_owned(),
             format!("-dir={}", d.join("data").display()),
             "-ip=127.0.0.1".to_owned(),
@@ -150,6 +190,11 @@ impl Weed {
             "-s3.port.lance=0".to_owned(),
             "-master.telemetry=false".to_owned(),
         ];
+        if self.tls {
+            args.push(format!("-s3.port.https={}", p[10]));
+            args.push(format!("-s3.cert.file={}", d.join("cert.pem").display()));
+            args.push(format!("-s3.key.file={}", d.join("key.pem").display()));
+        }
         std::fs::create_dir_all(d.join("data")).expect("weed data dir");
         let child = Command::new(&self.binary)
             .args(&args)
@@ -300,12 +345,12 @@ fn signal_group(pid: u32, signal: &str) {
         .status();
 }
 
-/// Ten distinct free loopback ports (held open together while choosing).
-fn free_ports() -> [u16; 10] {
-    let listeners: Vec<TcpListener> = (0..10)
+/// Eleven distinct free loopback ports (held open together while choosing).
+fn free_ports() -> [u16; 11] {
+    let listeners: Vec<TcpListener> = (0..11)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
         .collect();
-    let mut ports = [0u16; 10];
+    let mut ports = [0u16; 11];
     for (p, l) in ports.iter_mut().zip(&listeners) {
         *p = l.local_addr().expect("local addr").port();
     }
