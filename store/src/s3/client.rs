@@ -78,7 +78,7 @@ impl ClientError {
     /// Worth retrying: transport errors, 5xx, 408, 429, and S3's throttling codes.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Transport { reason, .. } => *reason != "invalid request",
             Self::Status { status, code, .. } => {
                 *status >= 500
                     || *status == 408
@@ -185,6 +185,7 @@ impl S3Client {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Answer, ClientError> {
+        let content_type = content_type.map(sanitize_content_type);
         let path = match key {
             Some(key) => format!("/{}/{}", self.cfg.bucket, key),
             None => format!("/{}", self.cfg.bucket),
@@ -429,7 +430,9 @@ impl S3Client {
 fn transport(url: &str, source: reqwest::Error) -> ClientError {
     let kinds = io_kinds(&source);
     let has = |k: std::io::ErrorKind| kinds.contains(&k);
-    let reason = if source.is_timeout() {
+    let reason = if source.is_builder() {
+        "invalid request"
+    } else if source.is_timeout() {
         "timed out"
     } else if has(std::io::ErrorKind::ConnectionRefused) {
         "connection refused"
@@ -497,6 +500,20 @@ fn xml_text<'a>(body: &'a [u8], tag: &str) -> Option<&'a str> {
     Some(&text[start..end])
 }
 
+/// `content_type` if it can go in a header as it is (visible ASCII and spaces),
+/// else `application/octet-stream`: a captured `Content-Type` is not to be trusted.
+fn sanitize_content_type(content_type: &str) -> &str {
+    let ok = !content_type.is_empty()
+        && content_type
+            .bytes()
+            .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+    if ok {
+        content_type
+    } else {
+        "application/octet-stream"
+    }
+}
+
 /// Undoes XML's five predefined entities.
 fn unescape(s: &str) -> String {
     s.replace("&quot;", "\"")
@@ -547,6 +564,20 @@ mod tests {
         );
         assert!(err.is_auth());
         assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn content_types_that_cannot_be_headers_are_replaced() {
+        assert_eq!(
+            sanitize_content_type("text/html; charset=utf-8"),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(
+            sanitize_content_type("text/\u{e9}"),
+            "application/octet-stream"
+        );
+        assert_eq!(sanitize_content_type("a\r\nb"), "application/octet-stream");
+        assert_eq!(sanitize_content_type(""), "application/octet-stream");
     }
 
     #[test]
