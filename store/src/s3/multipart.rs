@@ -63,23 +63,60 @@ impl MultipartError {
     }
 }
 
+/// Object bytes the uploader holds in memory at once, at most: bodies and parts
+/// read from the spool and not yet sent.
+pub const MAX_IN_FLIGHT_BYTES: u64 = 64 << 20;
+/// The budget's unit: permits are KiB, so a `u32` count covers any part size.
+const BUDGET_UNIT_BYTES: u64 = 1024;
+
+/// Bounds the object bytes held in memory by uploads in flight.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    permits: tokio::sync::Semaphore,
+    total: u32,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        let total = u32::try_from(MAX_IN_FLIGHT_BYTES / BUDGET_UNIT_BYTES).unwrap_or(u32::MAX);
+        Self {
+            permits: tokio::sync::Semaphore::new(total as usize),
+            total,
+        }
+    }
+}
+
+impl MemoryBudget {
+    /// Waits until `bytes` fit in the budget and holds them until the guard drops.
+    /// A request larger than the whole budget takes all of it.
+    pub async fn acquire(&self, bytes: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT_BYTES))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total);
+        // The semaphore is never closed, so acquiring only waits.
+        self.permits.acquire_many(units).await.ok()
+    }
+}
+
 /// Number of parts of `part_bytes` for `len` bytes (at least one).
 pub fn part_count(len: u64, part_bytes: u64) -> u64 {
     len.div_ceil(part_bytes).max(1)
 }
 
 /// Uploads `entry` from its spool file as a multipart upload of `part_bytes` parts.
+/// Each part in memory holds its share of `memory` while it is read and sent.
 pub async fn upload(
     client: &S3Client,
     entry: &Entry,
     part_bytes: u64,
+    memory: &MemoryBudget,
 ) -> Result<(), MultipartError> {
     let key = entry.digest.to_hex();
     let upload_id = client
         .create_multipart(&key, &entry.content_type)
         .await
         .map_err(MultipartError::Create)?;
-    match upload_parts(client, entry, &key, &upload_id, part_bytes).await {
+    match upload_parts(client, entry, &key, &upload_id, part_bytes, memory).await {
         Ok(()) => Ok(()),
         Err(e) => {
             if let Err(abort) = client.abort_multipart(&key, &upload_id).await {
@@ -96,6 +133,7 @@ async fn upload_parts(
     key: &str,
     upload_id: &str,
     part_bytes: u64,
+    memory: &MemoryBudget,
 ) -> Result<(), MultipartError> {
     let count = part_count(entry.len, part_bytes);
     let mut etags = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
@@ -103,6 +141,7 @@ async fn upload_parts(
         let part = u32::try_from(index + 1).unwrap_or(u32::MAX);
         let start = index * part_bytes;
         let len = part_bytes.min(entry.len - start);
+        let _held = memory.acquire(len).await;
         let body = read_part(entry, part, start, len).await?;
         let mut attempt = 0;
         let etag = loop {
@@ -161,6 +200,33 @@ pub fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_budget_bounds_bytes_in_flight() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let wait = Duration::from_millis(50);
+            let budget = MemoryBudget::default();
+            let first = budget.acquire(40 << 20).await;
+            assert!(first.is_some());
+            // 40 + 40 MiB is over the 64 MiB budget: the second waits.
+            assert!(
+                tokio::time::timeout(wait, budget.acquire(40 << 20))
+                    .await
+                    .is_err()
+            );
+            drop(first);
+            let second = tokio::time::timeout(wait, budget.acquire(40 << 20)).await;
+            assert!(second.is_ok(), "room again once the first is released");
+            drop(second);
+            // More than the whole budget takes all of it instead of waiting forever.
+            let all = tokio::time::timeout(wait, budget.acquire(1 << 40)).await;
+            assert!(all.is_ok());
+        });
+    }
 
     #[test]
     fn parts_cover_the_object() {

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::client::{ClientConfig, ClientError, S3Client};
+use super::multipart::MemoryBudget;
 use super::sign::Credentials;
 use super::uploader::{Control, Uploader};
 use crate::config::{S3Config, SecretError, StartupCheck};
@@ -170,6 +171,7 @@ impl S3Store {
             concurrency: cfg.concurrency.max(1),
             multipart_threshold: cfg.multipart_threshold_bytes,
             part_bytes: cfg.multipart_part_bytes,
+            memory: MemoryBudget::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

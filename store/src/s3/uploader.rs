@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::client::{ClientError, S3Client};
-use super::multipart::{self, MultipartError};
+use super::multipart::{self, MemoryBudget, MultipartError};
 use crate::backoff;
 use crate::counters::Counters;
 use crate::spool::{Entry, Spool};
@@ -108,6 +108,8 @@ pub struct Uploader {
     pub multipart_threshold: u64,
     /// Multipart part size.
     pub part_bytes: u64,
+    /// Object bytes in memory across uploads in flight.
+    pub memory: MemoryBudget,
 }
 
 impl Uploader {
@@ -142,7 +144,7 @@ impl Uploader {
         let mut attempt: u32 = 0;
         loop {
             let result = if multipart {
-                multipart::upload(&self.client, &entry, self.part_bytes)
+                multipart::upload(&self.client, &entry, self.part_bytes, &self.memory)
                     .await
                     .map_err(UploadError::Multipart)
             } else {
@@ -185,6 +187,7 @@ impl Uploader {
     }
 
     async fn put_single(&self, entry: &Entry) -> Result<(), UploadError> {
+        let _held = self.memory.acquire(entry.len).await;
         let path = entry.path.clone();
         let (offset, len) = (entry.offset, entry.len);
         let body = tokio::task::spawn_blocking(move || multipart::read_range(&path, offset, len))
