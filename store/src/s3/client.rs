@@ -427,6 +427,24 @@ impl S3Client {
     }
 }
 
+/// AWS's global endpoint, which serves path-style requests for us-east-1 buckets
+/// only and redirects the rest.
+const AWS_GLOBAL_ENDPOINT: &str = "s3.amazonaws.com";
+
+/// The host requests go to for `endpoint` in `region`: `endpoint` itself, except
+/// that AWS's global endpoint becomes the region's own (`s3.us-west-2.amazonaws.com`)
+/// for regions other than `us-east-1`, as AWS's SDKs do.
+pub fn request_endpoint(endpoint: &str, region: &str) -> String {
+    if endpoint.eq_ignore_ascii_case(AWS_GLOBAL_ENDPOINT)
+        && region != "us-east-1"
+        && !region.is_empty()
+    {
+        format!("s3.{region}.amazonaws.com")
+    } else {
+        endpoint.to_owned()
+    }
+}
+
 fn transport(url: &str, source: reqwest::Error) -> ClientError {
     let kinds = io_kinds(&source);
     let has = |k: std::io::ErrorKind| kinds.contains(&k);
@@ -578,6 +596,26 @@ mod tests {
         );
         assert_eq!(sanitize_content_type("a\r\nb"), "application/octet-stream");
         assert_eq!(sanitize_content_type(""), "application/octet-stream");
+    }
+
+    #[test]
+    fn aws_global_endpoint_goes_regional_outside_us_east_1() {
+        assert_eq!(
+            request_endpoint("s3.amazonaws.com", "us-west-2"),
+            "s3.us-west-2.amazonaws.com"
+        );
+        assert_eq!(
+            request_endpoint("s3.amazonaws.com", "us-east-1"),
+            "s3.amazonaws.com"
+        );
+        assert_eq!(
+            request_endpoint("storage.googleapis.com", "us-central1"),
+            "storage.googleapis.com"
+        );
+        assert_eq!(
+            request_endpoint("minio.example.com:9000", "us-east-1"),
+            "minio.example.com:9000"
+        );
     }
 
     #[test]

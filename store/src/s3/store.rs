@@ -142,7 +142,7 @@ impl S3Store {
         }
         let client = Arc::new(
             S3Client::new(ClientConfig {
-                endpoint: cfg.endpoint.clone(),
+                endpoint: super::client::request_endpoint(&cfg.endpoint, &cfg.region),
                 bucket: cfg.bucket.clone(),
                 region: cfg.region.clone(),
                 insecure: cfg.insecure,
