@@ -260,3 +260,34 @@ fn https_verifies_the_certificate_against_the_system_roots() {
         "the certificate was refused: {chain}"
     );
 }
+
+#[test]
+fn the_feeder_exits_non_zero_without_panicking_on_a_wrong_secret() {
+    let Some(weed) = Weed::start() else { return };
+    weed.create_bucket("objects");
+    let work = tempfile::tempdir().expect("work dir");
+    let yaml = weed
+        .store_yaml("feeder-bad", "objects", &work.path().join("spool"), "fatal")
+        .replace(common::SECRET_KEY, "wrong-secret");
+    let config = work.path().join("store.yaml");
+    std::fs::write(&config, yaml).expect("write store.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapwire-store-feeder"))
+        .arg(&config)
+        .output()
+        .expect("run the feeder");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing started: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "error: store `feeder-bad`: bucket `objects` at `{}` failed the start-up check: SignatureDoesNotMatch",
+            weed.endpoint()
+        )),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
