@@ -233,12 +233,15 @@ impl Weed {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL) and waits until its ports are free.
+    /// Stops the server (SIGTERM, then SIGKILL after a while) and waits for it to exit.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        signal_group(child.id(), "-TERM");
+        if !signal_group(child.id(), "-TERM") {
+            // No `kill` program: SIGKILL the leader (weed mini is one process).
+            let _ = child.kill();
+        }
         let until = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Ok(Some(_)) = child.try_wait() {
@@ -246,13 +249,12 @@ impl Weed {
             }
             if Instant::now() > until {
                 signal_group(child.id(), "-KILL");
+                let _ = child.kill();
                 let _ = child.wait();
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Make sure no straggler of the group keeps a port.
-        signal_group(child.id(), "-KILL");
     }
 
     /// Starts the server again on the same ports and data.
@@ -332,17 +334,19 @@ impl Drop for Weed {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal_group(child.id(), "-KILL");
+            let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
-/// Sends `signal` to the process group led by `pid`.
-fn signal_group(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
+/// Sends `signal` to the process group led by `pid`; false if `kill` could not run.
+fn signal_group(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
         .args([signal, "--", &format!("-{pid}")])
         .stderr(Stdio::null())
-        .status();
+        .status()
+        .is_ok()
 }
 
 /// Eleven distinct free loopback ports (held open together while choosing).
