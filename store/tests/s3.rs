@@ -291,3 +291,57 @@ fn the_feeder_exits_non_zero_without_panicking_on_a_wrong_secret() {
     );
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
+
+#[test]
+fn past_the_spool_limit_the_oldest_objects_are_dropped_and_counted() {
+    let Some(mut weed) = Weed::start() else {
+        return;
+    };
+    weed.create_bucket("objects");
+    weed.stop();
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = weed.store_config("small-spool", "objects", spool.path());
+    cfg.startup_check = StartupCheck::Warn;
+    cfg.concurrency = 1;
+    // Room for ten 1000-byte objects (each file adds a header of under 100 bytes).
+    cfg.spool_max_bytes = 10 * 1100;
+    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
+    let objects: Vec<Vec<u8>> = (0..30u32)
+        .map(|i| {
+            let mut b = format!("object {i}\n").into_bytes();
+            b.resize(1000, b'.');
+            b
+        })
+        .collect();
+    for o in &objects {
+        store.put(Object::new("text/plain", Bytes::from(o.clone())));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while store.stats().dropped < 19 || store.spooled() > 11 {
+        assert!(
+            Instant::now() < until,
+            "no eviction: {:?}, {} spooled",
+            store.stats(),
+            store.spooled()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    weed.restart();
+    wait_until_settled(&store);
+    let stats = store.stats();
+    assert_eq!(
+        stats.stored + stats.dropped,
+        30,
+        "every object stored or counted: {stats:?}"
+    );
+    assert!(stats.dropped >= 19, "{stats:?}");
+    store.shutdown(Duration::from_secs(5));
+    let keys = block_on(weed.client("objects").list_keys()).unwrap_or_else(|e| panic!("list: {e}"));
+    assert_eq!(keys.len() as u64, stats.stored);
+    for (i, o) in objects.iter().enumerate().skip(21) {
+        let key = blake3::hash(o).to_hex().to_string();
+        assert!(keys.contains(&key), "newest object {i} was kept and stored");
+    }
+}

@@ -411,6 +411,16 @@ impl Spool {
         self.lock().evicted
     }
 
+    /// The size limit in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Bytes on disk for an object of `len` bytes and this content type.
+    pub fn file_len(&self, content_type: &str, len: u64) -> u64 {
+        u64::from(header_len(content_type)) + len
+    }
+
     /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -147,6 +147,21 @@ impl StorageThread {
         self.write_batch(&mut batch);
     }
 
+    /// The index of the oldest object in `batch` from which the rest, newest
+    /// included, fit in the spool's limit together.
+    fn oldest_that_fit(&self, batch: &[Object]) -> usize {
+        let mut total = 0u64;
+        for (i, object) in batch.iter().enumerate().rev() {
+            total += self
+                .spool
+                .file_len(&object.content_type, object.bytes.len() as u64);
+            if total > self.spool.max_bytes() {
+                return i + 1;
+            }
+        }
+        0
+    }
+
     fn write_batch(&mut self, batch: &mut Vec<Object>) {
         if batch.is_empty() {
             return;
@@ -161,9 +176,18 @@ impl StorageThread {
             object: Object,
         }
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
-        for object in batch.drain(..) {
+        // Objects of this batch cannot evict each other (none is on disk yet), so
+        // when the batch alone is over the spool's limit its oldest objects go
+        // first, as older spooled objects would.
+        let keep_from = self.oldest_that_fit(batch);
+        for (i, object) in batch.drain(..).enumerate() {
             let len = object.bytes.len() as u64;
             self.bytes.fetch_sub(len, Ordering::Relaxed);
+            if i < keep_from {
+                tracing::warn!(digest = %object.digest, len, "spool full; dropping the oldest object");
+                Counters::add(&self.counters.dropped, 1);
+                continue;
+            }
             match self.spool.admit(object.digest, &object.content_type, len) {
                 Admit::Duplicate => Counters::add(&self.counters.deduplicated, 1),
                 Admit::NoRoom => {
