@@ -13,11 +13,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::Digest;
 
+/// The spool directory's mode when tapwire creates it: payloads are sensitive, so
+/// only the agent's user may list or read them.
+pub const DIR_MODE: u32 = 0o700;
+/// Each spool file's mode.
+pub const FILE_MODE: u32 = 0o600;
 /// First bytes of every spool file; the `1` is the format version.
 pub const MAGIC: &[u8; 8] = b"TWSPOOL1";
 /// Longest content type kept in a spool file header (longer ones are cut).
@@ -207,7 +213,11 @@ impl Spool {
             dir: dir.to_owned(),
             source,
         };
-        fs::create_dir_all(dir).map_err(err)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(err)?;
         let mut index = Index::default();
         for dent in fs::read_dir(dir).map_err(err)? {
             let dent = dent.map_err(err)?;
@@ -554,6 +564,16 @@ mod tests {
         // The next object continues the sequence.
         let seq = write(&spool, b"four").expect("admitted");
         assert_eq!(seq, batch[1].seq + 1);
+    }
+
+    #[test]
+    fn the_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spool_dir = dir.path().join("a/b");
+        Spool::open(&spool_dir, 1 << 20).expect("open");
+        let mode = fs::metadata(&spool_dir).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, DIR_MODE);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! each file into place and wakes the uploader.
 
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -199,6 +200,7 @@ impl StorageThread {
                         .write(true)
                         .create(true)
                         .truncate(true)
+                        .mode(dir::FILE_MODE)
                         .open(&tmp)
                     {
                         Ok(file) => pending.push(Pending {
