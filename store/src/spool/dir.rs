@@ -11,9 +11,9 @@
 //! belongs to the kernel), not the machine losing power.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _};
-use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,6 +24,8 @@ use crate::Digest;
 pub const DIR_MODE: u32 = 0o700;
 /// Each spool file's mode.
 pub const FILE_MODE: u32 = 0o600;
+/// The file locked while a store has the spool open.
+pub const LOCK_FILE: &str = ".lock";
 /// First bytes of every spool file; the `1` is the format version.
 pub const MAGIC: &[u8; 8] = b"TWSPOOL1";
 /// Longest content type kept in a spool file header (longer ones are cut).
@@ -52,6 +54,12 @@ pub enum SpoolError {
         /// The I/O error.
         #[source]
         source: io::Error,
+    },
+    /// Another running store holds the spool.
+    #[error("the spool directory `{dir}` is in use by another process")]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
     },
 }
 
@@ -129,6 +137,9 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
+    /// `LOCK_FILE`, locked exclusively for as long as the spool is open; the
+    /// kernel releases the lock when the process dies, however it dies.
+    _lock: File,
 }
 
 #[derive(Debug, Default)]
@@ -218,6 +229,22 @@ impl Spool {
             .mode(DIR_MODE)
             .create(dir)
             .map_err(err)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(dir.join(LOCK_FILE))
+            .map_err(err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::InUse {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(fs::TryLockError::Error(source)) => return Err(err(source)),
+        }
         let mut index = Index::default();
         for dent in fs::read_dir(dir).map_err(err)? {
             let dent = dent.map_err(err)?;
@@ -262,6 +289,7 @@ impl Spool {
                 dir: dir.to_owned(),
                 max_bytes,
                 index: Mutex::new(index),
+                _lock: lock,
             },
             recovered,
         ))
@@ -558,12 +586,25 @@ mod tests {
             .map(|d| d.expect("dent").file_name().into_string().expect("utf-8"))
             .collect();
         assert!(
-            names.iter().all(|n| n.ends_with(".obj")),
+            names.iter().all(|n| n.ends_with(".obj") || n == LOCK_FILE),
             "leftover files: {names:?}"
         );
         // The next object continues the sequence.
         let seq = write(&spool, b"four").expect("admitted");
         assert_eq!(seq, batch[1].seq + 1);
+    }
+
+    #[test]
+    fn one_open_spool_per_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = Spool::open(dir.path(), 1 << 20).expect("open");
+        let second = Spool::open(dir.path(), 1 << 20);
+        assert!(
+            matches!(second, Err(SpoolError::InUse { .. })),
+            "second open: {second:?}"
+        );
+        drop(first);
+        Spool::open(dir.path(), 1 << 20).expect("free again once closed");
     }
 
     #[test]
