@@ -304,8 +304,9 @@ impl Spool {
     }
 
     /// Reserves room for an object and returns where to write it, evicting the
-    /// oldest queued objects if the spool would go over its limit (their count is
-    /// added to [`Spool::evicted`]).
+    /// oldest queued (then parked) objects if the spool would go over its limit
+    /// (their count is added to [`Spool::evicted`]). Objects being written or
+    /// uploaded are never evicted.
     pub fn admit(&self, digest: Digest, content_type: &str, len: u64) -> Admit {
         let offset = header_len(content_type);
         let file_len = u64::from(offset) + len;
@@ -317,7 +318,15 @@ impl Spool {
             return Admit::Duplicate;
         }
         while idx.bytes + file_len > self.max_bytes || idx.slots.len() >= MAX_OBJECTS {
-            let Some(oldest) = idx.queued.pop_first() else {
+            // The oldest waiting object goes first; failing that, the oldest parked
+            // one (refused by the server, only retried at the next start).
+            let victim = idx.queued.pop_first().or_else(|| {
+                idx.slots
+                    .iter()
+                    .find(|(_, s)| s.state == State::Parked)
+                    .map(|(seq, _)| *seq)
+            });
+            let Some(oldest) = victim else {
                 return Admit::NoRoom;
             };
             if let Some(slot) = idx.remove(oldest) {
@@ -644,14 +653,23 @@ mod tests {
         assert_eq!(spool.len(), 3);
         assert_eq!(spool.evicted(), 2);
         assert_eq!(spool.bytes(), per_file * 3);
-        let left: Vec<Digest> = spool.take_batch(10).into_iter().map(|e| e.digest).collect();
+        let left = spool.take_batch(10);
+        let digests: Vec<Digest> = left.iter().map(|e| e.digest).collect();
         let want: Vec<Digest> = objects[2..].iter().map(|o| blake3::hash(o)).collect();
-        assert_eq!(left, want);
+        assert_eq!(digests, want);
         // Everything left is in flight: nothing can be evicted for a new object.
         assert_eq!(
             spool.admit(blake3::hash(b"new"), "text/plain", 100),
             Admit::NoRoom
         );
+        // A parked object (refused by the server) makes room.
+        spool.park(left[0].seq);
+        assert!(matches!(
+            spool.admit(blake3::hash(b"new"), "text/plain", 100),
+            Admit::Write { .. }
+        ));
+        assert_eq!(spool.evicted(), 3);
+        assert_eq!(spool.parked(), 0);
         // An object larger than the whole spool never fits.
         assert_eq!(
             spool.admit(blake3::hash(b"big"), "text/plain", per_file * 3),
