@@ -345,3 +345,48 @@ fn past_the_spool_limit_the_oldest_objects_are_dropped_and_counted() {
         assert!(keys.contains(&key), "newest object {i} was kept and stored");
     }
 }
+
+#[test]
+fn configuration_errors_fail_before_any_request() {
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = tapwire_store::config::S3Config {
+        id: "conf".to_owned(),
+        endpoint: "https://minio.example.com:9000".to_owned(),
+        bucket: "b".to_owned(),
+        region: "us-east-1".to_owned(),
+        access_url: "{{SCHEME}}://{{ENDPOINT}}/{{BUCKET}}/{{DIGEST}}".to_owned(),
+        insecure: false,
+        access_key: Secret {
+            source: SecretSource::Text,
+            value: "ak".to_owned(),
+        },
+        secret_key: Secret {
+            source: SecretSource::Env,
+            value: "TAPWIRE_TEST_S3_SECRET_NEVER_SET".to_owned(),
+        },
+        spool_dir: spool.path().display().to_string(),
+        spool_max_bytes: 1 << 20,
+        concurrency: 4,
+        multipart_threshold_bytes: 8 << 20,
+        multipart_part_bytes: 8 << 20,
+        startup_check: StartupCheck::Fatal,
+    };
+    let err = S3Store::start(&cfg).expect_err("unset secret variable");
+    assert_eq!(err.to_string(), "store `conf`: cannot read credentials");
+    assert_eq!(
+        std::error::Error::source(&err)
+            .expect("a cause")
+            .to_string(),
+        "store `conf`: environment variable `TAPWIRE_TEST_S3_SECRET_NEVER_SET` for `secret_key` is not set"
+    );
+    cfg.secret_key = Secret {
+        source: SecretSource::Text,
+        value: "sk".to_owned(),
+    };
+    let err = S3Store::start(&cfg).expect_err("a scheme in the endpoint");
+    assert_eq!(
+        err.to_string(),
+        "store `conf`: endpoint `https://minio.example.com:9000` must be a host and optional port, \
+         without scheme or path (use `insecure` to choose HTTP)"
+    );
+}

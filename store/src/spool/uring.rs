@@ -143,6 +143,8 @@ impl BatchWriter {
                     let _ = file.into_raw_fd();
                     names.push(c_path(from).and_then(|f| Ok((f, c_path(to)?))));
                 }
+                // Should the ring itself fail, descriptors it did not close leak:
+                // the spool then drops those objects and carries on.
                 let closed = run_batch(ring, &closes);
                 let renames: Vec<Option<squeue::Entry>> = names
                     .iter()
