@@ -132,8 +132,6 @@ pub struct Decoder {
     /// An incomplete head or trailer section, or bytes held in
     /// `AwaitUpgrade`; never longer than `MAX_HEADER_BYTES`.
     buf: Vec<u8>,
-    /// How far `buf` has been searched for an empty line.
-    scanned: usize,
     /// Fields of the current head or trailer section, reused.
     spans: Vec<FieldSpan>,
     /// Response side: methods of requests whose responses are due.
@@ -161,7 +159,6 @@ impl Decoder {
             kind,
             state: State::Head,
             buf: Vec::new(),
-            scanned: 0,
             spans: Vec::new(),
             methods: VecDeque::new(),
             messages: 0,
@@ -307,7 +304,6 @@ impl Decoder {
             Ok(())
         } else {
             self.state = State::Head;
-            self.scanned = 0;
             self.feed(&held, on)
         };
         if self.buf.capacity() == 0 {
@@ -347,7 +343,6 @@ impl Decoder {
                         Chunked::NeedMore => {}
                         Chunked::Last => {
                             self.state = State::Trailers;
-                            self.scanned = 0;
                         }
                     }
                 }
@@ -384,12 +379,14 @@ impl Decoder {
                         return Err(Error::HeadTooLarge);
                     }
                     self.buf.extend_from_slice(data);
-                    self.scanned = data.len();
                     *data = &[];
                 }
             }
             return Ok(());
         }
+        // Parse the whole buffered section again: a head arrives in few
+        // records, and reparsing finds an invalid byte as soon as it is
+        // buffered, so errors do not depend on how the stream was split.
         let old = self.buf.len();
         let room = MAX_HEADER_BYTES.saturating_sub(old);
         if room == 0 {
@@ -397,26 +394,21 @@ impl Decoder {
         }
         let take = data.len().min(room);
         self.buf.extend_from_slice(&data[..take]);
-        let mut from = self.scanned;
-        while let Some(end) = find_blank_line(&self.buf, from) {
-            let buf = std::mem::take(&mut self.buf);
-            let r = self.on_section(&buf, on);
-            self.buf = buf;
-            match r? {
-                Status::Complete(n) => {
-                    let used = n.checked_sub(old).ok_or(Error::HeadTooLarge)?;
-                    self.buf.clear();
-                    self.scanned = 0;
-                    *data = &data[used..];
-                    return Ok(());
-                }
-                Status::Partial => from = end,
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.on_section(&buf, on);
+        self.buf = buf;
+        match r? {
+            Status::Complete(n) => {
+                let used = n.checked_sub(old).ok_or(Error::HeadTooLarge)?;
+                self.buf.clear();
+                *data = &data[used..];
             }
-        }
-        self.scanned = self.buf.len();
-        *data = &data[take..];
-        if self.buf.len() >= MAX_HEADER_BYTES {
-            return Err(Error::HeadTooLarge);
+            Status::Partial => {
+                if self.buf.len() >= MAX_HEADER_BYTES {
+                    return Err(Error::HeadTooLarge);
+                }
+                *data = &data[take..];
+            }
         }
         Ok(())
     }
@@ -554,23 +546,4 @@ impl Decoder {
             State::Head
         };
     }
-}
-
-/// Finds an empty line in `buf` whose final LF is at or after `from`;
-/// returns the offset past it. A candidate only: the caller parses to
-/// confirm (leading empty lines before a request line also match).
-fn find_blank_line(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i < buf.len() {
-        let rel = buf.get(i..)?.iter().position(|&b| b == b'\n')?;
-        i += rel;
-        let blank = i == 0
-            || buf[i - 1] == b'\n'
-            || (buf[i - 1] == b'\r' && (i == 1 || buf[i - 2] == b'\n'));
-        if blank {
-            return Some(i + 1);
-        }
-        i += 1;
-    }
-    None
 }

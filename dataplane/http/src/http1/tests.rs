@@ -540,3 +540,30 @@ fn head_limits_apply_when_streaming() {
         Err(Error::TooManyHeaders)
     );
 }
+
+/// Found by the `http1_request` and `http1_response` fuzz targets: an
+/// invalid start line was refused when fed whole but held as a partial head
+/// when fed in pieces. Errors must not depend on the split.
+#[test]
+fn errors_do_not_depend_on_the_split() {
+    assert_eq!(
+        run_all_splits(Kind::Request, b"\nA\n", &[], false),
+        Err(Error::Token)
+    );
+    assert_eq!(
+        run_all_splits(Kind::Response, b"HT\n", &[Method::Connect], false),
+        Err(Error::Version)
+    );
+    assert_eq!(
+        run_all_splits(Kind::Request, b"GET / HTTP/1.1\r\nA\x01", &[], false),
+        Err(Error::HeaderName)
+    );
+    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..=MAX_HEADERS {
+        many.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+    }
+    assert_eq!(
+        run_all_splits(Kind::Request, &many, &[], false),
+        Err(Error::TooManyHeaders)
+    );
+}
