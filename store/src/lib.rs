@@ -6,7 +6,7 @@
 //! caller, and what a full queue refuses is dropped and counted in [`StoreStats`].
 
 pub mod config;
-
+pub mod stdout;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +28,11 @@ pub struct Object {
 impl Object {
     /// Wraps `bytes`, computing their digest.
     pub fn new(content_type: impl Into<String>, bytes: Bytes) -> Self {
-        Self { digest: blake3::hash(&bytes), content_type: content_type.into(), bytes }
+        Self {
+            digest: blake3::hash(&bytes),
+            content_type: content_type.into(),
+            bytes,
+        }
     }
 }
 
