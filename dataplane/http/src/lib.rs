@@ -20,6 +20,15 @@ pub mod http1;
 
 pub use headers::{FieldSpan, Headers, HeadersIter};
 
+/// Which direction of a connection bytes or events belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client to server: requests.
+    Request,
+    /// Server to client: responses.
+    Response,
+}
+
 /// The outcome of a parse that may need more input.
 ///
 /// `Partial` is not an error: the input ended before the item did; call again

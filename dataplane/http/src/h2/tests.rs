@@ -430,3 +430,25 @@ fn oversized_header_frames_are_lost_not_buffered() {
         ]
     );
 }
+
+#[test]
+fn connection_pairs_streams_across_directions() {
+    use crate::Direction::{Request as Q, Response as R};
+    let mut c = Connection::new();
+    let mut seen = Vec::new();
+    let mut on = |d: crate::Direction, e: Event<'_>| {
+        if let Event::Headers(b) = e {
+            seen.push((d, b.stream_id, b.get(":path").is_some(), b.status()));
+        }
+    };
+    c.feed(Q, &client_stream(), &mut on).expect("valid");
+    c.feed(R, &server_stream(), &mut on).expect("valid");
+    let err = c.feed(
+        R,
+        b"\x00\x00\x04\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        &mut on,
+    );
+    assert_eq!(seen[0], (Q, 1, true, None));
+    assert_eq!(seen[2], (R, 1, false, Some(200)));
+    assert_eq!(err.map_err(|e| e.direction), Err(R));
+}

@@ -14,15 +14,7 @@
 
 use super::head::{Error, Method};
 use super::stream::{Decoder, Event};
-
-/// Which direction of the connection bytes or events belong to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Client to server.
-    Request,
-    /// Server to client.
-    Response,
-}
+pub use crate::Direction;
 
 /// A failure in one direction; the other may still be followed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
