@@ -65,6 +65,19 @@ impl Connection {
         }
     }
 
+    /// A connection joined mid-way: both sides look for the next message
+    /// start (see [`Decoder::new_mid_stream`]). The first response seen may
+    /// answer a request sent before the join, so pairing by order can be
+    /// off by one until the connection goes idle.
+    pub fn new_mid_stream() -> Self {
+        Connection {
+            requests: Decoder::new_mid_stream(super::stream::Kind::Request),
+            responses: Decoder::new_mid_stream(super::stream::Kind::Response),
+            final_responses: 0,
+            switched_at: None,
+        }
+    }
+
     /// The request-side decoder.
     pub fn requests(&self) -> &Decoder {
         &self.requests

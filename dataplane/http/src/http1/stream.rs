@@ -122,6 +122,10 @@ enum State {
     Upgraded,
     /// A previous call failed; the stream cannot be followed.
     Failed(Error),
+    /// Joined mid-way or after an error: looking for a line that starts a
+    /// message. `line_start`: the next input byte starts a line. A
+    /// candidate cut short by the end of the input waits in `buf`.
+    Resync { line_start: bool },
 }
 
 /// Streaming decoder for one direction of an HTTP/1 connection.
@@ -140,6 +144,8 @@ pub struct Decoder {
     messages: u64,
     /// Request side: the current message may switch protocols.
     upgrade_pending: bool,
+    /// Bytes passed over while resynchronising.
+    skipped: u64,
 }
 
 impl Decoder {
@@ -163,7 +169,35 @@ impl Decoder {
             methods: VecDeque::new(),
             messages: 0,
             upgrade_pending: false,
+            skipped: 0,
         }
+    }
+
+    /// A decoder for a connection joined mid-way: bytes are passed over
+    /// until a line that starts a message (`HTTP/1.x ` for responses, a
+    /// common method and a space for requests), the first input byte
+    /// counting as a line start. Message bodies that contain such a line can
+    /// fool it; the caller should flag the first transaction after a join.
+    pub fn new_mid_stream(kind: Kind) -> Self {
+        Decoder {
+            state: State::Resync { line_start: true },
+            ..Self::new(kind)
+        }
+    }
+
+    /// Gives up on the current message (after an error or a gap) and looks
+    /// for the next one as [`Self::new_mid_stream`] does. Methods queued by
+    /// [`Self::expect_response_to`] are forgotten: their order is lost.
+    pub fn resync(&mut self) {
+        self.state = State::Resync { line_start: false };
+        self.buf.clear();
+        self.methods.clear();
+        self.upgrade_pending = false;
+    }
+
+    /// Bytes passed over while resynchronising.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Which direction this decoder reads.
@@ -246,7 +280,7 @@ impl Decoder {
                 Ok(())
             }
             State::Length(_) | State::Chunked(_) | State::Trailers => Err(Error::UnexpectedEof),
-            State::AwaitUpgrade | State::Upgraded => Ok(()),
+            State::AwaitUpgrade | State::Upgraded | State::Resync { .. } => Ok(()),
         };
         self.buf.clear();
         self.state = match r {
@@ -271,7 +305,7 @@ impl Decoder {
                 true
             }
             State::Chunked(c) => c.skip_data(len),
-            State::Close | State::Upgraded => true,
+            State::Close | State::Upgraded | State::Resync { .. } => true,
             _ => len == 0,
         };
         if ok {
@@ -362,9 +396,80 @@ impl Decoder {
                     data = &[];
                 }
                 State::Failed(e) => return Err(*e),
+                State::Resync { line_start } => {
+                    let line_start = *line_start;
+                    data = self.resync_feed(data, line_start, on)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Looks for a message start in `data`; returns what is left to parse
+    /// normally (empty if still looking).
+    fn resync_feed<'d, F: FnMut(Event<'_>)>(
+        &mut self,
+        data: &'d [u8],
+        line_start: bool,
+        on: &mut F,
+    ) -> Result<&'d [u8], Error> {
+        let mut from = 0;
+        if !self.buf.is_empty() {
+            // A candidate from the last call: complete it.
+            let need = MAX_START_PROBE.saturating_sub(self.buf.len());
+            let n = need.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            match start_line_probe(self.kind, &self.buf) {
+                Some(true) => {
+                    self.state = State::Head;
+                    let held = std::mem::take(&mut self.buf);
+                    self.feed_inner(&held[..held.len() - n], on)?;
+                    return Ok(data);
+                }
+                None => return Ok(&[]),
+                Some(false) => {
+                    self.skipped += (self.buf.len() - n) as u64;
+                    self.buf.clear();
+                }
+            }
+        } else if line_start {
+            match start_line_probe(self.kind, data) {
+                Some(true) => {
+                    self.state = State::Head;
+                    return Ok(data);
+                }
+                None => {
+                    self.buf.extend_from_slice(data);
+                    return Ok(&[]);
+                }
+                Some(false) => {}
+            }
+        }
+        while let Some(i) = data[from..].iter().position(|&b| b == b'\n') {
+            let at = from + i + 1;
+            match start_line_probe(self.kind, &data[at..]) {
+                Some(true) => {
+                    self.skipped += at as u64;
+                    self.state = State::Head;
+                    return Ok(&data[at..]);
+                }
+                None if at == data.len() => {
+                    self.skipped += at as u64;
+                    self.state = State::Resync { line_start: true };
+                    return Ok(&[]);
+                }
+                None => {
+                    self.skipped += at as u64;
+                    self.buf.extend_from_slice(&data[at..]);
+                    self.state = State::Resync { line_start: false };
+                    return Ok(&[]);
+                }
+                Some(false) => from = at,
+            }
+        }
+        self.skipped += data.len() as u64;
+        self.state = State::Resync { line_start: false };
+        Ok(&[])
     }
 
     /// Consumes from `data` towards a complete head or trailer section,
@@ -546,4 +651,42 @@ impl Decoder {
             State::Head
         };
     }
+}
+
+/// Longest prefix [`start_line_probe`] looks at (`OPTIONS ` and
+/// `HTTP/1.1 ` are the longest it matches).
+const MAX_START_PROBE: usize = 9;
+
+/// Methods a resynchronising request decoder accepts as a message start:
+/// the RFC 9110 ones and PATCH. Extension methods are not guessed at.
+const RESYNC_METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Whether `bytes` start like a message of `kind`: `Some(true)` yes,
+/// `Some(false)` no, `None` too few bytes to tell.
+fn start_line_probe(kind: Kind, bytes: &[u8]) -> Option<bool> {
+    let candidates: &[&[u8]] = match kind {
+        Kind::Request => &RESYNC_METHODS,
+        Kind::Response => &[b"HTTP/1.1 ", b"HTTP/1.0 "],
+    };
+    let mut undecided = false;
+    for c in candidates {
+        let n = c.len().min(bytes.len());
+        if bytes[..n] == c[..n] {
+            if n == c.len() {
+                return Some(true);
+            }
+            undecided = true;
+        }
+    }
+    if undecided { None } else { Some(false) }
 }

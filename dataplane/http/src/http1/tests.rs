@@ -567,3 +567,79 @@ fn errors_do_not_depend_on_the_split() {
         Err(Error::TooManyHeaders)
     );
 }
+
+fn run_mid(kind: Kind, input: &[u8], step: usize) -> Result<(Vec<Ev>, u64), Error> {
+    let mut d = Decoder::new_mid_stream(kind);
+    let mut out = Vec::new();
+    for piece in input.chunks(step) {
+        d.feed(piece, &mut |ev| push(&mut out, ev))?;
+    }
+    Ok((out, d.skipped()))
+}
+
+#[test]
+fn joined_mid_body_finds_the_next_response() {
+    let input =
+        b"lo world\r\nmore HTTP/1.1 200 body\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+    let whole = run_mid(Kind::Response, input, input.len()).expect("valid");
+    for step in 1..input.len() {
+        assert_eq!(
+            run_mid(Kind::Response, input, step),
+            Ok(whole.clone()),
+            "step {step}"
+        );
+    }
+    assert_eq!(
+        whole,
+        (
+            vec![
+                Ev::Resp(200, h(&[("Content-Length", "2")])),
+                body(b"hi"),
+                end()
+            ],
+            34
+        )
+    );
+}
+
+#[test]
+fn joined_mid_stream_requests() {
+    // Joined at a message start: nothing is skipped.
+    let input = b"GET / HTTP/1.1\r\n\r\n";
+    assert_eq!(
+        run_mid(Kind::Request, input, 3),
+        Ok((vec![req("GET", "/", &[]), end()], 0))
+    );
+    // Joined inside a request line.
+    let input = b"ET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nz";
+    for step in [1, 2, 5, input.len()] {
+        let (evs, skipped) = run_mid(Kind::Request, input, step).expect("valid");
+        assert_eq!(
+            evs,
+            vec![
+                req("POST", "/a", &[("Content-Length", "1")]),
+                body(b"z"),
+                end()
+            ],
+            "step {step}"
+        );
+        assert_eq!(skipped, 26);
+    }
+}
+
+#[test]
+fn resync_after_an_error() {
+    let mut d = Decoder::response();
+    let mut out = Vec::new();
+    assert_eq!(
+        d.feed(b"garbage\r\n", &mut |e| push(&mut out, e)),
+        Err(Error::Version)
+    );
+    d.resync();
+    d.feed(
+        b"more garbage\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        &mut |e| push(&mut out, e),
+    )
+    .expect("resynced");
+    assert_eq!(out, vec![Ev::Resp(204, vec![]), end()]);
+}
