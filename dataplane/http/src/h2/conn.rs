@@ -433,6 +433,13 @@ impl Decoder {
                         }
                         d.left -= pad;
                         d.pad = pad;
+                        if d.left == 0 && d.end_stream {
+                            on(Event::Data {
+                                stream_id: d.stream_id,
+                                data: &[],
+                                end_stream: true,
+                            });
+                        }
                     } else if d.left > 0 {
                         let n = (d.left as usize).min(data.len());
                         d.left -= n as u32;

@@ -452,3 +452,14 @@ fn connection_pairs_streams_across_directions() {
     assert_eq!(seen[2], (R, 1, false, Some(200)));
     assert_eq!(err.map_err(|e| e.direction), Err(R));
 }
+
+#[test]
+fn padded_empty_data_still_ends_the_stream() {
+    let mut v = frame(0, FLAG_PADDED | FLAG_END_STREAM, 1, b"\x03\0\0\0");
+    v.extend(frame(0, FLAG_PADDED | FLAG_END_STREAM, 3, b"\x00"));
+    let evs = run_all_splits(Side::Server, &v).expect("valid");
+    assert_eq!(
+        evs,
+        vec![Ev::Data(1, vec![], true), Ev::Data(3, vec![], true)]
+    );
+}
