@@ -24,7 +24,11 @@ fn blocks(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    for mut d in [Decoder::new(), Decoder::new_unsynced(), Decoder::with_max_size(256)] {
+    for mut d in [
+        Decoder::new(),
+        Decoder::new_unsynced(),
+        Decoder::with_max_size(256),
+    ] {
         for block in blocks(data) {
             let mut total = 0usize;
             let _ = d.decode(block, |f| total += f.name.len() + f.value.len());

@@ -6,10 +6,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tapwire_http::http1::{Decoder, EMPTY_HEADER, Event, Request};
+use tapwire_http::http1::{Decoder, EMPTY_HEADER, Event, Kind, Request};
 
-fn events(input: &[u8], step: usize) -> (Vec<String>, Option<String>) {
-    let mut d = Decoder::request();
+fn events(input: &[u8], step: usize, mid_stream: bool) -> (Vec<String>, Option<String>) {
+    let mut d = if mid_stream {
+        Decoder::new_mid_stream(Kind::Request)
+    } else {
+        Decoder::request()
+    };
     let mut out: Vec<String> = Vec::new();
     let mut body = Vec::new();
     let mut err = None;
@@ -51,7 +55,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let step = usize::from(first % 16) + 1;
-    let whole = events(rest, rest.len().max(1));
-    let split = events(rest, step);
-    assert_eq!(whole, split, "step {step}");
+    for mid_stream in [false, true] {
+        let whole = events(rest, rest.len().max(1), mid_stream);
+        let split = events(rest, step, mid_stream);
+        assert_eq!(whole, split, "step {step} mid-stream {mid_stream}");
+    }
 });

@@ -7,12 +7,23 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tapwire_http::http1::{Connection, Decoder, Direction, EMPTY_HEADER, Event, Method, Response};
+use tapwire_http::http1::{
+    Connection, Decoder, Direction, EMPTY_HEADER, Event, Kind, Method, Response,
+};
 
 const METHODS: [Method; 4] = [Method::Get, Method::Head, Method::Connect, Method::Post];
 
-fn events(input: &[u8], step: usize, method: Method) -> (Vec<String>, Option<String>) {
-    let mut d = Decoder::response();
+fn events(
+    input: &[u8],
+    step: usize,
+    method: Method,
+    mid_stream: bool,
+) -> (Vec<String>, Option<String>) {
+    let mut d = if mid_stream {
+        Decoder::new_mid_stream(Kind::Response)
+    } else {
+        Decoder::response()
+    };
     d.expect_response_to(method);
     let mut out: Vec<String> = Vec::new();
     let mut body = Vec::new();
@@ -53,14 +64,20 @@ fuzz_target!(|data: &[u8]| {
     };
     let method = METHODS[usize::from(first & 3)];
     let step = usize::from(first >> 4) + 1;
-    let whole = events(rest, rest.len().max(1), method);
-    let split = events(rest, step, method);
-    assert_eq!(whole, split, "step {step}");
+    for mid_stream in [false, true] {
+        let whole = events(rest, rest.len().max(1), method, mid_stream);
+        let split = events(rest, step, method, mid_stream);
+        assert_eq!(whole, split, "step {step} mid-stream {mid_stream}");
+    }
 
     // Both directions: the input split in two at a point from the first byte.
     let at = usize::from(first).min(rest.len());
     let (q, r) = rest.split_at(at);
-    let mut c = Connection::new();
+    let mut c = if first & 1 == 0 {
+        Connection::new()
+    } else {
+        Connection::new_mid_stream()
+    };
     let _ = c.feed(Direction::Request, q, &mut |_, _| {});
     let _ = c.feed(Direction::Response, r, &mut |_, _| {});
     let _ = c.gap(Direction::Response, u64::from(first), &mut |_, _| {});
