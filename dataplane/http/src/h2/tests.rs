@@ -463,3 +463,61 @@ fn padded_empty_data_still_ends_the_stream() {
         vec![Ev::Data(1, vec![], true), Ev::Data(3, vec![], true)]
     );
 }
+
+#[test]
+fn push_promise_with_padding_and_continuation() {
+    let mut payload = vec![2u8]; // pad length
+    payload.extend_from_slice(&4u32.to_be_bytes()); // promised stream 4
+    payload.extend_from_slice(&[0x82, 0x87]); // GET https
+    payload.extend_from_slice(b"\0\0");
+    let mut v = frame(5, FLAG_PADDED, 1, &payload);
+    v.extend(frame(9, FLAG_END_HEADERS, 1, &[0x85])); // /index.html
+    let evs = run_all_splits(Side::Server, &v).expect("valid");
+    assert_eq!(
+        evs,
+        vec![Ev::Push(
+            4,
+            pairs(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/index.html")
+            ])
+        )]
+    );
+}
+
+#[test]
+fn headers_with_priority_only_and_trailers_after_data() {
+    let mut v = frame(
+        1,
+        FLAG_PRIORITY | FLAG_END_HEADERS,
+        1,
+        b"\x00\x00\x00\x00\x10\x88",
+    );
+    v.extend(frame(0, 0, 1, b"body"));
+    v.extend(frame(
+        1,
+        FLAG_END_HEADERS | FLAG_END_STREAM,
+        1,
+        &lit("x-checksum", "abc"),
+    ));
+    let evs = run_all_splits(Side::Server, &v).expect("valid");
+    assert_eq!(
+        evs,
+        vec![
+            Ev::Headers {
+                stream: 1,
+                fields: pairs(&[(":status", "200")]),
+                end_stream: false,
+                state: BlockState::Complete
+            },
+            Ev::Data(1, b"body".to_vec(), false),
+            Ev::Headers {
+                stream: 1,
+                fields: pairs(&[("x-checksum", "abc")]),
+                end_stream: true,
+                state: BlockState::Complete
+            },
+        ]
+    );
+}
