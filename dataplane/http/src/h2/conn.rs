@@ -413,8 +413,10 @@ impl Decoder {
                             self.state = State::Header;
                             let payload = std::mem::take(&mut self.buf);
                             let r = self.on_frame(&h, &payload, on);
-                            self.buf = payload;
-                            self.buf.clear();
+                            if self.buf.capacity() == 0 {
+                                self.buf = payload;
+                                crate::recycle(&mut self.buf);
+                            }
                             r?;
                         }
                     }
@@ -717,6 +719,9 @@ impl Decoder {
             }),
             None => on(Event::Headers(block)),
         }
+        crate::recycle(&mut self.block);
+        crate::recycle(&mut self.fields);
+        crate::recycle(&mut self.spans);
     }
 
     /// Searches for a frame boundary; returns the input not yet used.

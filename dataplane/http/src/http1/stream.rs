@@ -505,7 +505,7 @@ impl Decoder {
         match r? {
             Status::Complete(n) => {
                 let used = n.checked_sub(old).ok_or(Error::HeadTooLarge)?;
-                self.buf.clear();
+                crate::recycle(&mut self.buf);
                 *data = &data[used..];
             }
             Status::Partial => {
