@@ -407,6 +407,10 @@ impl Probes {
                 });
                 if let Err(error) = result {
                     ok = false;
+                    if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                        // The process exited before we got to it.
+                        break;
+                    }
                     tracing::warn!(
                         path = %target.path.display(),
                         symbol = point.symbol,

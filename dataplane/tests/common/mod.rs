@@ -66,8 +66,14 @@ impl Agent {
                 e.lock().unwrap().push(line);
             }
         });
-        let agent = Agent { child, lines, stderr };
-        agent.wait_for("agent ready", Duration::from_secs(60), |v| v["type"] == "ready");
+        let agent = Agent {
+            child,
+            lines,
+            stderr,
+        };
+        agent.wait_for("agent ready", Duration::from_secs(60), |v| {
+            v["type"] == "ready"
+        });
         agent
     }
 
@@ -135,7 +141,17 @@ pub fn certs() -> Certs {
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -152,16 +168,14 @@ pub fn certs() -> Certs {
 /// command: its pid can be given to the agent before the command runs.
 pub struct Gated {
     pub child: Child,
-    go: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Gated {
     /// Prepares `program args…` behind a gate. stdout/stderr are piped.
     pub fn new(program: &str, args: &[&str]) -> Gated {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let go = dir.path().join("go");
-        let mut script = String::from("while [ ! -e \"$0\" ]; do sleep 0.01; done; exec");
+        // `read` is a shell builtin: the gate forks nothing, so the selected pid
+        // is the command's own once it runs.
+        let mut script = String::from("read _gate; exec");
         for a in std::iter::once(&program).chain(args) {
             script.push_str(" '");
             script.push_str(&a.replace('\'', "'\\''"));
@@ -170,12 +184,12 @@ impl Gated {
         let child = Command::new("sh")
             .arg("-c")
             .arg(&script)
-            .arg(&go)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn gated sh");
-        Gated { child, go, _dir: dir }
+        Gated { child }
     }
 
     pub fn pid(&self) -> u32 {
@@ -183,8 +197,10 @@ impl Gated {
     }
 
     /// Lets the command run.
-    pub fn go(&self) {
-        std::fs::write(&self.go, b"").expect("write go file");
+    pub fn go(&mut self) {
+        use std::io::Write as _;
+        let mut stdin = self.child.stdin.take().expect("gate stdin");
+        stdin.write_all(b"go\n").expect("open the gate");
     }
 
     /// Runs to completion; returns stdout, panics on failure.
@@ -222,7 +238,10 @@ pub fn free_port() -> u16 {
 pub fn wait_listening(port: u16, timeout: Duration) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < timeout, "nothing listening on port {port} after {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "nothing listening on port {port} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -259,7 +278,12 @@ pub fn opens_of(lines: &[Value], pids: &[u32]) -> Vec<Value> {
 
 /// The last drops line.
 pub fn last_drops(lines: &[Value]) -> Value {
-    lines.iter().rev().find(|v| v["type"] == "drops").cloned().expect("a drops line")
+    lines
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "drops")
+        .cloned()
+        .expect("a drops line")
 }
 
 pub fn python() -> String {
@@ -267,7 +291,11 @@ pub fn python() -> String {
 }
 
 pub fn which(name: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().expect("sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .expect("sh");
     let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(!s.is_empty(), "{name} not found");
     s
@@ -275,4 +303,89 @@ pub fn which(name: &str) -> String {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// Path of `servers.py`.
+pub fn servers_py() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/servers.py").to_owned()
+}
+
+/// A background process killed on drop.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the python HTTPS server on `port`.
+pub fn https_server(port: u16, certs: &Certs) -> Bg {
+    let child = Command::new(python())
+        .arg(servers_py())
+        .args([
+            "https",
+            &port.to_string(),
+            path_str(&certs.cert),
+            path_str(&certs.key),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn https server");
+    wait_listening(port, Duration::from_secs(20));
+    Bg(child)
+}
+
+/// Serialises the capture tests of one binary: each starts its own agent and
+/// the machine has two cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The connection (open line) of `pid` whose remote port is `port`.
+pub fn conn_of(lines: &[Value], pid: u32, remote_port: u16) -> Option<Value> {
+    lines
+        .iter()
+        .find(|v| {
+            v["type"] == "open"
+                && v["pid"] == pid
+                && v["remote"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(&format!(":{remote_port}")))
+        })
+        .cloned()
+}
+
+/// The connection (open line) of `pid` whose local port is `port`.
+pub fn conn_at(lines: &[Value], pid: u32, local_port: u16) -> Option<Value> {
+    lines
+        .iter()
+        .find(|v| {
+            v["type"] == "open"
+                && v["pid"] == pid
+                && v["local"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(&format!(":{local_port}")))
+        })
+        .cloned()
+}
+
+/// All data lines of a connection.
+pub fn data_of(lines: &[Value], conn: u64) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "data" && v["conn"] == conn)
+        .cloned()
+        .collect()
+}
+
+/// Port of an `ip:port` / `[ip]:port` string.
+pub fn port_of(addr: &Value) -> u16 {
+    addr.as_str()
+        .and_then(|s| s.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port")
 }

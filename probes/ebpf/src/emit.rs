@@ -61,11 +61,20 @@ fn wake_flag(ring: &Ring, len: u64) -> u64 {
 /// Outputs `len` bytes at `ptr` as one record. `len` must be verifier-bounded.
 #[inline(always)]
 fn output(ptr: *const u8, len: u64) -> bool {
+    output_flags(ptr, len, false)
+}
+
+#[inline(always)]
+fn output_flags(ptr: *const u8, len: u64, wake: bool) -> bool {
     let Some(ring) = ring() else {
         count(DropReason::Internal, 1);
         return false;
     };
-    let flags = wake_flag(ring, len);
+    let flags = if wake {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        wake_flag(ring, len)
+    };
     let ring_ptr = core::ptr::from_ref(ring).cast_mut().cast::<c_void>();
     // SAFETY: `ptr` points to `len` readable bytes (a stack value or scratch).
     let ret = unsafe { bpf_ringbuf_output(ring_ptr, ptr.cast_mut().cast(), len, flags) };
@@ -80,6 +89,16 @@ fn output(ptr: *const u8, len: u64) -> bool {
 #[inline(always)]
 pub fn output_value<T>(value: &T) -> bool {
     output(core::ptr::from_ref(value).cast(), size_of::<T>() as u64)
+}
+
+/// Outputs a rare fixed-size record (exec, exit) and wakes the reader now.
+#[inline(always)]
+pub fn output_value_wake<T>(value: &T) -> bool {
+    output_flags(
+        core::ptr::from_ref(value).cast(),
+        size_of::<T>() as u64,
+        true,
+    )
 }
 
 /// A header for a record of `kind` made now on this thread.

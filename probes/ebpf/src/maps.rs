@@ -132,3 +132,12 @@ pub static SELECTED_CGROUPS: HashMap<u64, u8, 256> = HashMap::new();
 /// Inode numbers of selected executables.
 #[btf_map]
 pub static SELECTED_EXES: HashMap<u64, u8, 256> = HashMap::new();
+
+/// Per-thread fd of the last ciphertext read made outside any TLS call, for
+/// libraries driven through memory BIOs (node): there the socket I/O happens
+/// outside `SSL_read`/`SSL_write`, so no syscall inside the call names the fd.
+/// The read of a TLS record precedes, on the same thread, the `SSL_*` call
+/// that consumes it; a session without a known fd takes this one at its
+/// first call (see `tls::ssl_enter`). Keyed by `pid_tgid`.
+#[btf_map]
+pub static LAST_TLS_READ: LruHashMap<u64, i64, 16_384> = LruHashMap::new();

@@ -22,7 +22,7 @@ use tapwire_common::{
 };
 
 use crate::{
-    emit::{header, output_value},
+    emit::{header, output_value_wake},
     maps::{CONFIG, SCRATCH, SELECTED, SELECTED_EXES},
     select::{selected, selection_on},
 };
@@ -115,7 +115,9 @@ pub fn sched_exec(ctx: TracePointContext) -> u32 {
             let src = (ctx.as_ptr_u8()).add((loc & 0xffff) as usize);
             let _ = bpf_probe_read_kernel_str_bytes(src, &mut (*rec).filename);
         }
-        output_value(&*rec);
+        // Woken at once: user space attaches TLS probes to the new program
+        // before it gets far.
+        output_value_wake(&*rec);
     }
     0
 }
@@ -139,7 +141,7 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
             // SAFETY: helper without preconditions.
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         };
-        output_value(&rec);
+        output_value_wake(&rec);
     }
     0
 }

@@ -29,8 +29,8 @@ use crate::{
     conn::{key, lookup_or_track, track},
     emit::{DataCall, emit_data, header, next_seq, output_value},
     maps::{
-        CONN_PLAIN, CONN_TLS, CONNS, NOT_TCP, SHAPE_ACCEPT, SHAPE_BUF, SHAPE_CONNECT, SHAPE_IOV,
-        SHAPE_MSG, SSL_FDS, SYSCALLS, SslKey, SyscallArgs, TLS_CALLS,
+        CONN_PLAIN, CONN_TLS, CONNS, LAST_TLS_READ, NOT_TCP, SHAPE_ACCEPT, SHAPE_BUF,
+        SHAPE_CONNECT, SHAPE_IOV, SHAPE_MSG, SSL_FDS, SYSCALLS, SslKey, SyscallArgs, TLS_CALLS,
     },
     select::selected,
 };
@@ -65,27 +65,29 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let fd = arg(ctx, 0) as i32 as i64;
-    if shape != SHAPE_CONNECT && shape != SHAPE_ACCEPT {
-        if let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid) {
-            // SAFETY: live map value of this thread.
-            let ssl = unsafe {
-                (*call).fd = fd;
-                (*call).ssl
-            };
-            let _ = SSL_FDS.insert(
-                SslKey {
-                    tgid: pid_tgid >> 32,
-                    ssl,
-                },
-                fd,
-                0,
-            );
-            if let Some(conn) = lookup_or_track(fd, Role::Unknown) {
-                // SAFETY: live map value.
-                unsafe { (*conn).flags |= CONN_TLS };
-            }
-            return 0;
-        }
+    // Inside a TLS call, a syscall on a TCP socket names the session's fd.
+    // Other files read inside the call (node reads the time zone file during
+    // its first `SSL_write`) are not it.
+    if shape != SHAPE_CONNECT
+        && shape != SHAPE_ACCEPT
+        && let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid)
+        && let Some(conn) = lookup_or_track(fd, Role::Unknown)
+    {
+        // SAFETY: live map values of this thread / connection.
+        let ssl = unsafe {
+            (*conn).flags |= CONN_TLS;
+            (*call).fd = fd;
+            (*call).ssl
+        };
+        let _ = SSL_FDS.insert(
+            SslKey {
+                tgid: pid_tgid >> 32,
+                ssl,
+            },
+            fd,
+            0,
+        );
+        return 0;
     }
     let args = SyscallArgs {
         fd,
@@ -236,6 +238,7 @@ fn data(args: &SyscallArgs, len: u64) {
     // SAFETY: live map value.
     let flags = unsafe { (*conn).flags };
     if flags & CONN_TLS != 0 {
+        tls_socket_io(args);
         return;
     }
     // The iovec array: for msghdr, `msg_iov` at 16 and `msg_iovlen` at 24.
@@ -256,6 +259,7 @@ fn data(args: &SyscallArgs, len: u64) {
         if len >= 3 && read_user::<[u8; 3]>(first).is_some_and(looks_like_tls) {
             // SAFETY: live map value.
             unsafe { (*conn).flags |= CONN_TLS };
+            tls_socket_io(args);
             return;
         }
         // SAFETY: live map value.
@@ -292,5 +296,14 @@ fn data(args: &SyscallArgs, len: u64) {
         emit_data::<IOV_CHUNKS>(&call, base, take, len, done);
         done += take;
         i += 1;
+    }
+}
+
+/// Ciphertext moved on a TLS socket outside a TLS call (memory-BIO
+/// libraries): a read names the fd for this thread's next TLS call.
+#[inline(always)]
+fn tls_socket_io(args: &SyscallArgs) {
+    if args.direction == Direction::Ingress as u32 {
+        let _ = LAST_TLS_READ.insert(bpf_get_current_pid_tgid(), args.fd, 0);
     }
 }

@@ -17,6 +17,9 @@
 //! Session → socket: the read/write syscall made inside the call on the same
 //! thread names the fd (see [`crate::sockets`]); it is remembered per `SSL *` in
 //! `SSL_FDS` for calls served from buffered records without a syscall.
+//! Libraries driven through memory BIOs (node) make no socket syscall inside
+//! the call: there the session takes the fd of the thread's last ciphertext
+//! read (`LAST_TLS_READ`) at its first call.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -29,7 +32,7 @@ use tapwire_common::{Direction, DropReason, Role, Source, tls_fn};
 use crate::{
     conn::lookup_or_track,
     emit::{DataCall, count, emit_data},
-    maps::{CONN_TLS, SSL_FDS, SslKey, TLS_CALLS, TlsCall},
+    maps::{CONN_TLS, LAST_TLS_READ, SSL_FDS, SslKey, TLS_CALLS, TlsCall},
     select::selected,
 };
 
@@ -62,7 +65,20 @@ pub fn ssl_enter(ctx: ProbeContext) -> u32 {
         func,
         _pad: 0,
     };
-    let _ = TLS_CALLS.insert(bpf_get_current_pid_tgid(), call, 0);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = SslKey {
+        tgid: pid_tgid >> 32,
+        ssl: call.ssl,
+    };
+    // SAFETY: plain integer values; only presence and a copy are used.
+    if unsafe { SSL_FDS.get(&key) }.is_none()
+        && let Some(fd) = unsafe { LAST_TLS_READ.get(pid_tgid) }.copied()
+    {
+        // Memory-BIO session: the ciphertext it consumes was last read from
+        // this fd on this thread. A syscall inside the call still overrides.
+        let _ = SSL_FDS.insert(key, fd, 0);
+    }
+    let _ = TLS_CALLS.insert(pid_tgid, call, 0);
     0
 }
 
@@ -105,6 +121,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         tgid: pid_tgid >> 32,
         ssl: call.ssl,
     };
+    let is_read = call.func == FN_READ || call.func == FN_READ_EX;
     let fd = if call.fd >= 0 {
         call.fd
     } else {
@@ -126,7 +143,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         (*conn).flags |= CONN_TLS;
         (*conn).conn_id
     };
-    let direction = if call.func == FN_READ || call.func == FN_READ_EX {
+    let direction = if is_read {
         Direction::Ingress
     } else {
         Direction::Egress
