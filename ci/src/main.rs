@@ -1,2 +1,152 @@
-//! `cargo xtask`: set-up, run, test.
-fn main() {}
+//! `cargo xtask`: the two commands a new user runs, and the developer loops.
+//!
+//! - `cargo xtask run [-- ARGS]`: set up what is missing, build, start the agent.
+//! - `cargo xtask test`: set up test dependencies, run fmt, clippy, every test and
+//!   the fuzz smoke run.
+//! - `cargo xtask fuzz --seconds N`: run every fuzz target for N seconds.
+
+mod setup;
+mod sh;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "tapwire's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing, build the agent (release) and run it. Arguments after
+    /// `--` go to `tapwire` (e.g. `-- --config qpoint.yaml`, `-- --pid 1234`).
+    Run {
+        /// Arguments for `tapwire`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Install test dependencies, then run fmt, clippy, all tests and fuzz smoke.
+    Test {
+        /// Seconds per fuzz target in the smoke run (0 skips fuzzing).
+        #[arg(long, default_value_t = 30)]
+        fuzz_seconds: u64,
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Run every fuzz target in `fuzz/` for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Only install what is missing (`--test` adds the test dependencies).
+    Setup {
+        /// Also install test dependencies.
+        #[arg(long)]
+        test: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).context("cd to the workspace root")?;
+    match cli.task {
+        Task::Setup { test } => setup::ensure(&root, test),
+        Task::Run { args } => run(&root, &args),
+        Task::Test {
+            fuzz_seconds,
+            no_lint,
+        } => test(&root, fuzz_seconds, no_lint),
+        Task::Fuzz { seconds } => fuzz(&root, seconds),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let ci = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    ci.parent()
+        .expect("ci/ sits in the workspace root")
+        .to_path_buf()
+}
+
+fn run(root: &std::path::Path, args: &[String]) -> Result<()> {
+    setup::ensure(root, false)?;
+    sh::cargo(&["build", "--release", "--package", "tapwire"])?;
+    let bin = root.join("target/release/tapwire");
+    eprintln!("xtask: starting {} {}", bin.display(), args.join(" "));
+    let mut cmd = if setup::is_root() {
+        std::process::Command::new(&bin)
+    } else {
+        eprintln!("xtask: tapwire loads eBPF programs and needs root; using sudo");
+        let mut c = std::process::Command::new("sudo");
+        c.arg("--preserve-env").arg(&bin);
+        c
+    };
+    use std::os::unix::process::CommandExt;
+    let err = cmd.args(args).exec();
+    Err(err).context("start tapwire")
+}
+
+fn test(root: &std::path::Path, fuzz_seconds: u64, no_lint: bool) -> Result<()> {
+    setup::ensure(root, true)?;
+    if !no_lint {
+        sh::cargo(&["fmt", "--all", "--check"])?;
+        sh::cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    }
+    sh::cargo(&["test", "--no-fail-fast"])?;
+    if fuzz_seconds > 0 {
+        fuzz(root, fuzz_seconds)?;
+    }
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+fn fuzz(root: &std::path::Path, seconds: u64) -> Result<()> {
+    let targets_dir = root.join("fuzz/fuzz_targets");
+    let mut targets: Vec<String> = match std::fs::read_dir(&targets_dir) {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".rs")
+                    .map(str::to_owned)
+            })
+            .collect(),
+        Err(_) => {
+            eprintln!("xtask: no fuzz targets in {}", targets_dir.display());
+            return Ok(());
+        }
+    };
+    targets.sort();
+    setup::ensure_cargo_fuzz()?;
+    let fuzz_dir = root.join("fuzz");
+    sh::run_in(&fuzz_dir, "cargo", &["+nightly", "fuzz", "build", "-O"])?;
+    for target in &targets {
+        eprintln!("xtask: fuzzing {target} for {seconds} s");
+        let max_time = format!("-max_total_time={seconds}");
+        sh::run_in(
+            &fuzz_dir,
+            "cargo",
+            &[
+                "+nightly",
+                "fuzz",
+                "run",
+                "-O",
+                target,
+                "--",
+                &max_time,
+                "-print_final_stats=1",
+            ],
+        )
+        .with_context(|| {
+            format!("fuzz target `{target}` found a crash (see fuzz/artifacts/{target}/)")
+        })?;
+    }
+    Ok(())
+}

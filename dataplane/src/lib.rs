@@ -1,5 +1,11 @@
 //! The tapwire agent: configuration, the probe loader, readers, shards and the
 //! glue from captured records to event and object stores.
 
+pub mod agent;
 pub mod capture;
+pub mod check;
 pub mod cli;
+pub mod config;
+pub mod pipeline;
+pub mod privileges;
+pub mod signals;

@@ -285,6 +285,10 @@ pub enum StartupCheck {
 
 /// A validated object store.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once at start-up, never moved in bulk"
+)]
 pub enum ObjectStoreConfig {
     /// NDJSON on standard output.
     Stdout {
@@ -364,7 +368,10 @@ impl RawObjectStore {
                     ("spool_dir", self.spool_dir.is_some()),
                     ("spool_max_bytes", self.spool_max_bytes.is_some()),
                     ("concurrency", self.concurrency.is_some()),
-                    ("multipart_threshold_bytes", self.multipart_threshold_bytes.is_some()),
+                    (
+                        "multipart_threshold_bytes",
+                        self.multipart_threshold_bytes.is_some(),
+                    ),
                     ("multipart_part_bytes", self.multipart_part_bytes.is_some()),
                     ("startup_check", self.startup_check.is_some()),
                 ];
@@ -376,7 +383,10 @@ impl RawObjectStore {
                 if part < MIN_PART_BYTES {
                     return Err((
                         Some("multipart_part_bytes"),
-                        StoreKeyError::NotValid { key: "multipart_part_bytes", kind: "s3" },
+                        StoreKeyError::NotValid {
+                            key: "multipart_part_bytes",
+                            kind: "s3",
+                        },
                     ));
                 }
                 Ok(ObjectStoreConfig::S3(S3Config {

@@ -5,7 +5,16 @@
 //! bounded queue and the thread(s) that drain it: `emit`/`put` never block the
 //! caller, and what a full queue refuses is dropped and counted in [`StoreStats`].
 
+mod backoff;
 pub mod config;
+pub mod counters;
+pub mod pulse;
+pub mod s3;
+pub mod spool;
+pub mod stdout;
+
+pub use pulse::{PulseError, PulseStore};
+pub use s3::{S3Error, S3Store};
 
 use std::time::Duration;
 
@@ -28,7 +37,11 @@ pub struct Object {
 impl Object {
     /// Wraps `bytes`, computing their digest.
     pub fn new(content_type: impl Into<String>, bytes: Bytes) -> Self {
-        Self { digest: blake3::hash(&bytes), content_type: content_type.into(), bytes }
+        Self {
+            digest: blake3::hash(&bytes),
+            content_type: content_type.into(),
+            bytes,
+        }
     }
 }
 

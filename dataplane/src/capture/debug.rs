@@ -1,6 +1,7 @@
 //! Debug output until the data plane lands: one NDJSON line per record on
 //! stdout (payload in base64, whole), drop counters every few seconds and at
-//! exit, logs on stderr. `main` calls [`run`] once.
+//! exit, logs on stderr. `main` calls [`run`] once when `TAPWIRE_DEBUG_CAPTURE`
+//! is set.
 //!
 //! Not the hot path: lines are built with `serde_json` and written under the
 //! stdout lock, one per record.
@@ -20,6 +21,9 @@ use tapwire_common::{COMM_LEN, Direction, DropReason, Record, Role, Source, deco
 
 use super::{Capture, Options, Selection, loader};
 
+/// Set (to anything) to run capture with this debug output instead of the
+/// stores (`main` checks it).
+pub const ENV_DEBUG_CAPTURE: &str = "TAPWIRE_DEBUG_CAPTURE";
 /// Hidden knob for tests: ring bytes per CPU.
 const ENV_RING_BYTES: &str = "TAPWIRE_RING_BYTES";
 /// Hidden knob: wake-up divisor.

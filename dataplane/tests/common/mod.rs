@@ -39,7 +39,10 @@ impl Agent {
     /// Starts `tapwire` with `args` and waits for its `ready` line.
     pub fn start(args: &[String], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapwire"));
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args)
+            .env("TAPWIRE_DEBUG_CAPTURE", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }

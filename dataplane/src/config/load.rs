@@ -1,0 +1,248 @@
+//! Strict loading: every error names `file:line:col`, the key path and what is wrong.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::locate::{Segment, Target, locate};
+use super::model::{Config, RawConfig, Services};
+
+/// The only `version` this loader reads.
+const SUPPORTED_VERSION: u32 = 2;
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read config")]
+    Read {
+        /// The path given.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid config.
+    #[error("{file}:{line}:{col}: {path}: {message}")]
+    Invalid {
+        /// The path given.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// Dotted key path (`services.object_stores[0].bucket`), `.` for the document.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads and validates the config at `path`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and validates config `text`; `file` is the name used in errors.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let invalid_at = |path: &[Segment<'_>], at: Target, message: String| {
+        let pos = locate(text, path, at);
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            line: pos.line,
+            col: pos.col,
+            path: render_path(path),
+            message,
+        }
+    };
+    let invalid = |path: &[Segment<'_>], message: String| invalid_at(path, Target::Key, message);
+
+    let raw: RawConfig = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+        .map_err(|err| serde_error(file, err))?;
+
+    if raw.version != SUPPORTED_VERSION {
+        return Err(invalid_at(
+            &[Segment::Key("version")],
+            Target::Value,
+            format!(
+                "unsupported version {}, expected {SUPPORTED_VERSION}",
+                raw.version
+            ),
+        ));
+    }
+
+    let mut services = Services::default();
+    let mut seen = HashMap::new();
+    for (i, store) in raw.services.event_stores.into_iter().enumerate() {
+        let here = [
+            Segment::Key("services"),
+            Segment::Key("event_stores"),
+            Segment::Index(i),
+        ];
+        check_unique(&mut seen, &store.id, i, |first| {
+            let path = with(&here, "id");
+            invalid_at(
+                &path,
+                Target::Value,
+                duplicate(&store.id, "event_stores", first),
+            )
+        })?;
+        let store = store.validate().map_err(|(key, err)| match key {
+            Some(key) => invalid(&with(&here, key), err.to_string()),
+            None => invalid(&here, err.to_string()),
+        })?;
+        services.event_stores.push(store);
+    }
+    seen.clear();
+    for (i, store) in raw.services.object_stores.into_iter().enumerate() {
+        let here = [
+            Segment::Key("services"),
+            Segment::Key("object_stores"),
+            Segment::Index(i),
+        ];
+        check_unique(&mut seen, &store.id, i, |first| {
+            let path = with(&here, "id");
+            invalid_at(
+                &path,
+                Target::Value,
+                duplicate(&store.id, "object_stores", first),
+            )
+        })?;
+        let store = store.validate().map_err(|(key, err)| match key {
+            Some(key) => invalid(&with(&here, key), err.to_string()),
+            None => invalid(&here, err.to_string()),
+        })?;
+        services.object_stores.push(store);
+    }
+
+    let stack_exists = |name: &str| raw.stacks.contains_key(name);
+    if let Some(http) = &raw.tap.http
+        && !stack_exists(&http.stack)
+    {
+        let path = [
+            Segment::Key("tap"),
+            Segment::Key("http"),
+            Segment::Key("stack"),
+        ];
+        return Err(invalid_at(
+            &path,
+            Target::Value,
+            format!("unknown stack `{}`", http.stack),
+        ));
+    }
+    for (i, endpoint) in raw.tap.endpoints.iter().enumerate() {
+        if let Some(http) = &endpoint.http
+            && !stack_exists(&http.stack)
+        {
+            let path = [
+                Segment::Key("tap"),
+                Segment::Key("endpoints"),
+                Segment::Index(i),
+                Segment::Key("http"),
+                Segment::Key("stack"),
+            ];
+            return Err(invalid_at(
+                &path,
+                Target::Value,
+                format!("unknown stack `{}`", http.stack),
+            ));
+        }
+    }
+
+    Ok(Config {
+        services,
+        stacks: raw.stacks,
+        tap: raw.tap,
+    })
+}
+
+fn with<'a>(base: &[Segment<'a>; 3], key: &'a str) -> [Segment<'a>; 4] {
+    [
+        base[0].clone(),
+        base[1].clone(),
+        base[2].clone(),
+        Segment::Key(key),
+    ]
+}
+
+fn duplicate(id: &str, list: &str, first: usize) -> String {
+    format!("duplicate store id `{id}` (already used by {list}[{first}])")
+}
+
+fn check_unique(
+    seen: &mut HashMap<String, usize>,
+    id: &str,
+    index: usize,
+    err: impl FnOnce(usize) -> ConfigError,
+) -> Result<(), ConfigError> {
+    match seen.get(id) {
+        Some(&first) => Err(err(first)),
+        None => {
+            seen.insert(id.to_owned(), index);
+            Ok(())
+        }
+    }
+}
+
+fn render_path(path: &[Segment<'_>]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Segment::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    if out.is_empty() { ".".to_owned() } else { out }
+}
+
+/// Turns a serde error into `file:line:col: path: message`, keeping serde_yaml's
+/// position where it has one.
+fn serde_error(file: &str, err: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
+    let mut path = err.path().to_string();
+    let inner = err.into_inner();
+    let mut message = inner.to_string();
+    // serde_yaml appends " at line L column C" to its messages; the position is
+    // printed up front instead.
+    if let Some(cut) = message.find(" at line ") {
+        message.truncate(cut);
+    }
+    // serde_yaml starts nested messages with the path; it is printed separately.
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && path.starts_with(prefix)
+    {
+        message = rest.to_owned();
+    }
+    // An unknown key is not always part of the path serde tracked; add it so the
+    // path names the offending key itself.
+    if let Some(key) = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+        && path.rsplit(['.', ']']).next() != Some(key)
+    {
+        path = if path == "." {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        };
+    }
+    let (line, col) = match inner.location() {
+        Some(loc) => (loc.line(), loc.column()),
+        None => (1, 1),
+    };
+    ConfigError::Invalid {
+        file: file.to_owned(),
+        line,
+        col,
+        path,
+        message,
+    }
+}

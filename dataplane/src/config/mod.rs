@@ -1,0 +1,18 @@
+//! `qpoint.yaml` (version 2): the model, the strict loader with `file:line:col`
+//! errors, and the embedded default.
+
+mod load;
+mod locate;
+mod model;
+
+pub use load::{ConfigError, load_file, parse};
+pub use model::{
+    Config, CustomFilter, Direction, Endpoint, Filters, GroupFilter, HttpTap, MatchStrategy,
+    Plugin, Services, Stack, Tap,
+};
+
+/// The config used when none is given: events and objects to stdout.
+pub const DEFAULT_YAML: &str = include_str!("default.yaml");
+
+/// The name shown for [`DEFAULT_YAML`] in messages.
+pub const DEFAULT_NAME: &str = "<embedded default>";

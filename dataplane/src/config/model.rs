@@ -1,0 +1,234 @@
+//! The typed configuration, as `qpoint.yaml` version 2 spells it.
+//!
+//! Every struct denies unknown keys; every field says what it means and its default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tapwire_store::config::{
+    EventStoreConfig, ObjectStoreConfig, RawEventStore, RawObjectStore, Secret, SecretSource,
+};
+
+/// A loaded, validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where events and objects go.
+    pub services: Services,
+    /// Named plugin stacks, referenced from `tap.http.stack` and endpoints.
+    pub stacks: BTreeMap<String, Stack>,
+    /// What to capture.
+    pub tap: Tap,
+}
+
+/// Validated stores.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// Event stores, in file order; every one receives every event.
+    pub event_stores: Vec<EventStoreConfig>,
+    /// Object stores, in file order; every one receives every object.
+    pub object_stores: Vec<ObjectStoreConfig>,
+}
+
+impl Config {
+    /// Every secret in the config with its store id and key, for resolution at start.
+    pub fn secrets(&self) -> Vec<(&str, &'static str, &Secret)> {
+        let mut out = Vec::new();
+        for store in &self.services.event_stores {
+            if let EventStoreConfig::Pulse(p) = store
+                && let Some(token) = &p.token
+            {
+                out.push((p.id.as_str(), "token", token));
+            }
+        }
+        for store in &self.services.object_stores {
+            if let ObjectStoreConfig::S3(s) = store {
+                out.push((s.id.as_str(), "access_key", &s.access_key));
+                out.push((s.id.as_str(), "secret_key", &s.secret_key));
+            }
+        }
+        out
+    }
+
+    /// Secrets written inline (`type: text`), which deserve a warning.
+    pub fn inline_secrets(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        self.secrets()
+            .into_iter()
+            .filter(|(_, _, s)| s.source == SecretSource::Text)
+            .map(|(store, key, _)| (store, key))
+    }
+}
+
+/// The file as written (before cross-field validation).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// Format version; must be 2.
+    pub version: u32,
+    /// Stores.
+    #[serde(default)]
+    pub services: RawServices,
+    /// Named plugin stacks.
+    #[serde(default)]
+    pub stacks: BTreeMap<String, Stack>,
+    /// Capture settings.
+    #[serde(default)]
+    pub tap: Tap,
+}
+
+/// `services` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServices {
+    /// `event_stores[]`.
+    #[serde(default)]
+    pub event_stores: Vec<RawEventStore>,
+    /// `object_stores[]`.
+    #[serde(default)]
+    pub object_stores: Vec<RawObjectStore>,
+}
+
+/// A named list of plugins applied to captured traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    /// Plugins, in order.
+    #[serde(default)]
+    pub plugins: Vec<Plugin>,
+}
+
+/// One plugin in a stack: `{type, config}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plugin {
+    /// Plugin name (`http_capture`, `access_logs`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Plugin-specific settings, kept as written.
+    #[serde(default)]
+    pub config: Option<serde_yaml::Value>,
+}
+
+/// `tap`: what to capture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tap {
+    /// Which connections: `egress` (outbound), `ingress` (inbound), `all` (default),
+    /// `egress-external`, `egress-internal`.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Skip connections to and from loopback addresses (default `false`).
+    #[serde(default)]
+    pub ignore_loopback: bool,
+    /// Include DNS lookups in audit events (default `false`).
+    #[serde(default)]
+    pub audit_include_dns: bool,
+    /// HTTP processing: which stack handles HTTP traffic.
+    #[serde(default)]
+    pub http: Option<HttpTap>,
+    /// Processes to leave out (or, with `only`, to keep).
+    #[serde(default)]
+    pub filters: Filters,
+    /// Per-domain overrides.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Default for Tap {
+    fn default() -> Self {
+        Self {
+            direction: Direction::All,
+            ignore_loopback: false,
+            audit_include_dns: false,
+            http: None,
+            filters: Filters::default(),
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+/// Connection directions to capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Connections this host opens.
+    Egress,
+    /// Outbound connections to non-private addresses.
+    EgressExternal,
+    /// Outbound connections to private addresses.
+    EgressInternal,
+    /// Connections this host accepts.
+    Ingress,
+    /// Both.
+    #[default]
+    All,
+}
+
+/// `tap.http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTap {
+    /// Name of a stack under `stacks`.
+    pub stack: String,
+}
+
+/// `tap.filters`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    /// Built-in process groups to leave out.
+    #[serde(default)]
+    pub groups: Vec<GroupFilter>,
+    /// Executables to leave out, or with `only: true` to keep exclusively.
+    #[serde(default)]
+    pub custom: Vec<CustomFilter>,
+}
+
+/// Built-in process groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupFilter {
+    /// The agent itself (always left out).
+    Qpoint,
+    /// Kubernetes system processes (kubelet, containerd, …).
+    Kubernetes,
+    /// Container runtimes.
+    Container,
+}
+
+/// One `tap.filters.custom[]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomFilter {
+    /// Executable path (or prefix/pattern, per `strategy`).
+    pub exe: String,
+    /// How `exe` is matched (default `exact`).
+    #[serde(default)]
+    pub strategy: MatchStrategy,
+    /// `true`: capture only matching processes; `false` (default): leave them out.
+    #[serde(default)]
+    pub only: bool,
+}
+
+/// How a filter's `exe` matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchStrategy {
+    /// The whole path.
+    #[default]
+    Exact,
+    /// The path starts with `exe`.
+    Prefix,
+    /// `exe` is a regular expression.
+    Regex,
+}
+
+/// One `tap.endpoints[]` entry: settings for one domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The domain (`api.example.com`).
+    pub domain: String,
+    /// HTTP processing for this domain.
+    #[serde(default)]
+    pub http: Option<HttpTap>,
+}

@@ -1,0 +1,25 @@
+//! From captured records to stored transactions.
+//!
+//! ```text
+//! reader (one per CPU) ──frame queue per (reader, shard)──► shard (by conn id)
+//!     ──output queue per shard──► output thread ──► event and object stores
+//! ```
+//!
+//! - [`queue`]: the framed SPSC byte queue between readers and shards.
+//! - [`reorder`]: per-connection sequence ordering with a bounded window.
+//! - [`shard`]: connection tracking and HTTP parsing into transactions.
+//! - [`txn`]: transactions and their event JSON.
+//! - [`output`]: objects and events to the stores.
+//! - [`input`]: the decoded record a shard consumes.
+
+pub mod input;
+pub mod output;
+pub mod queue;
+pub mod reorder;
+mod run;
+pub mod shard;
+#[cfg(test)]
+mod tests;
+pub mod txn;
+
+pub use run::{Pipeline, PipelineConfig, PipelineStats, Router};

@@ -1,0 +1,146 @@
+//! Putting one connection's records back in sequence order.
+//!
+//! Records of one connection can reach its shard out of order: each CPU has its
+//! own ring and reader, and a thread that migrates between CPUs leaves earlier
+//! records in the old CPU's ring. Every record carries a per-connection sequence
+//! number (open is 0), so the shard delivers in order, holding early arrivals in a
+//! bounded window. When the window overflows or a hole outlives
+//! [`REORDER_TIMEOUT_NS`], the missing records are declared lost: delivery jumps
+//! the hole and reports it as a gap, which the transaction carries as a flag.
+//! Nothing is papered over.
+
+use std::collections::BTreeMap;
+
+/// Most records held waiting for an earlier one, per connection.
+pub const MAX_HELD_RECORDS: usize = 1024;
+/// Most bytes held waiting for an earlier record, per connection: 16 MiB covers a
+/// reader that sleeps through a fast connection's burst on another CPU.
+pub const MAX_HELD_BYTES: usize = 16 << 20;
+/// How long a hole may stay open before its records are declared lost: several
+/// reader poll intervals, so a slow reader is not mistaken for loss.
+pub const REORDER_TIMEOUT_NS: u64 = 500_000_000;
+
+/// What [`Reorder::offer`] did with a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// It is the next one: deliver it now, then call [`Reorder::pop_ready`].
+    Deliver,
+    /// It was copied into the window to wait for earlier records.
+    Held,
+    /// It is older than what was already delivered (or skipped): dropped.
+    Late,
+}
+
+/// The reorder window of one connection.
+#[derive(Debug, Default)]
+pub struct Reorder {
+    /// Sequence number delivery waits for.
+    next: u64,
+    /// Early records by sequence number: (arrival time, bytes).
+    held: BTreeMap<u64, (u64, Vec<u8>)>,
+    held_bytes: usize,
+}
+
+impl Reorder {
+    /// A window expecting `first` next.
+    pub fn starting_at(first: u64) -> Self {
+        Self {
+            next: first,
+            ..Self::default()
+        }
+    }
+
+    /// The sequence number delivery waits for.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Records waiting.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Offers record `seq` (raw bytes `bytes`, arriving at `now_ns`).
+    pub fn offer(&mut self, seq: u64, bytes: &[u8], now_ns: u64) -> Offer {
+        if seq == self.next {
+            self.next += 1;
+            Offer::Deliver
+        } else if seq < self.next {
+            Offer::Late
+        } else {
+            self.held_bytes += bytes.len();
+            self.held.insert(seq, (now_ns, bytes.to_vec()));
+            Offer::Held
+        }
+    }
+
+    /// The next held record if it is now in order, or — when the window is over
+    /// its limits or its oldest hole is older than the timeout — the first held
+    /// record after the hole, with the number of records skipped.
+    pub fn pop_ready(&mut self, now_ns: u64) -> Option<(u64, Vec<u8>, u64)> {
+        let (&seq, &(arrived, _)) = self.held.first_key_value()?;
+        let overflow = self.held.len() > MAX_HELD_RECORDS || self.held_bytes > MAX_HELD_BYTES;
+        let expired = now_ns.saturating_sub(arrived) > REORDER_TIMEOUT_NS;
+        if seq != self.next && !overflow && !expired {
+            return None;
+        }
+        let (_, bytes) = self.held.remove(&seq)?;
+        self.held_bytes -= bytes.len();
+        let skipped = seq - self.next;
+        self.next = seq + 1;
+        Some((seq, bytes, skipped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_records_pass_straight_through() {
+        let mut r = Reorder::starting_at(0);
+        for seq in 0..5 {
+            assert_eq!(r.offer(seq, b"x", 0), Offer::Deliver);
+            assert!(r.pop_ready(0).is_none());
+        }
+    }
+
+    #[test]
+    fn early_records_wait_for_the_hole_to_fill() {
+        let mut r = Reorder::starting_at(0);
+        assert_eq!(r.offer(0, b"a", 0), Offer::Deliver);
+        assert_eq!(r.offer(2, b"c", 0), Offer::Held);
+        assert_eq!(r.offer(3, b"d", 0), Offer::Held);
+        assert!(r.pop_ready(0).is_none());
+        assert_eq!(r.offer(1, b"b", 0), Offer::Deliver);
+        assert_eq!(r.pop_ready(0), Some((2, b"c".to_vec(), 0)));
+        assert_eq!(r.pop_ready(0), Some((3, b"d".to_vec(), 0)));
+        assert_eq!(r.pop_ready(0), None);
+        assert_eq!(r.offer(1, b"b", 0), Offer::Late);
+    }
+
+    #[test]
+    fn a_hole_that_outlives_the_timeout_is_reported_as_a_gap() {
+        let mut r = Reorder::starting_at(5);
+        assert_eq!(r.offer(8, b"h", 100), Offer::Held);
+        assert!(r.pop_ready(100 + REORDER_TIMEOUT_NS).is_none());
+        assert_eq!(
+            r.pop_ready(101 + REORDER_TIMEOUT_NS),
+            Some((8, b"h".to_vec(), 3))
+        );
+        assert_eq!(r.next_seq(), 9);
+        assert_eq!(r.offer(6, b"late", 0), Offer::Late);
+    }
+
+    #[test]
+    fn an_overflowing_window_gives_up_on_the_hole() {
+        let mut r = Reorder::starting_at(0);
+        for seq in 1..=MAX_HELD_RECORDS as u64 + 1 {
+            assert_eq!(r.offer(seq, b"x", 0), Offer::Held);
+        }
+        let (seq, _, skipped) = r.pop_ready(0).unwrap();
+        assert_eq!((seq, skipped), (1, 1));
+        // The rest are now in order.
+        assert_eq!(r.pop_ready(0).map(|(s, _, k)| (s, k)), Some((2, 0)));
+    }
+}

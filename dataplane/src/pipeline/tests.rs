@@ -1,0 +1,209 @@
+//! Shard tests on synthetic records: ordering, HTTP/1 transactions, gaps, TLS.
+
+use std::net::SocketAddr;
+
+use super::input::{ConnInfo, Flow, Input, Role};
+use super::shard::{Output, Shard};
+use super::txn::Transaction;
+
+/// Test frame: kind u8, conn u64, seq u64, ts u64, flow u8, tls u8, payload.
+fn frame(kind: u8, conn: u64, seq: u64, flow: Flow, tls: bool, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&conn.to_le_bytes());
+    f.extend_from_slice(&seq.to_le_bytes());
+    f.extend_from_slice(&(seq * 1000).to_le_bytes());
+    f.push(matches!(flow, Flow::Egress) as u8);
+    f.push(tls as u8);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn decode(f: &[u8]) -> Option<Input<'_>> {
+    let u64_at = |i: usize| Some(u64::from_le_bytes(f.get(i..i + 8)?.try_into().ok()?));
+    let (conn_id, seq, ts_ns) = (u64_at(1)?, u64_at(9)?, u64_at(17)?);
+    let flow = if *f.get(25)? == 1 {
+        Flow::Egress
+    } else {
+        Flow::Ingress
+    };
+    let tls = *f.get(26)? == 1;
+    Some(match f[0] {
+        0 => Input::Open(ConnInfo {
+            conn_id,
+            pid: 42,
+            tid: 42,
+            comm: "curl".into(),
+            cgroup_id: 1,
+            local: "127.0.0.1:50000".parse::<SocketAddr>().unwrap(),
+            remote: "127.0.0.1:443".parse::<SocketAddr>().unwrap(),
+            role: Role::Client,
+            ts_ns,
+        }),
+        1 => Input::Data {
+            conn_id,
+            seq,
+            ts_ns,
+            tid: 42,
+            flow,
+            tls,
+            payload: &f[27..],
+        },
+        _ => Input::Close {
+            conn_id,
+            seq,
+            ts_ns,
+        },
+    })
+}
+
+/// Records of one client connection: open, then each (flow, bytes), then close.
+fn conversation(conn: u64, tls: bool, parts: &[(Flow, &[u8])]) -> Vec<Vec<u8>> {
+    let mut frames = vec![frame(0, conn, 0, Flow::Egress, tls, b"")];
+    for (i, (flow, bytes)) in parts.iter().enumerate() {
+        frames.push(frame(1, conn, i as u64 + 1, *flow, tls, bytes));
+    }
+    frames.push(frame(
+        2,
+        conn,
+        parts.len() as u64 + 1,
+        Flow::Egress,
+        tls,
+        b"",
+    ));
+    frames
+}
+
+fn run(frames: &[Vec<u8>]) -> (Vec<Transaction>, Shard<Vec<Output>>) {
+    let mut shard = Shard::new(decode, Vec::new());
+    for f in frames {
+        shard.offer(f, 0);
+    }
+    shard.tick(u64::MAX);
+    let txns = std::mem::take(shard.sink_mut())
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Txn(t) => Some(*t),
+            Output::Closed(_) => None,
+        })
+        .collect();
+    (txns, shard)
+}
+
+const E: Flow = Flow::Egress;
+const I: Flow = Flow::Ingress;
+
+#[test]
+fn keep_alive_connection_yields_one_transaction_per_request() {
+    let big = vec![b'z'; 2 << 20];
+    let big_head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", big.len());
+    let mut parts: Vec<(Flow, &[u8])> =
+        vec![
+        (E, b"GET /one HTTP/1.1\r\nHost: example.test\r\nAuthorization: Bearer s3cret\r\n\r\n"),
+        (I, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"),
+        (I, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+        (E, b"POST /two HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\n\r\nabc"),
+        (I, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+        (E, b"GET /three HTTP/1.1\r\nHost: example.test\r\n\r\n"),
+        (I, big_head.as_bytes()),
+    ];
+    for chunk in big.chunks(16 * 1024) {
+        parts.push((I, chunk));
+    }
+    let (txns, shard) = run(&conversation(7, true, &parts));
+    assert_eq!(shard.stats.parse_errors, 0);
+    let summary: Vec<_> = txns
+        .iter()
+        .map(|t| (t.method.as_str(), t.path.as_str(), t.status))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("GET", "/one", Some(200)),
+            ("POST", "/two", Some(201)),
+            ("GET", "/three", Some(200))
+        ]
+    );
+    assert_eq!(&txns[0].response.body[..], b"hello world");
+    assert_eq!(&txns[1].request.body[..], b"abc");
+    assert_eq!(txns[2].response.body.len(), big.len());
+    assert!(txns[2].response.body.iter().all(|&b| b == b'z'));
+    assert_eq!(txns[0].authority.as_deref(), Some("example.test"));
+    assert!(
+        txns.iter()
+            .all(|t| t.tls && t.egress && !t.gap && !t.truncated)
+    );
+    assert_eq!(
+        &txns[0].request.head[..],
+        b"GET /one HTTP/1.1\r\nHost: example.test\r\nAuthorization: Bearer s3cret\r\n\r\n"
+    );
+    let event = String::from_utf8(txns[0].event_json(&[])).unwrap();
+    assert!(
+        event.contains("\"authorization\":\"[redacted]\""),
+        "{event}"
+    );
+    assert!(!event.contains("s3cret"), "{event}");
+}
+
+#[test]
+fn records_out_of_order_are_put_back_in_sequence() {
+    let parts: Vec<(Flow, &[u8])> = vec![
+        (E, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (I, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"),
+        (I, b"abc"),
+        (I, b"def"),
+    ];
+    let mut frames = conversation(9, false, &parts);
+    frames[1..5].reverse();
+    let (txns, shard) = run(&frames);
+    assert_eq!(txns.len(), 1);
+    assert_eq!(&txns[0].response.body[..], b"abcdef");
+    assert_eq!((shard.stats.gap_records, shard.stats.late), (0, 0));
+}
+
+#[test]
+fn a_lost_record_marks_the_transaction_with_a_gap() {
+    let parts: Vec<(Flow, &[u8])> = vec![
+        (E, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (I, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"),
+        (I, b"abc"),
+        (I, b"def"),
+    ];
+    let mut frames = conversation(3, false, &parts);
+    frames.remove(3); // "abc" lost
+    let (txns, shard) = run(&frames);
+    assert_eq!(shard.stats.gap_records, 1);
+    assert_eq!(txns.len(), 1);
+    assert!(txns[0].gap && txns[0].truncated);
+}
+
+#[test]
+fn plain_records_of_a_tls_connection_are_not_parsed() {
+    let mut frames = vec![frame(0, 5, 0, E, false, b"")];
+    frames.push(frame(1, 5, 1, E, false, b"\x16\x03\x01\x02\x00ciphertext"));
+    frames.push(frame(
+        1,
+        5,
+        2,
+        E,
+        true,
+        b"GET /secret HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    frames.push(frame(1, 5, 3, I, false, b"\x17\x03\x03\x00\x10ciphertext"));
+    frames.push(frame(1, 5, 4, I, true, b"HTTP/1.1 204 No Content\r\n\r\n"));
+    frames.push(frame(2, 5, 5, E, false, b""));
+    let (txns, shard) = run(&frames);
+    assert_eq!(txns.len(), 1);
+    assert_eq!(
+        (txns[0].path.as_str(), txns[0].status, txns[0].tls),
+        ("/secret", Some(204), true)
+    );
+    assert_eq!(shard.stats.ciphertext_skipped, 1);
+}
+
+#[test]
+fn non_http_connections_are_left_alone() {
+    let parts: Vec<(Flow, &[u8])> = vec![(E, b"\x00\x01binary"), (I, b"GET / HTTP/1.1\r\n\r\n")];
+    let (txns, shard) = run(&conversation(11, false, &parts));
+    assert!(txns.is_empty());
+    assert_eq!(shard.stats.not_http, 1);
+}

@@ -1,0 +1,330 @@
+//! HTTP transactions and connection summaries as they leave a shard, and their
+//! event JSON (schema in `docs/stdout.md`).
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+use super::input::ConnInfo;
+
+/// Most body bytes kept per message. Past it the body object is cut there and the
+/// transaction is marked `truncated`; 32 MiB keeps a shard's memory bounded while
+/// covering the bodies users inspect.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// Header values never copied into events.
+const REDACTED_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Application protocol of a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2.
+    Http2,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
+/// One side (request or response) of a transaction.
+#[derive(Debug, Default)]
+pub struct Message {
+    /// Header fields (name as on the wire, value), in order.
+    pub headers: Vec<(String, String)>,
+    /// The header block as an object: the HTTP/1 head re-serialized, or HTTP/2
+    /// fields as `name: value` lines.
+    pub head: Vec<u8>,
+    /// Header block size on the wire.
+    pub head_bytes: u64,
+    /// Body bytes kept (at most [`MAX_BODY_BYTES`]).
+    pub body: BytesMut,
+    /// Body bytes seen, kept or not.
+    pub body_bytes: u64,
+    /// The message ended.
+    pub complete: bool,
+}
+
+impl Message {
+    /// Appends body bytes, keeping at most [`MAX_BODY_BYTES`]; returns false when
+    /// some were not kept.
+    pub fn push_body(&mut self, chunk: &[u8]) -> bool {
+        self.body_bytes += chunk.len() as u64;
+        let room = MAX_BODY_BYTES.saturating_sub(self.body.len());
+        self.body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        chunk.len() <= room
+    }
+
+    /// The first value of header `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A request and its response.
+#[derive(Debug)]
+pub struct Transaction {
+    /// The connection.
+    pub conn: ConnInfo,
+    /// Thread that sent or received the request.
+    pub tid: u32,
+    /// HTTP/2 stream id.
+    pub stream_id: Option<u32>,
+    /// `egress` when the traced process sent the request.
+    pub egress: bool,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Captured inside a TLS library.
+    pub tls: bool,
+    /// Method.
+    pub method: String,
+    /// Host or `:authority`.
+    pub authority: Option<String>,
+    /// Request target.
+    pub path: String,
+    /// Final status.
+    pub status: Option<u16>,
+    /// gRPC status.
+    pub grpc_status: Option<u32>,
+    /// The request.
+    pub request: Message,
+    /// The response.
+    pub response: Message,
+    /// First request byte, kernel monotonic ns.
+    pub start_ns: u64,
+    /// Last response byte, kernel monotonic ns.
+    pub end_ns: u64,
+    /// Bytes were not captured or not kept.
+    pub truncated: bool,
+    /// Records were lost in the middle.
+    pub gap: bool,
+    /// HTTP/2 headers decoded without full HPACK state.
+    pub incomplete_headers: bool,
+}
+
+/// Which part of a transaction an object holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectRole {
+    /// Request header block.
+    RequestHeaders,
+    /// Request body.
+    RequestBody,
+    /// Response header block.
+    ResponseHeaders,
+    /// Response body.
+    ResponseBody,
+}
+
+/// An object as an event refers to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectRef {
+    /// Which part.
+    pub role: ObjectRole,
+    /// BLAKE3 hex.
+    pub digest: String,
+    /// Bytes.
+    pub size: usize,
+    /// MIME type.
+    pub content_type: String,
+    /// Rendered `access_url` of the first object store that has one.
+    pub url: Option<String>,
+}
+
+/// MIME type of header-block objects.
+pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
+
+impl Transaction {
+    /// The transaction's objects with their MIME types: each header block, and
+    /// each body that is not empty.
+    pub fn objects(&self) -> Vec<(ObjectRole, String, Bytes)> {
+        let mut out = Vec::with_capacity(4);
+        for (msg, head_role, body_role) in [
+            (
+                &self.request,
+                ObjectRole::RequestHeaders,
+                ObjectRole::RequestBody,
+            ),
+            (
+                &self.response,
+                ObjectRole::ResponseHeaders,
+                ObjectRole::ResponseBody,
+            ),
+        ] {
+            if !msg.head.is_empty() {
+                let head = Bytes::copy_from_slice(&msg.head);
+                out.push((head_role, HEADERS_CONTENT_TYPE.to_owned(), head));
+            }
+            if !msg.body.is_empty() {
+                let ct = msg
+                    .header("content-type")
+                    .unwrap_or("application/octet-stream");
+                out.push((body_role, ct.to_owned(), msg.body.clone().freeze()));
+            }
+        }
+        out
+    }
+
+    /// The event JSON, with `objects` already stored.
+    pub fn event_json(&self, objects: &[ObjectRef]) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            conn_id: u64,
+            stream_id: Option<u32>,
+            pid: u32,
+            tid: u32,
+            comm: &'a str,
+            exe: Option<&'a str>,
+            cgroup_id: u64,
+            direction: &'static str,
+            local: String,
+            remote: String,
+            protocol: Protocol,
+            tls: bool,
+            method: &'a str,
+            authority: Option<&'a str>,
+            path: &'a str,
+            status: Option<u16>,
+            grpc_status: Option<u32>,
+            request_headers: serde_json::Map<String, serde_json::Value>,
+            response_headers: serde_json::Map<String, serde_json::Value>,
+            request_header_bytes: u64,
+            response_header_bytes: u64,
+            request_body_bytes: u64,
+            response_body_bytes: u64,
+            start_ns: u64,
+            end_ns: u64,
+            duration_ms: f64,
+            truncated: bool,
+            gap: bool,
+            incomplete_headers: bool,
+            objects: &'a [ObjectRef],
+        }
+        let event = Event {
+            kind: "http_transaction",
+            conn_id: self.conn.conn_id,
+            stream_id: self.stream_id,
+            pid: self.conn.pid,
+            tid: self.tid,
+            comm: &self.conn.comm,
+            exe: None,
+            cgroup_id: self.conn.cgroup_id,
+            direction: if self.egress { "egress" } else { "ingress" },
+            local: self.conn.local.to_string(),
+            remote: self.conn.remote.to_string(),
+            protocol: self.protocol,
+            tls: self.tls,
+            method: &self.method,
+            authority: self.authority.as_deref(),
+            path: &self.path,
+            status: self.status,
+            grpc_status: self.grpc_status,
+            request_headers: header_map(&self.request.headers),
+            response_headers: header_map(&self.response.headers),
+            request_header_bytes: self.request.head_bytes,
+            response_header_bytes: self.response.head_bytes,
+            request_body_bytes: self.request.body_bytes,
+            response_body_bytes: self.response.body_bytes,
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            duration_ms: self.end_ns.saturating_sub(self.start_ns) as f64 / 1e6,
+            truncated: self.truncated,
+            gap: self.gap,
+            incomplete_headers: self.incomplete_headers,
+            objects,
+        };
+        serde_json::to_vec(&event).expect("event serializes")
+    }
+}
+
+/// Header fields as a JSON object: lowercase names, repeats joined with `, `,
+/// credentials redacted.
+fn header_map(headers: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        let value = if REDACTED_HEADERS.contains(&name.as_str()) {
+            "[redacted]"
+        } else {
+            value.as_str()
+        };
+        match map.get_mut(&name) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(value);
+            }
+            _ => {
+                map.insert(name, serde_json::Value::String(value.to_owned()));
+            }
+        }
+    }
+    map
+}
+
+/// A connection that closed, for its `connection` event.
+#[derive(Debug)]
+pub struct ConnSummary {
+    /// The connection.
+    pub conn: ConnInfo,
+    /// Whether TLS plaintext was seen.
+    pub tls: bool,
+    /// Payload bytes the process wrote.
+    pub bytes_sent: u64,
+    /// Payload bytes the process read.
+    pub bytes_received: u64,
+    /// Close time, kernel monotonic ns.
+    pub close_ns: u64,
+}
+
+impl ConnSummary {
+    /// The `connection` close event JSON.
+    pub fn event_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            event: &'static str,
+            conn_id: u64,
+            pid: u32,
+            comm: &'a str,
+            cgroup_id: u64,
+            role: &'static str,
+            local: String,
+            remote: String,
+            tls: bool,
+            bytes_sent: u64,
+            bytes_received: u64,
+            duration_ms: f64,
+        }
+        let c = &self.conn;
+        let event = Event {
+            kind: "connection",
+            event: "close",
+            conn_id: c.conn_id,
+            pid: c.pid,
+            comm: &c.comm,
+            cgroup_id: c.cgroup_id,
+            role: match c.role {
+                super::input::Role::Client => "client",
+                super::input::Role::Server => "server",
+                super::input::Role::Unknown => "unknown",
+            },
+            local: c.local.to_string(),
+            remote: c.remote.to_string(),
+            tls: self.tls,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            duration_ms: self.close_ns.saturating_sub(c.ts_ns) as f64 / 1e6,
+        };
+        serde_json::to_vec(&event).expect("event serializes")
+    }
+}

@@ -1,0 +1,41 @@
+//! SIGINT/SIGTERM handling without async-signal-safety concerns: the signals are
+//! blocked in every thread (threads inherit the mask) and the main thread waits
+//! for them with `sigwait`.
+
+use std::io;
+
+/// SIGINT and SIGTERM, blocked for the process's threads.
+pub struct Signals {
+    set: libc::sigset_t,
+}
+
+impl Signals {
+    /// Blocks SIGINT and SIGTERM in the calling thread; call before spawning threads.
+    pub fn block() -> io::Result<Self> {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, writable sigset_t for all four calls.
+        let rc = unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(Self { set })
+    }
+
+    /// Waits for SIGINT or SIGTERM and returns its name.
+    pub fn wait(&self) -> &'static str {
+        let mut sig = 0;
+        // SAFETY: `self.set` was initialised in `block`; `sig` is a valid out-pointer.
+        while unsafe { libc::sigwait(&self.set, &mut sig) } != 0 {}
+        if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The config file as a user meets it: every seed example accepted, every mistake
+//! reported as `FILE:LINE:COL: key.path: message` with exit code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tapwire::config;
+use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig, SecretSource, StartupCheck};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn tapwire(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tapwire"))
+        .args(args)
+        .env_remove("TAPWIRE_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tapwire")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `check-config` on `yaml` written to a file; returns (exit code, stderr, path).
+fn check(yaml: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qpoint.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = tapwire(&["check-config", path.to_str().unwrap()]);
+    assert!(out.stdout.is_empty(), "nothing on stdout for a bad config");
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        path.display().to_string(),
+    )
+}
+
+fn assert_error(yaml: &str, expected: &str) {
+    let (code, stderr, path) = check(yaml);
+    assert_eq!(stderr, format!("{path}:{expected}\n"));
+    assert_eq!(code, 2, "exit code for {expected}");
+}
+
+const SEEDS: [&str; 8] = [
+    "events-stdout.yaml",
+    "events-pulse.yaml",
+    "objects-stdout.yaml",
+    "objects-s3.yaml",
+    "minio.yaml",
+    "aws-s3.yaml",
+    "gcs.yaml",
+    "complete.yaml",
+];
+
+#[test]
+fn every_seed_example_passes_check_config() {
+    for seed in SEEDS {
+        let path = fixture(&format!("seed/{seed}"));
+        let out = tapwire(&["check-config", path.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{seed}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.starts_with(&format!("{}: ok\n", path.display())),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_config_masks_secrets_and_shows_stores() {
+    let path = fixture("seed/complete.yaml");
+    let out = tapwire(&["check-config", path.to_str().unwrap()]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("event store `console_stdout`: stdout\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "object store `minio`: s3 endpoint=minio.internal:9000 bucket=qpoint-objects \
+             region=us-east-1 insecure=false \
+             access_url=https://minio.internal:9000/{{BUCKET}}/{{DIGEST}} \
+             access_key=env:S3_ACCESS_KEY secret_key=env:S3_SECRET_KEY"
+        ),
+        "{stdout}"
+    );
+
+    let inline = "version: 2\nservices:\n  event_stores:\n    - id: p\n      type: pulse\n      \
+                  url: http://pulse:8000\n      token:\n        type: text\n        value: hunter2\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("q.yaml");
+    std::fs::write(&file, inline).unwrap();
+    let out = tapwire(&["check-config", file.to_str().unwrap()]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("endpoint=http://pulse:8000 token=text:********"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "secret leaked: {stdout}");
+}
+
+#[test]
+fn seed_examples_parse_into_typed_stores() {
+    let load = |name: &str| config::load_file(&fixture(&format!("seed/{name}"))).unwrap();
+
+    let pulse = load("events-pulse.yaml");
+    let [EventStoreConfig::Pulse(p)] = pulse.services.event_stores.as_slice() else {
+        panic!("one pulse store: {:?}", pulse.services.event_stores)
+    };
+    assert_eq!(
+        (p.id.as_str(), p.endpoint.as_str()),
+        ("pulse", "http://pulse-service:8000")
+    );
+    let token = p.token.as_ref().unwrap();
+    assert_eq!(
+        (token.source, token.value.as_str()),
+        (SecretSource::Env, "PULSE_TOKEN")
+    );
+
+    for (name, id, endpoint, bucket, region, url, key_var) in [
+        (
+            "objects-s3.yaml",
+            "s3_store",
+            "storage.example.com:9000",
+            "qpoint-objects",
+            "us-east-1",
+            "https://storage.example.com/{{BUCKET}}/{{DIGEST}}",
+            "S3_ACCESS_KEY",
+        ),
+        (
+            "minio.yaml",
+            "minio",
+            "minio.example.com:9000",
+            "qpoint",
+            "us-east-1",
+            "https://minio.example.com/{{BUCKET}}/{{DIGEST}}",
+            "MINIO_ACCESS_KEY",
+        ),
+        (
+            "aws-s3.yaml",
+            "aws_s3",
+            "s3.amazonaws.com",
+            "my-company-qpoint",
+            "us-west-2",
+            "https://s3.amazonaws.com/{{BUCKET}}/{{DIGEST}}",
+            "AWS_ACCESS_KEY_ID",
+        ),
+        (
+            "gcs.yaml",
+            "gcs",
+            "storage.googleapis.com",
+            "my-company-qpoint",
+            "us-central1",
+            "https://storage.cloud.google.com/{{BUCKET}}/{{DIGEST}}",
+            "GCS_ACCESS_KEY",
+        ),
+    ] {
+        let config = load(name);
+        let [ObjectStoreConfig::S3(s3)] = config.services.object_stores.as_slice() else {
+            panic!("{name}: one s3 store")
+        };
+        assert_eq!(s3.id, id);
+        assert_eq!(s3.endpoint, endpoint);
+        assert_eq!(s3.bucket, bucket);
+        assert_eq!(s3.region, region);
+        assert_eq!(s3.access_url, url);
+        assert!(!s3.insecure);
+        assert_eq!(s3.access_key.value, key_var);
+        assert_eq!(s3.startup_check, StartupCheck::Fatal);
+    }
+
+    let complete = load("complete.yaml");
+    assert_eq!(complete.services.event_stores[0].id(), "console_stdout");
+    assert_eq!(complete.services.object_stores[0].id(), "minio");
+}
+
+#[test]
+fn stacks_and_tap_parse() {
+    let config = config::load_file(&fixture("full-tap.yaml")).unwrap();
+    assert_eq!(config.tap.direction, config::Direction::Egress);
+    assert!(config.tap.ignore_loopback && config.tap.audit_include_dns);
+    assert_eq!(config.tap.http.as_ref().unwrap().stack, "default_stack");
+    assert_eq!(
+        config.stacks["default_stack"].plugins[0].kind,
+        "http_capture"
+    );
+    assert_eq!(config.stacks["light"].plugins[0].kind, "access_logs");
+    let custom = &config.tap.filters.custom;
+    assert_eq!(custom[0].exe, "/usr/bin/wget");
+    assert_eq!(custom[0].strategy, config::MatchStrategy::Exact);
+    assert!(!custom[0].only);
+    assert_eq!(custom[1].strategy, config::MatchStrategy::Prefix);
+    assert!(custom[1].only);
+    assert_eq!(
+        config.tap.filters.groups,
+        [config::GroupFilter::Kubernetes, config::GroupFilter::Qpoint]
+    );
+    assert_eq!(config.tap.endpoints[0].domain, "api.example.com");
+}
+
+#[test]
+fn embedded_default_sends_events_and_objects_to_stdout() {
+    let config = config::parse(config::DEFAULT_NAME, config::DEFAULT_YAML).unwrap();
+    assert!(matches!(
+        config.services.event_stores.as_slice(),
+        [EventStoreConfig::Stdout { .. }]
+    ));
+    assert!(matches!(
+        config.services.object_stores.as_slice(),
+        [ObjectStoreConfig::Stdout { .. }]
+    ));
+}
+
+#[test]
+fn unknown_key() {
+    assert_error(
+        "version: 2\nservices:\n  object_stores:\n    - id: x\n      type: stdout\n      colour: red\n",
+        "6:7: services.object_stores[0].colour: unknown field `colour`, expected one of `id`, \
+         `type`, `endpoint`, `bucket`, `region`, `access_url`, `insecure`, `access_key`, \
+         `secret_key`, `spool_dir`, `spool_max_bytes`, `concurrency`, \
+         `multipart_threshold_bytes`, `multipart_part_bytes`, `startup_check`",
+    );
+    assert_error(
+        "version: 2\nservice:\n  event_stores: []\n",
+        "2:1: service: unknown field `service`, expected one of `version`, `services`, \
+         `stacks`, `tap`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_error(
+        "version: 2\nservices:\n  object_stores:\n    - id: s3\n      type: s3\n      insecure: maybe\n",
+        "6:17: services.object_stores[0].insecure: invalid type: string \"maybe\", expected a boolean",
+    );
+    assert_error(
+        "version: 2\ntap:\n  ignore_loopback: [1]\n",
+        "3:20: tap.ignore_loopback: invalid type: sequence, expected a boolean",
+    );
+}
+
+#[test]
+fn missing_required_key() {
+    assert_error(
+        "version: 2\nservices:\n  event_stores:\n    - type: stdout\n",
+        "4:7: services.event_stores[0]: missing field `id`",
+    );
+    assert_error(
+        "version: 2\nservices:\n  object_stores:\n    - id: s3\n      type: s3\n      endpoint: minio:9000\n",
+        "4:9: services.object_stores[0]: missing required key `bucket` for store type `s3`",
+    );
+    assert_error("services: {}\n", "1:1: .: missing field `version`");
+}
+
+#[test]
+fn unknown_store_type() {
+    assert_error(
+        "version: 2\nservices:\n  event_stores:\n    - id: k\n      type: kafka\n",
+        "5:13: services.event_stores[0].type: unknown variant `kafka`, expected `stdout` or `pulse`",
+    );
+}
+
+#[test]
+fn key_that_does_not_fit_the_store_type() {
+    assert_error(
+        "version: 2\nservices:\n  object_stores:\n    - id: out\n      type: stdout\n      bucket: b\n",
+        "6:7: services.object_stores[0].bucket: key `bucket` is not valid for store type `stdout`",
+    );
+}
+
+#[test]
+fn duplicate_store_id() {
+    assert_error(
+        "version: 2\nservices:\n  event_stores:\n    - id: a\n      type: stdout\n    - id: a\n      type: stdout\n",
+        "6:11: services.event_stores[1].id: duplicate store id `a` (already used by event_stores[0])",
+    );
+}
+
+#[test]
+fn unsupported_version() {
+    assert_error(
+        "version: 1\nservices: {}\n",
+        "1:10: version: unsupported version 1, expected 2",
+    );
+}
+
+#[test]
+fn unknown_stack() {
+    assert_error(
+        "version: 2\ntap:\n  http:\n    stack: nope\n",
+        "4:12: tap.http.stack: unknown stack `nope`",
+    );
+}
+
+#[test]
+fn unreadable_file() {
+    let out = tapwire(&["check-config", "/nonexistent/qpoint.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "/nonexistent/qpoint.yaml: cannot read config: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn missing_env_secret_names_store_and_variable() {
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
+        eprintln!("skipped: the agent checks privileges before secrets; needs root");
+        return;
+    }
+    let path = fixture("seed/objects-s3.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tapwire"))
+        .args(["--config", path.to_str().unwrap()])
+        .env_remove("S3_ACCESS_KEY")
+        .env("S3_SECRET_KEY", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.ends_with(
+            "tapwire: store `s3_store`: environment variable `S3_ACCESS_KEY` for `access_key` is not set\n"
+        ),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tapwire"))
+        .args(["--config", path.to_str().unwrap()])
+        .env("S3_ACCESS_KEY", "ci")
+        .env("S3_SECRET_KEY", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.ends_with(
+            "tapwire: store `s3_store`: environment variable `S3_SECRET_KEY` for `secret_key` is empty\n"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_config_starts_nothing() {
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
+        eprintln!("skipped: the agent checks privileges before the config; needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.yaml");
+    std::fs::write(&path, "version: 3\n").unwrap();
+    let out = tapwire(&["--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "tapwire: {}:1:10: version: unsupported version 3, expected 2\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn unprivileged_start_names_what_is_missing() {
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    // The binary may sit under a directory `nobody` cannot enter; run a copy.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("tapwire");
+    std::fs::copy(env!("CARGO_BIN_EXE_tapwire"), &bin).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .output()
+        .expect("run setpriv");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "tapwire: not enough privileges to load eBPF programs: run as root or grant CAP_BPF \
+         and CAP_PERFMON (uid 65534, effective capabilities 0x0)\n"
+    );
+}
