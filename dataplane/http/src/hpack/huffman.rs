@@ -132,28 +132,38 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
     let t = &TABLES;
     // Every code is at least 5 bits.
     out.reserve(input.len() * 8 / 5 + 1);
+    // Symbols go to a small array first: storing into it costs less than a
+    // capacity check per `Vec::push`.
+    let mut tmp = [0u8; 64];
+    let mut n = 0;
     let mut acc: u64 = 0;
     let mut nbits: u32 = 0;
     let mut i = 0;
-    loop {
+    let result = loop {
+        if n + 2 > tmp.len() {
+            out.extend_from_slice(&tmp[..n]);
+            n = 0;
+        }
         while nbits <= 56 && i < input.len() {
             acc = (acc << 8) | u64::from(input[i]);
             nbits += 8;
             i += 1;
         }
         if nbits == 0 {
-            break;
+            break Ok(());
         }
         // The unread bits, left-aligned; zeros past the end.
         let top = acc << (64 - nbits);
         let e = t.fast[(top >> (64 - FAST_BITS)) as usize];
         let count = e >> 26;
         if count != 0 {
+            // Both slots are written; only `count` of them are kept.
+            tmp[n] = e as u8;
+            tmp[n + 1] = (e >> 8) as u8;
             if count == 2 {
                 let total = (e >> 21) & 31;
                 if total <= nbits {
-                    out.push(e as u8);
-                    out.push((e >> 8) as u8);
+                    n += 2;
                     nbits -= total;
                     continue;
                 }
@@ -161,9 +171,9 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
             let len = (e >> 16) & 31;
             if len > nbits {
                 // Only padding can be shorter than the code it starts.
-                break;
+                break Ok(());
             }
-            out.push(e as u8);
+            n += 1;
             nbits -= len;
             continue;
         }
@@ -176,17 +186,20 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
             .checked_sub(t.first[len])
             .map(|i| i as usize + usize::from(t.offset[len]));
         let Some(&sym) = idx.and_then(|i| t.sorted.get(i)) else {
-            return Err(HuffmanError::Padding);
+            break Err(HuffmanError::Padding);
         };
         if len as u32 > nbits {
-            break;
+            break Ok(());
         }
         if sym == EOS {
-            return Err(HuffmanError::Eos);
+            break Err(HuffmanError::Eos);
         }
-        out.push(sym as u8);
+        tmp[n] = sym as u8;
+        n += 1;
         nbits -= len as u32;
-    }
+    };
+    out.extend_from_slice(&tmp[..n]);
+    result?;
     let pad_mask = (1u64 << nbits) - 1;
     if nbits > 7 || acc & pad_mask != pad_mask {
         return Err(HuffmanError::Padding);
