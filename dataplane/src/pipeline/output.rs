@@ -51,6 +51,7 @@ impl Fanout {
                 }
                 txn.event_json(&refs)
             }
+            Output::Opened(info) => super::txn::open_event_json(&info),
             Output::Closed(summary) => summary.event_json(),
         };
         let event = Bytes::from(event);

@@ -83,7 +83,7 @@ fn run(frames: &[Vec<u8>]) -> (Vec<Transaction>, Shard<Vec<Output>>) {
         .into_iter()
         .filter_map(|o| match o {
             Output::Txn(t) => Some(*t),
-            Output::Closed(_) => None,
+            Output::Opened(_) | Output::Closed(_) => None,
         })
         .collect();
     (txns, shard)
