@@ -172,8 +172,9 @@ impl Transaction {
         out
     }
 
-    /// The event JSON, with `objects` already stored.
-    pub fn event_json(&self, objects: &[ObjectRef]) -> Vec<u8> {
+    /// The event JSON, with `objects` already stored and the process's executable
+    /// if known.
+    pub fn event_json(&self, objects: &[ObjectRef], exe: Option<&str>) -> Vec<u8> {
         #[derive(Serialize)]
         struct Event<'a> {
             #[serde(rename = "type")]
@@ -216,7 +217,7 @@ impl Transaction {
             pid: self.conn.pid,
             tid: self.tid,
             comm: &self.conn.comm,
-            exe: None,
+            exe,
             cgroup_id: self.conn.cgroup_id,
             direction: if self.egress { "egress" } else { "ingress" },
             local: self.conn.local.to_string(),
