@@ -149,30 +149,24 @@ fn env_u32(name: &str) -> anyhow::Result<Option<u32>> {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and every thread it spawns after),
-/// so they are taken with `sigtimedwait` below rather than killing the process.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data and is initialised by sigemptyset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    set
-}
-
-/// Waits up to `timeout` for SIGINT/SIGTERM; returns the signal number.
-fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+/// Capture options for `selection`, with the ring size and wake-up knobs taken
+/// from `TAPWIRE_RING_BYTES` / `TAPWIRE_WAKE_DIVISOR` when set (tests force ring
+/// overflow with tiny rings).
+pub fn options(selection: Selection) -> anyhow::Result<Options> {
+    let mut opts = Options {
+        selection,
+        ..Options::default()
     };
-    // SAFETY: `set` and `ts` are valid for the call; siginfo may be null.
-    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    (sig > 0).then_some(sig)
+    if let Some(n) = env_u32(ENV_RING_BYTES)? {
+        opts.ring_bytes = n;
+    }
+    if let Some(n) = env_u32(ENV_WAKE_DIVISOR)? {
+        opts.wake_divisor = n;
+    }
+    if let Err(e) = raise_memlock() {
+        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; continuing (memcg accounting)");
+    }
+    Ok(opts)
 }
 
 /// Runs capture with the CLI's selection and prints records until SIGINT or
@@ -182,35 +176,23 @@ pub fn run(
     exes: &[std::path::PathBuf],
     cgroups: &[std::path::PathBuf],
 ) -> anyhow::Result<()> {
-    let signals = block_signals();
-    let mut opts = Options {
-        selection: Selection {
-            pids: pids.to_vec(),
-            exes: exes.to_vec(),
-            cgroups: cgroups.to_vec(),
-        },
-        ..Options::default()
-    };
-    if let Some(n) = env_u32(ENV_RING_BYTES)? {
-        opts.ring_bytes = n;
-    }
-    if let Some(n) = env_u32(ENV_WAKE_DIVISOR)? {
-        opts.wake_divisor = n;
-    }
-    if let Err(e) = aya_memlock() {
-        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; continuing (memcg accounting)");
-    }
+    let signals = crate::signals::Signals::block()?;
+    let opts = options(Selection {
+        pids: pids.to_vec(),
+        exes: exes.to_vec(),
+        cgroups: cgroups.to_vec(),
+    })?;
     let comms = Arc::new(Mutex::new(HashMap::new()));
     let capture = Capture::start(opts, |_cpu| {
         let comms = Arc::clone(&comms);
-        move |record: Record<'_>| print_line(&record_json(&record, &comms))
+        move |_raw: &[u8], record: Record<'_>| print_line(&record_json(&record, &comms))
     })
     .map_err(|e| anyhow::anyhow!(loader::error_chain(&e)))
     .context("starting capture")?;
     print_line(&json!({"type": "ready", "pid": std::process::id()}));
     let mut next_drops = Instant::now() + DROPS_EVERY;
     let signal = loop {
-        if let Some(sig) = wait_signal(&signals, Duration::from_millis(200)) {
+        if let Some(sig) = signals.wait_timeout(Duration::from_millis(200)) {
             break sig;
         }
         if Instant::now() >= next_drops {
@@ -226,7 +208,7 @@ pub fn run(
 }
 
 /// Raises RLIMIT_MEMLOCK (needed before kernel 5.11's memcg accounting).
-fn aya_memlock() -> std::io::Result<()> {
+fn raise_memlock() -> std::io::Result<()> {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

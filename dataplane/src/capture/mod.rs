@@ -9,7 +9,7 @@
 //! ```no_run
 //! use tapwire::capture::{Capture, Options};
 //! let capture = Capture::start(Options::default(), |_cpu| {
-//!     |record: tapwire_common::Record<'_>| { let _ = record; }
+//!     |_raw: &[u8], record: tapwire_common::Record<'_>| { let _ = record; }
 //! })?;
 //! # Ok::<(), tapwire::capture::CaptureError>(())
 //! ```
@@ -88,7 +88,7 @@ impl Capture {
     pub fn start<F, H>(opts: Options, make_handler: F) -> Result<Self, CaptureError>
     where
         F: FnMut(u32) -> H,
-        H: FnMut(Record<'_>) + Send + 'static,
+        H: FnMut(&[u8], Record<'_>) + Send + 'static,
     {
         let (mut probes, rings, drops, resolved) = loader::load(&opts)?;
         let mut targets = Targets::default();

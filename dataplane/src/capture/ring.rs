@@ -128,7 +128,7 @@ pub fn spawn_readers<F, H>(
 ) -> Result<Vec<Reader>, RingError>
 where
     F: FnMut(u32) -> H,
-    H: FnMut(Record<'_>) + Send + 'static,
+    H: FnMut(&[u8], Record<'_>) + Send + 'static,
 {
     let mut readers = Vec::with_capacity(rings.len());
     for CpuRing { cpu, mut ring } in rings {
@@ -154,7 +154,7 @@ where
                                 if let (Record::ProcExec(e), Some(tx)) = (&record, &exec_tx) {
                                     let _ = tx.try_send(e.header.pid);
                                 }
-                                handler(record);
+                                handler(&item, record);
                                 records += 1;
                             }
                             Err(_) => errors += 1,

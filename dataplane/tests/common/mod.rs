@@ -36,11 +36,45 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `tapwire` with `args` and waits for its `ready` line.
+    /// Starts `tapwire` printing raw records (`TAPWIRE_DEBUG_CAPTURE`) with
+    /// `args` and waits for its `ready` line.
     pub fn start(args: &[String], env: &[(&str, &str)]) -> Agent {
+        let mut env = env.to_vec();
+        env.push(("TAPWIRE_DEBUG_CAPTURE", "1"));
+        let agent = Agent::spawn(args, &env);
+        agent.wait_for("agent ready", Duration::from_secs(60), |v| {
+            v["type"] == "ready"
+        });
+        agent
+    }
+
+    /// Starts the agent as a user runs it (data plane and stores) and waits until
+    /// its probes are attached (`capture ready` on stderr).
+    pub fn start_dataplane(args: &[String], env: &[(&str, &str)]) -> Agent {
+        let agent = Agent::spawn(args, env);
+        let start = Instant::now();
+        while !agent
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("capture ready"))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "agent not ready; stderr:\n{}",
+                agent.stderr.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    fn spawn(args: &[String], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapwire"));
         cmd.args(args)
-            .env("TAPWIRE_DEBUG_CAPTURE", "1")
+            .env_remove("TAPWIRE_DEBUG_CAPTURE")
+            .env_remove("TAPWIRE_CONFIG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -69,15 +103,11 @@ impl Agent {
                 e.lock().unwrap().push(line);
             }
         });
-        let agent = Agent {
+        Agent {
             child,
             lines,
             stderr,
-        };
-        agent.wait_for("agent ready", Duration::from_secs(60), |v| {
-            v["type"] == "ready"
-        });
-        agent
+        }
     }
 
     /// Waits until some line satisfies `pred`; panics after `timeout`.
