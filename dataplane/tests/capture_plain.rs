@@ -169,8 +169,13 @@ fn process_started_after_the_agent_is_captured() {
     let _tls = https_server(tls_port, &certs);
     // A shell selected before the agent starts; the programs it starts (new
     // processes, forked and exec'd after the agent is up) are its descendants.
+    // Probes for a program started later are attached when its exec (and the
+    // libraries it maps) are seen, a few ms after the fact; the python client
+    // loads libssl first and waits a moment so its request does not race that.
     let script = format!(
-        "curl -s http://127.0.0.1:{port}/late.txt && {py} {servers} post {tls_port} 1000",
+        "curl -s http://127.0.0.1:{port}/late.txt && {py} -c \"import ssl, runpy, sys, time; \
+         time.sleep(1.5); sys.argv = ['servers.py', 'post', '{tls_port}', '1000']; \
+         runpy.run_path('{servers}', run_name='__main__')\"",
         py = python(),
         servers = servers_py()
     );

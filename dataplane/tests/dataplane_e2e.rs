@@ -89,27 +89,7 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
     let _plain_server = start_http_server(plain_port, None);
 
     let base = format!("https://127.0.0.1:{tls_port}");
-    let (small, chunked, big) = (
-        format!("{base}/small"),
-        format!("{base}/chunked"),
-        format!("{base}/big"),
-    );
-    let mut curl = Gated::new(
-        "curl",
-        &[
-            "-sk",
-            "--http1.1",
-            &small,
-            &chunked,
-            &big,
-            "-o",
-            "/dev/null",
-            "-o",
-            "/dev/null",
-            "-o",
-            "/dev/null",
-        ],
-    );
+    let mut curl = Gated::stdin("curl", &["-sk", "--http1.1", "-K", "-"]);
     let script = format!(
         "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{plain_port}/small').read()"
     );
@@ -125,7 +105,11 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
         ],
         &[],
     );
-    curl.go();
+    let urls: String = ["/small", "/chunked", "/big"]
+        .iter()
+        .map(|path| format!("url = \"{base}{path}\"\noutput = \"/dev/null\"\n"))
+        .collect();
+    curl.go_with(urls.as_bytes());
     client.go();
     curl.finish(Duration::from_secs(60));
     client.finish(Duration::from_secs(60));
@@ -273,10 +257,13 @@ fn http2_over_tls_to_nginx_gives_hpack_decoded_headers() {
     wait_listening(port, Duration::from_secs(20));
 
     let url = format!("https://127.0.0.1:{port}/h2/path?q=1");
-    let mut curl = Gated::new("curl", &["-sk", "--http2", "-H", "x-custom: yes", &url]);
+    let mut curl = Gated::stdin(
+        "curl",
+        &["-sk", "--http2", "-H", "x-custom: yes", "-K", "-"],
+    );
     let curl_pid = curl.pid();
     let agent = Agent::start_dataplane(&["--pid".into(), curl_pid.to_string()], &[]);
-    curl.go();
+    curl.go_with(format!("url = \"{url}\"\n").as_bytes());
     let body = curl.finish(Duration::from_secs(60));
     assert_eq!(body, b"hello h2\n");
     std::thread::sleep(Duration::from_secs(1));

@@ -55,7 +55,7 @@ fn captured_payloads_are_stored_in_s3_under_their_digest() {
     wait_listening(port, Duration::from_secs(20));
 
     let url = format!("https://127.0.0.1:{port}/small");
-    let mut curl = Gated::new("curl", &["-sk", "--http1.1", &url]);
+    let mut curl = Gated::stdin("curl", &["-sk", "--http1.1", "-K", "-"]);
     let agent = Agent::start_dataplane(
         &[
             "--config".into(),
@@ -65,7 +65,7 @@ fn captured_payloads_are_stored_in_s3_under_their_digest() {
         ],
         &[],
     );
-    curl.go();
+    curl.go_with(format!("url = \"{url}\"\n").as_bytes());
     assert_eq!(
         curl.finish(Duration::from_secs(60)),
         b"hello from tapwire\n"

@@ -225,8 +225,29 @@ impl Gated {
         Gated { child }
     }
 
+    /// Runs `program args…` at once with its stdin as the gate: for programs that
+    /// read their work from stdin (`curl -K -`), so the process has exec'd and
+    /// mapped its TLS library before the agent starts, with no exec race.
+    pub fn stdin(program: &str, args: &[&str]) -> Gated {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stdin-gated program");
+        Gated { child }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes `input` to the program's stdin and closes it.
+    pub fn go_with(&mut self, input: &[u8]) {
+        use std::io::Write as _;
+        let mut stdin = self.child.stdin.take().expect("gate stdin");
+        stdin.write_all(input).expect("write to the gate");
     }
 
     /// Lets the command run.
