@@ -22,7 +22,7 @@ fn tiny_rings_count_drops_and_agent_keeps_running() {
     // 64 KiB rings: a 5 MiB upload is 320 records of 16 KiB in one burst.
     let mut client = Gated::new(&py, &[&script, "post", &port.to_string(), "5242880"]);
     let url = format!("https://127.0.0.1:{port}/after");
-    let mut after = Gated::new("curl", &["-sk", &url]);
+    let mut after = Gated::stdin("curl", &["-sk", "-K", "-"]);
     let args: Vec<String> = [client.pid(), server_pid, after.pid()]
         .iter()
         .flat_map(|p| ["--pid".to_string(), p.to_string()])
@@ -37,7 +37,7 @@ fn tiny_rings_count_drops_and_agent_keeps_running() {
     eprintln!("drops after overflow: {drops}");
     // Still capturing: a small request afterwards arrives whole.
     let after_pid = after.pid();
-    after.go();
+    after.go_with(format!("url = \"{url}\"\n").as_bytes());
     assert_eq!(
         after.finish(Duration::from_secs(30)),
         b"hello from tls server\n"

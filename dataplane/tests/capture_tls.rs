@@ -29,7 +29,9 @@ fn curl_https_exact_bytes_direction_and_addresses() {
     let server = https_server(port, &certs);
     let server_pid = server.0.id();
     let url = format!("https://127.0.0.1:{port}/path");
-    let mut curl = Gated::new("curl", &["-sk", "--http1.1", &url]);
+    // curl reads its URL from stdin: it has exec'd and mapped libssl before the
+    // agent starts, so its probes are in place from its first call.
+    let mut curl = Gated::stdin("curl", &["-sk", "--http1.1", "-K", "-"]);
     let curl_pid = curl.pid();
     let started = Instant::now();
     let agent = Agent::start(
@@ -41,7 +43,7 @@ fn curl_https_exact_bytes_direction_and_addresses() {
         ],
         &[],
     );
-    curl.go();
+    curl.go_with(format!("url = \"{url}\"\n").as_bytes());
     let out = curl.finish(Duration::from_secs(30));
     assert_eq!(out, b"hello from tls server\n");
     agent.wait_for("curl's connection close", Duration::from_secs(10), |v| {
