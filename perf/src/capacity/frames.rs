@@ -104,6 +104,12 @@ impl Exchange {
         Self { request, response }
     }
 
+    /// Mean payload bytes per record.
+    pub fn mean_record_bytes(&self) -> f64 {
+        let records = self.records();
+        records.iter().map(|(_, p)| p.len()).sum::<usize>() as f64 / records.len() as f64
+    }
+
     /// The payloads of its records, in order, with their flows.
     pub fn records(&self) -> Vec<(Flow, &[u8])> {
         let mut out = vec![(Flow::Ingress, self.request.as_slice())];

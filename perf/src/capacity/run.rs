@@ -1,4 +1,4 @@
-//! Reader threads replaying synthetic connections into the pipeline, unpaced and
+//! Reader threads replaying synthetic connections into the pipeline at paced
 //! then at paced offered loads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +19,17 @@ const CONNS_PER_READER: u64 = 512;
 const PACE_BATCH: u64 = 64;
 /// How often a reader publishes its drop counter.
 const PUBLISH_EVERY: u64 = 4096;
-/// Offered loads of the sweep, as fractions of the unpaced throughput.
-const SWEEP: [f64; 7] = [0.25, 0.5, 0.7, 0.85, 1.0, 1.15, 1.3];
-/// The quick sweep.
-const QUICK_SWEEP: [f64; 4] = [0.5, 0.85, 1.0, 1.3];
+/// First offered load of the search, payload bytes/s (turned into records/s by
+/// the exchange's mean record size): low enough that nothing drops on a laptop.
+const START_BYTES_PER_S: f64 = 8e6;
+/// Factor between offered loads until the first drop.
+const STEP: f64 = 1.5;
+/// Most runs per body size (the search stops at the first drop, then narrows).
+const MAX_STEPS: usize = 14;
+/// Narrowing runs between the last clean load and the first dropping one.
+const BISECT: usize = 2;
+/// Narrowing runs in a quick run.
+const QUICK_BISECT: usize = 1;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -44,8 +51,8 @@ pub struct CapacityPlan {
 pub struct Point {
     /// Response body bytes.
     pub body: usize,
-    /// Offered records/s (`None`: as fast as the readers go).
-    pub offered: Option<f64>,
+    /// Offered records/s.
+    pub offered: f64,
     /// Records the readers tried to queue, per second.
     pub pushed_per_s: f64,
     /// Records the shards took, per second.
@@ -92,11 +99,11 @@ pub struct CapacityResults {
     pub readers: usize,
     /// Shard threads.
     pub shards: usize,
-    /// Runs, unpaced first for each body size.
+    /// Runs, by body size and offered load.
     pub points: Vec<Point>,
 }
 
-/// Runs the unpaced run and the sweep for each body size.
+/// Searches, for each body size, the offered load at which drops begin.
 pub fn run(plan: &CapacityPlan) -> Result<CapacityResults> {
     let mut out = CapacityResults {
         readers: plan.readers,
@@ -104,31 +111,56 @@ pub fn run(plan: &CapacityPlan) -> Result<CapacityResults> {
         points: Vec::new(),
     };
     for &body in &plan.bodies {
-        let max = once(plan, body, None)?;
-        eprintln!(
-            "bench: capacity {body} B bodies, unpaced: {:.0} records/s, {:.1} MB/s, {:.2} pipeline cores, dropped {}",
-            max.records_per_s,
-            max.bytes_per_s / 1e6,
-            max.pipeline_cores,
-            max.dropped()
-        );
-        out.points.push(max);
-        let sweep: &[f64] = if plan.quick { &QUICK_SWEEP } else { &SWEEP };
-        for &f in sweep {
-            let p = once(plan, body, Some(max.records_per_s * f))?;
-            eprintln!(
-                "bench: capacity {body} B, offered {:.0}/s: took {:.0}/s, dropped {}",
-                p.offered.unwrap_or(0.0),
-                p.records_per_s,
-                p.dropped()
-            );
+        // Raise the offered load until something drops, then narrow the gap
+        // between the last clean load and the first dropping one.
+        let mut clean: Option<f64> = None;
+        let mut dropping: Option<f64> = None;
+        let mean_record = Exchange::new(body).mean_record_bytes();
+        let mut rate = START_BYTES_PER_S / mean_record;
+        for _ in 0..MAX_STEPS {
+            let p = once(plan, body, rate)?;
+            log_point(&p);
             out.points.push(p);
+            if p.dropped() > 0 {
+                dropping = Some(rate);
+                break;
+            }
+            clean = Some(rate);
+            rate *= STEP;
+        }
+        let narrowing = if plan.quick { QUICK_BISECT } else { BISECT };
+        if let (Some(mut lo), Some(mut hi)) = (clean, dropping) {
+            for _ in 0..narrowing {
+                let mid = (lo + hi) / 2.0;
+                let p = once(plan, body, mid)?;
+                log_point(&p);
+                out.points.push(p);
+                if p.dropped() > 0 { hi = mid } else { lo = mid }
+            }
         }
     }
+    out.points.sort_by(|a, b| {
+        (a.body, a.offered)
+            .partial_cmp(&(b.body, b.offered))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     Ok(out)
 }
 
-fn once(plan: &CapacityPlan, body: usize, offered: Option<f64>) -> Result<Point> {
+fn log_point(p: &Point) {
+    eprintln!(
+        "bench: capacity {} B bodies, offered {:.0} records/s: took {:.0}/s ({:.1} MB/s), {:.2} pipeline cores, dropped {} (shard queue full) + {} (output queue full)",
+        p.body,
+        p.offered,
+        p.records_per_s,
+        p.bytes_per_s / 1e6,
+        p.pipeline_cores,
+        p.queue_full,
+        p.output_full
+    );
+}
+
+fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
     let events = Arc::new(Counting::default());
     let objects = Arc::new(Counting::default());
     let fanout = Fanout {
@@ -143,7 +175,7 @@ fn once(plan: &CapacityPlan, body: usize, offered: Option<f64>) -> Result<Point>
     let exchange = Arc::new(Exchange::new(body));
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(routers.len() + 1));
-    let per_reader = offered.map(|o| o / routers.len() as f64);
+    let per_reader = offered / routers.len() as f64;
     let cpu0 = process_cpu();
     let handles: Vec<_> = routers
         .into_iter()
@@ -169,7 +201,13 @@ fn once(plan: &CapacityPlan, body: usize, offered: Option<f64>) -> Result<Point>
     let elapsed = start.elapsed().as_secs_f64();
     let stats = pipeline.stop();
     let cpu = process_cpu() - cpu0;
-    let records: u64 = stats.shards.iter().map(|s| s.records).sum();
+    // Data records only: each reader also sent an open and a close per connection.
+    let records: u64 = stats
+        .shards
+        .iter()
+        .map(|s| s.records)
+        .sum::<u64>()
+        .saturating_sub(2 * CONNS_PER_READER * plan.readers as u64);
     let bytes: u64 = stats.shards.iter().map(|s| s.bytes).sum();
     let txns: u64 = stats.shards.iter().map(|s| s.transactions).sum();
     Ok(Point {
@@ -196,7 +234,7 @@ fn reader(
     exchange: &Exchange,
     stop: &AtomicBool,
     barrier: &Barrier,
-    rate: Option<f64>,
+    rate: f64,
 ) -> (u64, f64) {
     let records = exchange.records();
     let first = index * CONNS_PER_READER + 1;
@@ -228,14 +266,12 @@ fn reader(
                 if stop.load(Ordering::Acquire) {
                     break 'outer;
                 }
-                if let Some(rate) = rate {
-                    let due = Duration::from_secs_f64(pushed as f64 / rate);
-                    while start.elapsed() < due {
-                        if due - start.elapsed() > Duration::from_micros(200) {
-                            std::thread::sleep(Duration::from_micros(100));
-                        } else {
-                            std::hint::spin_loop();
-                        }
+                let due = Duration::from_secs_f64(pushed as f64 / rate);
+                while let Some(ahead) = due.checked_sub(start.elapsed()) {
+                    if ahead > Duration::from_micros(200) {
+                        std::thread::sleep(Duration::from_micros(100));
+                    } else {
+                        std::hint::spin_loop();
                     }
                 }
             }
