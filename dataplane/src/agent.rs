@@ -9,7 +9,7 @@ use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig, SecretError};
 use tapwire_store::stdout::{
     STDOUT_QUEUE_LINES, StdoutEventStore, StdoutObjectStore, StdoutWriter,
 };
-use tapwire_store::{EventStore, ObjectStore};
+use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3Store};
 
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigError};
@@ -30,15 +30,12 @@ pub enum StartError {
     /// A credential named in the config is not available.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// A store could not be started.
-    #[error("store `{id}` could not start")]
-    Store {
-        /// The store id.
-        id: String,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// An S3 store could not be started (the error names the store).
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// A pulse store could not be started (the error names the store).
+    #[error(transparent)]
+    Pulse(#[from] PulseError),
     /// Standard output could not be set up.
     #[error("cannot start the stdout writer")]
     Stdout(#[source] std::io::Error),
@@ -83,7 +80,7 @@ impl Stores {
                 EventStoreConfig::Stdout { id } => {
                     events.push(Arc::new(StdoutEventStore::new(id, stdout_writer()?)));
                 }
-                EventStoreConfig::Pulse(p) => return Err(unavailable(&p.id, "pulse")),
+                EventStoreConfig::Pulse(p) => events.push(Arc::new(PulseStore::start(p)?)),
             }
         }
         let mut objects: Vec<Arc<dyn ObjectStore>> = Vec::new();
@@ -92,7 +89,7 @@ impl Stores {
                 ObjectStoreConfig::Stdout { id } => {
                     objects.push(Arc::new(StdoutObjectStore::new(id, stdout_writer()?)));
                 }
-                ObjectStoreConfig::S3(s) => return Err(unavailable(&s.id, "s3")),
+                ObjectStoreConfig::S3(s) => objects.push(Arc::new(S3Store::start(s)?)),
             }
         }
         Ok(Self { events, objects })
@@ -108,13 +105,6 @@ impl Stores {
             store.shutdown(deadline);
             tracing::info!(store = store.id(), stats = ?store.stats(), "object store stopped");
         }
-    }
-}
-
-fn unavailable(id: &str, kind: &str) -> StartError {
-    StartError::Store {
-        id: id.to_owned(),
-        source: format!("store type `{kind}` is not available in this build").into(),
     }
 }
 

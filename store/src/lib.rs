@@ -5,8 +5,17 @@
 //! bounded queue and the thread(s) that drain it: `emit`/`put` never block the
 //! caller, and what a full queue refuses is dropped and counted in [`StoreStats`].
 
+mod backoff;
 pub mod config;
+pub mod counters;
+pub mod pulse;
+pub mod s3;
+pub mod spool;
 pub mod stdout;
+
+pub use pulse::{PulseError, PulseStore};
+pub use s3::{S3Error, S3Store};
+
 use std::time::Duration;
 
 use bytes::Bytes;

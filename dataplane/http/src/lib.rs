@@ -20,6 +20,31 @@ pub mod http1;
 
 pub use headers::{FieldSpan, Headers, HeadersIter};
 
+/// Capacity a decoder's reusable buffer keeps between messages, in bytes.
+///
+/// Buffers grow to the largest head or header block seen (up to the named
+/// limits, 64–256 KiB) and are reused; one that grew past this is released
+/// after use, so thousands of idle connections do not each hold the peak.
+pub const RETAINED_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Releases `buf` if it grew past [`RETAINED_BUFFER_BYTES`]; else clears it.
+pub(crate) fn recycle<T>(buf: &mut Vec<T>) {
+    if buf.capacity() * size_of::<T>() > RETAINED_BUFFER_BYTES {
+        *buf = Vec::new();
+    } else {
+        buf.clear();
+    }
+}
+
+/// Which direction of a connection bytes or events belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client to server: requests.
+    Request,
+    /// Server to client: responses.
+    Response,
+}
+
 /// The outcome of a parse that may need more input.
 ///
 /// `Partial` is not an error: the input ended before the item did; call again

@@ -10,9 +10,14 @@ use super::output::{self, Fanout};
 use super::queue::{FrameConsumer, FrameProducer, frame_queue};
 use super::shard::{Decode, Output, Shard, ShardStats};
 
-/// Bytes of each (reader, shard) frame queue: 4 MiB holds a few hundred full-size
-/// records, enough to ride out a shard's brief stall without drops.
-pub const FRAME_QUEUE_BYTES: usize = 4 << 20;
+/// Bytes of all (reader, shard) frame queues together. Queues are allocated up front,
+/// so the budget is split between the readers × shards pairs.
+pub const FRAME_QUEUE_BUDGET_BYTES: usize = 64 << 20;
+/// Bytes of one (reader, shard) frame queue at most: 4 MiB holds a few hundred
+/// full-size records, enough to ride out a shard's brief stall without drops.
+pub const MAX_FRAME_QUEUE_BYTES: usize = 4 << 20;
+/// Bytes of one frame queue at least: a few dozen full-size records.
+pub const MIN_FRAME_QUEUE_BYTES: usize = 1 << 20;
 /// Transactions each shard's output queue holds.
 pub const OUTPUT_QUEUE_ITEMS: usize = 16 * 1024;
 /// Frames a shard takes from one queue before looking at the next.
@@ -88,13 +93,16 @@ impl Pipeline {
         fanout: Fanout,
     ) -> std::io::Result<(Self, Vec<Router>)> {
         let shards = config.shards.max(1);
+        let readers = config.readers.max(1);
+        let queue_bytes = (FRAME_QUEUE_BUDGET_BYTES / (readers * shards))
+            .clamp(MIN_FRAME_QUEUE_BYTES, MAX_FRAME_QUEUE_BYTES);
         let mut consumers: Vec<Vec<FrameConsumer>> = (0..shards).map(|_| Vec::new()).collect();
         let mut routers = Vec::new();
         let mut reader_drops = Vec::new();
-        for _ in 0..config.readers.max(1) {
+        for _ in 0..readers {
             let mut queues = Vec::with_capacity(shards);
             for consumer_list in consumers.iter_mut() {
-                let (p, c) = frame_queue(FRAME_QUEUE_BYTES);
+                let (p, c) = frame_queue(queue_bytes);
                 queues.push(p);
                 consumer_list.push(c);
             }

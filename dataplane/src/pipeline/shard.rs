@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use tapwire_http::http1;
+use tapwire_http::{Direction, h2, hpack, http1};
 
 use super::input::{ConnInfo, Flow, Input, Role};
 use super::reorder::{Offer, Reorder};
@@ -94,9 +94,20 @@ enum Mode {
     Detect,
     /// HTTP/1.x.
     Http1(Box<http1::Connection>),
+    /// HTTP/2: the decoders and the transactions of open streams.
+    Http2(Box<H2>),
     /// Something this shard does not parse (or no longer can).
     Opaque,
 }
+
+#[derive(Debug, Default)]
+struct H2 {
+    conn: h2::Connection,
+    streams: HashMap<u32, Transaction>,
+}
+
+/// Streams followed at once on one HTTP/2 connection; more are not recorded.
+const MAX_H2_STREAMS: usize = 1024;
 
 struct Conn {
     info: Option<ConnInfo>,
@@ -193,7 +204,10 @@ impl<S: Sink> Shard<S> {
                 }
                 // The byte stream has a hole of unknown length: HTTP framing cannot
                 // be trusted past it.
-                if matches!(conn.mode, Mode::Http1(_)) {
+                if let Mode::Http2(h2) = &mut conn.mode {
+                    conn.pending.extend(h2.streams.drain().map(|(_, t)| t));
+                }
+                if matches!(conn.mode, Mode::Http1(_) | Mode::Http2(_)) {
                     conn.mode = Mode::Opaque;
                     self.flush_pending(conn_id);
                 }
@@ -272,14 +286,11 @@ impl<S: Sink> Shard<S> {
                 self.stats.not_http += 1;
             }
         }
-        let Mode::Http1(parser) = &mut conn.mode else {
-            return;
-        };
         let request_flow = conn.request_flow.unwrap_or(Flow::Egress);
         let direction = if flow == request_flow {
-            http1::Direction::Request
+            Direction::Request
         } else {
-            http1::Direction::Response
+            Direction::Response
         };
         let mut follow = Follow {
             info: conn.info.as_ref(),
@@ -292,16 +303,32 @@ impl<S: Sink> Shard<S> {
             egress: request_flow == Flow::Egress,
             gap: &mut conn.gap,
         };
-        let result = parser.feed(direction, payload, &mut |d, ev| follow.event(d, ev));
+        let failed = match &mut conn.mode {
+            Mode::Http1(parser) => parser
+                .feed(direction, payload, &mut |d, ev| follow.event(d, ev))
+                .is_err(),
+            Mode::Http2(h2) => {
+                let streams = &mut h2.streams;
+                h2.conn
+                    .feed(direction, payload, &mut |d, ev| {
+                        follow.h2_event(streams, d, ev)
+                    })
+                    .is_err()
+            }
+            Mode::Detect | Mode::Opaque => return,
+        };
         let done = std::mem::take(&mut follow.done);
-        if result.is_err() {
+        if failed {
             self.stats.parse_errors += 1;
+            if let Mode::Http2(h2) = &mut conn.mode {
+                conn.pending.extend(h2.streams.drain().map(|(_, t)| t));
+            }
             conn.mode = Mode::Opaque;
         }
         for txn in done {
             self.emit(Output::Txn(Box::new(txn)));
         }
-        if result.is_err() {
+        if failed {
             self.flush_pending(conn_id);
         }
     }
@@ -323,11 +350,14 @@ impl<S: Sink> Shard<S> {
                 egress: request_flow == Flow::Egress,
                 gap: &mut conn.gap,
             };
-            let _ = parser.eof(http1::Direction::Response, &mut |d, ev| follow.event(d, ev));
+            let _ = parser.eof(Direction::Response, &mut |d, ev| follow.event(d, ev));
             let done = std::mem::take(&mut follow.done);
             for txn in done {
                 self.emit(Output::Txn(Box::new(txn)));
             }
+        }
+        if let Mode::Http2(h2) = &mut conn.mode {
+            conn.pending.extend(h2.streams.drain().map(|(_, t)| t));
         }
         for mut txn in conn.pending.drain(..) {
             txn.truncated |= !txn.response.complete;
@@ -381,6 +411,10 @@ fn detect(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
         (_, flow) => flow,
     };
     conn.request_flow = Some(request_flow);
+    let preface_len = payload.len().min(h2::PREFACE.len());
+    if flow == request_flow && payload[..preface_len] == h2::PREFACE[..preface_len] {
+        return Mode::Http2(Box::default());
+    }
     let looks_http1 = if flow == request_flow {
         starts_with_method(payload)
     } else {
@@ -457,10 +491,128 @@ impl Follow<'_> {
         self.pending.front_mut()
     }
 
-    fn event(&mut self, direction: http1::Direction, event: http1::Event<'_>) {
+    fn h2_event(
+        &mut self,
+        streams: &mut HashMap<u32, Transaction>,
+        direction: Direction,
+        event: h2::Event<'_>,
+    ) {
+        let ts = self.ts_ns;
+        match event {
+            h2::Event::Headers(block) => {
+                let id = block.stream_id;
+                if !streams.contains_key(&id) {
+                    if streams.len() >= MAX_H2_STREAMS {
+                        return;
+                    }
+                    let mut txn = self.new_txn();
+                    txn.protocol = Protocol::Http2;
+                    txn.stream_id = Some(id);
+                    // A response on a stream whose request was not seen.
+                    txn.truncated = direction == Direction::Response;
+                    streams.insert(id, txn);
+                }
+                let Some(txn) = streams.get_mut(&id) else {
+                    return;
+                };
+                txn.incomplete_headers |= block.state != hpack::BlockState::Complete;
+                let text = |name: &str| {
+                    block
+                        .get(name)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                };
+                if block.is_trailers() {
+                    let msg = match direction {
+                        Direction::Request => &mut txn.request,
+                        Direction::Response => &mut txn.response,
+                    };
+                    msg.headers.extend(owned_headers(block.headers));
+                    if direction == Direction::Response {
+                        txn.grpc_status = block.grpc_status();
+                    }
+                } else if direction == Direction::Request {
+                    txn.method = text(":method").unwrap_or_default();
+                    txn.path = text(":path").unwrap_or_default();
+                    txn.authority = text(":authority");
+                    txn.start_ns = ts;
+                    txn.request.headers = owned_headers(block.headers);
+                    txn.request.head = h2_head_bytes(block.headers);
+                    txn.request.head_bytes = block.headers.byte_len() as u64;
+                } else {
+                    let status = block.status();
+                    if status.is_some_and(|s| (100..200).contains(&s)) {
+                        return;
+                    }
+                    txn.status = status;
+                    txn.grpc_status = block.grpc_status();
+                    txn.response.headers = owned_headers(block.headers);
+                    txn.response.head = h2_head_bytes(block.headers);
+                    txn.response.head_bytes = block.headers.byte_len() as u64;
+                }
+                if block.is_grpc() {
+                    txn.protocol = Protocol::Grpc;
+                }
+                txn.end_ns = ts;
+                if block.end_stream {
+                    self.end_stream(streams, id, direction);
+                }
+            }
+            h2::Event::Data {
+                stream_id,
+                data,
+                end_stream,
+            } => {
+                if let Some(txn) = streams.get_mut(&stream_id) {
+                    let msg = match direction {
+                        Direction::Request => &mut txn.request,
+                        Direction::Response => &mut txn.response,
+                    };
+                    txn.truncated |= !msg.push_body(data);
+                    txn.end_ns = ts;
+                }
+                if end_stream {
+                    self.end_stream(streams, stream_id, direction);
+                }
+            }
+            h2::Event::Reset { stream_id, .. } => {
+                if let Some(mut txn) = streams.remove(&stream_id) {
+                    txn.truncated = true;
+                    txn.end_ns = ts;
+                    self.done.push(txn);
+                }
+            }
+            h2::Event::PushPromise { .. }
+            | h2::Event::Settings { .. }
+            | h2::Event::GoAway { .. } => {}
+        }
+    }
+
+    /// One side of a stream ended; the response ending finishes the transaction.
+    fn end_stream(
+        &mut self,
+        streams: &mut HashMap<u32, Transaction>,
+        id: u32,
+        direction: Direction,
+    ) {
+        match direction {
+            Direction::Request => {
+                if let Some(txn) = streams.get_mut(&id) {
+                    txn.request.complete = true;
+                }
+            }
+            Direction::Response => {
+                if let Some(mut txn) = streams.remove(&id) {
+                    txn.response.complete = true;
+                    self.done.push(txn);
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, direction: Direction, event: http1::Event<'_>) {
         use http1::Event;
         match (direction, event) {
-            (http1::Direction::Request, Event::Request(head)) => {
+            (Direction::Request, Event::Request(head)) => {
                 let mut txn = self.new_txn();
                 txn.method = head.method.to_owned();
                 txn.path = String::from_utf8_lossy(head.target).into_owned();
@@ -477,18 +629,18 @@ impl Follow<'_> {
                 }
                 self.pending.push_back(txn);
             }
-            (http1::Direction::Request, Event::Body(chunk)) => {
+            (Direction::Request, Event::Body(chunk)) => {
                 if let Some(txn) = self.pending.back_mut() {
                     txn.truncated |= !txn.request.push_body(chunk);
                 }
             }
-            (http1::Direction::Request, Event::End { trailers }) => {
+            (Direction::Request, Event::End { trailers }) => {
                 if let Some(txn) = self.pending.back_mut() {
                     txn.request.headers.extend(owned_headers(trailers));
                     txn.request.complete = true;
                 }
             }
-            (http1::Direction::Response, Event::Response(head)) => {
+            (Direction::Response, Event::Response(head)) => {
                 if self.pending.is_empty() {
                     // A response to a request sent before capture began.
                     let mut txn = self.new_txn();
@@ -504,14 +656,14 @@ impl Follow<'_> {
                 txn.response.head = response_head_bytes(&head);
                 txn.end_ns = ts;
             }
-            (http1::Direction::Response, Event::Body(chunk)) => {
+            (Direction::Response, Event::Body(chunk)) => {
                 let ts = self.ts_ns;
                 if let Some(txn) = self.responding() {
                     txn.truncated |= !txn.response.push_body(chunk);
                     txn.end_ns = ts;
                 }
             }
-            (http1::Direction::Response, Event::End { trailers }) => {
+            (Direction::Response, Event::End { trailers }) => {
                 let ts = self.ts_ns;
                 if let Some(mut txn) = self.pending.pop_front() {
                     txn.response.headers.extend(owned_headers(trailers));
@@ -582,6 +734,14 @@ fn response_head_bytes(head: &http1::ResponseHead<'_>) -> Vec<u8> {
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
     push_fields(&mut out, head.headers);
+    out
+}
+
+/// An HTTP/2 header block as an object: `name: value` lines, pseudo-headers
+/// first as sent, then an empty line.
+fn h2_head_bytes(headers: tapwire_http::Headers<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(headers.byte_len() + 4 * headers.len() + 2);
+    push_fields(&mut out, headers);
     out
 }
 

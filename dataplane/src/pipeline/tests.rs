@@ -207,3 +207,52 @@ fn non_http_connections_are_left_alone() {
     assert!(txns.is_empty());
     assert_eq!(shard.stats.not_http, 1);
 }
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn http2_streams_become_transactions_with_decoded_headers() {
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const SETTINGS: u8 = 4;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    let mut client = tapwire_http::h2::PREFACE.to_vec();
+    client.extend(h2_frame(SETTINGS, 0, 0, b""));
+    // :method GET, :scheme https, :path /, :authority example.test (literal, indexed name 1).
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, 12];
+    block.extend_from_slice(b"example.test");
+    client.extend(h2_frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
+    let mut server = h2_frame(SETTINGS, 0, 0, b"");
+    // :status 200, then content-type: text/plain as a literal with a new name.
+    let mut block = vec![0x88, 0x00, 12];
+    block.extend_from_slice(b"content-type");
+    block.push(10);
+    block.extend_from_slice(b"text/plain");
+    server.extend(h2_frame(HEADERS, END_HEADERS, 1, &block));
+    server.extend(h2_frame(DATA, END_STREAM, 1, b"hello h2"));
+    let (txns, shard) = run(&conversation(21, true, &[(E, &client), (I, &server)]));
+    assert_eq!(shard.stats.parse_errors, 0);
+    assert_eq!(txns.len(), 1);
+    let t = &txns[0];
+    assert_eq!(
+        (
+            t.method.as_str(),
+            t.path.as_str(),
+            t.authority.as_deref(),
+            t.status
+        ),
+        ("GET", "/", Some("example.test"), Some(200))
+    );
+    assert_eq!(t.protocol, super::txn::Protocol::Http2);
+    assert_eq!(t.stream_id, Some(1));
+    assert_eq!(t.response.header("content-type"), Some("text/plain"));
+    assert_eq!(&t.response.body[..], b"hello h2");
+    assert!(!t.incomplete_headers && !t.truncated);
+}

@@ -63,6 +63,10 @@ pub struct Point {
     pub txns_per_s: f64,
     /// CPU seconds per second of shards, output and stores (process minus readers).
     pub pipeline_cores: f64,
+    /// CPU seconds per second of the shard threads (reorder, HTTP parsing).
+    pub shard_cores: f64,
+    /// CPU seconds per second of the output thread (BLAKE3, event JSON, stores).
+    pub output_cores: f64,
     /// CPU seconds per second of the readers.
     pub reader_cores: f64,
     /// Records dropped: shard queues full.
@@ -177,16 +181,16 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
     let barrier = Arc::new(Barrier::new(routers.len() + 1));
     let per_reader = offered / routers.len() as f64;
     let cpu0 = process_cpu();
-    let handles: Vec<_> = routers
+    let handles: Vec<std::thread::JoinHandle<_>> = routers
         .into_iter()
         .enumerate()
         .map(|(i, router)| {
             let (exchange, stop, barrier) = (exchange.clone(), stop.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                reader(i as u64, router, &exchange, &stop, &barrier, per_reader)
-            })
+            std::thread::Builder::new()
+                .name(format!("reader-{i}"))
+                .spawn(move || reader(i as u64, router, &exchange, &stop, &barrier, per_reader))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     barrier.wait();
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(plan.secs));
@@ -199,6 +203,17 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
         reader_cpu += cpu;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    // Pipeline threads live for this run only: their lifetime CPU is this run's.
+    let threads = crate::overhead::procfs::thread_ticks(std::process::id());
+    let tck = crate::overhead::procfs::ticks_per_sec();
+    let stage = |name: &str| {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, t)| *t as f64 / tck)
+            .sum::<f64>()
+            / elapsed
+    };
     let stats = pipeline.stop();
     let cpu = process_cpu() - cpu0;
     // Data records only: each reader also sent an open and a close per connection.
@@ -219,6 +234,8 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
         txns_per_s: txns as f64 / elapsed,
         pipeline_cores: (cpu - reader_cpu).max(0.0) / elapsed,
         reader_cores: reader_cpu / elapsed,
+        shard_cores: stage("shard"),
+        output_cores: stage("output"),
         queue_full: stats.queue_full.iter().sum(),
         output_full: stats.shards.iter().map(|s| s.output_full).sum(),
         objects: objects.items(),

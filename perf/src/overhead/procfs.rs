@@ -77,6 +77,38 @@ pub fn machine_busy_ticks() -> u64 {
     total.saturating_sub(idle)
 }
 
+/// CPU ticks per thread group of a process: threads named alike (`shard-0`,
+/// `shard-1`) are summed under the name without its trailing number.
+pub fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
+    let mut groups: Vec<(String, u64)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close]
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches(['-', '_'])
+            .to_owned();
+        let f: Vec<u64> = stat[close + 2..]
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => *t += ticks,
+            None => groups.push((name, ticks)),
+        }
+    }
+    groups.sort_by(|a, b| b.1.cmp(&a.1));
+    groups
+}
+
 /// Peak resident set size (`VmHWM`), KiB.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -140,6 +140,8 @@ pub struct Totals {
     pub drop_detail: Vec<String>,
     /// Objects its object stores took (stored or deduplicated).
     pub objects_stored: Option<u64>,
+    /// Its CPU by thread group, largest first (ticks), sampled before it stopped.
+    pub threads: Vec<(String, u64)>,
     /// Warnings and errors it logged (first few).
     pub warnings: Vec<String>,
 }
@@ -283,6 +285,7 @@ impl Tracer {
         let mut totals = Totals {
             cpu_ticks: self.cpu_ticks(),
             peak_rss_kib: procfs::vm_hwm_kib(self.pid()),
+            threads: procfs::thread_ticks(self.pid()),
             ..Totals::default()
         };
         self.guard.stop();

@@ -167,6 +167,26 @@ impl Report<'_> {
                 notes.join("; ").replace('|', "/")
             );
         }
+        let _ = writeln!(
+            s,
+            "\nWhere each tracer's CPU went, by thread (share of its CPU over all rounds; the top three \
+             name its largest costs by pipeline stage):\n"
+        );
+        for config in Config::ALL {
+            let Some(t) = summary::tracer(r, config) else {
+                continue;
+            };
+            if t.threads.is_empty() {
+                continue;
+            }
+            let top: Vec<String> = t
+                .threads
+                .iter()
+                .take(5)
+                .map(|(n, f)| format!("`{n}` {:.0}%", f * 100.0))
+                .collect();
+            let _ = writeln!(s, "- {}: {}", config.label(), top.join(", "));
+        }
         let _ = writeln!(s, "\ntapwire's TLS attach points (from its log):");
         if r.tapwire_points.is_empty() {
             let _ = writeln!(
@@ -207,7 +227,7 @@ fn capacity_table(s: &mut String, c: &CapacityResults) {
     for p in &c.points {
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {} | {} |",
             size(p.body),
             p.offered,
             p.records_per_s,
@@ -216,6 +236,8 @@ fn capacity_table(s: &mut String, c: &CapacityResults) {
             p.pipeline_cores,
             p.records_per_core(),
             p.bytes_per_core() / 1e6,
+            p.shard_cores,
+            p.output_cores,
             p.queue_full,
             p.output_full
         );

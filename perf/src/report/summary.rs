@@ -48,6 +48,8 @@ pub struct TracerSummary {
     pub peak_rss_kib: Option<u64>,
     /// Probe hits per request (bpftrace).
     pub hits_per_request: Option<f64>,
+    /// CPU share by thread group over all runs, largest first (fraction of its CPU).
+    pub threads: Vec<(String, f64)>,
     /// Notes: warnings logged, bucket sizes.
     pub notes: Vec<String>,
 }
@@ -154,7 +156,22 @@ pub fn tracer(results: &Results, config: Config) -> Option<TracerSummary> {
         }
         drop_detail.extend(r.totals.drop_detail.iter().cloned());
     }
+    let mut threads: Vec<(String, u64)> = Vec::new();
+    for r in &runs {
+        for (name, ticks) in &r.totals.threads {
+            match threads.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => *t += ticks,
+                None => threads.push((name.clone(), *ticks)),
+            }
+        }
+    }
+    threads.sort_by(|a, b| b.1.cmp(&a.1));
+    let all: u64 = threads.iter().map(|t| t.1).sum();
     Some(TracerSummary {
+        threads: threads
+            .into_iter()
+            .map(|(n, t)| (n, t as f64 / all.max(1) as f64))
+            .collect(),
         runs: runs.len(),
         requests,
         dropped: sum_opt(&|r| r.totals.dropped),

@@ -97,6 +97,10 @@ pub enum BlockState {
         /// Fields left out.
         missing: u32,
     },
+    /// The block could not be decoded (invalid, or too large to buffer):
+    /// only the fields before the failure, if any, are there, and the
+    /// decoder's table is forgotten (later blocks are at best `Unverified`).
+    Lost,
 }
 
 impl BlockState {

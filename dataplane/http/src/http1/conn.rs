@@ -14,15 +14,7 @@
 
 use super::head::{Error, Method};
 use super::stream::{Decoder, Event};
-
-/// Which direction of the connection bytes or events belong to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Client to server.
-    Request,
-    /// Server to client.
-    Response,
-}
+pub use crate::Direction;
 
 /// A failure in one direction; the other may still be followed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +60,19 @@ impl Connection {
         Connection {
             requests: Decoder::request(),
             responses: Decoder::response(),
+            final_responses: 0,
+            switched_at: None,
+        }
+    }
+
+    /// A connection joined mid-way: both sides look for the next message
+    /// start (see [`Decoder::new_mid_stream`]). The first response seen may
+    /// answer a request sent before the join, so pairing by order can be
+    /// off by one until the connection goes idle.
+    pub fn new_mid_stream() -> Self {
+        Connection {
+            requests: Decoder::new_mid_stream(super::stream::Kind::Request),
+            responses: Decoder::new_mid_stream(super::stream::Kind::Response),
             final_responses: 0,
             switched_at: None,
         }

@@ -122,6 +122,10 @@ enum State {
     Upgraded,
     /// A previous call failed; the stream cannot be followed.
     Failed(Error),
+    /// Joined mid-way or after an error: looking for a line that starts a
+    /// message. `line_start`: the next input byte starts a line. A
+    /// candidate cut short by the end of the input waits in `buf`.
+    Resync { line_start: bool },
 }
 
 /// Streaming decoder for one direction of an HTTP/1 connection.
@@ -132,8 +136,6 @@ pub struct Decoder {
     /// An incomplete head or trailer section, or bytes held in
     /// `AwaitUpgrade`; never longer than `MAX_HEADER_BYTES`.
     buf: Vec<u8>,
-    /// How far `buf` has been searched for an empty line.
-    scanned: usize,
     /// Fields of the current head or trailer section, reused.
     spans: Vec<FieldSpan>,
     /// Response side: methods of requests whose responses are due.
@@ -142,6 +144,8 @@ pub struct Decoder {
     messages: u64,
     /// Request side: the current message may switch protocols.
     upgrade_pending: bool,
+    /// Bytes passed over while resynchronising.
+    skipped: u64,
 }
 
 impl Decoder {
@@ -161,12 +165,39 @@ impl Decoder {
             kind,
             state: State::Head,
             buf: Vec::new(),
-            scanned: 0,
             spans: Vec::new(),
             methods: VecDeque::new(),
             messages: 0,
             upgrade_pending: false,
+            skipped: 0,
         }
+    }
+
+    /// A decoder for a connection joined mid-way: bytes are passed over
+    /// until a line that starts a message (`HTTP/1.x ` for responses, a
+    /// common method and a space for requests), the first input byte
+    /// counting as a line start. Message bodies that contain such a line can
+    /// fool it; the caller should flag the first transaction after a join.
+    pub fn new_mid_stream(kind: Kind) -> Self {
+        Decoder {
+            state: State::Resync { line_start: true },
+            ..Self::new(kind)
+        }
+    }
+
+    /// Gives up on the current message (after an error or a gap) and looks
+    /// for the next one as [`Self::new_mid_stream`] does. Methods queued by
+    /// [`Self::expect_response_to`] are forgotten: their order is lost.
+    pub fn resync(&mut self) {
+        self.state = State::Resync { line_start: false };
+        self.buf.clear();
+        self.methods.clear();
+        self.upgrade_pending = false;
+    }
+
+    /// Bytes passed over while resynchronising.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Which direction this decoder reads.
@@ -249,7 +280,7 @@ impl Decoder {
                 Ok(())
             }
             State::Length(_) | State::Chunked(_) | State::Trailers => Err(Error::UnexpectedEof),
-            State::AwaitUpgrade | State::Upgraded => Ok(()),
+            State::AwaitUpgrade | State::Upgraded | State::Resync { .. } => Ok(()),
         };
         self.buf.clear();
         self.state = match r {
@@ -274,7 +305,7 @@ impl Decoder {
                 true
             }
             State::Chunked(c) => c.skip_data(len),
-            State::Close | State::Upgraded => true,
+            State::Close | State::Upgraded | State::Resync { .. } => true,
             _ => len == 0,
         };
         if ok {
@@ -307,7 +338,6 @@ impl Decoder {
             Ok(())
         } else {
             self.state = State::Head;
-            self.scanned = 0;
             self.feed(&held, on)
         };
         if self.buf.capacity() == 0 {
@@ -347,7 +377,6 @@ impl Decoder {
                         Chunked::NeedMore => {}
                         Chunked::Last => {
                             self.state = State::Trailers;
-                            self.scanned = 0;
                         }
                     }
                 }
@@ -367,9 +396,80 @@ impl Decoder {
                     data = &[];
                 }
                 State::Failed(e) => return Err(*e),
+                State::Resync { line_start } => {
+                    let line_start = *line_start;
+                    data = self.resync_feed(data, line_start, on)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Looks for a message start in `data`; returns what is left to parse
+    /// normally (empty if still looking).
+    fn resync_feed<'d, F: FnMut(Event<'_>)>(
+        &mut self,
+        data: &'d [u8],
+        line_start: bool,
+        on: &mut F,
+    ) -> Result<&'d [u8], Error> {
+        let mut from = 0;
+        if !self.buf.is_empty() {
+            // A candidate from the last call: complete it.
+            let need = MAX_START_PROBE.saturating_sub(self.buf.len());
+            let n = need.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            match start_line_probe(self.kind, &self.buf) {
+                Some(true) => {
+                    self.state = State::Head;
+                    let held = std::mem::take(&mut self.buf);
+                    self.feed_inner(&held[..held.len() - n], on)?;
+                    return Ok(data);
+                }
+                None => return Ok(&[]),
+                Some(false) => {
+                    self.skipped += (self.buf.len() - n) as u64;
+                    self.buf.clear();
+                }
+            }
+        } else if line_start {
+            match start_line_probe(self.kind, data) {
+                Some(true) => {
+                    self.state = State::Head;
+                    return Ok(data);
+                }
+                None => {
+                    self.buf.extend_from_slice(data);
+                    return Ok(&[]);
+                }
+                Some(false) => {}
+            }
+        }
+        while let Some(i) = data[from..].iter().position(|&b| b == b'\n') {
+            let at = from + i + 1;
+            match start_line_probe(self.kind, &data[at..]) {
+                Some(true) => {
+                    self.skipped += at as u64;
+                    self.state = State::Head;
+                    return Ok(&data[at..]);
+                }
+                None if at == data.len() => {
+                    self.skipped += at as u64;
+                    self.state = State::Resync { line_start: true };
+                    return Ok(&[]);
+                }
+                None => {
+                    self.skipped += at as u64;
+                    self.buf.extend_from_slice(&data[at..]);
+                    self.state = State::Resync { line_start: false };
+                    return Ok(&[]);
+                }
+                Some(false) => from = at,
+            }
+        }
+        self.skipped += data.len() as u64;
+        self.state = State::Resync { line_start: false };
+        Ok(&[])
     }
 
     /// Consumes from `data` towards a complete head or trailer section,
@@ -384,12 +484,14 @@ impl Decoder {
                         return Err(Error::HeadTooLarge);
                     }
                     self.buf.extend_from_slice(data);
-                    self.scanned = data.len();
                     *data = &[];
                 }
             }
             return Ok(());
         }
+        // Parse the whole buffered section again: a head arrives in few
+        // records, and reparsing finds an invalid byte as soon as it is
+        // buffered, so errors do not depend on how the stream was split.
         let old = self.buf.len();
         let room = MAX_HEADER_BYTES.saturating_sub(old);
         if room == 0 {
@@ -397,26 +499,21 @@ impl Decoder {
         }
         let take = data.len().min(room);
         self.buf.extend_from_slice(&data[..take]);
-        let mut from = self.scanned;
-        while let Some(end) = find_blank_line(&self.buf, from) {
-            let buf = std::mem::take(&mut self.buf);
-            let r = self.on_section(&buf, on);
-            self.buf = buf;
-            match r? {
-                Status::Complete(n) => {
-                    let used = n.checked_sub(old).ok_or(Error::HeadTooLarge)?;
-                    self.buf.clear();
-                    self.scanned = 0;
-                    *data = &data[used..];
-                    return Ok(());
-                }
-                Status::Partial => from = end,
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.on_section(&buf, on);
+        self.buf = buf;
+        match r? {
+            Status::Complete(n) => {
+                let used = n.checked_sub(old).ok_or(Error::HeadTooLarge)?;
+                crate::recycle(&mut self.buf);
+                *data = &data[used..];
             }
-        }
-        self.scanned = self.buf.len();
-        *data = &data[take..];
-        if self.buf.len() >= MAX_HEADER_BYTES {
-            return Err(Error::HeadTooLarge);
+            Status::Partial => {
+                if self.buf.len() >= MAX_HEADER_BYTES {
+                    return Err(Error::HeadTooLarge);
+                }
+                *data = &data[take..];
+            }
         }
         Ok(())
     }
@@ -556,21 +653,40 @@ impl Decoder {
     }
 }
 
-/// Finds an empty line in `buf` whose final LF is at or after `from`;
-/// returns the offset past it. A candidate only: the caller parses to
-/// confirm (leading empty lines before a request line also match).
-fn find_blank_line(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i < buf.len() {
-        let rel = buf.get(i..)?.iter().position(|&b| b == b'\n')?;
-        i += rel;
-        let blank = i == 0
-            || buf[i - 1] == b'\n'
-            || (buf[i - 1] == b'\r' && (i == 1 || buf[i - 2] == b'\n'));
-        if blank {
-            return Some(i + 1);
+/// Longest prefix [`start_line_probe`] looks at (`OPTIONS ` and
+/// `HTTP/1.1 ` are the longest it matches).
+const MAX_START_PROBE: usize = 9;
+
+/// Methods a resynchronising request decoder accepts as a message start:
+/// the RFC 9110 ones and PATCH. Extension methods are not guessed at.
+const RESYNC_METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Whether `bytes` start like a message of `kind`: `Some(true)` yes,
+/// `Some(false)` no, `None` too few bytes to tell.
+fn start_line_probe(kind: Kind, bytes: &[u8]) -> Option<bool> {
+    let candidates: &[&[u8]] = match kind {
+        Kind::Request => &RESYNC_METHODS,
+        Kind::Response => &[b"HTTP/1.1 ", b"HTTP/1.0 "],
+    };
+    let mut undecided = false;
+    for c in candidates {
+        let n = c.len().min(bytes.len());
+        if bytes[..n] == c[..n] {
+            if n == c.len() {
+                return Some(true);
+            }
+            undecided = true;
         }
-        i += 1;
     }
-    None
+    if undecided { None } else { Some(false) }
 }

@@ -540,3 +540,106 @@ fn head_limits_apply_when_streaming() {
         Err(Error::TooManyHeaders)
     );
 }
+
+/// Found by the `http1_request` and `http1_response` fuzz targets: an
+/// invalid start line was refused when fed whole but held as a partial head
+/// when fed in pieces. Errors must not depend on the split.
+#[test]
+fn errors_do_not_depend_on_the_split() {
+    assert_eq!(
+        run_all_splits(Kind::Request, b"\nA\n", &[], false),
+        Err(Error::Token)
+    );
+    assert_eq!(
+        run_all_splits(Kind::Response, b"HT\n", &[Method::Connect], false),
+        Err(Error::Version)
+    );
+    assert_eq!(
+        run_all_splits(Kind::Request, b"GET / HTTP/1.1\r\nA\x01", &[], false),
+        Err(Error::HeaderName)
+    );
+    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..=MAX_HEADERS {
+        many.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+    }
+    assert_eq!(
+        run_all_splits(Kind::Request, &many, &[], false),
+        Err(Error::TooManyHeaders)
+    );
+}
+
+fn run_mid(kind: Kind, input: &[u8], step: usize) -> Result<(Vec<Ev>, u64), Error> {
+    let mut d = Decoder::new_mid_stream(kind);
+    let mut out = Vec::new();
+    for piece in input.chunks(step) {
+        d.feed(piece, &mut |ev| push(&mut out, ev))?;
+    }
+    Ok((out, d.skipped()))
+}
+
+#[test]
+fn joined_mid_body_finds_the_next_response() {
+    let input =
+        b"lo world\r\nmore HTTP/1.1 200 body\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+    let whole = run_mid(Kind::Response, input, input.len()).expect("valid");
+    for step in 1..input.len() {
+        assert_eq!(
+            run_mid(Kind::Response, input, step),
+            Ok(whole.clone()),
+            "step {step}"
+        );
+    }
+    assert_eq!(
+        whole,
+        (
+            vec![
+                Ev::Resp(200, h(&[("Content-Length", "2")])),
+                body(b"hi"),
+                end()
+            ],
+            34
+        )
+    );
+}
+
+#[test]
+fn joined_mid_stream_requests() {
+    // Joined at a message start: nothing is skipped.
+    let input = b"GET / HTTP/1.1\r\n\r\n";
+    assert_eq!(
+        run_mid(Kind::Request, input, 3),
+        Ok((vec![req("GET", "/", &[]), end()], 0))
+    );
+    // Joined inside a request line.
+    let input = b"ET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nz";
+    for step in [1, 2, 5, input.len()] {
+        let (evs, skipped) = run_mid(Kind::Request, input, step).expect("valid");
+        assert_eq!(
+            evs,
+            vec![
+                req("POST", "/a", &[("Content-Length", "1")]),
+                body(b"z"),
+                end()
+            ],
+            "step {step}"
+        );
+        assert_eq!(skipped, 26);
+    }
+}
+
+#[test]
+fn resync_after_an_error() {
+    let mut d = Decoder::response();
+    let mut out = Vec::new();
+    assert_eq!(
+        d.feed(b"garbage\r\n", &mut |e| push(&mut out, e)),
+        Err(Error::Version)
+    );
+    d.resync();
+    d.feed(
+        b"more garbage\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        &mut |e| push(&mut out, e),
+    )
+    .expect("resynced");
+    assert_eq!(out, vec![Ev::Resp(204, vec![]), end()]);
+}

@@ -1,0 +1,382 @@
+//! The `type: pulse` event store: NDJSON batches POSTed to a Pulse service.
+//!
+//! `emit` pushes onto a bounded queue (`queue_capacity` events); a sender thread
+//! gathers batches of up to `batch_max_events`, or whatever arrived within
+//! `batch_max_delay_ms` of a batch's first event, and POSTs each to
+//! `{endpoint}/events` with `Authorization: Bearer <token>`. A batch that fails
+//! with a connection error, a timeout, 408, 429 or 5xx is sent again after an
+//! exponential backoff with jitter, for as long as it takes: meanwhile the queue
+//! fills and what does not fit is dropped and counted. Any other answer drops the
+//! batch (counted). Delivery is at least once. The wire format is in
+//! `docs/pulse.md`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::{PulseConfig, SecretError};
+use crate::counters::Counters;
+use crate::{EventStore, StoreStats, backoff};
+
+/// The path events are POSTed to, under the configured endpoint.
+pub const EVENTS_PATH: &str = "/events";
+/// The body's media type: one JSON object per line.
+pub const CONTENT_TYPE: &str = "application/x-ndjson";
+/// Header carrying the number of events in the batch.
+pub const COUNT_HEADER: &str = "x-tapwire-events";
+/// How long to wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one POST may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// First retry delay.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+/// Longest retry delay.
+const RETRY_CAP: Duration = Duration::from_secs(5);
+/// How often an idle sender looks at the stop flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Failed attempts logged at `warn` (then one in this many) per batch.
+const LOG_EVERY: u32 = 10;
+
+/// A pulse store failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum PulseError {
+    /// The token could not be read from the environment.
+    #[error("store `{store}`: cannot read the token")]
+    Token {
+        /// Store id.
+        store: String,
+        /// What is missing.
+        #[source]
+        source: SecretError,
+    },
+    /// The endpoint is not an `http://` or `https://` URL.
+    #[error("store `{store}`: endpoint `{endpoint}` is not an http:// or https:// URL")]
+    Endpoint {
+        /// Store id.
+        store: String,
+        /// The endpoint as configured.
+        endpoint: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("store `{store}`: cannot build the HTTP client")]
+    Client {
+        /// Store id.
+        store: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The sender thread or its runtime could not be started.
+    #[error("store `{store}`: cannot start the sender thread")]
+    Thread {
+        /// Store id.
+        store: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The `type: pulse` event store.
+#[derive(Debug)]
+pub struct PulseStore {
+    id: String,
+    tx: SyncSender<Bytes>,
+    counters: Arc<Counters>,
+    control: Arc<Control>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Control {
+    stop: AtomicBool,
+    /// Set by `shutdown`: past it, failing batches are dropped instead of retried.
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Control {
+    fn past_deadline(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+            && self
+                .deadline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+impl PulseStore {
+    /// Resolves the token, checks the endpoint and starts the sender thread. Makes
+    /// no request: an unreachable Pulse is retried, not fatal.
+    pub fn start(cfg: &PulseConfig) -> Result<Self, PulseError> {
+        let store = || cfg.id.clone();
+        let token = cfg
+            .token
+            .as_ref()
+            .map(|t| t.resolve(&cfg.id, "token"))
+            .transpose()
+            .map_err(|source| PulseError::Token {
+                store: store(),
+                source,
+            })?;
+        let base = cfg.endpoint.trim_end_matches('/');
+        let url = format!("{base}{EVENTS_PATH}");
+        let parsed = reqwest::Url::parse(&url).map_err(|_| PulseError::Endpoint {
+            store: store(),
+            endpoint: cfg.endpoint.clone(),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(PulseError::Endpoint {
+                store: store(),
+                endpoint: cfg.endpoint.clone(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("tapwire/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| PulseError::Client {
+                store: store(),
+                source,
+            })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| PulseError::Thread {
+                store: store(),
+                source,
+            })?;
+        let (tx, rx) = sync_channel(cfg.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let control = Arc::new(Control::default());
+        let sender = Sender {
+            store_id: cfg.id.clone(),
+            url: parsed,
+            authorization: token.map(|t| format!("Bearer {t}")),
+            http,
+            runtime,
+            rx,
+            counters: Arc::clone(&counters),
+            control: Arc::clone(&control),
+            max_events: cfg.batch_max_events.max(1),
+            max_delay: Duration::from_millis(cfg.batch_max_delay_ms),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("pulse-{}", cfg.id))
+            .spawn(move || sender.run())
+            .map_err(|source| PulseError::Thread {
+                store: store(),
+                source,
+            })?;
+        tracing::info!(store = %cfg.id, url = %url, "pulse store started");
+        Ok(Self {
+            id: cfg.id.clone(),
+            tx,
+            counters,
+            control,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+}
+
+impl EventStore for PulseStore {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn emit(&self, event: Bytes) {
+        Counters::add(&self.counters.accepted, 1);
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                Counters::add(&self.counters.dropped, 1);
+            }
+        }
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.counters.snapshot()
+    }
+
+    fn shutdown(&self, deadline: Duration) {
+        *self
+            .control
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now() + deadline);
+        self.control.stop.store(true, Ordering::Release);
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for PulseStore {
+    fn drop(&mut self) {
+        self.control.stop.store(true, Ordering::Release);
+        let mut deadline = self
+            .control
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if deadline.is_none() {
+            *deadline = Some(Instant::now());
+        }
+    }
+}
+
+/// The sender thread's state.
+struct Sender {
+    store_id: String,
+    url: reqwest::Url,
+    authorization: Option<String>,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    rx: Receiver<Bytes>,
+    counters: Arc<Counters>,
+    control: Arc<Control>,
+    max_events: usize,
+    max_delay: Duration,
+}
+
+/// What one POST attempt came to.
+enum Outcome {
+    Delivered,
+    Retry(String),
+    Refused(String),
+}
+
+impl Sender {
+    fn run(self) {
+        let mut batch: Vec<Bytes> = Vec::with_capacity(self.max_events);
+        loop {
+            match self.rx.recv_timeout(POLL_INTERVAL) {
+                Ok(event) => batch.push(event),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.control.stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let flush_at = Instant::now() + self.max_delay;
+            while batch.len() < self.max_events {
+                let now = Instant::now();
+                if now >= flush_at || self.control.stop.load(Ordering::Acquire) {
+                    while batch.len() < self.max_events {
+                        match self.rx.try_recv() {
+                            Ok(event) => batch.push(event),
+                            Err(_) => break,
+                        }
+                    }
+                    break;
+                }
+                match self.rx.recv_timeout(flush_at - now) {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            self.send(&mut batch);
+        }
+        // Stopping: deliver what is still queued, until the deadline.
+        while let Ok(event) = self.rx.try_recv() {
+            batch.push(event);
+            if batch.len() == self.max_events {
+                self.send(&mut batch);
+            }
+        }
+        self.send(&mut batch);
+    }
+
+    /// Sends `batch` until delivered, refused, or the shutdown deadline passes;
+    /// leaves it empty.
+    fn send(&self, batch: &mut Vec<Bytes>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        let mut body = Vec::with_capacity(batch.iter().map(|e| e.len() + 1).sum());
+        for event in batch.drain(..) {
+            body.extend_from_slice(&event);
+            body.push(b'\n');
+        }
+        let body = Bytes::from(body);
+        let mut attempt: u32 = 0;
+        loop {
+            if self.control.past_deadline() {
+                tracing::warn!(store = %self.store_id, events = n, "shutdown deadline passed; dropping batch");
+                Counters::add(&self.counters.dropped, n);
+                return;
+            }
+            match self.post(&body, n) {
+                Outcome::Delivered => {
+                    Counters::add(&self.counters.stored, n);
+                    Counters::add(&self.counters.bytes, body.len() as u64);
+                    return;
+                }
+                Outcome::Refused(reason) => {
+                    Counters::add(&self.counters.errors, 1);
+                    Counters::add(&self.counters.dropped, n);
+                    tracing::error!(store = %self.store_id, events = n, reason = %reason, "pulse refused the batch; dropping it");
+                    return;
+                }
+                Outcome::Retry(reason) => {
+                    Counters::add(&self.counters.errors, 1);
+                    if attempt.is_multiple_of(LOG_EVERY) {
+                        tracing::warn!(store = %self.store_id, events = n, attempt, reason = %reason, "pulse batch failed; retrying");
+                    }
+                }
+            }
+            let delay = backoff::delay(attempt, RETRY_BASE, RETRY_CAP);
+            let wake = Instant::now() + delay;
+            while Instant::now() < wake && !self.control.past_deadline() {
+                std::thread::sleep(
+                    POLL_INTERVAL.min(wake.saturating_duration_since(Instant::now())),
+                );
+            }
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    fn post(&self, body: &Bytes, n: u64) -> Outcome {
+        let mut req = self
+            .http
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(COUNT_HEADER, n)
+            .body(body.clone());
+        if let Some(auth) = &self.authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let result = self.runtime.block_on(async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            // Read the body so the connection can be reused.
+            let _ = resp.bytes().await;
+            Ok::<_, reqwest::Error>(status)
+        });
+        match result {
+            Ok(status) if status.is_success() => Outcome::Delivered,
+            Ok(status)
+                if status.is_server_error()
+                    || status == reqwest::StatusCode::REQUEST_TIMEOUT
+                    || status == reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Outcome::Retry(format!("HTTP {}", status.as_u16()))
+            }
+            Ok(status) => Outcome::Refused(format!("HTTP {}", status.as_u16())),
+            Err(error) => Outcome::Retry(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The S3 store against a real S3 server (SeaweedFS on loopback).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Weed, block_on};
+use tapwire_store::config::{Secret, SecretSource, StartupCheck};
+use tapwire_store::{Object, ObjectStore as _, S3Store};
+
+/// How long a test waits for the store to upload what it was given.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn wait_until_settled(store: &S3Store) {
+    let until = Instant::now() + UPLOAD_TIMEOUT;
+    while store.pending() > 0 {
+        assert!(
+            Instant::now() < until,
+            "objects still pending after {UPLOAD_TIMEOUT:?}: {} (stats {:?})",
+            store.pending(),
+            store.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// 40 MiB of pseudo-random bytes (BLAKE3's extendable output).
+fn big_object() -> Vec<u8> {
+    let mut bytes = vec![0u8; 40 << 20];
+    blake3::Hasher::new()
+        .update(b"tapwire big object")
+        .finalize_xof()
+        .fill(&mut bytes);
+    bytes
+}
+
+#[test]
+fn stores_1000_small_objects_and_a_40_mib_multipart_object() {
+    let Some(weed) = Weed::start() else { return };
+    weed.create_bucket("objects");
+    let spool = tempfile::tempdir().expect("spool dir");
+    let cfg = weed.store_config("s3-main", "objects", spool.path());
+    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
+
+    let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..1000u32 {
+        let size = 1 + (i as usize * 37) % 4000;
+        let mut bytes = format!("small object {i}\n").into_bytes();
+        bytes.resize(size.max(bytes.len()), (i % 251) as u8);
+        let object = Object::new("text/plain", Bytes::from(bytes.clone()));
+        expected.insert(object.digest.to_hex().to_string(), bytes);
+        store.put(object);
+    }
+    let big = big_object();
+    let big_object = Object::new("application/octet-stream", Bytes::from(big.clone()));
+    let big_digest = big_object.digest.to_hex().to_string();
+    expected.insert(big_digest.clone(), big);
+    store.put(big_object);
+    wait_until_settled(&store);
+
+    let stats = store.stats();
+    assert_eq!(stats.accepted, 1001, "{stats:?}");
+    assert_eq!(stats.stored, 1001, "{stats:?}");
+    assert_eq!(
+        stats.multipart, 1,
+        "the 40 MiB object goes up as multipart: {stats:?}"
+    );
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    assert_eq!(stats.deduplicated, 0, "{stats:?}");
+    assert_eq!(
+        store.spooled(),
+        0,
+        "the spool is empty once everything is stored"
+    );
+
+    // The same bytes again are not uploaded again.
+    let again = expected.values().next().expect("an object").clone();
+    store.put(Object::new("text/plain", Bytes::from(again)));
+    wait_until_settled(&store);
+    let stats = store.stats();
+    assert_eq!((stats.stored, stats.deduplicated), (1001, 1), "{stats:?}");
+
+    let url = store.access_url(&blake3::Hash::from_hex(&big_digest).expect("hex"));
+    assert_eq!(
+        url,
+        Some(format!("http://{}/objects/{big_digest}", weed.endpoint()))
+    );
+    store.shutdown(Duration::from_secs(5));
+
+    // Every key is the digest of its bytes, and the bytes read back are the same.
+    let client = Arc::new(weed.client("objects"));
+    let keys = block_on(client.list_keys()).unwrap_or_else(|e| panic!("list: {e}"));
+    let want: Vec<&String> = expected.keys().collect();
+    let mut got: Vec<&String> = keys.iter().collect();
+    got.sort();
+    assert_eq!(got, want, "the bucket holds exactly the objects put");
+    let expected = Arc::new(expected);
+    block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (n, key) in keys.into_iter().enumerate() {
+            let client = Arc::clone(&client);
+            let expected = Arc::clone(&expected);
+            tasks.spawn(async move {
+                let bytes = client
+                    .get_object(&key)
+                    .await
+                    .unwrap_or_else(|e| panic!("GET {key}: {e}"));
+                assert_eq!(
+                    blake3::hash(&bytes).to_hex().as_str(),
+                    key,
+                    "key is the digest"
+                );
+                assert!(bytes[..] == expected[&key][..], "bytes of {key} differ");
+            });
+            if n % 16 == 15 {
+                while tasks.len() > 8 {
+                    tasks.join_next().await.expect("task").expect("GET task");
+                }
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("GET task");
+        }
+    });
+}
+
+#[test]
+fn wrong_secret_key_fails_start_up_with_signature_does_not_match() {
+    let Some(weed) = Weed::start() else { return };
+    weed.create_bucket("objects");
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = weed.store_config("bad-secret", "objects", spool.path());
+    cfg.secret_key = Secret {
+        source: SecretSource::Text,
+        value: "not-the-secret".to_owned(),
+    };
+    let err = S3Store::start(&cfg).expect_err("a wrong secret must not start");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store `bad-secret`: bucket `objects` at `{}` failed the start-up check: SignatureDoesNotMatch",
+            weed.endpoint()
+        )
+    );
+}
+
+#[test]
+fn missing_bucket_fails_start_up_with_no_such_bucket() {
+    let Some(weed) = Weed::start() else { return };
+    let spool = tempfile::tempdir().expect("spool dir");
+    let cfg = weed.store_config("no-bucket", "absent", spool.path());
+    let err = S3Store::start(&cfg).expect_err("a missing bucket must not start");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store `no-bucket`: bucket `absent` at `{}` failed the start-up check: NoSuchBucket",
+            weed.endpoint()
+        )
+    );
+
+    // With `startup_check: warn` the store starts anyway and keeps objects spooled.
+    let mut cfg = cfg;
+    cfg.startup_check = StartupCheck::Warn;
+    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("warn-only start: {e}"));
+    store.put(Object::new("text/plain", Bytes::from_static(b"kept")));
+    store.shutdown(Duration::from_millis(300));
+    assert_eq!(store.stats().stored, 0);
+    assert_eq!(store.spooled(), 1, "the object waits in the spool");
+}
+
+#[test]
+fn unreachable_endpoint_fails_start_up_with_connection_refused() {
+    let Some(weed) = Weed::start() else { return };
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = weed.store_config("nobody-home", "objects", spool.path());
+    let endpoint = format!("127.0.0.1:{}", common::free_port());
+    cfg.endpoint.clone_from(&endpoint);
+    let err = S3Store::start(&cfg).expect_err("nothing listens there");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store `nobody-home`: bucket `objects` at `{endpoint}` failed the start-up check: connection refused"
+        )
+    );
+}
+
+#[test]
+fn failed_multipart_upload_is_aborted_and_reported() {
+    let Some(weed) = Weed::start() else { return };
+    weed.create_bucket("objects");
+    let client = weed.client("objects");
+    // A part below S3's 5 MiB minimum that is not the last makes completion fail.
+    block_on(async {
+        let id = client
+            .create_multipart("k", "application/octet-stream")
+            .await
+            .unwrap_or_else(|e| panic!("create: {e}"));
+        let e1 = client
+            .upload_part("k", &id, 1, Bytes::from_static(b"tiny"))
+            .await
+            .unwrap_or_else(|e| panic!("part 1: {e}"));
+        let e2 = client
+            .upload_part("k", &id, 2, Bytes::from_static(b"tail"))
+            .await
+            .unwrap_or_else(|e| panic!("part 2: {e}"));
+        let err = client
+            .complete_multipart("k", &id, &[(1, e1), (2, e2)])
+            .await
+            .expect_err("a 4-byte first part is too small");
+        assert_eq!(err.code(), "EntityTooSmall", "{err}");
+        assert!(!err.is_transient());
+        client
+            .abort_multipart("k", &id)
+            .await
+            .unwrap_or_else(|e| panic!("abort: {e}"));
+        assert!(
+            client
+                .list_keys()
+                .await
+                .unwrap_or_else(|e| panic!("list: {e}"))
+                .is_empty()
+        );
+    });
+}
+
+#[test]
+fn https_verifies_the_certificate_against_the_system_roots() {
+    let Some(weed) = Weed::start_tls() else {
+        return;
+    };
+    weed.create_bucket("objects");
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = weed.store_config("tls-store", "objects", spool.path());
+    cfg.endpoint = weed.tls_endpoint();
+    cfg.insecure = false;
+    let err = S3Store::start(&cfg).expect_err("a self-signed certificate is not trusted");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store `tls-store`: bucket `objects` at `{}` failed the start-up check: TLS handshake failed",
+            weed.tls_endpoint()
+        )
+    );
+    let mut chain = String::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = cur {
+        chain.push_str(&e.to_string());
+        chain.push('\n');
+        cur = e.source();
+    }
+    assert!(
+        chain.contains("https://"),
+        "the request used HTTPS: {chain}"
+    );
+    assert!(
+        chain.to_lowercase().contains("certificate"),
+        "the certificate was refused: {chain}"
+    );
+}
