@@ -15,7 +15,7 @@ const ROUNDS: u32 = 6;
 /// Seconds per wrk run in a full run.
 const SECS: u32 = 10;
 /// Rounds of a quick run.
-const QUICK_ROUNDS: u32 = 2;
+const QUICK_ROUNDS: u32 = 1;
 /// Seconds per wrk run in a quick run.
 const QUICK_SECS: u32 = 2;
 /// Seconds per capacity run (full, quick).
@@ -30,7 +30,7 @@ struct Args {
     /// Fewer, shorter rounds (under 3 minutes in all).
     #[arg(long)]
     quick: bool,
-    /// Rounds (default 6, quick 2).
+    /// Rounds (default 6, quick 1).
     #[arg(long)]
     rounds: Option<u32>,
     /// Seconds per wrk run (default 10, quick 2).

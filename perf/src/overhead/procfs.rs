@@ -105,7 +105,7 @@ pub fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
             None => groups.push((name, ticks)),
         }
     }
-    groups.sort_by(|a, b| b.1.cmp(&a.1));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
     groups
 }
 

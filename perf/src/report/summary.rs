@@ -165,7 +165,7 @@ pub fn tracer(results: &Results, config: Config) -> Option<TracerSummary> {
             }
         }
     }
-    threads.sort_by(|a, b| b.1.cmp(&a.1));
+    threads.sort_by_key(|t| std::cmp::Reverse(t.1));
     let all: u64 = threads.iter().map(|t| t.1).sum();
     Some(TracerSummary {
         threads: threads
