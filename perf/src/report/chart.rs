@@ -26,12 +26,19 @@ pub fn draw(path: &Path, results: &Results, title: &str, tck: f64) -> Result<()>
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let n = configs.len() as f64;
+    // Room above the tallest bar (noisy runs can exceed 1).
+    let top = configs
+        .iter()
+        .flat_map(|&c| SERIES.map(|(w, _)| summary::cell(results, c, w, tck).and_then(|x| x.ratio)))
+        .flatten()
+        .fold(1.2f64, f64::max)
+        + 0.05;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(60)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n, 0f64..1.2f64)
+        .build_cartesian_2d(0f64..n, 0f64..top)
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()

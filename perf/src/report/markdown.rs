@@ -218,11 +218,11 @@ fn capacity_table(s: &mut String, c: &CapacityResults) {
     );
     let _ = writeln!(
         s,
-        "| body | offered rec/s | taken rec/s | MB/s | txn/s | pipeline cores | rec/s per core | MB/s per core | dropped |"
+        "| body | offered rec/s | taken rec/s | MB/s | txn/s | pipeline cores | rec/s per core | MB/s per core | shard cores | output cores | dropped: shard queue full | dropped: output queue full |"
     );
     let _ = writeln!(
         s,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for p in &c.points {
         let _ = writeln!(
