@@ -11,8 +11,13 @@ use tapwire_store::stdout::{
 };
 use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3Store};
 
+use tapwire_common::{DropReason, Record};
+
+use crate::capture::{self, Capture, Selection};
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigError};
+use crate::pipeline::output::Fanout;
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats, Router, wire};
 use crate::privileges::{self, PrivilegeError};
 
 /// How long shutdown waits for stores to deliver what they hold.
@@ -42,6 +47,18 @@ pub enum StartError {
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
+    /// A capture knob from the environment is invalid.
+    #[error("invalid capture option")]
+    Options(#[source] anyhow::Error),
+    /// The CPU list could not be read.
+    #[error("cannot read `/sys/devices/system/cpu/possible`")]
+    Cpus(#[source] std::io::Error),
+    /// The pipeline threads could not be started.
+    #[error("cannot start the pipeline threads")]
+    Threads(#[source] std::io::Error),
+    /// Loading or attaching the probes failed.
+    #[error("cannot start capture")]
+    Capture(#[from] capture::CaptureError),
 }
 
 impl StartError {
@@ -116,7 +133,10 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     }
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
+/// How often running counters are logged.
+const STATS_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs the agent until SIGINT or SIGTERM: capture → readers → shards → stores.
 pub fn run(cli: &Cli) -> Result<(), StartError> {
     privileges::check()?;
     let config = load_config(cli)?;
@@ -132,13 +152,102 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     }
     let signals = crate::signals::Signals::block().map_err(StartError::Signals)?;
     let stores = Stores::start(&config)?;
+    let selection = Selection {
+        pids: cli.pids.clone(),
+        exes: cli.exes.clone(),
+        cgroups: cli.cgroups.clone(),
+    };
+    let options = capture::debug::options(selection).map_err(StartError::Options)?;
+
+    let readers = max_cpu_id().map_err(StartError::Cpus)? + 1;
+    let shards = cli.shards.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let fanout = Fanout {
+        events: stores.events.clone(),
+        objects: stores.objects.clone(),
+    };
+    let (pipeline, routers) =
+        Pipeline::start(PipelineConfig { readers, shards }, wire::decode, fanout)
+            .map_err(StartError::Threads)?;
+    let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
+    let capture = Capture::start(options, |cpu| {
+        let mut router = routers.get_mut(cpu as usize).and_then(Option::take);
+        move |raw: &[u8], record: Record<'_>| {
+            if let (Some(router), Some(conn_id)) = (router.as_mut(), wire::conn_id(&record)) {
+                router.route(conn_id, &[raw]);
+            }
+        }
+    })?;
     tracing::info!(
+        readers,
+        shards,
         event_stores = stores.events.len(),
         object_stores = stores.objects.len(),
-        "tapwire started"
+        "capture ready"
     );
-    let signal = signals.wait();
+
+    let signal = loop {
+        if let Some(signal) = signals.wait_timeout(STATS_EVERY) {
+            break signal;
+        }
+        log_stats(&capture, &pipeline.stats(), false);
+    };
     tracing::info!(signal, "stopping");
+    let kernel_drops = capture.drops();
+    let counters = capture.reader_counters();
+    capture.stop();
+    let stats = pipeline.stop();
     stores.shutdown(SHUTDOWN_GRACE);
+    log_final(&kernel_drops, &counters, &stats);
     Ok(())
+}
+
+fn log_stats(capture: &Capture, stats: &PipelineStats, _last: bool) {
+    let drops = capture.drops();
+    let dropped: u64 = drops.iter().sum();
+    let shards = stats.total();
+    tracing::info!(
+        kernel_dropped = dropped,
+        queue_full = stats.queue_full.iter().sum::<u64>(),
+        records = shards.records,
+        transactions = shards.transactions,
+        gap_records = shards.gap_records,
+        output_full = shards.output_full,
+        "running"
+    );
+}
+
+/// One final line with every counter, for operators and the benchmark harness.
+fn log_final(
+    kernel_drops: &[u64],
+    readers: &[(u32, Arc<capture::ReaderCounters>)],
+    stats: &PipelineStats,
+) {
+    let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
+        .iter()
+        .zip(kernel_drops)
+        .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
+        .collect();
+    let records: u64 = readers
+        .iter()
+        .map(|(_, c)| c.records.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let shards = stats.total();
+    let summary = serde_json::json!({
+        "kernel_drops": kernel,
+        "ring_records": records,
+        "queue_full": stats.queue_full.iter().sum::<u64>(),
+        "shards": shards,
+    });
+    tracing::info!(counters = %summary, "stopped");
+}
+
+/// Highest CPU id that may come online (the per-CPU rings are indexed by it).
+fn max_cpu_id() -> std::io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    // The format is a list of ranges: `0-3` or `0,2-5`; the last number is the highest.
+    let last = text.trim().rsplit([',', '-']).next().unwrap_or("0");
+    last.parse()
+        .map_err(|_| std::io::Error::other(format!("cannot parse cpu list `{text}`")))
 }

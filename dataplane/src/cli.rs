@@ -31,6 +31,10 @@ pub struct Cli {
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<PathBuf>,
 
+    /// Shard threads (HTTP parsing); default: one per CPU.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+
     /// A subcommand; without one, the agent runs.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tapwire::cli::{Cli, Command};
-use tapwire::{agent, check, config};
+use tapwire::{agent, capture, check, config};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -24,6 +24,17 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        // Until the data plane consumes capture, `TAPWIRE_DEBUG_CAPTURE=1`
+        // prints every captured record as NDJSON instead of running the stores.
+        None if std::env::var_os(capture::debug::ENV_DEBUG_CAPTURE).is_some() => {
+            match capture::debug::run(&cli.pids, &cli.exes, &cli.cgroups) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("tapwire: {err:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         None => match agent::run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -27,6 +27,22 @@ impl Signals {
         Ok(Self { set })
     }
 
+    /// Waits up to `timeout` for SIGINT or SIGTERM; returns its name if one came.
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<&'static str> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `self.set` was initialised in `block`; `ts` is valid; siginfo may be null.
+        let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+        let name = if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        (sig > 0).then_some(name)
+    }
+
     /// Waits for SIGINT or SIGTERM and returns its name.
     pub fn wait(&self) -> &'static str {
         let mut sig = 0;

@@ -1,4 +1,4 @@
-//! Shared monotonic counters behind [`StoreStats`](crate::StoreStats).
+//! Shared monotonic counters behind [`StoreStats`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -283,3 +283,28 @@ fn receiver_down_then_up_gets_every_event() {
     let stats = store.stats();
     assert_eq!((stats.stored, stats.dropped), (200, 0), "{stats:?}");
 }
+
+#[test]
+fn start_up_errors_name_the_store_and_the_problem() {
+    let mut cfg = config("pulse-service:8000".to_owned(), 10, 100);
+    let err = PulseStore::start(&cfg).expect_err("no scheme");
+    assert_eq!(
+        err.to_string(),
+        "store `pulse-test`: endpoint `pulse-service:8000` is not an http:// or https:// URL"
+    );
+
+    cfg.endpoint = "http://127.0.0.1:9".to_owned();
+    cfg.token = Some(Secret {
+        source: SecretSource::Env,
+        value: "TAPWIRE_TEST_PULSE_TOKEN_NEVER_SET".to_owned(),
+    });
+    let err = PulseStore::start(&cfg).expect_err("unset token variable");
+    assert_eq!(err.to_string(), "store `pulse-test`: cannot read the token");
+    let source = std::error::Error::source(&err)
+        .expect("a cause")
+        .to_string();
+    assert_eq!(
+        source,
+        "store `pulse-test`: environment variable `TAPWIRE_TEST_PULSE_TOKEN_NEVER_SET` for `token` is not set"
+    );
+}

@@ -260,3 +260,133 @@ fn https_verifies_the_certificate_against_the_system_roots() {
         "the certificate was refused: {chain}"
     );
 }
+
+#[test]
+fn the_feeder_exits_non_zero_without_panicking_on_a_wrong_secret() {
+    let Some(weed) = Weed::start() else { return };
+    weed.create_bucket("objects");
+    let work = tempfile::tempdir().expect("work dir");
+    let yaml = weed
+        .store_yaml("feeder-bad", "objects", &work.path().join("spool"), "fatal")
+        .replace(common::SECRET_KEY, "wrong-secret");
+    let config = work.path().join("store.yaml");
+    std::fs::write(&config, yaml).expect("write store.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapwire-store-feeder"))
+        .arg(&config)
+        .output()
+        .expect("run the feeder");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing started: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "error: store `feeder-bad`: bucket `objects` at `{}` failed the start-up check: SignatureDoesNotMatch",
+            weed.endpoint()
+        )),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+#[test]
+fn past_the_spool_limit_the_oldest_objects_are_dropped_and_counted() {
+    let Some(mut weed) = Weed::start() else {
+        return;
+    };
+    weed.create_bucket("objects");
+    weed.stop();
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = weed.store_config("small-spool", "objects", spool.path());
+    cfg.startup_check = StartupCheck::Warn;
+    cfg.concurrency = 1;
+    // Room for ten 1000-byte objects (each file adds a header of under 100 bytes).
+    cfg.spool_max_bytes = 10 * 1100;
+    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
+    let objects: Vec<Vec<u8>> = (0..30u32)
+        .map(|i| {
+            let mut b = format!("object {i}\n").into_bytes();
+            b.resize(1000, b'.');
+            b
+        })
+        .collect();
+    for o in &objects {
+        store.put(Object::new("text/plain", Bytes::from(o.clone())));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while store.stats().dropped < 19 || store.spooled() > 11 {
+        assert!(
+            Instant::now() < until,
+            "no eviction: {:?}, {} spooled",
+            store.stats(),
+            store.spooled()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    weed.restart();
+    wait_until_settled(&store);
+    let stats = store.stats();
+    assert_eq!(
+        stats.stored + stats.dropped,
+        30,
+        "every object stored or counted: {stats:?}"
+    );
+    assert!(stats.dropped >= 19, "{stats:?}");
+    store.shutdown(Duration::from_secs(5));
+    let keys = block_on(weed.client("objects").list_keys()).unwrap_or_else(|e| panic!("list: {e}"));
+    assert_eq!(keys.len() as u64, stats.stored);
+    for (i, o) in objects.iter().enumerate().skip(21) {
+        let key = blake3::hash(o).to_hex().to_string();
+        assert!(keys.contains(&key), "newest object {i} was kept and stored");
+    }
+}
+
+#[test]
+fn configuration_errors_fail_before_any_request() {
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = tapwire_store::config::S3Config {
+        id: "conf".to_owned(),
+        endpoint: "https://minio.example.com:9000".to_owned(),
+        bucket: "b".to_owned(),
+        region: "us-east-1".to_owned(),
+        access_url: "{{SCHEME}}://{{ENDPOINT}}/{{BUCKET}}/{{DIGEST}}".to_owned(),
+        insecure: false,
+        access_key: Secret {
+            source: SecretSource::Text,
+            value: "ak".to_owned(),
+        },
+        secret_key: Secret {
+            source: SecretSource::Env,
+            value: "TAPWIRE_TEST_S3_SECRET_NEVER_SET".to_owned(),
+        },
+        spool_dir: spool.path().display().to_string(),
+        spool_max_bytes: 1 << 20,
+        concurrency: 4,
+        multipart_threshold_bytes: 8 << 20,
+        multipart_part_bytes: 8 << 20,
+        startup_check: StartupCheck::Fatal,
+    };
+    let err = S3Store::start(&cfg).expect_err("unset secret variable");
+    assert_eq!(err.to_string(), "store `conf`: cannot read credentials");
+    assert_eq!(
+        std::error::Error::source(&err)
+            .expect("a cause")
+            .to_string(),
+        "store `conf`: environment variable `TAPWIRE_TEST_S3_SECRET_NEVER_SET` for `secret_key` is not set"
+    );
+    cfg.secret_key = Secret {
+        source: SecretSource::Text,
+        value: "sk".to_owned(),
+    };
+    let err = S3Store::start(&cfg).expect_err("a scheme in the endpoint");
+    assert_eq!(
+        err.to_string(),
+        "store `conf`: endpoint `https://minio.example.com:9000` must be a host and optional port, \
+         without scheme or path (use `insecure` to choose HTTP)"
+    );
+}

@@ -21,5 +21,6 @@ pub mod shard;
 #[cfg(test)]
 mod tests;
 pub mod txn;
+pub mod wire;
 
 pub use run::{Pipeline, PipelineConfig, PipelineStats, Router};

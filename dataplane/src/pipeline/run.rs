@@ -75,6 +75,21 @@ pub struct PipelineStats {
     pub shards: Vec<ShardStats>,
 }
 
+impl PipelineStats {
+    /// Every shard's counters added up.
+    pub fn total(&self) -> ShardStats {
+        self.shards
+            .iter()
+            .fold(ShardStats::default(), |a, b| a.sum(b))
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.publish();
+    }
+}
+
 /// The running shards and output thread.
 pub struct Pipeline {
     stop_shards: Arc<AtomicBool>,

@@ -76,6 +76,25 @@ pub struct ShardStats {
     pub ciphertext_skipped: u64,
 }
 
+impl ShardStats {
+    /// The sum of two shards' counters.
+    pub fn sum(self, o: &ShardStats) -> ShardStats {
+        ShardStats {
+            records: self.records + o.records,
+            bytes: self.bytes + o.bytes,
+            undecodable: self.undecodable + o.undecodable,
+            late: self.late + o.late,
+            gap_records: self.gap_records + o.gap_records,
+            conn_table_full: self.conn_table_full + o.conn_table_full,
+            transactions: self.transactions + o.transactions,
+            output_full: self.output_full + o.output_full,
+            parse_errors: self.parse_errors + o.parse_errors,
+            not_http: self.not_http + o.not_http,
+            ciphertext_skipped: self.ciphertext_skipped + o.ciphertext_skipped,
+        }
+    }
+}
+
 /// Decodes one frame into an [`Input`].
 pub type Decode = for<'a> fn(&'a [u8]) -> Option<Input<'a>>;
 

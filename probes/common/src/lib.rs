@@ -1,5 +1,333 @@
 //! Wire types shared by the eBPF probes and the user-space agent.
 //!
 //! Every type here is `#[repr(C)]` with fixed-width integers and explicit padding;
-//! sizes are pinned by `const` asserts so both sides agree byte for byte.
+//! sizes are pinned by `const` asserts so both sides agree byte for byte. Kinds,
+//! directions, sources and roles travel as plain integers and are decoded with
+//! `TryFrom<u32>`, never `transmute`.
+//!
+//! A record in a ring buffer is one fixed part starting with a [`Header`],
+//! followed, for [`Data`], by `cap_len` payload bytes. [`decode`] turns ring bytes
+//! into a borrowed [`Record`] with checked slicing only.
 #![no_std]
+
+pub mod config;
+pub mod decode;
+
+pub use decode::{DecodeError, Record, decode};
+
+/// Most payload bytes one data record carries. A larger read or write is split
+/// across several records (consecutive `seq`, increasing `offset`), so no byte is
+/// cut. 16 KiB is the TLS record plaintext maximum: one `SSL_read` rarely returns
+/// more, so most calls fit in one record.
+pub const MAX_PAYLOAD: usize = 16 * 1024;
+
+/// Most records one probe hit may emit for a single call (so `MAX_PAYLOAD *
+/// MAX_CHUNKS` bytes, 8 MiB): the verifier needs a bound on the split loop. Bytes
+/// beyond it are counted under [`DropReason::CallTooLarge`].
+pub const MAX_CHUNKS: u32 = 512;
+
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Bytes of the exec'd file name kept in [`ProcExec`].
+pub const FILENAME_LEN: usize = 256;
+
+/// Most CPUs the per-CPU ring array can hold.
+pub const MAX_CPUS: u32 = 256;
+
+/// TLS function shapes, passed as the uprobe attach cookie so one program
+/// serves every hooked function.
+pub mod tls_fn {
+    /// `int SSL_read(SSL *s, void *buf, int num)`: returns bytes read.
+    pub const READ: u64 = 1;
+    /// `int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)`: 1 on
+    /// success (also the shape of OpenSSL's internal `ssl_read_internal`).
+    pub const READ_EX: u64 = 2;
+    /// `int SSL_write(SSL *s, const void *buf, int num)`: returns bytes written.
+    pub const WRITE: u64 = 3;
+    /// `int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)`:
+    /// 1 on success (also `ssl_write_internal`'s shape).
+    pub const WRITE_EX: u64 = 4;
+}
+
+/// Record kinds. Numbers are explicit and never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// [`ConnOpen`]: a TCP connection seen for the first time.
+    ConnOpen = 1,
+    /// [`Data`]: bytes read from or written to a connection.
+    Data = 2,
+    /// [`ConnClose`]: the file descriptor of a connection was closed.
+    ConnClose = 3,
+    /// [`ProcExec`]: a selected process called `execve`.
+    ProcExec = 4,
+    /// [`ProcExit`]: a selected process exited.
+    ProcExit = 5,
+}
+
+impl TryFrom<u32> for Kind {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        Ok(match v {
+            1 => Self::ConnOpen,
+            2 => Self::Data,
+            3 => Self::ConnClose,
+            4 => Self::ProcExec,
+            5 => Self::ProcExit,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Which way the bytes went, seen from the traced process.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Written by the process (`write`, `send*`, `SSL_write`).
+    Egress = 1,
+    /// Read by the process (`read`, `recv*`, `SSL_read`).
+    Ingress = 2,
+}
+
+impl TryFrom<u32> for Direction {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            1 => Ok(Self::Egress),
+            2 => Ok(Self::Ingress),
+            other => Err(other),
+        }
+    }
+}
+
+/// Where the bytes were captured.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Socket syscalls on a connection not known to carry TLS.
+    Plain = 1,
+    /// Plaintext inside the TLS library (`SSL_read`/`SSL_write` and friends).
+    Tls = 2,
+}
+
+impl TryFrom<u32> for Source {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            1 => Ok(Self::Plain),
+            2 => Ok(Self::Tls),
+            other => Err(other),
+        }
+    }
+}
+
+/// Which end of the connection the process is.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// First seen on an already open socket: the role is unknown.
+    Unknown = 0,
+    /// The process called `connect`.
+    Client = 1,
+    /// The process got the socket from `accept`/`accept4`.
+    Server = 2,
+}
+
+impl TryFrom<u32> for Role {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            0 => Ok(Self::Unknown),
+            1 => Ok(Self::Client),
+            2 => Ok(Self::Server),
+            other => Err(other),
+        }
+    }
+}
+
+/// Why the kernel side lost something. Index into the per-CPU drop counter map
+/// ([`DropReason::COUNT`] slots).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// `bpf_ringbuf_output` failed: the CPU's ring was full. Counted per record.
+    RingFull = 0,
+    /// Reading the payload from user memory failed (page not present). Per record.
+    CopyFailed = 1,
+    /// A TLS call returned but no socket read/write inside it named the fd.
+    TlsNoFd = 2,
+    /// A call was larger than `MAX_PAYLOAD * MAX_CHUNKS`; the rest was not sent.
+    CallTooLarge = 3,
+    /// The connection table was full; the connection is not tracked.
+    ConnTableFull = 4,
+    /// Bytes lost with the records counted above (sum of their `cap_len`).
+    LostBytes = 5,
+    /// A per-CPU scratch or ring lookup failed (should never happen).
+    Internal = 6,
+    /// Reading kernel structures (task, file, socket) failed.
+    KernelRead = 7,
+}
+
+impl DropReason {
+    /// Number of reasons, the size of the counter map.
+    pub const COUNT: u32 = 8;
+    /// All reasons, in index order.
+    pub const ALL: [DropReason; Self::COUNT as usize] = [
+        Self::RingFull,
+        Self::CopyFailed,
+        Self::TlsNoFd,
+        Self::CallTooLarge,
+        Self::ConnTableFull,
+        Self::LostBytes,
+        Self::Internal,
+        Self::KernelRead,
+    ];
+
+    /// Stable snake_case name, for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RingFull => "ring_full",
+            Self::CopyFailed => "copy_failed",
+            Self::TlsNoFd => "tls_no_fd",
+            Self::CallTooLarge => "call_too_large",
+            Self::ConnTableFull => "conn_table_full",
+            Self::LostBytes => "lost_bytes",
+            Self::Internal => "internal",
+            Self::KernelRead => "kernel_read",
+        }
+    }
+}
+
+/// Common start of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// A [`Kind`] number.
+    pub kind: u32,
+    /// CPU the record was produced on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at capture.
+    pub ts_ns: u64,
+    /// Process id (thread-group id).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+}
+
+/// A TCP connection seen for the first time (at `connect`/`accept` return, or at
+/// the first read/write on a socket opened before the agent started).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnOpen {
+    /// `kind` = [`Kind::ConnOpen`].
+    pub header: Header,
+    /// Connection id, unique on this host while the agent runs.
+    pub conn_id: u64,
+    /// Always 0: the open record comes first in the connection's sequence.
+    pub seq: u64,
+    /// cgroup v2 id of the process.
+    pub cgroup_id: u64,
+    /// `comm` of the thread, NUL padded.
+    pub comm: [u8; COMM_LEN],
+    /// Local address: IPv4 in the first 4 bytes, or IPv6 (network order).
+    pub local_addr: [u8; 16],
+    /// Remote address, as `local_addr`.
+    pub remote_addr: [u8; 16],
+    /// Local port, host order.
+    pub local_port: u16,
+    /// Remote port, host order.
+    pub remote_port: u16,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Explicit padding.
+    pub _pad0: u16,
+    /// A [`Role`] number.
+    pub role: u32,
+    /// The socket's file descriptor in the process.
+    pub fd: i32,
+}
+
+/// Bytes read from or written to a connection; `cap_len` payload bytes follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Data {
+    /// `kind` = [`Kind::Data`].
+    pub header: Header,
+    /// Connection id (see [`ConnOpen::conn_id`]).
+    pub conn_id: u64,
+    /// Per-connection sequence number: open is 0, each record after takes the
+    /// next number, so a gap means a record was lost.
+    pub seq: u64,
+    /// Length of the whole call (the bytes the read/write moved).
+    pub call_len: u64,
+    /// Offset of this record's bytes within the call.
+    pub offset: u64,
+    /// Payload bytes following this header (≤ [`MAX_PAYLOAD`]).
+    pub cap_len: u32,
+    /// A [`Direction`] number.
+    pub direction: u32,
+    /// A [`Source`] number.
+    pub source: u32,
+    /// The socket's file descriptor.
+    pub fd: i32,
+}
+
+/// The file descriptor of a connection was closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnClose {
+    /// `kind` = [`Kind::ConnClose`].
+    pub header: Header,
+    /// Connection id.
+    pub conn_id: u64,
+    /// Sequence number after the last data record.
+    pub seq: u64,
+    /// The closed file descriptor.
+    pub fd: i32,
+    /// Explicit padding.
+    pub _pad0: u32,
+}
+
+/// A selected process called `execve`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcExec {
+    /// `kind` = [`Kind::ProcExec`].
+    pub header: Header,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+    /// `comm` after exec, NUL padded.
+    pub comm: [u8; COMM_LEN],
+    /// The file name passed to exec, NUL terminated (truncated if longer).
+    pub filename: [u8; FILENAME_LEN],
+}
+
+/// A selected process exited (its thread-group leader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcExit {
+    /// `kind` = [`Kind::ProcExit`].
+    pub header: Header,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+}
+
+const _: () = assert!(size_of::<Header>() == 24);
+const _: () = assert!(size_of::<ConnOpen>() == 112);
+const _: () = assert!(size_of::<Data>() == 72);
+const _: () = assert!(size_of::<ConnClose>() == 48);
+const _: () = assert!(size_of::<ProcExec>() == 304);
+const _: () = assert!(size_of::<ProcExit>() == 32);
+// The kernel reserves ring records at 8-byte alignment.
+const _: () = assert!(align_of::<Data>() <= 8 && align_of::<ConnOpen>() <= 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all these types are `#[repr(C)]`, contain only integers and byte
+    // arrays, and have no implicit padding (every gap is an explicit `_pad`
+    // field, pinned by the size asserts above), so every bit pattern is valid.
+    unsafe impl aya::Pod for super::Header {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::config::Config {}
+}

@@ -1,9 +1,35 @@
 //! tapwire's eBPF programs (built for `bpfel-unknown-none` by `dataplane/build.rs`).
+//!
+//! - [`tls`]: uprobes inside the TLS library, plaintext of `SSL_read`/`SSL_write`.
+//! - [`sockets`]: syscall tracepoints, plaintext socket data, connection
+//!   open/close, and the fd that names a TLS session's socket.
+//! - [`process`]: `sched_process_*` tracepoints: selection by pid with
+//!   descendants and by executable, exec/exit records.
+//!
+//! Shared pieces: [`maps`] (every map, and what user space sets), [`emit`]
+//! (records into the current CPU's ring, drop counters), [`conn`] (fd → TCP
+//! socket through kernel pointers), [`select`] (is this process captured?).
 #![no_std]
 #![no_main]
+
+mod conn;
+mod emit;
+mod maps;
+mod process;
+mod select;
+mod sockets;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // No code path panics (no indexing, no unwrap); the verifier would reject a
+    // reachable infinite loop anyway.
     loop {}
 }
+
+/// License section read by the loader: GPL, needed for `bpf_probe_read_user`
+/// and friends.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -166,7 +166,7 @@ impl S3Client {
         self.scheme
     }
 
-    /// The endpoint (host[:port]).
+    /// The endpoint (`host[:port]`).
     pub fn endpoint(&self) -> &str {
         &self.cfg.endpoint
     }

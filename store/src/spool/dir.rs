@@ -11,13 +11,21 @@
 //! belongs to the kernel), not the machine losing power.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::Digest;
 
+/// The spool directory's mode when tapwire creates it: payloads are sensitive, so
+/// only the agent's user may list or read them.
+pub const DIR_MODE: u32 = 0o700;
+/// Each spool file's mode.
+pub const FILE_MODE: u32 = 0o600;
+/// The file locked while a store has the spool open.
+pub const LOCK_FILE: &str = ".lock";
 /// First bytes of every spool file; the `1` is the format version.
 pub const MAGIC: &[u8; 8] = b"TWSPOOL1";
 /// Longest content type kept in a spool file header (longer ones are cut).
@@ -46,6 +54,12 @@ pub enum SpoolError {
         /// The I/O error.
         #[source]
         source: io::Error,
+    },
+    /// Another running store holds the spool.
+    #[error("the spool directory `{dir}` is in use by another process")]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
     },
 }
 
@@ -123,6 +137,9 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
+    /// `LOCK_FILE`, locked exclusively for as long as the spool is open; the
+    /// kernel releases the lock when the process dies, however it dies.
+    _lock: File,
 }
 
 #[derive(Debug, Default)]
@@ -207,7 +224,27 @@ impl Spool {
             dir: dir.to_owned(),
             source,
         };
-        fs::create_dir_all(dir).map_err(err)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(err)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(dir.join(LOCK_FILE))
+            .map_err(err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::InUse {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(fs::TryLockError::Error(source)) => return Err(err(source)),
+        }
         let mut index = Index::default();
         for dent in fs::read_dir(dir).map_err(err)? {
             let dent = dent.map_err(err)?;
@@ -252,6 +289,7 @@ impl Spool {
                 dir: dir.to_owned(),
                 max_bytes,
                 index: Mutex::new(index),
+                _lock: lock,
             },
             recovered,
         ))
@@ -266,8 +304,9 @@ impl Spool {
     }
 
     /// Reserves room for an object and returns where to write it, evicting the
-    /// oldest queued objects if the spool would go over its limit (their count is
-    /// added to [`Spool::evicted`]).
+    /// oldest queued (then parked) objects if the spool would go over its limit
+    /// (their count is added to [`Spool::evicted`]). Objects being written or
+    /// uploaded are never evicted.
     pub fn admit(&self, digest: Digest, content_type: &str, len: u64) -> Admit {
         let offset = header_len(content_type);
         let file_len = u64::from(offset) + len;
@@ -279,7 +318,15 @@ impl Spool {
             return Admit::Duplicate;
         }
         while idx.bytes + file_len > self.max_bytes || idx.slots.len() >= MAX_OBJECTS {
-            let Some(oldest) = idx.queued.pop_first() else {
+            // The oldest waiting object goes first; failing that, the oldest parked
+            // one (refused by the server, only retried at the next start).
+            let victim = idx.queued.pop_first().or_else(|| {
+                idx.slots
+                    .iter()
+                    .find(|(_, s)| s.state == State::Parked)
+                    .map(|(seq, _)| *seq)
+            });
+            let Some(oldest) = victim else {
                 return Admit::NoRoom;
             };
             if let Some(slot) = idx.remove(oldest) {
@@ -411,6 +458,16 @@ impl Spool {
         self.lock().evicted
     }
 
+    /// The size limit in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Bytes on disk for an object of `len` bytes and this content type.
+    pub fn file_len(&self, content_type: &str, len: u64) -> u64 {
+        u64::from(header_len(content_type)) + len
+    }
+
     /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -538,12 +595,35 @@ mod tests {
             .map(|d| d.expect("dent").file_name().into_string().expect("utf-8"))
             .collect();
         assert!(
-            names.iter().all(|n| n.ends_with(".obj")),
+            names.iter().all(|n| n.ends_with(".obj") || n == LOCK_FILE),
             "leftover files: {names:?}"
         );
         // The next object continues the sequence.
         let seq = write(&spool, b"four").expect("admitted");
         assert_eq!(seq, batch[1].seq + 1);
+    }
+
+    #[test]
+    fn one_open_spool_per_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = Spool::open(dir.path(), 1 << 20).expect("open");
+        let second = Spool::open(dir.path(), 1 << 20);
+        assert!(
+            matches!(second, Err(SpoolError::InUse { .. })),
+            "second open: {second:?}"
+        );
+        drop(first);
+        Spool::open(dir.path(), 1 << 20).expect("free again once closed");
+    }
+
+    #[test]
+    fn the_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spool_dir = dir.path().join("a/b");
+        Spool::open(&spool_dir, 1 << 20).expect("open");
+        let mode = fs::metadata(&spool_dir).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, DIR_MODE);
     }
 
     #[test]
@@ -573,14 +653,23 @@ mod tests {
         assert_eq!(spool.len(), 3);
         assert_eq!(spool.evicted(), 2);
         assert_eq!(spool.bytes(), per_file * 3);
-        let left: Vec<Digest> = spool.take_batch(10).into_iter().map(|e| e.digest).collect();
+        let left = spool.take_batch(10);
+        let digests: Vec<Digest> = left.iter().map(|e| e.digest).collect();
         let want: Vec<Digest> = objects[2..].iter().map(|o| blake3::hash(o)).collect();
-        assert_eq!(left, want);
+        assert_eq!(digests, want);
         // Everything left is in flight: nothing can be evicted for a new object.
         assert_eq!(
             spool.admit(blake3::hash(b"new"), "text/plain", 100),
             Admit::NoRoom
         );
+        // A parked object (refused by the server) makes room.
+        spool.park(left[0].seq);
+        assert!(matches!(
+            spool.admit(blake3::hash(b"new"), "text/plain", 100),
+            Admit::Write { .. }
+        ));
+        assert_eq!(spool.evicted(), 3);
+        assert_eq!(spool.parked(), 0);
         // An object larger than the whole spool never fits.
         assert_eq!(
             spool.admit(blake3::hash(b"big"), "text/plain", per_file * 3),

@@ -7,11 +7,16 @@
 //! available (disabled by `kernel.io_uring_disabled`, or a seccomp profile),
 //! [`BatchWriter`] falls back to plain `write` calls and says so once.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd as _, IntoRawFd as _};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::time::Duration;
 
-use io_uring::{IoUring, opcode, types};
+use io_uring::{IoUring, opcode, squeue, types};
 
 /// Submission queue entries: the most writes in flight at once.
 pub const RING_ENTRIES: u32 = 64;
@@ -69,6 +74,117 @@ impl BatchWriter {
         matches!(self, Self::Uring(_))
     }
 
+    /// Creates (or truncates) each file for writing with `mode`; one result per
+    /// path, in order.
+    pub fn create_all(&mut self, paths: &[&Path], mode: u32) -> Vec<io::Result<File>> {
+        match self {
+            Self::Uring(ring) => {
+                let names: Vec<io::Result<CString>> = paths.iter().map(|p| c_path(p)).collect();
+                let sqes: Vec<Option<squeue::Entry>> = names
+                    .iter()
+                    .map(|name| {
+                        let name = name.as_ref().ok()?;
+                        Some(
+                            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), name.as_ptr())
+                                .flags(
+                                    libc::O_WRONLY
+                                        | libc::O_CREAT
+                                        | libc::O_TRUNC
+                                        | libc::O_CLOEXEC,
+                                )
+                                .mode(mode)
+                                .build(),
+                        )
+                    })
+                    .collect();
+                // `names` outlives the batch: the kernel reads the paths before
+                // `run_batch` returns.
+                let results = run_batch(ring, &sqes);
+                names
+                    .into_iter()
+                    .zip(results)
+                    .map(|(name, res)| {
+                        name?;
+                        let fd = res?;
+                        // SAFETY: a successful `openat` completion returns a new
+                        // descriptor that nothing else owns; the `File` takes it.
+                        Ok(unsafe { File::from_raw_fd(fd) })
+                    })
+                    .collect()
+            }
+            Self::Plain => paths
+                .iter()
+                .map(|p| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(mode)
+                        .open(p)
+                })
+                .collect(),
+        }
+    }
+
+    /// Closes each file, then renames `from` to `to` for each whose close
+    /// succeeded; one result per file, in order.
+    pub fn close_and_rename_all(&mut self, jobs: Vec<(File, &Path, &Path)>) -> Vec<io::Result<()>> {
+        match self {
+            Self::Uring(ring) => {
+                let closes: Vec<Option<squeue::Entry>> = jobs
+                    .iter()
+                    .map(|(file, _, _)| {
+                        Some(opcode::Close::new(types::Fd(file.as_raw_fd())).build())
+                    })
+                    .collect();
+                let mut names = Vec::with_capacity(jobs.len());
+                for (file, from, to) in jobs {
+                    // The close below owns the descriptor from here on.
+                    let _ = file.into_raw_fd();
+                    names.push(c_path(from).and_then(|f| Ok((f, c_path(to)?))));
+                }
+                // Should the ring itself fail, descriptors it did not close leak:
+                // the spool then drops those objects and carries on.
+                let closed = run_batch(ring, &closes);
+                let renames: Vec<Option<squeue::Entry>> = names
+                    .iter()
+                    .zip(&closed)
+                    .map(|(names, closed)| {
+                        let (from, to) = names.as_ref().ok()?;
+                        closed.as_ref().ok()?;
+                        Some(
+                            opcode::RenameAt::new(
+                                types::Fd(libc::AT_FDCWD),
+                                from.as_ptr(),
+                                types::Fd(libc::AT_FDCWD),
+                                to.as_ptr(),
+                            )
+                            .build(),
+                        )
+                    })
+                    .collect();
+                let renamed = run_batch(ring, &renames);
+                names
+                    .into_iter()
+                    .zip(closed)
+                    .zip(renamed)
+                    .map(|((names, closed), renamed)| {
+                        names?;
+                        closed?;
+                        renamed.map(drop)
+                    })
+                    .collect()
+            }
+            Self::Plain => jobs
+                .into_iter()
+                .map(|(file, from, to)| {
+                    drop(file);
+                    std::fs::rename(from, to)
+                })
+                .collect(),
+        }
+    }
+
     /// Writes every job whole; one result per job, in order.
     pub fn write_all(&mut self, jobs: &[WriteJob<'_>]) -> Vec<io::Result<()>> {
         match self {
@@ -99,6 +215,90 @@ impl Default for BatchWriter {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Pause before calling `io_uring_enter` again after `EAGAIN`/`EBUSY`.
+const ENTER_RETRY: Duration = Duration::from_millis(1);
+
+/// `io_uring_enter` errors after which waiting again is right: a signal, or the
+/// kernel short of resources for a moment. Entries may already have been
+/// submitted, so the buffers they point to must stay alive: the caller keeps
+/// waiting instead of returning. (The completion queue cannot overflow: it has
+/// twice [`RING_ENTRIES`] slots and at most [`RING_ENTRIES`] are in flight.)
+fn retryable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+    )
+}
+
+/// A path as the kernel wants it.
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Submits every `Some` entry (at most [`RING_ENTRIES`] at a time) and waits for
+/// all of them; one result per entry, in order: the completion's non-negative
+/// result, its error, or `InvalidInput` for a `None`.
+///
+/// Every pointer an entry carries must stay valid until this returns; it does not
+/// return before every pushed entry has completed.
+fn run_batch(ring: &mut IoUring, sqes: &[Option<squeue::Entry>]) -> Vec<io::Result<i32>> {
+    let mut results: Vec<io::Result<i32>> = sqes
+        .iter()
+        .map(|_| Err(io::Error::from(io::ErrorKind::InvalidInput)))
+        .collect();
+    let mut next = 0usize;
+    while next < sqes.len() {
+        let mut in_flight = 0usize;
+        while next < sqes.len() && in_flight < RING_ENTRIES as usize {
+            if let Some(sqe) = &sqes[next] {
+                let sqe = sqe.clone().user_data(next as u64);
+                // SAFETY: the caller keeps what `sqe` points to alive until this
+                // function returns, and every entry pushed is reaped below before
+                // it does.
+                if unsafe { ring.submission().push(&sqe) }.is_err() {
+                    break;
+                }
+                in_flight += 1;
+            }
+            next += 1;
+        }
+        let mut reaped = 0usize;
+        while reaped < in_flight {
+            match ring.submit_and_wait(in_flight - reaped) {
+                Ok(_) => {}
+                Err(e) if retryable(&e) => {
+                    std::thread::sleep(ENTER_RETRY);
+                    continue;
+                }
+                Err(e) => {
+                    // The ring failed; nothing more will complete. Entries already
+                    // pushed may never run: report them failed.
+                    for r in results.iter_mut().take(next) {
+                        if matches!(r, Err(err) if err.kind() == io::ErrorKind::InvalidInput) {
+                            *r = Err(io::Error::new(e.kind(), e.to_string()));
+                        }
+                    }
+                    return results;
+                }
+            }
+            for cqe in ring.completion() {
+                reaped += 1;
+                let Ok(i) = usize::try_from(cqe.user_data()) else {
+                    continue;
+                };
+                let res = cqe.result();
+                results[i] = if res < 0 {
+                    Err(io::Error::from_raw_os_error(-res))
+                } else {
+                    Ok(res)
+                };
+            }
+        }
+    }
+    results
 }
 
 fn write_uring(ring: &mut IoUring, jobs: &[WriteJob<'_>]) -> Vec<io::Result<()>> {
@@ -142,7 +342,10 @@ fn write_uring(ring: &mut IoUring, jobs: &[WriteJob<'_>]) -> Vec<io::Result<()>>
         while reaped < in_flight {
             match ring.submit_and_wait(in_flight - reaped) {
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if retryable(&e) => {
+                    std::thread::sleep(ENTER_RETRY);
+                    continue;
+                }
                 Err(e) => {
                     // The ring itself failed: nothing more can be known about the
                     // writes in flight; fail every job still open.
@@ -214,6 +417,66 @@ mod tests {
             assert_eq!(&got[..3], b"HDR");
             assert_eq!(&got[3..], &payloads[i][..], "file {i} differs");
         }
+    }
+
+    /// Create, write, close and rename a batch, as the storage thread does.
+    fn create_write_rename(writer: &mut BatchWriter) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tmps: Vec<std::path::PathBuf> = (0..150)
+            .map(|i| dir.path().join(format!("{i}.tmp")))
+            .collect();
+        let finals: Vec<std::path::PathBuf> = (0..150)
+            .map(|i| dir.path().join(format!("{i}.obj")))
+            .collect();
+        let mut paths: Vec<&Path> = tmps.iter().map(|p| p.as_path()).collect();
+        // One path in a missing directory fails alone.
+        let missing = dir.path().join("no/such.tmp");
+        paths.push(&missing);
+        let files = writer.create_all(&paths, 0o600);
+        assert_eq!(files.len(), 151);
+        assert!(files[150].is_err(), "a missing directory is an error");
+        let files: Vec<File> = files
+            .into_iter()
+            .take(150)
+            .map(|f| f.expect("create"))
+            .collect();
+        let bodies: Vec<Vec<u8>> = (0..150u32).map(|i| i.to_le_bytes().repeat(100)).collect();
+        let jobs: Vec<WriteJob<'_>> = files
+            .iter()
+            .zip(&bodies)
+            .map(|(file, b)| WriteJob {
+                file,
+                parts: [b"H", b],
+            })
+            .collect();
+        assert!(writer.write_all(&jobs).iter().all(Result::is_ok));
+        drop(jobs);
+        let renames: Vec<(File, &Path, &Path)> = files
+            .into_iter()
+            .zip(tmps.iter().zip(&finals))
+            .map(|(f, (t, d))| (f, t.as_path(), d.as_path()))
+            .collect();
+        let results = writer.close_and_rename_all(renames);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        for (i, (t, d)) in tmps.iter().zip(&finals).enumerate() {
+            assert!(!t.exists(), "{} still there", t.display());
+            let data = std::fs::read(d).expect("read renamed file");
+            assert_eq!(data[0], b'H');
+            assert_eq!(&data[1..], &bodies[i][..]);
+            let mode = std::fs::metadata(d).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn uring_creates_writes_and_renames_batches() {
+        create_write_rename(&mut BatchWriter::new());
+    }
+
+    #[test]
+    fn plain_creates_writes_and_renames_batches() {
+        create_write_rename(&mut BatchWriter::Plain);
     }
 
     #[test]

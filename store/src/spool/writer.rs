@@ -5,7 +5,8 @@
 //! deduplicates them against the spool, writes the batch through io_uring, renames
 //! each file into place and wakes the uploader.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -19,8 +20,9 @@ use super::uring::{BatchWriter, RING_ENTRIES, WriteJob};
 use crate::Object;
 use crate::counters::Counters;
 
-/// Objects waiting in memory for the storage thread, at most.
-pub const QUEUE_OBJECTS: usize = 4096;
+/// Objects waiting in memory for the storage thread, at most: a burst of a few
+/// seconds of a busy node's payloads (the byte limit below usually binds first).
+pub const QUEUE_OBJECTS: usize = 16 * 1024;
 /// Bytes waiting in memory for the storage thread, at most: what an outage of the
 /// disk (not of S3: S3 outages wait on disk) can pin in RAM.
 pub const QUEUE_MAX_BYTES: u64 = 64 << 20;
@@ -147,83 +149,118 @@ impl StorageThread {
         self.write_batch(&mut batch);
     }
 
+    /// The index of the oldest object in `batch` from which the rest, newest
+    /// included, fit in the spool's limit together.
+    fn oldest_that_fit(&self, batch: &[Object]) -> usize {
+        let mut total = 0u64;
+        for (i, object) in batch.iter().enumerate().rev() {
+            total += self
+                .spool
+                .file_len(&object.content_type, object.bytes.len() as u64);
+            if total > self.spool.max_bytes() {
+                return i + 1;
+            }
+        }
+        0
+    }
+
     fn write_batch(&mut self, batch: &mut Vec<Object>) {
         if batch.is_empty() {
             return;
         }
-        // Decide each object's fate and open the temporary files.
-        struct Pending {
+        /// An admitted object on its way to disk.
+        struct Admitted {
             seq: u64,
-            tmp: std::path::PathBuf,
-            path: std::path::PathBuf,
-            file: File,
+            tmp: PathBuf,
+            path: PathBuf,
             header: Vec<u8>,
             object: Object,
         }
-        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
-        for object in batch.drain(..) {
+        // Decide each object's fate. Objects of this batch cannot evict each other
+        // (none is on disk yet), so when the batch alone is over the spool's limit
+        // its oldest objects go first, as older spooled objects would.
+        let keep_from = self.oldest_that_fit(batch);
+        let mut admitted: Vec<Admitted> = Vec::with_capacity(batch.len());
+        for (i, object) in batch.drain(..).enumerate() {
             let len = object.bytes.len() as u64;
             self.bytes.fetch_sub(len, Ordering::Relaxed);
+            if i < keep_from {
+                tracing::warn!(digest = %object.digest, len, "spool full; dropping the oldest object");
+                Counters::add(&self.counters.dropped, 1);
+                continue;
+            }
             match self.spool.admit(object.digest, &object.content_type, len) {
                 Admit::Duplicate => Counters::add(&self.counters.deduplicated, 1),
                 Admit::NoRoom => {
                     tracing::warn!(digest = %object.digest, len, "spool full; dropping object");
                     Counters::add(&self.counters.dropped, 1);
                 }
-                Admit::Write { seq, tmp, path } => {
-                    match OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&tmp)
-                    {
-                        Ok(file) => pending.push(Pending {
-                            seq,
-                            tmp,
-                            path,
-                            file,
-                            header: dir::header(&object.content_type),
-                            object,
-                        }),
-                        Err(error) => {
-                            tracing::error!(path = %tmp.display(), %error, "cannot create spool file; dropping object");
-                            self.spool.abandon(seq);
-                            Counters::add(&self.counters.dropped, 1);
-                            Counters::add(&self.counters.errors, 1);
-                        }
-                    }
-                }
+                Admit::Write { seq, tmp, path } => admitted.push(Admitted {
+                    seq,
+                    tmp,
+                    path,
+                    header: dir::header(&object.content_type),
+                    object,
+                }),
             }
         }
         let evicted = self.spool.evicted();
         Counters::add(&self.counters.dropped, evicted - self.evicted_seen);
         self.evicted_seen = evicted;
-        if pending.is_empty() {
+        if admitted.is_empty() {
             return;
         }
-        let jobs: Vec<WriteJob<'_>> = pending
+
+        // Create, write, close and rename: one io_uring submission each for the
+        // whole batch.
+        let tmps: Vec<&Path> = admitted.iter().map(|a| a.tmp.as_path()).collect();
+        let created = self.writer.create_all(&tmps, dir::FILE_MODE);
+        let mut open: Vec<(&Admitted, File)> = Vec::with_capacity(admitted.len());
+        for (a, file) in admitted.iter().zip(created) {
+            match file {
+                Ok(file) => open.push((a, file)),
+                Err(error) => self.fail(a.seq, &a.tmp, &error),
+            }
+        }
+        let jobs: Vec<WriteJob<'_>> = open
             .iter()
-            .map(|p| WriteJob {
-                file: &p.file,
-                parts: [&p.header, &p.object.bytes],
+            .map(|(a, file)| WriteJob {
+                file,
+                parts: [&a.header, &a.object.bytes],
             })
             .collect();
-        let results = self.writer.write_all(&jobs);
+        let written = self.writer.write_all(&jobs);
         drop(jobs);
-        for (p, result) in pending.into_iter().zip(results) {
-            drop(p.file);
-            let result = result.and_then(|()| fs::rename(&p.tmp, &p.path));
+        let mut to_rename: Vec<(File, &Path, &Path)> = Vec::with_capacity(open.len());
+        let mut renaming: Vec<&Admitted> = Vec::with_capacity(open.len());
+        for ((a, file), result) in open.into_iter().zip(written) {
             match result {
-                Ok(()) => self.spool.written(p.seq),
+                Ok(()) => {
+                    to_rename.push((file, &a.tmp, &a.path));
+                    renaming.push(a);
+                }
                 Err(error) => {
-                    tracing::error!(path = %p.tmp.display(), %error, "spool write failed; dropping object");
-                    let _ = fs::remove_file(&p.tmp);
-                    self.spool.abandon(p.seq);
-                    Counters::add(&self.counters.dropped, 1);
-                    Counters::add(&self.counters.errors, 1);
+                    drop(file);
+                    self.fail(a.seq, &a.tmp, &error);
                 }
             }
         }
+        let renamed = self.writer.close_and_rename_all(to_rename);
+        for (a, result) in renaming.into_iter().zip(renamed) {
+            match result {
+                Ok(()) => self.spool.written(a.seq),
+                Err(error) => self.fail(a.seq, &a.tmp, &error),
+            }
+        }
         self.wake_uploader.notify_one();
+    }
+
+    /// Writing `seq` to `tmp` failed: remove the file, forget the object, count it.
+    fn fail(&self, seq: u64, tmp: &Path, error: &std::io::Error) {
+        tracing::error!(path = %tmp.display(), %error, "spool write failed; dropping object");
+        let _ = fs::remove_file(tmp);
+        self.spool.abandon(seq);
+        Counters::add(&self.counters.dropped, 1);
+        Counters::add(&self.counters.errors, 1);
     }
 }

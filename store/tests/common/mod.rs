@@ -26,6 +26,8 @@ pub const ACCESS_KEY: &str = "tapwireci";
 pub const SECRET_KEY: &str = "tapwire-ci-secret-key-0123456789";
 /// Longest wait for the server to answer after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tries to start the server on fresh ports when it exits at once.
+const START_ATTEMPTS: u32 = 3;
 /// Longest wait for the server to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -138,8 +140,19 @@ impl Weed {
             tls,
             child: None,
         };
-        weed.run();
-        Some(weed)
+        // Another process may take one of the chosen ports between choosing and
+        // binding; weed then exits at once, and new ports are chosen.
+        for attempt in 1..=START_ATTEMPTS {
+            match weed.run() {
+                Ok(()) => return Some(weed),
+                Err(log) if attempt < START_ATTEMPTS => {
+                    eprintln!("weed exited at start (attempt {attempt}), retrying:\n{log}");
+                    weed.ports = free_ports();
+                }
+                Err(log) => panic!("weed exited at start {START_ATTEMPTS} times:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// `127.0.0.1:PORT` of the S3 API.
@@ -157,7 +170,8 @@ impl Weed {
         self.dir.path()
     }
 
-    fn run(&mut self) {
+    /// Starts weed and waits for it to answer; `Err(log)` if it exited at once.
+    fn run(&mut self) -> Result<(), String> {
         let d = self.dir.path();
         let p = self.ports;
         let log = std::fs::OpenOptions::new()
@@ -209,12 +223,17 @@ impl Weed {
         let until = Instant::now() + READY_TIMEOUT;
         loop {
             if unsigned_get_status(&self.endpoint()) == Some(403) {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("weed exited early ({status}):\n{}", self.log_tail());
+                self.child = None;
+                self.remove_sockets();
+                return Err(format!(
+                    "weed exited early ({status}):\n{}",
+                    self.log_tail()
+                ));
             }
             if Instant::now() > until {
                 panic!(
@@ -233,12 +252,15 @@ impl Weed {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL) and waits until its ports are free.
+    /// Stops the server (SIGTERM, then SIGKILL after a while) and waits for it to exit.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        signal_group(child.id(), "-TERM");
+        if !signal_group(child.id(), "-TERM") {
+            // No `kill` program: SIGKILL the leader (weed mini is one process).
+            let _ = child.kill();
+        }
         let until = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Ok(Some(_)) = child.try_wait() {
@@ -246,19 +268,36 @@ impl Weed {
             }
             if Instant::now() > until {
                 signal_group(child.id(), "-KILL");
+                let _ = child.kill();
                 let _ = child.wait();
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Make sure no straggler of the group keeps a port.
-        signal_group(child.id(), "-KILL");
+        self.remove_sockets();
+    }
+
+    /// Removes the gRPC sockets weed leaves in /tmp (named by our ports) when it
+    /// does not exit cleanly.
+    fn remove_sockets(&self) {
+        let p = self.ports;
+        for (name, port) in [
+            ("s3", p[1]),
+            ("master", p[3]),
+            ("volume", p[5]),
+            ("filer", p[7]),
+            ("admin", p[9]),
+        ] {
+            let _ = std::fs::remove_file(format!("/tmp/seaweedfs-{name}-grpc-{port}.sock"));
+        }
     }
 
     /// Starts the server again on the same ports and data.
     pub fn restart(&mut self) {
         self.stop();
-        self.run();
+        if let Err(log) = self.run() {
+            panic!("weed did not restart: {log}");
+        }
     }
 
     /// A client for `bucket` with the server's credentials.
@@ -332,17 +371,20 @@ impl Drop for Weed {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal_group(child.id(), "-KILL");
+            let _ = child.kill();
             let _ = child.wait();
+            self.remove_sockets();
         }
     }
 }
 
-/// Sends `signal` to the process group led by `pid`.
-fn signal_group(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
+/// Sends `signal` to the process group led by `pid`; false if `kill` could not run.
+fn signal_group(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
         .args([signal, "--", &format!("-{pid}")])
         .stderr(Stdio::null())
-        .status();
+        .status()
+        .is_ok()
 }
 
 /// Eleven distinct free loopback ports (held open together while choosing).

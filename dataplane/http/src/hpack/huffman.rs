@@ -3,10 +3,10 @@
 //! The code in Appendix B is canonical: codes of one length are consecutive
 //! and sorted by symbol, and every code of length L+1 sorts after every code
 //! of length L. So the 257 code lengths alone define it, and decoding needs
-//! no tree: a 10-bit lookup table resolves every code of up to 10 bits (all
-//! printable ASCII but a handful of punctuation) in one step, and longer
-//! codes are found by comparing the left-aligned bit window against the
-//! first code past each length. All tables are built at compile time.
+//! no tree: an 11-bit lookup table resolves one or two symbols whose codes
+//! fit in the next 11 bits (most printable ASCII codes are 5–8 bits), and
+//! longer codes are found by comparing the left-aligned bit window against
+//! the first code past each length. All tables are built at compile time.
 
 /// Code length in bits of each octet 0..=255 and of EOS (256), from RFC 7541
 /// Appendix B.
@@ -36,15 +36,17 @@ const EOS: u16 = 256;
 /// Longest code, in bits.
 const MAX_LEN: usize = 30;
 /// Bits resolved by the first-level table; codes up to this long take one
-/// lookup. 10 bits = 1024 two-byte entries, 2 KiB.
-const FAST_BITS: u32 = 10;
+/// lookup, and two codes that fit together take one lookup for both.
+/// 11 bits = 2048 four-byte entries, 8 KiB, well inside L1.
+const FAST_BITS: u32 = 11;
 
 struct Tables {
     /// Code of each symbol, right-aligned.
     codes: [u32; 257],
-    /// `(len << 9) | symbol` for each 10-bit prefix, or 0 if the code there
-    /// is longer than 10 bits.
-    fast: [u16; 1 << FAST_BITS],
+    /// For each 11-bit prefix, the symbols whose codes it holds whole:
+    /// `sym1 | sym2 << 8 | len1 << 16 | total_len << 21 | count << 26`,
+    /// count 0 if the first code is longer than 11 bits.
+    fast: [u32; 1 << FAST_BITS],
     /// First code of each length, right-aligned.
     first: [u32; MAX_LEN + 1],
     /// Index into `sorted` of the first symbol of each length.
@@ -64,6 +66,9 @@ const fn build() -> Tables {
         limit: [0; MAX_LEN + 1],
         sorted: [0; 257],
     };
+    // `(symbol, len)` of the code starting each 11-bit prefix, len 0 if the
+    // code is longer.
+    let mut single = [(0u16, 0u32); 1 << FAST_BITS];
     let mut code: u32 = 0;
     let mut k: usize = 0;
     let mut len = 1;
@@ -80,7 +85,7 @@ const fn build() -> Tables {
                     let base = (code << shift) as usize;
                     let mut j = 0;
                     while j < (1usize << shift) {
-                        t.fast[base + j] = ((len as u16) << 9) | sym as u16;
+                        single[base + j] = (sym as u16, len as u32);
                         j += 1;
                     }
                 }
@@ -92,6 +97,21 @@ const fn build() -> Tables {
         t.limit[len] = (code as u64) << (32 - len);
         code <<= 1;
         len += 1;
+    }
+    let mask = (1u32 << FAST_BITS) - 1;
+    let mut p = 0;
+    while p < (1 << FAST_BITS) {
+        let (s1, l1) = single[p];
+        if l1 != 0 {
+            let mut e = s1 as u32 | (l1 << 16) | (l1 << 21) | (1 << 26);
+            let rest = ((p as u32) << l1) & mask;
+            let (s2, l2) = single[rest as usize];
+            if l2 != 0 && l1 + l2 <= FAST_BITS {
+                e = s1 as u32 | ((s2 as u32) << 8) | (l1 << 16) | ((l1 + l2) << 21) | (2 << 26);
+            }
+            t.fast[p] = e;
+        }
+        p += 1;
     }
     t
 }
@@ -112,47 +132,74 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
     let t = &TABLES;
     // Every code is at least 5 bits.
     out.reserve(input.len() * 8 / 5 + 1);
+    // Symbols go to a small array first: storing into it costs less than a
+    // capacity check per `Vec::push`.
+    let mut tmp = [0u8; 64];
+    let mut n = 0;
     let mut acc: u64 = 0;
     let mut nbits: u32 = 0;
     let mut i = 0;
-    loop {
+    let result = loop {
+        if n + 2 > tmp.len() {
+            out.extend_from_slice(&tmp[..n]);
+            n = 0;
+        }
         while nbits <= 56 && i < input.len() {
             acc = (acc << 8) | u64::from(input[i]);
             nbits += 8;
             i += 1;
         }
         if nbits == 0 {
-            break;
+            break Ok(());
         }
         // The unread bits, left-aligned; zeros past the end.
         let top = acc << (64 - nbits);
-        let fast = t.fast[(top >> (64 - FAST_BITS)) as usize];
-        let (sym, len) = if fast != 0 {
-            (fast & 0x1ff, u32::from(fast >> 9))
-        } else {
-            let window = top >> 32;
-            let mut len = FAST_BITS as usize + 1;
-            while len < MAX_LEN && window >= t.limit[len] {
-                len += 1;
+        let e = t.fast[(top >> (64 - FAST_BITS)) as usize];
+        let count = e >> 26;
+        if count != 0 {
+            // Both slots are written; only `count` of them are kept.
+            tmp[n] = e as u8;
+            tmp[n + 1] = (e >> 8) as u8;
+            if count == 2 {
+                let total = (e >> 21) & 31;
+                if total <= nbits {
+                    n += 2;
+                    nbits -= total;
+                    continue;
+                }
             }
-            let idx = ((window >> (32 - len)) as u32)
-                .checked_sub(t.first[len])
-                .map(|i| i as usize + usize::from(t.offset[len]));
-            match idx.and_then(|i| t.sorted.get(i)) {
-                Some(&s) => (s, len as u32),
-                None => return Err(HuffmanError::Padding),
+            let len = (e >> 16) & 31;
+            if len > nbits {
+                // Only padding can be shorter than the code it starts.
+                break Ok(());
             }
+            n += 1;
+            nbits -= len;
+            continue;
+        }
+        let window = top >> 32;
+        let mut len = FAST_BITS as usize + 1;
+        while len < MAX_LEN && window >= t.limit[len] {
+            len += 1;
+        }
+        let idx = ((window >> (32 - len)) as u32)
+            .checked_sub(t.first[len])
+            .map(|i| i as usize + usize::from(t.offset[len]));
+        let Some(&sym) = idx.and_then(|i| t.sorted.get(i)) else {
+            break Err(HuffmanError::Padding);
         };
-        if len > nbits {
-            // Only padding can be shorter than the code it starts.
-            break;
+        if len as u32 > nbits {
+            break Ok(());
         }
         if sym == EOS {
-            return Err(HuffmanError::Eos);
+            break Err(HuffmanError::Eos);
         }
-        out.push(sym as u8);
-        nbits -= len;
-    }
+        tmp[n] = sym as u8;
+        n += 1;
+        nbits -= len as u32;
+    };
+    out.extend_from_slice(&tmp[..n]);
+    result?;
     let pad_mask = (1u64 << nbits) - 1;
     if nbits > 7 || acc & pad_mask != pad_mask {
         return Err(HuffmanError::Padding);

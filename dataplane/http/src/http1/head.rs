@@ -327,6 +327,72 @@ pub fn is_token_byte(b: u8) -> bool {
     CLASS[b as usize] & TOKEN != 0
 }
 
+/// Bytes 0x01 in every lane, for the SWAR scans below.
+const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+/// Bytes 0x80 in every lane.
+const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Non-zero if some byte of `x` is below `n` (n ≤ 0x80; bytes ≥ 0x80 never
+/// count). May flag extra lanes above a true one, never miss one.
+#[inline(always)]
+fn any_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(LO * u64::from(n)) & !x & HI
+}
+
+/// Non-zero if some byte of `x` equals `b`.
+#[inline(always)]
+fn any_equal(x: u64, b: u8) -> u64 {
+    let y = x ^ (LO * u64::from(b));
+    y.wrapping_sub(LO) & !y & HI
+}
+
+/// The next 8 bytes of `s` from `i` as a word, if there are 8.
+#[inline(always)]
+fn word(s: &[u8], i: usize) -> Option<u64> {
+    let w: [u8; 8] = s.get(i..i.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_ne_bytes(w))
+}
+
+/// Length of the run of field-value bytes (HTAB, SP, VCHAR, obs-text) at
+/// the start of `s`: eight at a time while none is a control byte or DEL,
+/// then one at a time (which also takes HTAB).
+#[inline]
+fn value_run(s: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(x) = word(s, i) {
+        if any_below(x, 0x20) | any_equal(x, 0x7f) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i + s[i..]
+        .iter()
+        .position(|&b| CLASS[b as usize] & VALUE == 0)
+        .unwrap_or(s.len() - i)
+}
+
+/// Length of the run of request-target bytes at the start of `s`.
+#[inline]
+fn target_run(s: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(x) = word(s, i) {
+        if any_below(x, 0x21) | any_equal(x, 0x7f) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i + s[i..]
+        .iter()
+        .position(|&b| CLASS[b as usize] & TARGET == 0)
+        .unwrap_or(s.len() - i)
+}
+
+/// Length of the run of token bytes at the start of `s`.
+#[inline]
+fn token_run(s: &[u8]) -> usize {
+    s.iter().position(|&b| !is_token_byte(b)).unwrap_or(s.len())
+}
+
 /// A parsed request line: `(start, end)` offsets and where the fields begin.
 pub(crate) struct RequestLine {
     pub method: (usize, usize),
@@ -403,33 +469,15 @@ pub(crate) fn parse_request_line(buf: &[u8]) -> Result<Status<RequestLine>, Erro
         }
     }
     let m_start = pos;
-    loop {
-        let b = *need!(buf.get(pos));
-        if b == b' ' {
-            break;
-        }
-        if !is_token_byte(b) {
-            return Err(Error::Token);
-        }
-        pos += 1;
-    }
-    if pos == m_start {
+    pos += token_run(&buf[pos..]);
+    if *need!(buf.get(pos)) != b' ' || pos == m_start {
         return Err(Error::Token);
     }
     let method = (m_start, pos);
     pos += 1;
     let t_start = pos;
-    loop {
-        let b = *need!(buf.get(pos));
-        if b == b' ' {
-            break;
-        }
-        if CLASS[b as usize] & TARGET == 0 {
-            return Err(Error::Target);
-        }
-        pos += 1;
-    }
-    if pos == t_start {
+    pos += target_run(buf.get(pos..).unwrap_or_default());
+    if *need!(buf.get(pos)) != b' ' || pos == t_start {
         return Err(Error::Target);
     }
     let target = (t_start, pos);
@@ -513,19 +561,11 @@ pub(crate) fn parse_fields(
             return Ok(Status::Complete(end));
         }
         let name_start = pos;
-        loop {
-            let b = *need!(buf.get(pos));
-            if b == b':' {
-                break;
-            }
-            if !is_token_byte(b) {
-                // Covers obs-fold (a line starting with SP/HTAB), a space
-                // before the colon, and a line with no colon at all.
-                return Err(Error::HeaderName);
-            }
-            pos += 1;
-        }
-        if pos == name_start {
+        pos += token_run(&buf[pos..]);
+        // Anything but a colon after the name covers obs-fold (a line
+        // starting with SP/HTAB), a space before the colon, and a line with
+        // no colon at all.
+        if *need!(buf.get(pos)) != b':' || pos == name_start {
             return Err(Error::HeaderName);
         }
         let name = (name_start, pos - name_start);
@@ -535,12 +575,7 @@ pub(crate) fn parse_fields(
         }
         let value_start = pos;
         // The hot loop: most head bytes are value bytes.
-        let rest = &buf[pos..];
-        let mut i = 0;
-        while i < rest.len() && CLASS[rest[i] as usize] & VALUE != 0 {
-            i += 1;
-        }
-        pos += i;
+        pos += value_run(&buf[pos..]);
         let b = *need!(buf.get(pos));
         if b != b'\r' && b != b'\n' {
             return Err(Error::HeaderValue);
@@ -667,6 +702,28 @@ mod tests {
         let mut h = [EMPTY_HEADER; 1];
         let mut req = Request::new(&mut h);
         assert_eq!(req.parse(&big), Err(Error::HeadTooLarge));
+    }
+
+    #[test]
+    fn word_scans_agree_with_the_byte_classes() {
+        for b in 0..=255u8 {
+            for at in 0..20 {
+                let mut s = vec![b'a'; 24];
+                s[at] = b;
+                let v = if CLASS[b as usize] & VALUE != 0 {
+                    24
+                } else {
+                    at
+                };
+                assert_eq!(value_run(&s), v, "value byte {b:#x} at {at}");
+                let t = if CLASS[b as usize] & TARGET != 0 {
+                    24
+                } else {
+                    at
+                };
+                assert_eq!(target_run(&s), t, "target byte {b:#x} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,219 @@
+//! Debug output until the data plane lands: one NDJSON line per record on
+//! stdout (payload in base64, whole), drop counters every few seconds and at
+//! exit, logs on stderr. `main` calls [`run`] once when `TAPWIRE_DEBUG_CAPTURE`
+//! is set.
+//!
+//! Not the hot path: lines are built with `serde_json` and written under the
+//! stdout lock, one per record.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tapwire_common::{COMM_LEN, Direction, DropReason, Record, Role, Source, decode::cstr};
+
+use super::{Capture, Options, Selection, loader};
+
+/// Set (to anything) to run capture with this debug output instead of the
+/// stores (`main` checks it).
+pub const ENV_DEBUG_CAPTURE: &str = "TAPWIRE_DEBUG_CAPTURE";
+/// Hidden knob for tests: ring bytes per CPU.
+const ENV_RING_BYTES: &str = "TAPWIRE_RING_BYTES";
+/// Hidden knob: wake-up divisor.
+const ENV_WAKE_DIVISOR: &str = "TAPWIRE_WAKE_DIVISOR";
+/// How often drop counters are printed while running.
+const DROPS_EVERY: Duration = Duration::from_secs(2);
+
+fn comm_str(c: &[u8; COMM_LEN]) -> String {
+    String::from_utf8_lossy(cstr(c)).into_owned()
+}
+
+fn addr(family: u16, a: &[u8; 16], port: u16) -> String {
+    if family == 2 {
+        format!("{}:{port}", Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    } else {
+        format!("[{}]:{port}", Ipv6Addr::from(*a))
+    }
+}
+
+fn proc_comm(tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{tid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The JSON line for one record. `comms` remembers each connection's comm from
+/// its open record (which may be read by another CPU's reader).
+pub fn record_json(record: &Record<'_>, comms: &Mutex<HashMap<u64, String>>) -> Value {
+    let h = record.header();
+    match record {
+        Record::ConnOpen(o) => {
+            let comm = comm_str(&o.comm);
+            if let Ok(mut m) = comms.lock() {
+                m.insert(o.conn_id, comm.clone());
+            }
+            let role = match Role::try_from(o.role) {
+                Ok(Role::Client) => "client",
+                Ok(Role::Server) => "server",
+                _ => "unknown",
+            };
+            json!({
+                "type": "open", "cpu": h.cpu, "ts": h.ts_ns, "conn": o.conn_id, "seq": o.seq,
+                "pid": h.pid, "tid": h.tid, "comm": comm, "cgroup": o.cgroup_id, "fd": o.fd,
+                "family": if o.family == 2 { "ipv4" } else { "ipv6" },
+                "local": addr(o.family, &o.local_addr, o.local_port),
+                "remote": addr(o.family, &o.remote_addr, o.remote_port),
+                "role": role,
+            })
+        }
+        Record::Data {
+            data,
+            direction,
+            source,
+            payload,
+        } => {
+            let comm = comms
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&data.conn_id).cloned())
+                .unwrap_or_else(|| proc_comm(h.tid));
+            json!({
+                "type": "data", "cpu": h.cpu, "ts": h.ts_ns, "conn": data.conn_id, "seq": data.seq,
+                "pid": h.pid, "tid": h.tid, "comm": comm, "fd": data.fd,
+                "direction": match direction { Direction::Egress => "egress", Direction::Ingress => "ingress" },
+                "source": match source { Source::Tls => "tls", Source::Plain => "plain" },
+                "call_len": data.call_len, "offset": data.offset, "len": data.cap_len,
+                "payload": base64::engine::general_purpose::STANDARD.encode(payload),
+            })
+        }
+        Record::ConnClose(c) => json!({
+            "type": "close", "cpu": h.cpu, "ts": h.ts_ns, "conn": c.conn_id, "seq": c.seq,
+            "pid": h.pid, "tid": h.tid, "fd": c.fd,
+        }),
+        Record::ProcExec(e) => json!({
+            "type": "exec", "cpu": h.cpu, "ts": h.ts_ns, "pid": h.pid, "tid": h.tid,
+            "comm": comm_str(&e.comm), "cgroup": e.cgroup_id,
+            "filename": String::from_utf8_lossy(cstr(&e.filename)),
+        }),
+        Record::ProcExit(e) => json!({
+            "type": "exit", "cpu": h.cpu, "ts": h.ts_ns, "pid": h.pid, "tid": h.tid,
+            "cgroup": e.cgroup_id,
+        }),
+    }
+}
+
+fn print_line(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+fn drops_json(capture: &Capture, last: bool) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("type".into(), "drops".into());
+    m.insert("final".into(), last.into());
+    for (reason, n) in DropReason::ALL.iter().zip(capture.drops()) {
+        m.insert(reason.name().into(), n.into());
+    }
+    let (mut records, mut errors) = (0u64, 0u64);
+    for (_, c) in capture.reader_counters() {
+        records += c.records.load(std::sync::atomic::Ordering::Relaxed);
+        errors += c.decode_errors.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    m.insert("records".into(), records.into());
+    m.insert("decode_errors".into(), errors.into());
+    m.insert(
+        "placement_fallbacks".into(),
+        capture.placement_fallbacks().into(),
+    );
+    Value::Object(m)
+}
+
+fn env_u32(name: &str) -> anyhow::Result<Option<u32>> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(
+            v.parse()
+                .with_context(|| format!("{name}={v} is not a number"))?,
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Capture options for `selection`, with the ring size and wake-up knobs taken
+/// from `TAPWIRE_RING_BYTES` / `TAPWIRE_WAKE_DIVISOR` when set (tests force ring
+/// overflow with tiny rings).
+pub fn options(selection: Selection) -> anyhow::Result<Options> {
+    let mut opts = Options {
+        selection,
+        ..Options::default()
+    };
+    if let Some(n) = env_u32(ENV_RING_BYTES)? {
+        opts.ring_bytes = n;
+    }
+    if let Some(n) = env_u32(ENV_WAKE_DIVISOR)? {
+        opts.wake_divisor = n;
+    }
+    if let Err(e) = raise_memlock() {
+        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; continuing (memcg accounting)");
+    }
+    Ok(opts)
+}
+
+/// Runs capture with the CLI's selection and prints records until SIGINT or
+/// SIGTERM.
+pub fn run(
+    pids: &[u32],
+    exes: &[std::path::PathBuf],
+    cgroups: &[std::path::PathBuf],
+) -> anyhow::Result<()> {
+    let signals = crate::signals::Signals::block()?;
+    let opts = options(Selection {
+        pids: pids.to_vec(),
+        exes: exes.to_vec(),
+        cgroups: cgroups.to_vec(),
+    })?;
+    let comms = Arc::new(Mutex::new(HashMap::new()));
+    let capture = Capture::start(opts, |_cpu| {
+        let comms = Arc::clone(&comms);
+        move |_raw: &[u8], record: Record<'_>| print_line(&record_json(&record, &comms))
+    })
+    .map_err(|e| anyhow::anyhow!(loader::error_chain(&e)))
+    .context("starting capture")?;
+    print_line(&json!({"type": "ready", "pid": std::process::id()}));
+    let mut next_drops = Instant::now() + DROPS_EVERY;
+    let signal = loop {
+        if let Some(sig) = signals.wait_timeout(Duration::from_millis(200)) {
+            break sig;
+        }
+        if Instant::now() >= next_drops {
+            print_line(&drops_json(&capture, false));
+            next_drops = Instant::now() + DROPS_EVERY;
+        }
+    };
+    tracing::info!(signal, "stopping");
+    let last = drops_json(&capture, true);
+    capture.stop();
+    print_line(&last);
+    Ok(())
+}
+
+/// Raises RLIMIT_MEMLOCK (needed before kernel 5.11's memcg accounting).
+fn raise_memlock() -> std::io::Result<()> {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `rlim` is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,467 @@
+//! Loads the eBPF object, creates the per-CPU rings, writes the config and the
+//! selection, attaches tracepoints and TLS uprobes. Everything attached is
+//! owned by [`Probes`]; dropping it detaches all probes and unloads the
+//! programs (aya detaches a program's links when the program is dropped).
+
+use std::{
+    collections::HashSet,
+    num::NonZeroU32,
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
+    programs::{
+        TracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
+};
+use tapwire_common::{
+    DropReason,
+    config::{Config, FLAG_SELECTION},
+};
+
+use super::{
+    btf::{BtfError, KernelBtf},
+    placement::{Placement, PointKind},
+    selection::{Resolved, Selection, SelectionError},
+    targets::{FileId, TlsTarget},
+};
+
+/// The eBPF object built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tapwire-ebpf"));
+
+/// Default ring size per CPU. One probe hit can emit up to
+/// `MAX_PAYLOAD * MAX_CHUNKS` = 8 MiB (a large `SSL_write` split in records)
+/// while the reader pinned to that CPU cannot run, so a ring must hold that
+/// much plus what was already queued.
+pub const RING_BYTES_PER_CPU: u32 = 16 * 1024 * 1024;
+
+/// Default wake-up mark: a record that brings a ring past 1/8 full wakes its
+/// reader; below it the reader finds records on its poll timer.
+pub const WAKE_DIVISOR: u32 = 8;
+
+/// Syscall tracepoints: `(program, [tracepoints])`.
+const SYSCALL_PROGRAMS: &[(&str, &[&str])] = &[
+    ("sys_enter_read", &["sys_enter_read", "sys_enter_recvfrom"]),
+    ("sys_enter_write", &["sys_enter_write", "sys_enter_sendto"]),
+    ("sys_enter_readv", &["sys_enter_readv"]),
+    ("sys_enter_writev", &["sys_enter_writev"]),
+    ("sys_enter_recvmsg", &["sys_enter_recvmsg"]),
+    ("sys_enter_sendmsg", &["sys_enter_sendmsg"]),
+    ("sys_enter_connect", &["sys_enter_connect"]),
+    (
+        "sys_enter_accept",
+        &["sys_enter_accept", "sys_enter_accept4"],
+    ),
+    ("sys_enter_close", &["sys_enter_close"]),
+    (
+        "sys_exit_socket",
+        &[
+            "sys_exit_read",
+            "sys_exit_recvfrom",
+            "sys_exit_write",
+            "sys_exit_sendto",
+            "sys_exit_readv",
+            "sys_exit_writev",
+            "sys_exit_recvmsg",
+            "sys_exit_sendmsg",
+            "sys_exit_connect",
+            "sys_exit_accept",
+            "sys_exit_accept4",
+        ],
+    ),
+];
+
+/// Scheduler tracepoints: `(program, tracepoint)`.
+const SCHED_PROGRAMS: &[(&str, &str)] = &[
+    ("sched_fork", "sched_process_fork"),
+    ("sched_exec", "sched_process_exec"),
+    ("sched_exit", "sched_process_exit"),
+];
+
+/// Loader settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Which processes to capture.
+    pub selection: Selection,
+    /// Bytes per CPU ring (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// See [`WAKE_DIVISOR`].
+    pub wake_divisor: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            selection: Selection::default(),
+            ring_bytes: RING_BYTES_PER_CPU,
+            wake_divisor: WAKE_DIVISOR,
+        }
+    }
+}
+
+/// Errors loading or attaching the probes.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// Kernel BTF could not be read.
+    #[error("reading kernel btf")]
+    Btf(#[from] BtfError),
+    /// The embedded object is empty (built with `AYA_BUILD_SKIP`).
+    #[error("the binary was built without its ebpf object")]
+    NoObject,
+    /// The object failed to load (verifier or map creation).
+    #[error("loading the ebpf object")]
+    Load(#[from] aya::EbpfError),
+    /// A map is missing from the object.
+    #[error("ebpf map `{0}` missing")]
+    MissingMap(&'static str),
+    /// A program is missing from the object.
+    #[error("ebpf program `{0}` missing")]
+    MissingProgram(&'static str),
+    /// A map operation failed.
+    #[error("ebpf map `{name}`")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Loading or attaching a program failed.
+    #[error("ebpf program `{name}`")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// The selection could not be resolved.
+    #[error("resolving the capture selection")]
+    Selection(#[from] SelectionError),
+    /// tracefs is not mounted and could not be mounted.
+    #[error("mounting tracefs at `/sys/kernel/tracing`")]
+    Tracefs(#[source] std::io::Error),
+    /// The online CPU list could not be read.
+    #[error("reading online cpus")]
+    Cpus(#[source] std::io::Error),
+}
+
+/// One CPU's ring, created by user space and stored in the probes' `RINGS`.
+pub struct CpuRing {
+    /// The CPU whose probes write into this ring.
+    pub cpu: u32,
+    /// The ring.
+    pub ring: RingBuf<MapData>,
+}
+
+/// Reads the kernel-side drop counters.
+pub struct DropCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl DropCounters {
+    /// Sum over CPUs of each reason's counter, in `DropReason::ALL` order.
+    pub fn read(&self) -> [u64; DropReason::COUNT as usize] {
+        let mut out = [0u64; DropReason::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.map.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+}
+
+/// Loaded and attached probes. Dropping detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    per_process: bool,
+    attached: HashSet<(FileId, u64, Option<u32>)>,
+    /// Probe points placed on a single-stepped instruction.
+    pub fallbacks: AtomicU64,
+}
+
+/// Mounts tracefs if `/sys/kernel/tracing` is empty: aya finds tracepoint ids
+/// there.
+fn ensure_tracefs() -> Result<(), LoaderError> {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    // SAFETY: all pointers are NUL-terminated string literals.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoaderError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!(path = "/sys/kernel/tracing", "mounted tracefs");
+    Ok(())
+}
+
+/// Creates a ring buffer map of `bytes` bytes.
+fn create_ring(cpu: u32, bytes: u32) -> Result<RingBuf<MapData>, LoaderError> {
+    let map_err = |source| LoaderError::Map {
+        name: "ring",
+        source,
+    };
+    let obj = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
+        0,
+        0,
+        bytes,
+        0,
+    );
+    let data = MapData::create(obj, &format!("tw_ring_{cpu}"), None).map_err(map_err)?;
+    RingBuf::try_from(Map::RingBuf(data)).map_err(map_err)
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, LoaderError> {
+    ebpf.map_mut(name).ok_or(LoaderError::MissingMap(name))
+}
+
+/// Loads the probes and creates the rings. Tracepoints are attached; TLS
+/// uprobes are attached with [`Probes::attach_target`].
+pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resolved), LoaderError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(LoaderError::NoObject);
+    }
+    ensure_tracefs()?;
+    let offsets = KernelBtf::load(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+
+    let selecting = !opts.selection.is_empty();
+    let config = Config {
+        flags: if selecting { FLAG_SELECTION } else { 0 },
+        wake_divisor: opts.wake_divisor.max(1),
+        offsets,
+    };
+    let mut cfg_map: Array<_, Config> =
+        Array::try_from(map_mut(&mut ebpf, "CONFIG")?).map_err(|source| LoaderError::Map {
+            name: "CONFIG",
+            source,
+        })?;
+    cfg_map
+        .set(0, config, 0)
+        .map_err(|source| LoaderError::Map {
+            name: "CONFIG",
+            source,
+        })?;
+
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| LoaderError::Cpus(e))?;
+    let mut rings = Vec::with_capacity(cpus.len());
+    {
+        let mut outer: ArrayOfMaps<_, RingBuf<MapData>> =
+            ArrayOfMaps::try_from(map_mut(&mut ebpf, "RINGS")?).map_err(|source| {
+                LoaderError::Map {
+                    name: "RINGS",
+                    source,
+                }
+            })?;
+        for &cpu in &cpus {
+            let ring = create_ring(cpu, opts.ring_bytes)?;
+            outer
+                .set(cpu, &ring, 0)
+                .map_err(|source| LoaderError::Map {
+                    name: "RINGS",
+                    source,
+                })?;
+            rings.push(CpuRing { cpu, ring });
+        }
+    }
+
+    // Selection maps before the tracepoints start acting on them.
+    let mut resolved = opts.selection.resolve()?;
+    if selecting {
+        seed_selection(&mut ebpf, &resolved)?;
+    }
+
+    for &(prog, tps) in SYSCALL_PROGRAMS {
+        let p: &mut TracePoint = program(&mut ebpf, prog)?;
+        p.load()
+            .map_err(|source| LoaderError::Program { name: prog, source })?;
+        for tp in tps {
+            p.attach("syscalls", tp)
+                .map_err(|source| LoaderError::Program { name: prog, source })?;
+        }
+    }
+    for &(prog, tp) in SCHED_PROGRAMS {
+        let p: &mut TracePoint = program(&mut ebpf, prog)?;
+        p.load()
+            .map_err(|source| LoaderError::Program { name: prog, source })?;
+        p.attach("sched", tp)
+            .map_err(|source| LoaderError::Program { name: prog, source })?;
+    }
+    if selecting {
+        // Children forked between the first scan and the fork tracepoint.
+        resolved = opts.selection.resolve()?;
+        seed_selection(&mut ebpf, &resolved)?;
+    }
+    for prog in ["ssl_enter", "ssl_return", "ssl_free"] {
+        let p: &mut UProbe = program(&mut ebpf, prog)?;
+        p.load()
+            .map_err(|source| LoaderError::Program { name: prog, source })?;
+    }
+
+    let drops = PerCpuArray::try_from(
+        ebpf.take_map("DROPS")
+            .ok_or(LoaderError::MissingMap("DROPS"))?,
+    )
+    .map_err(|source| LoaderError::Map {
+        name: "DROPS",
+        source,
+    })?;
+    let probes = Probes {
+        ebpf,
+        per_process: selecting,
+        attached: HashSet::new(),
+        fallbacks: AtomicU64::new(0),
+    };
+    Ok((probes, rings, DropCounters { map: drops }, resolved))
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf
+        .program_mut(name)
+        .ok_or(LoaderError::MissingProgram(name))?;
+    p.try_into()
+        .map_err(|source| LoaderError::Program { name, source })
+}
+
+fn seed_selection(ebpf: &mut Ebpf, r: &Resolved) -> Result<(), LoaderError> {
+    let err = |name| move |source| LoaderError::Map { name, source };
+    let mut exes: BpfHashMap<_, u64, u8> =
+        BpfHashMap::try_from(map_mut(ebpf, "SELECTED_EXES")?).map_err(err("SELECTED_EXES"))?;
+    for &ino in &r.exe_inodes {
+        exes.insert(ino, 1, 0).map_err(err("SELECTED_EXES"))?;
+    }
+    let mut cgroups: BpfHashMap<_, u64, u8> =
+        BpfHashMap::try_from(map_mut(ebpf, "SELECTED_CGROUPS")?)
+            .map_err(err("SELECTED_CGROUPS"))?;
+    for &id in &r.cgroup_ids {
+        cgroups.insert(id, 1, 0).map_err(err("SELECTED_CGROUPS"))?;
+    }
+    let mut pids: BpfHashMap<_, u32, u32> =
+        BpfHashMap::try_from(map_mut(ebpf, "SELECTED")?).map_err(err("SELECTED"))?;
+    for (&pid, &bits) in &r.pids {
+        let old = pids.get(&pid, 0).unwrap_or(0);
+        pids.insert(pid, old | bits, 0).map_err(err("SELECTED"))?;
+    }
+    Ok(())
+}
+
+impl Probes {
+    /// True when uprobes are attached per selected process.
+    pub fn per_process(&self) -> bool {
+        self.per_process
+    }
+
+    /// Attaches the TLS probes of `target`: for every process (`pid` `None`,
+    /// once per file) or for one process. Already attached points are skipped.
+    /// Returns how many probe points were attached.
+    pub fn attach_target(&mut self, target: &TlsTarget, pid: Option<u32>) -> usize {
+        let scope = match pid.and_then(NonZeroU32::new) {
+            Some(p) => UProbeScope::OneProcess(p),
+            None => UProbeScope::AllProcesses,
+        };
+        let mut n = 0;
+        for point in &target.points {
+            if !self.attached.insert((target.id, point.file_offset, pid)) {
+                continue;
+            }
+            if let Placement::Fallback { insn } = &point.placement {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    path = %target.path.display(),
+                    symbol = point.symbol,
+                    insn = %insn,
+                    "tls probe on a single-stepped instruction (slow path)"
+                );
+            }
+            let progs: &[&'static str] = match point.kind {
+                PointKind::Call => &["ssl_enter", "ssl_return"],
+                PointKind::SessionEnd => &["ssl_free"],
+            };
+            let mut ok = true;
+            for &prog in progs {
+                let result = program::<UProbe>(&mut self.ebpf, prog).and_then(|p| {
+                    let at = UProbeAttachPoint {
+                        location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                        cookie: Some(point.cookie),
+                    };
+                    p.attach(at, &target.path, scope)
+                        .map_err(|source| LoaderError::Program { name: prog, source })
+                });
+                if let Err(error) = result {
+                    ok = false;
+                    if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                        // The process exited before we got to it.
+                        break;
+                    }
+                    tracing::warn!(
+                        path = %target.path.display(),
+                        symbol = point.symbol,
+                        pid,
+                        error = %error_chain(&error),
+                        "attaching tls probe failed"
+                    );
+                }
+            }
+            if ok {
+                n += 1;
+                tracing::debug!(
+                    path = %target.path.display(),
+                    symbol = point.symbol,
+                    offset = point.file_offset,
+                    pid,
+                    placement = ?point.placement,
+                    "tls probe attached"
+                );
+            }
+        }
+        n
+    }
+
+    /// Adds `pid` to the kernel's selected set (bits OR-ed in).
+    pub fn select_pid(&mut self, pid: u32, bits: u32) {
+        if let Some(map) = self.ebpf.map_mut("SELECTED")
+            && let Ok(mut pids) = BpfHashMap::<_, u32, u32>::try_from(map)
+        {
+            let old = pids.get(&pid, 0).unwrap_or(0);
+            let _ = pids.insert(pid, old | bits, 0);
+        }
+    }
+
+    /// Whether `pid` is in the kernel's selected set.
+    pub fn is_selected(&mut self, pid: u32) -> bool {
+        self.ebpf
+            .map_mut("SELECTED")
+            .and_then(|m| BpfHashMap::<_, u32, u32>::try_from(m).ok())
+            .is_some_and(|pids| pids.get(&pid, 0).is_ok())
+    }
+}
+
+/// An error and its sources, `: `-joined, for log fields.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,188 @@
+//! Per-CPU ring readers: one thread per CPU, pinned to it, draining that
+//! CPU's ring in batches.
+//!
+//! The probes submit without waking anyone, except the record that brings a
+//! ring past its wake-up mark. A reader drains everything there is, then
+//! sleeps in `epoll_wait` until that wake-up or its short poll timeout. Per
+//! record there is no allocation, lock, syscall or log: the record is decoded
+//! in place ([`tapwire_common::decode`]) and handed, borrowed from the ring, to
+//! the handler; the ring slot is released when the handler returns. Counters
+//! are plain locals published once per batch.
+
+use std::{
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::SyncSender,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use tapwire_common::{Record, decode};
+
+use super::loader::CpuRing;
+
+/// How long a reader sleeps when its ring is quiet and no wake-up came. Bounds
+/// the latency of a trickle of records that never reaches the wake-up mark.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A reader's counters, published once per batch.
+#[derive(Debug, Default)]
+pub struct ReaderCounters {
+    /// Records handed to the handler.
+    pub records: AtomicU64,
+    /// Ring bytes consumed.
+    pub bytes: AtomicU64,
+    /// Entries that did not decode (skipped).
+    pub decode_errors: AtomicU64,
+    /// Batches drained.
+    pub batches: AtomicU64,
+}
+
+/// Errors starting a reader.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// `epoll_create1`/`epoll_ctl` failed.
+    #[error("setting up epoll for the cpu {cpu} ring")]
+    Epoll {
+        /// The CPU.
+        cpu: u32,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread could not be spawned.
+    #[error("spawning the cpu {cpu} reader")]
+    Spawn {
+        /// The CPU.
+        cpu: u32,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running reader thread.
+pub struct Reader {
+    /// The CPU it drains.
+    pub cpu: u32,
+    /// Its counters.
+    pub counters: Arc<ReaderCounters>,
+    pub(super) thread: JoinHandle<()>,
+}
+
+/// Owned epoll fd.
+struct Epoll(i32);
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd and close it once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn epoll_for(fd: i32, cpu: u32) -> Result<Epoll, RingError> {
+    let err = |source| RingError::Epoll { cpu, source };
+    // SAFETY: plain syscall, no pointers.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    let ep = Epoll(ep);
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(ep.0, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(ep)
+}
+
+/// Pins the calling thread to `cpu`; a failure is logged (the reader still
+/// works, only less locally).
+fn pin_to(cpu: u32) {
+    // SAFETY: `cpu_set_t` is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` < CPU_SETSIZE for any online CPU.
+    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the given size.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(cpu, %error, "cannot pin ring reader");
+    }
+}
+
+/// Starts one reader per ring. `make_handler(cpu)` builds each reader's
+/// handler, which then runs on that reader's thread only. `exec_tx`, if given,
+/// receives the pid of every exec record (for attaching TLS probes to new
+/// programs); it never blocks the reader (full → the pid is skipped).
+pub fn spawn_readers<F, H>(
+    rings: Vec<CpuRing>,
+    mut make_handler: F,
+    stop: Arc<AtomicBool>,
+    exec_tx: Option<SyncSender<u32>>,
+) -> Result<Vec<Reader>, RingError>
+where
+    F: FnMut(u32) -> H,
+    H: FnMut(&[u8], Record<'_>) + Send + 'static,
+{
+    let mut readers = Vec::with_capacity(rings.len());
+    for CpuRing { cpu, mut ring } in rings {
+        let epoll = epoll_for(ring.as_raw_fd(), cpu)?;
+        let mut handler = make_handler(cpu);
+        let counters = Arc::new(ReaderCounters::default());
+        let published = Arc::clone(&counters);
+        let stop = Arc::clone(&stop);
+        let exec_tx = exec_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ring-{cpu}"))
+            .spawn(move || {
+                pin_to(cpu);
+                let timeout_ms = POLL_INTERVAL.as_millis() as i32;
+                // SAFETY: epoll_event is plain data.
+                let mut events: [libc::epoll_event; 1] = unsafe { std::mem::zeroed() };
+                loop {
+                    let (mut records, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+                    while let Some(item) = ring.next() {
+                        bytes += item.len() as u64;
+                        match decode(&item) {
+                            Ok(record) => {
+                                if let (Record::ProcExec(e), Some(tx)) = (&record, &exec_tx) {
+                                    let _ = tx.try_send(e.header.pid);
+                                }
+                                handler(&item, record);
+                                records += 1;
+                            }
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    if records + errors > 0 {
+                        published.records.fetch_add(records, Ordering::Relaxed);
+                        published.bytes.fetch_add(bytes, Ordering::Relaxed);
+                        published.decode_errors.fetch_add(errors, Ordering::Relaxed);
+                        published.batches.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // Acquire pairs with the Release store in `Capture::stop`:
+                    // the ring was empty after the stop was requested.
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    // SAFETY: `events` has room for 1 event; the fd is ours.
+                    unsafe { libc::epoll_wait(epoll.0, events.as_mut_ptr(), 1, timeout_ms) };
+                }
+                drop(epoll);
+            })
+            .map_err(|source| RingError::Spawn { cpu, source })?;
+        readers.push(Reader {
+            cpu,
+            counters,
+            thread,
+        });
+    }
+    Ok(readers)
+}

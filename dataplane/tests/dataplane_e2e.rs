@@ -1,0 +1,286 @@
+//! The agent as a user runs it — default config, events and objects on stdout —
+//! against real clients and servers, capture limited to the test's processes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{Agent, Bg, Gated, certs, free_port, path_str, python, wait_listening};
+use serde_json::Value;
+
+fn http_server_py() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/http_server.py").to_owned()
+}
+
+/// `http_server.py`'s `/big` body.
+fn big_body() -> Vec<u8> {
+    (0..2usize << 20)
+        .map(|i| ((i * 7 + 3) % 251) as u8)
+        .collect()
+}
+
+fn start_http_server(port: u16, tls: Option<&common::Certs>) -> Bg {
+    let mut cmd = Command::new(python());
+    cmd.arg(http_server_py()).arg(port.to_string());
+    if let Some(c) = tls {
+        cmd.args([path_str(&c.cert), path_str(&c.key)]);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn http_server.py");
+    wait_listening(port, Duration::from_secs(20));
+    Bg(child)
+}
+
+/// Object lines by digest, bytes decoded.
+fn objects(lines: &[Value]) -> HashMap<String, Vec<u8>> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "object")
+        .map(|v| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v["bytes"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(v["size"].as_u64().unwrap() as usize, bytes.len());
+            assert_eq!(
+                v["digest"].as_str().unwrap(),
+                blake3::hash(&bytes).to_hex().as_str()
+            );
+            (v["digest"].as_str().unwrap().to_owned(), bytes)
+        })
+        .collect()
+}
+
+/// The bytes of `txn`'s object with `role`, which must have been printed.
+fn object_of<'a>(objects: &'a HashMap<String, Vec<u8>>, txn: &Value, role: &str) -> &'a [u8] {
+    let entry = txn["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} object in {txn}"));
+    let digest = entry["digest"].as_str().unwrap();
+    objects
+        .get(digest)
+        .unwrap_or_else(|| panic!("object {digest} not printed"))
+}
+
+fn transactions_of(lines: &[Value], pid: u32) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "http_transaction" && v["pid"] == pid)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
+    if !common::can_run("https_keep_alive_and_plain_http_become_events_and_exact_objects") {
+        return;
+    }
+    let _serial = common::serial();
+    let certs = certs();
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let _tls_server = start_http_server(tls_port, Some(&certs));
+    let _plain_server = start_http_server(plain_port, None);
+
+    let base = format!("https://127.0.0.1:{tls_port}");
+    let (small, chunked, big) = (
+        format!("{base}/small"),
+        format!("{base}/chunked"),
+        format!("{base}/big"),
+    );
+    let mut curl = Gated::new(
+        "curl",
+        &[
+            "-sk",
+            "--http1.1",
+            &small,
+            &chunked,
+            &big,
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+        ],
+    );
+    let script = format!(
+        "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{plain_port}/small').read()"
+    );
+    let py = python();
+    let mut client = Gated::new(&py, &["-c", &script]);
+    let (curl_pid, py_pid) = (curl.pid(), client.pid());
+    let agent = Agent::start_dataplane(
+        &[
+            "--pid".into(),
+            curl_pid.to_string(),
+            "--pid".into(),
+            py_pid.to_string(),
+        ],
+        &[],
+    );
+    curl.go();
+    client.go();
+    curl.finish(Duration::from_secs(60));
+    client.finish(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let lines = agent.stop_with(libc::SIGINT);
+    let objects = objects(&lines);
+
+    let txns = transactions_of(&lines, curl_pid);
+    let got: Vec<(&str, &str, &str, u64)> = txns
+        .iter()
+        .map(|t| {
+            (
+                t["method"].as_str().unwrap(),
+                t["authority"].as_str().unwrap(),
+                t["path"].as_str().unwrap(),
+                t["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let host = format!("127.0.0.1:{tls_port}");
+    assert_eq!(
+        got,
+        [
+            ("GET", host.as_str(), "/small", 200),
+            ("GET", &host, "/chunked", 200),
+            ("GET", &host, "/big", 200)
+        ],
+        "curl's transactions"
+    );
+    for t in &txns {
+        assert_eq!(
+            (t["tls"].as_bool(), t["protocol"].as_str()),
+            (Some(true), Some("http1"))
+        );
+        assert_eq!(t["direction"], "egress");
+        assert_eq!(
+            t["conn_id"], txns[0]["conn_id"],
+            "one keep-alive connection"
+        );
+        assert_eq!(
+            (t["gap"].as_bool(), t["truncated"].as_bool()),
+            (Some(false), Some(false))
+        );
+        assert!(
+            t["remote"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{tls_port}"))
+        );
+    }
+    assert_eq!(
+        object_of(&objects, &txns[0], "response_body"),
+        b"hello from tapwire\n"
+    );
+    assert_eq!(
+        object_of(&objects, &txns[1], "response_body"),
+        b"first chunk; second chunk; third and last chunk\n"
+    );
+    assert_eq!(txns[1]["response_headers"]["transfer-encoding"], "chunked");
+    let big = object_of(&objects, &txns[2], "response_body");
+    assert_eq!(blake3::hash(big), blake3::hash(&big_body()), "2 MiB body");
+    assert_eq!(txns[2]["response_body_bytes"], 2 << 20);
+    assert_eq!(
+        object_of(&objects, &txns[0], "request_headers"),
+        format!(
+            "GET /small HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"
+        )
+        .as_bytes()
+    );
+
+    let plain = transactions_of(&lines, py_pid);
+    assert_eq!(plain.len(), 1, "python's one request: {plain:?}");
+    let p = &plain[0];
+    assert_eq!(
+        (
+            p["method"].as_str(),
+            p["path"].as_str(),
+            p["status"].as_u64()
+        ),
+        (Some("GET"), Some("/small"), Some(200))
+    );
+    assert_eq!(p["tls"], false);
+    assert_eq!(
+        object_of(&objects, p, "response_body"),
+        b"hello from tapwire\n"
+    );
+
+    // Only the selected processes were recorded.
+    for line in lines.iter().filter(|v| v["type"] == "http_transaction") {
+        assert!(
+            line["pid"] == curl_pid || line["pid"] == py_pid,
+            "unselected process: {line}"
+        );
+    }
+}
+
+#[test]
+fn http2_over_tls_to_nginx_gives_hpack_decoded_headers() {
+    if !common::can_run("http2_over_tls_to_nginx_gives_hpack_decoded_headers") {
+        return;
+    }
+    let _serial = common::serial();
+    let certs = certs();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n\
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n\
+         ssl_certificate_key {};\n    location / {{ add_header x-test h2-works; return 200 \"hello h2\\n\"; }}\n  }}\n}}\n",
+        path_str(&certs.cert),
+        path_str(&certs.key),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let nginx = Command::new("nginx")
+        .args(["-c", path_str(&conf_path), "-e", &format!("{d}/error.log")])
+        .spawn()
+        .expect("start nginx");
+    let _nginx = Bg(nginx);
+    wait_listening(port, Duration::from_secs(20));
+
+    let url = format!("https://127.0.0.1:{port}/h2/path?q=1");
+    let mut curl = Gated::new("curl", &["-sk", "--http2", "-H", "x-custom: yes", &url]);
+    let curl_pid = curl.pid();
+    let agent = Agent::start_dataplane(&["--pid".into(), curl_pid.to_string()], &[]);
+    curl.go();
+    let body = curl.finish(Duration::from_secs(60));
+    assert_eq!(body, b"hello h2\n");
+    std::thread::sleep(Duration::from_secs(1));
+    let lines = agent.stop_with(libc::SIGTERM);
+    let objects = objects(&lines);
+    let txns = transactions_of(&lines, curl_pid);
+    assert_eq!(txns.len(), 1, "{txns:?}");
+    let t = &txns[0];
+    assert_eq!(t["protocol"], "http2");
+    assert_eq!(t["stream_id"], 1);
+    assert_eq!(
+        (t["method"].as_str(), t["path"].as_str()),
+        (Some("GET"), Some("/h2/path?q=1"))
+    );
+    assert_eq!(t["authority"], format!("127.0.0.1:{port}"));
+    assert_eq!(t["status"], 200);
+    assert_eq!(t["incomplete_headers"], false);
+    assert_eq!(t["request_headers"]["x-custom"], "yes");
+    assert_eq!(t["request_headers"]["user-agent"], "curl/7.88.1");
+    assert_eq!(t["response_headers"]["x-test"], "h2-works");
+    assert!(
+        t["response_headers"]["server"]
+            .as_str()
+            .unwrap()
+            .starts_with("nginx")
+    );
+    assert_eq!(object_of(&objects, t, "response_body"), b"hello h2\n");
+}

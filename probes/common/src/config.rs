@@ -1,0 +1,82 @@
+//! Settings user space writes into the probes' `CONFIG` array (slot 0) before
+//! attaching them.
+//!
+//! The probes follow kernel pointers (task → files → fd table → file → socket →
+//! sock) to learn whether an fd is a TCP socket and what its addresses are. This
+//! kernel has no kprobes and aya's Rust programs get no CO-RE relocations, so the
+//! field offsets are looked up by user space in `/sys/kernel/btf/vmlinux` at
+//! start and handed over here.
+
+/// `Config::flags` bit: capture is limited to selected processes.
+pub const FLAG_SELECTION: u32 = 1;
+
+/// Byte offsets of kernel struct fields, from the running kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd`
+    pub fdt_fd: u32,
+    /// `file.private_data`
+    pub file_private_data: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `inode.i_mode`
+    pub inode_mode: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `mm_struct.exe_file`
+    pub mm_exe_file: u32,
+    /// `socket.type`
+    pub socket_type: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock_common.skc_family` (within `struct sock`)
+    pub sk_family: u32,
+    /// `sock_common.skc_daddr`
+    pub sk_daddr: u32,
+    /// `sock_common.skc_rcv_saddr`
+    pub sk_rcv_saddr: u32,
+    /// `sock_common.skc_dport`
+    pub sk_dport: u32,
+    /// `sock_common.skc_num`
+    pub sk_num: u32,
+    /// `sock_common.skc_v6_daddr`
+    pub sk_v6_daddr: u32,
+    /// `sock_common.skc_v6_rcv_saddr`
+    pub sk_v6_rcv_saddr: u32,
+    /// Explicit padding.
+    pub _pad0: u32,
+}
+
+/// Everything the probes read from user space at run time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Force a reader wake-up once a ring holds more than `ring size / wake_divisor`
+    /// bytes; below that, records go in with `BPF_RB_NO_WAKEUP` and the reader
+    /// finds them on its poll timer.
+    pub wake_divisor: u32,
+    /// Kernel struct offsets.
+    pub offsets: KernelOffsets,
+}
+
+const _: () = assert!(size_of::<KernelOffsets>() == 80);
+const _: () = assert!(size_of::<Config>() == 88);
+
+/// `SELECTED` map value bits: why a process is selected.
+pub mod select {
+    /// Named with `--pid`, or a descendant of one.
+    pub const PID: u32 = 1;
+    /// Runs an executable named with `--exe`.
+    pub const EXE: u32 = 2;
+}

@@ -1,0 +1,199 @@
+//! File descriptor → TCP connection.
+//!
+//! Syscall tracepoints see only an fd. To know whether it is an AF_INET/AF_INET6
+//! stream socket, and its addresses, we follow kernel pointers from the current
+//! task: `task->files->fdt->fd[fd]` is the `struct file`; its inode mode says
+//! socket; `file->private_data` is the `struct socket` (type) whose `sk` holds
+//! family, addresses and ports. The field offsets come from the running
+//! kernel's BTF through `CONFIG` (there is no CO-RE for Rust programs here). A
+//! failed read means "not a TCP socket" and is counted.
+//!
+//! The walk runs once per (process, fd): the result is kept in `CONNS` (a TCP
+//! socket) or `NOT_TCP` (anything else) until `close`.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
+    bpf_get_smp_processor_id, bpf_probe_read_kernel,
+};
+use tapwire_common::{
+    ConnOpen, DropReason, Kind, Role,
+    config::{Config, KernelOffsets},
+};
+
+use crate::{
+    emit::{count, header, output_value},
+    maps::{CONFIG, CONN_IDS, CONNS, ConnState, NOT_TCP},
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const SOCK_STREAM: u16 = 1;
+const S_IFMT: u16 = 0o170_000;
+const S_IFSOCK: u16 = 0o140_000;
+
+/// Key of `CONNS` and `NOT_TCP`.
+#[inline(always)]
+pub fn key(tgid: u32, fd: i64) -> u64 {
+    ((tgid as u64) << 32) | (fd as u64 & 0xffff_ffff)
+}
+
+#[inline(always)]
+fn read<T>(base: u64, off: u32) -> Option<T> {
+    // SAFETY: `bpf_probe_read_kernel` tolerates any address and fails cleanly.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// Addresses of a TCP socket.
+struct SockInfo {
+    family: u16,
+    local: [u8; 16],
+    remote: [u8; 16],
+    local_port: u16,
+    remote_port: u16,
+}
+
+/// The `struct sock *` behind `fd` of the current task, if it is an inet
+/// stream socket. `Err(())` when a kernel read failed.
+#[inline(always)]
+fn tcp_sock(o: &KernelOffsets, fd: i64) -> Result<Option<u64>, ()> {
+    if fd < 0 {
+        return Ok(None);
+    }
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, o.task_files).ok_or(())?;
+    let fdt: u64 = read(files, o.files_fdt).ok_or(())?;
+    let max_fds: u32 = read(fdt, o.fdt_max_fds).ok_or(())?;
+    if fd as u64 >= max_fds as u64 {
+        return Ok(None);
+    }
+    let fd_array: u64 = read(fdt, o.fdt_fd).ok_or(())?;
+    let file: u64 = read(fd_array + (fd as u64) * 8, 0).ok_or(())?;
+    if file == 0 {
+        return Ok(None);
+    }
+    let inode: u64 = read(file, o.file_inode).ok_or(())?;
+    let mode: u16 = read(inode, o.inode_mode).ok_or(())?;
+    if mode & S_IFMT != S_IFSOCK {
+        return Ok(None);
+    }
+    let socket: u64 = read(file, o.file_private_data).ok_or(())?;
+    let ty: u16 = read(socket, o.socket_type).ok_or(())?;
+    if ty != SOCK_STREAM {
+        return Ok(None);
+    }
+    let sk: u64 = read(socket, o.socket_sk).ok_or(())?;
+    let family: u16 = read(sk, o.sk_family).ok_or(())?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(None);
+    }
+    Ok(Some(sk))
+}
+
+#[inline(always)]
+fn sock_info(o: &KernelOffsets, sk: u64) -> Option<SockInfo> {
+    let family: u16 = read(sk, o.sk_family)?;
+    let mut info = SockInfo {
+        family,
+        local: [0; 16],
+        remote: [0; 16],
+        local_port: read(sk, o.sk_num)?,
+        remote_port: u16::from_be(read(sk, o.sk_dport)?),
+    };
+    if family == AF_INET {
+        let l: [u8; 4] = read(sk, o.sk_rcv_saddr)?;
+        let r: [u8; 4] = read(sk, o.sk_daddr)?;
+        info.local[..4].copy_from_slice(&l);
+        info.remote[..4].copy_from_slice(&r);
+    } else {
+        info.local = read(sk, o.sk_v6_rcv_saddr)?;
+        info.remote = read(sk, o.sk_v6_daddr)?;
+    }
+    Some(info)
+}
+
+#[inline(always)]
+fn new_conn_id() -> u64 {
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    let n = match CONN_IDS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent user on this CPU.
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => 0,
+    };
+    (cpu << 48) | (n & 0xffff_ffff_ffff)
+}
+
+/// The tracked connection of `fd` in the current process: looked up, or
+/// discovered now (emitting its open record with `role`). `None` if `fd` is not
+/// a TCP socket.
+#[inline(always)]
+pub fn lookup_or_track(fd: i64, role: Role) -> Option<*mut ConnState> {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let k = key(tgid, fd);
+    if let Some(c) = CONNS.get_ptr_mut(k) {
+        return Some(c);
+    }
+    // SAFETY: `NOT_TCP` values are plain bytes; we only test presence.
+    if unsafe { NOT_TCP.get(k) }.is_some() {
+        return None;
+    }
+    track(fd, role)
+}
+
+/// Walks `fd` of the current task; tracks it and emits an open record if it is
+/// a TCP socket, else remembers that it is not.
+#[inline(always)]
+pub fn track(fd: i64, role: Role) -> Option<*mut ConnState> {
+    let cfg: &Config = CONFIG.get(0)?;
+    let o = &cfg.offsets;
+    let hdr = header(Kind::ConnOpen);
+    let k = key(hdr.pid, fd);
+    let sk = match tcp_sock(o, fd) {
+        Ok(Some(sk)) => sk,
+        Ok(None) => {
+            let _ = NOT_TCP.insert(k, 0u8, 0);
+            return None;
+        }
+        Err(()) => {
+            count(DropReason::KernelRead, 1);
+            return None;
+        }
+    };
+    let Some(info) = sock_info(o, sk) else {
+        count(DropReason::KernelRead, 1);
+        return None;
+    };
+    let conn_id = new_conn_id();
+    let state = ConnState {
+        conn_id,
+        seq: 1,
+        flags: 0,
+        role: role as u32,
+    };
+    if CONNS.insert(k, state, 0).is_err() {
+        count(DropReason::ConnTableFull, 1);
+        return None;
+    }
+    let open = ConnOpen {
+        header: hdr,
+        conn_id,
+        seq: 0,
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        local_addr: info.local,
+        remote_addr: info.remote,
+        local_port: info.local_port,
+        remote_port: info.remote_port,
+        family: info.family,
+        _pad0: 0,
+        role: role as u32,
+        fd: fd as i32,
+    };
+    output_value(&open);
+    CONNS.get_ptr_mut(k)
+}

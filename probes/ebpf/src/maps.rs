@@ -1,0 +1,143 @@
+//! Every map the probes use. User space creates the per-CPU rings and fills
+//! `RINGS`, writes `CONFIG`, seeds the selection maps and reads `DROPS`.
+
+use aya_ebpf::{
+    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    macros::btf_map,
+};
+use tapwire_common::{Data, DropReason, MAX_CPUS, MAX_PAYLOAD, config::Config};
+
+/// Template size of a ring; user space creates the real rings with its own size
+/// (the kernel does not compare `max_entries` of ring buffers in map-in-map).
+pub const RING_TEMPLATE_BYTES: usize = 256 * 1024;
+
+/// Connections tracked at once (LRU: a process that exits without closing its
+/// sockets does not leak entries).
+pub const MAX_CONNS: usize = 65_536;
+
+/// One ring buffer per CPU, indexed by `bpf_get_smp_processor_id()`.
+#[btf_map]
+pub static RINGS: ArrayOfMaps<RingBuf<u8, RING_TEMPLATE_BYTES>, { MAX_CPUS as usize }> =
+    ArrayOfMaps::new();
+
+/// Slot 0: [`Config`] written by user space before attaching.
+#[btf_map]
+pub static CONFIG: Array<Config, 1> = Array::new();
+
+/// Per-CPU drop counters, indexed by [`DropReason`].
+#[btf_map]
+pub static DROPS: PerCpuArray<u64, { DropReason::COUNT as usize }> = PerCpuArray::new();
+
+/// A data record being built: fixed part then payload, sent with one
+/// `bpf_ringbuf_output` of the used length. Too big for the 512-byte stack.
+#[repr(C)]
+pub struct Scratch {
+    pub data: Data,
+    pub payload: [u8; MAX_PAYLOAD],
+}
+
+/// Per-CPU scratch for data records.
+#[btf_map]
+pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+/// Per-CPU counter for connection ids: `cpu << 48 | n`.
+#[btf_map]
+pub static CONN_IDS: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// `ConnState::flags`: the connection carries TLS; its socket bytes are ciphertext.
+pub const CONN_TLS: u32 = 1;
+/// `ConnState::flags`: the first plain bytes were seen and were not a TLS record.
+pub const CONN_PLAIN: u32 = 2;
+
+/// What the probes know about one tracked TCP socket.
+#[repr(C)]
+pub struct ConnState {
+    pub conn_id: u64,
+    /// Next sequence number (the open record took 0).
+    pub seq: u64,
+    pub flags: u32,
+    pub role: u32,
+}
+
+/// Tracked connections, keyed by `tgid << 32 | fd`.
+#[btf_map]
+pub static CONNS: LruHashMap<u64, ConnState, MAX_CONNS> = LruHashMap::new();
+
+/// File descriptors known not to be TCP sockets, keyed like `CONNS`; cleared on
+/// `close`.
+#[btf_map]
+pub static NOT_TCP: LruHashMap<u64, u8, MAX_CONNS> = LruHashMap::new();
+
+/// Arguments of a socket syscall in flight, saved at entry for the exit probe.
+#[repr(C)]
+pub struct SyscallArgs {
+    pub fd: i64,
+    /// Buffer, iovec array or msghdr, depending on `shape`.
+    pub ptr: u64,
+    /// Byte count or iovec count.
+    pub len: u64,
+    /// `SHAPE_*`.
+    pub shape: u32,
+    /// Direction number.
+    pub direction: u32,
+}
+
+pub const SHAPE_BUF: u32 = 1;
+pub const SHAPE_IOV: u32 = 2;
+pub const SHAPE_MSG: u32 = 3;
+pub const SHAPE_CONNECT: u32 = 4;
+pub const SHAPE_ACCEPT: u32 = 5;
+
+/// In-flight socket syscalls, keyed by `pid_tgid`.
+#[btf_map]
+pub static SYSCALLS: HashMap<u64, SyscallArgs, 16_384> = HashMap::new();
+
+/// A TLS call in flight on a thread: saved at the uprobe, completed at the
+/// uretprobe.
+#[repr(C)]
+pub struct TlsCall {
+    pub ssl: u64,
+    pub buf: u64,
+    /// `size_t *readbytes`/`*written` for the `_ex` shape, else 0.
+    pub out: u64,
+    /// fd named by a socket syscall inside this call, or -1.
+    pub fd: i64,
+    /// `tls::FN_*` (from the attach cookie).
+    pub func: u32,
+    pub _pad: u32,
+}
+
+/// TLS calls in flight, keyed by `pid_tgid`.
+#[btf_map]
+pub static TLS_CALLS: HashMap<u64, TlsCall, 16_384> = HashMap::new();
+
+/// `SSL *` → fd, learned from the syscalls inside earlier calls.
+#[repr(C)]
+pub struct SslKey {
+    pub tgid: u64,
+    pub ssl: u64,
+}
+
+#[btf_map]
+pub static SSL_FDS: LruHashMap<SslKey, i64, MAX_CONNS> = LruHashMap::new();
+
+/// Selected processes (tgid or tid → `select::*` bits), when selection is on.
+#[btf_map]
+pub static SELECTED: HashMap<u32, u32, 65_536> = HashMap::new();
+
+/// Selected cgroup ids.
+#[btf_map]
+pub static SELECTED_CGROUPS: HashMap<u64, u8, 256> = HashMap::new();
+
+/// Inode numbers of selected executables.
+#[btf_map]
+pub static SELECTED_EXES: HashMap<u64, u8, 256> = HashMap::new();
+
+/// Per-thread fd of the last ciphertext read made outside any TLS call, for
+/// libraries driven through memory BIOs (node): there the socket I/O happens
+/// outside `SSL_read`/`SSL_write`, so no syscall inside the call names the fd.
+/// The read of a TLS record precedes, on the same thread, the `SSL_*` call
+/// that consumes it; a session without a known fd takes this one at its
+/// first call (see `tls::ssl_enter`). Keyed by `pid_tgid`.
+#[btf_map]
+pub static LAST_TLS_READ: LruHashMap<u64, i64, 16_384> = LruHashMap::new();

@@ -1,0 +1,32 @@
+//! Is the current process captured? Without a selection, everything is; with
+//! one, a process is when its tgid is in `SELECTED` (by pid with descendants,
+//! or by executable, maintained by [`crate::process`]) or its cgroup is in
+//! `SELECTED_CGROUPS`. Checked first in every program so unselected processes
+//! pay one or two map lookups.
+
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
+use tapwire_common::config::FLAG_SELECTION;
+
+use crate::maps::{CONFIG, SELECTED, SELECTED_CGROUPS};
+
+#[inline(always)]
+pub fn selection_on() -> bool {
+    CONFIG.get(0).is_some_and(|c| c.flags & FLAG_SELECTION != 0)
+}
+
+/// True if the current process is captured.
+#[inline(always)]
+pub fn selected() -> bool {
+    if !selection_on() {
+        return true;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: values are plain integers; we only test presence.
+    if unsafe { SELECTED.get(tgid) }.is_some() {
+        return true;
+    }
+    // SAFETY: helper without preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: as above.
+    unsafe { SELECTED_CGROUPS.get(cgroup) }.is_some()
+}

@@ -1,0 +1,309 @@
+//! Socket syscall tracepoints: plaintext data, connection open and close, and
+//! the fd of a TLS session.
+//!
+//! Why tracepoints: this kernel has no kprobes, and `syscalls:sys_{enter,exit}_*`
+//! are a stable ABI (fields at fixed offsets, see
+//! `/sys/kernel/tracing/events/syscalls/*/format`: args are 8-byte slots from
+//! offset 16, the exit's `ret` is at 16).
+//!
+//! Pairing: the enter probe saves the arguments in `SYSCALLS` keyed by
+//! `pid_tgid`; the one exit program (attached to every `sys_exit_*` we use)
+//! takes them back and acts on the return value — bytes actually moved, the new
+//! fd of `accept`, success of `connect`. A thread makes one syscall at a time,
+//! so the key is enough.
+//!
+//! A socket syscall made while the thread is inside `SSL_read`/`SSL_write` (an
+//! entry in `TLS_CALLS`) names that session's fd: it is recorded for the TLS
+//! return probe, the connection is marked TLS, and its ciphertext is not
+//! emitted. A connection whose first plain bytes look like a TLS record header
+//! (a handshake made outside the hooked calls) is marked TLS as well.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tapwire_common::{ConnClose, Direction, Kind, Role, Source};
+
+use crate::{
+    conn::{key, lookup_or_track, track},
+    emit::{DataCall, emit_data, header, next_seq, output_value},
+    maps::{
+        CONN_PLAIN, CONN_TLS, CONNS, LAST_TLS_READ, NOT_TCP, SHAPE_ACCEPT, SHAPE_BUF,
+        SHAPE_CONNECT, SHAPE_IOV, SHAPE_MSG, SSL_FDS, SYSCALLS, SslKey, SyscallArgs, TLS_CALLS,
+    },
+    select::selected,
+};
+
+/// Offset of syscall argument `n` in a `sys_enter_*` record.
+const fn arg_off(n: usize) -> usize {
+    16 + 8 * n
+}
+/// Offset of `ret` in a `sys_exit_*` record.
+const RET_OFF: usize = 16;
+
+/// iovecs looked at per vectored call; bytes in later ones are not captured
+/// (HTTP clients and servers use one to three).
+const MAX_IOV: u32 = 8;
+/// Records per iovec.
+const IOV_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
+/// Records per plain buffer.
+const BUF_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: syscall tracepoint records hold six 8-byte args from offset 16.
+    unsafe { ctx.read_at::<u64>(arg_off(n)) }.unwrap_or(0)
+}
+
+/// Saves the arguments of a socket syscall for the exit probe, unless the
+/// thread is inside a TLS call, in which case the fd is handed to it instead.
+#[inline(always)]
+fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
+    if !selected() {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let fd = arg(ctx, 0) as i32 as i64;
+    // Inside a TLS call, a syscall on a TCP socket names the session's fd.
+    // Other files read inside the call (node reads the time zone file during
+    // its first `SSL_write`) are not it.
+    if shape != SHAPE_CONNECT
+        && shape != SHAPE_ACCEPT
+        && let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid)
+        && let Some(conn) = lookup_or_track(fd, Role::Unknown)
+    {
+        // SAFETY: live map values of this thread / connection.
+        let ssl = unsafe {
+            (*conn).flags |= CONN_TLS;
+            (*call).fd = fd;
+            (*call).ssl
+        };
+        let _ = SSL_FDS.insert(
+            SslKey {
+                tgid: pid_tgid >> 32,
+                ssl,
+            },
+            fd,
+            0,
+        );
+        return 0;
+    }
+    let args = SyscallArgs {
+        fd,
+        ptr: arg(ctx, 1),
+        len: arg(ctx, 2),
+        shape,
+        direction: direction as u32,
+    };
+    let _ = SYSCALLS.insert(pid_tgid, args, 0);
+    0
+}
+
+/// hook: syscalls:sys_enter_read(fd, buf, count), sys_enter_recvfrom(fd, ubuf, size, …)
+#[tracepoint]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_BUF, Direction::Ingress)
+}
+
+/// hook: syscalls:sys_enter_write(fd, buf, count), sys_enter_sendto(fd, buff, len, …)
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_BUF, Direction::Egress)
+}
+
+/// hook: syscalls:sys_enter_readv(fd, vec, vlen)
+#[tracepoint]
+pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_IOV, Direction::Ingress)
+}
+
+/// hook: syscalls:sys_enter_writev(fd, vec, vlen)
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_IOV, Direction::Egress)
+}
+
+/// hook: syscalls:sys_enter_recvmsg(fd, msg, flags)
+#[tracepoint]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_MSG, Direction::Ingress)
+}
+
+/// hook: syscalls:sys_enter_sendmsg(fd, msg, flags)
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_MSG, Direction::Egress)
+}
+
+/// hook: syscalls:sys_enter_connect(fd, uservaddr, addrlen)
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_CONNECT, Direction::Egress)
+}
+
+/// hook: syscalls:sys_enter_accept(fd, upeer_sockaddr, upeer_addrlen),
+/// sys_enter_accept4(fd, upeer_sockaddr, upeer_addrlen, flags)
+#[tracepoint]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_ACCEPT, Direction::Ingress)
+}
+
+/// hook: syscalls:sys_enter_close(fd)
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    if !selected() {
+        return 0;
+    }
+    let fd = arg(&ctx, 0) as i32 as i64;
+    let k = key((bpf_get_current_pid_tgid() >> 32) as u32, fd);
+    let _ = NOT_TCP.remove(k);
+    if let Some(conn) = CONNS.get_ptr_mut(k) {
+        let close = ConnClose {
+            header: header(Kind::ConnClose),
+            // SAFETY: live map value.
+            conn_id: unsafe { (*conn).conn_id },
+            seq: next_seq(conn),
+            fd: fd as i32,
+            _pad0: 0,
+        };
+        output_value(&close);
+        let _ = CONNS.remove(k);
+    }
+    0
+}
+
+/// hook: syscalls:sys_exit_{read,write,recvfrom,sendto,readv,writev,recvmsg,
+/// sendmsg,connect,accept,accept4}(…) -> long
+#[tracepoint]
+pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(saved) = SYSCALLS.get_ptr(pid_tgid) else {
+        return 0;
+    };
+    // SAFETY: live map value of this thread; copied out before removal.
+    let args = unsafe { core::ptr::read(saved) };
+    let _ = SYSCALLS.remove(pid_tgid);
+    // SAFETY: `ret` is at offset 16 of every sys_exit record.
+    let ret = unsafe { ctx.read_at::<i64>(RET_OFF) }.unwrap_or(-1);
+    let tgid = (pid_tgid >> 32) as u32;
+    match args.shape {
+        SHAPE_CONNECT => {
+            // 0, or -EINPROGRESS for a non-blocking connect: either way the
+            // local address and port are already chosen.
+            if ret == 0 || ret == -115 {
+                retrack(tgid, args.fd, Role::Client);
+            }
+        }
+        SHAPE_ACCEPT => {
+            if ret >= 0 {
+                retrack(tgid, ret, Role::Server);
+            }
+        }
+        _ => {
+            if ret > 0 {
+                data(&args, ret as u64);
+            }
+        }
+    }
+    0
+}
+
+/// Forgets whatever was known about `fd` (a missed close) and tracks it anew.
+#[inline(always)]
+fn retrack(tgid: u32, fd: i64, role: Role) {
+    let k = key(tgid, fd);
+    let _ = CONNS.remove(k);
+    let _ = NOT_TCP.remove(k);
+    let _ = track(fd, role);
+}
+
+#[inline(always)]
+fn read_user<T>(addr: u64) -> Option<T> {
+    // SAFETY: the helper reads user memory safely, failing on bad addresses.
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+/// True if `b` starts like a TLS record: content type 20–23, version 3.x.
+#[inline(always)]
+fn looks_like_tls(b: [u8; 3]) -> bool {
+    (0x14..=0x17).contains(&b[0]) && b[1] == 3 && b[2] <= 4
+}
+
+#[inline(always)]
+fn data(args: &SyscallArgs, len: u64) {
+    let Some(conn) = lookup_or_track(args.fd, Role::Unknown) else {
+        return;
+    };
+    // SAFETY: live map value.
+    let flags = unsafe { (*conn).flags };
+    if flags & CONN_TLS != 0 {
+        tls_socket_io(args);
+        return;
+    }
+    // The iovec array: for msghdr, `msg_iov` at 16 and `msg_iovlen` at 24.
+    let (iov, iovlen) = match args.shape {
+        SHAPE_BUF => (0, 0),
+        SHAPE_IOV => (args.ptr, args.len),
+        _ => (
+            read_user::<u64>(args.ptr + 16).unwrap_or(0),
+            read_user::<u64>(args.ptr + 24).unwrap_or(0),
+        ),
+    };
+    if flags & CONN_PLAIN == 0 {
+        let first = if args.shape == SHAPE_BUF {
+            args.ptr
+        } else {
+            read_user::<u64>(iov).unwrap_or(0)
+        };
+        if len >= 3 && read_user::<[u8; 3]>(first).is_some_and(looks_like_tls) {
+            // SAFETY: live map value.
+            unsafe { (*conn).flags |= CONN_TLS };
+            tls_socket_io(args);
+            return;
+        }
+        // SAFETY: live map value.
+        unsafe { (*conn).flags |= CONN_PLAIN };
+    }
+    let call = DataCall {
+        conn,
+        // SAFETY: live map value.
+        conn_id: unsafe { (*conn).conn_id },
+        fd: args.fd,
+        direction: args.direction,
+        source: Source::Plain as u32,
+    };
+    if args.shape == SHAPE_BUF {
+        emit_data::<BUF_CHUNKS>(&call, args.ptr, len, len, 0);
+        return;
+    }
+    let mut done: u64 = 0;
+    let mut i: u32 = 0;
+    while i < MAX_IOV {
+        if i as u64 >= iovlen || done >= len {
+            return;
+        }
+        let entry = iov + i as u64 * 16;
+        let (Some(base), Some(iov_len)) = (read_user::<u64>(entry), read_user::<u64>(entry + 8))
+        else {
+            return;
+        };
+        let take = if iov_len < len - done {
+            iov_len
+        } else {
+            len - done
+        };
+        emit_data::<IOV_CHUNKS>(&call, base, take, len, done);
+        done += take;
+        i += 1;
+    }
+}
+
+/// Ciphertext moved on a TLS socket outside a TLS call (memory-BIO
+/// libraries): a read names the fd for this thread's next TLS call.
+#[inline(always)]
+fn tls_socket_io(args: &SyscallArgs) {
+    if args.direction == Direction::Ingress as u32 {
+        let _ = LAST_TLS_READ.insert(bpf_get_current_pid_tgid(), args.fd, 0);
+    }
+}

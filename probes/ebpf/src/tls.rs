@@ -1,0 +1,173 @@
+//! TLS plaintext: uprobes in OpenSSL/BoringSSL.
+//!
+//! Why here: inside the library, before encryption and after decryption, the
+//! bytes are the application's own, with no keys needed. Reads are complete only
+//! when the call returns, so both directions are copied at return from the buffer
+//! saved at entry: for reads this is the only choice; for writes it also avoids
+//! copying a buffer twice when a non-blocking `SSL_write` fails with
+//! `SSL_ERROR_WANT_WRITE` and is retried, and the socket write inside the call
+//! has named the fd by then (on a session's first write nothing else could).
+//!
+//! Pairing: the uprobe saves `(ssl, buf, out)` in `TLS_CALLS` keyed by
+//! `pid_tgid`; the uretprobe on the same function takes it back. The attach
+//! cookie (`tls_fn::*`) says which calling convention the hooked address has: user
+//! space may attach at an internal function (`ssl_read_internal`, …) that both
+//! `SSL_read` and `SSL_read_ex` call, which has the `_ex` shape.
+//!
+//! Session → socket: the read/write syscall made inside the call on the same
+//! thread names the fd (see [`crate::sockets`]); it is remembered per `SSL *` in
+//! `SSL_FDS` for calls served from buffered records without a syscall.
+//! Libraries driven through memory BIOs (node) make no socket syscall inside
+//! the call: there the session takes the fd of the thread's last ciphertext
+//! read (`LAST_TLS_READ`) at its first call.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_attach_cookie},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tapwire_common::{Direction, DropReason, Role, Source, tls_fn};
+
+use crate::{
+    conn::lookup_or_track,
+    emit::{DataCall, count, emit_data},
+    maps::{CONN_TLS, LAST_TLS_READ, SSL_FDS, SslKey, TLS_CALLS, TlsCall},
+    select::selected,
+};
+
+const FN_READ: u32 = tls_fn::READ as u32;
+const FN_READ_EX: u32 = tls_fn::READ_EX as u32;
+const FN_WRITE: u32 = tls_fn::WRITE as u32;
+
+/// Records per TLS call: a 5 MiB `SSL_write_ex` (python's `sendall`) is one call.
+const TLS_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
+
+/// hook: libssl SSL_read/SSL_read_ex/SSL_write/SSL_write_ex (or the internal
+/// function they call, `_ex` shape) entry; cookie = `tls_fn::*`.
+#[uprobe]
+pub fn ssl_enter(ctx: ProbeContext) -> u32 {
+    if !selected() {
+        return 0;
+    }
+    // SAFETY: valid context pointer of this uprobe.
+    let func = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let ex = func == FN_READ_EX || func == tls_fn::WRITE_EX as u32;
+    let call = TlsCall {
+        ssl: ctx.arg::<u64>(0).unwrap_or(0),
+        buf: ctx.arg::<u64>(1).unwrap_or(0),
+        out: if ex {
+            ctx.arg::<u64>(3).unwrap_or(0)
+        } else {
+            0
+        },
+        fd: -1,
+        func,
+        _pad: 0,
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = SslKey {
+        tgid: pid_tgid >> 32,
+        ssl: call.ssl,
+    };
+    // SAFETY: plain integer values; only presence and a copy are used.
+    if unsafe { SSL_FDS.get(&key) }.is_none()
+        && let Some(fd) = unsafe { LAST_TLS_READ.get(pid_tgid) }.copied()
+    {
+        // Memory-BIO session: the ciphertext it consumes was last read from
+        // this fd on this thread. A syscall inside the call still overrides.
+        let _ = SSL_FDS.insert(key, fd, 0);
+    }
+    let _ = TLS_CALLS.insert(pid_tgid, call, 0);
+    0
+}
+
+/// hook: return of the functions [`ssl_enter`] is attached to.
+#[uretprobe]
+pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(saved) = TLS_CALLS.get_ptr(pid_tgid) else {
+        return 0;
+    };
+    // SAFETY: live map value of this thread; copied before removal.
+    let call = unsafe { core::ptr::read(saved) };
+    let _ = TLS_CALLS.remove(pid_tgid);
+    let ret: i64 = ctx.ret::<i64>() as i32 as i64;
+    let len = match call.func {
+        FN_READ | FN_WRITE => {
+            if ret <= 0 {
+                return 0;
+            }
+            ret as u64
+        }
+        _ => {
+            if ret != 1 {
+                return 0;
+            }
+            // SAFETY: the helper reads user memory safely.
+            match unsafe { bpf_probe_read_user(call.out as *const u64) } {
+                Ok(n) => n,
+                Err(_) => {
+                    count(DropReason::CopyFailed, 1);
+                    return 0;
+                }
+            }
+        }
+    };
+    if len == 0 {
+        return 0;
+    }
+    let key = SslKey {
+        tgid: pid_tgid >> 32,
+        ssl: call.ssl,
+    };
+    let is_read = call.func == FN_READ || call.func == FN_READ_EX;
+    let fd = if call.fd >= 0 {
+        call.fd
+    } else {
+        // SAFETY: plain integer value.
+        match unsafe { SSL_FDS.get(&key) } {
+            Some(fd) => *fd,
+            None => {
+                count(DropReason::TlsNoFd, 1);
+                return 0;
+            }
+        }
+    };
+    let Some(conn) = lookup_or_track(fd, Role::Unknown) else {
+        count(DropReason::TlsNoFd, 1);
+        return 0;
+    };
+    // SAFETY: live map value.
+    let conn_id = unsafe {
+        (*conn).flags |= CONN_TLS;
+        (*conn).conn_id
+    };
+    let direction = if is_read {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    };
+    let data = DataCall {
+        conn,
+        conn_id,
+        fd,
+        direction: direction as u32,
+        source: Source::Tls as u32,
+    };
+    emit_data::<TLS_CHUNKS>(&data, call.buf, len, len, 0);
+    0
+}
+
+/// hook: libssl `void SSL_free(SSL *s)` and `int SSL_shutdown(SSL *s)` entry:
+/// the session ends, forget its fd (the `SSL *` may be reused).
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let ssl = ctx.arg::<u64>(0).unwrap_or(0);
+    let _ = SSL_FDS.remove(SslKey {
+        tgid: pid_tgid >> 32,
+        ssl,
+    });
+    0
+}
