@@ -277,7 +277,7 @@ impl Tracer {
         self.stderr
             .snapshot()
             .iter()
-            .any(|l| l.contains("capture started"))
+            .any(|l| l.contains("capture ready") || l.contains("capture started"))
     }
 
     /// Stops the tracer and collects its totals.
@@ -306,6 +306,11 @@ impl Tracer {
                 let (sum, detail) = drop_counters(&err);
                 totals.dropped = Some(sum);
                 totals.drop_detail = detail;
+                if let Some((records, txns)) = ring_records(&err) {
+                    totals
+                        .warnings
+                        .push(format!("{records} ring records, {txns} transactions"));
+                }
                 totals.objects_stored = objects_stored(&err);
             }
             _ => {}
@@ -320,8 +325,10 @@ impl Tracer {
     }
 }
 
+/// tapwire logs `capture ready` once probes, readers and shards run (`tapwire
+/// started` in builds without capture).
 fn tapwire_ready(line: &str) -> bool {
-    line.contains("capture started") || line.contains("tapwire started")
+    line.contains("capture ready") || line.contains("tapwire started")
 }
 
 fn bpftrace(dir: &Path, probes: &str) -> Result<Command> {
@@ -423,34 +430,66 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     Some(rest[..end].trim_matches('"'))
 }
 
-/// `name=N` and `name: N` pairs whose name says drop/full/lost, summed.
+/// Records lost anywhere in tapwire, from its last log line (`stopped
+/// counters={json}`: kernel drops by reason, shard queue full, shard counters)
+/// and the stores' stop lines (`dropped: N`). Returns the sum and each non-zero
+/// counter.
 fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
     let mut sum = 0;
     let mut detail = Vec::new();
-    for line in lines {
-        let tokens: Vec<&str> = line
-            .split([' ', ',', '{', '}'])
-            .filter(|t| !t.is_empty())
-            .collect();
-        for (i, t) in tokens.iter().enumerate() {
-            let (name, value) = match t.split_once('=') {
-                Some((n, v)) => (n, v),
-                None => match (t.strip_suffix(':'), tokens.get(i + 1)) {
-                    (Some(n), Some(v)) => (n, *v),
-                    _ => continue,
-                },
-            };
-            let lower = name.to_ascii_lowercase();
-            let is_drop = ["drop", "full", "lost"].iter().any(|k| lower.contains(k));
-            if let (true, Ok(v)) = (is_drop, value.trim_matches('"').parse::<u64>()) {
-                sum += v;
-                if v > 0 {
-                    detail.push(format!("{name}={v}"));
-                }
+    let mut add = |name: String, v: u64| {
+        sum += v;
+        if v > 0 {
+            detail.push(format!("{name}={v}"));
+        }
+    };
+    let last = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.split_once(" stopped counters=").map(|(_, json)| json));
+    if let Some(json) = last
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(json.trim())
+    {
+        if let Some(kernel) = v["kernel_drops"].as_object() {
+            for (reason, n) in kernel {
+                add(format!("kernel {reason}"), n.as_u64().unwrap_or(0));
             }
+        }
+        add(
+            "shard queue full".into(),
+            v["queue_full"].as_u64().unwrap_or(0),
+        );
+        for key in ["output_full", "conn_table_full", "gap_records", "late"] {
+            add(
+                format!("shard {key}"),
+                v["shards"][key].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    for line in lines.iter().filter(|l| l.contains("store stopped")) {
+        let store = field(line, "store").unwrap_or("?");
+        if let Some(i) = line.find("dropped: ") {
+            let digits: String = line[i + "dropped: ".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            add(format!("store {store}"), digits.parse().unwrap_or(0));
         }
     }
     (sum, detail)
+}
+
+/// Records tapwire's rings delivered and transactions its shards finished.
+pub fn ring_records(lines: &[String]) -> Option<(u64, u64)> {
+    let json = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.split_once(" stopped counters=").map(|(_, json)| json))?;
+    let v: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    Some((
+        v["ring_records"].as_u64()?,
+        v["shards"]["transactions"].as_u64()?,
+    ))
 }
 
 /// `stored` + `deduplicated` of the object stores' stop lines.
@@ -502,12 +541,21 @@ mod tests {
     #[test]
     fn drop_counters_and_stored_objects_are_summed() {
         let lines = vec![
-            "INFO tapwire::agent: object store stopped store=\"s3\" stats=StoreStats { accepted: 30, stored: 3, deduplicated: 27, dropped: 0, errors: 0, multipart: 0, bytes: 9 }".to_owned(),
-            "INFO tapwire: pipeline stopped ring_dropped=5 queue_full=2 output_full=0".to_owned(),
+            "INFO tapwire::agent: object store stopped store=\"s3\" stats=StoreStats { accepted: 30, stored: 3, deduplicated: 27, dropped: 1, errors: 0, multipart: 0, bytes: 9 }".to_owned(),
+            r#"INFO tapwire::agent: stopped counters={"kernel_drops":{"ring_full":5,"too_big":0},"ring_records":100,"queue_full":2,"shards":{"records":98,"transactions":40,"output_full":0,"gap_records":3}}"#.to_owned(),
         ];
         let (sum, detail) = drop_counters(&lines);
-        assert_eq!(sum, 7);
-        assert_eq!(detail, ["ring_dropped=5", "queue_full=2"]);
+        assert_eq!(sum, 11);
+        assert_eq!(
+            detail,
+            [
+                "kernel ring_full=5",
+                "shard queue full=2",
+                "shard gap_records=3",
+                "store s3=1"
+            ]
+        );
         assert_eq!(objects_stored(&lines), Some(30));
+        assert_eq!(ring_records(&lines), Some((100, 40)));
     }
 }
