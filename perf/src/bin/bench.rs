@@ -52,6 +52,9 @@ struct Args {
     /// Skip the overhead benchmark.
     #[arg(long)]
     no_overhead: bool,
+    /// Skip the `perf` profile of tapwire after the rounds.
+    #[arg(long)]
+    no_profile: bool,
     /// Skip the capacity benchmark.
     #[arg(long)]
     no_capacity: bool,
@@ -104,6 +107,7 @@ fn main() -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| seaweed::weed_binary(&root)),
             only,
+            profile: !args.no_profile,
         };
         if !plan.tapwire.is_file() {
             bail!(

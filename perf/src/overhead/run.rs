@@ -28,6 +28,8 @@ pub struct Plan {
     pub weed: PathBuf,
     /// Only these configurations (all when empty).
     pub only: Vec<Config>,
+    /// After the rounds, profile tapwire with `perf` under the HTTPS 1 KiB load.
+    pub profile: bool,
 }
 
 /// One load pattern.
@@ -125,6 +127,8 @@ pub struct Results {
     pub tapwire_points: Vec<(PathBuf, u64)>,
     /// Whether tapwire said it was capturing.
     pub tapwire_capturing: bool,
+    /// `perf report` of tapwire under load, or why there is none.
+    pub profile: Option<String>,
     /// Seconds per wrk run.
     pub secs: u32,
     /// Rounds run.
@@ -273,7 +277,80 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
             }
         }
     }
+    if plan.profile && wanted(Config::TapwireStdout) {
+        let env = Env {
+            tapwire_points: Some(&points),
+            ..base_env
+        };
+        results.profile = Some(
+            match profile(&mut launcher, &nginx, &env, plan.secs, &wrk_out) {
+                Ok(report) => report,
+                Err(e) => format!("no profile: {e:#}"),
+            },
+        );
+    }
     Ok(results)
+}
+
+/// Samples of `perf record` per second.
+const PROFILE_HZ: u32 = 499;
+/// Lines of `perf report` kept.
+const PROFILE_LINES: usize = 30;
+
+/// tapwire (default config) under the HTTPS 1 KiB load with `perf record` on it;
+/// returns the top of `perf report` by symbol.
+fn profile(
+    launcher: &mut Launcher,
+    nginx: &Nginx,
+    env: &Env<'_>,
+    secs: u32,
+    out: &Path,
+) -> Result<String> {
+    use std::process::{Command, Stdio};
+    let tracer = Tracer::start(Config::TapwireStdout, env)?.context("tapwire did not start")?;
+    let data = env.dir.join("perf.data");
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-q", "-g", "-F", &PROFILE_HZ.to_string(), "-p"])
+        .arg(tracer.pid().to_string())
+        .arg("-o")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut perf = super::process::Guard::spawn(
+        "perf record",
+        &mut cmd,
+        libc::SIGINT,
+        Duration::from_secs(30),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    perf.check_running()?;
+    eprintln!(
+        "bench: profiling tapwire under {}",
+        Workload::Https1K.label()
+    );
+    launcher.run(&Workload::Https1K.url(nginx), secs, out)?;
+    perf.stop();
+    tracer.stop();
+    let report = Command::new("perf")
+        .args(["report", "--stdio", "--no-children", "-q", "-g", "none"])
+        .args(["--sort", "comm,dso,symbol", "--percent-limit", "1", "-i"])
+        .arg(&data)
+        .output()
+        .context("run perf report")?;
+    let text = String::from_utf8_lossy(&report.stdout);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .take(PROFILE_LINES)
+        .collect();
+    if lines.is_empty() {
+        anyhow::bail!(
+            "perf report is empty: {}",
+            String::from_utf8_lossy(&report.stderr)
+        );
+    }
+    Ok(lines.join("\n"))
 }
 
 /// One wrk run with the CPU each party used during it.

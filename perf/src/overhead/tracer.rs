@@ -315,12 +315,20 @@ impl Tracer {
             }
             _ => {}
         }
-        totals.warnings = err
+        // Warnings worth a note: without the timestamp and the known-harmless
+        // memlock notice (the kernel accounts BPF memory to the cgroup).
+        let mut warnings: Vec<String> = err
             .iter()
             .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("Error"))
+            .filter(|l| !l.contains("RLIMIT_MEMLOCK"))
+            .map(|l| {
+                let text = l.split_once("  ").map_or(l.as_str(), |(_, rest)| rest);
+                text.chars().take(160).collect()
+            })
             .take(3)
-            .cloned()
             .collect();
+        warnings.append(&mut totals.warnings);
+        totals.warnings = warnings;
         totals
     }
 }

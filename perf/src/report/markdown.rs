@@ -187,6 +187,13 @@ impl Report<'_> {
                 .collect();
             let _ = writeln!(s, "- {}: {}", config.label(), top.join(", "));
         }
+        if let Some(profile) = &r.profile {
+            let _ = writeln!(
+                s,
+                "\nProfile of tapwire (default config) under the HTTPS 1 KiB load, `perf record -g` \
+                 on its threads, self time by thread, library and symbol:\n\n```text\n{profile}\n```"
+            );
+        }
         let _ = writeln!(s, "\ntapwire's TLS attach points (from its log):");
         if r.tapwire_points.is_empty() {
             let _ = writeln!(
