@@ -339,9 +339,11 @@ fn profile(
         .output()
         .context("run perf report")?;
     let text = String::from_utf8_lossy(&report.stdout);
+    // perf pads each line to the terminal width and appends empty columns (`-`).
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_end().trim_end_matches([' ', '-']))
         .take(PROFILE_LINES)
         .collect();
     if lines.is_empty() {
