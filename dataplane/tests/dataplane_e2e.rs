@@ -161,6 +161,7 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
             (Some(true), Some("http1"))
         );
         assert_eq!(t["direction"], "egress");
+        assert_eq!(t["comm"], "curl");
         assert_eq!(
             t["conn_id"], txns[0]["conn_id"],
             "one keep-alive connection"
@@ -195,6 +196,26 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
         )
         .as_bytes()
     );
+
+    let conn_events: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["type"] == "connection" && v["conn_id"] == txns[0]["conn_id"])
+        .collect();
+    let kinds: Vec<&str> = conn_events
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["open", "close"], "{conn_events:?}");
+    let close = conn_events[1];
+    assert_eq!(
+        (close["pid"].as_u64(), close["role"].as_str()),
+        (Some(curl_pid as u64), Some("client"))
+    );
+    assert!(
+        close["bytes_received"].as_u64().unwrap() > 2 << 20,
+        "{close}"
+    );
+    assert_eq!(close["tls"], true);
 
     let plain = transactions_of(&lines, py_pid);
     assert_eq!(plain.len(), 1, "python's one request: {plain:?}");

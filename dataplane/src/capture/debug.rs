@@ -123,12 +123,14 @@ fn drops_json(capture: &Capture, last: bool) -> Value {
     for (reason, n) in DropReason::ALL.iter().zip(capture.drops()) {
         m.insert(reason.name().into(), n.into());
     }
-    let (mut records, mut errors) = (0u64, 0u64);
+    let (mut records, mut errors, mut batches) = (0u64, 0u64, 0u64);
     for (_, c) in capture.reader_counters() {
         records += c.records.load(std::sync::atomic::Ordering::Relaxed);
         errors += c.decode_errors.load(std::sync::atomic::Ordering::Relaxed);
+        batches += c.batches.load(std::sync::atomic::Ordering::Relaxed);
     }
     m.insert("records".into(), records.into());
+    m.insert("batches".into(), batches.into());
     m.insert("decode_errors".into(), errors.into());
     m.insert(
         "placement_fallbacks".into(),

@@ -176,19 +176,22 @@ impl Drop for Capture {
 /// executable). Per process (`per_process`) also the system's TLS libraries,
 /// so a library the program loads later is covered from its first call.
 fn attach_process(probes: &mut Probes, targets: &mut Targets, pid: u32, per_process: bool) {
-    let mut files = targets.of_process(pid);
     if per_process {
-        for lib in targets.system_libraries() {
-            if !files.iter().any(|f| f.id == lib.id) {
-                files.push(lib);
+        // The system libraries first: already inspected, so attaching them is
+        // quick, and most programs get their TLS from there. A program just
+        // exec'd races its first TLS call against this.
+        let libraries = targets.system_libraries();
+        for lib in &libraries {
+            probes.attach_target(lib, Some(pid));
+        }
+        for f in targets.of_process(pid) {
+            if !libraries.iter().any(|l| l.id == f.id) {
+                probes.attach_target(&f, Some(pid));
             }
         }
-        for f in &files {
-            probes.attach_target(f, Some(pid));
-        }
     } else {
-        for f in &files {
-            probes.attach_target(f, None);
+        for f in targets.of_process(pid) {
+            probes.attach_target(&f, None);
         }
     }
 }

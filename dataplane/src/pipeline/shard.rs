@@ -26,6 +26,8 @@ const MAX_PENDING_TXNS: usize = 64;
 pub enum Output {
     /// A finished (or abandoned) transaction.
     Txn(Box<Transaction>),
+    /// A connection was opened.
+    Opened(Box<ConnInfo>),
     /// A connection closed.
     Closed(Box<ConnSummary>),
 }
@@ -255,7 +257,8 @@ impl<S: Sink> Shard<S> {
         match input {
             Input::Open(info) => {
                 if let Some(conn) = self.conns.get_mut(&conn_id) {
-                    conn.info = Some(info);
+                    conn.info = Some(info.clone());
+                    self.emit(Output::Opened(Box::new(info)));
                 }
             }
             Input::Data {

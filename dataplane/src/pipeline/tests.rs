@@ -83,7 +83,7 @@ fn run(frames: &[Vec<u8>]) -> (Vec<Transaction>, Shard<Vec<Output>>) {
         .into_iter()
         .filter_map(|o| match o {
             Output::Txn(t) => Some(*t),
-            Output::Closed(_) => None,
+            Output::Opened(_) | Output::Closed(_) => None,
         })
         .collect();
     (txns, shard)
@@ -136,7 +136,8 @@ fn keep_alive_connection_yields_one_transaction_per_request() {
         &txns[0].request.head[..],
         b"GET /one HTTP/1.1\r\nHost: example.test\r\nAuthorization: Bearer s3cret\r\n\r\n"
     );
-    let event = String::from_utf8(txns[0].event_json(&[])).unwrap();
+    let event = String::from_utf8(txns[0].event_json(&[], Some("/usr/bin/curl"))).unwrap();
+    assert!(event.contains("\"exe\":\"/usr/bin/curl\""), "{event}");
     assert!(
         event.contains("\"authorization\":\"[redacted]\""),
         "{event}"

@@ -172,8 +172,9 @@ impl Transaction {
         out
     }
 
-    /// The event JSON, with `objects` already stored.
-    pub fn event_json(&self, objects: &[ObjectRef]) -> Vec<u8> {
+    /// The event JSON, with `objects` already stored and the process's executable
+    /// if known.
+    pub fn event_json(&self, objects: &[ObjectRef], exe: Option<&str>) -> Vec<u8> {
         #[derive(Serialize)]
         struct Event<'a> {
             #[serde(rename = "type")]
@@ -216,7 +217,7 @@ impl Transaction {
             pid: self.conn.pid,
             tid: self.tid,
             comm: &self.conn.comm,
-            exe: None,
+            exe,
             cgroup_id: self.conn.cgroup_id,
             direction: if self.egress { "egress" } else { "ingress" },
             local: self.conn.local.to_string(),
@@ -270,6 +271,43 @@ fn header_map(headers: &[(String, String)]) -> serde_json::Map<String, serde_jso
     map
 }
 
+fn role_name(role: super::input::Role) -> &'static str {
+    match role {
+        super::input::Role::Client => "client",
+        super::input::Role::Server => "server",
+        super::input::Role::Unknown => "unknown",
+    }
+}
+
+/// The `connection` open event JSON.
+pub fn open_event_json(c: &ConnInfo) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        event: &'static str,
+        conn_id: u64,
+        pid: u32,
+        comm: &'a str,
+        cgroup_id: u64,
+        role: &'static str,
+        local: String,
+        remote: String,
+    }
+    let event = Event {
+        kind: "connection",
+        event: "open",
+        conn_id: c.conn_id,
+        pid: c.pid,
+        comm: &c.comm,
+        cgroup_id: c.cgroup_id,
+        role: role_name(c.role),
+        local: c.local.to_string(),
+        remote: c.remote.to_string(),
+    };
+    serde_json::to_vec(&event).expect("event serializes")
+}
+
 /// A connection that closed, for its `connection` event.
 #[derive(Debug)]
 pub struct ConnSummary {
@@ -313,11 +351,7 @@ impl ConnSummary {
             pid: c.pid,
             comm: &c.comm,
             cgroup_id: c.cgroup_id,
-            role: match c.role {
-                super::input::Role::Client => "client",
-                super::input::Role::Server => "server",
-                super::input::Role::Unknown => "unknown",
-            },
+            role: role_name(c.role),
             local: c.local.to_string(),
             remote: c.remote.to_string(),
             tls: self.tls,

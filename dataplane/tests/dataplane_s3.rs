@@ -1,0 +1,142 @@
+//! The agent with an S3 object store (a real SeaweedFS on loopback): captured
+//! payloads land in the bucket under their BLAKE3 digest, and events carry the
+//! rendered access URL; bad credentials stop the agent at start-up.
+
+mod common;
+#[path = "../../store/tests/common/mod.rs"]
+mod s3;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Agent, Bg, Gated, certs, path_str, python, wait_listening};
+
+const BUCKET: &str = "captures";
+
+fn config(weed: &s3::Weed, spool: &std::path::Path) -> String {
+    let store = weed.store_yaml("s3_store", BUCKET, spool, "fatal");
+    let indented: String = store.lines().map(|l| format!("      {l}\n")).collect();
+    format!(
+        "version: 2\nservices:\n  event_stores:\n    - id: console\n      type: stdout\n  \
+         object_stores:\n    -\n{indented}"
+    )
+}
+
+#[test]
+fn captured_payloads_are_stored_in_s3_under_their_digest() {
+    if !common::can_run("captured_payloads_are_stored_in_s3_under_their_digest") {
+        return;
+    }
+    let Some(weed) = s3::Weed::start() else {
+        return;
+    };
+    weed.create_bucket(BUCKET);
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("qpoint.yaml");
+    std::fs::write(&config_path, config(&weed, &dir.path().join("spool"))).unwrap();
+
+    let certs = certs();
+    let port = common::free_port();
+    let server = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/http_server.py"
+        ))
+        .args([
+            &port.to_string(),
+            path_str(&certs.cert),
+            path_str(&certs.key),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Bg(server);
+    wait_listening(port, Duration::from_secs(20));
+
+    let url = format!("https://127.0.0.1:{port}/small");
+    let mut curl = Gated::new("curl", &["-sk", "--http1.1", &url]);
+    let agent = Agent::start_dataplane(
+        &[
+            "--config".into(),
+            path_str(&config_path).into(),
+            "--pid".into(),
+            curl.pid().to_string(),
+        ],
+        &[],
+    );
+    curl.go();
+    assert_eq!(
+        curl.finish(Duration::from_secs(60)),
+        b"hello from tapwire\n"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let lines = agent.stop_with(libc::SIGINT);
+
+    let txn = lines
+        .iter()
+        .find(|v| v["type"] == "http_transaction" && v["path"] == "/small")
+        .unwrap_or_else(|| panic!("no transaction event in {lines:?}"));
+    assert!(
+        lines.iter().all(|v| v["type"] != "object"),
+        "objects go to S3, not stdout"
+    );
+    let body = txn["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["role"] == "response_body")
+        .expect("response body object");
+    let digest = blake3::hash(b"hello from tapwire\n").to_hex().to_string();
+    assert_eq!(body["digest"], digest.as_str());
+    assert_eq!(
+        body["url"],
+        format!("http://{}/{BUCKET}/{digest}", weed.endpoint())
+    );
+
+    let client = weed.client(BUCKET);
+    let keys = s3::block_on(client.list_keys()).unwrap();
+    for object in txn["objects"].as_array().unwrap() {
+        let key = object["digest"].as_str().unwrap();
+        assert!(
+            keys.iter().any(|k| k == key),
+            "{key} not in bucket: {keys:?}"
+        );
+        let bytes = s3::block_on(client.get_object(key)).unwrap();
+        assert_eq!(blake3::hash(&bytes).to_hex().as_str(), key);
+        assert_eq!(bytes.len() as u64, object["size"].as_u64().unwrap());
+    }
+    assert_eq!(
+        &s3::block_on(client.get_object(&digest)).unwrap()[..],
+        b"hello from tapwire\n"
+    );
+}
+
+#[test]
+fn wrong_secret_stops_the_agent_at_start_up() {
+    if !common::can_run("wrong_secret_stops_the_agent_at_start_up") {
+        return;
+    }
+    let Some(weed) = s3::Weed::start() else {
+        return;
+    };
+    weed.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("qpoint.yaml");
+    let yaml = config(&weed, &dir.path().join("spool")).replace(s3::SECRET_KEY, "not-the-secret");
+    std::fs::write(&config_path, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tapwire"))
+        .args(["--config", path_str(&config_path)])
+        .env_remove("TAPWIRE_DEBUG_CAPTURE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tapwire: store `s3_store`: bucket `captures`"),
+        "{stderr}"
+    );
+    assert!(last.contains("SignatureDoesNotMatch"), "{stderr}");
+}
