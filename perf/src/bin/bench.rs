@@ -1,0 +1,187 @@
+//! `bench`: the overhead and capacity benchmarks, results into `perf/results/`.
+//! Run through `cargo xtask bench [--quick]`, which installs the tools and builds
+//! tapwire first.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tapwire_perf::capacity::{self, CapacityPlan};
+use tapwire_perf::overhead::{self, Config, Plan, headers, procfs, seaweed};
+use tapwire_perf::report::{chart, machine::Machine, markdown::Report};
+
+/// Rounds of a full run (the issue asks for at least 5).
+const ROUNDS: u32 = 6;
+/// Seconds per wrk run in a full run.
+const SECS: u32 = 10;
+/// Rounds of a quick run.
+const QUICK_ROUNDS: u32 = 1;
+/// Seconds per wrk run in a quick run.
+const QUICK_SECS: u32 = 2;
+/// Seconds per capacity run (full, quick).
+const CAPACITY_SECS: (f64, f64) = (3.0, 1.0);
+/// Response bodies of the capacity run, bytes.
+const CAPACITY_BODIES: [usize; 2] = [1024, 64 * 1024];
+
+/// tapwire's overhead beside other tracers, and the data plane's capacity.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Fewer, shorter rounds (under 3 minutes in all).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds (default 6, quick 1).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Seconds per wrk run (default 10, quick 2).
+    #[arg(long)]
+    secs: Option<u32>,
+    /// The tapwire binary (default: target/release/tapwire).
+    #[arg(long)]
+    tapwire: Option<PathBuf>,
+    /// SeaweedFS's `weed` (default: $TAPWIRE_WEED or .venv/bin/weed).
+    #[arg(long)]
+    weed: Option<PathBuf>,
+    /// Where results go (default: perf/results).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only these configurations: untraced, bpftrace-exported, bpftrace-points,
+    /// sslsniff, tapwire, tapwire-s3 (comma-separated; untraced always runs).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Skip the overhead benchmark.
+    #[arg(long)]
+    no_overhead: bool,
+    /// Skip the `perf` profile of tapwire after the rounds.
+    #[arg(long)]
+    no_profile: bool,
+    /// Skip the capacity benchmark.
+    #[arg(long)]
+    no_capacity: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("perf/ has a parent")?
+        .to_owned();
+    let machine = Machine::detect();
+    let tck = procfs::ticks_per_sec();
+    let command = format!(
+        "cargo xtask bench{}",
+        std::env::args()
+            .skip(1)
+            .map(|a| format!(" {a}"))
+            .collect::<String>()
+    );
+
+    let overhead = if args.no_overhead {
+        None
+    } else {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("the overhead benchmark attaches uprobes: run as root (or pass --no-overhead)");
+        }
+        let mut only = Vec::new();
+        for name in &args.only {
+            only.extend(config_named(name)?);
+        }
+        if !only.is_empty() {
+            only.extend([Config::Untraced, Config::UntracedEnd]);
+        }
+        let plan = Plan {
+            rounds: args
+                .rounds
+                .unwrap_or(if args.quick { QUICK_ROUNDS } else { ROUNDS }),
+            secs: args
+                .secs
+                .unwrap_or(if args.quick { QUICK_SECS } else { SECS }),
+            warmup_secs: 1,
+            tapwire: args
+                .tapwire
+                .clone()
+                .unwrap_or_else(|| root.join("target/release/tapwire")),
+            weed: args
+                .weed
+                .clone()
+                .unwrap_or_else(|| seaweed::weed_binary(&root)),
+            only,
+            profile: !args.no_profile,
+        };
+        if !plan.tapwire.is_file() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p tapwire`",
+                plan.tapwire.display()
+            );
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("tapwire-bench-headers-")
+            .tempdir()?;
+        let merged = headers::merged(scratch.path()).map_err(|e| format!("{e:#}"));
+        let bcc = match &merged {
+            Ok(p) => Ok(p.as_path()),
+            Err(why) => Err(why.as_str()),
+        };
+        Some(overhead::run(&plan, bcc)?)
+    };
+
+    let capacity = if args.no_capacity {
+        None
+    } else {
+        let lanes = (machine.cores / 2).max(1);
+        let (full, quick) = CAPACITY_SECS;
+        Some(capacity::run(&CapacityPlan {
+            readers: lanes,
+            shards: lanes,
+            secs: if args.quick { quick } else { full },
+            bodies: CAPACITY_BODIES.to_vec(),
+            quick: args.quick,
+        })?)
+    };
+
+    let report = Report {
+        machine: &machine,
+        overhead: overhead.as_ref(),
+        capacity: capacity.as_ref(),
+        quick: args.quick,
+        command: &command,
+        tck,
+    };
+    let text = report.markdown();
+    let out = args.out.unwrap_or_else(|| root.join("perf/results"));
+    std::fs::create_dir_all(&out)?;
+    let stem = format!("{}-{}", machine.date, machine.host);
+    let md = out.join(format!("{stem}.md"));
+    let png = out.join(format!("{stem}.png"));
+    let mut text = text;
+    if let Some(r) = &overhead {
+        let title = format!(
+            "tapwire vs other tracers: nginx+wrk HTTPS, ratio to untraced ({} {}, {} cores)",
+            machine.date, machine.host, machine.cores
+        );
+        match chart::draw(&png, r, &title, tck) {
+            Ok(()) => text.push_str(&format!(
+                "![ratio chart]({})\n",
+                png.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+            )),
+            Err(e) => eprintln!("bench: chart not drawn: {e:#}"),
+        }
+    }
+    std::fs::write(&md, &text).with_context(|| format!("write {}", md.display()))?;
+    println!("{text}");
+    eprintln!("bench: wrote {}", md.display());
+    Ok(())
+}
+
+fn config_named(name: &str) -> Result<Vec<Config>> {
+    Ok(match name {
+        "untraced" => vec![],
+        "bpftrace-exported" => vec![Config::BpftraceExported],
+        "bpftrace-points" => vec![Config::BpftraceTapwirePoints],
+        "sslsniff" => vec![Config::Sslsniff],
+        "tapwire" => vec![Config::TapwireStdout],
+        "tapwire-s3" => vec![Config::TapwireS3],
+        _ => bail!("unknown configuration `{name}`"),
+    })
+}

@@ -1,0 +1,65 @@
+//! Stores that count what they are given and keep nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tapwire_store::{Digest, EventStore, Object, ObjectStore, StoreStats};
+
+/// Counts items and bytes.
+#[derive(Default)]
+pub struct Counting {
+    items: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counting {
+    fn add(&self, bytes: usize) {
+        self.items.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Items so far.
+    pub fn items(&self) -> u64 {
+        self.items.load(Ordering::Relaxed)
+    }
+
+    /// Bytes so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl EventStore for Counting {
+    fn id(&self) -> &str {
+        "count-events"
+    }
+    fn emit(&self, event: Bytes) {
+        self.add(event.len());
+    }
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            accepted: self.items(),
+            stored: self.items(),
+            bytes: self.bytes(),
+            ..StoreStats::default()
+        }
+    }
+    fn shutdown(&self, _deadline: Duration) {}
+}
+
+impl ObjectStore for Counting {
+    fn id(&self) -> &str {
+        "count-objects"
+    }
+    fn put(&self, object: Object) {
+        self.add(object.bytes.len());
+    }
+    fn access_url(&self, _digest: &Digest) -> Option<String> {
+        None
+    }
+    fn stats(&self) -> StoreStats {
+        EventStore::stats(self)
+    }
+    fn shutdown(&self, _deadline: Duration) {}
+}

@@ -1,0 +1,201 @@
+//! Processes the harness starts: each in its own process group, stopped on drop
+//! (the stop signal to the whole group, then `SIGKILL` after a grace period), so
+//! nothing outlives the harness, also when it fails half-way.
+
+use std::io::{BufRead as _, BufReader, Read};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// How often waits poll a child or its log.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A started process, stopped when dropped.
+pub struct Guard {
+    name: String,
+    child: Option<Child>,
+    stop_signal: i32,
+    grace: Duration,
+    status: Option<ExitStatus>,
+}
+
+impl Guard {
+    /// Starts `cmd` in a new process group. `stop_signal` is what asks it to end
+    /// (`SIGINT` for tracers that print their totals on exit); after `grace` it is
+    /// killed.
+    pub fn spawn(name: &str, cmd: &mut Command, stop_signal: i32, grace: Duration) -> Result<Self> {
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            stop_signal,
+            grace,
+            status: None,
+        })
+    }
+
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The child, for its pipes.
+    pub fn child_mut(&mut self) -> Option<&mut Child> {
+        self.child.as_mut()
+    }
+
+    /// The exit status if it has already exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none()
+            && let Some(child) = self.child.as_mut()
+        {
+            self.status = child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.exited() {
+            Some(status) => bail!("{} exited ({status})", self.name),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the process group to stop, waits up to the grace period, then kills it.
+    /// Returns the exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let pgid = child.id() as libc::pid_t;
+        if self.status.is_none() {
+            self.status = child.try_wait().ok().flatten();
+        }
+        if self.status.is_none() {
+            // SAFETY: kill(2) with a negative pid signals the process group we
+            // created at spawn (`process_group(0)`); it has no memory effects.
+            unsafe { libc::kill(-pgid, self.stop_signal) };
+            let until = Instant::now() + self.grace;
+            while Instant::now() < until {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.status = Some(status);
+                    break;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        // SAFETY: as above; SIGKILL whatever is left of the group (children that
+        // outlive their parent keep the group id).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        if self.status.is_none() {
+            self.status = child.wait().ok();
+        }
+        self.status
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Lines a child writes to a pipe, collected by a thread as they come.
+#[derive(Clone, Default)]
+pub struct Lines {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    /// Collects the lines of `pipe` until it closes.
+    pub fn collect(pipe: impl Read + Send + 'static) -> Self {
+        let lines = Self::default();
+        let sink = lines.lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lines lock").push(strip_ansi(&line));
+            }
+        });
+        lines
+    }
+
+    /// Every line so far.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().expect("lines lock").clone()
+    }
+
+    /// Waits until a line satisfies `pred`; fails if `guard` exits first or after
+    /// `timeout`.
+    pub fn wait_for(
+        &self,
+        guard: &mut Guard,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.snapshot().into_iter().find(|l| pred(l)) {
+                return Ok(line);
+            }
+            if let Some(status) = guard.exited() {
+                // Give the reader thread a moment to take the last lines.
+                std::thread::sleep(POLL);
+                bail!("{} exited ({status}): {}", guard.name, self.tail(6));
+            }
+            if Instant::now() > until {
+                bail!(
+                    "{} not ready after {timeout:?}: {}",
+                    guard.name,
+                    self.tail(6)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The last `n` lines, joined with ` | `.
+    pub fn tail(&self, n: usize) -> String {
+        let lines = self.snapshot();
+        lines[lines.len().saturating_sub(n)..].join(" | ")
+    }
+}
+
+/// `text` without ANSI escape sequences (log colours).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte(0x40..=0x7e)
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_ansi;
+
+    #[test]
+    fn ansi_colours_are_removed() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x\u{1b}[3m=\u{1b}[0m1"),
+            "2026  INFO x=1"
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! The rounds: every configuration in turn, each under every workload, with CPU
+//! time sampled around each wrk run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::nginx::Nginx;
+use super::procfs;
+use super::seaweed::Seaweed;
+use super::tracer::{Config, Env, Totals, Tracer};
+use super::wrk::{Launcher, WrkResult};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Rounds (each runs every configuration).
+    pub rounds: u32,
+    /// Seconds per wrk run.
+    pub secs: u32,
+    /// Seconds of the unrecorded warm-up run per workload.
+    pub warmup_secs: u32,
+    /// The tapwire binary.
+    pub tapwire: PathBuf,
+    /// SeaweedFS's `weed`.
+    pub weed: PathBuf,
+    /// Only these configurations (all when empty).
+    pub only: Vec<Config>,
+    /// After the rounds, profile tapwire with `perf` under the HTTPS 1 KiB load.
+    pub profile: bool,
+}
+
+/// One load pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Workload {
+    /// HTTPS, 1 KiB responses.
+    Https1K,
+    /// HTTPS, 64 KiB responses.
+    Https64K,
+    /// Plain HTTP, 1 KiB responses (syscall path).
+    Http1K,
+    /// Plain HTTP, 64 KiB responses (syscall path).
+    Http64K,
+}
+
+impl Workload {
+    /// Every workload, in run order.
+    pub const ALL: [Workload; 4] = [
+        Workload::Https1K,
+        Workload::Https64K,
+        Workload::Http1K,
+        Workload::Http64K,
+    ];
+
+    /// Column label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::Https1K => "HTTPS 1 KiB",
+            Workload::Https64K => "HTTPS 64 KiB",
+            Workload::Http1K => "HTTP 1 KiB",
+            Workload::Http64K => "HTTP 64 KiB",
+        }
+    }
+
+    /// Whether it is TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Workload::Https1K | Workload::Https64K)
+    }
+
+    fn url(self, nginx: &Nginx) -> String {
+        let file = match self {
+            Workload::Https1K | Workload::Http1K => super::nginx::FILES[0].0,
+            Workload::Https64K | Workload::Http64K => super::nginx::FILES[1].0,
+        };
+        if self.tls() {
+            format!("https://127.0.0.1:{}/{file}", nginx.https_port)
+        } else {
+            format!("http://127.0.0.1:{}/{file}", nginx.http_port)
+        }
+    }
+}
+
+/// One wrk run under one configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Round number.
+    pub round: u32,
+    /// Configuration.
+    pub config: Config,
+    /// Workload.
+    pub workload: Workload,
+    /// What wrk saw.
+    pub wrk: WrkResult,
+    /// nginx's CPU during the run (master + worker), ticks.
+    pub nginx_ticks: u64,
+    /// The tracer's CPU during the run, ticks.
+    pub tracer_ticks: u64,
+    /// The whole machine's busy CPU during the run, ticks.
+    pub machine_ticks: u64,
+}
+
+/// One tracer instance (a configuration in one round).
+#[derive(Debug, Clone)]
+pub struct TracerRun {
+    /// Round number.
+    pub round: u32,
+    /// Configuration.
+    pub config: Config,
+    /// Requests wrk completed while it ran.
+    pub requests: u64,
+    /// Its totals.
+    pub totals: Totals,
+}
+
+/// Everything measured.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// Every wrk run.
+    pub samples: Vec<Sample>,
+    /// Every tracer instance.
+    pub tracers: Vec<TracerRun>,
+    /// Configurations that could not run, with why.
+    pub unavailable: BTreeMap<Config, String>,
+    /// tapwire's TLS attach points, as it logged them.
+    pub tapwire_points: Vec<(PathBuf, u64)>,
+    /// Whether tapwire said it was capturing.
+    pub tapwire_capturing: bool,
+    /// `perf report` of tapwire under load, or why there is none.
+    pub profile: Option<String>,
+    /// Seconds per wrk run.
+    pub secs: u32,
+    /// Rounds run.
+    pub rounds: u32,
+}
+
+/// Runs the plan.
+pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
+    let tmp = tempfile::Builder::new()
+        .prefix("tapwire-bench-")
+        .tempdir()
+        .context("create a scratch directory")?;
+    let dir = tmp.path();
+    let nginx = Nginx::start(&dir.join("nginx")).context("start nginx")?;
+    let mut launcher = Launcher::start()?;
+    let pids = [nginx.master(), launcher.pid()];
+    let wrk_out = dir.join("wrk.out");
+    let wanted = |c: Config| plan.only.is_empty() || plan.only.contains(&c);
+    let mut results = Results {
+        secs: plan.secs,
+        rounds: plan.rounds,
+        ..Results::default()
+    };
+    eprintln!(
+        "bench: nginx on :{} (https) :{} (http), worker {}, {}",
+        nginx.https_port,
+        nginx.http_port,
+        nginx.worker,
+        nginx.libssl.display()
+    );
+    for workload in Workload::ALL {
+        launcher.run(&workload.url(&nginx), plan.warmup_secs, &wrk_out)?;
+    }
+
+    let seaweed = if wanted(Config::TapwireS3) {
+        match Seaweed::start(&plan.weed, &dir.join("seaweed")) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                results
+                    .unavailable
+                    .insert(Config::TapwireS3, format!("no S3 server: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let base_env = Env {
+        dir,
+        tapwire: &plan.tapwire,
+        libssl: &nginx.libssl,
+        pids: &pids,
+        tapwire_points: None,
+        bcc_headers,
+        s3: None,
+    };
+    // tapwire's attach points, for the floor configuration: one short start.
+    if wanted(Config::BpftraceTapwirePoints) || wanted(Config::TapwireStdout) {
+        match Tracer::start(Config::TapwireStdout, &base_env) {
+            Ok(Some(t)) => {
+                // Probes on processes come from the control thread; let it finish.
+                std::thread::sleep(Duration::from_secs(1));
+                results.tapwire_points = t.attach_points();
+                results.tapwire_capturing = t.capturing();
+                t.stop();
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("bench: tapwire did not start: {e:#}"),
+        }
+    }
+    let points = results.tapwire_points.clone();
+
+    for round in 0..plan.rounds {
+        for config in Config::ALL.into_iter().filter(|&c| wanted(c)) {
+            if results.unavailable.contains_key(&config) {
+                continue;
+            }
+            let bucket = format!("bench-{round}");
+            let spool = dir.join(format!("spool-{round}"));
+            let mut env = Env {
+                tapwire_points: Some(&points),
+                ..base_env
+            };
+            if config == Config::TapwireS3
+                && let Some(s3) = &seaweed
+            {
+                s3.create_bucket(&bucket)?;
+                std::fs::create_dir_all(&spool)?;
+                env.s3 = Some((&s3.endpoint, &bucket, &spool));
+            }
+            eprintln!(
+                "bench: round {}/{}: {}",
+                round + 1,
+                plan.rounds,
+                config.label()
+            );
+            let tracer = match Tracer::start(config, &env) {
+                Ok(t) => t,
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    eprintln!("bench:   {why}");
+                    results.unavailable.insert(config, why);
+                    continue;
+                }
+            };
+            let mut requests = 0;
+            for workload in Workload::ALL {
+                if config.tls_only() && !workload.tls() {
+                    continue;
+                }
+                let sample = measure(
+                    &mut launcher,
+                    &nginx,
+                    tracer.as_ref(),
+                    (round, config, workload),
+                    plan.secs,
+                    &wrk_out,
+                )?;
+                eprintln!(
+                    "bench:   {:<13} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7.0} µs",
+                    workload.label(),
+                    sample.wrk.rps,
+                    sample.wrk.p50_us,
+                    sample.wrk.p99_us
+                );
+                requests += sample.wrk.requests;
+                results.samples.push(sample);
+            }
+            if let Some(tracer) = tracer {
+                let mut totals = tracer.stop();
+                if config == Config::TapwireS3
+                    && let Some(s3) = &seaweed
+                {
+                    // Keys in the bucket, for the note (digests dedupe same bodies).
+                    if let Ok(keys) = s3.count_keys(&bucket) {
+                        totals.warnings.push(format!("bucket holds {keys} keys"));
+                    }
+                }
+                results.tracers.push(TracerRun {
+                    round,
+                    config,
+                    requests,
+                    totals,
+                });
+            }
+        }
+    }
+    if plan.profile && wanted(Config::TapwireStdout) {
+        let env = Env {
+            tapwire_points: Some(&points),
+            ..base_env
+        };
+        results.profile = Some(
+            match profile(&mut launcher, &nginx, &env, plan.secs, &wrk_out) {
+                Ok(report) => report,
+                Err(e) => format!("no profile: {e:#}"),
+            },
+        );
+    }
+    Ok(results)
+}
+
+/// Samples of `perf record` per second.
+const PROFILE_HZ: u32 = 499;
+/// Lines of `perf report` kept.
+const PROFILE_LINES: usize = 30;
+
+/// tapwire (default config) under the HTTPS 1 KiB load with `perf record` on it;
+/// returns the top of `perf report` by symbol.
+fn profile(
+    launcher: &mut Launcher,
+    nginx: &Nginx,
+    env: &Env<'_>,
+    secs: u32,
+    out: &Path,
+) -> Result<String> {
+    use std::process::{Command, Stdio};
+    let tracer = Tracer::start(Config::TapwireStdout, env)?.context("tapwire did not start")?;
+    let data = env.dir.join("perf.data");
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-q", "-g", "-F", &PROFILE_HZ.to_string(), "-p"])
+        .arg(tracer.pid().to_string())
+        .arg("-o")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut perf = super::process::Guard::spawn(
+        "perf record",
+        &mut cmd,
+        libc::SIGINT,
+        Duration::from_secs(30),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    perf.check_running()?;
+    eprintln!(
+        "bench: profiling tapwire under {}",
+        Workload::Https1K.label()
+    );
+    launcher.run(&Workload::Https1K.url(nginx), secs, out)?;
+    perf.stop();
+    tracer.stop();
+    let report = Command::new("perf")
+        .args(["report", "--stdio", "--no-children", "-q", "-g", "none"])
+        .args(["--sort", "comm,dso,symbol", "--percent-limit", "1", "-i"])
+        .arg(&data)
+        .output()
+        .context("run perf report")?;
+    let text = String::from_utf8_lossy(&report.stdout);
+    // perf pads each line to the terminal width and appends empty columns (`-`).
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_end().trim_end_matches([' ', '-']))
+        .take(PROFILE_LINES)
+        .collect();
+    if lines.is_empty() {
+        anyhow::bail!(
+            "perf report is empty: {}",
+            String::from_utf8_lossy(&report.stderr)
+        );
+    }
+    Ok(lines.join("\n"))
+}
+
+/// One wrk run with the CPU each party used during it.
+fn measure(
+    launcher: &mut Launcher,
+    nginx: &Nginx,
+    tracer: Option<&Tracer>,
+    (round, config, workload): (u32, Config, Workload),
+    secs: u32,
+    out: &Path,
+) -> Result<Sample> {
+    let nginx_pids = nginx.pids();
+    let tracer_ticks = || tracer.map_or(0, Tracer::cpu_ticks);
+    let (n0, t0, m0) = (
+        procfs::sum_ticks(&nginx_pids),
+        tracer_ticks(),
+        procfs::machine_busy_ticks(),
+    );
+    let wrk = launcher.run(&workload.url(nginx), secs, out)?;
+    let (n1, t1, m1) = (
+        procfs::sum_ticks(&nginx_pids),
+        tracer_ticks(),
+        procfs::machine_busy_ticks(),
+    );
+    Ok(Sample {
+        round,
+        config,
+        workload,
+        wrk,
+        nginx_ticks: n1.saturating_sub(n0),
+        tracer_ticks: t1.saturating_sub(t0),
+        machine_ticks: m1.saturating_sub(m0),
+    })
+}

@@ -1,0 +1,294 @@
+//! The results as markdown.
+
+use std::fmt::Write as _;
+
+use super::machine::Machine;
+use super::summary::{self, OBJECTS_PER_REQUEST};
+use crate::capacity::CapacityResults;
+use crate::overhead::{Config, Results, Workload, wrk};
+
+/// Everything a results file says.
+pub struct Report<'a> {
+    /// Where it ran.
+    pub machine: &'a Machine,
+    /// The overhead runs, if made.
+    pub overhead: Option<&'a Results>,
+    /// The capacity runs, if made.
+    pub capacity: Option<&'a CapacityResults>,
+    /// `--quick`.
+    pub quick: bool,
+    /// The command line.
+    pub command: &'a str,
+    /// Clock ticks per second of /proc CPU times.
+    pub tck: f64,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+impl Report<'_> {
+    /// The whole markdown document.
+    pub fn markdown(&self) -> String {
+        let m = self.machine;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# tapwire overhead benchmark — {} {} UTC, {}\n",
+            m.date, m.time, m.host
+        );
+        let _ = writeln!(
+            s,
+            "Machine: {} ({} cores), kernel {}. Command: `{}`{}.\n",
+            m.cpu,
+            m.cores,
+            m.kernel,
+            self.command,
+            if self.quick {
+                " (quick: few, short rounds; indicative only)"
+            } else {
+                ""
+            }
+        );
+        if let Some(r) = self.overhead {
+            self.overhead_tables(&mut s, r);
+        }
+        if let Some(c) = self.capacity {
+            capacity_table(&mut s, c);
+        }
+        s
+    }
+
+    fn overhead_tables(&self, s: &mut String, r: &Results) {
+        let _ = writeln!(
+            s,
+            "nginx (1 worker) serving HTTP/1.1 keep-alive on loopback; wrk -t{} -c{} -d{}s --latency; \
+             {} interleaved rounds, configurations in the order below within each round. \
+             Ratio = requests/s with the configuration ÷ untraced in the same round (median over rounds, \
+             range in brackets).\n",
+            wrk::THREADS,
+            wrk::CONNECTIONS,
+            r.secs,
+            r.rounds
+        );
+        let _ = writeln!(s, "## Throughput ratio to untraced\n");
+        let _ = writeln!(
+            s,
+            "| configuration | {} |",
+            Workload::ALL.map(Workload::label).join(" | ")
+        );
+        let _ = writeln!(s, "| --- |{}", " --- |".repeat(Workload::ALL.len()));
+        for config in Config::ALL {
+            let mut row = format!("| {} |", config.label());
+            if let Some(why) = r.unavailable.get(&config) {
+                let _ = writeln!(s, "{row} {} |", why.replace('|', "/"));
+                continue;
+            }
+            for w in Workload::ALL {
+                let cell = summary::cell(r, config, w, self.tck);
+                let text = match cell {
+                    Some(c) => match (c.ratio, c.ratio_range) {
+                        (Some(x), Some((lo, hi))) if c.rounds > 1 => {
+                            format!("{x:.2} [{lo:.2}–{hi:.2}]")
+                        }
+                        (Some(x), _) => format!("{x:.2}"),
+                        _ => "–".into(),
+                    },
+                    None if config.tls_only() && !w.tls() => "n/a (TLS only)".into(),
+                    None => "–".into(),
+                };
+                let _ = write!(row, " {text} |");
+            }
+            let _ = writeln!(s, "{row}");
+        }
+        for w in Workload::ALL {
+            let _ = writeln!(s, "\n## {}\n", w.label());
+            let _ = writeln!(
+                s,
+                "| configuration | req/s | ratio | p50 µs | p99 µs | added CPU µs/req (nginx+wrk+tracer) | added CPU µs/req (machine) | tracer CPU s per 1k req | wrk errors |"
+            );
+            let _ = writeln!(
+                s,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            );
+            for config in Config::ALL {
+                let Some(c) = summary::cell(r, config, w, self.tck) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} | {} | {:.0} | {:.0} | {} | {} | {:.4} | {} |",
+                    config.label(),
+                    c.rps,
+                    opt(c.ratio, 2),
+                    c.p50_us,
+                    c.p99_us,
+                    opt(c.added_cpu_us, 1),
+                    opt(c.added_machine_us, 1),
+                    c.tracer_s_per_1k,
+                    c.errors
+                );
+            }
+        }
+        let _ = writeln!(s, "\n## Tracers\n");
+        let _ = writeln!(
+            s,
+            "Summed over rounds. Expected objects = requests × {OBJECTS_PER_REQUEST} (request headers, \
+             response headers, response body, on both nginx's and wrk's side). Probe hits counted by \
+             bpftrace, per request.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| configuration | runs | requests | records dropped | objects stored / expected | peak RSS MiB | probe hits/req | notes |"
+        );
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        for config in Config::ALL {
+            let Some(t) = summary::tracer(r, config) else {
+                continue;
+            };
+            let objects = match t.objects_stored {
+                Some(n) => format!("{n} / {}", t.requests * OBJECTS_PER_REQUEST),
+                None => "–".into(),
+            };
+            let mut notes = t.notes.clone();
+            if !t.drop_detail.is_empty() {
+                notes.insert(0, t.drop_detail.join(", "));
+            }
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                config.label(),
+                t.runs,
+                t.requests,
+                t.dropped.map_or("–".into(), |d| d.to_string()),
+                objects,
+                opt(t.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+                opt(t.hits_per_request, 2),
+                notes.join("; ").replace('|', "/")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nWhere each tracer's CPU went, by thread (share of its CPU over all rounds; the top three \
+             name its largest costs by pipeline stage):\n"
+        );
+        for config in Config::ALL {
+            let Some(t) = summary::tracer(r, config) else {
+                continue;
+            };
+            if t.threads.is_empty() {
+                continue;
+            }
+            let top: Vec<String> = t
+                .threads
+                .iter()
+                .take(5)
+                .map(|(n, f)| format!("`{n}` {:.0}%", f * 100.0))
+                .collect();
+            let _ = writeln!(s, "- {}: {}", config.label(), top.join(", "));
+        }
+        if let Some(profile) = &r.profile {
+            let _ = writeln!(
+                s,
+                "\nProfile of tapwire (default config) under the HTTPS 1 KiB load, `perf record -g` \
+                 on its threads, self time by thread, library and symbol:\n\n```text\n{profile}\n```"
+            );
+        }
+        let _ = writeln!(s, "\ntapwire's TLS attach points (from its log):");
+        if r.tapwire_points.is_empty() {
+            let _ = writeln!(
+                s,
+                "none reported{}.",
+                if r.tapwire_capturing {
+                    ""
+                } else {
+                    " — this build of tapwire does not capture yet"
+                }
+            );
+        } else {
+            for (path, off) in &r.tapwire_points {
+                let _ = writeln!(s, "- `{}` + {off:#x}", path.display());
+            }
+        }
+        s.push('\n');
+    }
+}
+
+fn capacity_table(s: &mut String, c: &CapacityResults) {
+    let _ = writeln!(
+        s,
+        "## Capacity without the kernel\n\nSynthetic HTTP/1.1 keep-alive records (512 connections per \
+         reader) through {} reader(s) → {} shard(s) → parser → output → counting stores. Per core = \
+         per CPU second of shards, output and stores (readers excluded). Offered loads rise by \
+         ×1.5 from 8 MB/s of payload until records drop, then the gap is narrowed.\n",
+        c.readers, c.shards
+    );
+    let _ = writeln!(
+        s,
+        "| body | offered rec/s | taken rec/s | MB/s | txn/s | pipeline cores | rec/s per core | MB/s per core | shard cores | output cores | dropped: shard queue full | dropped: output queue full |"
+    );
+    let _ = writeln!(
+        s,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for p in &c.points {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {} | {} |",
+            size(p.body),
+            p.offered,
+            p.records_per_s,
+            p.bytes_per_s / 1e6,
+            p.txns_per_s,
+            p.pipeline_cores,
+            p.records_per_core(),
+            p.bytes_per_core() / 1e6,
+            p.shard_cores,
+            p.output_cores,
+            p.queue_full,
+            p.output_full
+        );
+    }
+    let mut bodies: Vec<usize> = c.points.iter().map(|p| p.body).collect();
+    bodies.dedup();
+    for body in bodies {
+        let paced: Vec<_> = c.points.iter().filter(|p| p.body == body).collect();
+        let clean = paced
+            .iter()
+            .filter(|p| p.dropped() == 0)
+            .max_by(|a, b| a.offered.total_cmp(&b.offered));
+        let first_drop = paced
+            .iter()
+            .filter(|p| p.dropped() > 0)
+            .map(|p| p.offered)
+            .fold(None, |a: Option<f64>, o| Some(a.map_or(o, |a| a.min(o))));
+        let clean_text = clean.map_or("no tested load is free of drops".into(), |p| {
+            format!(
+                "no drops up to {:.0} records/s ({:.1} MB/s) offered, where the pipeline used {:.2} cores: \
+                 {:.0} records/s and {:.1} MB/s per core",
+                p.offered,
+                p.bytes_per_s / 1e6,
+                p.pipeline_cores,
+                p.records_per_core(),
+                p.bytes_per_core() / 1e6
+            )
+        });
+        let _ = writeln!(
+            s,
+            "\n**{} bodies**: {clean_text}; drops begin at {}.",
+            size(body),
+            first_drop.map_or("no tested load".into(), |v| format!(
+                "{v:.0} records/s offered"
+            ))
+        );
+    }
+    s.push('\n');
+}
+
+fn size(bytes: usize) -> String {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
+}
