@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::locate::{Segment, Target, locate};
+use tapwire_store::config::{RawEventStore, RawObjectStore, StoreKeyError};
+
 use super::model::{Config, RawConfig, Services};
 
 /// The only `version` this loader reads.
@@ -75,49 +77,22 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         ));
     }
 
-    let mut services = Services::default();
-    let mut seen = HashMap::new();
-    for (i, store) in raw.services.event_stores.into_iter().enumerate() {
-        let here = [
-            Segment::Key("services"),
-            Segment::Key("event_stores"),
-            Segment::Index(i),
-        ];
-        check_unique(&mut seen, &store.id, i, |first| {
-            let path = with(&here, "id");
-            invalid_at(
-                &path,
-                Target::Value,
-                duplicate(&store.id, "event_stores", first),
-            )
-        })?;
-        let store = store.validate().map_err(|(key, err)| match key {
-            Some(key) => invalid(&with(&here, key), err.to_string()),
-            None => invalid(&here, err.to_string()),
-        })?;
-        services.event_stores.push(store);
-    }
-    seen.clear();
-    for (i, store) in raw.services.object_stores.into_iter().enumerate() {
-        let here = [
-            Segment::Key("services"),
-            Segment::Key("object_stores"),
-            Segment::Index(i),
-        ];
-        check_unique(&mut seen, &store.id, i, |first| {
-            let path = with(&here, "id");
-            invalid_at(
-                &path,
-                Target::Value,
-                duplicate(&store.id, "object_stores", first),
-            )
-        })?;
-        let store = store.validate().map_err(|(key, err)| match key {
-            Some(key) => invalid(&with(&here, key), err.to_string()),
-            None => invalid(&here, err.to_string()),
-        })?;
-        services.object_stores.push(store);
-    }
+    let services = Services {
+        event_stores: validate_stores(
+            raw.services.event_stores,
+            "event_stores",
+            |s| &s.id,
+            RawEventStore::validate,
+            &invalid_at,
+        )?,
+        object_stores: validate_stores(
+            raw.services.object_stores,
+            "object_stores",
+            |s| &s.id,
+            RawObjectStore::validate,
+            &invalid_at,
+        )?,
+    };
 
     let stack_exists = |name: &str| raw.stacks.contains_key(name);
     if let Some(http) = &raw.tap.http
@@ -158,6 +133,39 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         stacks: raw.stacks,
         tap: raw.tap,
     })
+}
+
+/// Checks one store list: ids unique within it, keys fitting each store's type.
+fn validate_stores<R, T>(
+    raw: Vec<R>,
+    list: &'static str,
+    id: impl Fn(&R) -> &str,
+    validate: impl Fn(R) -> Result<T, (Option<&'static str>, StoreKeyError)>,
+    invalid_at: &dyn Fn(&[Segment<'_>], Target, String) -> ConfigError,
+) -> Result<Vec<T>, ConfigError> {
+    let mut seen = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, store) in raw.into_iter().enumerate() {
+        let here = [
+            Segment::Key("services"),
+            Segment::Key(list),
+            Segment::Index(i),
+        ];
+        let store_id = id(&store).to_owned();
+        check_unique(&mut seen, &store_id, i, |first| {
+            invalid_at(
+                &with(&here, "id"),
+                Target::Value,
+                duplicate(&store_id, list, first),
+            )
+        })?;
+        let store = validate(store).map_err(|(key, err)| match key {
+            Some(key) => invalid_at(&with(&here, key), Target::Key, err.to_string()),
+            None => invalid_at(&here, Target::Key, err.to_string()),
+        })?;
+        out.push(store);
+    }
+    Ok(out)
 }
 
 fn with<'a>(base: &[Segment<'a>; 3], key: &'a str) -> [Segment<'a>; 4] {
