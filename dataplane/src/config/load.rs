@@ -61,7 +61,6 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             message,
         }
     };
-    let invalid = |path: &[Segment<'_>], message: String| invalid_at(path, Target::Key, message);
 
     let raw: RawConfig = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
         .map_err(|err| serde_error(file, err))?;
