@@ -445,6 +445,7 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
     let mut sum = 0;
     let mut detail = Vec::new();
+    let mut gaps = Vec::new();
     let mut add = |name: String, v: u64| {
         sum += v;
         if v > 0 {
@@ -467,11 +468,19 @@ fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
             "shard queue full".into(),
             v["queue_full"].as_u64().unwrap_or(0),
         );
-        for key in ["output_full", "conn_table_full", "gap_records", "late"] {
+        for key in ["output_full", "conn_table_full"] {
             add(
                 format!("shard {key}"),
                 v["shards"][key].as_u64().unwrap_or(0),
             );
+        }
+        // Gaps are the shards' view of records lost upstream (counted above):
+        // shown, not added again.
+        for key in ["gap_records", "late"] {
+            let n = v["shards"][key].as_u64().unwrap_or(0);
+            if n > 0 {
+                gaps.push(format!("shard {key}={n} (not summed)"));
+            }
         }
     }
     for line in lines.iter().filter(|l| l.contains("store stopped")) {
@@ -484,6 +493,7 @@ fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
             add(format!("store {store}"), digits.parse().unwrap_or(0));
         }
     }
+    detail.extend(gaps);
     (sum, detail)
 }
 
@@ -553,14 +563,14 @@ mod tests {
             r#"INFO tapwire::agent: stopped counters={"kernel_drops":{"ring_full":5,"too_big":0},"ring_records":100,"queue_full":2,"shards":{"records":98,"transactions":40,"output_full":0,"gap_records":3}}"#.to_owned(),
         ];
         let (sum, detail) = drop_counters(&lines);
-        assert_eq!(sum, 11);
+        assert_eq!(sum, 8);
         assert_eq!(
             detail,
             [
                 "kernel ring_full=5",
                 "shard queue full=2",
-                "shard gap_records=3",
-                "store s3=1"
+                "store s3=1",
+                "shard gap_records=3 (not summed)"
             ]
         );
         assert_eq!(objects_stored(&lines), Some(30));
