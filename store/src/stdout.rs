@@ -17,6 +17,9 @@ use crate::{Digest, EventStore, Object, ObjectStore, StoreStats};
 /// Lines the writer queue holds; past it, new lines are dropped and counted.
 /// 64 Ki lines is several seconds of a busy node's events.
 pub const STDOUT_QUEUE_LINES: usize = 64 * 1024;
+/// Payload bytes (events and object bytes) the writer queue holds at most: objects
+/// can be large, so the line count alone would not bound memory.
+pub const STDOUT_QUEUE_BYTES: usize = 64 << 20;
 
 enum Line {
     Event {
@@ -55,6 +58,9 @@ impl Counters {
 /// The thread that owns standard output for the stdout stores.
 pub struct StdoutWriter {
     tx: SyncSender<Line>,
+    /// Payload bytes queued and not yet written; the writer thread subtracts what
+    /// it writes (Relaxed: a budget, not a synchronisation point).
+    queued: Arc<AtomicU64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -62,22 +68,29 @@ impl StdoutWriter {
     /// Starts the writer thread with a queue of `capacity` lines.
     pub fn start(capacity: usize) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = sync_channel(capacity);
+        let queued = Arc::new(AtomicU64::new(0));
+        let written = queued.clone();
         let thread = std::thread::Builder::new()
             .name("stdout-store".into())
-            .spawn(move || write_lines(rx, std::io::stdout().lock()))?;
+            .spawn(move || write_lines(rx, std::io::stdout().lock(), &written))?;
         Ok(Arc::new(Self {
             tx,
+            queued,
             thread: Mutex::new(Some(thread)),
         }))
     }
 
     fn send(&self, line: Line, counters: &Counters) {
         counters.accepted.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let len = line.payload_len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > STDOUT_QUEUE_BYTES as u64 {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -101,13 +114,25 @@ impl Drop for StdoutWriter {
     }
 }
 
-fn write_lines(rx: Receiver<Line>, out: impl Write) {
+impl Line {
+    /// Bytes this line holds against [`STDOUT_QUEUE_BYTES`].
+    fn payload_len(&self) -> u64 {
+        match self {
+            Line::Event { bytes, .. } => bytes.len() as u64,
+            Line::Object { object, .. } => object.bytes.len() as u64,
+            Line::Flush(_) => 0,
+        }
+    }
+}
+
+fn write_lines(rx: Receiver<Line>, out: impl Write, queued: &AtomicU64) {
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
     let mut scratch = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         // Drain what is queued before flushing, so a burst costs one write.
         while let Some(line) = next {
+            queued.fetch_sub(line.payload_len(), Ordering::Relaxed);
             match line {
                 Line::Event { bytes, counters } => {
                     let ok = out.write_all(&bytes).and_then(|()| out.write_all(b"\n"));
@@ -291,12 +316,27 @@ mod tests {
         .unwrap();
         drop(tx);
         let mut out = Vec::new();
-        write_lines(rx, &mut out);
+        let queued = AtomicU64::new(7 + 7 + 3);
+        write_lines(rx, &mut out, &queued);
+        assert_eq!(
+            queued.load(Ordering::Relaxed),
+            0,
+            "every written line leaves the budget"
+        );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[..2], ["{\"a\":1}", "{\"b\":2}"]);
         assert!(lines[2].contains("\"bytes\":\"AAEC\""), "{}", lines[2]);
         assert_eq!(counters.snapshot().stored, 3);
         assert_eq!(counters.snapshot().bytes, 7 + 7 + 3);
+    }
+
+    #[test]
+    fn an_object_over_the_byte_budget_is_dropped_and_counted() {
+        let store = StdoutObjectStore::new("out", StdoutWriter::start(16).unwrap());
+        let big = Bytes::from(vec![0u8; STDOUT_QUEUE_BYTES + 1]);
+        store.put(Object::new("application/octet-stream", big));
+        let stats = store.stats();
+        assert_eq!((stats.accepted, stats.dropped, stats.stored), (1, 1, 0));
     }
 }
