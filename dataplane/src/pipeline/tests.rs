@@ -257,3 +257,32 @@ fn http2_streams_become_transactions_with_decoded_headers() {
     assert_eq!(&t.response.body[..], b"hello h2");
     assert!(!t.incomplete_headers && !t.truncated);
 }
+
+#[test]
+fn connection_events_carry_the_documented_fields() {
+    let Some(Input::Open(info)) = decode(&frame(0, 4, 0, E, false, b"")) else {
+        panic!()
+    };
+    let open = String::from_utf8(super::txn::open_event_json(&info)).unwrap();
+    assert_eq!(
+        open,
+        "{\"type\":\"connection\",\"event\":\"open\",\"conn_id\":4,\"pid\":42,\"comm\":\"curl\",\
+         \"cgroup_id\":1,\"role\":\"client\",\"local\":\"127.0.0.1:50000\",\
+         \"remote\":\"127.0.0.1:443\"}"
+    );
+    let close = super::txn::ConnSummary {
+        conn: info,
+        tls: true,
+        bytes_sent: 10,
+        bytes_received: 20,
+        close_ns: 2_500_000,
+    };
+    let close = String::from_utf8(close.event_json()).unwrap();
+    assert_eq!(
+        close,
+        "{\"type\":\"connection\",\"event\":\"close\",\"conn_id\":4,\"pid\":42,\"comm\":\"curl\",\
+         \"cgroup_id\":1,\"role\":\"client\",\"local\":\"127.0.0.1:50000\",\
+         \"remote\":\"127.0.0.1:443\",\"tls\":true,\"bytes_sent\":10,\"bytes_received\":20,\
+         \"duration_ms\":2.5}"
+    );
+}

@@ -279,33 +279,40 @@ fn role_name(role: super::input::Role) -> &'static str {
     }
 }
 
+/// The fields every `connection` event carries.
+#[derive(Serialize)]
+struct ConnFields<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'static str,
+    conn_id: u64,
+    pid: u32,
+    comm: &'a str,
+    cgroup_id: u64,
+    role: &'static str,
+    local: String,
+    remote: String,
+}
+
+impl<'a> ConnFields<'a> {
+    fn new(c: &'a ConnInfo, event: &'static str) -> Self {
+        ConnFields {
+            kind: "connection",
+            event,
+            conn_id: c.conn_id,
+            pid: c.pid,
+            comm: &c.comm,
+            cgroup_id: c.cgroup_id,
+            role: role_name(c.role),
+            local: c.local.to_string(),
+            remote: c.remote.to_string(),
+        }
+    }
+}
+
 /// The `connection` open event JSON.
 pub fn open_event_json(c: &ConnInfo) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Event<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        event: &'static str,
-        conn_id: u64,
-        pid: u32,
-        comm: &'a str,
-        cgroup_id: u64,
-        role: &'static str,
-        local: String,
-        remote: String,
-    }
-    let event = Event {
-        kind: "connection",
-        event: "open",
-        conn_id: c.conn_id,
-        pid: c.pid,
-        comm: &c.comm,
-        cgroup_id: c.cgroup_id,
-        role: role_name(c.role),
-        local: c.local.to_string(),
-        remote: c.remote.to_string(),
-    };
-    serde_json::to_vec(&event).expect("event serializes")
+    serde_json::to_vec(&ConnFields::new(c, "open")).expect("event serializes")
 }
 
 /// A connection that closed, for its `connection` event.
@@ -328,36 +335,19 @@ impl ConnSummary {
     pub fn event_json(&self) -> Vec<u8> {
         #[derive(Serialize)]
         struct Event<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            event: &'static str,
-            conn_id: u64,
-            pid: u32,
-            comm: &'a str,
-            cgroup_id: u64,
-            role: &'static str,
-            local: String,
-            remote: String,
+            #[serde(flatten)]
+            conn: ConnFields<'a>,
             tls: bool,
             bytes_sent: u64,
             bytes_received: u64,
             duration_ms: f64,
         }
-        let c = &self.conn;
         let event = Event {
-            kind: "connection",
-            event: "close",
-            conn_id: c.conn_id,
-            pid: c.pid,
-            comm: &c.comm,
-            cgroup_id: c.cgroup_id,
-            role: role_name(c.role),
-            local: c.local.to_string(),
-            remote: c.remote.to_string(),
+            conn: ConnFields::new(&self.conn, "close"),
             tls: self.tls,
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
-            duration_ms: self.close_ns.saturating_sub(c.ts_ns) as f64 / 1e6,
+            duration_ms: self.close_ns.saturating_sub(self.conn.ts_ns) as f64 / 1e6,
         };
         serde_json::to_vec(&event).expect("event serializes")
     }
