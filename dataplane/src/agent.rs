@@ -191,7 +191,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         if let Some(signal) = signals.wait_timeout(STATS_EVERY) {
             break signal;
         }
-        log_stats(&capture, &pipeline.stats(), false);
+        log_stats(&capture, &pipeline.stats());
     };
     tracing::info!(signal, "stopping");
     let kernel_drops = capture.drops();
@@ -203,7 +203,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     Ok(())
 }
 
-fn log_stats(capture: &Capture, stats: &PipelineStats, _last: bool) {
+fn log_stats(capture: &Capture, stats: &PipelineStats) {
     let drops = capture.drops();
     let dropped: u64 = drops.iter().sum();
     let shards = stats.total();

@@ -146,6 +146,32 @@ struct Conn {
 }
 
 impl Conn {
+    /// The parser state and a follower for its events, borrowed apart so the
+    /// parser's callback can update the connection's transactions.
+    fn follow(&mut self, conn_id: u64, ts_ns: u64, tid: u32, tls: bool) -> (&mut Mode, Follow<'_>) {
+        let follow = Follow {
+            info: self.info.as_ref(),
+            conn_id,
+            pending: &mut self.pending,
+            done: Vec::new(),
+            ts_ns,
+            tid,
+            tls,
+            egress: self.request_flow.unwrap_or(Flow::Egress) == Flow::Egress,
+            gap: &mut self.gap,
+        };
+        (&mut self.mode, follow)
+    }
+
+    /// Stops parsing: open HTTP/2 streams join the pending transactions, which
+    /// the caller flushes.
+    fn stop_parsing(&mut self) {
+        if let Mode::Http2(h2) = &mut self.mode {
+            self.pending.extend(h2.streams.drain().map(|(_, t)| t));
+        }
+        self.mode = Mode::Opaque;
+    }
+
     fn new() -> Self {
         Conn {
             info: None,
@@ -225,11 +251,8 @@ impl<S: Sink> Shard<S> {
                 }
                 // The byte stream has a hole of unknown length: HTTP framing cannot
                 // be trusted past it.
-                if let Mode::Http2(h2) = &mut conn.mode {
-                    conn.pending.extend(h2.streams.drain().map(|(_, t)| t));
-                }
                 if matches!(conn.mode, Mode::Http1(_) | Mode::Http2(_)) {
-                    conn.mode = Mode::Opaque;
+                    conn.stop_parsing();
                     self.flush_pending(conn_id);
                 }
             }
@@ -308,24 +331,13 @@ impl<S: Sink> Shard<S> {
                 self.stats.not_http += 1;
             }
         }
-        let request_flow = conn.request_flow.unwrap_or(Flow::Egress);
-        let direction = if flow == request_flow {
+        let direction = if flow == conn.request_flow.unwrap_or(Flow::Egress) {
             Direction::Request
         } else {
             Direction::Response
         };
-        let mut follow = Follow {
-            info: conn.info.as_ref(),
-            conn_id,
-            pending: &mut conn.pending,
-            done: Vec::new(),
-            ts_ns,
-            tid,
-            tls,
-            egress: request_flow == Flow::Egress,
-            gap: &mut conn.gap,
-        };
-        let failed = match &mut conn.mode {
+        let (mode, mut follow) = conn.follow(conn_id, ts_ns, tid, tls);
+        let failed = match mode {
             Mode::Http1(parser) => parser
                 .feed(direction, payload, &mut |d, ev| follow.event(d, ev))
                 .is_err(),
@@ -342,10 +354,7 @@ impl<S: Sink> Shard<S> {
         let done = std::mem::take(&mut follow.done);
         if failed {
             self.stats.parse_errors += 1;
-            if let Mode::Http2(h2) = &mut conn.mode {
-                conn.pending.extend(h2.streams.drain().map(|(_, t)| t));
-            }
-            conn.mode = Mode::Opaque;
+            conn.stop_parsing();
         }
         for txn in done {
             self.emit(Output::Txn(Box::new(txn)));
@@ -359,35 +368,17 @@ impl<S: Sink> Shard<S> {
         let Some(mut conn) = self.conns.remove(&conn_id) else {
             return;
         };
-        if let Mode::Http1(parser) = &mut conn.mode {
-            let request_flow = conn.request_flow.unwrap_or(Flow::Egress);
-            let mut follow = Follow {
-                info: conn.info.as_ref(),
-                conn_id,
-                pending: &mut conn.pending,
-                done: Vec::new(),
-                ts_ns,
-                tid: 0,
-                tls: conn.tls.unwrap_or(false),
-                egress: request_flow == Flow::Egress,
-                gap: &mut conn.gap,
-            };
+        let tls = conn.tls.unwrap_or(false);
+        if let (Mode::Http1(parser), mut follow) = conn.follow(conn_id, ts_ns, 0, tls) {
             let _ = parser.eof(Direction::Response, &mut |d, ev| follow.event(d, ev));
-            let done = std::mem::take(&mut follow.done);
-            for txn in done {
+            for txn in follow.done {
                 self.emit(Output::Txn(Box::new(txn)));
             }
         }
-        if let Mode::Http2(h2) = &mut conn.mode {
-            conn.pending.extend(h2.streams.drain().map(|(_, t)| t));
-        }
+        conn.stop_parsing();
         for mut txn in conn.pending.drain(..) {
             txn.truncated |= !txn.response.complete;
-            self.stats.transactions += 1;
-            let item = Output::Txn(Box::new(txn));
-            if self.sink.try_send(item).is_err() {
-                self.stats.output_full += 1;
-            }
+            self.emit(Output::Txn(Box::new(txn)));
         }
         if let Some(info) = conn.info {
             let summary = ConnSummary {
