@@ -20,6 +20,8 @@
 
 pub mod btf;
 pub mod debug;
+pub mod golang;
+pub mod libraries;
 pub mod loader;
 pub mod placement;
 pub mod ring;
@@ -36,6 +38,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use libraries::{LibraryKind, ProbedCounts};
 pub use loader::{LoaderError, Options};
 pub use ring::{ReaderCounters, RingError};
 pub use selection::Selection;
@@ -78,6 +81,7 @@ pub struct Capture {
     control: Option<JoinHandle<()>>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
+    probed: Arc<ProbedCounts>,
 }
 
 impl Capture {
@@ -107,6 +111,8 @@ impl Capture {
                 attach_process(&mut probes, &mut targets, pid, false);
             }
         }
+        probes.log_probed();
+        let probed = Arc::clone(&probes.probed);
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel(EXEC_QUEUE);
@@ -126,6 +132,7 @@ impl Capture {
             control: Some(control),
             drops,
             fallbacks,
+            probed,
         })
     }
 
@@ -140,6 +147,11 @@ impl Capture {
             .iter()
             .map(|r| (r.cpu, Arc::clone(&r.counters)))
             .collect()
+    }
+
+    /// Files with TLS probes so far, per library kind.
+    pub fn probed(&self) -> Arc<ProbedCounts> {
+        Arc::clone(&self.probed)
     }
 
     /// TLS probe points placed on a single-stepped instruction so far.
