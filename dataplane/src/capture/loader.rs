@@ -174,6 +174,14 @@ impl DropCounters {
         }
         out
     }
+
+    /// One reason's counter per CPU (index = CPU id).
+    pub fn per_cpu(&self, reason: DropReason) -> Vec<u64> {
+        self.map
+            .get(&(reason as u32), 0)
+            .map(|values| values.iter().copied().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// Loaded and attached probes. Dropping detaches everything.

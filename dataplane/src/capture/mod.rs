@@ -134,6 +134,11 @@ impl Capture {
         self.drops.read()
     }
 
+    /// Records lost because a CPU's ring was full, per CPU (index = CPU id).
+    pub fn ring_full_per_cpu(&self) -> Vec<u64> {
+        self.drops.per_cpu(DropReason::RingFull)
+    }
+
     /// Each reader's counters, with its CPU.
     pub fn reader_counters(&self) -> Vec<(u32, Arc<ReaderCounters>)> {
         self.readers
