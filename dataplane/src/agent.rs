@@ -11,7 +11,7 @@ use tapwire_store::stdout::{
 };
 use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3Store};
 
-use tapwire_common::{DropReason, Record};
+use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::{self, Capture, Selection};
 use crate::cli::Cli;
@@ -211,11 +211,18 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     tracing::info!(signal, "stopping");
     let kernel_drops = capture.drops();
     let ring_full_per_cpu = capture.ring_full_per_cpu();
+    let excluded = capture.excluded();
     let counters = capture.reader_counters();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(SHUTDOWN_GRACE);
-    log_final(&kernel_drops, &ring_full_per_cpu, &counters, &stats);
+    log_final(
+        &kernel_drops,
+        &ring_full_per_cpu,
+        &excluded,
+        &counters,
+        &stats,
+    );
     Ok(())
 }
 
@@ -240,12 +247,18 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
 fn log_final(
     kernel_drops: &[u64],
     kernel_drops_per_cpu: &[u64],
+    excluded: &[u64],
     readers: &[(u32, Arc<capture::ReaderCounters>)],
     stats: &PipelineStats,
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
         .zip(kernel_drops)
+        .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
+        .collect();
+    let excluded: serde_json::Map<String, serde_json::Value> = Exclusion::ALL
+        .iter()
+        .zip(excluded)
         .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
         .collect();
     let records: u64 = readers
@@ -263,6 +276,7 @@ fn log_final(
     let summary = serde_json::json!({
         "kernel_drops": kernel,
         "kernel_ring_full_per_cpu": per_cpu,
+        "kernel_excluded": excluded,
         "ring_records": records,
         "routing": stats.routing(),
         "shards": shards,
