@@ -1,21 +1,17 @@
-//! The output thread: turns shard output into objects and events and hands them to
-//! every configured store.
+//! Shard output as objects and events, handed to every configured store.
 //!
-//! Hashing bodies (BLAKE3) and serializing events happen here, off the shards.
-//! Stores never block this thread: each queues and drops on its own.
+//! Each shard thread does this for its own transactions ([`Deliver`] is its
+//! sink): hashing bodies (BLAKE3) and serializing events run on every shard in
+//! parallel, where the bytes already are, and no queue sits between parsing and
+//! the stores. Stores never block a shard: each queues and counts on its own.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tapwire_store::{EventStore, Object, ObjectStore};
 
-use super::shard::Output;
+use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
-
-/// How long the output thread sleeps when every queue is empty.
-const IDLE_SLEEP: Duration = Duration::from_millis(1);
 
 /// Executable paths remembered at most; the cache is cleared past it (pids are
 /// reused, so entries must not live forever anyway).
@@ -58,9 +54,9 @@ impl Fanout {
     /// Stores one shard output: its objects first, then the event naming them.
     pub fn deliver(&self, item: Output, exes: &mut ExeCache) {
         let event = match item {
-            Output::Txn(txn) => {
+            Output::Txn(mut txn) => {
                 let mut refs = Vec::new();
-                for (role, content_type, bytes) in txn.objects() {
+                for (role, content_type, bytes) in txn.take_objects() {
                     let object = Object::new(content_type, bytes);
                     let url = self
                         .objects
@@ -89,24 +85,24 @@ impl Fanout {
     }
 }
 
-/// Drains `queues` into `fanout` until `stop` is set and the queues are empty.
-pub fn run(mut queues: Vec<rtrb::Consumer<Output>>, fanout: Fanout, stop: Arc<AtomicBool>) {
-    let mut exes = ExeCache::default();
-    loop {
-        let mut moved = 0usize;
-        for queue in &mut queues {
-            while let Ok(item) = queue.pop() {
-                fanout.deliver(item, &mut exes);
-                moved += 1;
-            }
+/// A shard's sink: delivers each output on the shard's own thread.
+pub struct Deliver {
+    fanout: Fanout,
+    exes: ExeCache,
+}
+
+impl Deliver {
+    /// Delivers to `fanout`.
+    pub fn new(fanout: Fanout) -> Self {
+        Deliver {
+            fanout,
+            exes: ExeCache::default(),
         }
-        if moved == 0 {
-            // Acquire pairs with the Release store in `Pipeline::stop`: once seen,
-            // every shard has finished pushing.
-            if stop.load(Ordering::Acquire) && queues.iter().all(|q| q.is_empty()) {
-                return;
-            }
-            std::thread::sleep(IDLE_SLEEP);
-        }
+    }
+}
+
+impl Sink for Deliver {
+    fn send(&mut self, item: Output) {
+        self.fanout.deliver(item, &mut self.exes);
     }
 }
