@@ -5,9 +5,8 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
-    sync::OnceLock,
     time::Duration,
 };
 
@@ -16,34 +15,6 @@ use serde_json::Value;
 
 /// Body the Go test server answers with (`fixtures/gotls/main.go`).
 const GO_BODY: &[u8] = b"hello from go server\n";
-
-/// The Go peers, built once per run with Debian's `go` into the target
-/// directory (a build cache there keeps reruns to a second or two):
-/// `(with symbols and DWARF, stripped with -s -w)`.
-fn go_binaries() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gotls");
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let out = (tmp.join("gotls"), tmp.join("gotls-stripped"));
-        for (bin, ldflags) in [(&out.0, ""), (&out.1, "-s -w")] {
-            let status = Command::new(which("go"))
-                .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
-                .arg(bin)
-                .arg(".")
-                .current_dir(src)
-                .env("GOCACHE", tmp.join("gocache"))
-                .env("GOPATH", tmp.join("gopath"))
-                .env("GOFLAGS", "")
-                .env("GOTOOLCHAIN", "local")
-                .env("CGO_ENABLED", "0")
-                .status()
-                .expect("run go build");
-            assert!(status.success(), "go build {ldflags} failed");
-        }
-        out
-    })
-}
 
 /// Open lines of `pid` whose remote address is `remote`.
 fn open_with_remote(lines: &[Value], pid: u32, remote: &str) -> Option<Value> {
@@ -103,7 +74,7 @@ fn wget_gnutls_started_after_the_agent_exact_bytes() {
     // The server (python, OpenSSL) is captured too: an independent record of
     // the same bytes.
     let server = https_server(port, &certs);
-    let server_pid = server.0.id();
+    let server_pid = server.pid();
     let wget = std::fs::canonicalize(which("wget")).expect("wget path");
     let agent = Agent::start(
         &[
@@ -176,19 +147,10 @@ fn wget_gnutls_started_after_the_agent_exact_bytes() {
 /// Runs a Go client (`bin`) against the Go server, HTTP/1.1 then HTTP/2, and
 /// checks both exchanges from both ends.
 fn go_exchanges(name: &str, client_bin: &Path) {
-    let (server_bin, _) = go_binaries();
     let certs = certs();
     let port = free_port();
-    let server = Bg(Command::new(server_bin)
-        .args(["server", &port.to_string()])
-        .arg(&certs.cert)
-        .arg(&certs.key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn go server"));
-    let server_pid = server.0.id();
-    wait_listening(port, Duration::from_secs(20));
+    let server = go_https_server(port, &certs);
+    let server_pid = server.pid();
     let client_bin = path_str(client_bin);
     let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
     // The clients wait for a line on stdin: both are running (and mapped)
@@ -277,7 +239,7 @@ fn go_client_and_server_h1_h2_exact_bytes() {
         return;
     }
     let _serial = serial();
-    go_exchanges("go with symbols", &go_binaries().0);
+    go_exchanges("go with symbols", &go_peers().full);
 }
 
 #[test]
@@ -286,7 +248,7 @@ fn go_stripped_client_h1_h2_exact_bytes() {
         return;
     }
     let _serial = serial();
-    go_exchanges("stripped go client", &go_binaries().1);
+    go_exchanges("stripped go client", &go_peers().stripped);
 }
 
 /// Where the Go probes sit: the stack check's `jbe` at entry (emulated), the
@@ -301,9 +263,9 @@ fn go_probes_sit_on_emulated_instructions_with_or_without_symbols() {
         libraries::plan,
         placement::{Elf, PointKind},
     };
-    let (full, stripped) = go_binaries();
-    let full_data = std::fs::read(full).expect("read go binary");
-    let stripped_data = std::fs::read(stripped).expect("read stripped go binary");
+    let peers = go_peers();
+    let full_data = std::fs::read(&peers.full).expect("read go binary");
+    let stripped_data = std::fs::read(&peers.stripped).expect("read stripped go binary");
     let (kind, points) = plan(&full_data).expect("plan go binary");
     assert_eq!(kind, LibraryKind::GoTls);
     let (kind, stripped_points) = plan(&stripped_data).expect("plan stripped go binary");

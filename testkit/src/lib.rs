@@ -8,6 +8,7 @@
 //! - [`agent`]: the `tapwire` binary under test, its output collected.
 //! - [`records`]: queries over the agent's JSON lines.
 //! - [`servers`]: the Python test servers in `testkit/py/`.
+//! - [`golang`]: the Go TLS peers in `testkit/go/`, built with the system's Go.
 //! - [`weed`]: a real S3 server (SeaweedFS) on loopback.
 //!
 //! Everything is re-exported at the root, so a suite's `tests/common/mod.rs` is a
@@ -15,6 +16,7 @@
 
 pub mod agent;
 pub mod certs;
+pub mod golang;
 pub mod net;
 pub mod process;
 pub mod records;
@@ -23,6 +25,7 @@ pub mod weed;
 
 pub use agent::*;
 pub use certs::*;
+pub use golang::*;
 pub use net::*;
 pub use process::*;
 pub use records::*;

@@ -1,8 +1,8 @@
 //! The Go HTTPS server (Go's `crypto/tls`, HTTP/1.1 to wrk) measured beside
 //! nginx, and the per-call cost of tapwire's Go probes.
 //!
-//! Both use the Go peer of the capture tests
-//! (`dataplane/tests/fixtures/gotls`), built with the system's `go`.
+//! Both use the Go peer of the capture tests (`testkit/go/gotls`), built with
+//! the system's `go`.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
