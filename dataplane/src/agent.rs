@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tapwire_store::config::SecretError;
 use tapwire_store::{StoreStartError, Stores};
 
-use tapwire_common::{DropReason, Record};
+use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::{self, Capture, Selection};
 use crate::cli::Cli;
@@ -114,21 +114,36 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         events: stores.events.clone(),
         objects: stores.objects.clone(),
     };
+    let mut pipeline_config = PipelineConfig::new(readers, shards);
+    if let Some(budget) = cli.memory_budget.or(config.tapwire.memory_budget) {
+        pipeline_config.memory_budget = usize::try_from(budget.0).unwrap_or(usize::MAX);
+    }
+    if let Some(idle) = config.tapwire.idle_timeout {
+        pipeline_config.idle_timeout = Duration::from_secs(idle.0);
+    }
     let (pipeline, routers) =
-        Pipeline::start(PipelineConfig { readers, shards }, wire::decode, fanout)
-            .map_err(StartError::Threads)?;
+        Pipeline::start(pipeline_config, wire::decode, fanout).map_err(StartError::Threads)?;
+    let plan = pipeline.plan();
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
     let capture = Capture::start(options, |cpu| {
         let mut router = routers.get_mut(cpu as usize).and_then(Option::take);
         move |raw: &[u8], record: Record<'_>| {
-            if let (Some(router), Some(conn_id)) = (router.as_mut(), wire::conn_id(&record)) {
-                router.route(conn_id, &[raw]);
+            let Some(router) = router.as_mut() else {
+                return;
+            };
+            match wire::conn_id(&record) {
+                Some(conn_id) => router.route(conn_id, &[raw]),
+                // A process exit releases its connections in every shard.
+                None if matches!(record, Record::ProcExit(_)) => router.broadcast(&[raw]),
+                None => {}
             }
         }
     })?;
     tracing::info!(
         readers,
-        shards,
+        shards = plan.shards,
+        memory_budget = pipeline_config.memory_budget,
+        frame_queue_bytes = plan.frame_queue_bytes,
         event_stores = stores.events.len(),
         object_stores = stores.objects.len(),
         "capture ready"
@@ -153,6 +168,8 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         "stopping"
     );
     let kernel_drops = capture.drops();
+    let ring_full_per_cpu = capture.ring_full_per_cpu();
+    let excluded = capture.excluded();
     let counters = capture.reader_counters();
     capture.stop();
     let stats = pipeline.stop();
@@ -161,7 +178,13 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
             .saturating_duration_since(Instant::now())
             .saturating_sub(EXIT_MARGIN),
     );
-    log_final(&kernel_drops, &counters, &stats);
+    log_final(
+        &kernel_drops,
+        &ring_full_per_cpu,
+        &excluded,
+        &counters,
+        &stats,
+    );
     Ok(())
 }
 
@@ -169,13 +192,15 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
     let drops = capture.drops();
     let dropped: u64 = drops.iter().sum();
     let shards = stats.total();
+    let routing = stats.routing();
     tracing::info!(
         kernel_dropped = dropped,
-        queue_full = stats.queue_full.iter().sum::<u64>(),
+        pushback_waits = routing.pushback_waits,
         records = shards.records,
         transactions = shards.transactions,
         gap_records = shards.gap_records,
-        output_full = shards.output_full,
+        body_shed_bytes = shards.body_shed_bytes,
+        budget_used = stats.budget_used,
         "running"
     );
 }
@@ -183,6 +208,8 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
 /// One final line with every counter, for operators and the benchmark harness.
 fn log_final(
     kernel_drops: &[u64],
+    kernel_drops_per_cpu: &[u64],
+    excluded: &[u64],
     readers: &[(u32, Arc<capture::ReaderCounters>)],
     stats: &PipelineStats,
 ) {
@@ -191,15 +218,29 @@ fn log_final(
         .zip(kernel_drops)
         .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
         .collect();
+    let excluded: serde_json::Map<String, serde_json::Value> = Exclusion::ALL
+        .iter()
+        .zip(excluded)
+        .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
+        .collect();
     let records: u64 = readers
         .iter()
         .map(|(_, c)| c.records.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
     let shards = stats.total();
+    // CPUs whose ring overflowed, by CPU id.
+    let per_cpu: serde_json::Map<String, serde_json::Value> = kernel_drops_per_cpu
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cpu, n)| (cpu.to_string(), (*n).into()))
+        .collect();
     let summary = serde_json::json!({
         "kernel_drops": kernel,
+        "kernel_ring_full_per_cpu": per_cpu,
+        "kernel_excluded": excluded,
         "ring_records": records,
-        "queue_full": stats.queue_full.iter().sum::<u64>(),
+        "routing": stats.routing(),
         "shards": shards,
     });
     tracing::info!(counters = %summary, "stopped");
