@@ -9,12 +9,14 @@
 //! - [`records`]: queries over the agent's JSON lines.
 //! - [`servers`]: the Python test servers in `testkit/py/`.
 //! - [`weed`]: a real S3 server (SeaweedFS) on loopback.
+//! - [`fault_proxy`]: a fault-injecting proxy (403s, a blackhole) in front of it.
 //!
 //! Everything is re-exported at the root, so a suite's `tests/common/mod.rs` is a
 //! single `pub use tapwire_testkit::*;`.
 
 pub mod agent;
 pub mod certs;
+pub mod fault_proxy;
 pub mod net;
 pub mod process;
 pub mod records;
@@ -23,6 +25,7 @@ pub mod weed;
 
 pub use agent::*;
 pub use certs::*;
+pub use fault_proxy::*;
 pub use net::*;
 pub use process::*;
 pub use records::*;
