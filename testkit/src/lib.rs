@@ -10,12 +10,14 @@
 //! - [`servers`]: the Python test servers in `testkit/py/`.
 //! - [`golang`]: the Go TLS peers in `testkit/go/`, built with the system's Go.
 //! - [`weed`]: a real S3 server (SeaweedFS) on loopback.
+//! - [`fault_proxy`]: a fault-injecting proxy (403s, a blackhole) in front of it.
 //!
 //! Everything is re-exported at the root, so a suite's `tests/common/mod.rs` is a
 //! single `pub use tapwire_testkit::*;`.
 
 pub mod agent;
 pub mod certs;
+pub mod fault_proxy;
 pub mod golang;
 pub mod net;
 pub mod process;
@@ -25,6 +27,7 @@ pub mod weed;
 
 pub use agent::*;
 pub use certs::*;
+pub use fault_proxy::*;
 pub use golang::*;
 pub use net::*;
 pub use process::*;

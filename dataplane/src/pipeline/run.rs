@@ -11,7 +11,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::budget::{Budget, DEFAULT_MEMORY_BUDGET, Plan};
-use super::output::{Deliver, Fanout};
+use super::output::{self, Deliver, Fanout};
 use super::queue::{FrameConsumer, FrameProducer, frame_queue};
 use super::shard::{DEFAULT_IDLE_TIMEOUT, Decode, Shard, ShardStats};
 
@@ -315,14 +315,15 @@ fn run_shard(
         }
         if last_tick.elapsed() >= SHARD_TICK {
             shard.tick(now);
+            shard.sink_mut().release_ready();
             *stats.lock().expect("stats lock") = shard.stats;
             last_tick = Instant::now();
         }
         if moved == 0 {
             // Acquire pairs with the Release in `Pipeline::stop`.
             if stop.load(Ordering::Acquire) {
-                shard.tick(u64::MAX);
                 shard.stop();
+                shard.sink_mut().drain(output::HELD_DRAIN);
                 *stats.lock().expect("stats lock") = shard.stats;
                 return;
             }
