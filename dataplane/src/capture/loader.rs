@@ -179,7 +179,6 @@ impl DropCounters {
 /// Loaded and attached probes. Dropping detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
-    per_process: bool,
     attached: HashSet<(FileId, u64, Option<u32>)>,
     /// Probe points placed on a single-stepped instruction.
     pub fallbacks: AtomicU64,
@@ -232,7 +231,7 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, Lo
 
 /// Loads the probes and creates the rings. Tracepoints are attached; TLS
 /// uprobes are attached with [`Probes::attach_target`].
-pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resolved), LoaderError> {
+pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), LoaderError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoaderError::NoObject);
     }
@@ -281,7 +280,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     }
 
     // Selection maps before the tracepoints start acting on them.
-    let mut resolved = opts.selection.resolve()?;
+    let resolved = opts.selection.resolve()?;
     if selecting {
         seed_selection(&mut ebpf, &resolved)?;
     }
@@ -304,8 +303,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     }
     if selecting {
         // Children forked between the first scan and the fork tracepoint.
-        resolved = opts.selection.resolve()?;
-        seed_selection(&mut ebpf, &resolved)?;
+        seed_selection(&mut ebpf, &opts.selection.resolve()?)?;
     }
     for prog in ["ssl_enter", "ssl_return", "ssl_free"] {
         let p: &mut UProbe = program(&mut ebpf, prog)?;
@@ -323,11 +321,10 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     })?;
     let probes = Probes {
         ebpf,
-        per_process: selecting,
         attached: HashSet::new(),
         fallbacks: AtomicU64::new(0),
     };
-    Ok((probes, rings, DropCounters { map: drops }, resolved))
+    Ok((probes, rings, DropCounters { map: drops }))
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
@@ -364,11 +361,6 @@ fn seed_selection(ebpf: &mut Ebpf, r: &Resolved) -> Result<(), LoaderError> {
 }
 
 impl Probes {
-    /// True when uprobes are attached per selected process.
-    pub fn per_process(&self) -> bool {
-        self.per_process
-    }
-
     /// Attaches the TLS probes of `target`: for every process (`pid` `None`,
     /// once per file) or for one process. Already attached points are skipped.
     /// Returns how many probe points were attached.

@@ -90,22 +90,17 @@ impl Capture {
         F: FnMut(u32) -> H,
         H: FnMut(&[u8], Record<'_>) + Send + 'static,
     {
-        let (mut probes, rings, drops, resolved) = loader::load(&opts)?;
+        let (mut probes, rings, drops) = loader::load(&opts)?;
         let mut targets = Targets::default();
-        let libraries = targets.system_libraries();
-        if probes.per_process() {
-            let mut pids: Vec<u32> = resolved.pids.keys().copied().collect();
-            pids.extend(&resolved.cgroup_pids);
-            for pid in pids {
-                attach_process(&mut probes, &mut targets, pid, true);
-            }
-        } else {
-            for lib in &libraries {
-                probes.attach_target(lib, None);
-            }
-            for pid in targets::all_pids() {
-                attach_process(&mut probes, &mut targets, pid, false);
-            }
+        // Probes belong to files: attached once per file, they fire in every
+        // process that maps it, now or later, from its first instruction. The
+        // selection is applied in the kernel (`select.rs`), so a program started
+        // later is covered before its first TLS call with or without a selection.
+        for lib in &targets.system_libraries() {
+            probes.attach_target(lib, None);
+        }
+        for pid in targets::all_pids() {
+            attach_process(&mut probes, &mut targets, pid);
         }
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
         let stop = Arc::new(AtomicBool::new(false));
@@ -172,27 +167,11 @@ impl Drop for Capture {
     }
 }
 
-/// Attaches TLS probes for one process: every TLS file it maps now (and its
-/// executable). Per process (`per_process`) also the system's TLS libraries,
-/// so a library the program loads later is covered from its first call.
-fn attach_process(probes: &mut Probes, targets: &mut Targets, pid: u32, per_process: bool) {
-    if per_process {
-        // The system libraries first: already inspected, so attaching them is
-        // quick, and most programs get their TLS from there. A program just
-        // exec'd races its first TLS call against this.
-        let libraries = targets.system_libraries();
-        for lib in &libraries {
-            probes.attach_target(lib, Some(pid));
-        }
-        for f in targets.of_process(pid) {
-            if !libraries.iter().any(|l| l.id == f.id) {
-                probes.attach_target(&f, Some(pid));
-            }
-        }
-    } else {
-        for f in targets.of_process(pid) {
-            probes.attach_target(&f, None);
-        }
+/// Attaches the TLS probes of every TLS file a process maps now (and its
+/// executable), once per file.
+fn attach_process(probes: &mut Probes, targets: &mut Targets, pid: u32) {
+    for f in targets.of_process(pid) {
+        probes.attach_target(&f, None);
     }
 }
 
@@ -203,14 +182,13 @@ fn control_loop(
     stop: &AtomicBool,
     fallbacks: &AtomicU64,
 ) {
-    let per_process = probes.per_process();
     // (pid, when, next delay index)
     let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
     while !stop.load(Ordering::Acquire) {
         match rx.recv_timeout(Duration::from_millis(10)) {
             // Exec records come only from selected processes when selecting.
             Ok(pid) => {
-                attach_process(&mut probes, &mut targets, pid, per_process);
+                attach_process(&mut probes, &mut targets, pid);
                 rescans.push((pid, Instant::now() + RESCAN_AFTER[0], 0));
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -225,7 +203,7 @@ fn control_loop(
                 continue;
             }
             if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                attach_process(&mut probes, &mut targets, pid, per_process);
+                attach_process(&mut probes, &mut targets, pid);
             }
             if let Some(delay) = RESCAN_AFTER.get(step + 1) {
                 rescans[i] = (pid, now + *delay, step + 1);
