@@ -13,6 +13,7 @@ use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3
 
 use tapwire_common::{DropReason, Record};
 
+use crate::capture::sendfile::{FileSendCounters, FileSends};
 use crate::capture::{self, Capture, Selection};
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigError};
@@ -166,15 +167,25 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let fanout = Fanout {
         events: stores.events.clone(),
         objects: stores.objects.clone(),
+        processes: Arc::clone(&options.processes),
     };
     let (pipeline, routers) =
         Pipeline::start(PipelineConfig { readers, shards }, wire::decode, fanout)
             .map_err(StartError::Threads)?;
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
+    let file_sends = Arc::new(FileSendCounters::default());
     let capture = Capture::start(options, |cpu| {
         let mut router = routers.get_mut(cpu as usize).and_then(Option::take);
+        let counters = Arc::clone(&file_sends);
+        let mut sends = FileSends::default();
         move |raw: &[u8], record: Record<'_>| {
-            if let (Some(router), Some(conn_id)) = (router.as_mut(), wire::conn_id(&record)) {
+            let Some(router) = router.as_mut() else {
+                return;
+            };
+            if let Record::FileSend(rec) = &record {
+                // Bytes sent from a file: read back and routed as data.
+                sends.expand(rec, &counters, |parts| router.route(rec.conn_id, parts));
+            } else if let Some(conn_id) = wire::conn_id(&record) {
                 router.route(conn_id, &[raw]);
             }
         }
@@ -196,10 +207,11 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     tracing::info!(signal, "stopping");
     let kernel_drops = capture.drops();
     let counters = capture.reader_counters();
+    let late_files = capture.late_files();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(SHUTDOWN_GRACE);
-    log_final(&kernel_drops, &counters, &stats);
+    log_final(&kernel_drops, &counters, &stats, &late_files, &file_sends);
     Ok(())
 }
 
@@ -207,8 +219,12 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
     let drops = capture.drops();
     let dropped: u64 = drops.iter().sum();
     let shards = stats.total();
+    let late = capture.late_files();
     tracing::info!(
         kernel_dropped = dropped,
+        late_tls_files = late.live_window.files,
+        live_window_p50_us = late.live_window.p50_us,
+        live_window_p99_us = late.live_window.p99_us,
         queue_full = stats.queue_full.iter().sum::<u64>(),
         records = shards.records,
         transactions = shards.transactions,
@@ -223,6 +239,8 @@ fn log_final(
     kernel_drops: &[u64],
     readers: &[(u32, Arc<capture::ReaderCounters>)],
     stats: &PipelineStats,
+    late_files: &capture::LateFiles,
+    file_sends: &FileSendCounters,
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
@@ -239,6 +257,8 @@ fn log_final(
         "ring_records": records,
         "queue_full": stats.queue_full.iter().sum::<u64>(),
         "shards": shards,
+        "late_files": late_files,
+        "sendfile": file_sends,
     });
     tracing::info!(counters = %summary, "stopped");
 }

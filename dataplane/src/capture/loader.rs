@@ -57,6 +57,10 @@ const SYSCALL_PROGRAMS: &[(&str, &[&str])] = &[
         &["sys_enter_accept", "sys_enter_accept4"],
     ),
     ("sys_enter_close", &["sys_enter_close"]),
+    ("sys_enter_mmap", &["sys_enter_mmap"]),
+    ("sys_exit_mmap", &["sys_exit_mmap"]),
+    ("sys_enter_sendfile", &["sys_enter_sendfile64"]),
+    ("sys_exit_sendfile", &["sys_exit_sendfile64"]),
     (
         "sys_exit_socket",
         &[
@@ -91,6 +95,8 @@ pub struct Options {
     pub ring_bytes: u32,
     /// See [`WAKE_DIVISOR`].
     pub wake_divisor: u32,
+    /// Where process attributes are kept, for whoever writes events.
+    pub processes: std::sync::Arc<super::procs::ProcessTable>,
 }
 
 impl Default for Options {
@@ -99,6 +105,7 @@ impl Default for Options {
             selection: Selection::default(),
             ring_bytes: RING_BYTES_PER_CPU,
             wake_divisor: WAKE_DIVISOR,
+            processes: std::sync::Arc::default(),
         }
     }
 }
@@ -109,6 +116,9 @@ pub enum LoaderError {
     /// Kernel BTF could not be read.
     #[error("reading kernel btf")]
     Btf(#[from] BtfError),
+    /// The kernel lacks features the probes need.
+    #[error(transparent)]
+    Kernel(#[from] super::kernel::MissingFeatures),
     /// The embedded object is empty (built with `AYA_BUILD_SKIP`).
     #[error("the binary was built without its ebpf object")]
     NoObject,
@@ -235,6 +245,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
     if EBPF_OBJECT.is_empty() {
         return Err(LoaderError::NoObject);
     }
+    super::kernel::check()?;
     ensure_tracefs()?;
     let offsets = KernelBtf::load(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
     let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
@@ -425,6 +436,17 @@ impl Probes {
             }
         }
         n
+    }
+
+    /// Tells the probes that user space has inspected `key`: mapping it again
+    /// emits no record. A failed insert only means a later mapping is reported
+    /// again.
+    pub fn mark_inspected(&mut self, key: tapwire_common::FileKey) {
+        if let Some(map) = self.ebpf.map_mut("INSPECTED")
+            && let Ok(mut files) = BpfHashMap::<_, tapwire_common::FileKey, u8>::try_from(map)
+        {
+            let _ = files.insert(key, 1, 0);
+        }
     }
 
     /// Adds `pid` to the kernel's selected set (bits OR-ed in).

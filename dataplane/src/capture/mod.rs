@@ -14,16 +14,21 @@
 //! # Ok::<(), tapwire::capture::CaptureError>(())
 //! ```
 //!
-//! A control thread attaches TLS probes to programs started later (exec
-//! records) and owns the probes: [`Capture::stop`] (or drop) stops the readers
-//! after a last drain and detaches everything.
+//! A control thread probes files first seen later — an executable at exec, a
+//! library when a process maps it ([`images`]) — and owns the probes:
+//! [`Capture::stop`] (or drop) stops the readers after a last drain and
+//! detaches everything.
 
 pub mod btf;
 pub mod debug;
+pub mod images;
+pub mod kernel;
 pub mod loader;
 pub mod placement;
+pub mod procs;
 pub mod ring;
 pub mod selection;
+pub mod sendfile;
 pub mod targets;
 
 use std::{
@@ -42,20 +47,28 @@ pub use selection::Selection;
 pub use tapwire_common::{DropReason, Record};
 
 use loader::{DropCounters, Probes};
+use images::{ProcEvent, LiveWindow, SharedCounters};
+use procs::ProcessTable;
 use targets::Targets;
 
-/// Pids of exec records waiting for the control thread; beyond this, execs are
-/// skipped (and their programs picked up by the next rescan of a selected pid).
-const EXEC_QUEUE: usize = 4096;
+/// Exec and mapping records waiting for the control thread; beyond this they
+/// are skipped (a skipped file is reported again by its next mapping, and the
+/// rescans below find it).
+const IMAGE_QUEUE: usize = 4096;
 
 /// After an exec, a program's libraries appear as the dynamic loader (or a
-/// `dlopen`) maps them: its maps are rescanned after these delays.
+/// `dlopen`) maps them. Each mapping is reported as it is made; as a safety net
+/// for a report skipped on a full queue, the maps are also rescanned after
+/// these delays.
 const RESCAN_AFTER: [Duration; 4] = [
     Duration::from_millis(20),
     Duration::from_millis(150),
     Duration::from_millis(800),
     Duration::from_secs(3),
 ];
+
+/// How often exited processes are released from the process table.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
 /// Errors starting capture.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +91,7 @@ pub struct Capture {
     control: Option<JoinHandle<()>>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
+    images: SharedCounters,
 }
 
 impl Capture {
@@ -99,19 +113,34 @@ impl Capture {
         for lib in &targets.system_libraries() {
             probes.attach_target(lib, None);
         }
-        for pid in targets::all_pids() {
+        let pids = targets::all_pids();
+        for &pid in &pids {
             attach_process(&mut probes, &mut targets, pid);
         }
+        opts.processes.scan(pids);
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = sync_channel(EXEC_QUEUE);
+        let images = SharedCounters::default();
+        let (tx, rx) = sync_channel(IMAGE_QUEUE);
         let readers = ring::spawn_readers(rings, make_handler, Arc::clone(&stop), Some(tx))?;
         let control = {
             let stop = Arc::clone(&stop);
             let fallbacks = Arc::clone(&fallbacks);
+            let images = Arc::clone(&images);
+            let processes = Arc::clone(&opts.processes);
             std::thread::Builder::new()
                 .name("capture-control".into())
-                .spawn(move || control_loop(probes, targets, rx, &stop, &fallbacks))
+                .spawn(move || {
+                    let mut control = Control {
+                        probes,
+                        targets,
+                        images,
+                        processes,
+                    };
+                    control.run(rx, &stop, &fallbacks);
+                    drop(control);
+                    tracing::info!("probes detached");
+                })
                 .map_err(CaptureError::Spawn)?
         };
         tracing::info!(cpus = readers.len(), "capture started");
@@ -121,7 +150,19 @@ impl Capture {
             control: Some(control),
             drops,
             fallbacks,
+            images,
         })
+    }
+
+    /// Files first seen at exec or mapping: how many got TLS probes and how
+    /// long after the exec or mapping their probes were live.
+    pub fn late_files(&self) -> LateFiles {
+        let c = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        LateFiles {
+            maps: c.maps,
+            unresolved: c.unresolved,
+            live_window: c.live_window(),
+        }
     }
 
     /// Kernel-side drop counters summed over CPUs, in [`DropReason::ALL`] order.
@@ -168,52 +209,135 @@ impl Drop for Capture {
 }
 
 /// Attaches the TLS probes of every TLS file a process maps now (and its
-/// executable), once per file.
-fn attach_process(probes: &mut Probes, targets: &mut Targets, pid: u32) {
-    for f in targets.of_process(pid) {
-        probes.attach_target(&f, None);
-    }
+/// executable), once per file. Returns how many probe points were new.
+fn attach_process(probes: &mut Probes, targets: &mut Targets, pid: u32) -> usize {
+    targets
+        .of_process(pid)
+        .iter()
+        .map(|f| probes.attach_target(f, None))
+        .sum()
 }
 
-fn control_loop(
-    mut probes: Probes,
-    mut targets: Targets,
-    rx: Receiver<u32>,
-    stop: &AtomicBool,
-    fallbacks: &AtomicU64,
-) {
-    // (pid, when, next delay index)
-    let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
-    while !stop.load(Ordering::Acquire) {
-        match rx.recv_timeout(Duration::from_millis(10)) {
-            // Exec records come only from selected processes when selecting.
-            Ok(pid) => {
-                attach_process(&mut probes, &mut targets, pid);
-                rescans.push((pid, Instant::now() + RESCAN_AFTER[0], 0));
+/// Counters of files first seen at exec or mapping.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LateFiles {
+    /// Executable mappings of not yet inspected files reported by the kernel.
+    pub maps: u64,
+    /// Mappings whose file could not be opened (the process was gone).
+    pub unresolved: u64,
+    /// Exec or mapping to probes live, for files that got TLS probes then.
+    pub live_window: LiveWindow,
+}
+
+/// The control thread's state: it owns the probes.
+struct Control {
+    probes: Probes,
+    targets: Targets,
+    images: SharedCounters,
+    processes: Arc<ProcessTable>,
+}
+
+impl Control {
+    fn run(&mut self, rx: Receiver<ProcEvent>, stop: &AtomicBool, fallbacks: &AtomicU64) {
+        // (pid, when, next delay index)
+        let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
+        let mut last_expiry = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            match rx.recv_timeout(Duration::from_millis(10)) {
+                // Records come only from selected processes when selecting.
+                Ok(event) => {
+                    self.handle(event);
+                    if let ProcEvent::Exec { pid, .. } = event {
+                        rescans.push((pid, Instant::now() + RESCAN_AFTER[0], 0));
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            let now = Instant::now();
+            let mut i = 0;
+            while i < rescans.len() {
+                let (pid, due, step) = rescans[i];
+                if due > now {
+                    i += 1;
+                    continue;
+                }
+                if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    attach_process(&mut self.probes, &mut self.targets, pid);
+                }
+                if let Some(delay) = RESCAN_AFTER.get(step + 1) {
+                    rescans[i] = (pid, now + *delay, step + 1);
+                    i += 1;
+                } else {
+                    rescans.swap_remove(i);
+                }
+            }
+            fallbacks.store(
+                self.probes.fallbacks.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            if last_expiry.elapsed() >= EXPIRE_EVERY {
+                self.processes.expire();
+                last_expiry = Instant::now();
+            }
         }
-        let now = Instant::now();
-        let mut i = 0;
-        while i < rescans.len() {
-            let (pid, due, step) = rescans[i];
-            if due > now {
-                i += 1;
-                continue;
-            }
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                attach_process(&mut probes, &mut targets, pid);
-            }
-            if let Some(delay) = RESCAN_AFTER.get(step + 1) {
-                rescans[i] = (pid, now + *delay, step + 1);
-                i += 1;
-            } else {
-                rescans.swap_remove(i);
-            }
-        }
-        fallbacks.store(probes.fallbacks.load(Ordering::Relaxed), Ordering::Relaxed);
     }
-    drop(probes);
-    tracing::info!("probes detached");
+
+    /// Probes the files an exec or a mapping brings, and measures how long
+    /// after the event their probes were live.
+    fn handle(&mut self, event: ProcEvent) {
+        let (attached, what) = match event {
+            ProcEvent::Exec {
+                pid,
+                ts_ns,
+                filename,
+            } => {
+                self.processes
+                    .exec(pid, ts_ns, tapwire_common::decode::cstr(&filename));
+                (
+                    attach_process(&mut self.probes, &mut self.targets, pid),
+                    "exec",
+                )
+            }
+            ProcEvent::Exit { pid, ts_ns } => {
+                self.processes.exit(pid, ts_ns);
+                return;
+            }
+            ProcEvent::Map {
+                pid,
+                key,
+                addr,
+                fd,
+                ..
+            } => {
+                let path = images::mapped_file(pid, key, addr, fd);
+                let mut counters = self.images.lock().unwrap_or_else(|e| e.into_inner());
+                counters.maps += 1;
+                let Some(path) = path else {
+                    counters.unresolved += 1;
+                    return;
+                };
+                drop(counters);
+                let attached = self
+                    .targets
+                    .inspect(&path)
+                    .map_or(0, |t| self.probes.attach_target(&t, None));
+                self.probes.mark_inspected(key);
+                (attached, "map")
+            }
+        };
+        if attached > 0 {
+            let window = Duration::from_nanos(images::monotonic_ns().saturating_sub(event.ts_ns()));
+            self.images
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_window(window);
+            tracing::info!(
+                after = what,
+                points = attached,
+                window_us = window.as_micros() as u64,
+                "tls probes live in a newly seen file"
+            );
+        }
+    }
 }

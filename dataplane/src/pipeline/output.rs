@@ -11,39 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tapwire_store::{EventStore, Object, ObjectStore};
 
+use crate::capture::procs::ProcessTable;
+
 use super::shard::Output;
 use super::txn::ObjectRef;
 
 /// How long the output thread sleeps when every queue is empty.
 const IDLE_SLEEP: Duration = Duration::from_millis(1);
-
-/// Executable paths remembered at most; the cache is cleared past it (pids are
-/// reused, so entries must not live forever anyway).
-const MAX_EXE_CACHE: usize = 4096;
-
-/// Executable paths by pid, read from `/proc/PID/exe` once per process, on the
-/// output thread (never on the shards).
-#[derive(Default)]
-pub struct ExeCache {
-    paths: std::collections::HashMap<u32, Option<String>>,
-}
-
-impl ExeCache {
-    /// The executable of `pid`, if it can still be read.
-    pub fn get(&mut self, pid: u32) -> Option<&str> {
-        if self.paths.len() >= MAX_EXE_CACHE && !self.paths.contains_key(&pid) {
-            self.paths.clear();
-        }
-        self.paths
-            .entry(pid)
-            .or_insert_with(|| {
-                std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .ok()
-                    .map(|p| p.to_string_lossy().into_owned())
-            })
-            .as_deref()
-    }
-}
 
 /// Every store an output goes to.
 #[derive(Clone)]
@@ -52,11 +26,13 @@ pub struct Fanout {
     pub events: Vec<Arc<dyn EventStore>>,
     /// Object stores.
     pub objects: Vec<Arc<dyn ObjectStore>>,
+    /// Executables by pid, taken at exec by capture.
+    pub processes: Arc<ProcessTable>,
 }
 
 impl Fanout {
     /// Stores one shard output: its objects first, then the event naming them.
-    pub fn deliver(&self, item: Output, exes: &mut ExeCache) {
+    pub fn deliver(&self, item: Output) {
         let event = match item {
             Output::Txn(txn) => {
                 let mut refs = Vec::new();
@@ -77,7 +53,7 @@ impl Fanout {
                         store.put(object.clone());
                     }
                 }
-                txn.event_json(&refs, exes.get(txn.conn.pid))
+                txn.event_json(&refs, self.processes.exe(txn.conn.pid).as_deref())
             }
             Output::Opened(info) => super::txn::open_event_json(&info),
             Output::Closed(summary) => summary.event_json(),
@@ -91,12 +67,11 @@ impl Fanout {
 
 /// Drains `queues` into `fanout` until `stop` is set and the queues are empty.
 pub fn run(mut queues: Vec<rtrb::Consumer<Output>>, fanout: Fanout, stop: Arc<AtomicBool>) {
-    let mut exes = ExeCache::default();
     loop {
         let mut moved = 0usize;
         for queue in &mut queues {
             while let Ok(item) = queue.pop() {
-                fanout.deliver(item, &mut exes);
+                fanout.deliver(item);
                 moved += 1;
             }
         }

@@ -443,3 +443,135 @@ pub fn port_of(addr: &Value) -> u16 {
         .and_then(|p| p.parse().ok())
         .expect("port")
 }
+
+/// The cgroup v2 hierarchy: `/sys/fs/cgroup/unified` (hybrid) or `/sys/fs/cgroup`.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, path, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(path))
+    })
+}
+
+/// A fresh cgroup: programs started with [`Cgroup::command`] join it before
+/// they exec, as a container runtime or `systemd-run` would start them. On
+/// drop every process still in it is killed and the cgroup removed.
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+impl Cgroup {
+    /// Creates `tapwire-test-<pid>-<tag>` under the cgroup2 root; panics if
+    /// there is none (CI runs on cgroup v2).
+    pub fn new(tag: &str) -> Cgroup {
+        let root = cgroup2_root().expect("a cgroup2 hierarchy");
+        let path = root.join(format!("tapwire-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {path:?}: {e}"));
+        Cgroup { path }
+    }
+
+    /// `program` set up to join this cgroup between fork and exec.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        let procs = std::ffi::CString::new(path_str(&self.path.join("cgroup.procs")))
+            .expect("cgroup path");
+        let mut cmd = Command::new(program);
+        // SAFETY: the closure only makes async-signal-safe calls (open, write,
+        // close) on memory allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        let start = Instant::now();
+        while std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .is_ok_and(|p| !p.trim().is_empty())
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Runs `cmd` to completion (killed after `timeout`); panics on failure and
+/// returns its stdout.
+pub fn run_ok(mut cmd: Command, timeout: Duration) -> Vec<u8> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Object lines by digest, bytes decoded.
+pub fn objects(lines: &[Value]) -> std::collections::HashMap<String, Vec<u8>> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "object")
+        .map(|v| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v["bytes"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(v["size"].as_u64().unwrap() as usize, bytes.len());
+            assert_eq!(
+                v["digest"].as_str().unwrap(),
+                blake3::hash(&bytes).to_hex().as_str()
+            );
+            (v["digest"].as_str().unwrap().to_owned(), bytes)
+        })
+        .collect()
+}
+
+/// The bytes of `txn`'s object with `role`, which must have been printed.
+pub fn object_of<'a>(objects: &'a std::collections::HashMap<String, Vec<u8>>, txn: &Value, role: &str) -> &'a [u8] {
+    let entry = txn["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} object in {txn}"));
+    let digest = entry["digest"].as_str().unwrap();
+    objects
+        .get(digest)
+        .unwrap_or_else(|| panic!("object {digest} not printed"))
+}
+
+pub fn transactions_of(lines: &[Value], pid: u32) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "http_transaction" && v["pid"] == pid)
+        .cloned()
+        .collect()
+}
+

@@ -170,6 +170,7 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
     let fanout = Fanout {
         events: vec![events.clone()],
         objects: vec![objects.clone()],
+        processes: Arc::default(),
     };
     let config = PipelineConfig {
         readers: plan.readers,

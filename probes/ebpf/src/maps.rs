@@ -5,7 +5,9 @@ use aya_ebpf::{
     btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
-use tapwire_common::{Data, DropReason, MAX_CPUS, MAX_PAYLOAD, config::Config};
+use tapwire_common::{
+    Data, DropReason, ExecMap, FileKey, FileSend, MAX_CPUS, MAX_PAYLOAD, config::Config,
+};
 
 /// Template size of a ring; user space creates the real rings with its own size
 /// (the kernel does not compare `max_entries` of ring buffers in map-in-map).
@@ -141,3 +143,18 @@ pub static SELECTED_EXES: HashMap<u64, u8, 256> = HashMap::new();
 /// first call (see `tls::ssl_enter`). Keyed by `pid_tgid`.
 #[btf_map]
 pub static LAST_TLS_READ: LruHashMap<u64, i64, 16_384> = LruHashMap::new();
+
+/// Files user space has inspected for TLS functions (written by user space):
+/// mapping one of them emits no [`ExecMap`] record.
+#[btf_map]
+pub static INSPECTED: LruHashMap<FileKey, u8, 16_384> = LruHashMap::new();
+
+/// Executable file mappings in flight: saved at `mmap` entry, emitted at its
+/// return with the address. Keyed by `pid_tgid`.
+#[btf_map]
+pub static MMAP_CALLS: LruHashMap<u64, ExecMap, 4096> = LruHashMap::new();
+
+/// `sendfile` calls in flight on captured connections: saved at entry,
+/// emitted at return with the bytes sent. Keyed by `pid_tgid`.
+#[btf_map]
+pub static SENDFILES: LruHashMap<u64, FileSend, 4096> = LruHashMap::new();
