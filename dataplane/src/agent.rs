@@ -11,7 +11,7 @@ use tapwire_store::stdout::{
 };
 use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3Store};
 
-use tapwire_common::{DropReason, Record};
+use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::sendfile::{FileSendCounters, FileSends};
 use crate::capture::{self, Capture, Selection};
@@ -20,6 +20,10 @@ use crate::config::{self, Config, ConfigError};
 use crate::pipeline::output::Fanout;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats, Router, wire};
 use crate::privileges::{self, PrivilegeError};
+
+/// How long a reader waits for a shard to take the records of a file's bytes
+/// read back after a `sendfile` (up to a few MiB at once) before dropping them.
+const SENDFILE_PATIENCE: Duration = Duration::from_millis(200);
 
 /// How long shutdown waits for stores to deliver what they hold.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -184,7 +188,9 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
             };
             if let Record::FileSend(rec) = &record {
                 // Bytes sent from a file: read back and routed as data.
-                sends.expand(rec, &counters, |parts| router.route(rec.conn_id, parts));
+                sends.expand(rec, &counters, |parts| {
+                    router.route_waiting(rec.conn_id, parts, SENDFILE_PATIENCE);
+                });
             } else if let Some(conn_id) = wire::conn_id(&record) {
                 router.route(conn_id, &[raw]);
             }
@@ -206,12 +212,20 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     };
     tracing::info!(signal, "stopping");
     let kernel_drops = capture.drops();
+    let excluded = capture.excluded();
     let counters = capture.reader_counters();
     let late_files = capture.late_files();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(SHUTDOWN_GRACE);
-    log_final(&kernel_drops, &counters, &stats, &late_files, &file_sends);
+    log_final(
+        &kernel_drops,
+        &excluded,
+        &counters,
+        &stats,
+        &late_files,
+        &file_sends,
+    );
     Ok(())
 }
 
@@ -237,6 +251,7 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
 /// One final line with every counter, for operators and the benchmark harness.
 fn log_final(
     kernel_drops: &[u64],
+    excluded: &[u64],
     readers: &[(u32, Arc<capture::ReaderCounters>)],
     stats: &PipelineStats,
     late_files: &capture::LateFiles,
@@ -247,6 +262,11 @@ fn log_final(
         .zip(kernel_drops)
         .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
         .collect();
+    let excluded: serde_json::Map<String, serde_json::Value> = Exclusion::ALL
+        .iter()
+        .zip(excluded)
+        .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
+        .collect();
     let records: u64 = readers
         .iter()
         .map(|(_, c)| c.records.load(std::sync::atomic::Ordering::Relaxed))
@@ -254,6 +274,7 @@ fn log_final(
     let shards = stats.total();
     let summary = serde_json::json!({
         "kernel_drops": kernel,
+        "kernel_excluded": excluded,
         "ring_records": records,
         "queue_full": stats.queue_full.iter().sum::<u64>(),
         "shards": shards,

@@ -18,6 +18,11 @@ use tapwire_common::{FILENAME_LEN, FileKey};
 
 /// What a reader hands the control thread.
 #[derive(Clone, Copy, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "passed by value through a bounded channel (4,096 events, about 1 MiB); \
+              boxing would allocate on the reader per exec"
+)]
 pub enum ProcEvent {
     /// A captured process exec'd; its executable may be new.
     Exec {
@@ -54,9 +59,7 @@ impl ProcEvent {
     /// Kernel time of the event.
     pub fn ts_ns(&self) -> u64 {
         match *self {
-            Self::Exec { ts_ns, .. } | Self::Exit { ts_ns, .. } | Self::Map { ts_ns, .. } => {
-                ts_ns
-            }
+            Self::Exec { ts_ns, .. } | Self::Exit { ts_ns, .. } | Self::Map { ts_ns, .. } => ts_ns,
         }
     }
 }
@@ -108,12 +111,11 @@ impl ImageCounters {
     pub fn live_window(&self) -> LiveWindow {
         let mut v = self.windows_us.clone();
         v.sort_unstable();
-        let at = |q: f64| {
-            if v.is_empty() {
-                0
-            } else {
-                v[((v.len() - 1) as f64 * q).round() as usize]
-            }
+        // Nearest rank: the smallest sample with at least `q` of them at or
+        // below it.
+        let at = |q: f64| match v.len() {
+            0 => 0,
+            n => v[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
         };
         LiveWindow {
             files: self.probed,
@@ -139,7 +141,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// The kernel's device number (`MAJOR << 20 | MINOR`) as `st_dev` encodes it.
-fn user_dev(kernel_dev: u64) -> u64 {
+pub fn user_dev(kernel_dev: u64) -> u64 {
     libc::makedev((kernel_dev >> 20) as u32, (kernel_dev & 0xf_ffff) as u32)
 }
 
@@ -149,8 +151,7 @@ fn user_dev(kernel_dev: u64) -> u64 {
 /// namespaces).
 pub fn mapped_file(pid: u32, key: FileKey, addr: u64, fd: i32) -> Option<PathBuf> {
     let same = |p: &PathBuf| {
-        std::fs::metadata(p)
-            .is_ok_and(|m| m.ino() == key.ino && m.dev() == user_dev(key.dev))
+        std::fs::metadata(p).is_ok_and(|m| m.ino() == key.ino && m.dev() == user_dev(key.dev))
     };
     let by_fd = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
     if same(&by_fd) {
@@ -182,7 +183,12 @@ mod tests {
             c.record_window(Duration::from_micros(us));
         }
         let w = c.live_window();
-        assert_eq!((w.files, w.p50_us, w.p99_us, w.max_us), (100, 51, 99, 100));
+        assert_eq!((w.files, w.p50_us, w.p99_us, w.max_us), (100, 50, 99, 100));
+        let mut two = ImageCounters::default();
+        two.record_window(Duration::from_micros(10));
+        two.record_window(Duration::from_micros(500));
+        let w = two.live_window();
+        assert_eq!((w.p50_us, w.p99_us), (10, 500));
     }
 
     #[test]
@@ -207,7 +213,10 @@ mod tests {
         let key = FileKey { dev, ino: m.ino() };
         let found = mapped_file(std::process::id(), key, addr, -1).expect("resolved");
         assert!(found.to_str().unwrap().contains("/map_files/"), "{found:?}");
-        let other = FileKey { dev, ino: m.ino() + 1 };
+        let other = FileKey {
+            dev,
+            ino: m.ino() + 1,
+        };
         assert_eq!(mapped_file(std::process::id(), other, addr, -1), None);
     }
 }

@@ -131,7 +131,10 @@ mod tests {
         };
         let floor = version(MIN_KERNEL);
         for (f, _) in checks() {
-            assert!(version(f.since) <= floor, "{f:?} is newer than {MIN_KERNEL}");
+            assert!(
+                version(f.since) <= floor,
+                "{f:?} is newer than {MIN_KERNEL}"
+            );
         }
     }
 

@@ -32,6 +32,9 @@ pub mod sendfile;
 pub mod targets;
 
 use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -46,10 +49,10 @@ pub use ring::{ReaderCounters, RingError};
 pub use selection::Selection;
 pub use tapwire_common::{DropReason, Record};
 
+use images::{LiveWindow, ProcEvent, SharedCounters};
 use loader::{DropCounters, Probes};
-use images::{ProcEvent, LiveWindow, SharedCounters};
 use procs::ProcessTable;
-use targets::Targets;
+use targets::{Targets, TlsTarget};
 
 /// Exec and mapping records waiting for the control thread; beyond this they
 /// are skipped (a skipped file is reported again by its next mapping, and the
@@ -136,6 +139,7 @@ impl Capture {
                         targets,
                         images,
                         processes,
+                        held: Vec::new(),
                     };
                     control.run(rx, &stop, &fallbacks);
                     drop(control);
@@ -168,6 +172,12 @@ impl Capture {
     /// Kernel-side drop counters summed over CPUs, in [`DropReason::ALL`] order.
     pub fn drops(&self) -> [u64; DropReason::COUNT as usize] {
         self.drops.read()
+    }
+
+    /// Connections the probes left out on purpose, in
+    /// [`tapwire_common::config::Exclusion::ALL`] order.
+    pub fn excluded(&self) -> [u64; tapwire_common::config::Exclusion::COUNT as usize] {
+        self.drops.excluded()
     }
 
     /// Each reader's counters, with its CPU.
@@ -235,6 +245,9 @@ struct Control {
     targets: Targets,
     images: SharedCounters,
     processes: Arc<ProcessTable>,
+    /// Files of TLS targets first seen through a process, kept open (their
+    /// targets' paths are `/proc/self/fd/N`).
+    held: Vec<File>,
 }
 
 impl Control {
@@ -283,6 +296,20 @@ impl Control {
         }
     }
 
+    /// Inspects the file at `path` (a `/proc/PID/…` link that dies with its
+    /// process) through a descriptor of our own: a new TLS target keeps it
+    /// open, so its path stays valid for attaching.
+    fn inspect_held(&mut self, path: &Path) -> Option<Arc<TlsTarget>> {
+        let file = File::open(path).ok()?;
+        let own = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let target = self.targets.inspect(&own)?;
+        if target.path == own {
+            tracing::debug!(path = ?std::fs::read_link(&own).ok(), "tls file first seen");
+            self.held.push(file);
+        }
+        Some(target)
+    }
+
     /// Probes the files an exec or a mapping brings, and measures how long
     /// after the event their probes were live.
     fn handle(&mut self, event: ProcEvent) {
@@ -294,8 +321,13 @@ impl Control {
             } => {
                 self.processes
                     .exec(pid, ts_ns, tapwire_common::decode::cstr(&filename));
+                // The executable first, held open: the process may be gone
+                // before its probes are attached.
+                let exe = self
+                    .inspect_held(Path::new(&format!("/proc/{pid}/exe")))
+                    .map_or(0, |t| self.probes.attach_target(&t, None));
                 (
-                    attach_process(&mut self.probes, &mut self.targets, pid),
+                    exe + attach_process(&mut self.probes, &mut self.targets, pid),
                     "exec",
                 )
             }
@@ -304,11 +336,7 @@ impl Control {
                 return;
             }
             ProcEvent::Map {
-                pid,
-                key,
-                addr,
-                fd,
-                ..
+                pid, key, addr, fd, ..
             } => {
                 let path = images::mapped_file(pid, key, addr, fd);
                 let mut counters = self.images.lock().unwrap_or_else(|e| e.into_inner());
@@ -319,8 +347,7 @@ impl Control {
                 };
                 drop(counters);
                 let attached = self
-                    .targets
-                    .inspect(&path)
+                    .inspect_held(&path)
                     .map_or(0, |t| self.probes.attach_target(&t, None));
                 self.probes.mark_inspected(key);
                 (attached, "map")

@@ -7,9 +7,10 @@
 //! probes took), so the connection's stream is whole as if the bytes had been
 //! written.
 //!
-//! The file is opened through the process (`/proc/PID/fd/N`, the record wakes
-//! its reader at once so the descriptor is usually still open) and kept open
-//! for later sends of the same file. Its identity is checked (device and
+//! The file is opened through the process: its descriptor (`/proc/PID/fd/N`)
+//! if still open, else the path the process opened it by (recorded by the
+//! probes at `openat`), in the process's root; it is kept open for later
+//! sends of the same file. Its identity is checked (device and
 //! inode), and its size and modification time compared with the call's: when
 //! the file changed in between, its bytes are not used — the records are left
 //! out, so the transaction is flagged as having a gap rather than carrying
@@ -24,9 +25,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use tapwire_common::{
-    Data, Direction, FileKey, FileSend, Header, Kind, MAX_PAYLOAD, Source,
-};
+use super::images::user_dev;
+use tapwire_common::{Data, Direction, FileKey, FileSend, Header, Kind, MAX_PAYLOAD, Source};
 
 /// Files kept open per reader for later sends of the same file.
 const OPEN_FILES: usize = 64;
@@ -60,11 +60,6 @@ impl Default for FileSends {
     }
 }
 
-/// `st_dev` of a kernel device number (`MAJOR << 20 | MINOR`).
-fn user_dev(kernel_dev: u64) -> u64 {
-    libc::makedev((kernel_dev >> 20) as u32, (kernel_dev & 0xf_ffff) as u32)
-}
-
 impl FileSends {
     /// Where in `open` the file `rec` read from is, if it can still be opened
     /// and is the same file; `Err(())` when it changed since the call.
@@ -76,13 +71,26 @@ impl FileSends {
         let at = match self.open.iter().position(|(k, _)| *k == key) {
             Some(at) => at,
             None => {
-                let path = format!("/proc/{}/fd/{}", rec.header.pid, rec.in_fd);
-                let file = File::open(path).ok()?;
-                let meta = file.metadata().ok()?;
-                if meta.ino() != rec.ino || meta.dev() != user_dev(rec.dev) {
-                    // The descriptor was closed and reused.
-                    return None;
-                }
+                let pid = rec.header.pid;
+                let same = |f: &File| {
+                    f.metadata()
+                        .is_ok_and(|m| m.ino() == rec.ino && m.dev() == user_dev(rec.dev))
+                };
+                // The descriptor if still open on the same file (not closed and
+                // reused), else the path it was opened by, in the process's
+                // root or working directory.
+                let by_fd = File::open(format!("/proc/{pid}/fd/{}", rec.in_fd))
+                    .ok()
+                    .filter(same);
+                let file = by_fd.or_else(|| {
+                    let path = std::str::from_utf8(tapwire_common::decode::cstr(&rec.path)).ok()?;
+                    let full = match path.strip_prefix('/') {
+                        Some(rest) => format!("/proc/{pid}/root/{rest}"),
+                        None if !path.is_empty() => format!("/proc/{pid}/cwd/{path}"),
+                        None => return None,
+                    };
+                    File::open(full).ok().filter(same)
+                })?;
                 if self.open.len() == OPEN_FILES {
                     self.open.remove(0);
                 }
@@ -92,8 +100,7 @@ impl FileSends {
         };
         let file = &self.open[at].1;
         let unchanged = file.metadata().is_ok_and(|m| {
-            m.size() == rec.file_size
-                && (rec.mtime_sec == 0 || m.mtime() as u64 == rec.mtime_sec)
+            m.size() == rec.file_size && (rec.mtime_sec == 0 || m.mtime() as u64 == rec.mtime_sec)
         });
         Some(if unchanged { Ok(at) } else { Err(()) })
     }
@@ -174,6 +181,7 @@ mod tests {
             fd: 3,
             in_fd: fd,
             _pad0: 0,
+            path: [0; tapwire_common::FILENAME_LEN],
         }
     }
 
@@ -210,9 +218,21 @@ mod tests {
         FileSends::default().expand(&rec, &counters, |_| handed += 1);
         assert_eq!((handed, counters.changed.load(Ordering::Relaxed)), (0, 1));
 
-        // A descriptor that is not open: unreadable.
+        // A descriptor that is not open: unreadable, unless the record names
+        // the path the file was opened by.
         let rec = record_for(&path, 9999, 0, 7);
         FileSends::default().expand(&rec, &counters, |_| handed += 1);
-        assert_eq!((handed, counters.unreadable.load(Ordering::Relaxed)), (0, 1));
+        assert_eq!(
+            (handed, counters.unreadable.load(Ordering::Relaxed)),
+            (0, 1)
+        );
+        let mut rec = record_for(&path, 9999, 0, 7);
+        let name = path.to_str().unwrap().as_bytes();
+        rec.path[..name.len()].copy_from_slice(name);
+        FileSends::default().expand(&rec, &counters, |_| handed += 1);
+        assert_eq!(
+            (handed, counters.unreadable.load(Ordering::Relaxed)),
+            (1, 1)
+        );
     }
 }

@@ -54,6 +54,22 @@ impl Router {
         }
     }
 
+    /// Queues `frame` like [`Router::route`], but when the queue is full waits
+    /// for the shard to make room, up to `patience`, before dropping it: for
+    /// frames made in bulk by user space (a file's bytes read back after a
+    /// `sendfile`), which the kernel ring did not pace.
+    pub fn route_waiting(&mut self, conn_id: u64, parts: &[&[u8]], patience: Duration) {
+        let shard = shard_of(conn_id, self.queues.len());
+        let start = Instant::now();
+        while self.queues[shard].push(parts).is_err() {
+            if start.elapsed() >= patience {
+                self.dropped += 1;
+                return;
+            }
+            std::thread::sleep(SHARD_IDLE);
+        }
+    }
+
     /// Publishes the drop count; call now and then, not per frame.
     pub fn publish(&self) {
         self.published.store(self.dropped, Ordering::Relaxed);

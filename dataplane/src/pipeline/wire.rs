@@ -49,7 +49,9 @@ pub fn from_record(record: Record<'_>) -> Input<'_> {
             seq: close.seq,
             ts_ns: close.header.ts_ns,
         },
-        Record::ProcExec(_) | Record::ProcExit(_) | Record::ExecMap(_) | Record::FileSend(_) => Input::Other,
+        Record::ProcExec(_) | Record::ProcExit(_) | Record::ExecMap(_) | Record::FileSend(_) => {
+            Input::Other
+        }
     }
 }
 
@@ -60,6 +62,8 @@ pub fn conn_id(record: &Record<'_>) -> Option<u64> {
         Record::ConnOpen(open) => Some(open.conn_id),
         Record::Data { data, .. } => Some(data.conn_id),
         Record::ConnClose(close) => Some(close.conn_id),
-        Record::ProcExec(_) | Record::ProcExit(_) | Record::ExecMap(_) | Record::FileSend(_) => None,
+        Record::ProcExec(_) | Record::ProcExit(_) | Record::ExecMap(_) | Record::FileSend(_) => {
+            None
+        }
     }
 }

@@ -260,6 +260,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 fd: r.i32(),
                 in_fd: r.i32(),
                 _pad0: r.u32(),
+                path: r.take::<FILENAME_LEN>(),
             }))
         }
     }

@@ -348,7 +348,7 @@ pub struct ExecMap {
 /// consecutive sequence numbers from `seq`, one per [`MAX_PAYLOAD`] bytes, so
 /// user space can hand the bytes on as ordinary data records.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileSend {
     /// `kind` = [`Kind::FileSend`].
     pub header: Header,
@@ -376,6 +376,31 @@ pub struct FileSend {
     pub in_fd: i32,
     /// Explicit padding.
     pub _pad0: u32,
+    /// The path the process opened the file by (`openat`), NUL terminated,
+    /// empty if not seen: user space opens the file by it when the descriptor
+    /// is already closed.
+    pub path: [u8; FILENAME_LEN],
+}
+
+impl Default for FileSend {
+    fn default() -> Self {
+        Self {
+            header: Header::default(),
+            conn_id: 0,
+            seq: 0,
+            offset: 0,
+            len: 0,
+            file_size: 0,
+            mtime_sec: 0,
+            dev: 0,
+            ino: 0,
+            chunks: 0,
+            fd: 0,
+            in_fd: 0,
+            _pad0: 0,
+            path: [0; FILENAME_LEN],
+        }
+    }
 }
 
 impl Data {
@@ -420,7 +445,7 @@ pub struct FileKey {
 const _: () = assert!(size_of::<Header>() == 24);
 const _: () = assert!(size_of::<ExecMap>() == 56);
 const _: () = assert!(size_of::<FileKey>() == 16);
-const _: () = assert!(size_of::<FileSend>() == 104);
+const _: () = assert!(size_of::<FileSend>() == 360);
 const _: () = assert!(size_of::<ConnOpen>() == 112);
 const _: () = assert!(size_of::<Data>() == 72);
 const _: () = assert!(size_of::<ConnClose>() == 48);

@@ -83,7 +83,10 @@ fn exec_map_layout() {
     b.extend_from_slice(&0u32.to_le_bytes());
     match decode(&b) {
         Ok(Record::ExecMap(m)) => {
-            assert_eq!((m.dev, m.ino, m.addr, m.fd), (0x0080_0001, 42, 0x7f00_0000_0000, 3));
+            assert_eq!(
+                (m.dev, m.ino, m.addr, m.fd),
+                (0x0080_0001, 42, 0x7f00_0000_0000, 3)
+            );
         }
         other => panic!("unexpected decode result {other:?}"),
     }
@@ -91,7 +94,8 @@ fn exec_map_layout() {
 
 #[test]
 fn file_send_layout() {
-    assert_eq!(size_of::<FileSend>(), 104);
+    assert_eq!(size_of::<FileSend>(), 360);
+    assert_eq!(offset_of!(FileSend, path), 104);
     assert_eq!(offset_of!(FileSend, conn_id), 24);
     assert_eq!(offset_of!(FileSend, seq), 32);
     assert_eq!(offset_of!(FileSend, offset), 40);
@@ -117,7 +121,7 @@ fn data_encode_is_what_decode_reads() {
 #[test]
 fn config_layout() {
     assert_eq!(size_of::<KernelOffsets>(), 100);
-    assert_eq!(size_of::<Config>(), 108);
+    assert_eq!(size_of::<Config>(), 116);
     assert_eq!(offset_of!(Config, flags), 0);
     assert_eq!(offset_of!(Config, wake_divisor), 4);
     assert_eq!(offset_of!(Config, offsets), 8);

@@ -15,14 +15,13 @@
 //! space has inspected are in `INSPECTED` and emit nothing.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use tapwire_common::{ExecMap, FileKey, Kind};
 
 use crate::{
     emit::{header, output_value_wake},
+    files::{file_of, key_of, read},
     maps::{CONFIG, INSPECTED, MMAP_CALLS},
     select::selected,
 };
@@ -38,36 +37,12 @@ const RET_OFF: usize = 16;
 /// Return values in `[-4095, -1]` are errors.
 const MAX_ERRNO: u64 = 4095;
 
-#[inline(always)]
-fn read<T>(base: u64, off: u32) -> Option<T> {
-    // SAFETY: `bpf_probe_read_kernel` tolerates any address and fails cleanly.
-    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
-}
-
 /// Device and inode of `fd` of the current task.
 #[inline(always)]
 fn file_key(fd: i64) -> Option<FileKey> {
     let o = &CONFIG.get(0)?.offsets;
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, o.task_files)?;
-    let fdt: u64 = read(files, o.files_fdt)?;
-    let max_fds: u32 = read(fdt, o.fdt_max_fds)?;
-    if fd < 0 || fd as u64 >= max_fds as u64 {
-        return None;
-    }
-    let fd_array: u64 = read(fdt, o.fdt_fd)?;
-    let file: u64 = read(fd_array + (fd as u64) * 8, 0)?;
-    if file == 0 {
-        return None;
-    }
-    let inode: u64 = read(file, o.file_inode)?;
-    let sb: u64 = read(inode, o.inode_sb)?;
-    let dev: u32 = read(sb, o.sb_dev)?;
-    Some(FileKey {
-        dev: dev as u64,
-        ino: read(inode, o.inode_ino)?,
-    })
+    let file = file_of(o, fd)?;
+    key_of(o, read(file, o.file_inode)?)
 }
 
 /// hook: syscalls:sys_enter_mmap(addr, len, prot, flags, fd, off)

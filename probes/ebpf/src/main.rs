@@ -17,6 +17,7 @@
 
 mod conn;
 mod emit;
+mod files;
 mod images;
 mod maps;
 mod process;

@@ -7,6 +7,11 @@
 //! file and hands it on as the connection's data, flagged when the file
 //! changed in between.
 //!
+//! The file is named by device and inode, and by the path the process opened
+//! it by (`openat`, kept per fd in `FD_PATHS` for captured processes): the
+//! descriptor is often closed (nginx closes it as soon as the response is
+//! out) before user space reads the bytes.
+//!
 //! Pairing: the enter probe saves the file and the starting offset (from
 //! `*offset`, or the file position when `offset` is NULL) in `SENDFILES`
 //! keyed by `pid_tgid`; the exit probe emits a [`FileSend`] for the bytes
@@ -17,7 +22,7 @@
 //! `docs/dataplane.md`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -25,10 +30,14 @@ use tapwire_common::{FileSend, Kind, MAX_PAYLOAD, Role};
 
 use crate::{
     conn::{key, lookup_or_track},
-    emit::{header, output_value_wake},
-    maps::{CONFIG, CONN_TLS, CONNS, SENDFILES},
+    emit::{count, header, output_value_wake},
+    files::{file_of, key_of, read},
+    maps::{CONFIG, CONN_TLS, CONNS, FD_PATHS, OPENS, PATH_SCRATCH, SEND_SCRATCH, SENDFILES},
     select::selected,
 };
+
+/// `O_ACCMODE` from `<fcntl.h>`.
+const O_ACCMODE: u64 = 3;
 
 /// `sys_enter_sendfile64`: `out_fd, in_fd, offset, count` in 8-byte slots
 /// from 16. `sys_exit_sendfile64`: `ret` at 16.
@@ -37,35 +46,16 @@ const fn arg_off(n: usize) -> usize {
 }
 const RET_OFF: usize = 16;
 
-#[inline(always)]
-fn read<T>(base: u64, off: u32) -> Option<T> {
-    // SAFETY: `bpf_probe_read_kernel` tolerates any address and fails cleanly.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
-}
-
 /// Fills the file part of `rec` from `fd` of the current task; `offset_ptr`
 /// (user `loff_t *`, or 0 for the file position) gives the start.
 #[inline(always)]
 fn describe_file(rec: &mut FileSend, fd: i64, offset_ptr: u64) -> Option<()> {
     let o = &CONFIG.get(0)?.offsets;
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, o.task_files)?;
-    let fdt: u64 = read(files, o.files_fdt)?;
-    let max_fds: u32 = read(fdt, o.fdt_max_fds)?;
-    if fd < 0 || fd as u64 >= max_fds as u64 {
-        return None;
-    }
-    let fd_array: u64 = read(fdt, o.fdt_fd)?;
-    let file: u64 = read(fd_array + (fd as u64) * 8, 0)?;
-    if file == 0 {
-        return None;
-    }
+    let file = file_of(o, fd)?;
     let inode: u64 = read(file, o.file_inode)?;
-    let sb: u64 = read(inode, o.inode_sb)?;
-    let dev: u32 = read(sb, o.sb_dev)?;
-    rec.dev = dev as u64;
-    rec.ino = read(inode, o.inode_ino)?;
+    let key = key_of(o, inode)?;
+    rec.dev = key.dev;
+    rec.ino = key.ino;
     rec.file_size = read(inode, o.inode_size)?;
     rec.mtime_sec = read::<u64>(inode, o.inode_mtime).unwrap_or(0);
     rec.offset = if offset_ptr == 0 {
@@ -94,14 +84,67 @@ pub fn sys_enter_sendfile(ctx: TracePointContext) -> u32 {
         // Kernel TLS: the file's bytes are encrypted on the way; not followed.
         return 0;
     }
-    let mut rec = FileSend {
-        header: header(Kind::FileSend),
-        fd: out_fd as i32,
-        in_fd: in_fd as i32,
-        ..FileSend::default()
+    // Built in per-CPU scratch: the record (with its path) is too big for the
+    // stack.
+    let Some(rec) = SEND_SCRATCH.get_ptr_mut(0) else {
+        count(tapwire_common::DropReason::Internal, 1);
+        return 0;
     };
-    if describe_file(&mut rec, in_fd, offset_ptr).is_some() {
-        let _ = SENDFILES.insert(bpf_get_current_pid_tgid(), rec, 0);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: this CPU's scratch slot; nothing else runs on this CPU until we
+    // return.
+    let rec = unsafe { &mut *rec };
+    rec.header = header(Kind::FileSend);
+    rec.fd = out_fd as i32;
+    rec.in_fd = in_fd as i32;
+    rec.path[0] = 0;
+    // SAFETY: a live map value, copied whole.
+    if let Some(path) = unsafe { FD_PATHS.get(key((pid_tgid >> 32) as u32, in_fd)) } {
+        rec.path = *path;
+    }
+    if describe_file(rec, in_fd, offset_ptr).is_some() {
+        let _ = SENDFILES.insert(pid_tgid, &*rec, 0);
+    }
+    0
+}
+
+/// hook: syscalls:sys_enter_openat(dfd, filename, flags, mode)
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    // SAFETY: syscall tracepoint records hold six 8-byte args from offset 16.
+    let flags = unsafe { ctx.read_at::<u64>(arg_off(2)) }.unwrap_or(u64::MAX);
+    // Files a server sends are opened read-only.
+    if flags & O_ACCMODE != 0 || !selected() {
+        return 0;
+    }
+    // SAFETY: as above.
+    let filename = unsafe { ctx.read_at::<u64>(arg_off(1)) }.unwrap_or(0);
+    let _ = OPENS.insert(bpf_get_current_pid_tgid(), filename, 0);
+    0
+}
+
+/// hook: syscalls:sys_exit_openat(ret): remembers the path of the new fd.
+#[tracepoint]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: a plain integer value.
+    let Some(filename) = (unsafe { OPENS.get(pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = OPENS.remove(pid_tgid);
+    // SAFETY: `ret` is a long at a fixed offset of this tracepoint.
+    let fd = unsafe { ctx.read_at::<i64>(RET_OFF) }.unwrap_or(-1);
+    if fd < 0 {
+        return 0;
+    }
+    let Some(buf) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot; the helper reads user memory safely.
+    unsafe {
+        if bpf_probe_read_user_str_bytes(filename as *const u8, &mut *buf).is_ok() {
+            let _ = FD_PATHS.insert(key((pid_tgid >> 32) as u32, fd), &*buf, 0);
+        }
     }
     0
 }
