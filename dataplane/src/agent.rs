@@ -217,6 +217,7 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
         transactions = shards.transactions,
         gap_records = shards.gap_records,
         body_shed_bytes = shards.body_shed_bytes,
+        connections = shards.connections,
         budget_used = stats.budget_used,
         "running"
     );

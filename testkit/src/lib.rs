@@ -10,6 +10,7 @@
 //! - [`records`]: queries over the agent's JSON lines.
 //! - [`servers`]: the Python test servers in `testkit/py/`.
 //! - [`weed`]: a real S3 server (SeaweedFS) on loopback.
+//! - [`fault_proxy`]: a fault-injecting proxy (403s, a blackhole) in front of it.
 //!
 //! Everything is re-exported at the root, so a suite's `tests/common/mod.rs` is a
 //! single `pub use tapwire_testkit::*;`.
@@ -17,6 +18,7 @@
 pub mod agent;
 pub mod certs;
 pub mod cgroup;
+pub mod fault_proxy;
 pub mod net;
 pub mod process;
 pub mod records;
@@ -26,6 +28,7 @@ pub mod weed;
 pub use agent::*;
 pub use certs::*;
 pub use cgroup::*;
+pub use fault_proxy::*;
 pub use net::*;
 pub use process::*;
 pub use records::*;
