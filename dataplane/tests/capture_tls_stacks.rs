@@ -13,7 +13,7 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-/// Body the Go test server answers with (`fixtures/gotls/main.go`).
+/// Body the Go test server answers with (`testkit/go/gotls/main.go`).
 const GO_BODY: &[u8] = b"hello from go server\n";
 
 /// Open lines of `pid` whose remote address is `remote`.

@@ -15,10 +15,7 @@ use super::nginx::free_port;
 use super::process::{Guard, Lines};
 
 /// Source of the Go peer.
-const SOURCE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../dataplane/tests/fixtures/gotls"
-);
+const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/go/gotls");
 /// Longest wait for the server to listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Messages per `gotls calls` run: about a second untraced here.
