@@ -3,7 +3,7 @@
 //! anything is loaded into the kernel.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig, SecretError};
 use tapwire_store::stdout::{
@@ -15,7 +15,7 @@ use tapwire_common::{DropReason, Record};
 
 use crate::capture::{self, Capture, Selection};
 use crate::cli::Cli;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, Services};
 use crate::pipeline::output::Fanout;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats, Router, wire};
 use crate::privileges::{self, PrivilegeError};
@@ -44,6 +44,15 @@ pub enum StartError {
     /// Standard output could not be set up.
     #[error("cannot start the stdout writer")]
     Stdout(#[source] std::io::Error),
+    /// The status server could not listen.
+    #[error("cannot start the status server on `{addr}` (`--httpd-listen`)")]
+    Status {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
@@ -72,17 +81,37 @@ impl StartError {
 }
 
 /// Every configured store, started.
+#[derive(Default)]
 pub struct Stores {
     /// Event stores; each event goes to every one.
     pub events: Vec<Arc<dyn EventStore>>,
     /// Object stores; each object goes to every one.
     pub objects: Vec<Arc<dyn ObjectStore>>,
+    /// The S3 stores among `objects`, for their readiness and spool levels.
+    pub s3: Vec<Arc<S3Store>>,
+    /// The writer the stdout stores share.
+    stdout: Option<Arc<StdoutWriter>>,
+}
+
+/// Stores a reload keeps running, with the config each was started from.
+#[derive(Default)]
+pub struct Running {
+    events: Vec<(EventStoreConfig, Arc<dyn EventStore>)>,
+    objects: Vec<(ObjectStoreConfig, Arc<dyn ObjectStore>)>,
+    s3: Vec<Arc<S3Store>>,
+    stdout: Option<Arc<StdoutWriter>>,
 }
 
 impl Stores {
     /// Starts every store in `config`. Secrets must already resolve.
     pub fn start(config: &Config) -> Result<Self, StartError> {
-        let mut stdout: Option<Arc<StdoutWriter>> = None;
+        Self::start_keeping(config, &Running::default())
+    }
+
+    /// Starts the stores of `config`, reusing those in `running` whose config is
+    /// the same (a reload keeps them untouched).
+    pub fn start_keeping(config: &Config, running: &Running) -> Result<Self, StartError> {
+        let mut stdout: Option<Arc<StdoutWriter>> = running.stdout.clone();
         let mut stdout_writer = || -> Result<Arc<StdoutWriter>, StartError> {
             if let Some(w) = &stdout {
                 return Ok(w.clone());
@@ -93,6 +122,10 @@ impl Stores {
         };
         let mut events: Vec<Arc<dyn EventStore>> = Vec::new();
         for store in &config.services.event_stores {
+            if let Some((_, kept)) = running.events.iter().find(|(c, _)| c == store) {
+                events.push(Arc::clone(kept));
+                continue;
+            }
             match store {
                 EventStoreConfig::Stdout { id } => {
                     events.push(Arc::new(StdoutEventStore::new(id, stdout_writer()?)));
@@ -101,15 +134,95 @@ impl Stores {
             }
         }
         let mut objects: Vec<Arc<dyn ObjectStore>> = Vec::new();
+        let mut s3 = Vec::new();
         for store in &config.services.object_stores {
+            if let Some((_, kept)) = running.objects.iter().find(|(c, _)| c == store) {
+                objects.push(Arc::clone(kept));
+                s3.extend(running.s3.iter().filter(|s| s.id() == kept.id()).cloned());
+                continue;
+            }
             match store {
                 ObjectStoreConfig::Stdout { id } => {
                     objects.push(Arc::new(StdoutObjectStore::new(id, stdout_writer()?)));
                 }
-                ObjectStoreConfig::S3(s) => objects.push(Arc::new(S3Store::start(s)?)),
+                ObjectStoreConfig::S3(s) => {
+                    let store = Arc::new(S3Store::start(s)?);
+                    s3.push(Arc::clone(&store));
+                    objects.push(store);
+                }
             }
         }
-        Ok(Self { events, objects })
+        Ok(Self {
+            events,
+            objects,
+            s3,
+            stdout,
+        })
+    }
+
+    /// The stores whose config is the same in `old` (which `self` was started
+    /// from) and `new`; the others are stopped after delivering what they hold,
+    /// waiting at most `grace` for each.
+    pub fn keep_unchanged(&self, old: &Services, new: &Services, grace: Duration) -> Running {
+        let mut running = Running {
+            stdout: self.stdout.clone(),
+            ..Running::default()
+        };
+        for (cfg, store) in old.event_stores.iter().zip(&self.events) {
+            if new.event_stores.contains(cfg) {
+                running.events.push((cfg.clone(), Arc::clone(store)));
+            } else {
+                store.shutdown(grace);
+                tracing::info!(store = store.id(), stats = ?store.stats(), "event store replaced");
+            }
+        }
+        for (cfg, store) in old.object_stores.iter().zip(&self.objects) {
+            if new.object_stores.contains(cfg) {
+                running.objects.push((cfg.clone(), Arc::clone(store)));
+            } else {
+                store.shutdown(grace);
+                tracing::info!(store = store.id(), stats = ?store.stats(), "object store replaced");
+            }
+        }
+        running.s3 = self
+            .s3
+            .iter()
+            .filter(|s| running.objects.iter().any(|(_, o)| o.id() == s.id()))
+            .cloned()
+            .collect();
+        running
+    }
+
+    /// Only the stores in `running` (when a reload could restart nothing else).
+    pub fn from_running(running: Running) -> Self {
+        Self {
+            events: running.events.into_iter().map(|(_, s)| s).collect(),
+            objects: running.objects.into_iter().map(|(_, s)| s).collect(),
+            s3: running.s3,
+            stdout: running.stdout,
+        }
+    }
+
+    /// What `/readyz` asks each store: S3 stores whether they reached their
+    /// endpoint; stdout and pulse stores are ready once started.
+    pub fn readiness(&self) -> Vec<(&'static str, String, crate::status::ready::Reached)> {
+        let mut out: Vec<(&'static str, String, crate::status::ready::Reached)> = Vec::new();
+        for store in &self.events {
+            out.push(("event", store.id().to_owned(), Box::new(|| true)));
+        }
+        for store in &self.objects {
+            let reached: crate::status::ready::Reached =
+                match self.s3.iter().find(|s| s.id() == store.id()) {
+                    Some(s3) => {
+                        // Weak: a reload must be able to close a replaced store.
+                        let s3 = Arc::downgrade(s3);
+                        Box::new(move || s3.upgrade().is_some_and(|s| s.reached_endpoint()))
+                    }
+                    None => Box::new(|| true),
+                };
+            out.push(("object", store.id().to_owned(), reached));
+        }
+        out
     }
 
     /// Delivers what every store holds, waiting at most `deadline` for each.
@@ -135,11 +248,13 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 
 /// How often running counters are logged.
 const STATS_EVERY: Duration = Duration::from_secs(30);
+/// How often counters are published to the status server.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the agent until SIGINT or SIGTERM: capture → readers → shards → stores.
 pub fn run(cli: &Cli) -> Result<(), StartError> {
     privileges::check()?;
-    let config = load_config(cli)?;
+    let mut config = load_config(cli)?;
     for (store, key) in config.inline_secrets() {
         tracing::warn!(
             store,
@@ -151,7 +266,17 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         secret.resolve(store, key)?;
     }
     let signals = crate::signals::Signals::block().map_err(StartError::Signals)?;
-    let stores = Stores::start(&config)?;
+    // The status server first, so probes see why the agent is not ready yet.
+    let status = Arc::new(crate::status::Status::default());
+    let _status_server = match cli.httpd_listen.unwrap_or_default().addr() {
+        Some(addr) => Some(
+            crate::status::StatusServer::start(addr, Arc::clone(&status))
+                .map_err(|source| StartError::Status { addr, source })?,
+        ),
+        None => None,
+    };
+    let mut stores = Stores::start(&config)?;
+    status.ready.set_stores(stores.readiness());
     let selection = Selection {
         pids: cli.pids.clone(),
         exes: cli.exes.clone(),
@@ -187,12 +312,37 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         "capture ready"
     );
 
+    status.ready.set_attached(true);
+
+    let mut reloads = crate::status::gather::Reloads::default();
+    let mut logged = Instant::now();
     let signal = loop {
-        if let Some(signal) = signals.wait_timeout(STATS_EVERY) {
-            break signal;
+        match signals.wait_timeout(PUBLISH_EVERY) {
+            Some("SIGHUP") => {
+                let result = reload(
+                    cli,
+                    &mut config,
+                    &mut stores,
+                    pipeline.output_handoff(),
+                    &mut reloads,
+                );
+                status.ready.set_stores(stores.readiness());
+                status.reloaded(result);
+            }
+            Some(signal) => break signal,
+            None => {}
         }
-        log_stats(&capture, &pipeline.stats());
+        let stats = pipeline.stats();
+        status.publish(crate::status::gather::gather(
+            &capture, &stats, &stores, reloads,
+        ));
+        if logged.elapsed() >= STATS_EVERY {
+            log_stats(&capture, &stats);
+            crate::logging::log_suppressed();
+            logged = Instant::now();
+        }
     };
+    status.ready.set_attached(false);
     tracing::info!(signal, "stopping");
     let kernel_drops = capture.drops();
     let counters = capture.reader_counters();
@@ -201,6 +351,40 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     stores.shutdown(SHUTDOWN_GRACE);
     log_final(&kernel_drops, &counters, &stats);
     Ok(())
+}
+
+/// Reloads the config (SIGHUP), logging and counting the outcome; returns the
+/// message `tapwire reload-config` shows.
+fn reload(
+    cli: &Cli,
+    config: &mut Config,
+    stores: &mut Stores,
+    handoff: &crate::reload::OutputHandoff,
+    reloads: &mut crate::status::gather::Reloads,
+) -> Result<String, String> {
+    tracing::info!("reloading the config");
+    match crate::reload::reload(cli, config, stores, handoff) {
+        Ok(outcome) => {
+            reloads.ok += 1;
+            let message = if outcome.stopped.is_empty() && outcome.started.is_empty() {
+                "config reloaded: stores unchanged".to_owned()
+            } else {
+                format!(
+                    "config reloaded: stores stopped [{}], started [{}]",
+                    outcome.stopped.join(", "),
+                    outcome.started.join(", ")
+                )
+            };
+            tracing::info!(stopped = ?outcome.stopped, started = ?outcome.started, "{message}");
+            Ok(message)
+        }
+        Err(err) => {
+            reloads.failed += 1;
+            let message = crate::capture::loader::error_chain(&err);
+            tracing::error!(error = %message, "config reload refused; the previous config keeps running");
+            Err(message)
+        }
+    }
 }
 
 fn log_stats(capture: &Capture, stats: &PipelineStats) {

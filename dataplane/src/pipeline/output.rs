@@ -59,6 +59,7 @@ impl Fanout {
     pub fn deliver(&self, item: Output, exes: &mut ExeCache) {
         let event = match item {
             Output::Txn(txn) => {
+                crate::status::http_metrics::observe(&txn);
                 let mut refs = Vec::new();
                 for (role, content_type, bytes) in txn.objects() {
                     let object = Object::new(content_type, bytes);
@@ -90,9 +91,17 @@ impl Fanout {
 }
 
 /// Drains `queues` into `fanout` until `stop` is set and the queues are empty.
-pub fn run(mut queues: Vec<rtrb::Consumer<Output>>, fanout: Fanout, stop: Arc<AtomicBool>) {
+pub fn run(
+    mut queues: Vec<rtrb::Consumer<Output>>,
+    mut fanout: Fanout,
+    stop: Arc<AtomicBool>,
+    handoff: &crate::reload::OutputHandoff,
+) {
     let mut exes = ExeCache::default();
+    let mut beat = crate::status::health::register("output");
     loop {
+        beat.beat();
+        handoff.checkpoint(&mut fanout, &mut beat);
         let mut moved = 0usize;
         for queue in &mut queues {
             while let Ok(item) = queue.pop() {

@@ -98,6 +98,7 @@ pub struct Pipeline {
     output: Option<JoinHandle<()>>,
     shard_stats: Vec<Arc<Mutex<ShardStats>>>,
     reader_drops: Vec<Arc<AtomicU64>>,
+    handoff: Arc<crate::reload::OutputHandoff>,
 }
 
 impl Pipeline {
@@ -148,9 +149,11 @@ impl Pipeline {
             );
         }
         let stop = stop_output.clone();
+        let handoff = Arc::new(crate::reload::OutputHandoff::default());
+        let output_handoff = Arc::clone(&handoff);
         let output = std::thread::Builder::new()
             .name("output".into())
-            .spawn(move || output::run(outputs, fanout, stop))?;
+            .spawn(move || output::run(outputs, fanout, stop, &output_handoff))?;
         let pipeline = Pipeline {
             stop_shards,
             stop_output,
@@ -158,8 +161,14 @@ impl Pipeline {
             output: Some(output),
             shard_stats,
             reader_drops,
+            handoff,
         };
         Ok((pipeline, routers))
+    }
+
+    /// How a reload hands the output thread new stores.
+    pub fn output_handoff(&self) -> &crate::reload::OutputHandoff {
+        &self.handoff
     }
 
     /// Counters so far (as of each thread's last publication).
@@ -212,6 +221,8 @@ fn run_shard(
     stop: Arc<AtomicBool>,
 ) {
     let mut last_tick = Instant::now();
+    let mut beat =
+        crate::status::health::register(std::thread::current().name().unwrap_or("shard"));
     loop {
         // One clock read per round, not per record.
         let now = now_ns();
@@ -224,7 +235,12 @@ fn run_shard(
                 moved += 1;
             }
         }
+        #[cfg(feature = "fault-injection")]
+        if moved > 0 {
+            crate::status::fault::stall_point("shard");
+        }
         if last_tick.elapsed() >= SHARD_TICK {
+            beat.beat();
             shard.tick(now);
             *stats.lock().expect("stats lock") = shard.stats;
             last_tick = Instant::now();

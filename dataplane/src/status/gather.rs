@@ -1,0 +1,82 @@
+//! Gathers the agent's counters into a [`Snapshot`] (on the main thread, once
+//! a second).
+
+use std::sync::atomic::Ordering;
+
+use tapwire_common::DropReason;
+use tapwire_store::ObjectStore as _;
+
+use super::metrics::{ReaderSnapshot, Snapshot, StoreSnapshot, numbers};
+use crate::agent::Stores;
+use crate::capture::Capture;
+use crate::pipeline::PipelineStats;
+
+/// Reload outcomes so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reloads {
+    /// Applied.
+    pub ok: u64,
+    /// Refused.
+    pub failed: u64,
+}
+
+/// Reads every counter: the kernel's drop counters, the readers', the
+/// pipeline's (as last published by its threads) and the stores'.
+pub fn gather(
+    capture: &Capture,
+    pipeline: &PipelineStats,
+    stores: &Stores,
+    reloads: Reloads,
+) -> Snapshot {
+    let drops = capture.drops();
+    let kernel_drops = DropReason::ALL
+        .iter()
+        .zip(drops.iter())
+        .map(|(reason, n)| (reason.name(), *n))
+        .collect();
+    let readers = capture
+        .reader_counters()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (cpu, c))| ReaderSnapshot {
+            cpu,
+            records: c.records.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            decode_errors: c.decode_errors.load(Ordering::Relaxed),
+            queue_full: pipeline.queue_full.get(i).copied().unwrap_or(0),
+        })
+        .collect();
+    let shards = pipeline.shards.iter().map(numbers).collect();
+    let mut all = Vec::new();
+    for store in &stores.events {
+        all.push(StoreSnapshot {
+            kind: "event",
+            id: store.id().to_owned(),
+            counters: numbers(&store.stats()),
+            gauges: Vec::new(),
+        });
+    }
+    for store in &stores.objects {
+        let mut gauges = Vec::new();
+        if let Some(s3) = stores.s3.iter().find(|s| s.id() == store.id()) {
+            gauges.push(("pending".to_owned(), s3.pending()));
+            gauges.push(("spooled".to_owned(), s3.spooled() as u64));
+            gauges.push(("parked".to_owned(), s3.parked() as u64));
+        }
+        all.push(StoreSnapshot {
+            kind: "object",
+            id: store.id().to_owned(),
+            counters: numbers(&store.stats()),
+            gauges,
+        });
+    }
+    Snapshot {
+        kernel_drops,
+        readers,
+        shards,
+        stores: all,
+        reloads_ok: reloads.ok,
+        reloads_failed: reloads.failed,
+    }
+}
