@@ -58,6 +58,9 @@ enum Task {
     /// text) and its SHA-256 into `target/dist/`, then check that the packed
     /// binary starts from an empty directory.
     Dist,
+    /// Lint the Dockerfile (hadolint), the Kubernetes manifest, the Helm chart
+    /// and the example configs (yamllint); tools from `.venv`.
+    Lint,
     /// Only install what is missing (`--test` adds the test dependencies).
     Setup {
         /// Also install test dependencies.
@@ -79,6 +82,10 @@ fn main() -> Result<()> {
         } => test(&root, fuzz_seconds, no_lint),
         Task::Fuzz { seconds } => fuzz(&root, seconds),
         Task::Bench { quick } => bench(&root, quick),
+        Task::Lint => {
+            setup::ensure(&root, true)?;
+            lint::deploy(&root)
+        }
         Task::Dist => {
             setup::ensure(&root, false)?;
             let tarball = dist::build(&root)?;

@@ -11,7 +11,7 @@ use tapwire_store::stdout::{
 };
 use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3Store};
 
-use tapwire_common::{DropReason, Record};
+use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::{self, Capture, Selection};
 use crate::cli::Cli;
@@ -345,11 +345,12 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     status.ready.set_attached(false);
     tracing::info!(signal, "stopping");
     let kernel_drops = capture.drops();
+    let excluded = capture.excluded();
     let counters = capture.reader_counters();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(SHUTDOWN_GRACE);
-    log_final(&kernel_drops, &counters, &stats);
+    log_final(&kernel_drops, &excluded, &counters, &stats);
     Ok(())
 }
 
@@ -405,12 +406,18 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
 /// One final line with every counter, for operators and the benchmark harness.
 fn log_final(
     kernel_drops: &[u64],
+    excluded: &[u64],
     readers: &[(u32, Arc<capture::ReaderCounters>)],
     stats: &PipelineStats,
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
         .zip(kernel_drops)
+        .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
+        .collect();
+    let excluded: serde_json::Map<String, serde_json::Value> = Exclusion::ALL
+        .iter()
+        .zip(excluded)
         .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
         .collect();
     let records: u64 = readers
@@ -420,6 +427,7 @@ fn log_final(
     let shards = stats.total();
     let summary = serde_json::json!({
         "kernel_drops": kernel,
+        "kernel_excluded": excluded,
         "ring_records": records,
         "queue_full": stats.queue_full.iter().sum::<u64>(),
         "shards": shards,

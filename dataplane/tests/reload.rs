@@ -6,9 +6,6 @@
 //! the same through the status server.
 
 mod common;
-#[path = "../../store/tests/common/mod.rs"]
-mod s3;
-mod status_common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,10 +13,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Agent;
+use common::{Client, get, http_server, start_agent};
 use serde_json::Value;
-use status_common::{Client, get, http_server, start_agent};
 
-fn config(weed: &s3::Weed, bucket: &str, spool: &Path) -> String {
+fn config(weed: &common::Weed, bucket: &str, spool: &Path) -> String {
     let store = weed.store_yaml("s3_store", bucket, spool, "fatal");
     let indented: String = store.lines().map(|l| format!("      {l}\n")).collect();
     format!(
@@ -58,10 +55,10 @@ fn digests(agent: &Agent, paths: std::ops::Range<usize>) -> BTreeSet<String> {
 }
 
 /// Waits until every digest in `want` is a key of `bucket`; returns its keys.
-fn wait_in_bucket(weed: &s3::Weed, bucket: &str, want: &BTreeSet<String>) -> BTreeSet<String> {
+fn wait_in_bucket(weed: &common::Weed, bucket: &str, want: &BTreeSet<String>) -> BTreeSet<String> {
     let start = Instant::now();
     loop {
-        let keys: BTreeSet<String> = s3::block_on(weed.client(bucket).list_keys())
+        let keys: BTreeSet<String> = common::block_on(weed.client(bucket).list_keys())
             .unwrap()
             .into_iter()
             .collect();
@@ -103,7 +100,7 @@ fn sighup_moves_new_objects_to_the_new_bucket_and_a_broken_file_changes_nothing(
     ) {
         return;
     }
-    let Some(weed) = s3::Weed::start() else {
+    let Some(weed) = common::Weed::start() else {
         return;
     };
     weed.create_bucket("before");

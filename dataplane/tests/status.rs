@@ -5,17 +5,14 @@
 //! `/readyz` waits for the S3 store to reach its endpoint; `/healthz` is ok.
 
 mod common;
-#[path = "../../store/tests/common/mod.rs"]
-mod s3;
-mod status_common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::Value;
-use status_common::{
+use common::{
     Client, get, http_server, parse_metrics, samples, start_agent, venv_python, wait_get,
 };
+use serde_json::Value;
 
 /// Metric names listed in docs/metrics.md (the first column of its tables).
 fn documented() -> BTreeSet<String> {
@@ -195,7 +192,7 @@ fn readyz_waits_until_the_s3_store_reaches_its_endpoint() {
     if !common::can_run("readyz_waits_until_the_s3_store_reaches_its_endpoint") {
         return;
     }
-    let Some(mut weed) = s3::Weed::start() else {
+    let Some(mut weed) = common::Weed::start() else {
         return;
     };
     weed.create_bucket("ready");
@@ -236,7 +233,7 @@ fn readyz_waits_until_the_s3_store_reaches_its_endpoint() {
         c == 200
     });
     assert_eq!(body, "ready\n");
-    let keys = s3::block_on(weed.client("ready").list_keys()).unwrap();
+    let keys = common::block_on(weed.client("ready").list_keys()).unwrap();
     assert!(
         !keys.is_empty(),
         "ready only once the spooled objects reached S3"

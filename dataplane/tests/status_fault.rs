@@ -4,11 +4,10 @@
 //! record.
 
 mod common;
-mod status_common;
 
 use std::time::{Duration, Instant};
 
-use status_common::{Client, get, http_server, start_agent_with, wait_get};
+use common::{Client, get, http_server, start_agent_with, wait_get};
 
 #[test]
 fn healthz_fails_when_a_shard_stalls() {

@@ -20,7 +20,7 @@ use aya::{
 };
 use tapwire_common::{
     DropReason,
-    config::{Config, FLAG_SELECTION},
+    config::{Config, Exclusion, FLAG_SELECTION},
 };
 
 use super::{
@@ -158,21 +158,32 @@ pub struct CpuRing {
     pub ring: RingBuf<MapData>,
 }
 
-/// Reads the kernel-side drop counters.
+/// Reads the kernel-side counters: drops, and connections left out on purpose.
 pub struct DropCounters {
     map: PerCpuArray<MapData, u64>,
+    excluded: PerCpuArray<MapData, u64>,
+}
+
+/// Sum over CPUs of each of the first `N` slots of `map`.
+fn sum_per_cpu<const N: usize>(map: &PerCpuArray<MapData, u64>) -> [u64; N] {
+    let mut out = [0u64; N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        if let Ok(values) = map.get(&(i as u32), 0) {
+            *slot = values.iter().sum();
+        }
+    }
+    out
 }
 
 impl DropCounters {
     /// Sum over CPUs of each reason's counter, in `DropReason::ALL` order.
     pub fn read(&self) -> [u64; DropReason::COUNT as usize] {
-        let mut out = [0u64; DropReason::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if let Ok(values) = self.map.get(&(i as u32), 0) {
-                *slot = values.iter().sum();
-            }
-        }
-        out
+        sum_per_cpu(&self.map)
+    }
+
+    /// Connections left out per reason, in `Exclusion::ALL` order.
+    pub fn excluded(&self) -> [u64; Exclusion::COUNT as usize] {
+        sum_per_cpu(&self.excluded)
     }
 }
 
@@ -245,6 +256,10 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
         flags: if selecting { FLAG_SELECTION } else { 0 },
         wake_divisor: opts.wake_divisor.max(1),
         offsets,
+        // The kernel's tgid of this process: the agent runs in the host's pid
+        // namespace (as `--pid` requires).
+        agent_tgid: std::process::id(),
+        _pad0: 0,
     };
     let mut cfg_map: Array<_, Config> =
         Array::try_from(map_mut(&mut ebpf, "CONFIG")?).map_err(|source| LoaderError::Map {
@@ -313,21 +328,21 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
             .map_err(|source| LoaderError::Program { name: prog, source })?;
     }
 
-    let drops = PerCpuArray::try_from(
-        ebpf.take_map("DROPS")
-            .ok_or(LoaderError::MissingMap("DROPS"))?,
-    )
-    .map_err(|source| LoaderError::Map {
-        name: "DROPS",
-        source,
-    })?;
+    let mut per_cpu = |name: &'static str| {
+        PerCpuArray::try_from(ebpf.take_map(name).ok_or(LoaderError::MissingMap(name))?)
+            .map_err(|source| LoaderError::Map { name, source })
+    };
+    let counters = DropCounters {
+        map: per_cpu("DROPS")?,
+        excluded: per_cpu("EXCLUDED")?,
+    };
     let probes = Probes {
         ebpf,
         per_process: selecting,
         attached: HashSet::new(),
         fallbacks: AtomicU64::new(0),
     };
-    Ok((probes, rings, DropCounters { map: drops }, resolved))
+    Ok((probes, rings, counters, resolved))
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>

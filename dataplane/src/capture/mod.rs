@@ -96,6 +96,8 @@ impl Capture {
         if probes.per_process() {
             let mut pids: Vec<u32> = resolved.pids.keys().copied().collect();
             pids.extend(&resolved.cgroup_pids);
+            // The agent's own traffic is never captured: no probes in it.
+            pids.retain(|&pid| pid != std::process::id());
             for pid in pids {
                 attach_process(&mut probes, &mut targets, pid, true);
             }
@@ -132,6 +134,12 @@ impl Capture {
     /// Kernel-side drop counters summed over CPUs, in [`DropReason::ALL`] order.
     pub fn drops(&self) -> [u64; DropReason::COUNT as usize] {
         self.drops.read()
+    }
+
+    /// Connections the probes left out on purpose, in
+    /// [`tapwire_common::config::Exclusion::ALL`] order.
+    pub fn excluded(&self) -> [u64; tapwire_common::config::Exclusion::COUNT as usize] {
+        self.drops.excluded()
     }
 
     /// Each reader's counters, with its CPU.

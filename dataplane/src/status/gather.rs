@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use tapwire_common::DropReason;
+use tapwire_common::config::Exclusion;
 use tapwire_store::ObjectStore as _;
 
 use super::metrics::{ReaderSnapshot, Snapshot, StoreSnapshot, numbers};
@@ -32,6 +33,11 @@ pub fn gather(
     let kernel_drops = DropReason::ALL
         .iter()
         .zip(drops.iter())
+        .map(|(reason, n)| (reason.name(), *n))
+        .collect();
+    let kernel_excluded = Exclusion::ALL
+        .iter()
+        .zip(capture.excluded().iter())
         .map(|(reason, n)| (reason.name(), *n))
         .collect();
     let readers = capture
@@ -73,6 +79,7 @@ pub fn gather(
     }
     Snapshot {
         kernel_drops,
+        kernel_excluded,
         readers,
         shards,
         stores: all,

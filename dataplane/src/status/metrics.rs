@@ -29,6 +29,8 @@ use super::{Status, http_metrics};
 pub struct Snapshot {
     /// Records the kernel could not deliver, by reason.
     pub kernel_drops: Vec<(&'static str, u64)>,
+    /// Events the kernel left out on purpose (the agent's own traffic), by reason.
+    pub kernel_excluded: Vec<(&'static str, u64)>,
     /// Each ring reader's counters.
     pub readers: Vec<ReaderSnapshot>,
     /// Each shard's counters, by name.
@@ -190,6 +192,14 @@ impl Collector for Collect {
             "kernel_drops",
             "Records the kernel side could not deliver, by reason",
             snap.kernel_drops
+                .iter()
+                .map(|(reason, n)| (vec![("reason", (*reason).to_owned())], *n)),
+        )?;
+        counter(
+            &mut enc,
+            "kernel_excluded",
+            "Socket events the probes skipped on purpose (the agent's own uploads), by reason",
+            snap.kernel_excluded
                 .iter()
                 .map(|(reason, n)| (vec![("reason", (*reason).to_owned())], *n)),
         )?;

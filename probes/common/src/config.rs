@@ -68,10 +68,40 @@ pub struct Config {
     pub wake_divisor: u32,
     /// Kernel struct offsets.
     pub offsets: KernelOffsets,
+    /// Thread-group id of the agent (as the kernel numbers it). Its own sockets
+    /// are never captured, and neither are the loopback peer ends of them
+    /// (`AGENT_PORTS`), whatever the selection.
+    pub agent_tgid: u32,
+    /// Explicit padding.
+    pub _pad0: u32,
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 80);
-const _: () = assert!(size_of::<Config>() == 88);
+const _: () = assert!(size_of::<Config>() == 96);
+
+/// Why the probes left a connection out on purpose (not a loss): index into the
+/// per-CPU `EXCLUDED` counter map, counted once per connection.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Exclusion {
+    /// The connection's loopback peer is one of the agent's own connections
+    /// (the S3 or pulse server side of the agent's uploads).
+    AgentPeer = 0,
+}
+
+impl Exclusion {
+    /// Number of reasons, the size of the counter map.
+    pub const COUNT: u32 = 1;
+    /// All reasons, in index order.
+    pub const ALL: [Exclusion; Self::COUNT as usize] = [Self::AgentPeer];
+
+    /// Stable snake_case name, for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AgentPeer => "agent_peer",
+        }
+    }
+}
 
 /// `SELECTED` map value bits: why a process is selected.
 pub mod select {

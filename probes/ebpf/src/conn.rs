@@ -9,7 +9,17 @@
 //! failed read means "not a TCP socket" and is counted.
 //!
 //! The walk runs once per (process, fd): the result is kept in `CONNS` (a TCP
-//! socket) or `NOT_TCP` (anything else) until `close`.
+//! socket) or `NOT_TCP` (anything else, or a socket left out on purpose) until
+//! `close`.
+//!
+//! The agent's own traffic: its sockets are never walked (`select`), and the
+//! local port of each connection it opens is kept in `AGENT_PORTS` from
+//! `connect` until `close`. A connection whose peer is on this host at one of
+//! those ports is the server side of the agent's own upload; it is left out.
+//! An accepted connection can be tracked before the agent's `connect` has
+//! returned and named its port, so for a connection with a local peer the
+//! decision (and the open record) waits for its first data, which the agent
+//! sent after its `connect` returned ([`settle`]).
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
@@ -17,12 +27,12 @@ use aya_ebpf::helpers::{
 };
 use tapwire_common::{
     ConnOpen, DropReason, Kind, Role,
-    config::{Config, KernelOffsets},
+    config::{Config, Exclusion, KernelOffsets},
 };
 
 use crate::{
     emit::{count, header, output_value},
-    maps::{CONFIG, CONN_IDS, CONNS, ConnState, NOT_TCP},
+    maps::{AGENT_PORTS, CONFIG, CONN_IDS, CONN_OPEN_PENDING, CONNS, ConnState, EXCLUDED, NOT_TCP},
 };
 
 const AF_INET: u16 = 2;
@@ -127,14 +137,56 @@ fn new_conn_id() -> u64 {
     (cpu << 48) | (n & 0xffff_ffff_ffff)
 }
 
+/// Adds one to this CPU's counter of connections left out for `why`.
+#[inline(always)]
+pub fn count_excluded(why: Exclusion) {
+    if let Some(p) = EXCLUDED.get_ptr_mut(why as u32) {
+        // SAFETY: per-CPU slot, only this CPU's programs touch it.
+        unsafe { *p += 1 };
+    }
+}
+
+/// True if `info`'s peer is on this host: a loopback address, or the socket's
+/// own local address.
+#[inline(always)]
+fn local_peer(info: &SockInfo) -> bool {
+    let r = &info.remote;
+    if info.family == AF_INET {
+        return r[0] == 127 || r[..4] == info.local[..4];
+    }
+    let v4_mapped = r[..10] == [0; 10] && r[10] == 0xff && r[11] == 0xff;
+    (v4_mapped && r[12] == 127) || (r[..15] == [0; 15] && r[15] == 1) || r == &info.local
+}
+
+/// True if `port` is the local port of one of the agent's own connections.
+#[inline(always)]
+fn agent_port(port: u16) -> bool {
+    // SAFETY: plain byte values; only presence is tested.
+    unsafe { AGENT_PORTS.get(port as u32) }.is_some()
+}
+
+/// The local port of the agent's TCP socket `fd` (the current task is the
+/// agent), for `AGENT_PORTS`.
+#[inline(always)]
+pub fn own_port(fd: i64) -> Option<u32> {
+    let o = &CONFIG.get(0)?.offsets;
+    let sk = tcp_sock(o, fd).ok()??;
+    let port: u16 = read(sk, o.sk_num)?;
+    Some(port as u32)
+}
+
 /// The tracked connection of `fd` in the current process: looked up, or
 /// discovered now (emitting its open record with `role`). `None` if `fd` is not
-/// a TCP socket.
+/// a TCP socket or is left out.
 #[inline(always)]
 pub fn lookup_or_track(fd: i64, role: Role) -> Option<*mut ConnState> {
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     let k = key(tgid, fd);
     if let Some(c) = CONNS.get_ptr_mut(k) {
+        // SAFETY: live map value.
+        if unsafe { (*c).flags } & CONN_OPEN_PENDING != 0 {
+            return settle(k, fd, c);
+        }
         return Some(c);
     }
     // SAFETY: `NOT_TCP` values are plain bytes; we only test presence.
@@ -142,6 +194,69 @@ pub fn lookup_or_track(fd: i64, role: Role) -> Option<*mut ConnState> {
         return None;
     }
     track(fd, role)
+}
+
+/// Decides a connection whose open record is pending, at its first data or
+/// close: left out (and forgotten) if its peer is one of the agent's
+/// connections, else its open record is emitted now.
+#[inline(always)]
+pub fn settle(k: u64, fd: i64, conn: *mut ConnState) -> Option<*mut ConnState> {
+    // SAFETY: live map value.
+    let (peer_port, conn_id, role) = unsafe { ((*conn).peer_port, (*conn).conn_id, (*conn).role) };
+    if agent_port(peer_port as u16) {
+        let _ = CONNS.remove(k);
+        let _ = NOT_TCP.insert(k, 0u8, 0);
+        count_excluded(Exclusion::AgentPeer);
+        return None;
+    }
+    // SAFETY: live map value.
+    unsafe { (*conn).flags &= !CONN_OPEN_PENDING };
+    let cfg: &Config = CONFIG.get(0)?;
+    let o = &cfg.offsets;
+    let info = match tcp_sock(o, fd) {
+        Ok(Some(sk)) => sock_info(o, sk),
+        _ => None,
+    };
+    let Some(info) = info else {
+        count(DropReason::KernelRead, 1);
+        return Some(conn);
+    };
+    let role = Role::try_from(role).unwrap_or(Role::Unknown);
+    output_value(&open_record(
+        header(Kind::ConnOpen),
+        conn_id,
+        &info,
+        role,
+        fd,
+    ));
+    Some(conn)
+}
+
+/// The open record of a connection.
+#[inline(always)]
+fn open_record(
+    hdr: tapwire_common::Header,
+    conn_id: u64,
+    info: &SockInfo,
+    role: Role,
+    fd: i64,
+) -> ConnOpen {
+    ConnOpen {
+        header: hdr,
+        conn_id,
+        seq: 0,
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        local_addr: info.local,
+        remote_addr: info.remote,
+        local_port: info.local_port,
+        remote_port: info.remote_port,
+        family: info.family,
+        _pad0: 0,
+        role: role as u32,
+        fd: fd as i32,
+    }
 }
 
 /// Walks `fd` of the current task; tracks it and emits an open record if it is
@@ -167,33 +282,30 @@ pub fn track(fd: i64, role: Role) -> Option<*mut ConnState> {
         count(DropReason::KernelRead, 1);
         return None;
     };
+    let local = local_peer(&info);
+    if local && agent_port(info.remote_port) {
+        let _ = NOT_TCP.insert(k, 0u8, 0);
+        count_excluded(Exclusion::AgentPeer);
+        return None;
+    }
+    // A client's peer port is a listening port, not one of the agent's
+    // connections: only accepted or already open connections wait.
+    let pending = local && role != Role::Client;
     let conn_id = new_conn_id();
     let state = ConnState {
         conn_id,
         seq: 1,
-        flags: 0,
+        flags: if pending { CONN_OPEN_PENDING } else { 0 },
         role: role as u32,
+        peer_port: info.remote_port as u32,
+        _pad: 0,
     };
     if CONNS.insert(k, state, 0).is_err() {
         count(DropReason::ConnTableFull, 1);
         return None;
     }
-    let open = ConnOpen {
-        header: hdr,
-        conn_id,
-        seq: 0,
-        // SAFETY: helper without preconditions.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        local_addr: info.local,
-        remote_addr: info.remote,
-        local_port: info.local_port,
-        remote_port: info.remote_port,
-        family: info.family,
-        _pad0: 0,
-        role: role as u32,
-        fd: fd as i32,
-    };
-    output_value(&open);
+    if !pending {
+        output_value(&open_record(hdr, conn_id, &info, role, fd));
+    }
     CONNS.get_ptr_mut(k)
 }

@@ -5,7 +5,10 @@ use aya_ebpf::{
     btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
-use tapwire_common::{Data, DropReason, MAX_CPUS, MAX_PAYLOAD, config::Config};
+use tapwire_common::{
+    Data, DropReason, MAX_CPUS, MAX_PAYLOAD,
+    config::{Config, Exclusion},
+};
 
 /// Template size of a ring; user space creates the real rings with its own size
 /// (the kernel does not compare `max_entries` of ring buffers in map-in-map).
@@ -28,6 +31,18 @@ pub static CONFIG: Array<Config, 1> = Array::new();
 #[btf_map]
 pub static DROPS: PerCpuArray<u64, { DropReason::COUNT as usize }> = PerCpuArray::new();
 
+/// Per-CPU counters of connections left out on purpose, indexed by
+/// [`Exclusion`].
+#[btf_map]
+pub static EXCLUDED: PerCpuArray<u64, { Exclusion::COUNT as usize }> = PerCpuArray::new();
+
+/// Local ports of the agent's own open TCP connections (value unused). A
+/// connection whose peer is on this host at one of these ports is the other
+/// end of the agent's own traffic and is not captured. LRU: a missed close
+/// cannot fill it.
+#[btf_map]
+pub static AGENT_PORTS: LruHashMap<u32, u8, 4096> = LruHashMap::new();
+
 /// A data record being built: fixed part then payload, sent with one
 /// `bpf_ringbuf_output` of the used length. Too big for the 512-byte stack.
 #[repr(C)]
@@ -48,6 +63,11 @@ pub static CONN_IDS: PerCpuArray<u64, 1> = PerCpuArray::new();
 pub const CONN_TLS: u32 = 1;
 /// `ConnState::flags`: the first plain bytes were seen and were not a TLS record.
 pub const CONN_PLAIN: u32 = 2;
+/// `ConnState::flags`: the peer is on this host and the connection was
+/// accepted (or found open): its open record waits for the first data, when
+/// the agent's own port list is sure to name the peer if it is the agent's
+/// (see `conn::settle`).
+pub const CONN_OPEN_PENDING: u32 = 4;
 
 /// What the probes know about one tracked TCP socket.
 #[repr(C)]
@@ -57,6 +77,9 @@ pub struct ConnState {
     pub seq: u64,
     pub flags: u32,
     pub role: u32,
+    /// Remote port while `CONN_OPEN_PENDING`.
+    pub peer_port: u32,
+    pub _pad: u32,
 }
 
 /// Tracked connections, keyed by `tgid << 32 | fd`.
@@ -87,6 +110,8 @@ pub const SHAPE_IOV: u32 = 2;
 pub const SHAPE_MSG: u32 = 3;
 pub const SHAPE_CONNECT: u32 = 4;
 pub const SHAPE_ACCEPT: u32 = 5;
+/// A `connect` by the agent itself: only its local port is noted.
+pub const SHAPE_AGENT_CONNECT: u32 = 6;
 
 /// In-flight socket syscalls, keyed by `pid_tgid`.
 #[btf_map]

@@ -1,5 +1,5 @@
-//! Is the current process captured? Without a selection, everything is; with
-//! one, a process is when its tgid is in `SELECTED` (by pid with descendants,
+//! Is the current process captured? Never the agent itself (`CONFIG.agent_tgid`).
+//! Otherwise, without a selection, everything is; with one, a process is when its tgid is in `SELECTED` (by pid with descendants,
 //! or by executable, maintained by [`crate::process`]) or its cgroup is in
 //! `SELECTED_CGROUPS`. Checked first in every program so unselected processes
 //! pay one or two map lookups.
@@ -14,13 +14,26 @@ pub fn selection_on() -> bool {
     CONFIG.get(0).is_some_and(|c| c.flags & FLAG_SELECTION != 0)
 }
 
+/// True if the current process is the agent.
+#[inline(always)]
+pub fn is_agent() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    CONFIG.get(0).is_some_and(|c| c.agent_tgid == tgid)
+}
+
 /// True if the current process is captured.
 #[inline(always)]
 pub fn selected() -> bool {
-    if !selection_on() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(cfg) = CONFIG.get(0) else {
+        return false;
+    };
+    if cfg.agent_tgid == tgid {
+        return false;
+    }
+    if cfg.flags & FLAG_SELECTION == 0 {
         return true;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: values are plain integers; we only test presence.
     if unsafe { SELECTED.get(tgid) }.is_some() {
         return true;

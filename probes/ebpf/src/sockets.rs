@@ -26,13 +26,14 @@ use aya_ebpf::{
 use tapwire_common::{ConnClose, Direction, Kind, Role, Source};
 
 use crate::{
-    conn::{key, lookup_or_track, track},
+    conn::{key, lookup_or_track, own_port, settle, track},
     emit::{DataCall, emit_data, header, next_seq, output_value},
     maps::{
-        CONN_PLAIN, CONN_TLS, CONNS, LAST_TLS_READ, NOT_TCP, SHAPE_ACCEPT, SHAPE_BUF,
-        SHAPE_CONNECT, SHAPE_IOV, SHAPE_MSG, SSL_FDS, SYSCALLS, SslKey, SyscallArgs, TLS_CALLS,
+        AGENT_PORTS, CONN_OPEN_PENDING, CONN_PLAIN, CONN_TLS, CONNS, LAST_TLS_READ, NOT_TCP,
+        SHAPE_ACCEPT, SHAPE_AGENT_CONNECT, SHAPE_BUF, SHAPE_CONNECT, SHAPE_IOV, SHAPE_MSG, SSL_FDS,
+        SYSCALLS, SslKey, SyscallArgs, TLS_CALLS,
     },
-    select::selected,
+    select::{is_agent, selected},
 };
 
 /// Offset of syscall argument `n` in a `sys_enter_*` record.
@@ -139,6 +140,18 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
 /// hook: syscalls:sys_enter_connect(fd, uservaddr, addrlen)
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    if is_agent() {
+        // Not captured; its local port is noted at exit (`AGENT_PORTS`).
+        let args = SyscallArgs {
+            fd: arg(&ctx, 0) as i32 as i64,
+            ptr: 0,
+            len: 0,
+            shape: SHAPE_AGENT_CONNECT,
+            direction: Direction::Egress as u32,
+        };
+        let _ = SYSCALLS.insert(bpf_get_current_pid_tgid(), args, 0);
+        return 0;
+    }
     enter(&ctx, SHAPE_CONNECT, Direction::Egress)
 }
 
@@ -152,13 +165,30 @@ pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
 /// hook: syscalls:sys_enter_close(fd)
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let fd = arg(&ctx, 0) as i32 as i64;
+    if is_agent() {
+        if let Some(port) = own_port(fd) {
+            let _ = AGENT_PORTS.remove(port);
+        }
+        return 0;
+    }
     if !selected() {
         return 0;
     }
-    let fd = arg(&ctx, 0) as i32 as i64;
     let k = key((bpf_get_current_pid_tgid() >> 32) as u32, fd);
     let _ = NOT_TCP.remove(k);
-    if let Some(conn) = CONNS.get_ptr_mut(k) {
+    if let Some(mut conn) = CONNS.get_ptr_mut(k) {
+        // SAFETY: live map value.
+        if unsafe { (*conn).flags } & CONN_OPEN_PENDING != 0 {
+            // Closed before any data: decided now (left out, or opened).
+            match settle(k, fd, conn) {
+                Some(c) => conn = c,
+                None => {
+                    let _ = NOT_TCP.remove(k);
+                    return 0;
+                }
+            }
+        }
         let close = ConnClose {
             header: header(Kind::ConnClose),
             // SAFETY: live map value.
@@ -188,6 +218,13 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
     let ret = unsafe { ctx.read_at::<i64>(RET_OFF) }.unwrap_or(-1);
     let tgid = (pid_tgid >> 32) as u32;
     match args.shape {
+        SHAPE_AGENT_CONNECT => {
+            if (ret == 0 || ret == -115)
+                && let Some(port) = own_port(args.fd)
+            {
+                let _ = AGENT_PORTS.insert(port, 0u8, 0);
+            }
+        }
         SHAPE_CONNECT => {
             // 0, or -EINPROGRESS for a non-blocking connect: either way the
             // local address and port are already chosen.

@@ -1,11 +1,13 @@
-//! Helpers for the status server tests: plain HTTP GETs, the Prometheus text
-//! parsed by Python's `prometheus_client` (the reference parser), and a plain
-//! HTTP client process whose requests the agent captures.
-#![allow(dead_code, reason = "each test binary uses a subset")]
+//! The agent's status server from a test: plain HTTP GETs, the Prometheus text
+//! parsed by Python's `prometheus_client` (the reference parser), a plain HTTP
+//! client process whose requests the agent captures, and the agent started
+//! with its status server on a chosen port.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use crate::{Agent, Bg, guard, path_str, wait_listening, workspace_root};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -55,7 +57,7 @@ pub fn wait_get(
 /// The workspace venv's Python, which has `prometheus_client` (installed by
 /// `cargo xtask setup --test`).
 pub fn venv_python() -> Option<PathBuf> {
-    let python = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"));
+    let python = workspace_root().join(".venv/bin/python");
     let ok = Command::new(&python)
         .args(["-c", "import prometheus_client"])
         .status()
@@ -141,12 +143,14 @@ pub struct Client {
 impl Client {
     /// Starts the client against `127.0.0.1:port`; it waits for work.
     pub fn start(port: u16) -> Client {
-        let mut child = Command::new("python3")
-            .args(["-c", CLIENT_PY, &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = guard(
+            Command::new("python3")
+                .args(["-c", CLIENT_PY, &port.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )
+        .spawn()
+        .unwrap();
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Client {
@@ -180,28 +184,20 @@ impl Drop for Client {
 }
 
 /// Starts the plain HTTP test server on `port`.
-pub fn http_server(port: u16) -> crate::common::Bg {
-    let child = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/common/http_server.py"
-        ))
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = crate::common::Bg(child);
-    crate::common::wait_listening(port, Duration::from_secs(20));
+pub fn http_server(port: u16) -> Bg {
+    let server = Bg::spawn(
+        Command::new("python3")
+            .arg(crate::http_server_py())
+            .arg(port.to_string())
+            .stdout(Stdio::null()),
+    );
+    wait_listening(port, Duration::from_secs(20));
     server
 }
 
 /// Starts the agent capturing `pid` with its status server on `status_port`,
 /// with `config` if given.
-pub fn start_agent(
-    config: Option<&std::path::Path>,
-    pid: u32,
-    status_port: u16,
-) -> crate::common::Agent {
+pub fn start_agent(config: Option<&std::path::Path>, pid: u32, status_port: u16) -> Agent {
     start_agent_with(config, pid, status_port, &[])
 }
 
@@ -211,7 +207,7 @@ pub fn start_agent_with(
     pid: u32,
     status_port: u16,
     env: &[(&str, &str)],
-) -> crate::common::Agent {
+) -> Agent {
     let mut args = vec![
         "--pid".to_owned(),
         pid.to_string(),
@@ -220,7 +216,7 @@ pub fn start_agent_with(
     ];
     if let Some(config) = config {
         args.push("--config".to_owned());
-        args.push(crate::common::path_str(config).to_owned());
+        args.push(path_str(config).to_owned());
     }
-    crate::common::Agent::start_dataplane(&args, env)
+    Agent::start_dataplane(&args, env)
 }
