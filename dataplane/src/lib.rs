@@ -2,6 +2,7 @@
 //! glue from captured records to event and object stores.
 
 pub mod agent;
+pub mod attribution;
 pub mod capture;
 pub mod check;
 pub mod cli;

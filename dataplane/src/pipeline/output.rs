@@ -13,6 +13,7 @@ use tapwire_store::{EventStore, Object, ObjectStore};
 
 use super::shard::Output;
 use super::txn::ObjectRef;
+use crate::attribution::{Attribution, AttributionCache, Origin};
 
 /// How long the output thread sleeps when every queue is empty.
 const IDLE_SLEEP: Duration = Duration::from_millis(1);
@@ -45,6 +46,36 @@ impl ExeCache {
     }
 }
 
+/// The node's name and each cgroup's container and pod, looked up once per
+/// cgroup here, never on the shards.
+pub struct Places {
+    host: String,
+    cache: AttributionCache,
+}
+
+impl Places {
+    /// The node's name read now; cgroups as they come.
+    pub fn new() -> Self {
+        Self {
+            host: crate::attribution::node_name(),
+            cache: AttributionCache::default(),
+        }
+    }
+
+    fn origin<'a>(&'a self, place: &'a Attribution) -> Origin<'a> {
+        Origin {
+            host: &self.host,
+            place,
+        }
+    }
+}
+
+impl Default for Places {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Every store an output goes to.
 #[derive(Clone)]
 pub struct Fanout {
@@ -56,7 +87,7 @@ pub struct Fanout {
 
 impl Fanout {
     /// Stores one shard output: its objects first, then the event naming them.
-    pub fn deliver(&self, item: Output, exes: &mut ExeCache) {
+    pub fn deliver(&self, item: Output, exes: &mut ExeCache, places: &mut Places) {
         let event = match item {
             Output::Txn(txn) => {
                 crate::status::http_metrics::observe(&txn);
@@ -78,10 +109,18 @@ impl Fanout {
                         store.put(object.clone());
                     }
                 }
-                txn.event_json(&refs, exes.get(txn.conn.pid))
+                let place = places.cache.get(txn.conn.cgroup_id, txn.conn.pid);
+                let origin = places.origin(&place);
+                txn.event_json(&refs, exes.get(txn.conn.pid), &origin)
             }
-            Output::Opened(info) => super::txn::open_event_json(&info),
-            Output::Closed(summary) => summary.event_json(),
+            Output::Opened(info) => {
+                let place = places.cache.get(info.cgroup_id, info.pid);
+                super::txn::open_event_json(&info, &places.origin(&place))
+            }
+            Output::Closed(summary) => {
+                let place = places.cache.get(summary.conn.cgroup_id, summary.conn.pid);
+                summary.event_json(&places.origin(&place))
+            }
         };
         let event = Bytes::from(event);
         for store in &self.events {
@@ -98,6 +137,7 @@ pub fn run(
     handoff: &crate::reload::OutputHandoff,
 ) {
     let mut exes = ExeCache::default();
+    let mut places = Places::new();
     let mut beat = crate::status::health::register("output");
     loop {
         beat.beat();
@@ -105,7 +145,7 @@ pub fn run(
         let mut moved = 0usize;
         for queue in &mut queues {
             while let Ok(item) = queue.pop() {
-                fanout.deliver(item, &mut exes);
+                fanout.deliver(item, &mut exes, &mut places);
                 moved += 1;
             }
         }
