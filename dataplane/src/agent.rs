@@ -292,21 +292,36 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         events: stores.events.clone(),
         objects: stores.objects.clone(),
     };
+    let mut pipeline_config = PipelineConfig::new(readers, shards);
+    if let Some(budget) = cli.memory_budget.or(config.tapwire.memory_budget) {
+        pipeline_config.memory_budget = usize::try_from(budget.0).unwrap_or(usize::MAX);
+    }
+    if let Some(idle) = config.tapwire.idle_timeout {
+        pipeline_config.idle_timeout = Duration::from_secs(idle.0);
+    }
     let (pipeline, routers) =
-        Pipeline::start(PipelineConfig { readers, shards }, wire::decode, fanout)
-            .map_err(StartError::Threads)?;
+        Pipeline::start(pipeline_config, wire::decode, fanout).map_err(StartError::Threads)?;
+    let plan = pipeline.plan();
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
     let capture = Capture::start(options, |cpu| {
         let mut router = routers.get_mut(cpu as usize).and_then(Option::take);
         move |raw: &[u8], record: Record<'_>| {
-            if let (Some(router), Some(conn_id)) = (router.as_mut(), wire::conn_id(&record)) {
-                router.route(conn_id, &[raw]);
+            let Some(router) = router.as_mut() else {
+                return;
+            };
+            match wire::conn_id(&record) {
+                Some(conn_id) => router.route(conn_id, &[raw]),
+                // A process exit releases its connections in every shard.
+                None if matches!(record, Record::ProcExit(_)) => router.broadcast(&[raw]),
+                None => {}
             }
         }
     })?;
     tracing::info!(
         readers,
-        shards,
+        shards = plan.shards,
+        memory_budget = pipeline_config.memory_budget,
+        frame_queue_bytes = plan.frame_queue_bytes,
         event_stores = stores.events.len(),
         object_stores = stores.objects.len(),
         "capture ready"
@@ -323,7 +338,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
                     cli,
                     &mut config,
                     &mut stores,
-                    pipeline.output_handoff(),
+                    pipeline.store_slots(),
                     &mut reloads,
                 );
                 status.ready.set_stores(stores.readiness());
@@ -345,12 +360,19 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     status.ready.set_attached(false);
     tracing::info!(signal, "stopping");
     let kernel_drops = capture.drops();
+    let ring_full_per_cpu = capture.ring_full_per_cpu();
     let excluded = capture.excluded();
     let counters = capture.reader_counters();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(SHUTDOWN_GRACE);
-    log_final(&kernel_drops, &excluded, &counters, &stats);
+    log_final(
+        &kernel_drops,
+        &ring_full_per_cpu,
+        &excluded,
+        &counters,
+        &stats,
+    );
     Ok(())
 }
 
@@ -360,11 +382,11 @@ fn reload(
     cli: &Cli,
     config: &mut Config,
     stores: &mut Stores,
-    handoff: &crate::reload::OutputHandoff,
+    slots: &[Arc<std::sync::Mutex<Fanout>>],
     reloads: &mut crate::status::gather::Reloads,
 ) -> Result<String, String> {
     tracing::info!("reloading the config");
-    match crate::reload::reload(cli, config, stores, handoff) {
+    match crate::reload::reload(cli, config, stores, slots) {
         Ok(outcome) => {
             reloads.ok += 1;
             let message = if outcome.stopped.is_empty() && outcome.started.is_empty() {
@@ -392,13 +414,15 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
     let drops = capture.drops();
     let dropped: u64 = drops.iter().sum();
     let shards = stats.total();
+    let routing = stats.routing();
     tracing::info!(
         kernel_dropped = dropped,
-        queue_full = stats.queue_full.iter().sum::<u64>(),
+        pushback_waits = routing.pushback_waits,
         records = shards.records,
         transactions = shards.transactions,
         gap_records = shards.gap_records,
-        output_full = shards.output_full,
+        body_shed_bytes = shards.body_shed_bytes,
+        budget_used = stats.budget_used,
         "running"
     );
 }
@@ -406,6 +430,7 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
 /// One final line with every counter, for operators and the benchmark harness.
 fn log_final(
     kernel_drops: &[u64],
+    kernel_drops_per_cpu: &[u64],
     excluded: &[u64],
     readers: &[(u32, Arc<capture::ReaderCounters>)],
     stats: &PipelineStats,
@@ -425,11 +450,19 @@ fn log_final(
         .map(|(_, c)| c.records.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
     let shards = stats.total();
+    // CPUs whose ring overflowed, by CPU id.
+    let per_cpu: serde_json::Map<String, serde_json::Value> = kernel_drops_per_cpu
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cpu, n)| (cpu.to_string(), (*n).into()))
+        .collect();
     let summary = serde_json::json!({
         "kernel_drops": kernel,
+        "kernel_ring_full_per_cpu": per_cpu,
         "kernel_excluded": excluded,
         "ring_records": records,
-        "queue_full": stats.queue_full.iter().sum::<u64>(),
+        "routing": stats.routing(),
         "shards": shards,
     });
     tracing::info!(counters = %summary, "stopped");

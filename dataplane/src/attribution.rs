@@ -1,6 +1,6 @@
 //! Which container and Kubernetes pod a process runs in, read from its cgroup v2
-//! path, and the node's name. Looked up once per cgroup on the output thread
-//! (never on the shards) and cached by cgroup id.
+//! path, and the node's name. Looked up once per cgroup by the shard delivering
+//! the first event of that cgroup (after parsing) and cached by cgroup id.
 //!
 //! Recognised layouts (`ID` is 64 hex digits, `UID` a pod UID):
 //!

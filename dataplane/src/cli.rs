@@ -120,6 +120,14 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
 
+    /// Bytes the data plane may buffer (e.g. `128MiB`); overrides
+    /// `tapwire.memory_budget` in the config. Default 128 MiB.
+    ///
+    /// Example: `--memory-budget 512MiB` on a busy node; fewer shards start if
+    /// the budget cannot hold their queues.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_budget: Option<crate::config::ByteSize>,
+
     /// A subcommand; without one, the agent runs.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -234,7 +234,44 @@ fn unknown_key() {
     assert_error(
         "version: 2\nservice:\n  event_stores: []\n",
         "2:1: service: unknown field `service`, expected one of `version`, `services`, \
-         `stacks`, `tap`",
+         `stacks`, `tap`, `tapwire`",
+    );
+}
+
+#[test]
+fn tapwire_section_sizes_and_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qpoint.yaml");
+    std::fs::write(
+        &path,
+        "version: 2\ntapwire:\n  memory_budget: 64MiB\n  idle_timeout: 15m\n",
+    )
+    .unwrap();
+    let config = tapwire::config::load_file(&path).unwrap();
+    assert_eq!(
+        config.tapwire.memory_budget,
+        Some(tapwire::config::ByteSize(64 << 20))
+    );
+    assert_eq!(
+        config.tapwire.idle_timeout,
+        Some(tapwire::config::Seconds(900))
+    );
+    assert_error(
+        "version: 2\ntapwire:\n  memory_budget: 64 parsecs\n",
+        "3:3: tapwire.memory_budget: unknown unit `parsecs` in `64 parsecs`, expected B, KiB, \
+         MiB or GiB",
+    );
+    assert_error(
+        "version: 2\ntapwire:\n  memory_budget: 1MiB\n",
+        "3:18: tapwire.memory_budget: 1048576 bytes is below the minimum of 8 MiB",
+    );
+    assert_error(
+        "version: 2\ntapwire:\n  idle_timeout: 0\n",
+        "3:17: tapwire.idle_timeout: must be at least 1s",
+    );
+    assert_error(
+        "version: 2\ntapwire:\n  idle: 5m\n",
+        "3:3: tapwire.idle: unknown field `idle`, expected `memory_budget` or `idle_timeout`",
     );
 }
 

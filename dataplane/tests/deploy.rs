@@ -136,7 +136,13 @@ fn daemonset_has_what_the_agent_needs() {
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    for cap in ["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"] {
+    for cap in [
+        "BPF",
+        "PERFMON",
+        "SYS_ADMIN",
+        "SYS_PTRACE",
+        "DAC_READ_SEARCH",
+    ] {
         assert!(added.contains(&cap), "{cap} missing: {added:?}");
     }
     let mounts: Vec<&str> = container["volumeMounts"]

@@ -127,10 +127,34 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
     }
 
+    if let Some(budget) = raw.tapwire.memory_budget
+        && budget.0 < crate::pipeline::budget::MIN_MEMORY_BUDGET as u64
+    {
+        let path = [Segment::Key("tapwire"), Segment::Key("memory_budget")];
+        return Err(invalid_at(
+            &path,
+            Target::Value,
+            format!(
+                "{} bytes is below the minimum of {} MiB",
+                budget.0,
+                crate::pipeline::budget::MIN_MEMORY_BUDGET >> 20
+            ),
+        ));
+    }
+    if raw.tapwire.idle_timeout == Some(super::model::Seconds(0)) {
+        let path = [Segment::Key("tapwire"), Segment::Key("idle_timeout")];
+        return Err(invalid_at(
+            &path,
+            Target::Value,
+            "must be at least 1s".to_owned(),
+        ));
+    }
+
     Ok(Config {
         services,
         stacks: raw.stacks,
         tap: raw.tap,
+        tapwire: raw.tapwire,
     })
 }
 

@@ -1,22 +1,18 @@
-//! The output thread: turns shard output into objects and events and hands them to
-//! every configured store.
+//! Shard output as objects and events, handed to every configured store.
 //!
-//! Hashing bodies (BLAKE3) and serializing events happen here, off the shards.
-//! Stores never block this thread: each queues and drops on its own.
+//! Each shard thread does this for its own transactions ([`Deliver`] is its
+//! sink): hashing bodies (BLAKE3) and serializing events run on every shard in
+//! parallel, where the bytes already are, and no queue sits between parsing and
+//! the stores. Stores never block a shard: each queues and counts on its own.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tapwire_store::{EventStore, Object, ObjectStore};
 
-use super::shard::Output;
+use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
 use crate::attribution::{Attribution, AttributionCache, Origin};
-
-/// How long the output thread sleeps when every queue is empty.
-const IDLE_SLEEP: Duration = Duration::from_millis(1);
 
 /// Executable paths remembered at most; the cache is cleared past it (pids are
 /// reused, so entries must not live forever anyway).
@@ -46,36 +42,6 @@ impl ExeCache {
     }
 }
 
-/// The node's name and each cgroup's container and pod, looked up once per
-/// cgroup here, never on the shards.
-pub struct Places {
-    host: String,
-    cache: AttributionCache,
-}
-
-impl Places {
-    /// The node's name read now; cgroups as they come.
-    pub fn new() -> Self {
-        Self {
-            host: crate::attribution::node_name(),
-            cache: AttributionCache::default(),
-        }
-    }
-
-    fn origin<'a>(&'a self, place: &'a Attribution) -> Origin<'a> {
-        Origin {
-            host: &self.host,
-            place,
-        }
-    }
-}
-
-impl Default for Places {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Every store an output goes to.
 #[derive(Clone)]
 pub struct Fanout {
@@ -89,10 +55,10 @@ impl Fanout {
     /// Stores one shard output: its objects first, then the event naming them.
     pub fn deliver(&self, item: Output, exes: &mut ExeCache, places: &mut Places) {
         let event = match item {
-            Output::Txn(txn) => {
+            Output::Txn(mut txn) => {
                 crate::status::http_metrics::observe(&txn);
                 let mut refs = Vec::new();
-                for (role, content_type, bytes) in txn.objects() {
+                for (role, content_type, bytes) in txn.take_objects() {
                     let object = Object::new(content_type, bytes);
                     let url = self
                         .objects
@@ -129,33 +95,66 @@ impl Fanout {
     }
 }
 
-/// Drains `queues` into `fanout` until `stop` is set and the queues are empty.
-pub fn run(
-    mut queues: Vec<rtrb::Consumer<Output>>,
-    mut fanout: Fanout,
-    stop: Arc<AtomicBool>,
-    handoff: &crate::reload::OutputHandoff,
-) {
-    let mut exes = ExeCache::default();
-    let mut places = Places::new();
-    let mut beat = crate::status::health::register("output");
-    loop {
-        beat.beat();
-        handoff.checkpoint(&mut fanout, &mut beat);
-        let mut moved = 0usize;
-        for queue in &mut queues {
-            while let Ok(item) = queue.pop() {
-                fanout.deliver(item, &mut exes, &mut places);
-                moved += 1;
-            }
+/// A shard's sink: delivers each output on the shard's own thread.
+///
+/// The stores sit behind a mutex only this shard takes, once per output, so a
+/// reload can replace them between two deliveries;
+/// uncontended, it costs one atomic exchange on a line this core owns.
+pub struct Deliver {
+    fanout: Arc<Mutex<Fanout>>,
+    exes: ExeCache,
+    places: Places,
+}
+
+impl Deliver {
+    /// Delivers to `fanout`.
+    pub fn new(fanout: Fanout) -> Self {
+        Self::shared(Arc::new(Mutex::new(fanout)))
+    }
+
+    /// Delivers to whatever stores `slot` holds at the time.
+    pub fn shared(slot: Arc<Mutex<Fanout>>) -> Self {
+        Deliver {
+            fanout: slot,
+            exes: ExeCache::default(),
+            places: Places::new(),
         }
-        if moved == 0 {
-            // Acquire pairs with the Release store in `Pipeline::stop`: once seen,
-            // every shard has finished pushing.
-            if stop.load(Ordering::Acquire) && queues.iter().all(|q| q.is_empty()) {
-                return;
-            }
-            std::thread::sleep(IDLE_SLEEP);
+    }
+}
+
+impl Sink for Deliver {
+    fn send(&mut self, item: Output) {
+        let fanout = self.fanout.lock().unwrap_or_else(|e| e.into_inner());
+        fanout.deliver(item, &mut self.exes, &mut self.places);
+    }
+}
+
+/// The node's name and each cgroup's container and pod, looked up once per
+/// cgroup by the shard that first sees it, off the parsing path.
+pub struct Places {
+    host: String,
+    cache: AttributionCache,
+}
+
+impl Places {
+    /// The node's name read now; cgroups as they come.
+    pub fn new() -> Self {
+        Self {
+            host: crate::attribution::node_name(),
+            cache: AttributionCache::default(),
         }
+    }
+
+    fn origin<'a>(&'a self, place: &'a Attribution) -> Origin<'a> {
+        Origin {
+            host: &self.host,
+            place,
+        }
+    }
+}
+
+impl Default for Places {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -1,8 +1,9 @@
 //! Config reload (SIGHUP, `tapwire reload-config`): the config file is read and
 //! validated again; stores whose config changed (or that were removed) are
-//! stopped after delivering what they hold, and new ones started, while the
-//! output thread waits between two deliveries. Unchanged stores keep running
-//! untouched, and capture (probes, readers, shards) is never stopped.
+//! stopped after delivering what they hold, and new ones started, while every
+//! shard waits between two deliveries (each delivers through its own store
+//! slot, which the reload holds). Unchanged stores keep running untouched, and
+//! capture (probes, readers, parsing) is never stopped.
 //!
 //! An invalid file, a missing credential or a new store that cannot start
 //! leaves the old config running; the error (`FILE:LINE:COL: …` for the file)
@@ -12,8 +13,7 @@
 //! what is left (its endpoint unreachable) stays in the spool directory and is
 //! uploaded by the store that opens that directory next.
 
-pub mod handoff;
-
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tapwire_store::config::SecretError;
@@ -23,12 +23,8 @@ use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
 use crate::pipeline::output::Fanout;
 
-pub use handoff::OutputHandoff;
-
 /// How long a replaced store may take to deliver what it holds.
 pub const RELOAD_GRACE: Duration = Duration::from_secs(10);
-/// How long the output thread may take to reach a pause.
-pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +38,6 @@ pub enum ReloadError {
     /// A new store could not start; the old stores were started again.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// The output thread did not pause.
-    #[error("the output thread did not pause within {0:?}")]
-    Pause(Duration),
 }
 
 /// What a reload changed.
@@ -62,7 +55,7 @@ pub fn reload(
     cli: &Cli,
     current: &mut Config,
     stores: &mut Stores,
-    handoff: &OutputHandoff,
+    slots: &[Arc<Mutex<Fanout>>],
 ) -> Result<Outcome, ReloadError> {
     let next = crate::agent::load_config(cli)?;
     for (store, key, secret) in next.secrets() {
@@ -103,16 +96,22 @@ pub fn reload(
         return Ok(outcome);
     }
 
-    if !handoff.pause(PAUSE_TIMEOUT) {
-        return Err(ReloadError::Pause(PAUSE_TIMEOUT));
+    // Every shard finishes the delivery it is in and waits; the stores it held
+    // are let go, so a new S3 store can open a replaced one's spool directory.
+    let mut held: Vec<_> = slots
+        .iter()
+        .map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    for fanout in &mut held {
+        **fanout = Fanout {
+            events: Vec::new(),
+            objects: Vec::new(),
+        };
     }
-    // Stop what changed first, and let go of it (the output thread did when it
-    // paused): a new S3 store may open the same spool directory.
     let running = stores.keep_unchanged(&current.services, &next.services, RELOAD_GRACE);
     drop(std::mem::take(stores));
-    match Stores::start_keeping(&next, &running) {
+    let result = match Stores::start_keeping(&next, &running) {
         Ok(started) => {
-            handoff.resume(started.fanout());
             *stores = started;
             *current = next;
             Ok(outcome)
@@ -126,14 +125,18 @@ pub fn reload(
                     *stores = Stores::from_running(running);
                 }
             }
-            handoff.resume(stores.fanout());
             Err(err.into())
         }
+    };
+    let fanout = stores.fanout();
+    for slot in &mut held {
+        **slot = fanout.clone();
     }
+    result
 }
 
 impl Stores {
-    /// The stores as the output thread holds them.
+    /// The stores as each shard delivers to them.
     pub fn fanout(&self) -> Fanout {
         Fanout {
             events: self.events.clone(),

@@ -50,7 +50,7 @@ pub fn gather(
             bytes: c.bytes.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
-            queue_full: pipeline.queue_full.get(i).copied().unwrap_or(0),
+            router: pipeline.readers.get(i).map(numbers).unwrap_or_default(),
         })
         .collect();
     let shards = pipeline.shards.iter().map(numbers).collect();
@@ -83,6 +83,8 @@ pub fn gather(
         readers,
         shards,
         stores: all,
+        budget_used: pipeline.budget_used as u64,
+        budget_limit: pipeline.budget_limit as u64,
         reloads_ok: reloads.ok,
         reloads_failed: reloads.failed,
     }

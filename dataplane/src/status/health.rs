@@ -1,4 +1,4 @@
-//! Liveness: every pipeline thread (ring readers, shards, the output thread)
+//! Liveness: every pipeline thread (ring readers and shards)
 //! registers a [`Heartbeat`] and bumps it once per loop. Each of them loops at
 //! least every few hundred milliseconds, busy or idle (a reader's poll timeout,
 //! a shard's idle sleep), so a heartbeat that has not moved for [`STALL_LIMIT`]

@@ -4,7 +4,7 @@
 //! (360 request counters, whatever the traffic); no label carries an address,
 //! host, path or pid.
 //!
-//! The output thread calls [`observe`] once per transaction: a few relaxed
+//! Each shard calls [`observe`] once per transaction it delivers: a few relaxed
 //! atomic adds into fixed arrays, no allocation, no lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};

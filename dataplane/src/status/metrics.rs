@@ -37,6 +37,10 @@ pub struct Snapshot {
     pub shards: Vec<Vec<(String, u64)>>,
     /// Each store's counters.
     pub stores: Vec<StoreSnapshot>,
+    /// Bytes charged to the memory budget now (bodies, reorder windows).
+    pub budget_used: u64,
+    /// The memory budget's share for bodies and reorder windows.
+    pub budget_limit: u64,
     /// Config reloads that took effect.
     pub reloads_ok: u64,
     /// Config reloads refused (the old config kept running).
@@ -56,8 +60,8 @@ pub struct ReaderSnapshot {
     pub batches: u64,
     /// Entries that did not decode.
     pub decode_errors: u64,
-    /// Frames dropped because a shard's queue was full.
-    pub queue_full: u64,
+    /// Its routing counters (backpressure waits, …), by name.
+    pub router: Vec<(String, u64)>,
 }
 
 /// One store.
@@ -204,7 +208,7 @@ impl Collector for Collect {
                 .map(|(reason, n)| (vec![("reason", (*reason).to_owned())], *n)),
         )?;
         let cpu = |r: &ReaderSnapshot| vec![("cpu", r.cpu.to_string())];
-        let reader_counters: [ReaderCounter; 5] = [
+        let reader_counters: [ReaderCounter; 4] = [
             (
                 "ring_records",
                 "Records read from the CPU's ring buffer",
@@ -225,11 +229,6 @@ impl Collector for Collect {
                 "Ring entries that did not decode",
                 |r| r.decode_errors,
             ),
-            (
-                "queue_full",
-                "Records dropped because a shard's queue from this reader was full",
-                |r| r.queue_full,
-            ),
         ];
         for (name, help, get) in reader_counters {
             counter(
@@ -239,6 +238,41 @@ impl Collector for Collect {
                 snap.readers.iter().map(|r| (cpu(r), get(r))),
             )?;
         }
+        let router_samples = snap
+            .readers
+            .iter()
+            .flat_map(|r| {
+                r.router
+                    .iter()
+                    .map(move |(name, n)| (format!("router_{name}"), cpu(r), *n))
+            })
+            .collect();
+        for (name, samples) in grouped(router_samples) {
+            counter(
+                &mut enc,
+                &name,
+                "Reader routing counter (see docs/metrics.md)",
+                samples,
+            )?;
+        }
+        gauge(
+            &mut enc,
+            "memory_budget_used_bytes",
+            "Bytes of bodies and reorder windows charged to the memory budget now",
+            [(
+                Vec::new(),
+                i64::try_from(snap.budget_used).unwrap_or(i64::MAX),
+            )],
+        )?;
+        gauge(
+            &mut enc,
+            "memory_budget_limit_bytes",
+            "The memory budget's share for bodies and reorder windows",
+            [(
+                Vec::new(),
+                i64::try_from(snap.budget_limit).unwrap_or(i64::MAX),
+            )],
+        )?;
         let shard_samples = snap
             .shards
             .iter()

@@ -6,7 +6,7 @@
 //! - [`health`]: heartbeats of the pipeline threads and the stall rule.
 //! - [`ready`]: readiness (probes attached, every store reached once).
 //! - [`metrics`]: the published snapshot and its Prometheus encoding.
-//! - [`http_metrics`]: request counters by bounded labels, kept by the output thread.
+//! - [`http_metrics`]: request counters by bounded labels, kept by the shards.
 //! - [`server`]: the HTTP listener.
 
 pub mod client;
