@@ -2,26 +2,29 @@
 //! order, so that a bad config or a missing credential stops the agent before
 //! anything is loaded into the kernel.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig, SecretError};
-use tapwire_store::stdout::{
-    STDOUT_QUEUE_LINES, StdoutEventStore, StdoutObjectStore, StdoutWriter,
-};
-use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3Store};
+use tapwire_store::config::SecretError;
+use tapwire_store::{StartContext, StoreStartError, Stores};
 
 use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::{self, Capture, Selection};
 use crate::cli::Cli;
-use crate::config::{self, Config, ConfigError, Services};
+use crate::config::{self, Config, ConfigError};
 use crate::pipeline::output::Fanout;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats, Router, wire};
 use crate::privileges::{self, PrivilegeError};
+use crate::signals::Signal;
 
-/// How long shutdown waits for stores to deliver what they hold.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long stopping may take in all, from the signal to exit: capture stops, the
+/// pipeline drains, then every store flushes (in parallel) within what is left.
+/// Past it, or on a second SIGINT/SIGTERM, the process exits at once.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+/// The share of [`SHUTDOWN_DEADLINE`] the stores get, at most: what is left when
+/// they start, less this margin for the final log lines.
+const EXIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// Why the agent did not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,15 +38,9 @@ pub enum StartError {
     /// A credential named in the config is not available.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// An S3 store could not be started (the error names the store).
+    /// A store could not be started (the error names the store).
     #[error(transparent)]
-    S3(#[from] S3Error),
-    /// A pulse store could not be started (the error names the store).
-    #[error(transparent)]
-    Pulse(#[from] PulseError),
-    /// Standard output could not be set up.
-    #[error("cannot start the stdout writer")]
-    Stdout(#[source] std::io::Error),
+    Store(#[from] StoreStartError),
     /// The status server could not listen.
     #[error("cannot start the status server on `{addr}` (`--httpd-listen`)")]
     Status {
@@ -80,164 +77,6 @@ impl StartError {
     }
 }
 
-/// Every configured store, started.
-#[derive(Default)]
-pub struct Stores {
-    /// Event stores; each event goes to every one.
-    pub events: Vec<Arc<dyn EventStore>>,
-    /// Object stores; each object goes to every one.
-    pub objects: Vec<Arc<dyn ObjectStore>>,
-    /// The S3 stores among `objects`, for their readiness and spool levels.
-    pub s3: Vec<Arc<S3Store>>,
-    /// The writer the stdout stores share.
-    stdout: Option<Arc<StdoutWriter>>,
-}
-
-/// Stores a reload keeps running, with the config each was started from.
-#[derive(Default)]
-pub struct Running {
-    events: Vec<(EventStoreConfig, Arc<dyn EventStore>)>,
-    objects: Vec<(ObjectStoreConfig, Arc<dyn ObjectStore>)>,
-    s3: Vec<Arc<S3Store>>,
-    stdout: Option<Arc<StdoutWriter>>,
-}
-
-impl Stores {
-    /// Starts every store in `config`. Secrets must already resolve.
-    pub fn start(config: &Config) -> Result<Self, StartError> {
-        Self::start_keeping(config, &Running::default())
-    }
-
-    /// Starts the stores of `config`, reusing those in `running` whose config is
-    /// the same (a reload keeps them untouched).
-    pub fn start_keeping(config: &Config, running: &Running) -> Result<Self, StartError> {
-        let mut stdout: Option<Arc<StdoutWriter>> = running.stdout.clone();
-        let mut stdout_writer = || -> Result<Arc<StdoutWriter>, StartError> {
-            if let Some(w) = &stdout {
-                return Ok(w.clone());
-            }
-            let w = StdoutWriter::start(STDOUT_QUEUE_LINES).map_err(StartError::Stdout)?;
-            stdout = Some(w.clone());
-            Ok(w)
-        };
-        let mut events: Vec<Arc<dyn EventStore>> = Vec::new();
-        for store in &config.services.event_stores {
-            if let Some((_, kept)) = running.events.iter().find(|(c, _)| c == store) {
-                events.push(Arc::clone(kept));
-                continue;
-            }
-            match store {
-                EventStoreConfig::Stdout { id } => {
-                    events.push(Arc::new(StdoutEventStore::new(id, stdout_writer()?)));
-                }
-                EventStoreConfig::Pulse(p) => events.push(Arc::new(PulseStore::start(p)?)),
-            }
-        }
-        let mut objects: Vec<Arc<dyn ObjectStore>> = Vec::new();
-        let mut s3 = Vec::new();
-        for store in &config.services.object_stores {
-            if let Some((_, kept)) = running.objects.iter().find(|(c, _)| c == store) {
-                objects.push(Arc::clone(kept));
-                s3.extend(running.s3.iter().filter(|s| s.id() == kept.id()).cloned());
-                continue;
-            }
-            match store {
-                ObjectStoreConfig::Stdout { id } => {
-                    objects.push(Arc::new(StdoutObjectStore::new(id, stdout_writer()?)));
-                }
-                ObjectStoreConfig::S3(s) => {
-                    let store = Arc::new(S3Store::start(s)?);
-                    s3.push(Arc::clone(&store));
-                    objects.push(store);
-                }
-            }
-        }
-        Ok(Self {
-            events,
-            objects,
-            s3,
-            stdout,
-        })
-    }
-
-    /// The stores whose config is the same in `old` (which `self` was started
-    /// from) and `new`; the others are stopped after delivering what they hold,
-    /// waiting at most `grace` for each.
-    pub fn keep_unchanged(&self, old: &Services, new: &Services, grace: Duration) -> Running {
-        let mut running = Running {
-            stdout: self.stdout.clone(),
-            ..Running::default()
-        };
-        for (cfg, store) in old.event_stores.iter().zip(&self.events) {
-            if new.event_stores.contains(cfg) {
-                running.events.push((cfg.clone(), Arc::clone(store)));
-            } else {
-                store.shutdown(grace);
-                tracing::info!(store = store.id(), stats = ?store.stats(), "event store replaced");
-            }
-        }
-        for (cfg, store) in old.object_stores.iter().zip(&self.objects) {
-            if new.object_stores.contains(cfg) {
-                running.objects.push((cfg.clone(), Arc::clone(store)));
-            } else {
-                store.shutdown(grace);
-                tracing::info!(store = store.id(), stats = ?store.stats(), "object store replaced");
-            }
-        }
-        running.s3 = self
-            .s3
-            .iter()
-            .filter(|s| running.objects.iter().any(|(_, o)| o.id() == s.id()))
-            .cloned()
-            .collect();
-        running
-    }
-
-    /// Only the stores in `running` (when a reload could restart nothing else).
-    pub fn from_running(running: Running) -> Self {
-        Self {
-            events: running.events.into_iter().map(|(_, s)| s).collect(),
-            objects: running.objects.into_iter().map(|(_, s)| s).collect(),
-            s3: running.s3,
-            stdout: running.stdout,
-        }
-    }
-
-    /// What `/readyz` asks each store: S3 stores whether they reached their
-    /// endpoint; stdout and pulse stores are ready once started.
-    pub fn readiness(&self) -> Vec<(&'static str, String, crate::status::ready::Reached)> {
-        let mut out: Vec<(&'static str, String, crate::status::ready::Reached)> = Vec::new();
-        for store in &self.events {
-            out.push(("event", store.id().to_owned(), Box::new(|| true)));
-        }
-        for store in &self.objects {
-            let reached: crate::status::ready::Reached =
-                match self.s3.iter().find(|s| s.id() == store.id()) {
-                    Some(s3) => {
-                        // Weak: a reload must be able to close a replaced store.
-                        let s3 = Arc::downgrade(s3);
-                        Box::new(move || s3.upgrade().is_some_and(|s| s.reached_endpoint()))
-                    }
-                    None => Box::new(|| true),
-                };
-            out.push(("object", store.id().to_owned(), reached));
-        }
-        out
-    }
-
-    /// Delivers what every store holds, waiting at most `deadline` for each.
-    pub fn shutdown(&self, deadline: Duration) {
-        for store in &self.events {
-            store.shutdown(deadline);
-            tracing::info!(store = store.id(), stats = ?store.stats(), "event store stopped");
-        }
-        for store in &self.objects {
-            store.shutdown(deadline);
-            tracing::info!(store = store.id(), stats = ?store.stats(), "object store stopped");
-        }
-    }
-}
-
 /// Loads the config named on the command line, or the embedded default.
 pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     match &cli.config {
@@ -253,6 +92,7 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the agent until SIGINT or SIGTERM: capture → readers → shards → stores.
 pub fn run(cli: &Cli) -> Result<(), StartError> {
+    abort_on_panic();
     privileges::check()?;
     let mut config = load_config(cli)?;
     for (store, key) in config.inline_secrets() {
@@ -275,8 +115,15 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         ),
         None => None,
     };
-    let mut stores = Stores::start(&config)?;
-    status.ready.set_stores(stores.readiness());
+    // The start context (the shared stdout writer) outlives start-up: a reload
+    // starts stores with it.
+    let mut store_context = StartContext::default();
+    let mut stores = crate::reload::start_stores(
+        &config.services,
+        &crate::reload::Running::default(),
+        &mut store_context,
+    )?;
+    status.ready.set_stores(crate::reload::readiness(&stores));
     let selection = Selection {
         pids: cli.pids.clone(),
         exes: cli.exes.clone(),
@@ -333,15 +180,16 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let mut logged = Instant::now();
     let signal = loop {
         match signals.wait_timeout(PUBLISH_EVERY) {
-            Some("SIGHUP") => {
+            Some(Signal::Hangup) => {
                 let result = reload(
                     cli,
                     &mut config,
                     &mut stores,
+                    &mut store_context,
                     pipeline.store_slots(),
                     &mut reloads,
                 );
-                status.ready.set_stores(stores.readiness());
+                status.ready.set_stores(crate::reload::readiness(&stores));
                 status.reloaded(result);
             }
             Some(signal) => break signal,
@@ -358,14 +206,26 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         }
     };
     status.ready.set_attached(false);
-    tracing::info!(signal, "stopping");
+    let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+    if let Err(error) = signals.watch_stop(deadline) {
+        tracing::warn!(%error, "cannot start the stop watchdog; a second signal will not force the exit");
+    }
+    tracing::info!(
+        signal = signal.name(),
+        deadline_s = SHUTDOWN_DEADLINE.as_secs(),
+        "stopping"
+    );
     let kernel_drops = capture.drops();
     let ring_full_per_cpu = capture.ring_full_per_cpu();
     let excluded = capture.excluded();
     let counters = capture.reader_counters();
     capture.stop();
     let stats = pipeline.stop();
-    stores.shutdown(SHUTDOWN_GRACE);
+    stores.shutdown(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(EXIT_MARGIN),
+    );
     log_final(
         &kernel_drops,
         &ring_full_per_cpu,
@@ -382,11 +242,12 @@ fn reload(
     cli: &Cli,
     config: &mut Config,
     stores: &mut Stores,
-    slots: &[Arc<std::sync::Mutex<Fanout>>],
+    context: &mut StartContext,
+    slots: &[Arc<Mutex<Fanout>>],
     reloads: &mut crate::status::gather::Reloads,
 ) -> Result<String, String> {
     tracing::info!("reloading the config");
-    match crate::reload::reload(cli, config, stores, slots) {
+    match crate::reload::reload(cli, config, stores, context, slots) {
         Ok(outcome) => {
             reloads.ok += 1;
             let message = if outcome.stopped.is_empty() && outcome.started.is_empty() {
@@ -466,6 +327,19 @@ fn log_final(
         "shards": shards,
     });
     tracing::info!(counters = %summary, "stopped");
+}
+
+/// Makes a panic in any thread abort the process after it is reported: a
+/// thread that died would otherwise leave an agent that looks healthy and
+/// captures nothing, where a supervisor restarts an aborted one (and the spool
+/// makes the restart lossless).
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!(panic = %info, "a thread panicked; aborting");
+        std::process::abort();
+    }));
 }
 
 /// Highest CPU id that may come online (the per-CPU rings are indexed by it).

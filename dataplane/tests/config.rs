@@ -229,7 +229,8 @@ fn unknown_key() {
         "6:7: services.object_stores[0].colour: unknown field `colour`, expected one of `id`, \
          `type`, `endpoint`, `bucket`, `region`, `access_url`, `insecure`, `access_key`, \
          `secret_key`, `spool_dir`, `spool_max_bytes`, `concurrency`, \
-         `multipart_threshold_bytes`, `multipart_part_bytes`, `startup_check`",
+         `multipart_threshold_bytes`, `multipart_part_bytes`, `startup_check`, \
+         `session_token`, `server_side_encryption`, `kms_key_id`, `ca_file`",
     );
     assert_error(
         "version: 2\nservice:\n  event_stores: []\n",
@@ -313,6 +314,46 @@ fn key_that_does_not_fit_the_store_type() {
     assert_error(
         "version: 2\nservices:\n  object_stores:\n    - id: out\n      type: stdout\n      bucket: b\n",
         "6:7: services.object_stores[0].bucket: key `bucket` is not valid for store type `stdout`",
+    );
+}
+
+/// `check-config` refuses what start-up would refuse: the store kinds' own checks
+/// run at load, at the offending value.
+#[test]
+fn values_start_up_would_refuse() {
+    let s3 = "version: 2\nservices:\n  object_stores:\n    - id: s3\n      type: s3\n      \
+              bucket: b\n      access_key: {type: env, value: A}\n      \
+              secret_key: {type: env, value: S}\n";
+    assert_error(
+        &format!("{s3}      endpoint: https://minio.example.com:9000\n"),
+        "9:17: services.object_stores[0].endpoint: endpoint `https://minio.example.com:9000` \
+         must be a host and optional port, without scheme or path (use `insecure` to choose HTTP)",
+    );
+    assert_error(
+        &format!("{s3}      endpoint: minio:9000\n      multipart_part_bytes: 1024\n"),
+        "10:29: services.object_stores[0].multipart_part_bytes: multipart_part_bytes 1024 is \
+         below S3's smallest part, 5242880 bytes (5 MiB)",
+    );
+    assert_error(
+        &format!("{s3}      endpoint: minio:9000\n      kms_key_id: k1\n"),
+        "10:19: services.object_stores[0].kms_key_id: kms_key_id applies only with \
+         `server_side_encryption: aws:kms`",
+    );
+    assert_error(
+        &format!("{s3}      endpoint: minio:9000\n      server_side_encryption: DES\n"),
+        "10:31: services.object_stores[0].server_side_encryption: unknown variant `DES`, \
+         expected `AES256` or `aws:kms`",
+    );
+    assert_error(
+        &format!("{s3}      endpoint: minio:9000\n      ca_file: /nonexistent/ca.pem\n"),
+        "10:16: services.object_stores[0].ca_file: cannot read `/nonexistent/ca.pem`: No such \
+         file or directory (os error 2)",
+    );
+    assert_error(
+        "version: 2\nservices:\n  event_stores:\n    - id: p\n      type: pulse\n      \
+         endpoint: pulse-service:8000\n",
+        "6:17: services.event_stores[0].endpoint: endpoint `pulse-service:8000` is not an \
+         http:// or https:// URL",
     );
 }
 

@@ -293,6 +293,9 @@ impl Weed {
                 access_key: ACCESS_KEY.to_owned(),
                 secret_key: secret.to_owned(),
             },
+            session_token: None,
+            encryption: None,
+            ca_pem: None,
             max_idle_connections: 8,
         })
         .expect("S3 client")
@@ -327,6 +330,10 @@ impl Weed {
             multipart_threshold_bytes: tapwire_store::config::DEFAULT_MULTIPART_BYTES,
             multipart_part_bytes: tapwire_store::config::DEFAULT_MULTIPART_BYTES,
             startup_check: StartupCheck::Fatal,
+            session_token: None,
+            server_side_encryption: None,
+            kms_key_id: None,
+            ca_file: None,
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::locate::{Segment, Target, locate};
-use tapwire_store::config::{RawEventStore, RawObjectStore, StoreKeyError};
+use tapwire_store::config::{At, EntryError, EventStoreConfig, KeyPart, ObjectStoreConfig};
 
 use super::model::{Config, RawConfig, Services};
 
@@ -81,14 +81,14 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             raw.services.event_stores,
             "event_stores",
             |s| &s.id,
-            RawEventStore::validate,
+            EventStoreConfig::from_raw,
             &invalid_at,
         )?,
         object_stores: validate_stores(
             raw.services.object_stores,
             "object_stores",
             |s| &s.id,
-            RawObjectStore::validate,
+            ObjectStoreConfig::from_raw,
             &invalid_at,
         )?,
     };
@@ -163,7 +163,7 @@ fn validate_stores<R, T>(
     raw: Vec<R>,
     list: &'static str,
     id: impl Fn(&R) -> &str,
-    validate: impl Fn(R) -> Result<T, (Option<&'static str>, StoreKeyError)>,
+    validate: impl Fn(R) -> Result<T, EntryError>,
     invalid_at: &dyn Fn(&[Segment<'_>], Target, String) -> ConfigError,
 ) -> Result<Vec<T>, ConfigError> {
     let mut seen = HashMap::new();
@@ -182,9 +182,17 @@ fn validate_stores<R, T>(
                 duplicate(&store_id, list, first),
             )
         })?;
-        let store = validate(store).map_err(|(key, err)| match key {
-            Some(key) => invalid_at(&with(&here, key), Target::Key, err.to_string()),
-            None => invalid_at(&here, Target::Key, err.to_string()),
+        let store = validate(store).map_err(|err| {
+            let mut path = here.to_vec();
+            path.extend(err.path.iter().map(|part| match part {
+                KeyPart::Key(key) => Segment::Key(key),
+                KeyPart::Index(i) => Segment::Index(*i),
+            }));
+            let target = match err.at {
+                At::Key => Target::Key,
+                At::Value => Target::Value,
+            };
+            invalid_at(&path, target, err.to_string())
         })?;
         out.push(store);
     }

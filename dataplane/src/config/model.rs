@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tapwire_store::config::{
-    EventStoreConfig, ObjectStoreConfig, RawEventStore, RawObjectStore, Secret, SecretSource,
-};
+use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig, RawStore, Secret, SecretSource};
 
 /// A loaded, validated config.
 #[derive(Debug, Clone)]
@@ -34,21 +32,17 @@ pub struct Services {
 impl Config {
     /// Every secret in the config with its store id and key, for resolution at start.
     pub fn secrets(&self) -> Vec<(&str, &'static str, &Secret)> {
-        let mut out = Vec::new();
-        for store in &self.services.event_stores {
-            if let EventStoreConfig::Pulse(p) = store
-                && let Some(token) = &p.token
-            {
-                out.push((p.id.as_str(), "token", token));
-            }
-        }
-        for store in &self.services.object_stores {
-            if let ObjectStoreConfig::S3(s) = store {
-                out.push((s.id.as_str(), "access_key", &s.access_key));
-                out.push((s.id.as_str(), "secret_key", &s.secret_key));
-            }
-        }
-        out
+        let events = self.services.event_stores.iter().flat_map(|s| {
+            s.secrets()
+                .into_iter()
+                .map(|(key, secret)| (s.id(), key, secret))
+        });
+        let objects = self.services.object_stores.iter().flat_map(|s| {
+            s.secrets()
+                .into_iter()
+                .map(|(key, secret)| (s.id(), key, secret))
+        });
+        events.chain(objects).collect()
     }
 
     /// Secrets written inline (`type: text`), which deserve a warning.
@@ -183,10 +177,10 @@ impl<'de> Deserialize<'de> for Seconds {
 pub(crate) struct RawServices {
     /// `event_stores[]`.
     #[serde(default)]
-    pub event_stores: Vec<RawEventStore>,
+    pub event_stores: Vec<RawStore>,
     /// `object_stores[]`.
     #[serde(default)]
-    pub object_stores: Vec<RawObjectStore>,
+    pub object_stores: Vec<RawStore>,
 }
 
 /// A named list of plugins applied to captured traffic.

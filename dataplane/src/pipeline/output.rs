@@ -4,15 +4,30 @@
 //! sink): hashing bodies (BLAKE3) and serializing events run on every shard in
 //! parallel, where the bytes already are, and no queue sits between parsing and
 //! the stores. Stores never block a shard: each queues and counts on its own.
+//!
+//! An event that names objects is held until every object store has kept them
+//! (S3: spooled and fsynced) or refused them (the event then says `kept: false`),
+//! so an agent killed at any moment never leaves an event naming an object that
+//! is nowhere. A shard's events leave in the order it made them.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tapwire_store::{EventStore, Object, ObjectStore};
+use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 
 use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
 use crate::attribution::{Attribution, AttributionCache, Origin};
+
+/// Events a shard holds for their objects at most; past it the shard waits for
+/// the stores (and its queues push back on the readers) rather than hold more.
+const MAX_HELD_EVENTS: usize = 16 * 1024;
+/// How long a full hold waits between looks at its oldest event.
+const HELD_WAIT: Duration = Duration::from_millis(1);
+/// How long stopping waits for held events' objects to be kept.
+pub const HELD_DRAIN: Duration = Duration::from_secs(5);
 
 /// Executable paths remembered at most; the cache is cleared past it (pids are
 /// reused, so entries must not live forever anyway).
@@ -51,41 +66,107 @@ pub struct Fanout {
     pub objects: Vec<Arc<dyn ObjectStore>>,
 }
 
+/// Events waiting for their objects to be kept, oldest first.
+#[derive(Default)]
+pub struct Held {
+    queue: VecDeque<HeldEvent>,
+}
+
+struct HeldEvent {
+    receipt: Arc<Receipt>,
+    item: Output,
+    refs: Vec<ObjectRef>,
+}
+
 impl Fanout {
-    /// Stores one shard output: its objects first, then the event naming them.
-    pub fn deliver(&self, item: Output, exes: &mut ExeCache, places: &mut Places) {
-        let event = match item {
-            Output::Txn(mut txn) => {
-                crate::status::http_metrics::observe(&txn);
-                let mut refs = Vec::new();
-                for (role, content_type, bytes) in txn.take_objects() {
-                    let object = Object::new(content_type, bytes);
-                    let url = self
-                        .objects
-                        .iter()
-                        .find_map(|s| s.access_url(&object.digest));
-                    refs.push(ObjectRef {
-                        role,
-                        digest: object.digest.to_hex().to_string(),
-                        size: object.bytes.len(),
-                        content_type: object.content_type.clone(),
-                        url,
-                    });
-                    for store in &self.objects {
-                        store.put(object.clone());
-                    }
+    /// Hands one shard output's objects to every object store and holds its
+    /// event until they are kept (see the module doc); emits whatever held
+    /// events are ready.
+    pub fn deliver(&self, mut item: Output, look: &mut Lookups, held: &mut Held) {
+        let receipt = Receipt::new();
+        let mut refs = Vec::new();
+        if let Output::Txn(txn) = &mut item {
+            crate::status::http_metrics::observe(txn);
+            for (i, (role, content_type, bytes)) in txn.take_objects().into_iter().enumerate() {
+                let object = Object::new(content_type, bytes);
+                let url = self
+                    .objects
+                    .iter()
+                    .find_map(|s| s.access_url(&object.digest));
+                refs.push(ObjectRef {
+                    role,
+                    digest: object.digest.to_hex().to_string(),
+                    size: object.bytes.len(),
+                    content_type: object.content_type.clone(),
+                    url,
+                    kept: true,
+                });
+                for store in &self.objects {
+                    store.put_with(object.clone(), receipt.ticket(i));
                 }
-                let place = places.cache.get(txn.conn.cgroup_id, txn.conn.pid);
-                let origin = places.origin(&place);
-                txn.event_json(&refs, exes.get(txn.conn.pid), &origin)
+            }
+        }
+        while held.queue.len() >= MAX_HELD_EVENTS {
+            self.release(look, held, false);
+            if held.queue.len() >= MAX_HELD_EVENTS {
+                std::thread::sleep(HELD_WAIT);
+            }
+        }
+        held.queue.push_back(HeldEvent {
+            receipt,
+            item,
+            refs,
+        });
+        self.release(look, held, false);
+    }
+
+    /// Emits held events from the oldest while their objects are settled; with
+    /// `force`, emits them all (unsettled objects reported as not kept).
+    /// Returns how many were forced out.
+    pub fn release(&self, look: &mut Lookups, held: &mut Held, force: bool) -> usize {
+        let mut forced = 0;
+        while let Some(front) = held.queue.front() {
+            let settled = front.receipt.settled();
+            if !settled && !force {
+                break;
+            }
+            forced += usize::from(!settled);
+            let Some(HeldEvent {
+                receipt,
+                item,
+                mut refs,
+            }) = held.queue.pop_front()
+            else {
+                break;
+            };
+            for (i, r) in refs.iter_mut().enumerate() {
+                if !settled || !receipt.kept(i) {
+                    r.kept = false;
+                    r.url = None;
+                }
+            }
+            self.emit(item, &refs, look);
+        }
+        forced
+    }
+
+    fn emit(&self, item: Output, refs: &[ObjectRef], look: &mut Lookups) {
+        let event = match item {
+            Output::Txn(txn) => {
+                let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
+                let origin = Origin {
+                    host: &look.host,
+                    place: &place,
+                };
+                txn.event_json(refs, look.exes.get(txn.conn.pid), &origin)
             }
             Output::Opened(info) => {
-                let place = places.cache.get(info.cgroup_id, info.pid);
-                super::txn::open_event_json(&info, &places.origin(&place))
+                let place = look.places.get(info.cgroup_id, info.pid);
+                super::txn::open_event_json(&info, &look.origin(&place))
             }
             Output::Closed(summary) => {
-                let place = places.cache.get(summary.conn.cgroup_id, summary.conn.pid);
-                summary.event_json(&places.origin(&place))
+                let place = look.places.get(summary.conn.cgroup_id, summary.conn.pid);
+                summary.event_json(&look.origin(&place))
             }
         };
         let event = Bytes::from(event);
@@ -95,15 +176,48 @@ impl Fanout {
     }
 }
 
+/// What events say about a process beyond its record: its executable, the
+/// node's name, its container and pod. Each is read once (per pid, per cgroup)
+/// by the shard that first needs it, after parsing.
+pub struct Lookups {
+    exes: ExeCache,
+    host: String,
+    places: AttributionCache,
+}
+
+impl Lookups {
+    /// The node's name read now; the rest as they come.
+    pub fn new() -> Self {
+        Self {
+            exes: ExeCache::default(),
+            host: crate::attribution::node_name(),
+            places: AttributionCache::default(),
+        }
+    }
+
+    fn origin<'a>(&'a self, place: &'a Attribution) -> Origin<'a> {
+        Origin {
+            host: &self.host,
+            place,
+        }
+    }
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A shard's sink: delivers each output on the shard's own thread.
 ///
 /// The stores sit behind a mutex only this shard takes, once per output, so a
-/// reload can replace them between two deliveries;
-/// uncontended, it costs one atomic exchange on a line this core owns.
+/// reload can replace them between two deliveries; uncontended, it costs one
+/// atomic exchange on a line this core owns.
 pub struct Deliver {
     fanout: Arc<Mutex<Fanout>>,
-    exes: ExeCache,
-    places: Places,
+    look: Lookups,
+    held: Held,
 }
 
 impl Deliver {
@@ -116,45 +230,44 @@ impl Deliver {
     pub fn shared(slot: Arc<Mutex<Fanout>>) -> Self {
         Deliver {
             fanout: slot,
-            exes: ExeCache::default(),
-            places: Places::new(),
+            look: Lookups::new(),
+            held: Held::default(),
+        }
+    }
+
+    /// Emits the held events whose objects are now kept (call periodically).
+    pub fn release_ready(&mut self) {
+        let Deliver { fanout, look, held } = self;
+        let fanout = fanout.lock().unwrap_or_else(|e| e.into_inner());
+        fanout.release(look, held, false);
+    }
+
+    /// At stop: waits up to `deadline` for held events' objects to be kept,
+    /// then emits the rest saying their objects were not kept.
+    pub fn drain(&mut self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        while !self.held.queue.is_empty() && Instant::now() < until {
+            self.release_ready();
+            std::thread::sleep(HELD_WAIT);
+        }
+        let Deliver { fanout, look, held } = self;
+        let forced = fanout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(look, held, true);
+        if forced > 0 {
+            tracing::warn!(
+                events = forced,
+                "objects not kept in time at stop; their events say so"
+            );
         }
     }
 }
 
 impl Sink for Deliver {
     fn send(&mut self, item: Output) {
-        let fanout = self.fanout.lock().unwrap_or_else(|e| e.into_inner());
-        fanout.deliver(item, &mut self.exes, &mut self.places);
-    }
-}
-
-/// The node's name and each cgroup's container and pod, looked up once per
-/// cgroup by the shard that first sees it, off the parsing path.
-pub struct Places {
-    host: String,
-    cache: AttributionCache,
-}
-
-impl Places {
-    /// The node's name read now; cgroups as they come.
-    pub fn new() -> Self {
-        Self {
-            host: crate::attribution::node_name(),
-            cache: AttributionCache::default(),
-        }
-    }
-
-    fn origin<'a>(&'a self, place: &'a Attribution) -> Origin<'a> {
-        Origin {
-            host: &self.host,
-            place,
-        }
-    }
-}
-
-impl Default for Places {
-    fn default() -> Self {
-        Self::new()
+        let Deliver { fanout, look, held } = self;
+        let fanout = fanout.lock().unwrap_or_else(|e| e.into_inner());
+        fanout.deliver(item, look, held);
     }
 }

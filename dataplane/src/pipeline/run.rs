@@ -11,7 +11,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::budget::{Budget, DEFAULT_MEMORY_BUDGET, Plan};
-use super::output::{Deliver, Fanout};
+use super::output::{self, Deliver, Fanout};
 use super::queue::{FrameConsumer, FrameProducer, frame_queue};
 use super::shard::{DEFAULT_IDLE_TIMEOUT, Decode, Shard, ShardStats};
 
@@ -331,6 +331,7 @@ fn run_shard(
         if last_tick.elapsed() >= SHARD_TICK {
             beat.beat();
             shard.tick(now);
+            shard.sink_mut().release_ready();
             *stats.lock().expect("stats lock") = shard.stats;
             last_tick = Instant::now();
         }
@@ -339,6 +340,7 @@ fn run_shard(
             if stop.load(Ordering::Acquire) {
                 shard.tick(u64::MAX);
                 shard.stop();
+                shard.sink_mut().drain(output::HELD_DRAIN);
                 *stats.lock().expect("stats lock") = shard.stats;
                 return;
             }

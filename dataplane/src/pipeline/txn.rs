@@ -204,8 +204,12 @@ pub struct ObjectRef {
     pub size: usize,
     /// MIME type.
     pub content_type: String,
-    /// Rendered `access_url` of the first object store that has one.
+    /// Rendered `access_url` of the first object store that has one; `None`
+    /// when the object was not kept.
     pub url: Option<String>,
+    /// Every object store kept the object (spooled it, or wrote it out); `false`
+    /// when one refused it (full spool or disk, full queue, write error).
+    pub kept: bool,
 }
 
 /// MIME type of header-block objects.

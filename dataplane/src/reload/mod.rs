@@ -16,12 +16,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tapwire_store::config::SecretError;
+use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig, SecretError};
+use tapwire_store::{EventStore, ObjectStore, StartContext, StoreStartError, Stores};
 
-use crate::agent::{StartError, Stores};
 use crate::cli::Cli;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Services};
 use crate::pipeline::output::Fanout;
+use crate::status::ready::Reached;
 
 /// How long a replaced store may take to deliver what it holds.
 pub const RELOAD_GRACE: Duration = Duration::from_secs(10);
@@ -37,7 +38,7 @@ pub enum ReloadError {
     Secret(#[from] SecretError),
     /// A new store could not start; the old stores were started again.
     #[error(transparent)]
-    Start(#[from] StartError),
+    Start(#[from] StoreStartError),
 }
 
 /// What a reload changed.
@@ -49,12 +50,85 @@ pub struct Outcome {
     pub started: Vec<String>,
 }
 
+/// Stores a reload keeps running, with the config each was started from.
+#[derive(Default)]
+pub struct Running {
+    events: Vec<(EventStoreConfig, Arc<dyn EventStore>)>,
+    objects: Vec<(ObjectStoreConfig, Arc<dyn ObjectStore>)>,
+}
+
+/// Starts the stores of `services`, reusing those in `running` whose config is
+/// the same.
+pub fn start_stores(
+    services: &Services,
+    running: &Running,
+    context: &mut StartContext,
+) -> Result<Stores, StoreStartError> {
+    let mut events = Vec::new();
+    for cfg in &services.event_stores {
+        match running.events.iter().find(|(c, _)| c == cfg) {
+            Some((_, kept)) => events.push(Arc::clone(kept)),
+            None => events.push(cfg.start(context)?),
+        }
+    }
+    let mut objects = Vec::new();
+    for cfg in &services.object_stores {
+        match running.objects.iter().find(|(c, _)| c == cfg) {
+            Some((_, kept)) => objects.push(Arc::clone(kept)),
+            None => objects.push(cfg.start(context)?),
+        }
+    }
+    Ok(Stores { events, objects })
+}
+
+/// What `/readyz` asks each store (`reached_destination`); held weakly, so a
+/// reload can close a replaced store.
+pub fn readiness(stores: &Stores) -> Vec<(&'static str, String, Reached)> {
+    let mut out: Vec<(&'static str, String, Reached)> = Vec::new();
+    for store in &stores.events {
+        out.push(("event", store.id().to_owned(), Box::new(|| true)));
+    }
+    for store in &stores.objects {
+        let weak = Arc::downgrade(store);
+        out.push((
+            "object",
+            store.id().to_owned(),
+            Box::new(move || weak.upgrade().is_some_and(|s| s.reached_destination())),
+        ));
+    }
+    out
+}
+
+/// Splits `stores` (started from `old`) into those `new` keeps and the rest,
+/// which are stopped after delivering what they hold (at most `grace` each).
+fn keep_unchanged(stores: &Stores, old: &Services, new: &Services, grace: Duration) -> Running {
+    let mut running = Running::default();
+    for (cfg, store) in old.event_stores.iter().zip(&stores.events) {
+        if new.event_stores.contains(cfg) {
+            running.events.push((cfg.clone(), Arc::clone(store)));
+        } else {
+            store.shutdown(grace);
+            tracing::info!(store = store.id(), stats = ?store.stats(), "event store replaced");
+        }
+    }
+    for (cfg, store) in old.object_stores.iter().zip(&stores.objects) {
+        if new.object_stores.contains(cfg) {
+            running.objects.push((cfg.clone(), Arc::clone(store)));
+        } else {
+            store.shutdown(grace);
+            tracing::info!(store = store.id(), stats = ?store.stats(), "object store replaced");
+        }
+    }
+    running
+}
+
 /// Reads the config again and replaces the stores that changed. On error the
 /// running config and stores are left as they were.
 pub fn reload(
     cli: &Cli,
     current: &mut Config,
     stores: &mut Stores,
+    context: &mut StartContext,
     slots: &[Arc<Mutex<Fanout>>],
 ) -> Result<Outcome, ReloadError> {
     let next = crate::agent::load_config(cli)?;
@@ -108,9 +182,12 @@ pub fn reload(
             objects: Vec::new(),
         };
     }
-    let running = stores.keep_unchanged(&current.services, &next.services, RELOAD_GRACE);
-    drop(std::mem::take(stores));
-    let result = match Stores::start_keeping(&next, &running) {
+    let running = keep_unchanged(stores, &current.services, &next.services, RELOAD_GRACE);
+    *stores = Stores {
+        events: Vec::new(),
+        objects: Vec::new(),
+    };
+    let result = match start_stores(&next.services, &running, context) {
         Ok(started) => {
             *stores = started;
             *current = next;
@@ -118,29 +195,25 @@ pub fn reload(
         }
         Err(err) => {
             // Bring back what was stopped, from the old config.
-            match Stores::start_keeping(current, &running) {
+            match start_stores(&current.services, &running, context) {
                 Ok(restored) => *stores = restored,
                 Err(again) => {
                     tracing::error!(error = %again, "cannot restart the previous stores either");
-                    *stores = Stores::from_running(running);
+                    *stores = Stores {
+                        events: running.events.into_iter().map(|(_, s)| s).collect(),
+                        objects: running.objects.into_iter().map(|(_, s)| s).collect(),
+                    };
                 }
             }
             Err(err.into())
         }
     };
-    let fanout = stores.fanout();
+    let fanout = Fanout {
+        events: stores.events.clone(),
+        objects: stores.objects.clone(),
+    };
     for slot in &mut held {
         **slot = fanout.clone();
     }
     result
-}
-
-impl Stores {
-    /// The stores as each shard delivers to them.
-    pub fn fanout(&self) -> Fanout {
-        Fanout {
-            events: self.events.clone(),
-            objects: self.objects.clone(),
-        }
-    }
 }

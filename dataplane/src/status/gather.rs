@@ -5,12 +5,11 @@ use std::sync::atomic::Ordering;
 
 use tapwire_common::DropReason;
 use tapwire_common::config::Exclusion;
-use tapwire_store::ObjectStore as _;
 
 use super::metrics::{ReaderSnapshot, Snapshot, StoreSnapshot, numbers};
-use crate::agent::Stores;
 use crate::capture::Capture;
 use crate::pipeline::PipelineStats;
+use tapwire_store::Stores;
 
 /// Reload outcomes so far.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,17 +63,11 @@ pub fn gather(
         });
     }
     for store in &stores.objects {
-        let mut gauges = Vec::new();
-        if let Some(s3) = stores.s3.iter().find(|s| s.id() == store.id()) {
-            gauges.push(("pending".to_owned(), s3.pending()));
-            gauges.push(("spooled".to_owned(), s3.spooled() as u64));
-            gauges.push(("parked".to_owned(), s3.parked() as u64));
-        }
         all.push(StoreSnapshot {
             kind: "object",
             id: store.id().to_owned(),
             counters: numbers(&store.stats()),
-            gauges,
+            gauges: Vec::new(),
         });
     }
     Snapshot {

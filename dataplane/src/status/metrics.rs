@@ -73,7 +73,7 @@ pub struct StoreSnapshot {
     pub id: String,
     /// Its counters (monotonic), by name.
     pub counters: Vec<(String, u64)>,
-    /// Its gauges (current levels: queued, spooled, parked objects), by name.
+    /// Its gauges (current levels), by name.
     pub gauges: Vec<(String, u64)>,
 }
 
@@ -134,9 +134,6 @@ type Labels = Vec<(&'static str, String)>;
 
 /// A per-reader counter: name, help, and how to read it.
 type ReaderCounter = (&'static str, &'static str, fn(&ReaderSnapshot) -> u64);
-
-/// Store gauges (S3 stores): objects pending, in the spool, parked.
-pub const STORE_LEVELS: [&str; 3] = ["pending", "spooled", "parked"];
 
 fn counter(
     enc: &mut DescriptorEncoder,
@@ -325,15 +322,7 @@ impl Collector for Collect {
                 })
             })
             .collect();
-        // The S3 levels are declared even without an S3 store, so dashboards
-        // and alerts find the names.
-        let mut store_levels = grouped(store_levels);
-        for level in STORE_LEVELS {
-            let name = format!("store_{level}");
-            if !store_levels.iter().any(|(n, _)| *n == name) {
-                store_levels.push((name, Vec::new()));
-            }
-        }
+        let store_levels = grouped(store_levels);
         for (name, samples) in store_levels {
             gauge(
                 &mut enc,
