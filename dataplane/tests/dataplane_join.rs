@@ -25,24 +25,24 @@ fn connections_opened_before_the_agent_are_followed_from_the_next_message() {
     let node = which("node");
     let (h2_port, h1_port) = (free_port(), free_port());
     let ports = [h2_port.to_string(), h1_port.to_string()];
-    let _server = Bg(Command::new(&node)
-        .arg(join_js())
-        .arg("server")
-        .args(&ports)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn node server"));
+    let _server = Bg::spawn(
+        Command::new(&node)
+            .arg(join_js())
+            .arg("server")
+            .args(&ports)
+            .stdout(Stdio::null()),
+    );
     wait_listening(h1_port, Duration::from_secs(20));
     wait_listening(h2_port, Duration::from_secs(20));
 
-    let mut client = Bg(Command::new(&node)
-        .arg(join_js())
-        .arg("client")
-        .args(&ports)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn node client"));
+    let mut client = Bg::spawn(
+        Command::new(&node)
+            .arg(join_js())
+            .arg("client")
+            .args(&ports)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
     let client_pid = client.0.id();
     let mut out = BufReader::new(client.0.stdout.take().expect("client stdout"));
     let mut line = String::new();

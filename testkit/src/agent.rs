@@ -123,6 +123,18 @@ impl Agent {
         self.lines.lock().unwrap().clone()
     }
 
+    /// The counters of the agent's last `stopped` line on stderr (after
+    /// [`Agent::stop_with`]); panics if there is none.
+    pub fn stopped_counters(stderr: &[String]) -> Value {
+        let plain: Vec<String> = stderr.iter().map(|l| without_ansi(l)).collect();
+        let json = plain
+            .iter()
+            .rev()
+            .find_map(|l| l.split_once(" stopped counters=").map(|(_, json)| json))
+            .unwrap_or_else(|| panic!("no `stopped` line; stderr:\n{}", plain.join("\n")));
+        serde_json::from_str(json.trim()).expect("stopped counters are JSON")
+    }
+
     /// Sends `sig` and waits for exit; panics if it does not exit in time or
     /// fails.
     pub fn stop_with(mut self, sig: i32) -> Vec<Value> {
@@ -143,6 +155,24 @@ impl Agent {
         std::thread::sleep(Duration::from_millis(200));
         self.lines()
     }
+}
+
+/// `line` without terminal colour sequences (`ESC [ … m`).
+fn without_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Agent {

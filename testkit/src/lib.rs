@@ -5,10 +5,12 @@
 //!   so nothing a test starts outlives it.
 //! - [`net`]: free loopback ports, waiting for a listener.
 //! - [`certs`]: a throwaway self-signed certificate.
+//! - [`cgroup`]: fresh cgroups that programs join before they exec.
 //! - [`agent`]: the `tapwire` binary under test, its output collected.
 //! - [`records`]: queries over the agent's JSON lines.
 //! - [`servers`]: the Python test servers in `testkit/py/`.
 //! - [`weed`]: a real S3 server (SeaweedFS) on loopback.
+//! - [`fault_proxy`]: a fault-injecting proxy (403s, a blackhole) in front of it.
 //! - [`status`]: the agent's status server (`/metrics` parsed by Python's
 //!   `prometheus_client`), a plain HTTP client to capture.
 //!
@@ -17,6 +19,8 @@
 
 pub mod agent;
 pub mod certs;
+pub mod cgroup;
+pub mod fault_proxy;
 pub mod net;
 pub mod process;
 pub mod records;
@@ -26,6 +30,8 @@ pub mod weed;
 
 pub use agent::*;
 pub use certs::*;
+pub use cgroup::*;
+pub use fault_proxy::*;
 pub use net::*;
 pub use process::*;
 pub use records::*;

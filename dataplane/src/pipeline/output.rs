@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 
+use crate::capture::procs::ProcessTable;
+
 use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
-use crate::attribution::{Attribution, AttributionCache, Origin};
+use crate::attribution::{AttributionCache, Origin};
 
 /// Events a shard holds for their objects at most; past it the shard waits for
 /// the stores (and its queues push back on the readers) rather than hold more.
@@ -29,34 +31,6 @@ const HELD_WAIT: Duration = Duration::from_millis(1);
 /// How long stopping waits for held events' objects to be kept.
 pub const HELD_DRAIN: Duration = Duration::from_secs(5);
 
-/// Executable paths remembered at most; the cache is cleared past it (pids are
-/// reused, so entries must not live forever anyway).
-const MAX_EXE_CACHE: usize = 4096;
-
-/// Executable paths by pid, read from `/proc/PID/exe` once per process, on the
-/// output thread (never on the shards).
-#[derive(Default)]
-pub struct ExeCache {
-    paths: std::collections::HashMap<u32, Option<String>>,
-}
-
-impl ExeCache {
-    /// The executable of `pid`, if it can still be read.
-    pub fn get(&mut self, pid: u32) -> Option<&str> {
-        if self.paths.len() >= MAX_EXE_CACHE && !self.paths.contains_key(&pid) {
-            self.paths.clear();
-        }
-        self.paths
-            .entry(pid)
-            .or_insert_with(|| {
-                std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .ok()
-                    .map(|p| p.to_string_lossy().into_owned())
-            })
-            .as_deref()
-    }
-}
-
 /// Every store an output goes to.
 #[derive(Clone)]
 pub struct Fanout {
@@ -64,6 +38,8 @@ pub struct Fanout {
     pub events: Vec<Arc<dyn EventStore>>,
     /// Object stores.
     pub objects: Vec<Arc<dyn ObjectStore>>,
+    /// Executables by pid, taken at exec by capture.
+    pub processes: Arc<ProcessTable>,
 }
 
 /// Events waiting for their objects to be kept, oldest first.
@@ -158,15 +134,23 @@ impl Fanout {
                     host: &look.host,
                     place: &place,
                 };
-                txn.event_json(refs, look.exes.get(txn.conn.pid), &origin)
+                txn.event_json(refs, self.processes.exe(txn.conn.pid).as_deref(), &origin)
             }
             Output::Opened(info) => {
                 let place = look.places.get(info.cgroup_id, info.pid);
-                super::txn::open_event_json(&info, &look.origin(&place))
+                let origin = Origin {
+                    host: &look.host,
+                    place: &place,
+                };
+                super::txn::open_event_json(&info, &origin)
             }
             Output::Closed(summary) => {
                 let place = look.places.get(summary.conn.cgroup_id, summary.conn.pid);
-                summary.event_json(&look.origin(&place))
+                let origin = Origin {
+                    host: &look.host,
+                    place: &place,
+                };
+                summary.event_json(&origin)
             }
         };
         let event = Bytes::from(event);
@@ -176,29 +160,20 @@ impl Fanout {
     }
 }
 
-/// What events say about a process beyond its record: its executable, the
-/// node's name, its container and pod. Each is read once (per pid, per cgroup)
-/// by the shard that first needs it, after parsing.
+/// What events say about where a process runs: the node's name, and its
+/// container and pod, read once per cgroup by the shard that first needs it,
+/// after parsing.
 pub struct Lookups {
-    exes: ExeCache,
     host: String,
     places: AttributionCache,
 }
 
 impl Lookups {
-    /// The node's name read now; the rest as they come.
+    /// The node's name read now; cgroups as they come.
     pub fn new() -> Self {
         Self {
-            exes: ExeCache::default(),
             host: crate::attribution::node_name(),
             places: AttributionCache::default(),
-        }
-    }
-
-    fn origin<'a>(&'a self, place: &'a Attribution) -> Origin<'a> {
-        Origin {
-            host: &self.host,
-            place,
         }
     }
 }

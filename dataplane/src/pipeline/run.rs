@@ -338,7 +338,6 @@ fn run_shard(
         if moved == 0 {
             // Acquire pairs with the Release in `Pipeline::stop`.
             if stop.load(Ordering::Acquire) {
-                shard.tick(u64::MAX);
                 shard.stop();
                 shard.sink_mut().drain(output::HELD_DRAIN);
                 *stats.lock().expect("stats lock") = shard.stats;

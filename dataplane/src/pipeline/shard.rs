@@ -27,6 +27,10 @@ pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// records of it may still sit in another CPU's ring (the reorder timeout).
 const EXIT_GRACE_NS: u64 = super::reorder::REORDER_TIMEOUT_NS;
 
+/// How long an exited process is remembered, for connections whose records
+/// arrive after its exit record (a reader that lags behind another).
+const EXITED_MEMORY_NS: u64 = 4 * EXIT_GRACE_NS;
+
 /// How often connections are checked for idleness.
 const IDLE_SCAN_NS: u64 = 1_000_000_000;
 
@@ -90,6 +94,8 @@ pub struct ShardStats {
     pub idle_flushed: u64,
     /// HTTP/2 streams not followed because a connection had too many open.
     pub h2_streams_over_limit: u64,
+    /// Connections followed now (a gauge, as of the last tick).
+    pub connections: u64,
     /// HTTP parse errors (the connection is no longer parsed).
     pub parse_errors: u64,
     /// Connections that carried something other than HTTP.
@@ -115,6 +121,7 @@ impl ShardStats {
             released_on_exit: self.released_on_exit + o.released_on_exit,
             idle_flushed: self.idle_flushed + o.idle_flushed,
             h2_streams_over_limit: self.h2_streams_over_limit + o.h2_streams_over_limit,
+            connections: self.connections + o.connections,
             parse_errors: self.parse_errors + o.parse_errors,
             not_http: self.not_http + o.not_http,
             ciphertext_skipped: self.ciphertext_skipped + o.ciphertext_skipped,
@@ -136,6 +143,12 @@ pub struct Shard<S: Sink> {
     by_pid: HashMap<u32, Vec<u64>>,
     /// Connections of exited processes, with when to release them (in order).
     exiting: VecDeque<(u64, u64)>,
+    /// Processes that exited lately, with when to forget them: an exit record
+    /// can overtake a connection's first records (they travel in different
+    /// CPUs' rings), so a connection that shows up for such a process is
+    /// released all the same, a grace period after it showed up.
+    exited: HashMap<u32, u64>,
+    exited_order: VecDeque<(u64, u32)>,
     idle_timeout_ns: u64,
     last_idle_scan_ns: u64,
     /// Counters.
@@ -282,6 +295,8 @@ impl<S: Sink> Shard<S> {
             budget,
             by_pid: HashMap::new(),
             exiting: VecDeque::new(),
+            exited: HashMap::new(),
+            exited_order: VecDeque::new(),
             idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as u64,
             last_idle_scan_ns: 0,
             stats: ShardStats::default(),
@@ -324,7 +339,12 @@ impl<S: Sink> Shard<S> {
             }
             let pid = input.pid().unwrap_or(0);
             self.conns.insert(conn_id, Conn::new(pid));
-            self.by_pid.entry(pid).or_default().push(conn_id);
+            if self.exited.contains_key(&pid) {
+                self.exiting
+                    .push_back((now_ns.saturating_add(EXIT_GRACE_NS), conn_id));
+            } else {
+                self.by_pid.entry(pid).or_default().push(conn_id);
+            }
         }
         let conn = self.conns.get_mut(&conn_id).expect("inserted above");
         conn.last_ns = now_ns;
@@ -371,10 +391,13 @@ impl<S: Sink> Shard<S> {
     /// Marks the connections of process `pid` for release once records still in
     /// other rings have had time to arrive.
     fn process_exited(&mut self, pid: u32, now_ns: u64) {
+        let release_at = now_ns.saturating_add(EXIT_GRACE_NS);
         for conn_id in self.by_pid.remove(&pid).unwrap_or_default() {
-            self.exiting
-                .push_back((now_ns.saturating_add(EXIT_GRACE_NS), conn_id));
+            self.exiting.push_back((release_at, conn_id));
         }
+        let forget_at = now_ns.saturating_add(EXITED_MEMORY_NS);
+        self.exited.insert(pid, forget_at);
+        self.exited_order.push_back((forget_at, pid));
     }
 
     /// Connections tracked for each process (for tests and counters).
@@ -385,16 +408,7 @@ impl<S: Sink> Shard<S> {
     /// Releases connections whose process exited, emitting what they hold, and
     /// flushes connections silent past the idle timeout.
     fn lifecycle(&mut self, now_ns: u64) {
-        while let Some(&(at, conn_id)) = self.exiting.front() {
-            if at > now_ns {
-                break;
-            }
-            self.exiting.pop_front();
-            if self.conns.contains_key(&conn_id) {
-                self.stats.released_on_exit += 1;
-                self.close(conn_id, now_ns);
-            }
-        }
+        self.release_exited(now_ns);
         if now_ns.saturating_sub(self.last_idle_scan_ns) < IDLE_SCAN_NS {
             return;
         }
@@ -408,6 +422,30 @@ impl<S: Sink> Shard<S> {
             .collect();
         for conn_id in idle {
             self.flush_idle(conn_id);
+        }
+    }
+
+    /// Releases the connections of exited processes whose grace has passed,
+    /// and forgets those processes.
+    fn release_exited(&mut self, now_ns: u64) {
+        while let Some(&(at, pid)) = self.exited_order.front() {
+            if at > now_ns {
+                break;
+            }
+            self.exited_order.pop_front();
+            if self.exited.get(&pid) == Some(&at) {
+                self.exited.remove(&pid);
+            }
+        }
+        while let Some(&(at, conn_id)) = self.exiting.front() {
+            if at > now_ns {
+                break;
+            }
+            self.exiting.pop_front();
+            if self.conns.contains_key(&conn_id) {
+                self.stats.released_on_exit += 1;
+                self.close(conn_id, now_ns);
+            }
         }
     }
 
@@ -428,6 +466,13 @@ impl<S: Sink> Shard<S> {
     /// Gives up on holes older than the reorder timeout, on every connection;
     /// releases connections of exited processes and flushes idle ones.
     pub fn tick(&mut self, now_ns: u64) {
+        self.drain_held(now_ns);
+        self.lifecycle(now_ns);
+        self.stats.connections = self.conns.len() as u64;
+    }
+
+    /// Delivers held records whose turn came or whose hole timed out.
+    fn drain_held(&mut self, now_ns: u64) {
         let waiting: Vec<u64> = self
             .conns
             .iter()
@@ -437,7 +482,6 @@ impl<S: Sink> Shard<S> {
         for conn_id in waiting {
             self.drain_ready(conn_id, now_ns);
         }
-        self.lifecycle(now_ns);
     }
 
     fn process(&mut self, conn_id: u64, input: Input<'_>) {
@@ -593,10 +637,15 @@ impl<S: Sink> Shard<S> {
         self.sink.send(item);
     }
 
-    /// The agent is stopping: every connection still open gives up its pending
-    /// transactions (and open HTTP/2 streams), marked `truncated` and counted
-    /// under `open_at_stop`.
+    /// The agent is stopping: held records are delivered (holes given up),
+    /// connections of exited processes released, and every connection still
+    /// open gives up its pending transactions (and open HTTP/2 streams), marked
+    /// `truncated` and counted under `open_at_stop`. The `connections` gauge
+    /// keeps the number still open.
     pub fn stop(&mut self) {
+        self.drain_held(u64::MAX);
+        self.release_exited(u64::MAX);
+        self.stats.connections = self.conns.len() as u64;
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         for conn_id in ids {
             if let Some(conn) = self.conns.get_mut(&conn_id) {

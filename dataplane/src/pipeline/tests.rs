@@ -532,3 +532,24 @@ fn an_http2_connection_joined_mid_stream_yields_transactions_with_missing_fields
     assert!(t.incomplete_headers);
     assert_eq!(&t.response.body[..], b"late");
 }
+
+#[test]
+fn a_connection_whose_exit_record_came_first_is_released_too() {
+    let mut shard = Shard::new(decode, Vec::new());
+    // The exit travelled in another CPU's ring and overtook the connection.
+    shard.offer(&frame(4, 0, 0, E, false, b""), 1_000);
+    shard.offer(&frame(0, 9, 0, E, false, b""), 2_000);
+    shard.offer(
+        &frame(1, 9, 1, E, false, b"GET /late HTTP/1.1\r\n\r\n"),
+        2_000,
+    );
+    // Released a grace period after it showed up (its records may trail).
+    shard.tick(1_999 + super::reorder::REORDER_TIMEOUT_NS);
+    assert_eq!(shard.connections(), 1);
+    shard.tick(2_000 + super::reorder::REORDER_TIMEOUT_NS);
+    assert_eq!(shard.connections(), 0);
+    assert_eq!(shard.stats.released_on_exit, 1);
+    let txns = take_txns(&mut shard);
+    assert_eq!(txns.len(), 1);
+    assert!(txns[0].truncated && txns[0].path == "/late");
+}

@@ -177,10 +177,8 @@ pub fn reload(
         .map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()))
         .collect();
     for fanout in &mut held {
-        **fanout = Fanout {
-            events: Vec::new(),
-            objects: Vec::new(),
-        };
+        fanout.events.clear();
+        fanout.objects.clear();
     }
     let running = keep_unchanged(stores, &current.services, &next.services, RELOAD_GRACE);
     *stores = Stores {
@@ -208,12 +206,9 @@ pub fn reload(
             Err(err.into())
         }
     };
-    let fanout = Fanout {
-        events: stores.events.clone(),
-        objects: stores.objects.clone(),
-    };
-    for slot in &mut held {
-        **slot = fanout.clone();
+    for fanout in &mut held {
+        fanout.events.clone_from(&stores.events);
+        fanout.objects.clone_from(&stores.objects);
     }
     result
 }

@@ -132,6 +132,9 @@ impl std::fmt::Debug for Collect {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Shard fields that are levels, not counts: exported as gauges.
+const SHARD_GAUGES: [&str; 1] = ["connections"];
+
 /// A per-reader counter: name, help, and how to read it.
 type ReaderCounter = (&'static str, &'static str, fn(&ReaderSnapshot) -> u64);
 
@@ -281,12 +284,23 @@ impl Collector for Collect {
             })
             .collect();
         for (name, samples) in grouped(shard_samples) {
-            counter(
-                &mut enc,
-                &name,
-                "Shard counter (see docs/metrics.md)",
-                samples,
-            )?;
+            if SHARD_GAUGES.iter().any(|g| name == format!("shard_{g}")) {
+                gauge(
+                    &mut enc,
+                    &name,
+                    "Shard level (see docs/metrics.md)",
+                    samples
+                        .into_iter()
+                        .map(|(l, n)| (l, i64::try_from(n).unwrap_or(i64::MAX))),
+                )?;
+            } else {
+                counter(
+                    &mut enc,
+                    &name,
+                    "Shard counter (see docs/metrics.md)",
+                    samples,
+                )?;
+            }
         }
         let store_samples = snap
             .stores

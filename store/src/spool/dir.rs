@@ -23,6 +23,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::header::{MAGIC, MAX_CONTENT_TYPE_BYTES, header_len, parse_header, truncate};
 use crate::Digest;
 
 /// The spool directory's mode when tapwire creates it: payloads are sensitive, so
@@ -32,10 +33,6 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 /// The file locked while a store has the spool open.
 pub const LOCK_FILE: &str = ".lock";
-/// First bytes of every spool file; the `1` is the format version.
-pub const MAGIC: &[u8; 8] = b"TWSPOOL1";
-/// Longest content type kept in a spool file header (longer ones are cut).
-pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 /// Objects the spool holds at most; past it the oldest waiting ones are dropped,
 /// as past the byte limit. The index costs about 170 bytes per object (map entries,
 /// digest, interned content type), so this caps it near 45 MiB however small the
@@ -208,37 +205,9 @@ impl RecentDigests {
     }
 }
 
-/// The header written before an object's bytes.
-pub fn header(content_type: &str) -> Vec<u8> {
-    let ct = truncate(content_type, MAX_CONTENT_TYPE_BYTES);
-    let mut h = Vec::with_capacity(MAGIC.len() + 1 + ct.len());
-    h.extend_from_slice(MAGIC);
-    // `truncate` keeps it at most 255 bytes.
-    h.push(u8::try_from(ct.len()).unwrap_or(u8::MAX));
-    h.extend_from_slice(ct.as_bytes());
-    h
-}
-
-/// Length of the header for `content_type` (at most 8 + 1 + 255).
-fn header_len(content_type: &str) -> u16 {
-    let len = MAGIC.len() + 1 + truncate(content_type, MAX_CONTENT_TYPE_BYTES).len();
-    u16::try_from(len).unwrap_or(u16::MAX)
-}
-
 /// The final name of object `seq` with `digest` in `dir`.
 fn object_path(dir: &Path, seq: u64, digest: &Digest) -> PathBuf {
     dir.join(format!("{seq:016x}-{}.obj", digest.to_hex()))
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 impl Spool {
@@ -554,47 +523,6 @@ fn parse_stem(stem: &str) -> Option<(u64, Digest)> {
     Some((seq, digest))
 }
 
-/// A spool file header's fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header<'a> {
-    /// The object's MIME type.
-    pub content_type: &'a str,
-    /// Where the object's bytes start.
-    pub offset: u16,
-}
-
-/// Why a spool file header is unreadable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HeaderError {
-    /// Fewer bytes than the header needs.
-    #[error("spool file header cut short")]
-    Short,
-    /// Not a spool file of this version.
-    #[error("bad spool file magic")]
-    Magic,
-    /// The content type is not UTF-8.
-    #[error("content type is not UTF-8")]
-    ContentType,
-}
-
-/// Parses the header at the start of a spool file.
-pub fn parse_header(bytes: &[u8]) -> Result<Header<'_>, HeaderError> {
-    let magic = bytes.get(..MAGIC.len()).ok_or(HeaderError::Short)?;
-    if magic != MAGIC {
-        return Err(HeaderError::Magic);
-    }
-    let ct_len = usize::from(*bytes.get(MAGIC.len()).ok_or(HeaderError::Short)?);
-    let start = MAGIC.len() + 1;
-    let ct = bytes.get(start..start + ct_len).ok_or(HeaderError::Short)?;
-    let content_type = std::str::from_utf8(ct).map_err(|_| HeaderError::ContentType)?;
-    // At most 8 + 1 + 255 bytes.
-    let offset = u16::try_from(start + ct_len).map_err(|_| HeaderError::Short)?;
-    Ok(Header {
-        content_type,
-        offset,
-    })
-}
-
 /// Reads a spool file, checks its header and that its bytes hash to `digest`:
 /// (content type, offset of the bytes, their length).
 fn verify(path: &Path, digest: &Digest) -> io::Result<(String, u16, u64)> {
@@ -638,6 +566,7 @@ fn verify(path: &Path, digest: &Digest) -> io::Result<(String, u16, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::header::{HeaderError, header};
     use super::*;
 
     fn write(spool: &Spool, bytes: &[u8]) -> Option<u64> {

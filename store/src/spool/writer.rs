@@ -203,7 +203,7 @@ impl StorageThread {
                     seq,
                     tmp,
                     path,
-                    header: dir::header(&object.content_type),
+                    header: super::header::header(&object.content_type),
                     object,
                     ticket,
                 }),
