@@ -13,13 +13,16 @@ const BUILD_PACKAGES: &[&str] = &["curl", "openssl", "ca-certificates"];
 const LLVM_PACKAGE: &str = "llvm-22-dev";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages the tests and benchmarks drive; podman, buildah and runc
-/// build and run the agent's container image in a test.
+/// Debian packages the tests and benchmarks drive: `wget` is the GnuTLS
+/// client, `golang-go` builds the Go TLS peers; podman, buildah and runc build
+/// and run the agent's container image.
 const TEST_PACKAGES: &[&str] = &[
     "nginx",
     "wrk",
     "python3",
     "util-linux",
+    "wget",
+    "golang-go",
     "podman",
     "buildah",
     "runc",
