@@ -57,6 +57,12 @@ const SYSCALL_PROGRAMS: &[(&str, &[&str])] = &[
         &["sys_enter_accept", "sys_enter_accept4"],
     ),
     ("sys_enter_close", &["sys_enter_close"]),
+    ("sys_enter_mmap", &["sys_enter_mmap"]),
+    ("sys_exit_mmap", &["sys_exit_mmap"]),
+    ("sys_enter_sendfile", &["sys_enter_sendfile64"]),
+    ("sys_exit_sendfile", &["sys_exit_sendfile64"]),
+    ("sys_enter_openat", &["sys_enter_openat"]),
+    ("sys_exit_openat", &["sys_exit_openat"]),
     (
         "sys_exit_socket",
         &[
@@ -91,6 +97,8 @@ pub struct Options {
     pub ring_bytes: u32,
     /// See [`WAKE_DIVISOR`].
     pub wake_divisor: u32,
+    /// Where process attributes are kept, for whoever writes events.
+    pub processes: std::sync::Arc<super::procs::ProcessTable>,
 }
 
 impl Default for Options {
@@ -99,6 +107,7 @@ impl Default for Options {
             selection: Selection::default(),
             ring_bytes: RING_BYTES_PER_CPU,
             wake_divisor: WAKE_DIVISOR,
+            processes: std::sync::Arc::default(),
         }
     }
 }
@@ -109,6 +118,9 @@ pub enum LoaderError {
     /// Kernel BTF could not be read.
     #[error("reading kernel btf")]
     Btf(#[from] BtfError),
+    /// The kernel lacks features the probes need.
+    #[error(transparent)]
+    Kernel(#[from] super::kernel::MissingFeatures),
     /// The embedded object is empty (built with `AYA_BUILD_SKIP`).
     #[error("the binary was built without its ebpf object")]
     NoObject,
@@ -198,7 +210,6 @@ impl DropCounters {
 /// Loaded and attached probes. Dropping detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
-    per_process: bool,
     attached: HashSet<(FileId, u64, Option<u32>)>,
     /// Probe points placed on a single-stepped instruction.
     pub fallbacks: AtomicU64,
@@ -251,10 +262,11 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, Lo
 
 /// Loads the probes and creates the rings. Tracepoints are attached; TLS
 /// uprobes are attached with [`Probes::attach_target`].
-pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resolved), LoaderError> {
+pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), LoaderError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoaderError::NoObject);
     }
+    super::kernel::check()?;
     ensure_tracefs()?;
     let offsets = KernelBtf::load(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
     let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
@@ -304,7 +316,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     }
 
     // Selection maps before the tracepoints start acting on them.
-    let mut resolved = opts.selection.resolve()?;
+    let resolved = opts.selection.resolve()?;
     if selecting {
         seed_selection(&mut ebpf, &resolved)?;
     }
@@ -327,8 +339,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     }
     if selecting {
         // Children forked between the first scan and the fork tracepoint.
-        resolved = opts.selection.resolve()?;
-        seed_selection(&mut ebpf, &resolved)?;
+        seed_selection(&mut ebpf, &opts.selection.resolve()?)?;
     }
     for prog in ["ssl_enter", "ssl_return", "ssl_free"] {
         let p: &mut UProbe = program(&mut ebpf, prog)?;
@@ -346,11 +357,10 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     };
     let probes = Probes {
         ebpf,
-        per_process: selecting,
         attached: HashSet::new(),
         fallbacks: AtomicU64::new(0),
     };
-    Ok((probes, rings, counters, resolved))
+    Ok((probes, rings, counters))
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
@@ -387,11 +397,6 @@ fn seed_selection(ebpf: &mut Ebpf, r: &Resolved) -> Result<(), LoaderError> {
 }
 
 impl Probes {
-    /// True when uprobes are attached per selected process.
-    pub fn per_process(&self) -> bool {
-        self.per_process
-    }
-
     /// Attaches the TLS probes of `target`: for every process (`pid` `None`,
     /// once per file) or for one process. Already attached points are skipped.
     /// Returns how many probe points were attached.
@@ -443,7 +448,10 @@ impl Probes {
                     );
                 }
             }
-            if ok {
+            if !ok {
+                // Not attached: a later sighting of the file tries again.
+                self.attached.remove(&(target.id, point.file_offset, pid));
+            } else {
                 n += 1;
                 tracing::debug!(
                     path = %target.path.display(),
@@ -456,6 +464,17 @@ impl Probes {
             }
         }
         n
+    }
+
+    /// Tells the probes that user space has inspected `key`: mapping it again
+    /// emits no record. A failed insert only means a later mapping is reported
+    /// again.
+    pub fn mark_inspected(&mut self, key: tapwire_common::FileKey) {
+        if let Some(map) = self.ebpf.map_mut("INSPECTED")
+            && let Ok(mut files) = BpfHashMap::<_, tapwire_common::FileKey, u8>::try_from(map)
+        {
+            let _ = files.insert(key, 1, 0);
+        }
     }
 
     /// Adds `pid` to the kernel's selected set (bits OR-ed in).

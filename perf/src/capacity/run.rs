@@ -172,6 +172,7 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
     let fanout = Fanout {
         events: vec![events.clone()],
         objects: vec![objects.clone()],
+        processes: Arc::default(),
     };
     let config = PipelineConfig::new(plan.readers, plan.shards);
     let (pipeline, routers) = Pipeline::start(config, frames::decode, fanout)?;
