@@ -13,11 +13,12 @@ use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3
 
 use tapwire_common::{DropReason, Record, config::Exclusion};
 
-use crate::capture::{self, Capture, Selection};
+use crate::capture::{self, Capture};
 use crate::cli::Cli;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::pipeline::output::Fanout;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats, Router, wire};
+use crate::plan::Plan;
 use crate::privileges::{self, PrivilegeError};
 
 /// How long shutdown waits for stores to deliver what they hold.
@@ -47,9 +48,9 @@ pub enum StartError {
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
-    /// A capture knob from the environment is invalid.
-    #[error("invalid capture option")]
-    Options(#[source] anyhow::Error),
+    /// A command-line value is invalid.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     /// The CPU list could not be read.
     #[error("cannot read `/sys/devices/system/cpu/possible`")]
     Cpus(#[source] std::io::Error),
@@ -65,7 +66,7 @@ impl StartError {
     /// Process exit code: 2 for a config the user must fix, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Secret(_) => 2,
+            Self::Config(_) | Self::Secret(_) | Self::Plan(_) => 2,
             _ => 1,
         }
     }
@@ -125,21 +126,14 @@ impl Stores {
     }
 }
 
-/// Loads the config named on the command line, or the embedded default.
-pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
-    match &cli.config {
-        Some(path) => config::load_file(path),
-        None => config::parse(config::DEFAULT_NAME, config::DEFAULT_YAML),
-    }
-}
-
 /// How often running counters are logged.
 const STATS_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the agent until SIGINT or SIGTERM: capture → readers → shards → stores.
 pub fn run(cli: &Cli) -> Result<(), StartError> {
     privileges::check()?;
-    let config = load_config(cli)?;
+    let plan = Plan::build(cli)?;
+    let config = &plan.config;
     for (store, key) in config.inline_secrets() {
         tracing::warn!(
             store,
@@ -151,21 +145,15 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         secret.resolve(store, key)?;
     }
     let signals = crate::signals::Signals::block().map_err(StartError::Signals)?;
-    let stores = Stores::start(&config)?;
-    let selection = Selection {
-        pids: cli.pids.clone(),
-        exes: cli.exes.clone(),
-        cgroups: cli.cgroups.clone(),
-    };
-    let options = capture::debug::options(selection).map_err(StartError::Options)?;
+    let stores = Stores::start(config)?;
+    let options = plan.capture_options();
 
     let readers = max_cpu_id().map_err(StartError::Cpus)? + 1;
-    let shards = cli.shards.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let shards = plan.sizes.shards;
     let fanout = Fanout {
         events: stores.events.clone(),
         objects: stores.objects.clone(),
+        http: plan.http.clone(),
     };
     let (pipeline, routers) =
         Pipeline::start(PipelineConfig { readers, shards }, wire::decode, fanout)
@@ -184,6 +172,9 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         shards,
         event_stores = stores.events.len(),
         object_stores = stores.objects.len(),
+        direction = plan.capture.direction.name(),
+        ignore_loopback = plan.capture.ignore_loopback,
+        http = %plan.http.describe(),
         "capture ready"
     );
 

@@ -1,5 +1,5 @@
-//! `tapwire check-config FILE`: validate a config and show the stores it would
-//! start, with secrets masked. Reads no secrets and needs no privileges.
+//! The stores part of `tapwire check-config`'s account of the plan: the
+//! stores it would start, with secrets masked. Reads no secrets.
 
 use std::fmt::Write;
 
@@ -7,8 +7,8 @@ use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig};
 
 use crate::config::Config;
 
-/// A human-readable summary of `config`'s stores and capture settings.
-pub fn summary(file: &str, config: &Config) -> String {
+/// `FILE: ok` and one line per store of `config`, secrets masked.
+pub fn stores(file: &str, config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{file}: ok");
     for store in &config.services.event_stores {
@@ -57,16 +57,5 @@ pub fn summary(file: &str, config: &Config) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "tap: direction={:?} ignore_loopback={} http_stack={}",
-        config.tap.direction,
-        config.tap.ignore_loopback,
-        config
-            .tap
-            .http
-            .as_ref()
-            .map_or("none", |h| h.stack.as_str()),
-    );
     out
 }

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "tapwire", version, about, long_about = None)]
 pub struct Cli {
-    /// qpoint.yaml (version 2) to run with; without it, the embedded default
-    /// (events and objects to stdout).
+    /// qpoint.yaml (version 2) to run with; without it, the embedded default:
+    /// every HTTP transaction recorded in full, events and objects to stdout.
     #[arg(long, short = 'c', env = "TAPWIRE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 
@@ -32,8 +32,27 @@ pub struct Cli {
     pub cgroups: Vec<PathBuf>,
 
     /// Shard threads (HTTP parsing); default: one per CPU.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     pub shards: Option<usize>,
+
+    /// Bytes of each CPU's ring buffer (a power of two, at least 4096). One
+    /// probe hit can emit up to 8 MiB while the reader cannot run; smaller
+    /// rings overflow sooner (counted as `ring_full`).
+    #[arg(long, value_name = "BYTES", env = "TAPWIRE_RING_BYTES", global = true,
+          default_value_t = crate::capture::loader::RING_BYTES_PER_CPU)]
+    pub ring_bytes: u32,
+
+    /// A record that brings a ring past 1/N full wakes its reader at once;
+    /// below that the reader finds records on its poll timer.
+    #[arg(long, value_name = "N", env = "TAPWIRE_WAKE_DIVISOR", global = true,
+          default_value_t = crate::capture::loader::WAKE_DIVISOR)]
+    pub wake_divisor: u32,
+
+    /// Print every raw ring record as one NDJSON line on stdout instead of
+    /// parsing HTTP and running the stores (for inspecting what the probes see).
+    #[arg(long, env = "TAPWIRE_DEBUG_CAPTURE",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub print_records: bool,
 
     /// A subcommand; without one, the agent runs.
     #[command(subcommand)]
@@ -43,8 +62,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Parse and validate a config file, print the stores it would start (secrets
-    /// masked), and exit. Needs no privileges.
+    /// Build the plan start-up would build from a config file and the command
+    /// line, print it (stores with secrets masked, capture, HTTP handling,
+    /// sizes), and exit. Accepts exactly what start-up accepts; needs no
+    /// privileges and reads no secrets.
     CheckConfig {
         /// The qpoint.yaml file to check.
         file: PathBuf,

@@ -7,5 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod pipeline;
+pub mod plan;
+pub mod plugins;
 pub mod privileges;
 pub mod signals;

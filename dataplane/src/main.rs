@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tapwire::cli::{Cli, Command};
-use tapwire::{agent, capture, check, config};
+use tapwire::{agent, capture, config, plan};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -14,20 +14,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref());
     match &cli.command {
-        Some(Command::CheckConfig { file }) => match config::load_file(file) {
-            Ok(config) => {
-                print!("{}", check::summary(&file.display().to_string(), &config));
-                ExitCode::SUCCESS
+        Some(Command::CheckConfig { file }) => {
+            let loaded = config::load_file(file).map_err(plan::PlanError::from);
+            match loaded.and_then(|c| plan::Plan::from_config(file.display().to_string(), c, &cli))
+            {
+                Ok(plan) => {
+                    print!("{}", plan.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("{}", err_chain(&err));
+                    ExitCode::from(2)
+                }
             }
-            Err(err) => {
-                eprintln!("{}", err_chain(&err));
-                ExitCode::from(2)
-            }
-        },
-        // Until the data plane consumes capture, `TAPWIRE_DEBUG_CAPTURE=1`
-        // prints every captured record as NDJSON instead of running the stores.
-        None if std::env::var_os(capture::debug::ENV_DEBUG_CAPTURE).is_some() => {
-            match capture::debug::run(&cli.pids, &cli.exes, &cli.cgroups) {
+        }
+        None if cli.print_records => {
+            let result = plan::Plan::build(&cli)
+                .map_err(|e| anyhow::anyhow!(err_chain(&e)))
+                .and_then(|plan| capture::records::run(&plan));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("tapwire: {err:#}");

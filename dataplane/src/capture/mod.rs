@@ -19,9 +19,9 @@
 //! after a last drain and detaches everything.
 
 pub mod btf;
-pub mod debug;
 pub mod loader;
 pub mod placement;
+pub mod records;
 pub mod ring;
 pub mod selection;
 pub mod targets;

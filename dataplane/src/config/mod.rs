@@ -7,7 +7,7 @@ mod model;
 
 pub use load::{ConfigError, load_file, parse};
 pub use model::{
-    Config, CustomFilter, Direction, Endpoint, Filters, GroupFilter, HttpTap, MatchStrategy,
+    Config, CustomFilter, Direction, Endpoint, Filters, GroupFilter, HttpTap, Layer, MatchStrategy,
     Plugin, Services, Stack, Tap,
 };
 

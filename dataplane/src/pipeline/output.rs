@@ -52,6 +52,8 @@ pub struct Fanout {
     pub events: Vec<Arc<dyn EventStore>>,
     /// Object stores.
     pub objects: Vec<Arc<dyn ObjectStore>>,
+    /// What each HTTP transaction becomes (the plugin stack).
+    pub http: crate::plugins::HttpPlan,
 }
 
 impl Fanout {
@@ -59,8 +61,16 @@ impl Fanout {
     pub fn deliver(&self, item: Output, exes: &mut ExeCache) {
         let event = match item {
             Output::Txn(txn) => {
+                if !self.http.objects && !self.http.events {
+                    return;
+                }
                 let mut refs = Vec::new();
-                for (role, content_type, bytes) in txn.objects() {
+                let objects = if self.http.objects {
+                    txn.objects()
+                } else {
+                    Vec::new()
+                };
+                for (role, content_type, bytes) in objects {
                     let object = Object::new(content_type, bytes);
                     let url = self
                         .objects
@@ -76,6 +86,9 @@ impl Fanout {
                     for store in &self.objects {
                         store.put(object.clone());
                     }
+                }
+                if !self.http.events {
+                    return;
                 }
                 txn.event_json(&refs, exes.get(txn.conn.pid))
             }

@@ -219,7 +219,7 @@ impl Transaction {
             comm: &self.conn.comm,
             exe,
             cgroup_id: self.conn.cgroup_id,
-            direction: if self.egress { "egress" } else { "ingress" },
+            direction: crate::plan::direction_word(self.egress, self.conn.remote.ip()),
             local: self.conn.local.to_string(),
             remote: self.conn.remote.to_string(),
             protocol: self.protocol,
@@ -290,6 +290,7 @@ struct ConnFields<'a> {
     comm: &'a str,
     cgroup_id: u64,
     role: &'static str,
+    direction: &'static str,
     local: String,
     remote: String,
 }
@@ -304,6 +305,11 @@ impl<'a> ConnFields<'a> {
             comm: &c.comm,
             cgroup_id: c.cgroup_id,
             role: role_name(c.role),
+            direction: match c.role {
+                super::input::Role::Server => "ingress",
+                super::input::Role::Client => crate::plan::direction_word(true, c.remote.ip()),
+                super::input::Role::Unknown => "unknown",
+            },
             local: c.local.to_string(),
             remote: c.remote.to_string(),
         }
