@@ -3,26 +3,29 @@
 //! anything is loaded into the kernel.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig, SecretError};
-use tapwire_store::stdout::{
-    STDOUT_QUEUE_LINES, StdoutEventStore, StdoutObjectStore, StdoutWriter,
-};
-use tapwire_store::{EventStore, ObjectStore, PulseError, PulseStore, S3Error, S3Store};
+use tapwire_store::config::SecretError;
+use tapwire_store::{StoreStartError, Stores};
 
 use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::{self, Capture};
 use crate::cli::Cli;
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use crate::pipeline::output::Fanout;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats, Router, wire};
 use crate::plan::Plan;
 use crate::privileges::{self, PrivilegeError};
+use crate::signals::Signal;
 
-/// How long shutdown waits for stores to deliver what they hold.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long stopping may take in all, from the signal to exit: capture stops, the
+/// pipeline drains, then every store flushes (in parallel) within what is left.
+/// Past it, or on a second SIGINT/SIGTERM, the process exits at once.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+/// The share of [`SHUTDOWN_DEADLINE`] the stores get, at most: what is left when
+/// they start, less this margin for the final log lines.
+const EXIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// Why the agent did not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +39,9 @@ pub enum StartError {
     /// A credential named in the config is not available.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// An S3 store could not be started (the error names the store).
+    /// A store could not be started (the error names the store).
     #[error(transparent)]
-    S3(#[from] S3Error),
-    /// A pulse store could not be started (the error names the store).
-    #[error(transparent)]
-    Pulse(#[from] PulseError),
-    /// Standard output could not be set up.
-    #[error("cannot start the stdout writer")]
-    Stdout(#[source] std::io::Error),
+    Store(#[from] StoreStartError),
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
@@ -72,65 +69,12 @@ impl StartError {
     }
 }
 
-/// Every configured store, started.
-pub struct Stores {
-    /// Event stores; each event goes to every one.
-    pub events: Vec<Arc<dyn EventStore>>,
-    /// Object stores; each object goes to every one.
-    pub objects: Vec<Arc<dyn ObjectStore>>,
-}
-
-impl Stores {
-    /// Starts every store in `config`. Secrets must already resolve.
-    pub fn start(config: &Config) -> Result<Self, StartError> {
-        let mut stdout: Option<Arc<StdoutWriter>> = None;
-        let mut stdout_writer = || -> Result<Arc<StdoutWriter>, StartError> {
-            if let Some(w) = &stdout {
-                return Ok(w.clone());
-            }
-            let w = StdoutWriter::start(STDOUT_QUEUE_LINES).map_err(StartError::Stdout)?;
-            stdout = Some(w.clone());
-            Ok(w)
-        };
-        let mut events: Vec<Arc<dyn EventStore>> = Vec::new();
-        for store in &config.services.event_stores {
-            match store {
-                EventStoreConfig::Stdout { id } => {
-                    events.push(Arc::new(StdoutEventStore::new(id, stdout_writer()?)));
-                }
-                EventStoreConfig::Pulse(p) => events.push(Arc::new(PulseStore::start(p)?)),
-            }
-        }
-        let mut objects: Vec<Arc<dyn ObjectStore>> = Vec::new();
-        for store in &config.services.object_stores {
-            match store {
-                ObjectStoreConfig::Stdout { id } => {
-                    objects.push(Arc::new(StdoutObjectStore::new(id, stdout_writer()?)));
-                }
-                ObjectStoreConfig::S3(s) => objects.push(Arc::new(S3Store::start(s)?)),
-            }
-        }
-        Ok(Self { events, objects })
-    }
-
-    /// Delivers what every store holds, waiting at most `deadline` for each.
-    pub fn shutdown(&self, deadline: Duration) {
-        for store in &self.events {
-            store.shutdown(deadline);
-            tracing::info!(store = store.id(), stats = ?store.stats(), "event store stopped");
-        }
-        for store in &self.objects {
-            store.shutdown(deadline);
-            tracing::info!(store = store.id(), stats = ?store.stats(), "object store stopped");
-        }
-    }
-}
-
 /// How often running counters are logged.
 const STATS_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the agent until SIGINT or SIGTERM: capture → readers → shards → stores.
 pub fn run(cli: &Cli) -> Result<(), StartError> {
+    abort_on_panic();
     privileges::check()?;
     let plan = Plan::build(cli)?;
     let config = &plan.config;
@@ -145,7 +89,10 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         secret.resolve(store, key)?;
     }
     let signals = crate::signals::Signals::block().map_err(StartError::Signals)?;
-    let stores = Stores::start(config)?;
+    let stores = Stores::start(
+        &config.services.event_stores,
+        &config.services.object_stores,
+    )?;
     let options = plan.capture_options();
 
     let readers = max_cpu_id().map_err(StartError::Cpus)? + 1;
@@ -155,21 +102,36 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         objects: stores.objects.clone(),
         http: plan.http.clone(),
     };
+    let mut pipeline_config = PipelineConfig::new(readers, shards);
+    if let Some(budget) = plan.sizes.memory_budget {
+        pipeline_config.memory_budget = budget;
+    }
+    if let Some(idle) = plan.sizes.idle_timeout {
+        pipeline_config.idle_timeout = idle;
+    }
     let (pipeline, routers) =
-        Pipeline::start(PipelineConfig { readers, shards }, wire::decode, fanout)
-            .map_err(StartError::Threads)?;
+        Pipeline::start(pipeline_config, wire::decode, fanout).map_err(StartError::Threads)?;
+    let sizing = pipeline.plan();
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
     let capture = Capture::start(options, |cpu| {
         let mut router = routers.get_mut(cpu as usize).and_then(Option::take);
         move |raw: &[u8], record: Record<'_>| {
-            if let (Some(router), Some(conn_id)) = (router.as_mut(), wire::conn_id(&record)) {
-                router.route(conn_id, &[raw]);
+            let Some(router) = router.as_mut() else {
+                return;
+            };
+            match wire::conn_id(&record) {
+                Some(conn_id) => router.route(conn_id, &[raw]),
+                // A process exit releases its connections in every shard.
+                None if matches!(record, Record::ProcExit(_)) => router.broadcast(&[raw]),
+                None => {}
             }
         }
     })?;
     tracing::info!(
         readers,
-        shards,
+        shards = sizing.shards,
+        memory_budget = pipeline_config.memory_budget,
+        frame_queue_bytes = sizing.frame_queue_bytes,
         event_stores = stores.events.len(),
         object_stores = stores.objects.len(),
         direction = plan.capture.direction.name(),
@@ -179,19 +141,41 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     );
 
     let signal = loop {
-        if let Some(signal) = signals.wait_timeout(STATS_EVERY) {
-            break signal;
+        match signals.wait_timeout(STATS_EVERY) {
+            Some(Signal::Hangup) => tracing::warn!(
+                "SIGHUP: reloading the config is not supported yet; running on with the current one"
+            ),
+            Some(signal) => break signal,
+            None => log_stats(&capture, &pipeline.stats()),
         }
-        log_stats(&capture, &pipeline.stats());
     };
-    tracing::info!(signal, "stopping");
+    let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+    if let Err(error) = signals.watch_stop(deadline) {
+        tracing::warn!(%error, "cannot start the stop watchdog; a second signal will not force the exit");
+    }
+    tracing::info!(
+        signal = signal.name(),
+        deadline_s = SHUTDOWN_DEADLINE.as_secs(),
+        "stopping"
+    );
     let kernel_drops = capture.drops();
+    let ring_full_per_cpu = capture.ring_full_per_cpu();
     let excluded = capture.excluded();
     let counters = capture.reader_counters();
     capture.stop();
     let stats = pipeline.stop();
-    stores.shutdown(SHUTDOWN_GRACE);
-    log_final(&kernel_drops, &excluded, &counters, &stats);
+    stores.shutdown(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(EXIT_MARGIN),
+    );
+    log_final(
+        &kernel_drops,
+        &ring_full_per_cpu,
+        &excluded,
+        &counters,
+        &stats,
+    );
     Ok(())
 }
 
@@ -199,13 +183,16 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
     let drops = capture.drops();
     let dropped: u64 = drops.iter().sum();
     let shards = stats.total();
+    let routing = stats.routing();
     tracing::info!(
         kernel_dropped = dropped,
-        queue_full = stats.queue_full.iter().sum::<u64>(),
+        pushback_waits = routing.pushback_waits,
         records = shards.records,
         transactions = shards.transactions,
         gap_records = shards.gap_records,
-        output_full = shards.output_full,
+        body_shed_bytes = shards.body_shed_bytes,
+        connections = shards.connections,
+        budget_used = stats.budget_used,
         "running"
     );
 }
@@ -213,6 +200,7 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
 /// One final line with every counter, for operators and the benchmark harness.
 fn log_final(
     kernel_drops: &[u64],
+    kernel_drops_per_cpu: &[u64],
     excluded: &[u64],
     readers: &[(u32, Arc<capture::ReaderCounters>)],
     stats: &PipelineStats,
@@ -232,14 +220,35 @@ fn log_final(
         .map(|(_, c)| c.records.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
     let shards = stats.total();
+    // CPUs whose ring overflowed, by CPU id.
+    let per_cpu: serde_json::Map<String, serde_json::Value> = kernel_drops_per_cpu
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cpu, n)| (cpu.to_string(), (*n).into()))
+        .collect();
     let summary = serde_json::json!({
         "kernel_drops": kernel,
+        "kernel_ring_full_per_cpu": per_cpu,
         "kernel_excluded": excluded,
         "ring_records": records,
-        "queue_full": stats.queue_full.iter().sum::<u64>(),
+        "routing": stats.routing(),
         "shards": shards,
     });
     tracing::info!(counters = %summary, "stopped");
+}
+
+/// Makes a panic in any thread abort the process after it is reported: a
+/// thread that died would otherwise leave an agent that looks healthy and
+/// captures nothing, where a supervisor restarts an aborted one (and the spool
+/// makes the restart lossless).
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!(panic = %info, "a thread panicked; aborting");
+        std::process::abort();
+    }));
 }
 
 /// Highest CPU id that may come online (the per-CPU rings are indexed by it).

@@ -54,6 +54,11 @@ pub struct Cli {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub print_records: bool,
 
+    /// Bytes the data plane may buffer (e.g. `128MiB`); overrides
+    /// `tapwire.memory_budget` in the config. Default 128 MiB.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_budget: Option<crate::config::ByteSize>,
+
     /// A subcommand; without one, the agent runs.
     #[command(subcommand)]
     pub command: Option<Command>,

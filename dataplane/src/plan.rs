@@ -76,6 +76,12 @@ pub struct Sizes {
     pub ring_bytes: u32,
     /// Wake-up divisor of the rings.
     pub wake_divisor: u32,
+    /// Bytes the data plane may buffer (`--memory-budget`, else
+    /// `tapwire.memory_budget`); `None`: the pipeline's default.
+    pub memory_budget: Option<usize>,
+    /// Silence after which a connection's buffered transactions are released
+    /// (`tapwire.idle_timeout`); `None`: the pipeline's default.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Every runtime decision.
@@ -146,6 +152,14 @@ impl Plan {
                 shards,
                 ring_bytes: cli.ring_bytes,
                 wake_divisor: cli.wake_divisor,
+                memory_budget: cli
+                    .memory_budget
+                    .or(config.tapwire.memory_budget)
+                    .map(|b| usize::try_from(b.0).unwrap_or(usize::MAX)),
+                idle_timeout: config
+                    .tapwire
+                    .idle_timeout
+                    .map(|s| std::time::Duration::from_secs(s.0)),
             },
             config,
         })
@@ -182,8 +196,16 @@ impl Plan {
         let _ = writeln!(out, "http: {}", self.http.describe());
         let _ = writeln!(
             out,
-            "pipeline: shards={} ring_bytes={} wake_divisor={}",
-            self.sizes.shards, self.sizes.ring_bytes, self.sizes.wake_divisor
+            "pipeline: shards={} ring_bytes={} wake_divisor={} memory_budget={} idle_timeout={}",
+            self.sizes.shards,
+            self.sizes.ring_bytes,
+            self.sizes.wake_divisor,
+            self.sizes
+                .memory_budget
+                .map_or("default".to_owned(), |b| b.to_string()),
+            self.sizes
+                .idle_timeout
+                .map_or("default".to_owned(), |d| format!("{}s", d.as_secs())),
         );
         out
     }

@@ -1,24 +1,58 @@
-//! SIGINT/SIGTERM handling without async-signal-safety concerns: the signals are
-//! blocked in every thread (threads inherit the mask) and the main thread waits
-//! for them with `sigwait`.
+//! SIGINT/SIGTERM/SIGHUP handling without async-signal-safety concerns: the
+//! signals are blocked in every thread (threads inherit the mask) and are taken
+//! with `sigtimedwait`, by the main thread while running and by a watchdog thread
+//! while stopping.
+//!
+//! - SIGINT or SIGTERM stops the agent; a second one during the stop forces an
+//!   immediate exit, and so does the stop outlasting its deadline.
+//! - SIGHUP never stops the agent.
 
 use std::io;
+use std::time::{Duration, Instant};
 
-/// SIGINT and SIGTERM, blocked for the process's threads.
+/// A signal the agent acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT: stop.
+    Interrupt,
+    /// SIGTERM: stop.
+    Terminate,
+    /// SIGHUP: reload.
+    Hangup,
+}
+
+impl Signal {
+    /// The signal's name, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interrupt => "SIGINT",
+            Self::Terminate => "SIGTERM",
+            Self::Hangup => "SIGHUP",
+        }
+    }
+}
+
+/// Exit status of a forced exit (128 + SIGTERM, as a shell reports it).
+const FORCED_EXIT: i32 = 143;
+
+/// SIGINT, SIGTERM and SIGHUP, blocked for the process's threads.
+#[derive(Clone, Copy)]
 pub struct Signals {
     set: libc::sigset_t,
 }
 
 impl Signals {
-    /// Blocks SIGINT and SIGTERM in the calling thread; call before spawning threads.
+    /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread; call before
+    /// spawning threads.
     pub fn block() -> io::Result<Self> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid, writable sigset_t for all four calls.
+        // SAFETY: `set` is a valid, writable sigset_t for all five calls.
         let rc = unsafe {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
         };
         if rc != 0 {
@@ -27,31 +61,46 @@ impl Signals {
         Ok(Self { set })
     }
 
-    /// Waits up to `timeout` for SIGINT or SIGTERM; returns its name if one came.
-    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<&'static str> {
+    /// Waits up to `timeout` for one of the signals.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Signal> {
         let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
         };
         // SAFETY: `self.set` was initialised in `block`; `ts` is valid; siginfo may be null.
         let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
-        let name = if sig == libc::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        };
-        (sig > 0).then_some(name)
+        match sig {
+            libc::SIGINT => Some(Signal::Interrupt),
+            libc::SIGTERM => Some(Signal::Terminate),
+            libc::SIGHUP => Some(Signal::Hangup),
+            _ => None,
+        }
     }
 
-    /// Waits for SIGINT or SIGTERM and returns its name.
-    pub fn wait(&self) -> &'static str {
-        let mut sig = 0;
-        // SAFETY: `self.set` was initialised in `block`; `sig` is a valid out-pointer.
-        while unsafe { libc::sigwait(&self.set, &mut sig) } != 0 {}
-        if sig == libc::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        }
+    /// Starts the watchdog for a stop that must end by `deadline`: a second
+    /// SIGINT/SIGTERM, or the deadline passing, exits the process at once.
+    pub fn watch_stop(self, deadline: Instant) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name("stop-watchdog".into())
+            .spawn(move || {
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tracing::error!("stopping outlasted its deadline; exiting now");
+                        std::process::exit(FORCED_EXIT);
+                    }
+                    match self.wait_timeout(left) {
+                        Some(Signal::Hangup) | None => {}
+                        Some(signal) => {
+                            tracing::warn!(
+                                signal = signal.name(),
+                                "second signal while stopping; exiting now"
+                            );
+                            std::process::exit(FORCED_EXIT);
+                        }
+                    }
+                }
+            })
+            .map(drop)
     }
 }

@@ -149,20 +149,20 @@ fn process_started_after_the_agent_is_captured() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("late.txt"), b"late\n").expect("write file");
     let port = free_port();
-    let plain = Bg(Command::new(python())
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            path_str(dir.path()),
-        ])
-        .arg(port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn http.server"));
+    let plain = Bg::spawn(
+        Command::new(python())
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                path_str(dir.path()),
+            ])
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
     wait_listening(port, Duration::from_secs(20));
     let tls_port = free_port();
     let certs = certs();

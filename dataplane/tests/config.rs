@@ -285,12 +285,50 @@ fn unknown_key() {
         "6:7: services.object_stores[0].colour: unknown field `colour`, expected one of `id`, \
          `type`, `endpoint`, `bucket`, `region`, `access_url`, `insecure`, `access_key`, \
          `secret_key`, `spool_dir`, `spool_max_bytes`, `concurrency`, \
-         `multipart_threshold_bytes`, `multipart_part_bytes`, `startup_check`",
+         `multipart_threshold_bytes`, `multipart_part_bytes`, `startup_check`, \
+         `session_token`, `server_side_encryption`, `kms_key_id`, `ca_file`",
     );
     assert_error(
         "version: 2\nservice:\n  event_stores: []\n",
         "2:1: service: unknown field `service`, expected one of `version`, `services`, \
-         `stacks`, `tap`",
+         `stacks`, `tap`, `tapwire`",
+    );
+}
+
+#[test]
+fn tapwire_section_sizes_and_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qpoint.yaml");
+    std::fs::write(
+        &path,
+        "version: 2\ntapwire:\n  memory_budget: 64MiB\n  idle_timeout: 15m\n",
+    )
+    .unwrap();
+    let config = tapwire::config::load_file(&path).unwrap();
+    assert_eq!(
+        config.tapwire.memory_budget,
+        Some(tapwire::config::ByteSize(64 << 20))
+    );
+    assert_eq!(
+        config.tapwire.idle_timeout,
+        Some(tapwire::config::Seconds(900))
+    );
+    assert_error(
+        "version: 2\ntapwire:\n  memory_budget: 64 parsecs\n",
+        "3:3: tapwire.memory_budget: unknown unit `parsecs` in `64 parsecs`, expected B, KiB, \
+         MiB or GiB",
+    );
+    assert_error(
+        "version: 2\ntapwire:\n  memory_budget: 1MiB\n",
+        "3:18: tapwire.memory_budget: 1048576 bytes is below the minimum of 8 MiB",
+    );
+    assert_error(
+        "version: 2\ntapwire:\n  idle_timeout: 0\n",
+        "3:17: tapwire.idle_timeout: must be at least 1s",
+    );
+    assert_error(
+        "version: 2\ntapwire:\n  idle: 5m\n",
+        "3:3: tapwire.idle: unknown field `idle`, expected `memory_budget` or `idle_timeout`",
     );
 }
 
@@ -332,6 +370,46 @@ fn key_that_does_not_fit_the_store_type() {
     assert_error(
         "version: 2\nservices:\n  object_stores:\n    - id: out\n      type: stdout\n      bucket: b\n",
         "6:7: services.object_stores[0].bucket: key `bucket` is not valid for store type `stdout`",
+    );
+}
+
+/// `check-config` refuses what start-up would refuse: the store kinds' own checks
+/// run at load, at the offending value.
+#[test]
+fn values_start_up_would_refuse() {
+    let s3 = "version: 2\nservices:\n  object_stores:\n    - id: s3\n      type: s3\n      \
+              bucket: b\n      access_key: {type: env, value: A}\n      \
+              secret_key: {type: env, value: S}\n";
+    assert_error(
+        &format!("{s3}      endpoint: https://minio.example.com:9000\n"),
+        "9:17: services.object_stores[0].endpoint: endpoint `https://minio.example.com:9000` \
+         must be a host and optional port, without scheme or path (use `insecure` to choose HTTP)",
+    );
+    assert_error(
+        &format!("{s3}      endpoint: minio:9000\n      multipart_part_bytes: 1024\n"),
+        "10:29: services.object_stores[0].multipart_part_bytes: multipart_part_bytes 1024 is \
+         below S3's smallest part, 5242880 bytes (5 MiB)",
+    );
+    assert_error(
+        &format!("{s3}      endpoint: minio:9000\n      kms_key_id: k1\n"),
+        "10:19: services.object_stores[0].kms_key_id: kms_key_id applies only with \
+         `server_side_encryption: aws:kms`",
+    );
+    assert_error(
+        &format!("{s3}      endpoint: minio:9000\n      server_side_encryption: DES\n"),
+        "10:31: services.object_stores[0].server_side_encryption: unknown variant `DES`, \
+         expected `AES256` or `aws:kms`",
+    );
+    assert_error(
+        &format!("{s3}      endpoint: minio:9000\n      ca_file: /nonexistent/ca.pem\n"),
+        "10:16: services.object_stores[0].ca_file: cannot read `/nonexistent/ca.pem`: No such \
+         file or directory (os error 2)",
+    );
+    assert_error(
+        "version: 2\nservices:\n  event_stores:\n    - id: p\n      type: pulse\n      \
+         endpoint: pulse-service:8000\n",
+        "6:17: services.event_stores[0].endpoint: endpoint `pulse-service:8000` is not an \
+         http:// or https:// URL",
     );
 }
 

@@ -8,12 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Agent, Bg, Gated, certs, free_port, path_str, python, wait_listening};
+use common::{
+    Agent, Bg, Gated, certs, free_port, http_server_py, path_str, python, wait_listening,
+};
 use serde_json::Value;
-
-fn http_server_py() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/http_server.py").to_owned()
-}
 
 /// `http_server.py`'s `/big` body.
 fn big_body() -> Vec<u8> {
@@ -28,12 +26,9 @@ fn start_http_server(port: u16, tls: Option<&common::Certs>) -> Bg {
     if let Some(c) = tls {
         cmd.args([path_str(&c.cert), path_str(&c.key)]);
     }
-    let child = cmd
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn http_server.py");
+    let server = Bg::spawn(cmd.stdout(Stdio::null()));
     wait_listening(port, Duration::from_secs(20));
-    Bg(child)
+    server
 }
 
 /// Object lines by digest, bytes decoded.
@@ -249,11 +244,12 @@ fn http2_over_tls_to_nginx_gives_hpack_decoded_headers() {
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let nginx = Command::new("nginx")
-        .args(["-c", path_str(&conf_path), "-e", &format!("{d}/error.log")])
-        .spawn()
-        .expect("start nginx");
-    let _nginx = Bg(nginx);
+    let _nginx = Bg::spawn(Command::new("nginx").args([
+        "-c",
+        path_str(&conf_path),
+        "-e",
+        &format!("{d}/error.log"),
+    ]));
     wait_listening(port, Duration::from_secs(20));
 
     let url = format!("https://127.0.0.1:{port}/h2/path?q=1");

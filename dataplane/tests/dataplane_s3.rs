@@ -3,8 +3,6 @@
 //! rendered access URL; bad credentials stop the agent at start-up.
 
 mod common;
-#[path = "../../store/tests/common/mod.rs"]
-mod s3;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,7 +11,7 @@ use common::{Agent, Bg, Gated, certs, path_str, python, wait_listening};
 
 const BUCKET: &str = "captures";
 
-fn config(weed: &s3::Weed, spool: &std::path::Path) -> String {
+fn config(weed: &common::Weed, spool: &std::path::Path) -> String {
     let store = weed.store_yaml("s3_store", BUCKET, spool, "fatal");
     let indented: String = store.lines().map(|l| format!("      {l}\n")).collect();
     format!(
@@ -27,7 +25,7 @@ fn captured_payloads_are_stored_in_s3_under_their_digest() {
     if !common::can_run("captured_payloads_are_stored_in_s3_under_their_digest") {
         return;
     }
-    let Some(weed) = s3::Weed::start() else {
+    let Some(weed) = common::Weed::start() else {
         return;
     };
     weed.create_bucket(BUCKET);
@@ -38,20 +36,16 @@ fn captured_payloads_are_stored_in_s3_under_their_digest() {
 
     let certs = certs();
     let port = common::free_port();
-    let server = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/common/http_server.py"
-        ))
-        .args([
-            &port.to_string(),
-            path_str(&certs.cert),
-            path_str(&certs.key),
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Bg(server);
+    let _server = Bg::spawn(
+        Command::new(python())
+            .arg(common::http_server_py())
+            .args([
+                &port.to_string(),
+                path_str(&certs.cert),
+                path_str(&certs.key),
+            ])
+            .stdout(Stdio::null()),
+    );
     wait_listening(port, Duration::from_secs(20));
 
     let url = format!("https://127.0.0.1:{port}/small");
@@ -95,19 +89,19 @@ fn captured_payloads_are_stored_in_s3_under_their_digest() {
     );
 
     let client = weed.client(BUCKET);
-    let keys = s3::block_on(client.list_keys()).unwrap();
+    let keys = common::block_on(client.list_keys()).unwrap();
     for object in txn["objects"].as_array().unwrap() {
         let key = object["digest"].as_str().unwrap();
         assert!(
             keys.iter().any(|k| k == key),
             "{key} not in bucket: {keys:?}"
         );
-        let bytes = s3::block_on(client.get_object(key)).unwrap();
+        let bytes = common::block_on(client.get_object(key)).unwrap();
         assert_eq!(blake3::hash(&bytes).to_hex().as_str(), key);
         assert_eq!(bytes.len() as u64, object["size"].as_u64().unwrap());
     }
     assert_eq!(
-        &s3::block_on(client.get_object(&digest)).unwrap()[..],
+        &common::block_on(client.get_object(&digest)).unwrap()[..],
         b"hello from tapwire\n"
     );
 }
@@ -117,13 +111,14 @@ fn wrong_secret_stops_the_agent_at_start_up() {
     if !common::can_run("wrong_secret_stops_the_agent_at_start_up") {
         return;
     }
-    let Some(weed) = s3::Weed::start() else {
+    let Some(weed) = common::Weed::start() else {
         return;
     };
     weed.create_bucket(BUCKET);
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("qpoint.yaml");
-    let yaml = config(&weed, &dir.path().join("spool")).replace(s3::SECRET_KEY, "not-the-secret");
+    let yaml =
+        config(&weed, &dir.path().join("spool")).replace(common::SECRET_KEY, "not-the-secret");
     std::fs::write(&config_path, yaml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tapwire"))
         .args(["--config", path_str(&config_path)])

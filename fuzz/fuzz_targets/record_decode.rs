@@ -9,7 +9,12 @@ use tapwire_common::{Record, decode};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(record) = decode(data) {
-        if let Record::Data { data: fixed, payload, .. } = &record {
+        if let Record::Data {
+            data: fixed,
+            payload,
+            ..
+        } = &record
+        {
             assert_eq!(payload.len(), fixed.cap_len as usize);
             assert!(payload.len() <= tapwire_common::MAX_PAYLOAD);
         }

@@ -8,13 +8,18 @@
 mod backoff;
 pub mod config;
 pub mod counters;
+pub mod handoff;
 pub mod pulse;
+mod ratelog;
 pub mod s3;
 pub mod spool;
 pub mod stdout;
+pub mod stores;
 
+pub use handoff::{Receipt, Ticket};
 pub use pulse::{PulseError, PulseStore};
 pub use s3::{S3Error, S3Store};
+pub use stores::{StoreStartError, Stores};
 
 use std::time::Duration;
 
@@ -54,14 +59,44 @@ pub struct StoreStats {
     pub stored: u64,
     /// Items skipped because the same digest was stored recently.
     pub deduplicated: u64,
-    /// Items dropped: full queue, spool over its limit, or given up after retries.
+    /// Items dropped, all reasons: the sum of [`StoreStats::drops`].
     pub dropped: u64,
+    /// Items dropped, by reason.
+    pub drops: Drops,
     /// Requests that failed (each retry counts).
     pub errors: u64,
     /// Objects uploaded with multipart uploads.
     pub multipart: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Spool files fsynced before their objects counted as kept.
+    pub synced_files: u64,
+    /// Spool directory fsyncs (one per batch, after the renames).
+    pub synced_dirs: u64,
+    /// Objects found whole in the spool at start and queued again.
+    pub recovered: u64,
+}
+
+/// Items a store dropped, by reason; each is counted where it happens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Drops {
+    /// The store's in-memory queue was full (by count or bytes).
+    pub queue_full: u64,
+    /// The spool was at its size or object limit: the object was refused.
+    pub spool_full: u64,
+    /// The disk returned ENOSPC (or EDQUOT) while spooling: the object was refused.
+    pub no_space: u64,
+    /// Another I/O error while spooling.
+    pub write_error: u64,
+    /// The server refused the object itself (a 4xx that is not a set-up error).
+    pub refused: u64,
+    /// A spool file found at start did not match its digest (truncated or damaged).
+    pub corrupt: u64,
+    /// Lines the output did not take (stdout closed, or still queued at the
+    /// shutdown deadline).
+    pub unwritten: u64,
+    /// Items still undelivered when the shutdown deadline passed.
+    pub deadline: u64,
 }
 
 /// A destination for events: one JSON object per event, serialized.
@@ -82,8 +117,14 @@ pub trait ObjectStore: Send + Sync {
     /// The store id from the config.
     fn id(&self) -> &str;
     /// Queues one object. Never blocks; if the store cannot take it now it is
-    /// dropped and counted.
-    fn put(&self, object: Object);
+    /// dropped and counted. The store settles `ticket` with [`Ticket::kept`] once
+    /// the object is durably kept, or drops it (the object is then reported as not
+    /// kept): the event naming the object waits for that.
+    fn put_with(&self, object: Object, ticket: Ticket);
+    /// Queues one object that no event waits on.
+    fn put(&self, object: Object) {
+        self.put_with(object, Ticket::detached());
+    }
     /// Where the object with this digest can be fetched from, for events.
     fn access_url(&self, digest: &Digest) -> Option<String>;
     /// Counters so far.

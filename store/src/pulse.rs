@@ -17,9 +17,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::Deserialize;
 
-use crate::config::{PulseConfig, SecretError};
-use crate::counters::Counters;
+use crate::config::{EventKind, KindError, Secret, SecretError, StoreKind};
+use crate::counters::{Counters, Loss};
+use crate::stores::{StartContext, StoreStartError};
 use crate::{EventStore, StoreStats, backoff};
 
 /// The path events are POSTed to, under the configured endpoint.
@@ -41,6 +43,126 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Failed attempts logged at `warn` (then one in this many) per batch.
 const LOG_EVERY: u32 = 10;
 
+/// A `type: pulse` event store. Keys are documented in `docs/pulse.md`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PulseConfig {
+    /// Store id (the entry's `id`).
+    #[serde(skip)]
+    pub id: String,
+    /// Base URL; events are POSTed to `{endpoint}/events` (`url` is accepted too).
+    #[serde(alias = "url")]
+    pub endpoint: String,
+    /// Bearer token, if any.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Events per POST at most, at least 1 (default 500).
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// Longest an event waits before its batch is sent, in ms (default 1000).
+    #[serde(default = "default_batch_max_delay_ms")]
+    pub batch_max_delay_ms: u64,
+    /// Events buffered in memory at most, at least 1; past it new events are
+    /// dropped and counted (default 100000).
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// A PEM file of CA certificates trusted besides the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+fn default_batch_max_events() -> usize {
+    500
+}
+
+fn default_batch_max_delay_ms() -> u64 {
+    1000
+}
+
+fn default_queue_capacity() -> usize {
+    100_000
+}
+
+impl PulseConfig {
+    /// The URL batches are POSTed to; `endpoint` must be an http(s) URL.
+    fn events_url(&self) -> Result<reqwest::Url, KindError> {
+        let base = self.endpoint.trim_end_matches('/');
+        reqwest::Url::parse(&format!("{base}{EVENTS_PATH}"))
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                KindError::value(
+                    "endpoint",
+                    format!(
+                        "endpoint `{}` is not an http:// or https:// URL",
+                        self.endpoint
+                    ),
+                )
+            })
+    }
+}
+
+impl StoreKind for PulseConfig {
+    const NAME: &'static str = "pulse";
+    const ALIASES: &'static [&'static str] = &["url"];
+
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn check(&self) -> Result<(), KindError> {
+        let url = self.events_url()?;
+        if let Some(path) = &self.ca_file {
+            if url.scheme() != "https" {
+                return Err(KindError::value(
+                    "ca_file",
+                    "ca_file applies only to an https:// endpoint".to_owned(),
+                ));
+            }
+            crate::s3::config::read_ca_file("ca_file", path)?;
+        }
+        for (key, value) in [
+            ("batch_max_events", self.batch_max_events),
+            ("queue_capacity", self.queue_capacity),
+        ] {
+            if value == 0 {
+                return Err(KindError::value(key, format!("{key} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> String {
+        let token = self
+            .token
+            .as_ref()
+            .map_or("none".to_owned(), Secret::describe);
+        format!(
+            "pulse endpoint={} token={token} batch_max_events={} batch_max_delay_ms={} \
+             queue_capacity={} ca_file={}",
+            self.endpoint,
+            self.batch_max_events,
+            self.batch_max_delay_ms,
+            self.queue_capacity,
+            self.ca_file.as_deref().unwrap_or("none"),
+        )
+    }
+
+    fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        self.token.iter().map(|t| ("token", t)).collect()
+    }
+}
+
+impl EventKind for PulseConfig {
+    fn start(&self, _: &mut StartContext) -> Result<Arc<dyn EventStore>, StoreStartError> {
+        Ok(Arc::new(PulseStore::start(self)?))
+    }
+}
+
 /// A pulse store failed to start.
 #[derive(Debug, thiserror::Error)]
 pub enum PulseError {
@@ -53,13 +175,13 @@ pub enum PulseError {
         #[source]
         source: SecretError,
     },
-    /// The endpoint is not an `http://` or `https://` URL.
-    #[error("store `{store}`: endpoint `{endpoint}` is not an http:// or https:// URL")]
-    Endpoint {
+    /// A key's value is refused (the same check the config loader makes).
+    #[error("store `{store}`: {problem}")]
+    Config {
         /// Store id.
         store: String,
-        /// The endpoint as configured.
-        endpoint: String,
+        /// What is wrong.
+        problem: KindError,
     },
     /// The HTTP client could not be built.
     #[error("store `{store}`: cannot build the HTTP client")]
@@ -123,27 +245,45 @@ impl PulseStore {
                 store: store(),
                 source,
             })?;
-        let base = cfg.endpoint.trim_end_matches('/');
-        let url = format!("{base}{EVENTS_PATH}");
-        let parsed = reqwest::Url::parse(&url).map_err(|_| PulseError::Endpoint {
+        let refused = |problem| PulseError::Config {
             store: store(),
-            endpoint: cfg.endpoint.clone(),
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(PulseError::Endpoint {
-                store: store(),
-                endpoint: cfg.endpoint.clone(),
-            });
+            problem,
+        };
+        cfg.check().map_err(refused)?;
+        let parsed = cfg.events_url().map_err(refused)?;
+        let url = parsed.to_string();
+        if parsed.scheme() == "http" {
+            tracing::warn!(store = %cfg.id, url = %url, "PLAIN HTTP: events and the bearer token travel unencrypted; use it only on a trusted local network");
         }
-        let http = reqwest::Client::builder()
+        let ca_pem = cfg
+            .ca_file
+            .as_deref()
+            .map(|path| crate::s3::config::read_ca_file("ca_file", path))
+            .transpose()
+            .map_err(refused)?;
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("tapwire/", env!("CARGO_PKG_VERSION")))
-            .build()
+            // A redirect would turn the POST into a GET whose 2xx would count the
+            // batch as delivered: a redirect is an answer like any other 3xx.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tapwire/", env!("CARGO_PKG_VERSION")));
+        for cert in ca_pem
+            .as_deref()
+            .map(reqwest::Certificate::from_pem_bundle)
+            .transpose()
             .map_err(|source| PulseError::Client {
                 store: store(),
                 source,
-            })?;
+            })?
+            .unwrap_or_default()
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|source| PulseError::Client {
+            store: store(),
+            source,
+        })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -151,7 +291,7 @@ impl PulseStore {
                 store: store(),
                 source,
             })?;
-        let (tx, rx) = sync_channel(cfg.queue_capacity.max(1));
+        let (tx, rx) = sync_channel(cfg.queue_capacity);
         let counters = Arc::new(Counters::default());
         let control = Arc::new(Control::default());
         let sender = Sender {
@@ -163,7 +303,7 @@ impl PulseStore {
             rx,
             counters: Arc::clone(&counters),
             control: Arc::clone(&control),
-            max_events: cfg.batch_max_events.max(1),
+            max_events: cfg.batch_max_events,
             max_delay: Duration::from_millis(cfg.batch_max_delay_ms),
         };
         let thread = std::thread::Builder::new()
@@ -194,7 +334,7 @@ impl EventStore for PulseStore {
         match self.tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                Counters::add(&self.counters.dropped, 1);
+                self.counters.lose(Loss::QueueFull, 1);
             }
         }
     }
@@ -316,7 +456,7 @@ impl Sender {
         loop {
             if self.control.past_deadline() {
                 tracing::warn!(store = %self.store_id, events = n, "shutdown deadline passed; dropping batch");
-                Counters::add(&self.counters.dropped, n);
+                self.counters.lose(Loss::Deadline, n);
                 return;
             }
             match self.post(&body, n) {
@@ -327,7 +467,7 @@ impl Sender {
                 }
                 Outcome::Refused(reason) => {
                     Counters::add(&self.counters.errors, 1);
-                    Counters::add(&self.counters.dropped, n);
+                    self.counters.lose(Loss::Refused, n);
                     tracing::error!(store = %self.store_id, events = n, reason = %reason, "pulse refused the batch; dropping it");
                     return;
                 }

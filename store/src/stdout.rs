@@ -7,12 +7,53 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
+use serde::Deserialize;
 
-use crate::{Digest, EventStore, Object, ObjectStore, StoreStats};
+use crate::config::{EventKind, ObjectKind, StoreKind};
+use crate::counters::{Counters, Loss};
+use crate::stores::{StartContext, StoreStartError};
+use crate::{Digest, EventStore, Object, ObjectStore, StoreStats, Ticket};
+
+/// A `type: stdout` event or object store: no keys but `id` and `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {
+    /// Store id (the entry's `id`).
+    #[serde(skip)]
+    pub id: String,
+}
+
+impl StoreKind for StdoutConfig {
+    const NAME: &'static str = "stdout";
+
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn summary(&self) -> String {
+        "stdout".to_owned()
+    }
+}
+
+impl EventKind for StdoutConfig {
+    fn start(&self, ctx: &mut StartContext) -> Result<Arc<dyn EventStore>, StoreStartError> {
+        Ok(Arc::new(StdoutEventStore::new(&self.id, ctx.stdout()?)))
+    }
+}
+
+impl ObjectKind for StdoutConfig {
+    fn start(&self, ctx: &mut StartContext) -> Result<Arc<dyn ObjectStore>, StoreStartError> {
+        Ok(Arc::new(StdoutObjectStore::new(&self.id, ctx.stdout()?)))
+    }
+}
 
 /// Lines the writer queue holds; past it, new lines are dropped and counted.
 /// 64 Ki lines is several seconds of a busy node's events.
@@ -21,37 +62,48 @@ pub const STDOUT_QUEUE_LINES: usize = 64 * 1024;
 /// can be large, so the line count alone would not bound memory.
 pub const STDOUT_QUEUE_BYTES: usize = 64 << 20;
 
+/// Bytes gathered before a write: a burst of lines costs one `write`.
+const WRITE_CHUNK: usize = 256 * 1024;
+/// How long dropping the writer waits for its thread, which may be blocked
+/// writing to a reader that stopped reading.
+const JOIN_WAIT: Duration = Duration::from_millis(200);
+/// How often a flush retries queueing its marker behind a full queue.
+const FLUSH_POLL: Duration = Duration::from_millis(10);
+
 enum Line {
-    Event {
-        bytes: Bytes,
-        counters: Arc<Counters>,
-    },
-    Object {
-        object: Object,
-        counters: Arc<Counters>,
-    },
+    Event { bytes: Bytes, tally: Arc<Tally> },
+    Object { object: Object, tally: Arc<Tally> },
     Flush(SyncSender<()>),
 }
 
+/// One store's counters, and whether its results are still being counted: once
+/// a store has shut down, whatever it had not written is counted as unwritten,
+/// and a write that finishes later is not counted again.
 #[derive(Default)]
-struct Counters {
-    accepted: AtomicU64,
-    stored: AtomicU64,
-    dropped: AtomicU64,
-    errors: AtomicU64,
-    bytes: AtomicU64,
+struct Tally {
+    counters: Counters,
+    closed: Mutex<bool>,
 }
 
-impl Counters {
-    fn snapshot(&self) -> StoreStats {
-        StoreStats {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            stored: self.stored.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            ..StoreStats::default()
+impl Tally {
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops counting: every line accepted and neither written nor dropped is
+    /// counted as unwritten. Returns how many.
+    fn close(&self) -> u64 {
+        let mut closed = self.lock();
+        if *closed {
+            return 0;
         }
+        *closed = true;
+        let s = self.counters.snapshot();
+        let unwritten = s.accepted.saturating_sub(s.stored + s.dropped);
+        self.counters.lose(Loss::Unwritten, unwritten);
+        unwritten
     }
 }
 
@@ -80,25 +132,59 @@ impl StdoutWriter {
         }))
     }
 
-    fn send(&self, line: Line, counters: &Counters) {
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
+    /// Queues `line`; false if it was dropped (and counted).
+    fn send(&self, line: Line, counters: &Counters) -> bool {
+        Counters::add(&counters.accepted, 1);
         let len = line.payload_len();
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > STDOUT_QUEUE_BYTES as u64 {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            counters.lose(Loss::QueueFull, 1);
+            return false;
         }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            counters.lose(Loss::QueueFull, 1);
+            return false;
         }
+        true
     }
 
-    /// Waits until every line queued so far is written and flushed, or `deadline`.
-    pub fn flush(&self, deadline: Duration) {
+    /// Waits until every line queued so far is written and flushed, or until
+    /// `deadline`; never blocks past it, even when the reader has stopped reading.
+    /// Returns whether everything was written in time.
+    pub fn flush(&self, deadline: Duration) -> bool {
+        let until = Instant::now() + deadline;
         let (ack_tx, ack_rx) = sync_channel(1);
-        if self.tx.send(Line::Flush(ack_tx)).is_ok() {
-            let _ = ack_rx.recv_timeout(deadline);
+        let mut marker = Line::Flush(ack_tx);
+        loop {
+            match self.tx.try_send(marker) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() >= until {
+                        return false;
+                    }
+                    marker = back;
+                    std::thread::sleep(FLUSH_POLL);
+                }
+            }
+        }
+        ack_rx
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+
+    /// Flushes within `deadline`, then stops counting `tally`'s lines: what is
+    /// still unwritten is counted and logged.
+    fn shut(&self, id: &str, tally: &Tally, deadline: Duration) {
+        self.flush(deadline);
+        let unwritten = tally.close();
+        if unwritten > 0 {
+            tracing::warn!(
+                store = id,
+                unwritten,
+                "standard output did not take every line before the shutdown deadline"
+            );
         }
     }
 }
@@ -106,10 +192,18 @@ impl StdoutWriter {
 impl Drop for StdoutWriter {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            // The thread ends when its queue's last sender (ours) is gone.
+            // The thread ends when its queue's last sender (ours) is gone, unless
+            // it is blocked writing to a reader that stopped reading: then it is
+            // left behind rather than holding up the exit.
             let (tx, _) = sync_channel(0);
             drop(std::mem::replace(&mut self.tx, tx));
-            let _ = thread.join();
+            let until = Instant::now() + JOIN_WAIT;
+            while !thread.is_finished() && Instant::now() < until {
+                std::thread::sleep(FLUSH_POLL);
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -125,46 +219,96 @@ impl Line {
     }
 }
 
-fn write_lines(rx: Receiver<Line>, out: impl Write, queued: &AtomicU64) {
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
-    let mut scratch = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        // Drain what is queued before flushing, so a burst costs one write.
-        while let Some(line) = next {
-            queued.fetch_sub(line.payload_len(), Ordering::Relaxed);
-            match line {
-                Line::Event { bytes, counters } => {
-                    let ok = out.write_all(&bytes).and_then(|()| out.write_all(b"\n"));
-                    record(&counters, ok, bytes.len());
-                }
-                Line::Object { object, counters } => {
-                    scratch.clear();
-                    object_line(&object, &mut scratch);
-                    let ok = out.write_all(&scratch);
-                    record(&counters, ok, object.bytes.len());
-                }
-                Line::Flush(ack) => {
-                    let _ = out.flush();
-                    let _ = ack.send(());
-                }
+/// Lines gathered into the write buffer, per store, counted once written.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// (store, lines, payload bytes); at most one entry per store.
+    lines: Vec<(Arc<Tally>, u64, u64)>,
+    /// The first write error; later lines are not attempted.
+    failed: Option<std::io::ErrorKind>,
+}
+
+impl Pending {
+    fn add(&mut self, tally: &Arc<Tally>, len: usize) {
+        match self
+            .lines
+            .iter_mut()
+            .find(|(t, _, _)| Arc::ptr_eq(t, tally))
+        {
+            Some((_, lines, bytes)) => {
+                *lines += 1;
+                *bytes += len as u64;
             }
-            next = rx.try_recv().ok();
+            None => self.lines.push((Arc::clone(tally), 1, len as u64)),
         }
-        let _ = out.flush();
+    }
+
+    /// Writes the buffer and counts its lines as stored, or as unwritten when
+    /// the output fails (EPIPE: the reader is gone).
+    fn write(&mut self, out: &mut impl Write) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let result = match self.failed {
+            Some(kind) => Err(std::io::Error::from(kind)),
+            None => out.write_all(&self.buf).and_then(|()| out.flush()),
+        };
+        if let Err(error) = &result
+            && self.failed.is_none()
+        {
+            tracing::error!(%error, "cannot write to standard output; its lines are counted as unwritten from now on");
+            self.failed = Some(error.kind());
+        }
+        for (tally, lines, bytes) in self.lines.drain(..) {
+            let closed = tally.lock();
+            if *closed {
+                continue;
+            }
+            let c = &tally.counters;
+            if result.is_ok() {
+                Counters::add(&c.stored, lines);
+                Counters::add(&c.bytes, bytes);
+            } else {
+                Counters::add(&c.errors, 1);
+                c.lose(Loss::Unwritten, lines);
+            }
+        }
+        self.buf.clear();
     }
 }
 
-fn record(counters: &Counters, result: std::io::Result<()>, len: usize) {
-    match result {
-        Ok(()) => {
-            counters.stored.fetch_add(1, Ordering::Relaxed);
-            counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
+fn write_lines(rx: Receiver<Line>, mut out: impl Write, queued: &AtomicU64) {
+    let mut pending = Pending {
+        buf: Vec::with_capacity(WRITE_CHUNK),
+        ..Pending::default()
+    };
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        // Gather what is queued before writing, so a burst costs one write.
+        while let Some(line) = next {
+            queued.fetch_sub(line.payload_len(), Ordering::Relaxed);
+            match line {
+                Line::Event { bytes, tally } => {
+                    pending.buf.extend_from_slice(&bytes);
+                    pending.buf.push(b'\n');
+                    pending.add(&tally, bytes.len());
+                }
+                Line::Object { object, tally } => {
+                    object_line(&object, &mut pending.buf);
+                    pending.add(&tally, object.bytes.len());
+                }
+                Line::Flush(ack) => {
+                    pending.write(&mut out);
+                    let _ = ack.send(());
+                }
+            }
+            if pending.buf.len() >= WRITE_CHUNK {
+                pending.write(&mut out);
+            }
+            next = rx.try_recv().ok();
         }
-        Err(_) => {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        pending.write(&mut out);
     }
 }
 
@@ -197,7 +341,7 @@ pub fn object_line(object: &Object, out: &mut Vec<u8>) {
 pub struct StdoutEventStore {
     id: String,
     writer: Arc<StdoutWriter>,
-    counters: Arc<Counters>,
+    tally: Arc<Tally>,
 }
 
 impl StdoutEventStore {
@@ -206,7 +350,7 @@ impl StdoutEventStore {
         Self {
             id: id.into(),
             writer,
-            counters: Arc::default(),
+            tally: Arc::default(),
         }
     }
 }
@@ -219,17 +363,17 @@ impl EventStore for StdoutEventStore {
     fn emit(&self, event: Bytes) {
         let line = Line::Event {
             bytes: event,
-            counters: self.counters.clone(),
+            tally: Arc::clone(&self.tally),
         };
-        self.writer.send(line, &self.counters);
+        self.writer.send(line, &self.tally.counters);
     }
 
     fn stats(&self) -> StoreStats {
-        self.counters.snapshot()
+        self.tally.counters.snapshot()
     }
 
     fn shutdown(&self, deadline: Duration) {
-        self.writer.flush(deadline);
+        self.writer.shut(&self.id, &self.tally, deadline);
     }
 }
 
@@ -237,7 +381,7 @@ impl EventStore for StdoutEventStore {
 pub struct StdoutObjectStore {
     id: String,
     writer: Arc<StdoutWriter>,
-    counters: Arc<Counters>,
+    tally: Arc<Tally>,
 }
 
 impl StdoutObjectStore {
@@ -246,7 +390,7 @@ impl StdoutObjectStore {
         Self {
             id: id.into(),
             writer,
-            counters: Arc::default(),
+            tally: Arc::default(),
         }
     }
 }
@@ -256,12 +400,16 @@ impl ObjectStore for StdoutObjectStore {
         &self.id
     }
 
-    fn put(&self, object: Object) {
+    fn put_with(&self, object: Object, ticket: Ticket) {
         let line = Line::Object {
             object,
-            counters: self.counters.clone(),
+            tally: Arc::clone(&self.tally),
         };
-        self.writer.send(line, &self.counters);
+        // The object line is queued ahead of the event that names it, on the same
+        // stream: the event cannot come out without it.
+        if self.writer.send(line, &self.tally.counters) {
+            ticket.kept();
+        }
     }
 
     fn access_url(&self, _digest: &Digest) -> Option<String> {
@@ -269,11 +417,11 @@ impl ObjectStore for StdoutObjectStore {
     }
 
     fn stats(&self) -> StoreStats {
-        self.counters.snapshot()
+        self.tally.counters.snapshot()
     }
 
     fn shutdown(&self, deadline: Duration) {
-        self.writer.flush(deadline);
+        self.writer.shut(&self.id, &self.tally, deadline);
     }
 }
 
@@ -300,18 +448,18 @@ mod tests {
     #[test]
     fn lines_written_in_order_and_counted() {
         let (tx, rx) = sync_channel(16);
-        let counters = Arc::new(Counters::default());
+        let tally = Arc::new(Tally::default());
         for event in ["{\"a\":1}", "{\"b\":2}"] {
             let line = Line::Event {
                 bytes: Bytes::from(event),
-                counters: counters.clone(),
+                tally: Arc::clone(&tally),
             };
             tx.send(line).unwrap();
         }
         let object = Object::new("application/octet-stream", Bytes::from_static(&[0, 1, 2]));
         tx.send(Line::Object {
             object,
-            counters: counters.clone(),
+            tally: Arc::clone(&tally),
         })
         .unwrap();
         drop(tx);
@@ -327,8 +475,42 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[..2], ["{\"a\":1}", "{\"b\":2}"]);
         assert!(lines[2].contains("\"bytes\":\"AAEC\""), "{}", lines[2]);
-        assert_eq!(counters.snapshot().stored, 3);
-        assert_eq!(counters.snapshot().bytes, 7 + 7 + 3);
+        assert_eq!(tally.counters.snapshot().stored, 3);
+        assert_eq!(tally.counters.snapshot().bytes, 7 + 7 + 3);
+    }
+
+    /// A writer whose reader has gone: every write fails with EPIPE.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_the_output_refuses_are_unwritten_not_stored() {
+        let (tx, rx) = sync_channel(16);
+        let tally = Arc::new(Tally::default());
+        for _ in 0..3 {
+            Counters::add(&tally.counters.accepted, 1);
+            let line = Line::Event {
+                bytes: Bytes::from_static(b"{}"),
+                tally: Arc::clone(&tally),
+            };
+            tx.send(line).unwrap();
+        }
+        drop(tx);
+        write_lines(rx, Closed, &AtomicU64::new(6));
+        let stats = tally.counters.snapshot();
+        assert_eq!(
+            (stats.stored, stats.dropped, stats.drops.unwritten),
+            (0, 3, 3)
+        );
+        assert_eq!(tally.close(), 0, "nothing left to count at shutdown");
     }
 
     #[test]

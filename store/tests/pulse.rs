@@ -165,6 +165,7 @@ fn config(endpoint: String, max_events: usize, max_delay_ms: u64) -> PulseConfig
         batch_max_events: max_events,
         batch_max_delay_ms: max_delay_ms,
         queue_capacity: 10_000,
+        ca_file: None,
     }
 }
 

@@ -28,14 +28,16 @@ const CRASH_OBJECTS: u64 = 200;
 const CRASH_OBJECT_BYTES: usize = 8 << 10;
 
 fn feeder(config: &Path, args: &[&str], stderr: &Path) -> (Child, BufReader<ChildStdout>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tapwire-store-feeder"))
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(stderr).expect("feeder stderr file"))
-        .spawn()
-        .expect("run the feeder");
+    let mut child = common::guard(
+        Command::new(env!("CARGO_BIN_EXE_tapwire-store-feeder"))
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(stderr).expect("feeder stderr file")),
+    )
+    .spawn()
+    .expect("run the feeder");
     let stdout = BufReader::new(child.stdout.take().expect("feeder stdout"));
     (child, stdout)
 }

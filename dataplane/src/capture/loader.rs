@@ -189,6 +189,14 @@ impl DropCounters {
     pub fn excluded(&self) -> [u64; Exclusion::COUNT as usize] {
         sum_per_cpu(&self.excluded)
     }
+
+    /// One reason's counter per CPU (index = CPU id).
+    pub fn per_cpu(&self, reason: DropReason) -> Vec<u64> {
+        self.map
+            .get(&(reason as u32), 0)
+            .map(|values| values.iter().copied().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// Loaded and attached probes. Dropping detaches everything.

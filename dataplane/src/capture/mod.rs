@@ -136,6 +136,11 @@ impl Capture {
         self.drops.read()
     }
 
+    /// Records lost because a CPU's ring was full, per CPU (index = CPU id).
+    pub fn ring_full_per_cpu(&self) -> Vec<u64> {
+        self.drops.per_cpu(DropReason::RingFull)
+    }
+
     /// Connections the probes left out on purpose, in
     /// [`tapwire_common::config::Exclusion::ALL`] order.
     pub fn excluded(&self) -> [u64; tapwire_common::config::Exclusion::COUNT as usize] {

@@ -146,15 +146,16 @@ pub fn run(plan: &crate::plan::Plan) -> anyhow::Result<()> {
     print_line(&json!({"type": "ready", "pid": std::process::id()}));
     let mut next_drops = Instant::now() + DROPS_EVERY;
     let signal = loop {
-        if let Some(sig) = signals.wait_timeout(Duration::from_millis(200)) {
-            break sig;
+        match signals.wait_timeout(Duration::from_millis(200)) {
+            Some(crate::signals::Signal::Hangup) | None => {}
+            Some(sig) => break sig,
         }
         if Instant::now() >= next_drops {
             print_line(&drops_json(&capture, false));
             next_drops = Instant::now() + DROPS_EVERY;
         }
     };
-    tracing::info!(signal, "stopping");
+    tracing::info!(signal = signal.name(), "stopping");
     let last = drops_json(&capture, true);
     capture.stop();
     print_line(&last);

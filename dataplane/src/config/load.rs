@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::locate::{Segment, Target, locate};
-use tapwire_store::config::{RawEventStore, RawObjectStore, StoreKeyError};
+use tapwire_store::config::{At, EntryError, EventStoreConfig, KeyPart, ObjectStoreConfig};
 
 use super::model::{Config, GroupFilter, RawConfig, Services, Tap};
 use crate::plugins::{PathStep, Refusal};
@@ -82,14 +82,14 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             raw.services.event_stores,
             "event_stores",
             |s| &s.id,
-            RawEventStore::validate,
+            EventStoreConfig::from_raw,
             &invalid_at,
         )?,
         object_stores: validate_stores(
             raw.services.object_stores,
             "object_stores",
             |s| &s.id,
-            RawObjectStore::validate,
+            ObjectStoreConfig::from_raw,
             &invalid_at,
         )?,
     };
@@ -98,11 +98,35 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let http =
         crate::plugins::compile(&raw.stacks, &raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
 
+    if let Some(budget) = raw.tapwire.memory_budget
+        && budget.0 < crate::pipeline::budget::MIN_MEMORY_BUDGET as u64
+    {
+        let path = [Segment::Key("tapwire"), Segment::Key("memory_budget")];
+        return Err(invalid_at(
+            &path,
+            Target::Value,
+            format!(
+                "{} bytes is below the minimum of {} MiB",
+                budget.0,
+                crate::pipeline::budget::MIN_MEMORY_BUDGET >> 20
+            ),
+        ));
+    }
+    if raw.tapwire.idle_timeout == Some(super::model::Seconds(0)) {
+        let path = [Segment::Key("tapwire"), Segment::Key("idle_timeout")];
+        return Err(invalid_at(
+            &path,
+            Target::Value,
+            "must be at least 1s".to_owned(),
+        ));
+    }
+
     Ok(Config {
         services,
         stacks: raw.stacks,
         tap: raw.tap,
         http,
+        tapwire: raw.tapwire,
     })
 }
 
@@ -177,7 +201,7 @@ fn validate_stores<R, T>(
     raw: Vec<R>,
     list: &'static str,
     id: impl Fn(&R) -> &str,
-    validate: impl Fn(R) -> Result<T, (Option<&'static str>, StoreKeyError)>,
+    validate: impl Fn(R) -> Result<T, EntryError>,
     invalid_at: &dyn Fn(&[Segment<'_>], Target, String) -> ConfigError,
 ) -> Result<Vec<T>, ConfigError> {
     let mut seen = HashMap::new();
@@ -196,9 +220,17 @@ fn validate_stores<R, T>(
                 duplicate(&store_id, list, first),
             )
         })?;
-        let store = validate(store).map_err(|(key, err)| match key {
-            Some(key) => invalid_at(&with(&here, key), Target::Key, err.to_string()),
-            None => invalid_at(&here, Target::Key, err.to_string()),
+        let store = validate(store).map_err(|err| {
+            let mut path = here.to_vec();
+            path.extend(err.path.iter().map(|part| match part {
+                KeyPart::Key(key) => Segment::Key(key),
+                KeyPart::Index(i) => Segment::Index(*i),
+            }));
+            let target = match err.at {
+                At::Key => Target::Key,
+                At::Value => Target::Value,
+            };
+            invalid_at(&path, target, err.to_string())
         })?;
         out.push(store);
     }

@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tapwire_store::config::{
-    EventStoreConfig, ObjectStoreConfig, RawEventStore, RawObjectStore, Secret, SecretSource,
-};
+use tapwire_store::config::{EventStoreConfig, ObjectStoreConfig, RawStore, Secret, SecretSource};
 
 /// A loaded, validated config.
 #[derive(Debug, Clone)]
@@ -20,6 +18,8 @@ pub struct Config {
     pub tap: Tap,
     /// What each HTTP transaction becomes, compiled from `stacks` and `tap.http`.
     pub http: crate::plugins::HttpPlan,
+    /// tapwire's own settings (not in Qtap's format).
+    pub tapwire: Tapwire,
 }
 
 /// Validated stores.
@@ -34,21 +34,17 @@ pub struct Services {
 impl Config {
     /// Every secret in the config with its store id and key, for resolution at start.
     pub fn secrets(&self) -> Vec<(&str, &'static str, &Secret)> {
-        let mut out = Vec::new();
-        for store in &self.services.event_stores {
-            if let EventStoreConfig::Pulse(p) = store
-                && let Some(token) = &p.token
-            {
-                out.push((p.id.as_str(), "token", token));
-            }
-        }
-        for store in &self.services.object_stores {
-            if let ObjectStoreConfig::S3(s) = store {
-                out.push((s.id.as_str(), "access_key", &s.access_key));
-                out.push((s.id.as_str(), "secret_key", &s.secret_key));
-            }
-        }
-        out
+        let events = self.services.event_stores.iter().flat_map(|s| {
+            s.secrets()
+                .into_iter()
+                .map(|(key, secret)| (s.id(), key, secret))
+        });
+        let objects = self.services.object_stores.iter().flat_map(|s| {
+            s.secrets()
+                .into_iter()
+                .map(|(key, secret)| (s.id(), key, secret))
+        });
+        events.chain(objects).collect()
     }
 
     /// Secrets written inline (`type: text`), which deserve a warning.
@@ -75,6 +71,106 @@ pub(crate) struct RawConfig {
     /// Capture settings.
     #[serde(default)]
     pub tap: Tap,
+    /// tapwire's own settings.
+    #[serde(default)]
+    pub tapwire: Tapwire,
+}
+
+/// `tapwire`: settings of this agent that Qtap's format has no place for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tapwire {
+    /// Bytes the data plane may buffer (queues, reorder windows, bodies), e.g.
+    /// `128MiB`; default 128 MiB. `--memory-budget` overrides it.
+    #[serde(default)]
+    pub memory_budget: Option<ByteSize>,
+    /// How long a connection may stay silent before its buffered transactions
+    /// are emitted (marked `truncated`) and their memory released, e.g. `10m`;
+    /// default 10 minutes. The connection itself (and its HTTP/2 header table)
+    /// is kept.
+    #[serde(default)]
+    pub idle_timeout: Option<Seconds>,
+}
+
+/// A size in bytes: an integer, or a number with `B`, `KiB`, `MiB` or `GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        const UNITS: &[(&str, u64)] = &[
+            ("", 1),
+            ("B", 1),
+            ("KiB", 1 << 10),
+            ("MiB", 1 << 20),
+            ("GiB", 1 << 30),
+        ];
+        scaled(text, UNITS, "B, KiB, MiB or GiB", "a size (e.g. `128MiB`)").map(ByteSize)
+    }
+}
+
+/// A duration in whole seconds: an integer (seconds), or a number with `s`, `m`
+/// or `h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub u64);
+
+impl std::str::FromStr for Seconds {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        const UNITS: &[(&str, u64)] = &[("", 1), ("s", 1), ("m", 60), ("h", 3600)];
+        scaled(text, UNITS, "s, m or h", "a duration (e.g. `10m`)").map(Seconds)
+    }
+}
+
+/// `text` as a number followed by one of `units` (name, scale).
+fn scaled(text: &str, units: &[(&str, u64)], names: &str, what: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim();
+    let Some(&(_, scale)) = units.iter().find(|(name, _)| *name == unit) else {
+        return Err(format!(
+            "unknown unit `{unit}` in `{text}`, expected {names}"
+        ));
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not {what}"))?;
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// An integer as is, or a string parsed with `T::from_str`.
+fn integer_or_text<'de, D, T>(d: D, from_int: fn(u64) -> T) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(from_int(n)),
+        Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        integer_or_text(d, ByteSize)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        integer_or_text(d, Seconds)
+    }
 }
 
 /// `services` as written.
@@ -83,10 +179,10 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawServices {
     /// `event_stores[]`.
     #[serde(default)]
-    pub event_stores: Vec<RawEventStore>,
+    pub event_stores: Vec<RawStore>,
     /// `object_stores[]`.
     #[serde(default)]
-    pub object_stores: Vec<RawObjectStore>,
+    pub object_stores: Vec<RawStore>,
 }
 
 /// A named list of plugins applied to captured traffic.

@@ -62,6 +62,8 @@ pub enum Input<'a> {
         seq: u64,
         /// Kernel monotonic time, ns.
         ts_ns: u64,
+        /// Process that moved them.
+        pid: u32,
         /// Thread that moved them.
         tid: u32,
         /// Direction.
@@ -80,7 +82,12 @@ pub enum Input<'a> {
         /// Kernel monotonic time, ns.
         ts_ns: u64,
     },
-    /// A record the shard has no use for (process exec/exit).
+    /// A process exited: its connections are released.
+    Exit {
+        /// Process id.
+        pid: u32,
+    },
+    /// A record the shard has no use for (process exec).
     Other,
 }
 
@@ -92,7 +99,16 @@ impl Input<'_> {
             Input::Data { conn_id, seq, .. } | Input::Close { conn_id, seq, .. } => {
                 Some((*conn_id, *seq))
             }
-            Input::Other => None,
+            Input::Exit { .. } | Input::Other => None,
+        }
+    }
+
+    /// The process that sent the record, where it says.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Input::Open(info) => Some(info.pid),
+            Input::Data { pid, .. } | Input::Exit { pid } => Some(*pid),
+            Input::Close { .. } | Input::Other => None,
         }
     }
 }

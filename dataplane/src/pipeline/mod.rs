@@ -2,16 +2,18 @@
 //!
 //! ```text
 //! reader (one per CPU) ──frame queue per (reader, shard)──► shard (by conn id)
-//!     ──output queue per shard──► output thread ──► event and object stores
+//!     ──► objects and events, on the shard's thread ──► event and object stores
 //! ```
 //!
+//! - [`budget`]: the memory budget and how it is split.
 //! - [`queue`]: the framed SPSC byte queue between readers and shards.
 //! - [`reorder`]: per-connection sequence ordering with a bounded window.
 //! - [`shard`]: connection tracking and HTTP parsing into transactions.
 //! - [`txn`]: transactions and their event JSON.
-//! - [`output`]: objects and events to the stores.
+//! - [`output`]: objects and events to the stores (the shards' sink).
 //! - [`input`]: the decoded record a shard consumes.
 
+pub mod budget;
 pub mod input;
 pub mod output;
 pub mod queue;
@@ -23,4 +25,4 @@ mod tests;
 pub mod txn;
 pub mod wire;
 
-pub use run::{Pipeline, PipelineConfig, PipelineStats, Router};
+pub use run::{Pipeline, PipelineConfig, PipelineStats, Router, RouterCounters};

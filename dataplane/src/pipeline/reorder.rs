@@ -10,6 +10,9 @@
 //! Nothing is papered over.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::budget::{Budget, Charge};
 
 /// Most records held waiting for an earlier one, per connection.
 pub const MAX_HELD_RECORDS: usize = 1024;
@@ -39,6 +42,10 @@ pub struct Reorder {
     /// Early records by sequence number: (arrival time, bytes).
     held: BTreeMap<u64, (u64, Vec<u8>)>,
     held_bytes: usize,
+    /// What the held records take of the memory budget.
+    charge: Charge,
+    /// The budget refused a record: give up on the hole now.
+    over_budget: bool,
 }
 
 impl Reorder {
@@ -60,14 +67,19 @@ impl Reorder {
         self.held.len()
     }
 
-    /// Offers record `seq` (raw bytes `bytes`, arriving at `now_ns`).
-    pub fn offer(&mut self, seq: u64, bytes: &[u8], now_ns: u64) -> Offer {
+    /// Offers record `seq` (raw bytes `bytes`, arriving at `now_ns`). A record
+    /// held early is charged to `budget`; when it does not fit, it is held all
+    /// the same (no record is dropped) and the hole is given up at once.
+    pub fn offer(&mut self, seq: u64, bytes: &[u8], now_ns: u64, budget: &Arc<Budget>) -> Offer {
         if seq == self.next {
             self.next += 1;
             Offer::Deliver
         } else if seq < self.next {
             Offer::Late
         } else {
+            if !self.charge.grow(budget, bytes.len()) {
+                self.over_budget = true;
+            }
             self.held_bytes += bytes.len();
             self.held.insert(seq, (now_ns, bytes.to_vec()));
             Offer::Held
@@ -79,13 +91,20 @@ impl Reorder {
     /// record after the hole, with the number of records skipped.
     pub fn pop_ready(&mut self, now_ns: u64) -> Option<(u64, Vec<u8>, u64)> {
         let (&seq, &(arrived, _)) = self.held.first_key_value()?;
-        let overflow = self.held.len() > MAX_HELD_RECORDS || self.held_bytes > MAX_HELD_BYTES;
+        let overflow = self.over_budget
+            || self.held.len() > MAX_HELD_RECORDS
+            || self.held_bytes > MAX_HELD_BYTES;
         let expired = now_ns.saturating_sub(arrived) > REORDER_TIMEOUT_NS;
         if seq != self.next && !overflow && !expired {
             return None;
         }
         let (_, bytes) = self.held.remove(&seq)?;
         self.held_bytes -= bytes.len();
+        self.charge.shrink(bytes.len());
+        if self.held.is_empty() {
+            self.over_budget = false;
+            self.charge.release();
+        }
         let skipped = seq - self.next;
         self.next = seq + 1;
         Some((seq, bytes, skipped))
@@ -96,11 +115,30 @@ impl Reorder {
 mod tests {
     use super::*;
 
+    impl Reorder {
+        fn offer_t(&mut self, seq: u64, bytes: &[u8], now_ns: u64) -> Offer {
+            self.offer(seq, bytes, now_ns, &Budget::unlimited())
+        }
+    }
+
+    #[test]
+    fn a_record_the_budget_refuses_is_held_and_the_hole_given_up() {
+        let budget = Budget::new(4);
+        let mut r = Reorder::starting_at(0);
+        assert_eq!(r.offer(2, b"ab", 0, &budget), Offer::Held);
+        assert!(r.pop_ready(0).is_none());
+        assert_eq!(r.offer(3, b"cde", 0, &budget), Offer::Held);
+        assert_eq!(budget.used(), 2);
+        assert_eq!(r.pop_ready(0), Some((2, b"ab".to_vec(), 2)));
+        assert_eq!(r.pop_ready(0), Some((3, b"cde".to_vec(), 0)));
+        assert_eq!(budget.used(), 0);
+    }
+
     #[test]
     fn in_order_records_pass_straight_through() {
         let mut r = Reorder::starting_at(0);
         for seq in 0..5 {
-            assert_eq!(r.offer(seq, b"x", 0), Offer::Deliver);
+            assert_eq!(r.offer_t(seq, b"x", 0), Offer::Deliver);
             assert!(r.pop_ready(0).is_none());
         }
     }
@@ -108,35 +146,35 @@ mod tests {
     #[test]
     fn early_records_wait_for_the_hole_to_fill() {
         let mut r = Reorder::starting_at(0);
-        assert_eq!(r.offer(0, b"a", 0), Offer::Deliver);
-        assert_eq!(r.offer(2, b"c", 0), Offer::Held);
-        assert_eq!(r.offer(3, b"d", 0), Offer::Held);
+        assert_eq!(r.offer_t(0, b"a", 0), Offer::Deliver);
+        assert_eq!(r.offer_t(2, b"c", 0), Offer::Held);
+        assert_eq!(r.offer_t(3, b"d", 0), Offer::Held);
         assert!(r.pop_ready(0).is_none());
-        assert_eq!(r.offer(1, b"b", 0), Offer::Deliver);
+        assert_eq!(r.offer_t(1, b"b", 0), Offer::Deliver);
         assert_eq!(r.pop_ready(0), Some((2, b"c".to_vec(), 0)));
         assert_eq!(r.pop_ready(0), Some((3, b"d".to_vec(), 0)));
         assert_eq!(r.pop_ready(0), None);
-        assert_eq!(r.offer(1, b"b", 0), Offer::Late);
+        assert_eq!(r.offer_t(1, b"b", 0), Offer::Late);
     }
 
     #[test]
     fn a_hole_that_outlives_the_timeout_is_reported_as_a_gap() {
         let mut r = Reorder::starting_at(5);
-        assert_eq!(r.offer(8, b"h", 100), Offer::Held);
+        assert_eq!(r.offer_t(8, b"h", 100), Offer::Held);
         assert!(r.pop_ready(100 + REORDER_TIMEOUT_NS).is_none());
         assert_eq!(
             r.pop_ready(101 + REORDER_TIMEOUT_NS),
             Some((8, b"h".to_vec(), 3))
         );
         assert_eq!(r.next_seq(), 9);
-        assert_eq!(r.offer(6, b"late", 0), Offer::Late);
+        assert_eq!(r.offer_t(6, b"late", 0), Offer::Late);
     }
 
     #[test]
     fn an_overflowing_window_gives_up_on_the_hole() {
         let mut r = Reorder::starting_at(0);
         for seq in 1..=MAX_HELD_RECORDS as u64 + 1 {
-            assert_eq!(r.offer(seq, b"x", 0), Offer::Held);
+            assert_eq!(r.offer_t(seq, b"x", 0), Offer::Held);
         }
         let (seq, _, skipped) = r.pop_ready(0).unwrap();
         assert_eq!((seq, skipped), (1, 1));

@@ -1,62 +1,130 @@
-//! Wiring: the queues between readers, shards and the output thread, and the
-//! shard threads themselves.
+//! Wiring: the frame queues between readers and shards, and the shard threads.
+//!
+//! A full frame queue pushes back: the reader waits for room while holding its
+//! ring's record, so the kernel ring (larger, and counted per CPU when it
+//! overflows) absorbs the burst and no record is dropped in user space. An idle
+//! shard parks; a reader that queues a frame for a parked shard wakes it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use super::output::{self, Fanout};
+use super::budget::{Budget, DEFAULT_MEMORY_BUDGET, Plan};
+use super::output::{self, Deliver, Fanout};
 use super::queue::{FrameConsumer, FrameProducer, frame_queue};
-use super::shard::{Decode, Output, Shard, ShardStats};
+use super::shard::{DEFAULT_IDLE_TIMEOUT, Decode, Shard, ShardStats};
 
-/// Bytes of all (reader, shard) frame queues together. Queues are allocated up front,
-/// so the budget is split between the readers × shards pairs.
-pub const FRAME_QUEUE_BUDGET_BYTES: usize = 64 << 20;
-/// Bytes of one (reader, shard) frame queue at most: 4 MiB holds a few hundred
-/// full-size records, enough to ride out a shard's brief stall without drops.
-pub const MAX_FRAME_QUEUE_BYTES: usize = 4 << 20;
-/// Bytes of one frame queue at least: a few dozen full-size records.
-pub const MIN_FRAME_QUEUE_BYTES: usize = 1 << 20;
-/// Transactions each shard's output queue holds.
-pub const OUTPUT_QUEUE_ITEMS: usize = 16 * 1024;
 /// Frames a shard takes from one queue before looking at the next.
 const SHARD_BATCH: usize = 256;
 /// How often a shard checks reorder timeouts and publishes its counters.
 const SHARD_TICK: Duration = Duration::from_millis(50);
-/// How long a shard sleeps when all its queues are empty.
-const SHARD_IDLE: Duration = Duration::from_micros(200);
+/// How long a reader waits between tries when a shard's queue is full.
+const PUSHBACK_WAIT: Duration = Duration::from_micros(20);
 
 /// Pipeline sizes.
 #[derive(Debug, Clone, Copy)]
 pub struct PipelineConfig {
     /// Reader threads (one per CPU ring).
     pub readers: usize,
-    /// Shard threads.
+    /// Shard threads wanted (fewer when the memory budget cannot hold their
+    /// queues; see [`Plan`]).
     pub shards: usize,
+    /// The memory budget in bytes.
+    pub memory_budget: usize,
+    /// A connection silent this long gives up its buffered transactions.
+    pub idle_timeout: Duration,
+}
+
+impl PipelineConfig {
+    /// `readers` and `shards` with the default memory budget.
+    pub fn new(readers: usize, shards: usize) -> Self {
+        PipelineConfig {
+            readers,
+            shards,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// A shard as its readers see it: its thread (to wake) and whether it sleeps.
+#[derive(Clone)]
+struct ShardWake {
+    thread: Thread,
+    parked: Arc<AtomicBool>,
+}
+
+impl ShardWake {
+    #[inline]
+    fn wake(&self) {
+        // Pairs with the fence in `park_until_woken`: either the shard sees the
+        // frame just queued, or this load sees it parked.
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) {
+            self.thread.unpark();
+        }
+    }
 }
 
 /// Routes a reader's frames to shards; one per reader thread, not shared.
 pub struct Router {
     queues: Vec<FrameProducer>,
-    dropped: u64,
-    published: Arc<AtomicU64>,
+    shards: Vec<ShardWake>,
+    counters: RouterCounters,
+    published: Arc<Mutex<RouterCounters>>,
+}
+
+/// A reader's routing counters.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct RouterCounters {
+    /// Times a full shard queue made the reader wait (backpressure).
+    pub pushback_waits: u64,
+    /// Frames dropped because their shard thread was gone (it panicked).
+    pub shard_gone: u64,
 }
 
 impl Router {
-    /// Queues `frame` (made of `parts`) for the shard owning `conn_id`. A full
-    /// queue drops the frame and counts it; nothing blocks.
+    /// Queues `frame` (made of `parts`) for the shard owning `conn_id`, waiting
+    /// while that shard's queue is full.
     #[inline]
     pub fn route(&mut self, conn_id: u64, parts: &[&[u8]]) {
-        let shard = shard_of(conn_id, self.queues.len());
-        if self.queues[shard].push(parts).is_err() {
-            self.dropped += 1;
+        self.push(shard_of(conn_id, self.queues.len()), parts);
+    }
+
+    /// Queues `frame` for every shard (records about a process, not one
+    /// connection).
+    pub fn broadcast(&mut self, parts: &[&[u8]]) {
+        for shard in 0..self.queues.len() {
+            self.push(shard, parts);
         }
     }
 
-    /// Publishes the drop count; call now and then, not per frame.
+    #[inline]
+    fn push(&mut self, shard: usize, parts: &[&[u8]]) {
+        let queue = &mut self.queues[shard];
+        if queue.push(parts).is_ok() {
+            self.shards[shard].wake();
+            return;
+        }
+        self.counters.pushback_waits += 1;
+        loop {
+            self.shards[shard].wake();
+            if queue.is_abandoned() {
+                self.counters.shard_gone += 1;
+                return;
+            }
+            std::thread::sleep(PUSHBACK_WAIT);
+            if queue.push(parts).is_ok() {
+                self.shards[shard].wake();
+                return;
+            }
+        }
+    }
+
+    /// Publishes the counters; call now and then, not per frame.
     pub fn publish(&self) {
-        self.published.store(self.dropped, Ordering::Relaxed);
+        *self.published.lock().expect("router counters") = self.counters;
     }
 }
 
@@ -69,10 +137,14 @@ pub fn shard_of(conn_id: u64, shards: usize) -> usize {
 /// Counters of the whole pipeline.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct PipelineStats {
-    /// Frames dropped because a shard queue was full, per reader.
-    pub queue_full: Vec<u64>,
+    /// Each reader's routing counters.
+    pub readers: Vec<RouterCounters>,
     /// Each shard's counters.
     pub shards: Vec<ShardStats>,
+    /// Buffered bytes charged to the memory budget now.
+    pub budget_used: usize,
+    /// The memory budget's share for bodies and reorder windows.
+    pub budget_limit: usize,
 }
 
 impl PipelineStats {
@@ -82,6 +154,16 @@ impl PipelineStats {
             .iter()
             .fold(ShardStats::default(), |a, b| a.sum(b))
     }
+
+    /// Every reader's counters added up.
+    pub fn routing(&self) -> RouterCounters {
+        self.readers
+            .iter()
+            .fold(RouterCounters::default(), |a, b| RouterCounters {
+                pushback_waits: a.pushback_waits + b.pushback_waits,
+                shard_gone: a.shard_gone + b.shard_gone,
+            })
+    }
 }
 
 impl Drop for Router {
@@ -90,105 +172,111 @@ impl Drop for Router {
     }
 }
 
-/// The running shards and output thread.
+/// The running shards.
 pub struct Pipeline {
     stop_shards: Arc<AtomicBool>,
-    stop_output: Arc<AtomicBool>,
-    shards: Vec<JoinHandle<()>>,
-    output: Option<JoinHandle<()>>,
+    shards: Vec<(JoinHandle<()>, ShardWake)>,
     shard_stats: Vec<Arc<Mutex<ShardStats>>>,
-    reader_drops: Vec<Arc<AtomicU64>>,
+    reader_counters: Vec<Arc<Mutex<RouterCounters>>>,
+    budget: Arc<Budget>,
+    plan: Plan,
 }
 
 impl Pipeline {
-    /// Starts the shard and output threads; returns one [`Router`] per reader.
+    /// Starts the shard threads; returns one [`Router`] per reader.
     pub fn start(
         config: PipelineConfig,
         decode: Decode,
         fanout: Fanout,
     ) -> std::io::Result<(Self, Vec<Router>)> {
-        let shards = config.shards.max(1);
         let readers = config.readers.max(1);
-        let queue_bytes = (FRAME_QUEUE_BUDGET_BYTES / (readers * shards))
-            .clamp(MIN_FRAME_QUEUE_BYTES, MAX_FRAME_QUEUE_BYTES);
-        let mut consumers: Vec<Vec<FrameConsumer>> = (0..shards).map(|_| Vec::new()).collect();
-        let mut routers = Vec::new();
-        let mut reader_drops = Vec::new();
-        for _ in 0..readers {
-            let mut queues = Vec::with_capacity(shards);
-            for consumer_list in consumers.iter_mut() {
-                let (p, c) = frame_queue(queue_bytes);
-                queues.push(p);
-                consumer_list.push(c);
+        let plan = Plan::new(config.memory_budget, readers, config.shards);
+        let budget = Budget::new(plan.buffered_bytes);
+        let mut producers: Vec<Vec<FrameProducer>> = (0..readers).map(|_| Vec::new()).collect();
+        let mut consumers: Vec<Vec<FrameConsumer>> = (0..plan.shards).map(|_| Vec::new()).collect();
+        for reader_queues in producers.iter_mut() {
+            for shard_queues in consumers.iter_mut() {
+                let (p, c) = frame_queue(plan.frame_queue_bytes);
+                reader_queues.push(p);
+                shard_queues.push(c);
             }
-            let published = Arc::new(AtomicU64::new(0));
-            reader_drops.push(published.clone());
-            routers.push(Router {
-                queues,
-                dropped: 0,
-                published,
-            });
         }
         let stop_shards = Arc::new(AtomicBool::new(false));
-        let stop_output = Arc::new(AtomicBool::new(false));
-        let mut outputs = Vec::new();
-        let mut handles = Vec::new();
+        let mut shards = Vec::new();
         let mut shard_stats = Vec::new();
         for (i, queues) in consumers.into_iter().enumerate() {
-            let (tx, rx) = rtrb::RingBuffer::<Output>::new(OUTPUT_QUEUE_ITEMS);
-            outputs.push(rx);
             let stats = Arc::new(Mutex::new(ShardStats::default()));
             shard_stats.push(stats.clone());
             let stop = stop_shards.clone();
-            let shard = Shard::new(decode, tx);
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("shard-{i}"))
-                    .spawn(move || run_shard(shard, queues, stats, stop))?,
-            );
+            let parked = Arc::new(AtomicBool::new(false));
+            let mut shard =
+                Shard::with_budget(decode, Deliver::new(fanout.clone()), budget.clone());
+            shard.set_idle_timeout(config.idle_timeout);
+            let asleep = parked.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || run_shard(shard, queues, stats, stop, asleep))?;
+            let thread = handle.thread().clone();
+            shards.push((handle, ShardWake { thread, parked }));
         }
-        let stop = stop_output.clone();
-        let output = std::thread::Builder::new()
-            .name("output".into())
-            .spawn(move || output::run(outputs, fanout, stop))?;
+        let wakes: Vec<ShardWake> = shards.iter().map(|(_, w)| w.clone()).collect();
+        let mut reader_counters = Vec::new();
+        let routers = producers
+            .into_iter()
+            .map(|queues| {
+                let published = Arc::new(Mutex::new(RouterCounters::default()));
+                reader_counters.push(published.clone());
+                Router {
+                    queues,
+                    shards: wakes.clone(),
+                    counters: RouterCounters::default(),
+                    published,
+                }
+            })
+            .collect();
         let pipeline = Pipeline {
             stop_shards,
-            stop_output,
-            shards: handles,
-            output: Some(output),
+            shards,
             shard_stats,
-            reader_drops,
+            reader_counters,
+            budget,
+            plan,
         };
         Ok((pipeline, routers))
+    }
+
+    /// How the memory budget was split.
+    pub fn plan(&self) -> Plan {
+        self.plan
     }
 
     /// Counters so far (as of each thread's last publication).
     pub fn stats(&self) -> PipelineStats {
         PipelineStats {
-            queue_full: self
-                .reader_drops
+            readers: self
+                .reader_counters
                 .iter()
-                .map(|d| d.load(Ordering::Relaxed))
+                .map(|c| *c.lock().expect("router counters"))
                 .collect(),
             shards: self
                 .shard_stats
                 .iter()
                 .map(|s| *s.lock().expect("stats lock"))
                 .collect(),
+            budget_used: self.budget.used(),
+            budget_limit: self.budget.limit(),
         }
     }
 
-    /// Drains the queues, stops the threads and waits for them. Call after the
-    /// readers have stopped (their routers dropped).
+    /// Drains the queues, flushes what open connections hold, stops the threads
+    /// and waits for them. Call after the readers have stopped (their routers
+    /// dropped).
     pub fn stop(mut self) -> PipelineStats {
-        // Release pairs with the Acquire loads in the shard and output loops.
+        // Release pairs with the Acquire loads in the shard loops.
         self.stop_shards.store(true, Ordering::Release);
-        for handle in self.shards.drain(..) {
+        for (handle, wake) in self.shards.drain(..) {
+            wake.thread.unpark();
             let _ = handle.join();
-        }
-        self.stop_output.store(true, Ordering::Release);
-        if let Some(output) = self.output.take() {
-            let _ = output.join();
         }
         self.stats()
     }
@@ -206,10 +294,11 @@ fn now_ns() -> u64 {
 }
 
 fn run_shard(
-    mut shard: Shard<rtrb::Producer<Output>>,
+    mut shard: Shard<Deliver>,
     mut queues: Vec<FrameConsumer>,
     stats: Arc<Mutex<ShardStats>>,
     stop: Arc<AtomicBool>,
+    parked: Arc<AtomicBool>,
 ) {
     let mut last_tick = Instant::now();
     loop {
@@ -226,17 +315,31 @@ fn run_shard(
         }
         if last_tick.elapsed() >= SHARD_TICK {
             shard.tick(now);
+            shard.sink_mut().release_ready();
             *stats.lock().expect("stats lock") = shard.stats;
             last_tick = Instant::now();
         }
         if moved == 0 {
             // Acquire pairs with the Release in `Pipeline::stop`.
             if stop.load(Ordering::Acquire) {
-                shard.tick(u64::MAX);
+                shard.stop();
+                shard.sink_mut().drain(output::HELD_DRAIN);
                 *stats.lock().expect("stats lock") = shard.stats;
                 return;
             }
-            std::thread::sleep(SHARD_IDLE);
+            park_until_woken(&parked, &queues, SHARD_TICK);
         }
     }
+}
+
+/// Parks until a reader queues a frame (or `timeout`, for the tick).
+fn park_until_woken(parked: &AtomicBool, queues: &[FrameConsumer], timeout: Duration) {
+    parked.store(true, Ordering::Relaxed);
+    // Pairs with the fence in `ShardWake::wake`: a frame queued before the
+    // reader saw `parked` is seen by the check below.
+    fence(Ordering::SeqCst);
+    if queues.iter().all(|q| q.queued_bytes() == 0) {
+        std::thread::park_timeout(timeout);
+    }
+    parked.store(false, Ordering::Relaxed);
 }

@@ -7,16 +7,32 @@
 //! no syscall. Counters are plain integers in [`ShardStats`].
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use tapwire_http::{Direction, h2, hpack, http1};
 
+use super::budget::Budget;
 use super::input::{ConnInfo, Flow, Input, Role};
 use super::reorder::{Offer, Reorder};
-use super::txn::{ConnSummary, Message, Protocol, Transaction};
+use super::txn::{ConnSummary, Message, NotKept, Protocol, Transaction};
 
 /// Connections one shard follows at most; past it new ones are not followed and
 /// are counted. 64 Ki connections per shard is far above a busy node's load.
 pub const MAX_CONNS_PER_SHARD: usize = 64 * 1024;
+
+/// How long a silent connection keeps its buffered transactions by default.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long a connection of an exited process is kept before it is released:
+/// records of it may still sit in another CPU's ring (the reorder timeout).
+const EXIT_GRACE_NS: u64 = super::reorder::REORDER_TIMEOUT_NS;
+
+/// How long an exited process is remembered, for connections whose records
+/// arrive after its exit record (a reader that lags behind another).
+const EXITED_MEMORY_NS: u64 = 4 * EXIT_GRACE_NS;
+
+/// How often connections are checked for idleness.
+const IDLE_SCAN_NS: u64 = 1_000_000_000;
 
 /// Requests waiting for responses on one HTTP/1 connection (pipelining depth).
 const MAX_PENDING_TXNS: usize = 64;
@@ -32,22 +48,17 @@ pub enum Output {
     Closed(Box<ConnSummary>),
 }
 
-/// Where a shard's output goes; a full sink refuses the item, which is counted.
+/// Where a shard's output goes. Sending never fails: the shard's own thread
+/// turns the output into objects and events (see `output.rs`), whose stores
+/// queue and count on their own.
 pub trait Sink {
-    /// Tries to hand over `item`; gives it back when full.
-    fn try_send(&mut self, item: Output) -> Result<(), Output>;
-}
-
-impl Sink for rtrb::Producer<Output> {
-    fn try_send(&mut self, item: Output) -> Result<(), Output> {
-        self.push(item).map_err(|rtrb::PushError::Full(item)| item)
-    }
+    /// Hands over `item`.
+    fn send(&mut self, item: Output);
 }
 
 impl Sink for Vec<Output> {
-    fn try_send(&mut self, item: Output) -> Result<(), Output> {
+    fn send(&mut self, item: Output) {
         self.push(item);
-        Ok(())
     }
 }
 
@@ -68,8 +79,23 @@ pub struct ShardStats {
     pub conn_table_full: u64,
     /// Transactions finished.
     pub transactions: u64,
-    /// Outputs dropped because the output queue was full.
-    pub output_full: u64,
+    /// Body bytes not kept because the memory budget was spent (their
+    /// transactions are marked `truncated`).
+    pub body_shed_bytes: u64,
+    /// Body bytes not kept because a message passed the per-message limit.
+    pub body_over_limit_bytes: u64,
+    /// Transactions of connections still open when the agent stopped, emitted
+    /// marked `truncated`.
+    pub open_at_stop: u64,
+    /// Connections released because their process exited without closing them.
+    pub released_on_exit: u64,
+    /// Transactions emitted (marked `truncated`) because their connection was
+    /// silent for the idle timeout.
+    pub idle_flushed: u64,
+    /// HTTP/2 streams not followed because a connection had too many open.
+    pub h2_streams_over_limit: u64,
+    /// Connections followed now (a gauge, as of the last tick).
+    pub connections: u64,
     /// HTTP parse errors (the connection is no longer parsed).
     pub parse_errors: u64,
     /// Connections that carried something other than HTTP.
@@ -89,7 +115,13 @@ impl ShardStats {
             gap_records: self.gap_records + o.gap_records,
             conn_table_full: self.conn_table_full + o.conn_table_full,
             transactions: self.transactions + o.transactions,
-            output_full: self.output_full + o.output_full,
+            body_shed_bytes: self.body_shed_bytes + o.body_shed_bytes,
+            body_over_limit_bytes: self.body_over_limit_bytes + o.body_over_limit_bytes,
+            open_at_stop: self.open_at_stop + o.open_at_stop,
+            released_on_exit: self.released_on_exit + o.released_on_exit,
+            idle_flushed: self.idle_flushed + o.idle_flushed,
+            h2_streams_over_limit: self.h2_streams_over_limit + o.h2_streams_over_limit,
+            connections: self.connections + o.connections,
             parse_errors: self.parse_errors + o.parse_errors,
             not_http: self.not_http + o.not_http,
             ciphertext_skipped: self.ciphertext_skipped + o.ciphertext_skipped,
@@ -105,6 +137,20 @@ pub struct Shard<S: Sink> {
     conns: HashMap<u64, Conn>,
     decode: Decode,
     sink: S,
+    /// Bodies and held records are charged here.
+    budget: Arc<Budget>,
+    /// Connections by owning process, for releasing them when it exits.
+    by_pid: HashMap<u32, Vec<u64>>,
+    /// Connections of exited processes, with when to release them (in order).
+    exiting: VecDeque<(u64, u64)>,
+    /// Processes that exited lately, with when to forget them: an exit record
+    /// can overtake a connection's first records (they travel in different
+    /// CPUs' rings), so a connection that shows up for such a process is
+    /// released all the same, a grace period after it showed up.
+    exited: HashMap<u32, u64>,
+    exited_order: VecDeque<(u64, u32)>,
+    idle_timeout_ns: u64,
+    last_idle_scan_ns: u64,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -143,13 +189,29 @@ struct Conn {
     bytes_received: u64,
     /// A gap was seen and no transaction carries it yet.
     gap: bool,
+    /// The process that owns it (from its first record).
+    pid: u32,
+    /// When its last record arrived (shard clock).
+    last_ns: u64,
+    /// Records passed over while joining mid-stream.
+    join_search: u32,
 }
 
 impl Conn {
     /// The parser state and a follower for its events, borrowed apart so the
     /// parser's callback can update the connection's transactions.
-    fn follow(&mut self, conn_id: u64, ts_ns: u64, tid: u32, tls: bool) -> (&mut Mode, Follow<'_>) {
+    fn follow<'c>(
+        &'c mut self,
+        budget: &'c Arc<Budget>,
+        conn_id: u64,
+        ts_ns: u64,
+        tid: u32,
+        tls: bool,
+    ) -> (&'c mut Mode, Follow<'c>) {
         let follow = Follow {
+            budget,
+            not_kept: NotKept::default(),
+            streams_over_limit: 0,
             info: self.info.as_ref(),
             conn_id,
             pending: &mut self.pending,
@@ -163,6 +225,28 @@ impl Conn {
         (&mut self.mode, follow)
     }
 
+    /// After a hole in the stream: open HTTP/2 streams join the pending
+    /// transactions (which the caller flushes) and the parser starts again
+    /// mid-stream, looking for the next message or frame boundary.
+    fn rejoin(&mut self) {
+        let mode = match &self.mode {
+            Mode::Http1(_) => Mode::Http1(Box::new(http1::Connection::new_mid_stream())),
+            Mode::Http2(_) => Mode::Http2(Box::new(H2 {
+                conn: h2::Connection::new_mid_stream(),
+                streams: HashMap::new(),
+            })),
+            _ => return,
+        };
+        self.stop_parsing();
+        self.mode = mode;
+    }
+
+    /// Whether the connection was first seen mid-way (opened before capture
+    /// started, or its open record never came).
+    fn joined_mid_stream(&self) -> bool {
+        self.info.as_ref().is_none_or(|i| i.role == Role::Unknown)
+    }
+
     /// Stops parsing: open HTTP/2 streams join the pending transactions, which
     /// the caller flushes.
     fn stop_parsing(&mut self) {
@@ -172,8 +256,16 @@ impl Conn {
         self.mode = Mode::Opaque;
     }
 
-    fn new() -> Self {
+    /// Whether transactions are buffered (requests waiting, streams open).
+    fn holds_transactions(&self) -> bool {
+        !self.pending.is_empty() || matches!(&self.mode, Mode::Http2(h2) if !h2.streams.is_empty())
+    }
+
+    fn new(pid: u32) -> Self {
         Conn {
+            pid,
+            last_ns: 0,
+            join_search: 0,
             info: None,
             reorder: Reorder::starting_at(0),
             mode: Mode::Detect,
@@ -188,14 +280,32 @@ impl Conn {
 }
 
 impl<S: Sink> Shard<S> {
-    /// A shard decoding frames with `decode` and sending output to `sink`.
+    /// A shard decoding frames with `decode` and sending output to `sink`, with
+    /// no memory limit (tests and tools).
     pub fn new(decode: Decode, sink: S) -> Self {
+        Self::with_budget(decode, sink, Budget::unlimited())
+    }
+
+    /// A shard charging what it buffers to `budget`.
+    pub fn with_budget(decode: Decode, sink: S, budget: Arc<Budget>) -> Self {
         Shard {
             conns: HashMap::new(),
             decode,
             sink,
+            budget,
+            by_pid: HashMap::new(),
+            exiting: VecDeque::new(),
+            exited: HashMap::new(),
+            exited_order: VecDeque::new(),
+            idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as u64,
+            last_idle_scan_ns: 0,
             stats: ShardStats::default(),
         }
+    }
+
+    /// How long a silent connection keeps its buffered transactions.
+    pub fn set_idle_timeout(&mut self, timeout: std::time::Duration) {
+        self.idle_timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
     }
 
     /// The output sink.
@@ -215,6 +325,10 @@ impl<S: Sink> Shard<S> {
             self.stats.undecodable += 1;
             return;
         };
+        if let Input::Exit { pid } = input {
+            self.process_exited(pid, now_ns);
+            return;
+        }
         let Some((conn_id, seq)) = input.conn_seq() else {
             return;
         };
@@ -223,10 +337,18 @@ impl<S: Sink> Shard<S> {
                 self.stats.conn_table_full += 1;
                 return;
             }
-            self.conns.insert(conn_id, Conn::new());
+            let pid = input.pid().unwrap_or(0);
+            self.conns.insert(conn_id, Conn::new(pid));
+            if self.exited.contains_key(&pid) {
+                self.exiting
+                    .push_back((now_ns.saturating_add(EXIT_GRACE_NS), conn_id));
+            } else {
+                self.by_pid.entry(pid).or_default().push(conn_id);
+            }
         }
         let conn = self.conns.get_mut(&conn_id).expect("inserted above");
-        match conn.reorder.offer(seq, frame, now_ns) {
+        conn.last_ns = now_ns;
+        match conn.reorder.offer(seq, frame, now_ns, &self.budget) {
             Offer::Deliver => self.process(conn_id, input),
             Offer::Held => {}
             Offer::Late => self.stats.late += 1,
@@ -245,14 +367,17 @@ impl<S: Sink> Shard<S> {
             };
             if skipped > 0 {
                 self.stats.gap_records += skipped;
-                conn.gap = true;
+                // The transactions open across the hole carry it; with none
+                // open, the next one does.
+                conn.gap = conn.pending.is_empty();
                 for txn in &mut conn.pending {
                     txn.gap = true;
                 }
-                // The byte stream has a hole of unknown length: HTTP framing cannot
-                // be trusted past it.
+                // The byte stream has a hole of unknown length: what was open is
+                // given up, and parsing joins again at the next message (HTTP/1)
+                // or frame (HTTP/2) boundary.
                 if matches!(conn.mode, Mode::Http1(_) | Mode::Http2(_)) {
-                    conn.stop_parsing();
+                    conn.rejoin();
                     self.flush_pending(conn_id);
                 }
             }
@@ -263,8 +388,91 @@ impl<S: Sink> Shard<S> {
         }
     }
 
-    /// Gives up on holes older than the reorder timeout, on every connection.
+    /// Marks the connections of process `pid` for release once records still in
+    /// other rings have had time to arrive.
+    fn process_exited(&mut self, pid: u32, now_ns: u64) {
+        let release_at = now_ns.saturating_add(EXIT_GRACE_NS);
+        for conn_id in self.by_pid.remove(&pid).unwrap_or_default() {
+            self.exiting.push_back((release_at, conn_id));
+        }
+        let forget_at = now_ns.saturating_add(EXITED_MEMORY_NS);
+        self.exited.insert(pid, forget_at);
+        self.exited_order.push_back((forget_at, pid));
+    }
+
+    /// Connections tracked for each process (for tests and counters).
+    pub fn processes(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    /// Releases connections whose process exited, emitting what they hold, and
+    /// flushes connections silent past the idle timeout.
+    fn lifecycle(&mut self, now_ns: u64) {
+        self.release_exited(now_ns);
+        if now_ns.saturating_sub(self.last_idle_scan_ns) < IDLE_SCAN_NS {
+            return;
+        }
+        self.last_idle_scan_ns = now_ns;
+        let timeout = self.idle_timeout_ns;
+        let idle: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.holds_transactions() && now_ns.saturating_sub(c.last_ns) > timeout)
+            .map(|(&id, _)| id)
+            .collect();
+        for conn_id in idle {
+            self.flush_idle(conn_id);
+        }
+    }
+
+    /// Releases the connections of exited processes whose grace has passed,
+    /// and forgets those processes.
+    fn release_exited(&mut self, now_ns: u64) {
+        while let Some(&(at, pid)) = self.exited_order.front() {
+            if at > now_ns {
+                break;
+            }
+            self.exited_order.pop_front();
+            if self.exited.get(&pid) == Some(&at) {
+                self.exited.remove(&pid);
+            }
+        }
+        while let Some(&(at, conn_id)) = self.exiting.front() {
+            if at > now_ns {
+                break;
+            }
+            self.exiting.pop_front();
+            if self.conns.contains_key(&conn_id) {
+                self.stats.released_on_exit += 1;
+                self.close(conn_id, now_ns);
+            }
+        }
+    }
+
+    /// Emits a silent connection's buffered transactions, marked `truncated`.
+    /// Its parser state (and HTTP/2 header table) stays: the connection may
+    /// speak again.
+    fn flush_idle(&mut self, conn_id: u64) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if let Mode::Http2(h2) = &mut conn.mode {
+            conn.pending.extend(h2.streams.drain().map(|(_, t)| t));
+        }
+        self.stats.idle_flushed += conn.pending.len() as u64;
+        self.flush_pending(conn_id);
+    }
+
+    /// Gives up on holes older than the reorder timeout, on every connection;
+    /// releases connections of exited processes and flushes idle ones.
     pub fn tick(&mut self, now_ns: u64) {
+        self.drain_held(now_ns);
+        self.lifecycle(now_ns);
+        self.stats.connections = self.conns.len() as u64;
+    }
+
+    /// Delivers held records whose turn came or whose hole timed out.
+    fn drain_held(&mut self, now_ns: u64) {
         let waiting: Vec<u64> = self
             .conns
             .iter()
@@ -296,7 +504,7 @@ impl<S: Sink> Shard<S> {
                 self.data(conn_id, ts_ns, tid, flow, tls, payload);
             }
             Input::Close { ts_ns, .. } => self.close(conn_id, ts_ns),
-            Input::Other => {}
+            Input::Exit { .. } | Input::Other => {}
         }
     }
 
@@ -326,7 +534,11 @@ impl<S: Sink> Shard<S> {
             Flow::Ingress => conn.bytes_received += payload.len() as u64,
         }
         if matches!(conn.mode, Mode::Detect) {
-            conn.mode = detect(conn, flow, payload);
+            conn.mode = if conn.joined_mid_stream() {
+                join(conn, flow, payload)
+            } else {
+                detect(conn, flow, payload)
+            };
             if matches!(conn.mode, Mode::Opaque) {
                 self.stats.not_http += 1;
             }
@@ -336,12 +548,16 @@ impl<S: Sink> Shard<S> {
         } else {
             Direction::Response
         };
-        let (mode, mut follow) = conn.follow(conn_id, ts_ns, tid, tls);
+        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, tid, tls);
         let failed = match mode {
-            Mode::Http1(parser) => parser
-                .feed(direction, payload, &mut |d, ev| follow.event(d, ev))
-                .is_err(),
+            Mode::Http1(parser) => {
+                parser.record_start(direction);
+                parser
+                    .feed(direction, payload, &mut |d, ev| follow.event(d, ev))
+                    .is_err()
+            }
             Mode::Http2(h2) => {
+                h2.conn.record_start(direction);
                 let streams = &mut h2.streams;
                 h2.conn
                     .feed(direction, payload, &mut |d, ev| {
@@ -352,6 +568,8 @@ impl<S: Sink> Shard<S> {
             Mode::Detect | Mode::Opaque => return,
         };
         let done = std::mem::take(&mut follow.done);
+        self.stats.count_not_kept(follow.not_kept);
+        self.stats.h2_streams_over_limit += follow.streams_over_limit;
         if failed {
             self.stats.parse_errors += 1;
             conn.stop_parsing();
@@ -368,8 +586,15 @@ impl<S: Sink> Shard<S> {
         let Some(mut conn) = self.conns.remove(&conn_id) else {
             return;
         };
+        if let Some(ids) = self.by_pid.get_mut(&conn.pid) {
+            ids.retain(|&id| id != conn_id);
+            if ids.is_empty() {
+                self.by_pid.remove(&conn.pid);
+            }
+        }
         let tls = conn.tls.unwrap_or(false);
-        if let (Mode::Http1(parser), mut follow) = conn.follow(conn_id, ts_ns, 0, tls) {
+        if let (Mode::Http1(parser), mut follow) = conn.follow(&self.budget, conn_id, ts_ns, 0, tls)
+        {
             let _ = parser.eof(Direction::Response, &mut |d, ev| follow.event(d, ev));
             for txn in follow.done {
                 self.emit(Output::Txn(Box::new(txn)));
@@ -409,8 +634,25 @@ impl<S: Sink> Shard<S> {
         if matches!(item, Output::Txn(_)) {
             self.stats.transactions += 1;
         }
-        if self.sink.try_send(item).is_err() {
-            self.stats.output_full += 1;
+        self.sink.send(item);
+    }
+
+    /// The agent is stopping: held records are delivered (holes given up),
+    /// connections of exited processes released, and every connection still
+    /// open gives up its pending transactions (and open HTTP/2 streams), marked
+    /// `truncated` and counted under `open_at_stop`. The `connections` gauge
+    /// keeps the number still open.
+    pub fn stop(&mut self) {
+        self.drain_held(u64::MAX);
+        self.release_exited(u64::MAX);
+        self.stats.connections = self.conns.len() as u64;
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for conn_id in ids {
+            if let Some(conn) = self.conns.get_mut(&conn_id) {
+                conn.stop_parsing();
+                self.stats.open_at_stop += conn.pending.len() as u64;
+            }
+            self.flush_pending(conn_id);
         }
     }
 }
@@ -440,6 +682,117 @@ fn detect(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
     }
 }
 
+/// Records a connection joined mid-stream may carry before one starts with an
+/// HTTP message or frame; past it the connection is left alone.
+const JOIN_SEARCH_RECORDS: u32 = 64;
+
+/// Decides what a connection joined mid-way carries, from a record that may
+/// start anywhere: an HTTP/1 start line, the HTTP/2 preface, or what looks like
+/// an HTTP/2 frame header. Anything else is passed over (`Mode::Detect` stays)
+/// until one of those comes, for [`JOIN_SEARCH_RECORDS`] records.
+fn join(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
+    let (request_flow, mode) = if payload.starts_with(b"HTTP/1.") {
+        (
+            opposite(flow),
+            Mode::Http1(Box::new(http1::Connection::new_mid_stream())),
+        )
+    } else if starts_with_method(payload) {
+        (
+            flow,
+            Mode::Http1(Box::new(http1::Connection::new_mid_stream())),
+        )
+    } else if payload.starts_with(h2::PREFACE) {
+        (flow, Mode::Http2(Box::default()))
+    } else if looks_like_h2_frame(payload) {
+        // Joined HTTP/2 at a frame boundary; which way requests go shows in the
+        // first header block (`:method` or `:status`), else in the ports.
+        let flow = match h2_block_side(payload) {
+            Some(Direction::Request) => flow,
+            Some(Direction::Response) => opposite(flow),
+            None => client_side_flow(conn.info.as_ref()),
+        };
+        let mode = Mode::Http2(Box::new(H2 {
+            conn: h2::Connection::new_mid_stream(),
+            streams: HashMap::new(),
+        }));
+        (flow, mode)
+    } else {
+        conn.join_search += 1;
+        return if conn.join_search >= JOIN_SEARCH_RECORDS {
+            Mode::Opaque
+        } else {
+            Mode::Detect
+        };
+    };
+    conn.request_flow = Some(request_flow);
+    mode
+}
+
+/// Whether the HEADERS frame at the start of `payload` carries a request or a
+/// response, from its first field: a static-table reference to a request
+/// pseudo-header (`:authority`, `:method`, `:path`, `:scheme`) or to
+/// `:status`. `None` for other frames and blocks that start otherwise.
+fn h2_block_side(payload: &[u8]) -> Option<Direction> {
+    const HEADERS: u8 = 1;
+    const PADDED: u8 = 0x8;
+    const PRIORITY: u8 = 0x20;
+    if payload.get(3) != Some(&HEADERS) {
+        return None;
+    }
+    let flags = payload[4];
+    let mut at = 9;
+    if flags & PADDED != 0 {
+        at += 1;
+    }
+    if flags & PRIORITY != 0 {
+        at += 5;
+    }
+    let first = *payload.get(at)?;
+    let index = if first & 0x80 != 0 {
+        first & 0x7f // indexed field
+    } else if first & 0xc0 == 0x40 {
+        first & 0x3f // literal with incremental indexing, indexed name
+    } else if first & 0xe0 == 0 {
+        first & 0x0f // literal without indexing or never indexed
+    } else {
+        return None; // table size update
+    };
+    match index {
+        1..=7 => Some(Direction::Request),
+        8..=14 => Some(Direction::Response),
+        _ => None,
+    }
+}
+
+/// Which way requests go on an HTTP/2 connection whose start was not seen:
+/// the end with the lower port is taken as the server (services listen on
+/// low or well-known ports, clients on ephemeral ones).
+fn client_side_flow(info: Option<&ConnInfo>) -> Flow {
+    match info {
+        Some(i) if i.local.port() < i.remote.port() => Flow::Ingress,
+        _ => Flow::Egress,
+    }
+}
+
+/// A plausible HTTP/2 frame header at the start of `payload`: a known type, a
+/// length within the default maximum frame size, the reserved bit clear, and
+/// a stream id that fits the type (0 for connection frames, not 0 for stream
+/// frames).
+fn looks_like_h2_frame(payload: &[u8]) -> bool {
+    let Some(h) = payload.get(..9) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+    let kind = h[3];
+    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]);
+    let stream_fits = match kind {
+        4 | 6 | 7 => stream == 0, // SETTINGS, PING, GOAWAY
+        8 => len == 4,            // WINDOW_UPDATE, on a stream or the connection
+        _ => stream != 0,
+    };
+    len <= 16_384 && kind <= 9 && stream & 0x8000_0000 == 0 && stream_fits
+}
+
 fn opposite(flow: Flow) -> Flow {
     match flow {
         Flow::Egress => Flow::Ingress,
@@ -458,8 +811,20 @@ fn starts_with_method(payload: &[u8]) -> bool {
     (1..=16).contains(&token) && payload.get(token) == Some(&b' ') && !payload.starts_with(b"PRI ")
 }
 
+impl ShardStats {
+    fn count_not_kept(&mut self, n: NotKept) {
+        self.body_shed_bytes += n.shed;
+        self.body_over_limit_bytes += n.over_limit;
+    }
+}
+
 /// The state an HTTP/1 event callback updates.
 struct Follow<'c> {
+    budget: &'c Arc<Budget>,
+    /// Body bytes not kept, for the shard's counters.
+    not_kept: NotKept,
+    /// HTTP/2 streams not followed (too many open).
+    streams_over_limit: u64,
     info: Option<&'c ConnInfo>,
     conn_id: u64,
     pending: &'c mut VecDeque<Transaction>,
@@ -472,6 +837,11 @@ struct Follow<'c> {
 }
 
 impl Follow<'_> {
+    fn count(&mut self, n: NotKept) {
+        self.not_kept.over_limit += n.over_limit;
+        self.not_kept.shed += n.shed;
+    }
+
     fn new_txn(&mut self) -> Transaction {
         let conn = self
             .info
@@ -516,6 +886,7 @@ impl Follow<'_> {
                 let id = block.stream_id;
                 if !streams.contains_key(&id) {
                     if streams.len() >= MAX_H2_STREAMS {
+                        self.streams_over_limit += 1;
                         return;
                     }
                     let mut txn = self.new_txn();
@@ -580,7 +951,9 @@ impl Follow<'_> {
                         Direction::Request => &mut txn.request,
                         Direction::Response => &mut txn.response,
                     };
-                    txn.truncated |= !msg.push_body(data);
+                    let n = msg.push_body(data, self.budget);
+                    txn.truncated |= !n.none();
+                    self.count(n);
                     txn.end_ns = ts;
                 }
                 if end_stream {
@@ -644,7 +1017,9 @@ impl Follow<'_> {
             }
             (Direction::Request, Event::Body(chunk)) => {
                 if let Some(txn) = self.pending.back_mut() {
-                    txn.truncated |= !txn.request.push_body(chunk);
+                    let n = txn.request.push_body(chunk, self.budget);
+                    txn.truncated |= !n.none();
+                    self.count(n);
                 }
             }
             (Direction::Request, Event::End { trailers }) => {
@@ -670,10 +1045,12 @@ impl Follow<'_> {
                 txn.end_ns = ts;
             }
             (Direction::Response, Event::Body(chunk)) => {
-                let ts = self.ts_ns;
-                if let Some(txn) = self.responding() {
-                    txn.truncated |= !txn.response.push_body(chunk);
+                let (ts, budget) = (self.ts_ns, self.budget);
+                if let Some(txn) = self.pending.front_mut() {
+                    let n = txn.response.push_body(chunk, budget);
+                    txn.truncated |= !n.none();
                     txn.end_ns = ts;
+                    self.count(n);
                 }
             }
             (Direction::Response, Event::End { trailers }) => {

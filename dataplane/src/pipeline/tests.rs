@@ -7,6 +7,8 @@ use super::shard::{Output, Shard};
 use super::txn::Transaction;
 
 /// Test frame: kind u8, conn u64, seq u64, ts u64, flow u8, tls u8, payload.
+/// Kinds: 0 open (client), 1 data, 2 close, 3 open of a socket already open
+/// (role unknown), 4 exit of process 42 (conn and seq unused).
 fn frame(kind: u8, conn: u64, seq: u64, flow: Flow, tls: bool, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![kind];
     f.extend_from_slice(&conn.to_le_bytes());
@@ -28,7 +30,7 @@ fn decode(f: &[u8]) -> Option<Input<'_>> {
     };
     let tls = *f.get(26)? == 1;
     Some(match f[0] {
-        0 => Input::Open(ConnInfo {
+        0 | 3 => Input::Open(ConnInfo {
             conn_id,
             pid: 42,
             tid: 42,
@@ -36,13 +38,19 @@ fn decode(f: &[u8]) -> Option<Input<'_>> {
             cgroup_id: 1,
             local: "127.0.0.1:50000".parse::<SocketAddr>().unwrap(),
             remote: "127.0.0.1:443".parse::<SocketAddr>().unwrap(),
-            role: Role::Client,
+            role: if f[0] == 0 {
+                Role::Client
+            } else {
+                Role::Unknown
+            },
             ts_ns,
         }),
+        4 => Input::Exit { pid: 42 },
         1 => Input::Data {
             conn_id,
             seq,
             ts_ns,
+            pid: 42,
             tid: 42,
             flow,
             tls,
@@ -79,14 +87,19 @@ fn run(frames: &[Vec<u8>]) -> (Vec<Transaction>, Shard<Vec<Output>>) {
         shard.offer(f, 0);
     }
     shard.tick(u64::MAX);
-    let txns = std::mem::take(shard.sink_mut())
+    let txns = take_txns(&mut shard);
+    (txns, shard)
+}
+
+/// The transactions a shard has emitted so far.
+fn take_txns(shard: &mut Shard<Vec<Output>>) -> Vec<Transaction> {
+    std::mem::take(shard.sink_mut())
         .into_iter()
         .filter_map(|o| match o {
             Output::Txn(t) => Some(*t),
             Output::Opened(_) | Output::Closed(_) => None,
         })
-        .collect();
-    (txns, shard)
+        .collect()
 }
 
 const E: Flow = Flow::Egress;
@@ -285,4 +298,245 @@ fn connection_events_carry_the_documented_fields() {
          \"remote\":\"127.0.0.1:443\",\"tls\":true,\"bytes_sent\":10,\"bytes_received\":20,\
          \"duration_ms\":2.5}"
     );
+}
+
+#[test]
+fn bodies_past_the_memory_budget_are_shed_counted_and_marked_while_heads_are_kept() {
+    let budget = super::budget::Budget::new(10_000);
+    let mut shard = Shard::with_budget(decode, Vec::new(), budget.clone());
+    let body = vec![b'b'; 6_000];
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        3 * body.len()
+    );
+    let mut frames = vec![frame(0, 1, 0, E, false, b"")];
+    frames.push(frame(1, 1, 1, E, false, head.as_bytes()));
+    for i in 0..3 {
+        frames.push(frame(1, 1, 2 + i, E, false, &body));
+    }
+    frames.push(frame(
+        1,
+        1,
+        5,
+        I,
+        false,
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    ));
+    for f in &frames {
+        shard.offer(f, 0);
+    }
+    let txns = take_txns(&mut shard);
+    assert_eq!(txns.len(), 1);
+    let t = &txns[0];
+    assert_eq!(
+        (t.method.as_str(), t.path.as_str(), t.status),
+        ("POST", "/up", Some(201))
+    );
+    assert!(t.truncated && t.request.shed);
+    // The first chunk fits; the second does not, and nothing after it is kept.
+    assert_eq!(t.request.body.len(), 6_000);
+    assert_eq!(t.request.body_bytes, 18_000);
+    assert_eq!(shard.stats.body_shed_bytes, 12_000);
+    assert_eq!(budget.used(), 6_000);
+    drop(txns);
+    assert_eq!(
+        budget.used(),
+        0,
+        "the budget is given back with the transaction"
+    );
+}
+
+#[test]
+fn connections_of_an_exited_process_are_released_with_their_open_transactions() {
+    let mut shard = Shard::new(decode, Vec::new());
+    for conn in 1..=100 {
+        shard.offer(&frame(0, conn, 0, E, false, b""), 0);
+        shard.offer(
+            &frame(1, conn, 1, E, false, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"),
+            0,
+        );
+    }
+    assert_eq!((shard.connections(), shard.processes()), (100, 1));
+    shard.offer(&frame(4, 0, 0, E, false, b""), 1_000);
+    // Records of the process may still arrive from other rings for a while.
+    shard.tick(999 + super::reorder::REORDER_TIMEOUT_NS);
+    assert_eq!(shard.connections(), 100);
+    shard.tick(2_000 + super::reorder::REORDER_TIMEOUT_NS);
+    assert_eq!((shard.connections(), shard.processes()), (0, 0));
+    assert_eq!(shard.stats.released_on_exit, 100);
+    let txns = take_txns(&mut shard);
+    assert_eq!(txns.len(), 100);
+    assert!(
+        txns.iter()
+            .all(|t| t.truncated && t.path == "/x" && t.status.is_none())
+    );
+    // A later connection is followed as usual.
+    let (txns, _) = run(&conversation(
+        500,
+        false,
+        &[
+            (E, b"GET /after HTTP/1.1\r\n\r\n"),
+            (I, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ],
+    ));
+    assert_eq!(txns[0].status, Some(200));
+}
+
+#[test]
+fn an_idle_connection_gives_up_its_transactions_but_keeps_its_parser() {
+    let mut shard = Shard::new(decode, Vec::new());
+    shard.set_idle_timeout(std::time::Duration::from_secs(1));
+    shard.offer(&frame(0, 1, 0, E, false, b""), 0);
+    shard.offer(&frame(1, 1, 1, E, false, b"GET /slow HTTP/1.1\r\n\r\n"), 0);
+    shard.tick(500_000_000);
+    assert!(take_txns(&mut shard).is_empty());
+    shard.tick(2_000_000_000);
+    let txns = take_txns(&mut shard);
+    assert_eq!(txns.len(), 1);
+    assert!(txns[0].truncated && txns[0].path == "/slow");
+    assert_eq!((shard.stats.idle_flushed, shard.connections()), (1, 1));
+    // The connection goes on: its next exchange is a whole transaction.
+    shard.offer(
+        &frame(1, 1, 2, E, false, b"GET /next HTTP/1.1\r\n\r\n"),
+        3_000_000_000,
+    );
+    shard.offer(
+        &frame(
+            1,
+            1,
+            3,
+            I,
+            false,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ),
+        3_000_000_000,
+    );
+    let txns = take_txns(&mut shard);
+    assert_eq!(txns.len(), 1);
+    assert_eq!(txns[0].status, Some(200));
+}
+
+#[test]
+fn stopping_emits_the_transactions_of_open_connections_marked() {
+    let mut shard = Shard::new(decode, Vec::new());
+    shard.offer(&frame(0, 1, 0, E, false, b""), 0);
+    shard.offer(&frame(1, 1, 1, E, false, b"GET /open HTTP/1.1\r\n\r\n"), 0);
+    shard.stop();
+    let txns = take_txns(&mut shard);
+    assert_eq!(txns.len(), 1);
+    assert!(txns[0].truncated);
+    assert_eq!(shard.stats.open_at_stop, 1);
+}
+
+#[test]
+fn an_http1_connection_joined_mid_body_is_followed_from_the_next_request() {
+    let mut frames = vec![frame(3, 1, 0, E, false, b"")];
+    frames.push(frame(
+        1,
+        1,
+        1,
+        I,
+        false,
+        b"tail of a body sent before capture began",
+    ));
+    frames.push(frame(
+        1,
+        1,
+        2,
+        E,
+        false,
+        b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    frames.push(frame(
+        1,
+        1,
+        3,
+        I,
+        false,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ));
+    let (txns, shard) = run(&frames);
+    assert_eq!(shard.stats.not_http, 0);
+    assert_eq!(txns.len(), 1);
+    let t = &txns[0];
+    assert_eq!(
+        (t.method.as_str(), t.path.as_str(), t.status),
+        ("GET", "/next", Some(200))
+    );
+    assert_eq!(&t.response.body[..], b"ok");
+}
+
+#[test]
+fn a_gap_rejoins_http1_at_the_next_request() {
+    let parts: Vec<(Flow, &[u8])> = vec![
+        (E, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (I, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"),
+        (I, b"abc"),
+        (I, b"def"),
+        (E, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (I, b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ];
+    let mut frames = conversation(3, false, &parts);
+    frames.remove(3); // "abc" lost
+    let (txns, shard) = run(&frames);
+    assert_eq!(shard.stats.gap_records, 1);
+    let summary: Vec<_> = txns
+        .iter()
+        .map(|t| (t.path.as_str(), t.status, t.gap))
+        .collect();
+    assert_eq!(summary, [("/a", Some(200), true), ("/b", Some(204), false)]);
+}
+
+#[test]
+fn an_http2_connection_joined_mid_stream_yields_transactions_with_missing_fields_flagged() {
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    // Stream 5: :method GET, :scheme http, :path /later (literal, indexed name 4),
+    // then a field from the dynamic table built before the join (index 62).
+    let mut block = vec![0x82, 0x86, 0x44, 6];
+    block.extend_from_slice(b"/later");
+    block.push(0x80 | 62);
+    let client = h2_frame(HEADERS, END_STREAM | END_HEADERS, 5, &block);
+    // :status 200 (static), then DATA.
+    let mut server = h2_frame(HEADERS, END_HEADERS, 5, &[0x88]);
+    server.extend(h2_frame(DATA, END_STREAM, 5, b"late"));
+    let frames = vec![
+        frame(3, 1, 0, E, false, b""),
+        frame(1, 1, 1, E, false, &client),
+        frame(1, 1, 2, I, false, &server),
+    ];
+    let (txns, shard) = run(&frames);
+    assert_eq!((shard.stats.parse_errors, shard.stats.not_http), (0, 0));
+    assert_eq!(txns.len(), 1);
+    let t = &txns[0];
+    assert_eq!(
+        (t.method.as_str(), t.path.as_str(), t.status),
+        ("GET", "/later", Some(200))
+    );
+    assert_eq!(t.protocol, super::txn::Protocol::Http2);
+    assert!(t.incomplete_headers);
+    assert_eq!(&t.response.body[..], b"late");
+}
+
+#[test]
+fn a_connection_whose_exit_record_came_first_is_released_too() {
+    let mut shard = Shard::new(decode, Vec::new());
+    // The exit travelled in another CPU's ring and overtook the connection.
+    shard.offer(&frame(4, 0, 0, E, false, b""), 1_000);
+    shard.offer(&frame(0, 9, 0, E, false, b""), 2_000);
+    shard.offer(
+        &frame(1, 9, 1, E, false, b"GET /late HTTP/1.1\r\n\r\n"),
+        2_000,
+    );
+    // Released a grace period after it showed up (its records may trail).
+    shard.tick(1_999 + super::reorder::REORDER_TIMEOUT_NS);
+    assert_eq!(shard.connections(), 1);
+    shard.tick(2_000 + super::reorder::REORDER_TIMEOUT_NS);
+    assert_eq!(shard.connections(), 0);
+    assert_eq!(shard.stats.released_on_exit, 1);
+    let txns = take_txns(&mut shard);
+    assert_eq!(txns.len(), 1);
+    assert!(txns[0].truncated && txns[0].path == "/late");
 }

@@ -1,9 +1,12 @@
 //! HTTP transactions and connection summaries as they leave a shard, and their
 //! event JSON (schema in `docs/stdout.md`).
 
-use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde::Serialize;
 
+use super::budget::{Budget, Charge};
 use super::input::ConnInfo;
 
 /// Most body bytes kept per message. Past it the body object is cut there and the
@@ -42,21 +45,87 @@ pub struct Message {
     /// Header block size on the wire.
     pub head_bytes: u64,
     /// Body bytes kept (at most [`MAX_BODY_BYTES`]).
-    pub body: BytesMut,
+    pub body: Vec<u8>,
     /// Body bytes seen, kept or not.
     pub body_bytes: u64,
     /// The message ended.
     pub complete: bool,
+    /// The memory budget refused a chunk: the rest of the body is not kept.
+    pub shed: bool,
+    /// What the kept body holds of the memory budget.
+    charge: Charge,
+}
+
+/// Body bytes a [`Message::push_body`] call did not keep, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NotKept {
+    /// Past [`MAX_BODY_BYTES`].
+    pub over_limit: u64,
+    /// Refused by the memory budget (this chunk or an earlier one).
+    pub shed: u64,
+}
+
+impl NotKept {
+    /// Whether every byte was kept.
+    pub fn none(self) -> bool {
+        self == NotKept::default()
+    }
 }
 
 impl Message {
-    /// Appends body bytes, keeping at most [`MAX_BODY_BYTES`]; returns false when
-    /// some were not kept.
-    pub fn push_body(&mut self, chunk: &[u8]) -> bool {
+    /// Appends body bytes, keeping at most [`MAX_BODY_BYTES`] and only while
+    /// `budget` has room; once a chunk is refused the rest of the body is shed
+    /// too (a body with a hole in it is of no use), the prefix kept.
+    pub fn push_body(&mut self, chunk: &[u8], budget: &Arc<Budget>) -> NotKept {
         self.body_bytes += chunk.len() as u64;
+        if self.shed {
+            return NotKept {
+                shed: chunk.len() as u64,
+                ..NotKept::default()
+            };
+        }
         let room = MAX_BODY_BYTES.saturating_sub(self.body.len());
-        self.body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        chunk.len() <= room
+        let take = chunk.len().min(room);
+        if !self.reserve(take, budget) {
+            // The prefix kept so far stays (marked truncated); the rest is shed.
+            self.shed = true;
+            return NotKept {
+                over_limit: 0,
+                shed: chunk.len() as u64,
+            };
+        }
+        self.body.extend_from_slice(&chunk[..take]);
+        NotKept {
+            over_limit: (chunk.len() - take) as u64,
+            shed: 0,
+        }
+    }
+
+    /// Makes room for `more` body bytes, charging the budget for the buffer's
+    /// whole capacity (what the allocator really holds): doubling while the
+    /// budget allows, else exactly what is needed; false if even that does not
+    /// fit.
+    fn reserve(&mut self, more: usize, budget: &Arc<Budget>) -> bool {
+        let (len, cap) = (self.body.len(), self.body.capacity());
+        let needed = len + more;
+        if needed <= cap {
+            return true;
+        }
+        let doubled = needed.max(2 * cap).min(MAX_BODY_BYTES);
+        for target in [doubled, needed] {
+            if self.charge.grow(budget, target - cap) {
+                self.body.reserve_exact(target - len);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes the kept body out (for its object) and gives its bytes back to the
+    /// budget: from here the object's store bounds it.
+    pub fn take_body(&mut self) -> Bytes {
+        self.charge.release();
+        Bytes::from(std::mem::take(&mut self.body))
     }
 
     /// The first value of header `name` (ASCII case-insensitive).
@@ -134,8 +203,12 @@ pub struct ObjectRef {
     pub size: usize,
     /// MIME type.
     pub content_type: String,
-    /// Rendered `access_url` of the first object store that has one.
+    /// Rendered `access_url` of the first object store that has one; `None`
+    /// when the object was not kept.
     pub url: Option<String>,
+    /// Every object store kept the object (spooled it, or wrote it out); `false`
+    /// when one refused it (full spool or disk, full queue, write error).
+    pub kept: bool,
 }
 
 /// MIME type of header-block objects.
@@ -143,30 +216,32 @@ pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
 
 impl Transaction {
     /// The transaction's objects with their MIME types: each header block, and
-    /// each body that is not empty.
-    pub fn objects(&self) -> Vec<(ObjectRole, String, Bytes)> {
+    /// each body that is not empty. Heads and bodies move out (no copy); the
+    /// event fields stay.
+    pub fn take_objects(&mut self) -> Vec<(ObjectRole, String, Bytes)> {
         let mut out = Vec::with_capacity(4);
         for (msg, head_role, body_role) in [
             (
-                &self.request,
+                &mut self.request,
                 ObjectRole::RequestHeaders,
                 ObjectRole::RequestBody,
             ),
             (
-                &self.response,
+                &mut self.response,
                 ObjectRole::ResponseHeaders,
                 ObjectRole::ResponseBody,
             ),
         ] {
             if !msg.head.is_empty() {
-                let head = Bytes::copy_from_slice(&msg.head);
+                let head = Bytes::from(std::mem::take(&mut msg.head));
                 out.push((head_role, HEADERS_CONTENT_TYPE.to_owned(), head));
             }
             if !msg.body.is_empty() {
                 let ct = msg
                     .header("content-type")
-                    .unwrap_or("application/octet-stream");
-                out.push((body_role, ct.to_owned(), msg.body.clone().freeze()));
+                    .unwrap_or("application/octet-stream")
+                    .to_owned();
+                out.push((body_role, ct, msg.take_body()));
             }
         }
         out

@@ -36,6 +36,7 @@ pub fn from_record(record: Record<'_>) -> Input<'_> {
             conn_id: data.conn_id,
             seq: data.seq,
             ts_ns: data.header.ts_ns,
+            pid: data.header.pid,
             tid: data.header.tid,
             flow: match direction {
                 Direction::Egress => Flow::Egress,
@@ -49,7 +50,10 @@ pub fn from_record(record: Record<'_>) -> Input<'_> {
             seq: close.seq,
             ts_ns: close.header.ts_ns,
         },
-        Record::ProcExec(_) | Record::ProcExit(_) => Input::Other,
+        Record::ProcExit(exit) => Input::Exit {
+            pid: exit.header.pid,
+        },
+        Record::ProcExec(_) => Input::Other,
     }
 }
 

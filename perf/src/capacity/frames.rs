@@ -67,6 +67,7 @@ pub fn decode(f: &[u8]) -> Option<Input<'_>> {
             conn_id,
             seq,
             ts_ns,
+            pid: 1000,
             tid: 1000,
             flow,
             tls,

@@ -63,16 +63,18 @@ pub struct Point {
     pub txns_per_s: f64,
     /// CPU seconds per second of shards, output and stores (process minus readers).
     pub pipeline_cores: f64,
-    /// CPU seconds per second of the shard threads (reorder, HTTP parsing).
+    /// CPU seconds per second of the shard threads (reorder, HTTP parsing,
+    /// BLAKE3, event JSON, stores' queues).
     pub shard_cores: f64,
-    /// CPU seconds per second of the output thread (BLAKE3, event JSON, stores).
+    /// CPU seconds per second of a separate output thread (none since objects
+    /// and events are made on the shards; kept for older results).
     pub output_cores: f64,
     /// CPU seconds per second of the readers.
     pub reader_cores: f64,
-    /// Records dropped: shard queues full.
-    pub queue_full: u64,
-    /// Outputs dropped: output queues full.
-    pub output_full: u64,
+    /// Records dropped in user space (a shard thread gone).
+    pub shard_gone: u64,
+    /// Times a reader waited for room in a full shard queue (backpressure).
+    pub pushback_waits: u64,
     /// Objects the object store received.
     pub objects: u64,
     /// Events the event store received.
@@ -82,7 +84,7 @@ pub struct Point {
 impl Point {
     /// Any drop at all.
     pub fn dropped(&self) -> u64 {
-        self.queue_full + self.output_full
+        self.shard_gone
     }
 
     /// Records/s per core of pipeline CPU.
@@ -153,14 +155,14 @@ pub fn run(plan: &CapacityPlan) -> Result<CapacityResults> {
 
 fn log_point(p: &Point) {
     eprintln!(
-        "bench: capacity {} B bodies, offered {:.0} records/s: took {:.0}/s ({:.1} MB/s), {:.2} pipeline cores, dropped {} (shard queue full) + {} (output queue full)",
+        "bench: capacity {} B bodies, offered {:.0} records/s: took {:.0}/s ({:.1} MB/s), {:.2} pipeline cores, dropped {} (shard gone), {} pushback waits",
         p.body,
         p.offered,
         p.records_per_s,
         p.bytes_per_s / 1e6,
         p.pipeline_cores,
-        p.queue_full,
-        p.output_full
+        p.shard_gone,
+        p.pushback_waits
     );
 }
 
@@ -172,10 +174,7 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
         events: vec![events.clone()],
         objects: vec![objects.clone()],
     };
-    let config = PipelineConfig {
-        readers: plan.readers,
-        shards: plan.shards,
-    };
+    let config = PipelineConfig::new(plan.readers, plan.shards);
     let (pipeline, routers) = Pipeline::start(config, frames::decode, fanout)?;
     let exchange = Arc::new(Exchange::new(body));
     let stop = Arc::new(AtomicBool::new(false));
@@ -237,8 +236,8 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
         reader_cores: reader_cpu / elapsed,
         shard_cores: stage("shard"),
         output_cores: stage("output"),
-        queue_full: stats.queue_full.iter().sum(),
-        output_full: stats.shards.iter().map(|s| s.output_full).sum(),
+        shard_gone: stats.routing().shard_gone,
+        pushback_waits: stats.routing().pushback_waits,
         objects: objects.items(),
         events: events.items(),
     })

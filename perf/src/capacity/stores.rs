@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tapwire_store::{Digest, EventStore, Object, ObjectStore, StoreStats};
+use tapwire_store::{Digest, EventStore, Object, ObjectStore, StoreStats, Ticket};
 
 /// Counts items and bytes.
 #[derive(Default)]
@@ -52,8 +52,9 @@ impl ObjectStore for Counting {
     fn id(&self) -> &str {
         "count-objects"
     }
-    fn put(&self, object: Object) {
+    fn put_with(&self, object: Object, ticket: Ticket) {
         self.add(object.bytes.len());
+        ticket.kept();
     }
     fn access_url(&self, _digest: &Digest) -> Option<String> {
         None

@@ -468,7 +468,11 @@ fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
             "shard queue full".into(),
             v["queue_full"].as_u64().unwrap_or(0),
         );
-        for key in ["output_full", "conn_table_full"] {
+        add(
+            "shard gone".into(),
+            v["routing"]["shard_gone"].as_u64().unwrap_or(0),
+        );
+        for key in ["output_full", "conn_table_full", "h2_streams_over_limit"] {
             add(
                 format!("shard {key}"),
                 v["shards"][key].as_u64().unwrap_or(0),

@@ -225,7 +225,7 @@ fn capacity_table(s: &mut String, c: &CapacityResults) {
     );
     let _ = writeln!(
         s,
-        "| body | offered rec/s | taken rec/s | MB/s | txn/s | pipeline cores | rec/s per core | MB/s per core | shard cores | output cores | dropped: shard queue full | dropped: output queue full |"
+        "| body | offered rec/s | taken rec/s | MB/s | txn/s | pipeline cores | rec/s per core | MB/s per core | shard cores | output cores | dropped: shard gone | pushback waits |"
     );
     let _ = writeln!(
         s,
@@ -245,8 +245,8 @@ fn capacity_table(s: &mut String, c: &CapacityResults) {
             p.bytes_per_core() / 1e6,
             p.shard_cores,
             p.output_cores,
-            p.queue_full,
-            p.output_full
+            p.shard_gone,
+            p.pushback_waits
         );
     }
     let mut bodies: Vec<usize> = c.points.iter().map(|p| p.body).collect();

@@ -167,11 +167,17 @@ pub enum DropReason {
     Internal = 6,
     /// Reading kernel structures (task, file, socket) failed.
     KernelRead = 7,
+    /// Inserting into a kernel map failed (the call or fd it describes is not
+    /// followed).
+    MapInsert = 8,
+    /// A thread exited inside a socket or TLS call; the call's in-flight entry
+    /// was reclaimed at its exit (not a loss of captured bytes).
+    AbandonedCall = 9,
 }
 
 impl DropReason {
     /// Number of reasons, the size of the counter map.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
     /// All reasons, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         Self::RingFull,
@@ -182,6 +188,8 @@ impl DropReason {
         Self::LostBytes,
         Self::Internal,
         Self::KernelRead,
+        Self::MapInsert,
+        Self::AbandonedCall,
     ];
 
     /// Stable snake_case name, for logs and metrics.
@@ -195,6 +203,8 @@ impl DropReason {
             Self::LostBytes => "lost_bytes",
             Self::Internal => "internal",
             Self::KernelRead => "kernel_read",
+            Self::MapInsert => "map_insert",
+            Self::AbandonedCall => "abandoned_call",
         }
     }
 }

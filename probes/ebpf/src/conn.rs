@@ -356,7 +356,9 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
     let sk = match tcp_sock(o, fd) {
         Ok(Some(sk)) => sk,
         Ok(None) => {
-            let _ = NOT_TCP.insert(k, 0u8, 0);
+            if NOT_TCP.insert(k, 0u8, 0).is_err() {
+                count(DropReason::MapInsert, 1);
+            }
             return None;
         }
         Err(()) => {

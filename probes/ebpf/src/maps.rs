@@ -113,9 +113,11 @@ pub const SHAPE_ACCEPT: u32 = 5;
 /// A `connect` by the agent itself: only its local port is noted.
 pub const SHAPE_AGENT_CONNECT: u32 = 6;
 
-/// In-flight socket syscalls, keyed by `pid_tgid`.
+/// In-flight socket syscalls, keyed by `pid_tgid`. LRU, and cleared at thread
+/// exit (`process::sched_exit`): a thread that dies inside a call never
+/// leaves its entry for good.
 #[btf_map]
-pub static SYSCALLS: HashMap<u64, SyscallArgs, 16_384> = HashMap::new();
+pub static SYSCALLS: LruHashMap<u64, SyscallArgs, 16_384> = LruHashMap::new();
 
 /// A TLS call in flight on a thread: saved at the uprobe, completed at the
 /// uretprobe.
@@ -132,9 +134,10 @@ pub struct TlsCall {
     pub _pad: u32,
 }
 
-/// TLS calls in flight, keyed by `pid_tgid`.
+/// TLS calls in flight, keyed by `pid_tgid`. LRU, and cleared at thread exit
+/// like [`SYSCALLS`] (a thread killed inside `SSL_read`).
 #[btf_map]
-pub static TLS_CALLS: HashMap<u64, TlsCall, 16_384> = HashMap::new();
+pub static TLS_CALLS: LruHashMap<u64, TlsCall, 16_384> = LruHashMap::new();
 
 /// `SSL *` → fd, learned from the syscalls inside earlier calls.
 #[repr(C)]

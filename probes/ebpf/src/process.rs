@@ -17,13 +17,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tapwire_common::{
-    Kind, ProcExec, ProcExit,
+    DropReason, Kind, ProcExec, ProcExit,
     config::{Config, select},
 };
 
 use crate::{
-    emit::{header, output_value_wake},
-    maps::{CONFIG, SCRATCH, SELECTED, SELECTED_EXES},
+    emit::{count, header, output_value_wake},
+    maps::{CONFIG, SCRATCH, SELECTED, SELECTED_EXES, SYSCALLS, TLS_CALLS},
     select::{selected, selection_on},
 };
 
@@ -126,6 +126,13 @@ pub fn sched_exec(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // A thread that dies inside a socket or TLS call (killed in `SSL_read`)
+    // leaves its in-flight entry: reclaim it here, counted.
+    let abandoned = u64::from(SYSCALLS.remove(pid_tgid).is_ok())
+        + u64::from(TLS_CALLS.remove(pid_tgid).is_ok());
+    if abandoned > 0 {
+        count(DropReason::AbandonedCall, abandoned);
+    }
     let was_selected = selected();
     if selection_on() {
         let _ = SELECTED.remove(pid_tgid as u32);

@@ -23,11 +23,11 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tapwire_common::{ConnClose, Direction, Kind, Role, Source};
+use tapwire_common::{ConnClose, Direction, DropReason, Kind, Role, Source};
 
 use crate::{
     conn::{key, lookup_or_track, own_port, settle, track},
-    emit::{DataCall, emit_data, header, next_seq, output_value},
+    emit::{DataCall, count, emit_data, header, next_seq, output_value},
     maps::{
         AGENT_PORTS, CONN_OPEN_PENDING, CONN_PLAIN, CONN_TLS, CONNS, LAST_TLS_READ, NOT_TCP,
         SHAPE_ACCEPT, SHAPE_AGENT_CONNECT, SHAPE_BUF, SHAPE_CONNECT, SHAPE_IOV, SHAPE_MSG, SSL_FDS,
@@ -80,14 +80,13 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
             (*call).fd = fd;
             (*call).ssl
         };
-        let _ = SSL_FDS.insert(
-            SslKey {
-                tgid: pid_tgid >> 32,
-                ssl,
-            },
-            fd,
-            0,
-        );
+        let key = SslKey {
+            tgid: pid_tgid >> 32,
+            ssl,
+        };
+        if SSL_FDS.insert(key, fd, 0).is_err() {
+            count(DropReason::MapInsert, 1);
+        }
         return 0;
     }
     let args = SyscallArgs {
@@ -97,7 +96,9 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
         shape,
         direction: direction as u32,
     };
-    let _ = SYSCALLS.insert(pid_tgid, args, 0);
+    if SYSCALLS.insert(pid_tgid, args, 0).is_err() {
+        count(DropReason::MapInsert, 1);
+    }
     0
 }
 
@@ -341,6 +342,11 @@ fn data(args: &SyscallArgs, len: u64) {
 #[inline(always)]
 fn tls_socket_io(args: &SyscallArgs) {
     if args.direction == Direction::Ingress as u32 {
-        let _ = LAST_TLS_READ.insert(bpf_get_current_pid_tgid(), args.fd, 0);
+        if LAST_TLS_READ
+            .insert(bpf_get_current_pid_tgid(), args.fd, 0)
+            .is_err()
+        {
+            count(DropReason::MapInsert, 1);
+        }
     }
 }

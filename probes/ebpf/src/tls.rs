@@ -76,9 +76,13 @@ pub fn ssl_enter(ctx: ProbeContext) -> u32 {
     {
         // Memory-BIO session: the ciphertext it consumes was last read from
         // this fd on this thread. A syscall inside the call still overrides.
-        let _ = SSL_FDS.insert(key, fd, 0);
+        if SSL_FDS.insert(key, fd, 0).is_err() {
+            count(DropReason::MapInsert, 1);
+        }
     }
-    let _ = TLS_CALLS.insert(pid_tgid, call, 0);
+    if TLS_CALLS.insert(pid_tgid, call, 0).is_err() {
+        count(DropReason::MapInsert, 1);
+    }
     0
 }
 

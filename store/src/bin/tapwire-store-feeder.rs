@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use tapwire_store::config::{ObjectStoreConfig, RawObjectStore};
+use tapwire_store::config::{ObjectStoreConfig, RawStore};
 use tapwire_store::{Object, ObjectStore as _, S3Store};
 
 /// How often the feeder looks at the store while waiting.
@@ -107,11 +107,11 @@ fn run() -> Result<ExitCode> {
     let args = parse_args()?;
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read `{}`", args.config))?;
-    let raw: RawObjectStore = serde_yaml::from_str(&text).context("bad store entry")?;
-    let cfg = match raw.validate() {
+    let raw: RawStore = serde_yaml::from_str(&text).context("bad store entry")?;
+    let cfg = match ObjectStoreConfig::from_raw(raw) {
         Ok(ObjectStoreConfig::S3(cfg)) => cfg,
         Ok(_) => bail!("the entry is not `type: s3`"),
-        Err((key, e)) => bail!("invalid store entry ({key:?}): {e}"),
+        Err(e) => bail!("invalid store entry ({:?}): {e}", e.path),
     };
     let store = S3Store::start(&cfg)?;
     let mut out = std::io::stdout();

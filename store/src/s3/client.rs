@@ -92,22 +92,35 @@ impl ClientError {
         }
     }
 
-    /// Refused because of the store's set-up, not the object: authentication,
-    /// permission, or a missing bucket. Retrying will not help until someone fixes
-    /// the credentials, the policy or the bucket.
-    pub fn is_auth(&self) -> bool {
+    /// Refused because of the store's set-up, not the object: authentication or
+    /// permission (401, 403, a malformed or expired signature or token), a missing
+    /// or moved bucket (`NoSuchBucket`, 301 `PermanentRedirect`, 307), or an answer
+    /// that is not S3's at all (a proxy's 404 with no S3 error code). Every object
+    /// would fail the same way: the store waits and tries again, the objects wait
+    /// in the spool.
+    pub fn is_setup(&self) -> bool {
         match self {
             Self::Status { status, code, .. } => {
-                *status == 401
-                    || *status == 403
+                matches!(*status, 301 | 307 | 401 | 403)
+                    || (*status == 404 && code.starts_with("HTTP "))
                     || matches!(
                         code.as_str(),
                         "AccessDenied"
+                            | "AuthorizationHeaderMalformed"
                             | "SignatureDoesNotMatch"
                             | "InvalidAccessKeyId"
                             | "ExpiredToken"
                             | "InvalidToken"
+                            | "TokenRefreshRequired"
                             | "NoSuchBucket"
+                            | "PermanentRedirect"
+                            | "TemporaryRedirect"
+                            | "InvalidBucketName"
+                            | "AllAccessDisabled"
+                            | "AccountProblem"
+                            | "KMS.NotFoundException"
+                            | "KMS.DisabledException"
+                            | "KMS.AccessDeniedException"
                     )
             }
             _ => false,
@@ -128,8 +141,23 @@ pub struct ClientConfig {
     pub insecure: bool,
     /// Key pair.
     pub credentials: Credentials,
+    /// Temporary credentials' session token (`x-amz-security-token`), if any.
+    pub session_token: Option<String>,
+    /// Server-side encryption asked for on every object.
+    pub encryption: Option<Encryption>,
+    /// Extra trusted CA certificates (PEM), besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
     /// Connections kept alive at most.
     pub max_idle_connections: usize,
+}
+
+/// Server-side encryption for new objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// `AES256`: keys managed by the service (SSE-S3).
+    Aes256,
+    /// `aws:kms`, with the KMS key id (or the account's default key).
+    Kms(Option<String>),
 }
 
 /// A successful answer.
@@ -144,21 +172,37 @@ pub struct S3Client {
     http: reqwest::Client,
     cfg: ClientConfig,
     scheme: &'static str,
+    /// The `Host` header as reqwest sends it (lowercase host, default port
+    /// left out), which is what the signature must cover.
+    host: String,
 }
 
 impl S3Client {
     /// Builds the client (no request is made).
     pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(cfg.max_idle_connections.max(1))
-            .user_agent(concat!("tapwire/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ClientError::Build)?;
+            // S3 answers a wrong region or endpoint with a redirect; following it
+            // would resend a request signed for another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tapwire/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &cfg.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(ClientError::Build)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(ClientError::Build)?;
         let scheme = if cfg.insecure { "http" } else { "https" };
-        Ok(Self { http, cfg, scheme })
+        let host = host_as_sent(scheme, &cfg.endpoint);
+        Ok(Self {
+            http,
+            cfg,
+            scheme,
+            host,
+        })
     }
 
     /// `http` or `https`.
@@ -197,12 +241,34 @@ impl S3Client {
         };
         let date = AmzDate::now();
         let mut headers: Vec<(&str, &str)> = vec![
-            ("host", &self.cfg.endpoint),
+            ("host", &self.host),
             ("x-amz-content-sha256", &payload_hash),
             ("x-amz-date", date.stamp()),
         ];
         if let Some(ct) = content_type {
             headers.push(("content-type", ct));
+        }
+        if let Some(token) = &self.cfg.session_token {
+            headers.push(("x-amz-security-token", token));
+        }
+        // New objects (a PUT of a whole object, or the start of a multipart
+        // upload) carry the encryption asked for; parts inherit it.
+        let new_object = key.is_some()
+            && ((method == Method::PUT && query.is_empty())
+                || (method == Method::POST && query.iter().any(|(k, _)| *k == "uploads")));
+        if new_object {
+            match &self.cfg.encryption {
+                Some(Encryption::Aes256) => {
+                    headers.push(("x-amz-server-side-encryption", "AES256"));
+                }
+                Some(Encryption::Kms(key_id)) => {
+                    headers.push(("x-amz-server-side-encryption", "aws:kms"));
+                    if let Some(id) = key_id {
+                        headers.push(("x-amz-server-side-encryption-aws-kms-key-id", id));
+                    }
+                }
+                None => {}
+            }
         }
         let signature = sign::sign(
             &SignableRequest {
@@ -232,11 +298,11 @@ impl S3Client {
         let mut req = self
             .http
             .request(method.clone(), &url)
-            .header("x-amz-content-sha256", &payload_hash)
-            .header("x-amz-date", date.stamp())
             .header("authorization", signature.authorization);
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
+        // Every signed header but `host` (which reqwest writes from the URL, as
+        // `host_as_sent` predicts), with the very value signed.
+        for (name, value) in headers.iter().filter(|(n, _)| *n != "host") {
+            req = req.header(*name, *value);
         }
         if !body.is_empty() || method == Method::PUT || method == Method::POST {
             req = req.body(body);
@@ -427,6 +493,21 @@ impl S3Client {
     }
 }
 
+/// The `Host` header reqwest sends for `endpoint` (`host[:port]`) over `scheme`:
+/// the URL's host lowercased, its port only when it is not the scheme's default.
+pub fn host_as_sent(scheme: &str, endpoint: &str) -> String {
+    match reqwest::Url::parse(&format!("{scheme}://{endpoint}/")) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or(endpoint);
+            match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            }
+        }
+        Err(_) => endpoint.to_owned(),
+    }
+}
+
 /// AWS's global endpoint, which serves path-style requests for us-east-1 buckets
 /// only and redirects the rest.
 const AWS_GLOBAL_ENDPOINT: &str = "s3.amazonaws.com";
@@ -566,7 +647,7 @@ mod tests {
         );
         assert!(!err.is_transient());
         assert!(
-            err.is_auth(),
+            err.is_setup(),
             "a missing bucket is the store's problem, not the object's"
         );
     }
@@ -580,8 +661,68 @@ mod tests {
             StatusCode::FORBIDDEN,
             b"<Error><Code>SignatureDoesNotMatch</Code></Error>",
         );
-        assert!(err.is_auth());
+        assert!(err.is_setup());
         assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn set_up_errors_are_told_from_object_errors() {
+        let setup = [
+            (
+                StatusCode::FORBIDDEN,
+                "<Error><Code>AccessDenied</Code></Error>",
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                "<Error><Code>AuthorizationHeaderMalformed</Code></Error>",
+            ),
+            (
+                StatusCode::MOVED_PERMANENTLY,
+                "<Error><Code>PermanentRedirect</Code></Error>",
+            ),
+            (StatusCode::NOT_FOUND, "<html>no such route</html>"),
+            (StatusCode::UNAUTHORIZED, ""),
+        ];
+        for (status, body) in setup {
+            let err = status_error(status, body.as_bytes());
+            assert!(err.is_setup(), "{err}");
+            assert!(!err.is_transient(), "{err}");
+        }
+        let object = [
+            (
+                StatusCode::BAD_REQUEST,
+                "<Error><Code>InvalidArgument</Code></Error>",
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                "<Error><Code>EntityTooLarge</Code></Error>",
+            ),
+            (
+                StatusCode::NOT_FOUND,
+                "<Error><Code>NoSuchUpload</Code></Error>",
+            ),
+        ];
+        for (status, body) in object {
+            let err = status_error(status, body.as_bytes());
+            assert!(!err.is_setup(), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_signed_host_is_the_host_sent() {
+        assert_eq!(
+            host_as_sent("http", "Minio.Example.com:80"),
+            "minio.example.com"
+        );
+        assert_eq!(
+            host_as_sent("https", "s3.example.com:443"),
+            "s3.example.com"
+        );
+        assert_eq!(
+            host_as_sent("https", "s3.example.com:9000"),
+            "s3.example.com:9000"
+        );
+        assert_eq!(host_as_sent("http", "[::1]:8333"), "[::1]:8333");
     }
 
     #[test]

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use super::client::{ClientConfig, ClientError, S3Client};
 use super::multipart::MemoryBudget;
 use super::sign::Credentials;
-use super::uploader::{Control, Uploader};
-use crate::config::{S3Config, SecretError, StartupCheck};
-use crate::counters::Counters;
+use super::uploader::{Control, UploadLogs, Uploader};
+use crate::config::{KindError, S3Config, SecretError, StartupCheck, StoreKind as _};
+use crate::counters::{Counters, Loss};
 use crate::spool::{PendingQueue, Spool, SpoolError, StorageThread};
-use crate::{Digest, Object, ObjectStore, StoreStats};
+use crate::{Digest, Object, ObjectStore, StoreStats, Ticket};
 
 /// How often `shutdown` looks at the spool while waiting for it to drain.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
@@ -33,15 +33,13 @@ pub enum S3Error {
         #[source]
         source: SecretError,
     },
-    /// `endpoint` has a scheme or a path.
-    #[error(
-        "store `{store}`: endpoint `{endpoint}` must be a host and optional port, without scheme or path (use `insecure` to choose HTTP)"
-    )]
-    Endpoint {
+    /// A key's value is refused (the same check the config loader makes).
+    #[error("store `{store}`: {problem}")]
+    Config {
         /// Store id.
         store: String,
-        /// The endpoint as configured.
-        endpoint: String,
+        /// What is wrong.
+        problem: KindError,
     },
     /// The HTTP client could not be built.
     #[error("store `{store}`: cannot build the S3 client")]
@@ -134,11 +132,34 @@ impl S3Store {
                     source,
                 })?,
         };
-        if cfg.endpoint.is_empty() || cfg.endpoint.contains("://") || cfg.endpoint.contains('/') {
-            return Err(S3Error::Endpoint {
+        cfg.check().map_err(|problem| S3Error::Config {
+            store: store(),
+            problem,
+        })?;
+        let session_token = cfg
+            .session_token
+            .as_ref()
+            .map(|t| t.resolve(&cfg.id, "session_token"))
+            .transpose()
+            .map_err(|source| S3Error::Credentials {
                 store: store(),
-                endpoint: cfg.endpoint.clone(),
-            });
+                source,
+            })?;
+        let ca_pem = cfg
+            .ca_file
+            .as_deref()
+            .map(|path| super::config::read_ca_file("ca_file", path))
+            .transpose()
+            .map_err(|problem| S3Error::Config {
+                store: store(),
+                problem,
+            })?;
+        if cfg.insecure {
+            tracing::warn!(
+                store = %cfg.id,
+                endpoint = %cfg.endpoint,
+                "PLAIN HTTP (`insecure: true`): captured payloads and request signatures travel unencrypted; use it only on a trusted local network"
+            );
         }
         let client = Arc::new(
             S3Client::new(ClientConfig {
@@ -147,6 +168,9 @@ impl S3Store {
                 region: cfg.region.clone(),
                 insecure: cfg.insecure,
                 credentials,
+                session_token,
+                encryption: cfg.encryption(),
+                ca_pem,
                 max_idle_connections: cfg.concurrency,
             })
             .map_err(|source| S3Error::Client {
@@ -154,13 +178,16 @@ impl S3Store {
                 source,
             })?,
         );
-        let (spool, recovered) = Spool::open(&PathBuf::from(&cfg.spool_dir), cfg.spool_max_bytes)
+        let (spool, recovery) = Spool::open(&PathBuf::from(&cfg.spool_dir), cfg.spool_max_bytes)
             .map_err(|source| S3Error::Spool {
-            store: store(),
-            source,
-        })?;
+                store: store(),
+                source,
+            })?;
+        let recovered = recovery.objects;
         let spool = Arc::new(spool);
         let counters = Arc::new(Counters::default());
+        Counters::add(&counters.recovered, recovered as u64);
+        counters.lose(Loss::Corrupt, recovery.corrupt as u64);
         let control = Arc::new(Control::default());
         let uploader = Uploader {
             store_id: cfg.id.clone(),
@@ -172,6 +199,7 @@ impl S3Store {
             multipart_threshold: cfg.multipart_threshold_bytes,
             part_bytes: cfg.multipart_part_bytes,
             memory: MemoryBudget::default(),
+            logs: UploadLogs::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -240,7 +268,7 @@ impl S3Store {
                 source,
             }
         })?;
-        tracing::info!(store = %cfg.id, endpoint = %cfg.endpoint, bucket = %cfg.bucket, recovered, "s3 store started");
+        tracing::info!(store = %cfg.id, endpoint = %cfg.endpoint, bucket = %cfg.bucket, recovered, corrupt = recovery.corrupt, "s3 store started");
         Ok(Self {
             id: cfg.id.clone(),
             queue,
@@ -268,21 +296,16 @@ impl S3Store {
     }
 
     /// Objects accepted (or recovered) and not yet settled: neither stored,
-    /// deduplicated nor dropped. Parked objects count as pending.
+    /// deduplicated nor dropped.
     pub fn pending(&self) -> u64 {
         let s = self.counters.snapshot();
-        (s.accepted + self.recovered as u64).saturating_sub(s.stored + s.deduplicated + s.dropped)
+        let lost = s.dropped - s.drops.corrupt;
+        (s.accepted + self.recovered as u64).saturating_sub(s.stored + s.deduplicated + lost)
     }
 
-    /// Objects in the spool (waiting, uploading or parked).
+    /// Objects in the spool (waiting or uploading).
     pub fn spooled(&self) -> usize {
         self.spool.len()
-    }
-
-    /// Objects parked after S3 refused them for authentication or permission
-    /// reasons; they are retried at the next start.
-    pub fn parked(&self) -> usize {
-        self.spool.parked()
     }
 
     fn halt(&self) {
@@ -297,8 +320,8 @@ impl ObjectStore for S3Store {
         &self.id
     }
 
-    fn put(&self, object: Object) {
-        self.queue.push(object);
+    fn put_with(&self, object: Object, ticket: Ticket) {
+        self.queue.push(object, ticket);
     }
 
     fn access_url(&self, digest: &Digest) -> Option<String> {
@@ -320,7 +343,7 @@ impl ObjectStore for S3Store {
         if let Some(storage) = threads.storage.take() {
             let _ = storage.join();
         }
-        while self.spool.len() > self.spool.parked() && Instant::now() < until {
+        while !self.spool.is_empty() && Instant::now() < until {
             std::thread::sleep(SHUTDOWN_POLL);
         }
         self.halt();

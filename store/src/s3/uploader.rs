@@ -4,13 +4,18 @@
 //! Each entry is retried until it is stored while the failure is transient (5xx,
 //! throttling, timeouts, connection errors): the object waits on disk, so an outage
 //! costs disk, not memory, and loses nothing within the spool's limit.
-//! Authentication and permission errors and a missing bucket (the store's set-up,
-//! not the object) are retried [`AUTH_ATTEMPTS`] times, then the object is parked
-//! (kept on disk, left alone until the next start) and the error is logged. Any other refusal (a 4xx the object itself causes) drops it.
+//!
+//! A set-up error (credentials, permissions, a missing or moved bucket, a proxy
+//! answering instead of S3: [`ClientError::is_setup`]) is the store's fault, not
+//! the object's: the object goes back to the queue and the whole store pauses,
+//! then sends one object as a probe, with a backoff growing to [`SETUP_RETRY_CAP`];
+//! the first success resumes full speed. No restart is needed once the set-up is
+//! fixed. Any other refusal (a 4xx the object itself causes) drops the object,
+//! counted. Error lines are rate-limited.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -18,7 +23,8 @@ use tokio::task::JoinSet;
 use super::client::{ClientError, S3Client};
 use super::multipart::{self, MemoryBudget, MultipartError};
 use crate::backoff;
-use crate::counters::Counters;
+use crate::counters::{Counters, Loss};
+use crate::ratelog::LogLimit;
 use crate::spool::{Entry, Spool};
 
 /// First retry delay after a transient failure.
@@ -26,13 +32,16 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 /// Longest retry delay: also the longest an outage outlasts its end before
 /// uploads resume.
 const RETRY_CAP: Duration = Duration::from_secs(4);
-/// Tries for an object refused for authentication, permission or a missing bucket.
-pub const AUTH_ATTEMPTS: u32 = 3;
+/// First pause of the store after a set-up error.
+const SETUP_RETRY_BASE: Duration = Duration::from_millis(500);
+/// Longest pause between probes while the set-up stays broken: also the longest
+/// a fixed set-up waits before uploads resume.
+pub const SETUP_RETRY_CAP: Duration = Duration::from_secs(15);
+/// At most one error line per this interval per kind of failure.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How often an idle uploader looks at the spool and its stop flag even without a
 /// wake-up.
 const IDLE_POLL: Duration = Duration::from_millis(200);
-/// Retries logged at `warn` (then one in [`LOG_EVERY`]) per object.
-const LOG_EVERY: u32 = 10;
 
 /// One object's upload failure.
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +77,9 @@ impl UploadError {
         self.client_error().is_some_and(ClientError::is_transient)
     }
 
-    /// Refused for authentication or permission reasons.
-    pub fn is_auth(&self) -> bool {
-        self.client_error().is_some_and(ClientError::is_auth)
+    /// The store's set-up is at fault, not the object.
+    pub fn is_setup(&self) -> bool {
+        self.client_error().is_some_and(ClientError::is_setup)
     }
 
     /// The S3 error code or transport reason, for logs.
@@ -110,36 +119,120 @@ pub struct Uploader {
     pub part_bytes: u64,
     /// Object bytes in memory across uploads in flight.
     pub memory: MemoryBudget,
+    /// Rate limits for retry, set-up and refusal logs.
+    pub logs: UploadLogs,
+}
+
+/// The uploader's log limiters.
+#[derive(Debug)]
+pub struct UploadLogs {
+    retry: LogLimit,
+    setup: LogLimit,
+    refused: LogLimit,
+}
+
+impl Default for UploadLogs {
+    fn default() -> Self {
+        Self {
+            retry: LogLimit::new(LOG_INTERVAL),
+            setup: LogLimit::new(LOG_INTERVAL),
+            refused: LogLimit::new(LOG_INTERVAL),
+        }
+    }
+}
+
+/// How one upload task ended.
+enum Outcome {
+    /// Stored, dropped, or given back because of a halt.
+    Settled,
+    /// Given back to the queue: the store's set-up is broken.
+    Setup(UploadError),
+}
+
+/// The store-wide pause after set-up errors.
+#[derive(Default)]
+struct Pause {
+    /// Set-up failures in a row.
+    failures: u32,
+    /// No upload starts before this.
+    until: Option<Instant>,
+    /// A probe is in flight; no other upload starts.
+    probing: bool,
 }
 
 impl Uploader {
     /// Runs until halted.
     pub async fn run(self) {
         let this = Arc::new(self);
-        let mut tasks = JoinSet::new();
+        let mut tasks: JoinSet<Outcome> = JoinSet::new();
+        let mut pause = Pause::default();
         loop {
             if this.control.halt.load(Ordering::Acquire) {
                 break;
             }
-            while tasks.try_join_next().is_some() {}
-            let free = this.concurrency.saturating_sub(tasks.len());
+            while let Some(done) = tasks.try_join_next() {
+                this.settle(done.ok(), &mut pause);
+            }
+            let now = Instant::now();
+            let paused = pause.until.is_some_and(|until| now < until);
+            let free = if paused || (pause.probing && !tasks.is_empty()) {
+                0
+            } else if pause.failures > 0 {
+                // The pause is over: one object probes the set-up.
+                pause.probing = true;
+                1usize.saturating_sub(tasks.len())
+            } else {
+                this.concurrency.saturating_sub(tasks.len())
+            };
             if free > 0 {
                 for entry in this.spool.take_batch(free) {
                     let this = Arc::clone(&this);
                     tasks.spawn(async move { this.upload_entry(entry).await });
                 }
             }
+            let wait = pause.until.map_or(IDLE_POLL, |until| {
+                until.saturating_duration_since(now).min(IDLE_POLL)
+            });
             tokio::select! {
                 () = this.control.wake.notified() => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => this.settle(done.ok(), &mut pause),
+                () = tokio::time::sleep(wait) => {}
             }
         }
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
 
-    async fn upload_entry(&self, entry: Entry) {
+    /// Takes a finished task's outcome into the store-wide pause.
+    fn settle(&self, outcome: Option<Outcome>, pause: &mut Pause) {
+        match outcome {
+            Some(Outcome::Setup(error)) => {
+                let delay = backoff::delay(pause.failures, SETUP_RETRY_BASE, SETUP_RETRY_CAP);
+                pause.failures = pause.failures.saturating_add(1);
+                pause.until = Some(Instant::now() + delay);
+                pause.probing = false;
+                if let Some(skipped) = self.logs.setup.allow() {
+                    tracing::error!(
+                        store = %self.store_id,
+                        code = error.code(),
+                        error = %error,
+                        failures = pause.failures,
+                        retry_in_ms = delay.as_millis() as u64,
+                        skipped,
+                        "S3 refuses the store's requests (credentials, permissions, bucket or endpoint); objects wait in the spool"
+                    );
+                }
+            }
+            Some(Outcome::Settled) | None => {
+                if pause.probing {
+                    tracing::info!(store = %self.store_id, failures = pause.failures, "S3 accepts uploads again; resuming");
+                    *pause = Pause::default();
+                }
+            }
+        }
+    }
+
+    async fn upload_entry(&self, entry: Entry) -> Outcome {
         let multipart = entry.len >= self.multipart_threshold;
         let mut attempt: u32 = 0;
         loop {
@@ -158,28 +251,29 @@ impl Uploader {
                     if multipart {
                         Counters::add(&self.counters.multipart, 1);
                     }
-                    return;
+                    return Outcome::Settled;
                 }
                 Err(e) => e,
             };
             Counters::add(&self.counters.errors, 1);
-            let digest = entry.digest.to_hex();
-            if error.is_transient() {
-                if attempt.is_multiple_of(LOG_EVERY) {
-                    tracing::warn!(store = %self.store_id, digest = %digest, attempt, code = error.code(), error = %error, "upload failed; retrying");
+            if error.is_setup() {
+                self.spool.release(entry.seq);
+                return Outcome::Setup(error);
+            }
+            if !error.is_transient() {
+                if let Some(skipped) = self.logs.refused.allow() {
+                    tracing::error!(store = %self.store_id, digest = %entry.digest.to_hex(), code = error.code(), error = %error, skipped, "S3 refused the object; dropping it");
                 }
-            } else if error.is_auth() {
-                tracing::error!(store = %self.store_id, digest = %digest, attempt, code = error.code(), error = %error, "upload refused");
-                if attempt + 1 >= AUTH_ATTEMPTS {
-                    tracing::error!(store = %self.store_id, digest = %digest, "object kept in the spool until the next start");
-                    self.spool.park(entry.seq);
-                    return;
-                }
-            } else {
-                tracing::error!(store = %self.store_id, digest = %digest, code = error.code(), error = %error, "upload refused; dropping object");
                 self.spool.discard(entry.seq);
-                Counters::add(&self.counters.dropped, 1);
-                return;
+                self.counters.lose(Loss::Refused, 1);
+                return Outcome::Settled;
+            }
+            if let Some(skipped) = self.logs.retry.allow() {
+                tracing::warn!(store = %self.store_id, digest = %entry.digest.to_hex(), attempt, code = error.code(), error = %error, skipped, "upload failed; retrying");
+            }
+            if self.control.halt.load(Ordering::Acquire) {
+                self.spool.release(entry.seq);
+                return Outcome::Settled;
             }
             tokio::time::sleep(backoff::delay(attempt, RETRY_BASE, RETRY_CAP)).await;
             attempt = attempt.saturating_add(1);

@@ -2,13 +2,19 @@
 //!
 //! Each pending object is one file, `{seq:016x}-{digest}.obj`, holding a small
 //! header (magic, content type) and then the object's bytes. It is written as
-//! `….tmp` and renamed once whole, so after a crash a `.obj` file is always
-//! complete and a `.tmp` file is always discarded. `seq` grows with every object,
-//! so the oldest pending object is the one with the smallest `seq`: that is the
-//! upload order and the eviction order when the spool is over its size limit.
+//! `….tmp` (created with `O_EXCL | O_NOFOLLOW`), fsynced, renamed once whole, and
+//! the directory is fsynced after each batch of renames: an object counts as kept
+//! only then. `seq` grows with every object, so the oldest pending object is the
+//! one with the smallest `seq`: that is the upload order.
 //!
-//! Files are not fsynced: the spool survives the agent dying (the page cache
-//! belongs to the kernel), not the machine losing power.
+//! An object in the spool may be named by an event already sent, so nothing is
+//! ever evicted: when the spool is at its limit, new objects are refused.
+//!
+//! At start the directory must belong to the agent's user and be closed to
+//! everyone else; only files with the spool's own names are touched. Each
+//! complete file is hashed again and queued only if its bytes still match the
+//! digest in its name (a file cut short by a full disk or a crash of the machine
+//! is counted and removed, never uploaded under a wrong digest).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -17,6 +23,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::header::{MAGIC, MAX_CONTENT_TYPE_BYTES, header_len, parse_header, truncate};
 use crate::Digest;
 
 /// The spool directory's mode when tapwire creates it: payloads are sensitive, so
@@ -26,10 +33,6 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 /// The file locked while a store has the spool open.
 pub const LOCK_FILE: &str = ".lock";
-/// First bytes of every spool file; the `1` is the format version.
-pub const MAGIC: &[u8; 8] = b"TWSPOOL1";
-/// Longest content type kept in a spool file header (longer ones are cut).
-pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 /// Objects the spool holds at most; past it the oldest waiting ones are dropped,
 /// as past the byte limit. The index costs about 170 bytes per object (map entries,
 /// digest, interned content type), so this caps it near 45 MiB however small the
@@ -61,6 +64,30 @@ pub enum SpoolError {
         /// The directory.
         dir: PathBuf,
     },
+    /// The directory belongs to another user.
+    #[error(
+        "the spool directory `{dir}` is owned by uid {uid} (mode {mode:o}); it must be owned by the agent's uid {euid}"
+    )]
+    Unsafe {
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// The agent's effective uid.
+        euid: u32,
+    },
+}
+
+/// What [`Spool::open`] found from a previous run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Whole objects queued again.
+    pub objects: usize,
+    /// Files whose bytes no longer match their digest (or whose header is
+    /// unreadable): removed and counted, never uploaded.
+    pub corrupt: usize,
 }
 
 /// One pending object, as the uploader sees it.
@@ -89,8 +116,6 @@ enum State {
     Queued,
     /// Being uploaded.
     InFlight,
-    /// Refused by the server for good (credentials); left on disk for the next start.
-    Parked,
 }
 
 /// One index entry, kept small: the path is derived from `seq` and `digest`.
@@ -125,8 +150,8 @@ pub enum Admit {
     },
     /// The same digest is pending or was uploaded recently.
     Duplicate,
-    /// The object alone is larger than the spool's limit, or the spool is full of
-    /// objects that cannot be evicted (all being uploaded).
+    /// The spool is at its byte or object limit (or the object alone is larger
+    /// than the byte limit): the object is refused.
     NoRoom,
 }
 
@@ -152,8 +177,6 @@ struct Index {
     /// Bytes of all spool files (headers included).
     bytes: u64,
     next_seq: u64,
-    /// Objects removed to make room, since start.
-    evicted: u64,
     /// Content types shared by entries.
     content_types: HashSet<Arc<str>>,
 }
@@ -182,44 +205,16 @@ impl RecentDigests {
     }
 }
 
-/// The header written before an object's bytes.
-pub fn header(content_type: &str) -> Vec<u8> {
-    let ct = truncate(content_type, MAX_CONTENT_TYPE_BYTES);
-    let mut h = Vec::with_capacity(MAGIC.len() + 1 + ct.len());
-    h.extend_from_slice(MAGIC);
-    // `truncate` keeps it at most 255 bytes.
-    h.push(u8::try_from(ct.len()).unwrap_or(u8::MAX));
-    h.extend_from_slice(ct.as_bytes());
-    h
-}
-
-/// Length of the header for `content_type` (at most 8 + 1 + 255).
-fn header_len(content_type: &str) -> u16 {
-    let len = MAGIC.len() + 1 + truncate(content_type, MAX_CONTENT_TYPE_BYTES).len();
-    u16::try_from(len).unwrap_or(u16::MAX)
-}
-
 /// The final name of object `seq` with `digest` in `dir`.
 fn object_path(dir: &Path, seq: u64, digest: &Digest) -> PathBuf {
     dir.join(format!("{seq:016x}-{}.obj", digest.to_hex()))
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 impl Spool {
-    /// Opens (creating if needed) the spool at `dir`, removes half-written files and
-    /// queues every complete one, oldest first. Returns the spool and how many
-    /// objects it recovered.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, usize), SpoolError> {
+    /// Opens (creating if needed, mode 0700) the spool at `dir`, checks who owns
+    /// it, removes its own half-written files and queues every complete file whose
+    /// bytes match its digest, oldest first.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Recovery), SpoolError> {
         let err = |source| SpoolError::Dir {
             dir: dir.to_owned(),
             source,
@@ -229,11 +224,13 @@ impl Spool {
             .mode(DIR_MODE)
             .create(dir)
             .map_err(err)?;
+        check_owner(dir)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(dir.join(LOCK_FILE))
             .map_err(err)?;
         match lock.try_lock() {
@@ -246,25 +243,27 @@ impl Spool {
             Err(fs::TryLockError::Error(source)) => return Err(err(source)),
         }
         let mut index = Index::default();
+        let mut recovery = Recovery::default();
         for dent in fs::read_dir(dir).map_err(err)? {
             let dent = dent.map_err(err)?;
             let path = dent.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if name.ends_with(".tmp") {
-                if let Err(error) = fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), %error, "cannot remove half-written spool file");
-                }
+            if let Some(stem) = name.strip_suffix(".tmp")
+                && parse_stem(stem).is_some()
+            {
+                remove_file(&path);
                 continue;
             }
-            let Some((seq, digest)) = parse_name(name) else {
+            let Some((seq, digest)) = name.strip_suffix(".obj").and_then(parse_stem) else {
                 continue;
             };
-            match read_header(&path) {
-                Ok((content_type, offset, file_len)) => {
+            // Names are ours, so the sequence continues past them whatever their state.
+            index.next_seq = index.next_seq.max(seq + 1);
+            match verify(&path, &digest) {
+                Ok((content_type, offset, len)) => {
                     let content_type = index.intern(&content_type);
-                    let len = file_len.saturating_sub(u64::from(offset));
                     index.insert(
                         seq,
                         Slot {
@@ -275,15 +274,15 @@ impl Spool {
                             state: State::Queued,
                         },
                     );
-                    index.next_seq = index.next_seq.max(seq + 1);
                 }
                 Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "discarding unreadable spool file");
-                    let _ = fs::remove_file(&path);
+                    tracing::warn!(path = %path.display(), %error, "spool file does not match its digest; removed, not uploaded");
+                    recovery.corrupt += 1;
+                    remove_file(&path);
                 }
             }
         }
-        let recovered = index.slots.len();
+        recovery.objects = index.slots.len();
         Ok((
             Self {
                 dir: dir.to_owned(),
@@ -291,7 +290,7 @@ impl Spool {
                 index: Mutex::new(index),
                 _lock: lock,
             },
-            recovered,
+            recovery,
         ))
     }
 
@@ -303,37 +302,18 @@ impl Spool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Reserves room for an object and returns where to write it, evicting the
-    /// oldest queued (then parked) objects if the spool would go over its limit
-    /// (their count is added to [`Spool::evicted`]). Objects being written or
-    /// uploaded are never evicted.
+    /// Reserves room for an object and returns where to write it, or refuses it
+    /// when the spool is at its byte or object limit. Nothing is ever evicted: an
+    /// event may already name every object in the spool.
     pub fn admit(&self, digest: Digest, content_type: &str, len: u64) -> Admit {
         let offset = header_len(content_type);
         let file_len = u64::from(offset) + len;
-        if file_len > self.max_bytes {
-            return Admit::NoRoom;
-        }
         let mut idx = self.lock();
         if idx.by_digest.contains_key(&digest) || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        while idx.bytes + file_len > self.max_bytes || idx.slots.len() >= MAX_OBJECTS {
-            // The oldest waiting object goes first; failing that, the oldest parked
-            // one (refused by the server, only retried at the next start).
-            let victim = idx.queued.pop_first().or_else(|| {
-                idx.slots
-                    .iter()
-                    .find(|(_, s)| s.state == State::Parked)
-                    .map(|(seq, _)| *seq)
-            });
-            let Some(oldest) = victim else {
-                return Admit::NoRoom;
-            };
-            if let Some(slot) = idx.remove(oldest) {
-                tracing::warn!(digest = %slot.digest, "spool full; dropping the oldest object");
-                let _ = fs::remove_file(object_path(&self.dir, oldest, &slot.digest));
-                idx.evicted += 1;
-            }
+        if idx.bytes + file_len > self.max_bytes || idx.slots.len() >= MAX_OBJECTS {
+            return Admit::NoRoom;
         }
         let seq = idx.next_seq;
         idx.next_seq += 1;
@@ -351,6 +331,18 @@ impl Spool {
             },
         );
         Admit::Write { seq, tmp, path }
+    }
+
+    /// Whether an object with `digest` is kept: whole in the spool, or uploaded
+    /// recently.
+    pub fn holds(&self, digest: &Digest) -> bool {
+        let idx = self.lock();
+        idx.recent.contains(digest)
+            || idx
+                .by_digest
+                .get(digest)
+                .and_then(|seq| idx.slots.get(seq))
+                .is_some_and(|slot| slot.state != State::Writing)
     }
 
     /// The object `seq` is whole on disk under its final name: queue it.
@@ -399,15 +391,6 @@ impl Spool {
         }
     }
 
-    /// The server refuses `seq` for good for now: keep it on disk, untouched until
-    /// the next start.
-    pub fn park(&self, seq: u64) {
-        let mut idx = self.lock();
-        if let Some(slot) = idx.slots.get_mut(&seq) {
-            slot.state = State::Parked;
-        }
-    }
-
     /// `seq` is uploaded: delete its file and remember its digest.
     pub fn complete(&self, seq: u64) {
         let mut idx = self.lock();
@@ -424,7 +407,7 @@ impl Spool {
         }
     }
 
-    /// Objects in the spool in any state (writing, queued, uploading, parked).
+    /// Objects in the spool in any state (writing, queued, uploading).
     pub fn len(&self) -> usize {
         self.lock().slots.len()
     }
@@ -439,23 +422,9 @@ impl Spool {
         self.lock().queued.len()
     }
 
-    /// Objects parked after the server refused them.
-    pub fn parked(&self) -> usize {
-        self.lock()
-            .slots
-            .values()
-            .filter(|s| s.state == State::Parked)
-            .count()
-    }
-
     /// Bytes on disk.
     pub fn bytes(&self) -> u64 {
         self.lock().bytes
-    }
-
-    /// Objects dropped to make room since start.
-    pub fn evicted(&self) -> u64 {
-        self.lock().evicted
     }
 
     /// The size limit in bytes.
@@ -515,9 +484,36 @@ fn remove_file(path: &Path) {
     }
 }
 
-/// `{seq:016x}-{64 hex}.obj` → (seq, digest).
-fn parse_name(name: &str) -> Option<(u64, Digest)> {
-    let stem = name.strip_suffix(".obj")?;
+/// Refuses a directory another user owns (it could be made to hold anything
+/// under the spool's names), and closes one the agent owns to group and others
+/// (its files are payloads).
+fn check_owner(dir: &Path) -> Result<(), SpoolError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let err = |source| SpoolError::Dir {
+        dir: dir.to_owned(),
+        source,
+    };
+    let meta = fs::metadata(dir).map_err(err)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != euid {
+        return Err(SpoolError::Unsafe {
+            dir: dir.to_owned(),
+            uid: meta.uid(),
+            mode,
+            euid,
+        });
+    }
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "spool directory was open to group or others; setting it to 700");
+        fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// `{seq:016x}-{64 hex}` → (seq, digest).
+fn parse_stem(stem: &str) -> Option<(u64, Digest)> {
     let (seq, hex) = stem.split_once('-')?;
     if seq.len() != 16 {
         return None;
@@ -527,29 +523,50 @@ fn parse_name(name: &str) -> Option<(u64, Digest)> {
     Some((seq, digest))
 }
 
-/// Reads a spool file's header: (content type, offset of the bytes, file length).
-fn read_header(path: &Path) -> io::Result<(String, u16, u64)> {
-    let mut file = File::open(path)?;
-    let file_len = file.metadata()?.len();
-    let mut fixed = [0u8; MAGIC.len() + 1];
-    file.read_exact(&mut fixed)?;
-    if &fixed[..MAGIC.len()] != MAGIC {
+/// Reads a spool file, checks its header and that its bytes hash to `digest`:
+/// (content type, offset of the bytes, their length).
+fn verify(path: &Path, digest: &Digest) -> io::Result<(String, u16, u64)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut head = [0u8; MAGIC.len() + 1 + MAX_CONTENT_TYPE_BYTES];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    let header =
+        parse_header(&head[..got]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let content_type = header.content_type.to_owned();
+    let mut hasher = blake3::Hasher::new();
+    let offset = usize::from(header.offset);
+    hasher.update(&head[offset..got]);
+    let mut len = (got - offset) as u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => {
+                hasher.update(&buf[..n]);
+                len += n as u64;
+            }
+        }
+    }
+    if hasher.finalize() != *digest {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "bad spool file magic",
+            format!("{len} bytes do not hash to the digest in the name"),
         ));
     }
-    let ct_len = usize::from(fixed[MAGIC.len()]);
-    let mut ct = vec![0u8; ct_len];
-    file.read_exact(&mut ct)?;
-    let ct = String::from_utf8(ct)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "content type is not UTF-8"))?;
-    let offset = header_len(&ct);
-    Ok((ct, offset, file_len))
+    Ok((content_type, header.offset, len))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::header::{HeaderError, header};
     use super::*;
 
     fn write(spool: &Spool, bytes: &[u8]) -> Option<u64> {
@@ -572,7 +589,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let (spool, recovered) = Spool::open(dir.path(), 1 << 20).expect("open");
-            assert_eq!(recovered, 0);
+            assert_eq!(recovered, Recovery::default());
             write(&spool, b"one").expect("admitted");
             write(&spool, b"two").expect("admitted");
             let Admit::Write { tmp, .. } = spool.admit(blake3::hash(b"three"), "x", 5) else {
@@ -580,8 +597,16 @@ mod tests {
             };
             fs::write(tmp, b"TWSP").expect("half write");
         }
+        // Files that are not the spool's own are left alone.
+        fs::write(dir.path().join("notes.tmp"), b"mine").expect("foreign file");
         let (spool, recovered) = Spool::open(dir.path(), 1 << 20).expect("reopen");
-        assert_eq!(recovered, 2);
+        assert_eq!(
+            recovered,
+            Recovery {
+                objects: 2,
+                corrupt: 0
+            }
+        );
         let batch = spool.take_batch(10);
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[0].digest, blake3::hash(b"one"));
@@ -595,7 +620,9 @@ mod tests {
             .map(|d| d.expect("dent").file_name().into_string().expect("utf-8"))
             .collect();
         assert!(
-            names.iter().all(|n| n.ends_with(".obj") || n == LOCK_FILE),
+            names
+                .iter()
+                .all(|n| n.ends_with(".obj") || n == LOCK_FILE || n == "notes.tmp"),
             "leftover files: {names:?}"
         );
         // The next object continues the sequence.
@@ -642,39 +669,102 @@ mod tests {
     }
 
     #[test]
-    fn over_the_limit_the_oldest_queued_go_first() {
+    fn over_the_limit_new_objects_are_refused_and_nothing_is_evicted() {
         let dir = tempfile::tempdir().expect("temp dir");
         let per_file = u64::from(header_len("text/plain")) + 100;
         let (spool, _) = Spool::open(dir.path(), per_file * 3).expect("open");
         let objects: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100]).collect();
-        for o in &objects {
-            write(&spool, o).expect("admitted");
-        }
+        let admitted: Vec<bool> = objects.iter().map(|o| write(&spool, o).is_some()).collect();
+        assert_eq!(admitted, [true, true, true, false, false]);
         assert_eq!(spool.len(), 3);
-        assert_eq!(spool.evicted(), 2);
         assert_eq!(spool.bytes(), per_file * 3);
         let left = spool.take_batch(10);
         let digests: Vec<Digest> = left.iter().map(|e| e.digest).collect();
-        let want: Vec<Digest> = objects[2..].iter().map(|o| blake3::hash(o)).collect();
-        assert_eq!(digests, want);
-        // Everything left is in flight: nothing can be evicted for a new object.
+        let want: Vec<Digest> = objects[..3].iter().map(|o| blake3::hash(o)).collect();
+        assert_eq!(digests, want, "the oldest stay");
         assert_eq!(
             spool.admit(blake3::hash(b"new"), "text/plain", 100),
             Admit::NoRoom
         );
-        // A parked object (refused by the server) makes room.
-        spool.park(left[0].seq);
+        // Room comes back as objects are uploaded.
+        spool.complete(left[1].seq);
         assert!(matches!(
             spool.admit(blake3::hash(b"new"), "text/plain", 100),
             Admit::Write { .. }
         ));
-        assert_eq!(spool.evicted(), 3);
-        assert_eq!(spool.parked(), 0);
-        // An object larger than the whole spool never fits.
         assert_eq!(
             spool.admit(blake3::hash(b"big"), "text/plain", per_file * 3),
             Admit::NoRoom
         );
+    }
+
+    #[test]
+    fn a_truncated_file_is_detected_counted_and_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+            write(&spool, b"whole object").expect("admitted");
+            write(&spool, b"object cut short by a full disk").expect("admitted");
+        }
+        let cut = object_path(
+            dir.path(),
+            1,
+            &blake3::hash(b"object cut short by a full disk"),
+        );
+        let len = fs::metadata(&cut).expect("stat").len();
+        File::options()
+            .write(true)
+            .open(&cut)
+            .and_then(|f| f.set_len(len - 5))
+            .expect("truncate");
+        let (spool, recovered) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(
+            recovered,
+            Recovery {
+                objects: 1,
+                corrupt: 1
+            }
+        );
+        let batch = spool.take_batch(10);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].digest, blake3::hash(b"whole object"));
+        assert!(!cut.exists(), "the damaged file is removed");
+        // Its sequence number is not reused.
+        assert_eq!(write(&spool, b"next"), Some(2));
+    }
+
+    #[test]
+    fn an_open_directory_is_closed_and_another_users_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        drop(Spool::open(dir.path(), 1 << 20).expect("open"));
+        let mode = fs::metadata(dir.path()).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, DIR_MODE);
+        let theirs = dir.path().join("theirs");
+        fs::create_dir(&theirs).expect("mkdir");
+        std::os::unix::fs::chown(&theirs, Some(65534), None).expect("chown");
+        let err = Spool::open(&theirs, 1 << 20).expect_err("another user's directory");
+        assert!(
+            matches!(err, SpoolError::Unsafe { uid: 65534, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn header_round_trips_and_short_input_is_an_error() {
+        let h = header("text/plain");
+        let parsed = parse_header(&h).expect("parses");
+        assert_eq!(parsed.content_type, "text/plain");
+        assert_eq!(usize::from(parsed.offset), h.len());
+        for cut in 0..h.len() {
+            assert_eq!(
+                parse_header(&h[..cut]),
+                Err(HeaderError::Short),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(parse_header(b"TWSPOOL2\0"), Err(HeaderError::Magic));
     }
 
     #[test]
@@ -685,16 +775,16 @@ mod tests {
             // Index only: no file is needed to exercise the limit.
             match spool.admit(blake3::hash(&i.to_le_bytes()), "text/plain", 1) {
                 Admit::Write { seq, .. } => spool.written(seq),
+                Admit::NoRoom if i >= MAX_OBJECTS as u64 => {}
                 other => panic!("object {i}: {other:?}"),
             }
         }
         assert_eq!(spool.len(), MAX_OBJECTS);
-        assert_eq!(spool.evicted(), 10);
         let oldest = spool.take_batch(1).pop().expect("an entry");
         assert_eq!(
             oldest.digest,
-            blake3::hash(&10u64.to_le_bytes()),
-            "the first ten went"
+            blake3::hash(&0u64.to_le_bytes()),
+            "the first stays"
         );
     }
 }

@@ -8,6 +8,7 @@
 //! the oldest waiting objects are dropped and counted.
 
 pub mod dir;
+pub mod header;
 pub mod uring;
 pub mod writer;
 

@@ -74,8 +74,9 @@ impl BatchWriter {
         matches!(self, Self::Uring(_))
     }
 
-    /// Creates (or truncates) each file for writing with `mode`; one result per
-    /// path, in order.
+    /// Creates each file for writing with `mode`; one result per path, in order.
+    /// A path that exists (even as a dangling symlink) is an error: `O_EXCL |
+    /// O_NOFOLLOW`, so nothing planted in the directory is followed or reused.
     pub fn create_all(&mut self, paths: &[&Path], mode: u32) -> Vec<io::Result<File>> {
         match self {
             Self::Uring(ring) => {
@@ -89,7 +90,8 @@ impl BatchWriter {
                                 .flags(
                                     libc::O_WRONLY
                                         | libc::O_CREAT
-                                        | libc::O_TRUNC
+                                        | libc::O_EXCL
+                                        | libc::O_NOFOLLOW
                                         | libc::O_CLOEXEC,
                                 )
                                 .mode(mode)
@@ -117,8 +119,8 @@ impl BatchWriter {
                 .map(|p| {
                     std::fs::OpenOptions::new()
                         .write(true)
-                        .create(true)
-                        .truncate(true)
+                        .create_new(true)
+                        .custom_flags(libc::O_NOFOLLOW)
                         .mode(mode)
                         .open(p)
                 })
@@ -182,6 +184,24 @@ impl BatchWriter {
                     std::fs::rename(from, to)
                 })
                 .collect(),
+        }
+    }
+
+    /// Flushes each file's data to the disk (`fsync`); one result per file, in
+    /// order.
+    pub fn sync_all(&mut self, files: &[&File]) -> Vec<io::Result<()>> {
+        match self {
+            Self::Uring(ring) => {
+                let sqes: Vec<Option<squeue::Entry>> = files
+                    .iter()
+                    .map(|f| Some(opcode::Fsync::new(types::Fd(f.as_raw_fd())).build()))
+                    .collect();
+                run_batch(ring, &sqes)
+                    .into_iter()
+                    .map(|r| r.map(drop))
+                    .collect()
+            }
+            Self::Plain => files.iter().map(|f| f.sync_all()).collect(),
         }
     }
 
@@ -433,9 +453,22 @@ mod tests {
         // One path in a missing directory fails alone.
         let missing = dir.path().join("no/such.tmp");
         paths.push(&missing);
+        // A name planted beforehand, as a symlink to elsewhere, is neither
+        // followed nor reused.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"untouched").expect("victim");
+        let planted = dir.path().join("planted.tmp");
+        std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+        paths.push(&planted);
         let files = writer.create_all(&paths, 0o600);
-        assert_eq!(files.len(), 151);
+        assert_eq!(files.len(), 152);
         assert!(files[150].is_err(), "a missing directory is an error");
+        assert_eq!(
+            files[151].as_ref().map(drop).map_err(io::Error::kind),
+            Err(io::ErrorKind::AlreadyExists),
+            "a planted name is refused"
+        );
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"untouched");
         let files: Vec<File> = files
             .into_iter()
             .take(150)
@@ -452,6 +485,8 @@ mod tests {
             .collect();
         assert!(writer.write_all(&jobs).iter().all(Result::is_ok));
         drop(jobs);
+        let refs: Vec<&File> = files.iter().collect();
+        assert!(writer.sync_all(&refs).iter().all(Result::is_ok));
         let renames: Vec<(File, &Path, &Path)> = files
             .into_iter()
             .zip(tmps.iter().zip(&finals))

@@ -2,8 +2,10 @@
 //!
 //! `put` only pushes onto a bounded channel ([`PendingQueue::push`]): no lock, no
 //! allocation, no syscall. The storage thread takes objects off in batches,
-//! deduplicates them against the spool, writes the batch through io_uring, renames
-//! each file into place and wakes the uploader.
+//! deduplicates them against the spool, writes and fsyncs the batch through
+//! io_uring, renames each file into place, fsyncs the directory once, and only
+//! then settles the objects' tickets (their events may go out) and wakes the
+//! uploader.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -17,8 +19,9 @@ use tokio::sync::Notify;
 
 use super::dir::{self, Admit, Spool};
 use super::uring::{BatchWriter, RING_ENTRIES, WriteJob};
-use crate::Object;
-use crate::counters::Counters;
+use crate::counters::{Counters, Loss};
+use crate::ratelog::LogLimit;
+use crate::{Object, Ticket};
 
 /// Objects waiting in memory for the storage thread, at most: a burst of a few
 /// seconds of a busy node's payloads (the byte limit below usually binds first).
@@ -30,32 +33,35 @@ pub const QUEUE_MAX_BYTES: u64 = 64 << 20;
 const WRITE_BATCH: usize = RING_ENTRIES as usize;
 /// How often an idle storage thread looks at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// At most one log line per this interval for each kind of refusal.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The producer side: a bounded channel plus a byte budget.
 #[derive(Debug)]
 pub struct PendingQueue {
-    tx: SyncSender<Object>,
+    tx: SyncSender<(Object, Ticket)>,
     bytes: Arc<AtomicU64>,
     counters: Arc<Counters>,
 }
 
 impl PendingQueue {
     /// Queues `object` for the spool, or drops and counts it when the queue is full
-    /// (by count or by bytes). Never blocks.
-    pub fn push(&self, object: Object) {
+    /// (by count or by bytes). Never blocks. `ticket` is settled once the object is
+    /// spooled and synced, or dropped (not kept).
+    pub fn push(&self, object: Object, ticket: Ticket) {
         Counters::add(&self.counters.accepted, 1);
         let len = object.bytes.len() as u64;
         let before = self.bytes.fetch_add(len, Ordering::Relaxed);
         if before + len > QUEUE_MAX_BYTES {
             self.bytes.fetch_sub(len, Ordering::Relaxed);
-            Counters::add(&self.counters.dropped, 1);
+            self.counters.lose(Loss::QueueFull, 1);
             return;
         }
-        match self.tx.try_send(object) {
+        match self.tx.try_send((object, ticket)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.bytes.fetch_sub(len, Ordering::Relaxed);
-                Counters::add(&self.counters.dropped, 1);
+                self.counters.lose(Loss::QueueFull, 1);
             }
         }
     }
@@ -69,14 +75,17 @@ impl PendingQueue {
 /// The storage thread's state.
 #[derive(Debug)]
 pub struct StorageThread {
-    rx: Receiver<Object>,
+    rx: Receiver<(Object, Ticket)>,
     bytes: Arc<AtomicU64>,
     spool: Arc<Spool>,
     counters: Arc<Counters>,
     wake_uploader: Arc<Notify>,
     stop: Arc<AtomicBool>,
     writer: BatchWriter,
-    evicted_seen: u64,
+    /// The spool directory, fsynced after each batch of renames.
+    dir: File,
+    full_log: LogLimit,
+    error_log: LogLimit,
 }
 
 impl StorageThread {
@@ -96,6 +105,7 @@ impl StorageThread {
             bytes: Arc::clone(&bytes),
             counters: Arc::clone(&counters),
         };
+        let dir = File::open(spool.dir())?;
         let writer = BatchWriter::new();
         tracing::debug!(
             store = store_id,
@@ -110,7 +120,9 @@ impl StorageThread {
             wake_uploader,
             stop,
             writer,
-            evicted_seen: 0,
+            dir,
+            full_log: LogLimit::new(LOG_INTERVAL),
+            error_log: LogLimit::new(LOG_INTERVAL),
         };
         let handle = std::thread::Builder::new()
             .name(format!("spool-{store_id}"))
@@ -119,7 +131,7 @@ impl StorageThread {
     }
 
     fn run(&mut self) {
-        let mut batch: Vec<Object> = Vec::with_capacity(WRITE_BATCH);
+        let mut batch: Vec<(Object, Ticket)> = Vec::with_capacity(WRITE_BATCH);
         loop {
             match self.rx.recv_timeout(POLL_INTERVAL) {
                 Ok(object) => batch.push(object),
@@ -149,22 +161,7 @@ impl StorageThread {
         self.write_batch(&mut batch);
     }
 
-    /// The index of the oldest object in `batch` from which the rest, newest
-    /// included, fit in the spool's limit together.
-    fn oldest_that_fit(&self, batch: &[Object]) -> usize {
-        let mut total = 0u64;
-        for (i, object) in batch.iter().enumerate().rev() {
-            total += self
-                .spool
-                .file_len(&object.content_type, object.bytes.len() as u64);
-            if total > self.spool.max_bytes() {
-                return i + 1;
-            }
-        }
-        0
-    }
-
-    fn write_batch(&mut self, batch: &mut Vec<Object>) {
+    fn write_batch(&mut self, batch: &mut Vec<(Object, Ticket)>) {
         if batch.is_empty() {
             return;
         }
@@ -175,51 +172,54 @@ impl StorageThread {
             path: PathBuf,
             header: Vec<u8>,
             object: Object,
+            ticket: Ticket,
         }
-        // Decide each object's fate. Objects of this batch cannot evict each other
-        // (none is on disk yet), so when the batch alone is over the spool's limit
-        // its oldest objects go first, as older spooled objects would.
-        let keep_from = self.oldest_that_fit(batch);
         let mut admitted: Vec<Admitted> = Vec::with_capacity(batch.len());
-        for (i, object) in batch.drain(..).enumerate() {
+        // Objects already in the spool or uploaded: kept once the batch they may
+        // share a file with is settled.
+        let mut duplicates: Vec<(crate::Digest, Ticket)> = Vec::new();
+        for (object, ticket) in batch.drain(..) {
             let len = object.bytes.len() as u64;
             self.bytes.fetch_sub(len, Ordering::Relaxed);
-            if i < keep_from {
-                tracing::warn!(digest = %object.digest, len, "spool full; dropping the oldest object");
-                Counters::add(&self.counters.dropped, 1);
-                continue;
-            }
             match self.spool.admit(object.digest, &object.content_type, len) {
-                Admit::Duplicate => Counters::add(&self.counters.deduplicated, 1),
+                Admit::Duplicate => {
+                    Counters::add(&self.counters.deduplicated, 1);
+                    duplicates.push((object.digest, ticket));
+                }
                 Admit::NoRoom => {
-                    tracing::warn!(digest = %object.digest, len, "spool full; dropping object");
-                    Counters::add(&self.counters.dropped, 1);
+                    self.counters.lose(Loss::SpoolFull, 1);
+                    if let Some(skipped) = self.full_log.allow() {
+                        tracing::warn!(
+                            digest = %object.digest,
+                            len,
+                            spool_bytes = self.spool.bytes(),
+                            max_bytes = self.spool.max_bytes(),
+                            skipped,
+                            "spool full; refusing new objects (their events say so)"
+                        );
+                    }
                 }
                 Admit::Write { seq, tmp, path } => admitted.push(Admitted {
                     seq,
                     tmp,
                     path,
-                    header: dir::header(&object.content_type),
+                    header: super::header::header(&object.content_type),
                     object,
+                    ticket,
                 }),
             }
         }
-        let evicted = self.spool.evicted();
-        Counters::add(&self.counters.dropped, evicted - self.evicted_seen);
-        self.evicted_seen = evicted;
-        if admitted.is_empty() {
-            return;
-        }
 
-        // Create, write, close and rename: one io_uring submission each for the
-        // whole batch.
+        // Create, write, fsync, close and rename: one io_uring submission each for
+        // the whole batch; then one fsync of the directory for the renames.
         let tmps: Vec<&Path> = admitted.iter().map(|a| a.tmp.as_path()).collect();
         let created = self.writer.create_all(&tmps, dir::FILE_MODE);
-        let mut open: Vec<(&Admitted, File)> = Vec::with_capacity(admitted.len());
-        for (a, file) in admitted.iter().zip(created) {
+        drop(tmps);
+        let mut open: Vec<(Admitted, File)> = Vec::with_capacity(admitted.len());
+        for (a, file) in admitted.into_iter().zip(created) {
             match file {
                 Ok(file) => open.push((a, file)),
-                Err(error) => self.fail(a.seq, &a.tmp, &error),
+                Err(error) => self.fail(a.seq, &a.tmp, &error, false),
             }
         }
         let jobs: Vec<WriteJob<'_>> = open
@@ -231,36 +231,91 @@ impl StorageThread {
             .collect();
         let written = self.writer.write_all(&jobs);
         drop(jobs);
-        let mut to_rename: Vec<(File, &Path, &Path)> = Vec::with_capacity(open.len());
-        let mut renaming: Vec<&Admitted> = Vec::with_capacity(open.len());
+        let mut whole: Vec<(Admitted, File)> = Vec::with_capacity(open.len());
         for ((a, file), result) in open.into_iter().zip(written) {
             match result {
-                Ok(()) => {
-                    to_rename.push((file, &a.tmp, &a.path));
-                    renaming.push(a);
-                }
+                Ok(()) => whole.push((a, file)),
                 Err(error) => {
                     drop(file);
-                    self.fail(a.seq, &a.tmp, &error);
+                    self.fail(a.seq, &a.tmp, &error, true);
                 }
             }
         }
-        let renamed = self.writer.close_and_rename_all(to_rename);
-        for (a, result) in renaming.into_iter().zip(renamed) {
+        let files: Vec<&File> = whole.iter().map(|(_, f)| f).collect();
+        let synced = self.writer.sync_all(&files);
+        drop(files);
+        let mut synced_objects: Vec<Admitted> = Vec::with_capacity(whole.len());
+        let mut synced_files: Vec<File> = Vec::with_capacity(whole.len());
+        for ((a, file), result) in whole.into_iter().zip(synced) {
             match result {
-                Ok(()) => self.spool.written(a.seq),
-                Err(error) => self.fail(a.seq, &a.tmp, &error),
+                Ok(()) => {
+                    Counters::add(&self.counters.synced_files, 1);
+                    synced_objects.push(a);
+                    synced_files.push(file);
+                }
+                Err(error) => {
+                    drop(file);
+                    self.fail(a.seq, &a.tmp, &error, true);
+                }
+            }
+        }
+        let to_rename: Vec<(File, &Path, &Path)> = synced_files
+            .into_iter()
+            .zip(&synced_objects)
+            .map(|(file, a)| (file, a.tmp.as_path(), a.path.as_path()))
+            .collect();
+        let renamed = self.writer.close_and_rename_all(to_rename);
+        let mut done: Vec<(u64, Ticket)> = Vec::with_capacity(synced_objects.len());
+        for (a, result) in synced_objects.into_iter().zip(renamed) {
+            match result {
+                Ok(()) => done.push((a.seq, a.ticket)),
+                Err(error) => self.fail(a.seq, &a.tmp, &error, true),
+            }
+        }
+        if !done.is_empty() {
+            match self.dir.sync_all() {
+                Ok(()) => Counters::add(&self.counters.synced_dirs, 1),
+                // The files are whole and renamed; only a power cut could now
+                // lose the names. Counted as an error, not as lost.
+                Err(error) => {
+                    Counters::add(&self.counters.errors, 1);
+                    tracing::error!(%error, "cannot fsync the spool directory");
+                }
+            }
+        }
+        for (seq, ticket) in done {
+            self.spool.written(seq);
+            ticket.kept();
+        }
+        for (digest, ticket) in duplicates {
+            if self.spool.holds(&digest) {
+                ticket.kept();
             }
         }
         self.wake_uploader.notify_one();
     }
 
-    /// Writing `seq` to `tmp` failed: remove the file, forget the object, count it.
-    fn fail(&self, seq: u64, tmp: &Path, error: &std::io::Error) {
-        tracing::error!(path = %tmp.display(), %error, "spool write failed; dropping object");
-        let _ = fs::remove_file(tmp);
+    /// Writing `seq` to `tmp` failed: remove the file, forget the object, count it
+    /// (a full disk apart from other errors). `created`: the file exists.
+    fn fail(&self, seq: u64, tmp: &Path, error: &std::io::Error, created: bool) {
+        let no_space = matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        if let Some(skipped) = self.error_log.allow() {
+            tracing::error!(path = %tmp.display(), %error, skipped, "spool write failed; refusing the object (its event says so)");
+        }
+        // Only a file this batch created is ours to remove: `O_EXCL` failing means
+        // the name was already taken.
+        if created || error.kind() != std::io::ErrorKind::AlreadyExists {
+            let _ = fs::remove_file(tmp);
+        }
         self.spool.abandon(seq);
-        Counters::add(&self.counters.dropped, 1);
         Counters::add(&self.counters.errors, 1);
+        self.counters.lose(
+            if no_space {
+                Loss::NoSpace
+            } else {
+                Loss::WriteError
+            },
+            1,
+        );
     }
 }

@@ -227,6 +227,9 @@ pub struct Decoder {
     /// No byte has been consumed yet (a mid-stream decoder may still see
     /// the preface).
     at_start: bool,
+    /// The bytes being searched began with a write of the peer (see
+    /// [`Decoder::record_start`]).
+    searching_from_record: bool,
     stats: Stats,
 }
 
@@ -248,6 +251,7 @@ impl Decoder {
             spans: Vec::new(),
             trusted: true,
             at_start: true,
+            searching_from_record: false,
             stats: Stats::default(),
         }
     }
@@ -262,6 +266,16 @@ impl Decoder {
             hpack: hpack::Decoder::new_unsynced(),
             trusted: false,
             ..Self::new(Side::Server)
+        }
+    }
+
+    /// The next bytes begin one write of the peer (a captured record). While
+    /// looking for a frame boundary, bytes that begin a write and split
+    /// exactly into plausible frames are taken as frames at once: writers
+    /// send whole frames, so one frame alone is enough evidence there.
+    pub fn record_start(&mut self) {
+        if matches!(self.state, State::Resync) && self.buf.is_empty() {
+            self.searching_from_record = true;
         }
     }
 
@@ -748,7 +762,13 @@ impl Decoder {
             }
             self.at_start = false;
         }
-        match find_boundary(&self.buf) {
+        let from_record = std::mem::take(&mut self.searching_from_record);
+        let boundary = if from_record && rest.is_empty() && tiles(&self.buf) {
+            Boundary::At(0)
+        } else {
+            find_boundary(&self.buf)
+        };
+        match boundary {
             Boundary::At(p) => {
                 self.state = State::Header;
                 self.stats.skipped_bytes += p as u64;
@@ -817,6 +837,18 @@ fn find_boundary(buf: &[u8]) -> Boundary {
         p += 1;
     }
     Boundary::Undecided(undecided.unwrap_or(p))
+}
+
+/// Whether `buf` is a whole number of plausible frames.
+fn tiles(buf: &[u8]) -> bool {
+    let mut at = 0;
+    while at < buf.len() {
+        let Some(h) = buf.get(at..).and_then(FrameHeader::parse_plausible) else {
+            return false;
+        };
+        at += FRAME_HEADER_LEN + h.len as usize;
+    }
+    at == buf.len() && !buf.is_empty()
 }
 
 enum Chain {

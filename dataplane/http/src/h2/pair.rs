@@ -85,6 +85,12 @@ impl Connection {
             .map_err(|error| ConnError { direction, error })
     }
 
+    /// The next bytes of `direction` begin one write of the peer; see
+    /// [`Decoder::record_start`].
+    pub fn record_start(&mut self, direction: Direction) {
+        self.side(direction).record_start();
+    }
+
     /// `len` bytes of one direction were lost; see [`Decoder::gap`].
     pub fn gap<F: FnMut(Direction, Event<'_>)>(
         &mut self,

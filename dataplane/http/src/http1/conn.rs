@@ -129,6 +129,15 @@ impl Connection {
         self.settle(on)
     }
 
+    /// The next bytes of `direction` begin one write of the peer; see
+    /// [`Decoder::record_start`].
+    pub fn record_start(&mut self, direction: Direction) {
+        match direction {
+            Direction::Request => self.requests.record_start(),
+            Direction::Response => self.responses.record_start(),
+        }
+    }
+
     /// One direction closed: ends a close-delimited response body.
     pub fn eof<F: FnMut(Direction, Event<'_>)>(
         &mut self,

@@ -195,6 +195,18 @@ impl Decoder {
         self.upgrade_pending = false;
     }
 
+    /// The next bytes begin one write of the peer (a captured record). While
+    /// resynchronising they are probed as a message start even if the bytes
+    /// before did not end a line: writes usually begin messages, and the
+    /// probe accepts only a whole start line.
+    pub fn record_start(&mut self) {
+        if let State::Resync { line_start } = &mut self.state
+            && self.buf.is_empty()
+        {
+            *line_start = true;
+        }
+    }
+
     /// Bytes passed over while resynchronising.
     pub fn skipped(&self) -> u64 {
         self.skipped

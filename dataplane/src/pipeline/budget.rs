@@ -1,0 +1,191 @@
+//! One memory budget, in bytes, for everything the pipeline buffers.
+//!
+//! The budget is split once at start: a fixed share for the reader → shard frame
+//! queues (allocated up front, so their total holds at any CPU count), the rest for
+//! what grows with traffic — bodies being assembled and records held in reorder
+//! windows — which is charged against one shared counter as it is buffered and
+//! released when it leaves. When a body chunk does not fit, it is shed (counted,
+//! the transaction marked `truncated`); headers and the other metadata are never
+//! refused, so a user keeps every request's method, path and status.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The budget when none is configured: room for bursts of large bodies on a busy
+/// node while keeping the agent well under 192 MiB resident.
+pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
+/// The smallest budget accepted: the frame queues' floor plus a few bodies.
+pub const MIN_MEMORY_BUDGET: usize = 8 << 20;
+/// Share of the budget given to the frame queues (1/4).
+const FRAME_QUEUE_SHARE: usize = 4;
+/// Bytes of one (reader, shard) frame queue at most: more only delays
+/// backpressure without smoothing anything a shard's brief stall needs.
+pub const MAX_FRAME_QUEUE_BYTES: usize = 4 << 20;
+/// Bytes of one frame queue at least: four full-size records
+/// ([`tapwire_common::MAX_PAYLOAD`] plus its header).
+pub const MIN_FRAME_QUEUE_BYTES: usize = 64 << 10;
+
+/// How the budget is split, given the thread counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Shard threads: the requested count, lowered when the frame queues of that
+    /// many shards would not fit their share at [`MIN_FRAME_QUEUE_BYTES`] each.
+    pub shards: usize,
+    /// Bytes of each (reader, shard) frame queue.
+    pub frame_queue_bytes: usize,
+    /// Bytes for bodies and reorder windows, shared by every shard.
+    pub buffered_bytes: usize,
+}
+
+impl Plan {
+    /// Splits `budget` for `readers` readers and up to `shards` shards.
+    pub fn new(budget: usize, readers: usize, shards: usize) -> Plan {
+        let budget = budget.max(MIN_MEMORY_BUDGET);
+        let readers = readers.max(1);
+        let queue_share = budget / FRAME_QUEUE_SHARE;
+        let fitting = queue_share / (readers * MIN_FRAME_QUEUE_BYTES);
+        let shards = shards.clamp(1, fitting.max(1));
+        let frame_queue_bytes =
+            (queue_share / (readers * shards)).clamp(MIN_FRAME_QUEUE_BYTES, MAX_FRAME_QUEUE_BYTES);
+        Plan {
+            shards,
+            frame_queue_bytes,
+            buffered_bytes: budget
+                .saturating_sub(frame_queue_bytes * readers * shards)
+                .max(budget / 2),
+        }
+    }
+}
+
+/// The shared counter of buffered bytes (bodies, held records).
+#[derive(Debug)]
+pub struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes, none used.
+    pub fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// A budget that never refuses (tests, tools).
+    pub fn unlimited() -> Arc<Budget> {
+        Self::new(usize::MAX)
+    }
+
+    /// Takes `bytes` if they fit; false (nothing taken) if they do not.
+    pub fn try_take(&self, bytes: usize) -> bool {
+        // Relaxed: the counter guards no other memory, it only bounds a total.
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&n| n <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `bytes` taken before.
+    pub fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// Bytes taken from a [`Budget`] by one buffer, given back when it is dropped.
+#[derive(Debug, Default)]
+pub struct Charge {
+    budget: Option<Arc<Budget>>,
+    bytes: usize,
+}
+
+impl Charge {
+    /// Takes `bytes` more from `budget` for this buffer; false if they do not fit.
+    pub fn grow(&mut self, budget: &Arc<Budget>, bytes: usize) -> bool {
+        if !budget.try_take(bytes) {
+            return false;
+        }
+        if self.budget.is_none() {
+            self.budget = Some(Arc::clone(budget));
+        }
+        self.bytes += bytes;
+        true
+    }
+
+    /// Gives back `bytes` of what this buffer holds.
+    pub fn shrink(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        if let Some(budget) = &self.budget {
+            budget.give_back(bytes);
+        }
+        self.bytes -= bytes;
+    }
+
+    /// Gives back everything.
+    pub fn release(&mut self) {
+        self.shrink(self.bytes);
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_queues_stay_within_their_share_at_any_cpu_count() {
+        for cpus in [1, 2, 8, 64, 256, 1024] {
+            let plan = Plan::new(DEFAULT_MEMORY_BUDGET, cpus, cpus);
+            let queues = plan.frame_queue_bytes * cpus * plan.shards;
+            assert!(
+                queues <= DEFAULT_MEMORY_BUDGET / FRAME_QUEUE_SHARE
+                    || (plan.shards == 1 && plan.frame_queue_bytes == MIN_FRAME_QUEUE_BYTES),
+                "{cpus} cpus: {plan:?}"
+            );
+            assert!(plan.frame_queue_bytes >= MIN_FRAME_QUEUE_BYTES);
+            assert!(plan.buffered_bytes >= DEFAULT_MEMORY_BUDGET / 2, "{plan:?}");
+        }
+        // A small node keeps one shard per CPU.
+        assert_eq!(Plan::new(DEFAULT_MEMORY_BUDGET, 2, 2).shards, 2);
+        assert_eq!(
+            Plan::new(DEFAULT_MEMORY_BUDGET, 2, 2).frame_queue_bytes,
+            MAX_FRAME_QUEUE_BYTES
+        );
+        // 64 CPUs: 32 MiB of queues at 64 KiB each is 8 shards.
+        assert_eq!(Plan::new(DEFAULT_MEMORY_BUDGET, 64, 64).shards, 8);
+    }
+
+    #[test]
+    fn charges_are_refused_past_the_limit_and_given_back_on_drop() {
+        let budget = Budget::new(100);
+        let mut a = Charge::default();
+        assert!(a.grow(&budget, 60));
+        let mut b = Charge::default();
+        assert!(!b.grow(&budget, 41));
+        assert!(b.grow(&budget, 40));
+        assert_eq!(budget.used(), 100);
+        drop(a);
+        assert_eq!(budget.used(), 40);
+        b.shrink(15);
+        assert_eq!(budget.used(), 25);
+        drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+}

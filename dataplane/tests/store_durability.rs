@@ -1,0 +1,285 @@
+//! The agent's hand-off to storage, end to end: SIGKILL in the middle of a burst
+//! of captured objects, while S3 is blackholed (so they wait in the spool), loses
+//! none that an emitted event names (the next start uploads the spool), and a stdout reader that stops reading cannot hold up
+//! SIGTERM past the documented deadline.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Agent, Bg, Fault, FaultProxy, Gated, path_str, python, wait_listening};
+
+const BUCKET: &str = "burst";
+/// Requests in the burst: each gives three distinct objects (request headers,
+/// request body, response headers; the echoed response body is the request
+/// body again). 700 (2,100 objects) in the bench: `TAPWIRE_BURST_REQUESTS`.
+const CI_REQUESTS: usize = 300;
+/// The agent's stop deadline (`agent::SHUTDOWN_DEADLINE`), plus scheduling slack.
+const STOP_DEADLINE: Duration = Duration::from_secs(15 + 3);
+
+fn config(weed: &common::Weed, endpoint: &str, spool: &std::path::Path) -> String {
+    let store = weed.store_yaml("s3_store", BUCKET, spool, "fatal").replace(
+        &format!("endpoint: {}", weed.endpoint()),
+        &format!("endpoint: {endpoint}"),
+    );
+    let indented: String = store.lines().map(|l| format!("      {l}\n")).collect();
+    format!(
+        "version: 2\nservices:\n  event_stores:\n    - id: console\n      type: stdout\n  \
+         object_stores:\n    -\n{indented}"
+    )
+}
+
+/// A Python client that waits for a line on stdin, then POSTs `n` distinct bodies
+/// over one kept-alive connection.
+fn burst_client(port: u16, n: usize) -> Gated {
+    let script = format!(
+        "import sys, http.client\n\
+         sys.stdin.readline()\n\
+         c = http.client.HTTPConnection('127.0.0.1', {port})\n\
+         for i in range({n}):\n\
+         \x20   body = ('burst body %d ' % i).encode() * 40\n\
+         \x20   c.request('POST', '/burst/%d' % i, body=body)\n\
+         \x20   c.getresponse().read()\n"
+    );
+    Gated::stdin(&python(), &["-c", &script])
+}
+
+/// The plain-HTTP test server on a free port.
+fn plain_server() -> (Bg, u16) {
+    let port = common::free_port();
+    let server = Bg::spawn(
+        Command::new(python())
+            .arg(common::http_server_py())
+            .arg(port.to_string())
+            .stdout(Stdio::null()),
+    );
+    wait_listening(port, Duration::from_secs(20));
+    (server, port)
+}
+
+/// Digests named with `kept: true` by the transaction events in `lines`.
+fn kept_digests(lines: &[serde_json::Value]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "http_transaction")
+        .flat_map(|v| v["objects"].as_array().cloned().unwrap_or_default())
+        .filter(|o| o["kept"] == true)
+        .map(|o| o["digest"].as_str().expect("digest").to_owned())
+        .collect()
+}
+
+#[test]
+fn sigkill_during_a_burst_loses_no_object_an_emitted_event_names() {
+    if !common::can_run("sigkill_during_a_burst_loses_no_object_an_emitted_event_names") {
+        return;
+    }
+    let Some(weed) = common::Weed::start() else {
+        return;
+    };
+    weed.create_bucket(BUCKET);
+    let _serial = common::serial();
+    let requests = std::env::var("TAPWIRE_BURST_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CI_REQUESTS);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config_path = dir.path().join("qpoint.yaml");
+    let proxy = FaultProxy::start(&weed.endpoint());
+    std::fs::write(&config_path, config(&weed, proxy.endpoint(), &spool)).unwrap();
+    let (_server, port) = plain_server();
+
+    let mut client = burst_client(port, requests);
+    let mut agent = Agent::start_dataplane(
+        &[
+            "--config".into(),
+            path_str(&config_path).into(),
+            "--pid".into(),
+            client.pid().to_string(),
+        ],
+        &[],
+    );
+    // Uploads hang from now on: what the agent keeps stays in its spool.
+    proxy.set(Fault::Blackhole);
+    client.go_with(b"go\n");
+    // Kill the agent a third of the way into the burst.
+    let third = requests / 3;
+    let until = Instant::now() + Duration::from_secs(60);
+    while agent
+        .lines()
+        .iter()
+        .filter(|v| v["type"] == "http_transaction")
+        .count()
+        < third
+    {
+        assert!(Instant::now() < until, "no burst captured");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: plain kill of our child.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGKILL) };
+    let _ = agent.child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let emitted = agent.lines();
+    drop(agent);
+    client.finish(Duration::from_secs(60));
+    let named = kept_digests(&emitted);
+    let events = emitted
+        .iter()
+        .filter(|v| v["type"] == "http_transaction")
+        .count();
+    assert!(
+        named.len() >= third,
+        "{events} events named {} objects",
+        named.len()
+    );
+
+    // Restart on the same spool with S3 reachable, capturing nothing of
+    // interest: it uploads what the killed agent had spooled.
+    proxy.set(Fault::None);
+    let idle = Bg::spawn(Command::new("sleep").arg("120"));
+    let agent = Agent::start_dataplane(
+        &[
+            "--config".into(),
+            path_str(&config_path).into(),
+            "--pid".into(),
+            idle.pid().to_string(),
+        ],
+        &[],
+    );
+    let started = strip_ansi(&agent.wait_stderr("s3 store started", Duration::from_secs(30)));
+    let recovered: usize = started
+        .split("recovered=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no recovered count: {started}"));
+    assert!(
+        recovered >= named.len() / 2,
+        "the killed agent's objects were in its spool: {started}"
+    );
+    let client = weed.client(BUCKET);
+    let until = Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let keys: BTreeSet<String> = common::block_on(client.list_keys())
+            .unwrap()
+            .into_iter()
+            .collect();
+        let missing: Vec<&String> = named.difference(&keys).collect();
+        if missing.is_empty() || Instant::now() > until {
+            break missing.len();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    agent.stop_with(libc::SIGTERM);
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of the {} objects named by {events} emitted events are not in the bucket",
+        named.len()
+    );
+    // Spot-check the bytes under their digests.
+    for key in named.iter().take(20) {
+        let bytes = common::block_on(client.get_object(key)).unwrap();
+        assert_eq!(blake3::hash(&bytes).to_hex().as_str(), key);
+    }
+}
+
+/// `text` without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_stalled_stdout_reader_cannot_hold_up_sigterm() {
+    if !common::can_run("a_stalled_stdout_reader_cannot_hold_up_sigterm") {
+        return;
+    }
+    let _serial = common::serial();
+    let (_server, port) = plain_server();
+    // Three 2 MiB bodies, each printed as a base64 object line: far more than a
+    // pipe holds.
+    let mut curl = Gated::stdin("curl", &["-s", "-o", "/dev/null", "-K", "-"]);
+    // The embedded default config: events and objects to stdout. stdout is a
+    // pipe this test never reads.
+    let mut cmd = Command::new(common::cargo_bin("tapwire"));
+    cmd.args(["--pid", &curl.pid().to_string()])
+        .env_remove("TAPWIRE_DEBUG_CAPTURE")
+        .env_remove("TAPWIRE_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut agent = common::guard(&mut cmd).spawn().expect("spawn tapwire");
+    let mut stderr = agent.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut text = String::new();
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(text.clone());
+        }
+    });
+    let mut log = String::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !log.contains("capture ready") {
+        assert!(Instant::now() < until, "agent not ready: {log}");
+        if let Ok(text) = rx.recv_timeout(Duration::from_millis(100)) {
+            log = text;
+        }
+    }
+    let url = format!("http://127.0.0.1:{port}/big");
+    curl.go_with(format!("url = \"{url}\"\nurl = \"{url}?2\"\nurl = \"{url}?3\"\n").as_bytes());
+    curl.finish(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+
+    let signalled = Instant::now();
+    // SAFETY: plain kill of our child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(status) = agent.try_wait().expect("wait agent") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < STOP_DEADLINE,
+            "still running {STOP_DEADLINE:?} after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = signalled.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(text) = rx.try_recv() {
+        log = text;
+    }
+    assert!(status.success(), "exit status {status}; stderr:\n{log}");
+    assert!(took < STOP_DEADLINE, "stopped in {took:?}");
+    assert!(
+        log.contains("standard output did not take every line before the shutdown deadline"),
+        "the unwritten lines are logged:\n{log}"
+    );
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("object store stopped"))
+        .unwrap_or_else(|| panic!("no final object store counters:\n{log}"));
+    assert!(
+        stopped.contains("unwritten: ") && !stopped.contains("unwritten: 0,"),
+        "unwritten objects counted: {stopped}"
+    );
+}

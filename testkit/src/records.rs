@@ -1,0 +1,89 @@
+//! Queries over the agent's JSON lines (records and events).
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// Data lines of one connection and direction, in sequence order, payloads
+/// concatenated.
+pub fn stream(lines: &[Value], conn: u64, direction: &str) -> Vec<u8> {
+    let mut recs: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["type"] == "data" && v["conn"] == conn && v["direction"] == direction)
+        .collect();
+    recs.sort_by_key(|v| v["seq"].as_u64().unwrap());
+    let mut out = Vec::new();
+    for r in recs {
+        out.extend(payload(r));
+    }
+    out
+}
+
+pub fn payload(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v["payload"].as_str().expect("payload"))
+        .expect("base64")
+}
+
+/// Open lines of processes `pids`.
+pub fn opens_of(lines: &[Value], pids: &[u32]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "open" && pids.iter().any(|p| v["pid"] == *p))
+        .cloned()
+        .collect()
+}
+
+/// The last drops line.
+pub fn last_drops(lines: &[Value]) -> Value {
+    lines
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "drops")
+        .cloned()
+        .expect("a drops line")
+}
+
+/// The connection (open line) of `pid` whose remote port is `port`.
+pub fn conn_of(lines: &[Value], pid: u32, remote_port: u16) -> Option<Value> {
+    lines
+        .iter()
+        .find(|v| {
+            v["type"] == "open"
+                && v["pid"] == pid
+                && v["remote"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(&format!(":{remote_port}")))
+        })
+        .cloned()
+}
+
+/// The connection (open line) of `pid` whose local port is `port`.
+pub fn conn_at(lines: &[Value], pid: u32, local_port: u16) -> Option<Value> {
+    lines
+        .iter()
+        .find(|v| {
+            v["type"] == "open"
+                && v["pid"] == pid
+                && v["local"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(&format!(":{local_port}")))
+        })
+        .cloned()
+}
+
+/// All data lines of a connection.
+pub fn data_of(lines: &[Value], conn: u64) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "data" && v["conn"] == conn)
+        .cloned()
+        .collect()
+}
+
+/// Port of an `ip:port` / `[ip]:port` string.
+pub fn port_of(addr: &Value) -> u16 {
+    addr.as_str()
+        .and_then(|s| s.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
