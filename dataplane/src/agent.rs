@@ -10,6 +10,7 @@ use tapwire_store::{StoreStartError, Stores};
 
 use tapwire_common::{DropReason, Record, config::Exclusion};
 
+use crate::capture::sendfile::{FileSendCounters, FileSends};
 use crate::capture::{self, Capture};
 use crate::cli::Cli;
 use crate::config::ConfigError;
@@ -101,6 +102,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         events: stores.events.clone(),
         objects: stores.objects.clone(),
         http: plan.http.clone(),
+        processes: Arc::clone(&options.processes),
     };
     let mut pipeline_config = PipelineConfig::new(readers, shards);
     if let Some(budget) = plan.sizes.memory_budget {
@@ -113,12 +115,20 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         Pipeline::start(pipeline_config, wire::decode, fanout).map_err(StartError::Threads)?;
     let sizing = pipeline.plan();
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
+    let file_sends = Arc::new(FileSendCounters::default());
     let capture = Capture::start(options, |cpu| {
         let mut router = routers.get_mut(cpu as usize).and_then(Option::take);
+        let counters = Arc::clone(&file_sends);
+        let mut sends = FileSends::default();
         move |raw: &[u8], record: Record<'_>| {
             let Some(router) = router.as_mut() else {
                 return;
             };
+            if let Record::FileSend(rec) = &record {
+                // Bytes sent from a file: read back and routed as data.
+                sends.expand(rec, &counters, |parts| router.route(rec.conn_id, parts));
+                return;
+            }
             match wire::conn_id(&record) {
                 Some(conn_id) => router.route(conn_id, &[raw]),
                 // A process exit releases its connections in every shard.
@@ -162,6 +172,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let ring_full_per_cpu = capture.ring_full_per_cpu();
     let excluded = capture.excluded();
     let counters = capture.reader_counters();
+    let late_files = capture.late_files();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(
@@ -175,6 +186,8 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &excluded,
         &counters,
         &stats,
+        &late_files,
+        &file_sends,
     );
     Ok(())
 }
@@ -184,8 +197,12 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
     let dropped: u64 = drops.iter().sum();
     let shards = stats.total();
     let routing = stats.routing();
+    let late = capture.late_files();
     tracing::info!(
         kernel_dropped = dropped,
+        late_tls_files = late.live_window.files,
+        live_window_p50_us = late.live_window.p50_us,
+        live_window_p99_us = late.live_window.p99_us,
         pushback_waits = routing.pushback_waits,
         records = shards.records,
         transactions = shards.transactions,
@@ -204,6 +221,8 @@ fn log_final(
     excluded: &[u64],
     readers: &[(u32, Arc<capture::ReaderCounters>)],
     stats: &PipelineStats,
+    late_files: &capture::LateFiles,
+    file_sends: &FileSendCounters,
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
@@ -234,6 +253,8 @@ fn log_final(
         "ring_records": records,
         "routing": stats.routing(),
         "shards": shards,
+        "late_files": late_files,
+        "sendfile": file_sends,
     });
     tracing::info!(counters = %summary, "stopped");
 }

@@ -172,6 +172,7 @@ impl Plan {
             ring_bytes: self.sizes.ring_bytes,
             wake_divisor: self.sizes.wake_divisor,
             capture: self.capture.kernel_bits(),
+            ..Options::default()
         }
     }
 

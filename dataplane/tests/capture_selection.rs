@@ -47,16 +47,6 @@ fn exe_selection_captures_that_program_only() {
     }
 }
 
-/// The cgroup v2 hierarchy: `/sys/fs/cgroup/unified` (hybrid) or `/sys/fs/cgroup`.
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, path, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(path))
-    })
-}
-
 #[test]
 fn cgroup_selection_captures_processes_that_join_later() {
     if !can_run("cgroup_selection_captures_processes_that_join_later") {

@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::{
-    Agent, Bg, Gated, certs, free_port, http_server_py, path_str, python, wait_listening,
+    Agent, Bg, Gated, certs, free_port, http_server_py, object_of, objects, path_str, python,
+    transactions_of, wait_listening,
 };
 use serde_json::Value;
 
@@ -29,47 +28,6 @@ fn start_http_server(port: u16, tls: Option<&common::Certs>) -> Bg {
     let server = Bg::spawn(cmd.stdout(Stdio::null()));
     wait_listening(port, Duration::from_secs(20));
     server
-}
-
-/// Object lines by digest, bytes decoded.
-fn objects(lines: &[Value]) -> HashMap<String, Vec<u8>> {
-    lines
-        .iter()
-        .filter(|v| v["type"] == "object")
-        .map(|v| {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v["bytes"].as_str().unwrap())
-                .unwrap();
-            assert_eq!(v["size"].as_u64().unwrap() as usize, bytes.len());
-            assert_eq!(
-                v["digest"].as_str().unwrap(),
-                blake3::hash(&bytes).to_hex().as_str()
-            );
-            (v["digest"].as_str().unwrap().to_owned(), bytes)
-        })
-        .collect()
-}
-
-/// The bytes of `txn`'s object with `role`, which must have been printed.
-fn object_of<'a>(objects: &'a HashMap<String, Vec<u8>>, txn: &Value, role: &str) -> &'a [u8] {
-    let entry = txn["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["role"] == role)
-        .unwrap_or_else(|| panic!("no {role} object in {txn}"));
-    let digest = entry["digest"].as_str().unwrap();
-    objects
-        .get(digest)
-        .unwrap_or_else(|| panic!("object {digest} not printed"))
-}
-
-fn transactions_of(lines: &[Value], pid: u32) -> Vec<Value> {
-    lines
-        .iter()
-        .filter(|v| v["type"] == "http_transaction" && v["pid"] == pid)
-        .cloned()
-        .collect()
 }
 
 #[test]

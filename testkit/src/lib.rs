@@ -5,6 +5,7 @@
 //!   so nothing a test starts outlives it.
 //! - [`net`]: free loopback ports, waiting for a listener.
 //! - [`certs`]: a throwaway self-signed certificate.
+//! - [`cgroup`]: fresh cgroups that programs join before they exec.
 //! - [`agent`]: the `tapwire` binary under test, its output collected.
 //! - [`records`]: queries over the agent's JSON lines.
 //! - [`servers`]: the Python test servers in `testkit/py/`.
@@ -16,6 +17,7 @@
 
 pub mod agent;
 pub mod certs;
+pub mod cgroup;
 pub mod fault_proxy;
 pub mod net;
 pub mod process;
@@ -25,6 +27,7 @@ pub mod weed;
 
 pub use agent::*;
 pub use certs::*;
+pub use cgroup::*;
 pub use fault_proxy::*;
 pub use net::*;
 pub use process::*;

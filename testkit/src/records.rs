@@ -87,3 +87,50 @@ pub fn port_of(addr: &Value) -> u16 {
         .and_then(|p| p.parse().ok())
         .expect("port")
 }
+
+/// The data plane's object lines by digest, bytes decoded (each checked
+/// against its size and digest).
+pub fn objects(lines: &[Value]) -> std::collections::HashMap<String, Vec<u8>> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "object")
+        .map(|v| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v["bytes"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(v["size"].as_u64().unwrap() as usize, bytes.len());
+            assert_eq!(
+                v["digest"].as_str().unwrap(),
+                blake3::hash(&bytes).to_hex().as_str()
+            );
+            (v["digest"].as_str().unwrap().to_owned(), bytes)
+        })
+        .collect()
+}
+
+/// The bytes of `txn`'s object with `role`, which must have been printed.
+pub fn object_of<'a>(
+    objects: &'a std::collections::HashMap<String, Vec<u8>>,
+    txn: &Value,
+    role: &str,
+) -> &'a [u8] {
+    let entry = txn["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} object in {txn}"));
+    let digest = entry["digest"].as_str().unwrap();
+    objects
+        .get(digest)
+        .unwrap_or_else(|| panic!("object {digest} not printed"))
+}
+
+/// The data plane's transaction events of `pid`.
+pub fn transactions_of(lines: &[Value], pid: u32) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "http_transaction" && v["pid"] == pid)
+        .cloned()
+        .collect()
+}

@@ -243,6 +243,16 @@ impl KernelBtf {
             sk_num: skc("skc_num")?,
             sk_v6_daddr: skc("skc_v6_daddr")?,
             sk_v6_rcv_saddr: skc("skc_v6_rcv_saddr")?,
+            inode_sb: self.offset("inode", "i_sb")?,
+            sb_dev: self.offset("super_block", "s_dev")?,
+            file_pos: self.offset("file", "f_pos")?,
+            inode_size: self.offset("inode", "i_size")?,
+            // Renamed twice: `i_mtime` (timespec64), `__i_mtime` (6.6),
+            // `i_mtime_sec` (6.11); each starts with the seconds.
+            inode_mtime: self
+                .offset("inode", "i_mtime_sec")
+                .or_else(|_| self.offset("inode", "__i_mtime"))
+                .or_else(|_| self.offset("inode", "i_mtime"))?,
             _pad0: 0,
         })
     }

@@ -57,6 +57,12 @@ const SYSCALL_PROGRAMS: &[(&str, &[&str])] = &[
         &["sys_enter_accept", "sys_enter_accept4"],
     ),
     ("sys_enter_close", &["sys_enter_close"]),
+    ("sys_enter_mmap", &["sys_enter_mmap"]),
+    ("sys_exit_mmap", &["sys_exit_mmap"]),
+    ("sys_enter_sendfile", &["sys_enter_sendfile64"]),
+    ("sys_exit_sendfile", &["sys_exit_sendfile64"]),
+    ("sys_enter_openat", &["sys_enter_openat"]),
+    ("sys_exit_openat", &["sys_exit_openat"]),
     (
         "sys_exit_socket",
         &[
@@ -94,6 +100,8 @@ pub struct Options {
     /// Which connections the probes capture: `tapwire_common::config::capture`
     /// bits (direction, loopback).
     pub capture: u32,
+    /// Where process attributes are kept, for whoever writes events.
+    pub processes: std::sync::Arc<super::procs::ProcessTable>,
 }
 
 impl Default for Options {
@@ -103,6 +111,7 @@ impl Default for Options {
             ring_bytes: RING_BYTES_PER_CPU,
             wake_divisor: WAKE_DIVISOR,
             capture: capture::ALL_DIRECTIONS,
+            processes: std::sync::Arc::default(),
         }
     }
 }
@@ -113,6 +122,9 @@ pub enum LoaderError {
     /// Kernel BTF could not be read.
     #[error("reading kernel btf")]
     Btf(#[from] BtfError),
+    /// The kernel lacks features the probes need.
+    #[error(transparent)]
+    Kernel(#[from] super::kernel::MissingFeatures),
     /// The embedded object is empty (built with `AYA_BUILD_SKIP`).
     #[error("the binary was built without its ebpf object")]
     NoObject,
@@ -202,7 +214,6 @@ impl DropCounters {
 /// Loaded and attached probes. Dropping detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
-    per_process: bool,
     attached: HashSet<(FileId, u64, Option<u32>)>,
     /// Probe points placed on a single-stepped instruction.
     pub fallbacks: AtomicU64,
@@ -255,13 +266,14 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, Lo
 
 /// Loads the probes and creates the rings. Tracepoints are attached; TLS
 /// uprobes are attached with [`Probes::attach_target`].
-pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resolved), LoaderError> {
+pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), LoaderError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoaderError::NoObject);
     }
     if let Err(e) = raise_memlock() {
         tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; continuing (memcg accounting)");
     }
+    super::kernel::check()?;
     ensure_tracefs()?;
     let offsets = KernelBtf::load(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
     let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
@@ -315,7 +327,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     seed_agent_ports(&mut ebpf)?;
 
     // Selection maps before the tracepoints start acting on them.
-    let mut resolved = opts.selection.resolve()?;
+    let resolved = opts.selection.resolve()?;
     if selecting {
         seed_selection(&mut ebpf, &resolved)?;
     }
@@ -338,8 +350,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     }
     if selecting {
         // Children forked between the first scan and the fork tracepoint.
-        resolved = opts.selection.resolve()?;
-        seed_selection(&mut ebpf, &resolved)?;
+        seed_selection(&mut ebpf, &opts.selection.resolve()?)?;
     }
     for prog in ["ssl_enter", "ssl_return", "ssl_free"] {
         let p: &mut UProbe = program(&mut ebpf, prog)?;
@@ -357,11 +368,10 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters, Resol
     };
     let probes = Probes {
         ebpf,
-        per_process: selecting,
         attached: HashSet::new(),
         fallbacks: AtomicU64::new(0),
     };
-    Ok((probes, rings, counters, resolved))
+    Ok((probes, rings, counters))
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
@@ -449,11 +459,6 @@ fn seed_selection(ebpf: &mut Ebpf, r: &Resolved) -> Result<(), LoaderError> {
 }
 
 impl Probes {
-    /// True when uprobes are attached per selected process.
-    pub fn per_process(&self) -> bool {
-        self.per_process
-    }
-
     /// Attaches the TLS probes of `target`: for every process (`pid` `None`,
     /// once per file) or for one process. Already attached points are skipped.
     /// Returns how many probe points were attached.
@@ -505,7 +510,10 @@ impl Probes {
                     );
                 }
             }
-            if ok {
+            if !ok {
+                // Not attached: a later sighting of the file tries again.
+                self.attached.remove(&(target.id, point.file_offset, pid));
+            } else {
                 n += 1;
                 tracing::debug!(
                     path = %target.path.display(),
@@ -518,6 +526,17 @@ impl Probes {
             }
         }
         n
+    }
+
+    /// Tells the probes that user space has inspected `key`: mapping it again
+    /// emits no record. A failed insert only means a later mapping is reported
+    /// again.
+    pub fn mark_inspected(&mut self, key: tapwire_common::FileKey) {
+        if let Some(map) = self.ebpf.map_mut("INSPECTED")
+            && let Ok(mut files) = BpfHashMap::<_, tapwire_common::FileKey, u8>::try_from(map)
+        {
+            let _ = files.insert(key, 1, 0);
+        }
     }
 
     /// Adds `pid` to the kernel's selected set (bits OR-ed in).

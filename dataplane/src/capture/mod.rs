@@ -14,19 +14,27 @@
 //! # Ok::<(), tapwire::capture::CaptureError>(())
 //! ```
 //!
-//! A control thread attaches TLS probes to programs started later (exec
-//! records) and owns the probes: [`Capture::stop`] (or drop) stops the readers
-//! after a last drain and detaches everything.
+//! A control thread probes files first seen later — an executable at exec, a
+//! library when a process maps it ([`images`]) — and owns the probes:
+//! [`Capture::stop`] (or drop) stops the readers after a last drain and
+//! detaches everything.
 
 pub mod btf;
+pub mod images;
+pub mod kernel;
 pub mod loader;
 pub mod placement;
+pub mod procs;
 pub mod records;
 pub mod ring;
 pub mod selection;
+pub mod sendfile;
 pub mod targets;
 
 use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -41,21 +49,29 @@ pub use ring::{ReaderCounters, RingError};
 pub use selection::Selection;
 pub use tapwire_common::{DropReason, Record};
 
+use images::{LiveWindow, ProcEvent, SharedCounters};
 use loader::{DropCounters, Probes};
-use targets::Targets;
+use procs::ProcessTable;
+use targets::{Targets, TlsTarget};
 
-/// Pids of exec records waiting for the control thread; beyond this, execs are
-/// skipped (and their programs picked up by the next rescan of a selected pid).
-const EXEC_QUEUE: usize = 4096;
+/// Exec and mapping records waiting for the control thread; beyond this they
+/// are skipped (a skipped file is reported again by its next mapping, and the
+/// rescans below find it).
+const IMAGE_QUEUE: usize = 4096;
 
 /// After an exec, a program's libraries appear as the dynamic loader (or a
-/// `dlopen`) maps them: its maps are rescanned after these delays.
+/// `dlopen`) maps them. Each mapping is reported as it is made; as a safety net
+/// for a report skipped on a full queue, the maps are also rescanned after
+/// these delays.
 const RESCAN_AFTER: [Duration; 4] = [
     Duration::from_millis(20),
     Duration::from_millis(150),
     Duration::from_millis(800),
     Duration::from_secs(3),
 ];
+
+/// How often exited processes are released from the process table.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
 /// Errors starting capture.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +94,7 @@ pub struct Capture {
     control: Option<JoinHandle<()>>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
+    images: SharedCounters,
 }
 
 impl Capture {
@@ -90,35 +107,44 @@ impl Capture {
         F: FnMut(u32) -> H,
         H: FnMut(&[u8], Record<'_>) + Send + 'static,
     {
-        let (mut probes, rings, drops, resolved) = loader::load(&opts)?;
+        let (mut probes, rings, drops) = loader::load(&opts)?;
         let mut targets = Targets::default();
-        let libraries = targets.system_libraries();
-        if probes.per_process() {
-            let mut pids: Vec<u32> = resolved.pids.keys().copied().collect();
-            pids.extend(&resolved.cgroup_pids);
-            // The agent's own traffic is never captured: no probes in it.
-            pids.retain(|&pid| pid != std::process::id());
-            for pid in pids {
-                attach_process(&mut probes, &mut targets, pid, true);
-            }
-        } else {
-            for lib in &libraries {
-                probes.attach_target(lib, None);
-            }
-            for pid in targets::all_pids() {
-                attach_process(&mut probes, &mut targets, pid, false);
-            }
+        // Probes belong to files: attached once per file, they fire in every
+        // process that maps it, now or later, from its first instruction. The
+        // selection is applied in the kernel (`select.rs`), so a program started
+        // later is covered before its first TLS call with or without a selection.
+        for lib in &targets.system_libraries() {
+            probes.attach_target(lib, None);
         }
+        let pids = targets::all_pids();
+        for &pid in &pids {
+            attach_process(&mut probes, &mut targets, pid);
+        }
+        opts.processes.scan(pids);
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = sync_channel(EXEC_QUEUE);
+        let images = SharedCounters::default();
+        let (tx, rx) = sync_channel(IMAGE_QUEUE);
         let readers = ring::spawn_readers(rings, make_handler, Arc::clone(&stop), Some(tx))?;
         let control = {
             let stop = Arc::clone(&stop);
             let fallbacks = Arc::clone(&fallbacks);
+            let images = Arc::clone(&images);
+            let processes = Arc::clone(&opts.processes);
             std::thread::Builder::new()
                 .name("capture-control".into())
-                .spawn(move || control_loop(probes, targets, rx, &stop, &fallbacks))
+                .spawn(move || {
+                    let mut control = Control {
+                        probes,
+                        targets,
+                        images,
+                        processes,
+                        held: Vec::new(),
+                    };
+                    control.run(rx, &stop, &fallbacks);
+                    drop(control);
+                    tracing::info!("probes detached");
+                })
                 .map_err(CaptureError::Spawn)?
         };
         tracing::info!(cpus = readers.len(), "capture started");
@@ -128,7 +154,19 @@ impl Capture {
             control: Some(control),
             drops,
             fallbacks,
+            images,
         })
+    }
+
+    /// Files first seen at exec or mapping: how many got TLS probes and how
+    /// long after the exec or mapping their probes were live.
+    pub fn late_files(&self) -> LateFiles {
+        let c = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        LateFiles {
+            maps: c.maps,
+            unresolved: c.unresolved,
+            live_window: c.live_window(),
+        }
     }
 
     /// Kernel-side drop counters summed over CPUs, in [`DropReason::ALL`] order.
@@ -185,70 +223,153 @@ impl Drop for Capture {
     }
 }
 
-/// Attaches TLS probes for one process: every TLS file it maps now (and its
-/// executable). Per process (`per_process`) also the system's TLS libraries,
-/// so a library the program loads later is covered from its first call.
-fn attach_process(probes: &mut Probes, targets: &mut Targets, pid: u32, per_process: bool) {
-    if per_process {
-        // The system libraries first: already inspected, so attaching them is
-        // quick, and most programs get their TLS from there. A program just
-        // exec'd races its first TLS call against this.
-        let libraries = targets.system_libraries();
-        for lib in &libraries {
-            probes.attach_target(lib, Some(pid));
-        }
-        for f in targets.of_process(pid) {
-            if !libraries.iter().any(|l| l.id == f.id) {
-                probes.attach_target(&f, Some(pid));
-            }
-        }
-    } else {
-        for f in targets.of_process(pid) {
-            probes.attach_target(&f, None);
-        }
-    }
+/// Attaches the TLS probes of every TLS file a process maps now (and its
+/// executable), once per file. Returns how many probe points were new.
+fn attach_process(probes: &mut Probes, targets: &mut Targets, pid: u32) -> usize {
+    targets
+        .of_process(pid)
+        .iter()
+        .map(|f| probes.attach_target(f, None))
+        .sum()
 }
 
-fn control_loop(
-    mut probes: Probes,
-    mut targets: Targets,
-    rx: Receiver<u32>,
-    stop: &AtomicBool,
-    fallbacks: &AtomicU64,
-) {
-    let per_process = probes.per_process();
-    // (pid, when, next delay index)
-    let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
-    while !stop.load(Ordering::Acquire) {
-        match rx.recv_timeout(Duration::from_millis(10)) {
-            // Exec records come only from selected processes when selecting.
-            Ok(pid) => {
-                attach_process(&mut probes, &mut targets, pid, per_process);
-                rescans.push((pid, Instant::now() + RESCAN_AFTER[0], 0));
+/// Counters of files first seen at exec or mapping.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LateFiles {
+    /// Executable mappings of not yet inspected files reported by the kernel.
+    pub maps: u64,
+    /// Mappings whose file could not be opened (the process was gone).
+    pub unresolved: u64,
+    /// Exec or mapping to probes live, for files that got TLS probes then.
+    pub live_window: LiveWindow,
+}
+
+/// The control thread's state: it owns the probes.
+struct Control {
+    probes: Probes,
+    targets: Targets,
+    images: SharedCounters,
+    processes: Arc<ProcessTable>,
+    /// Files of TLS targets first seen through a process, kept open (their
+    /// targets' paths are `/proc/self/fd/N`).
+    held: Vec<File>,
+}
+
+impl Control {
+    fn run(&mut self, rx: Receiver<ProcEvent>, stop: &AtomicBool, fallbacks: &AtomicU64) {
+        // (pid, when, next delay index)
+        let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
+        let mut last_expiry = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            match rx.recv_timeout(Duration::from_millis(10)) {
+                // Records come only from selected processes when selecting.
+                Ok(event) => {
+                    self.handle(event);
+                    if let ProcEvent::Exec { pid, .. } = event {
+                        rescans.push((pid, Instant::now() + RESCAN_AFTER[0], 0));
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            let now = Instant::now();
+            let mut i = 0;
+            while i < rescans.len() {
+                let (pid, due, step) = rescans[i];
+                if due > now {
+                    i += 1;
+                    continue;
+                }
+                if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    attach_process(&mut self.probes, &mut self.targets, pid);
+                }
+                if let Some(delay) = RESCAN_AFTER.get(step + 1) {
+                    rescans[i] = (pid, now + *delay, step + 1);
+                    i += 1;
+                } else {
+                    rescans.swap_remove(i);
+                }
+            }
+            fallbacks.store(
+                self.probes.fallbacks.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            if last_expiry.elapsed() >= EXPIRE_EVERY {
+                self.processes.expire();
+                last_expiry = Instant::now();
+            }
         }
-        let now = Instant::now();
-        let mut i = 0;
-        while i < rescans.len() {
-            let (pid, due, step) = rescans[i];
-            if due > now {
-                i += 1;
-                continue;
-            }
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                attach_process(&mut probes, &mut targets, pid, per_process);
-            }
-            if let Some(delay) = RESCAN_AFTER.get(step + 1) {
-                rescans[i] = (pid, now + *delay, step + 1);
-                i += 1;
-            } else {
-                rescans.swap_remove(i);
-            }
-        }
-        fallbacks.store(probes.fallbacks.load(Ordering::Relaxed), Ordering::Relaxed);
     }
-    drop(probes);
-    tracing::info!("probes detached");
+
+    /// Inspects the file at `path` (a `/proc/PID/…` link that dies with its
+    /// process) through a descriptor of our own: a new TLS target keeps it
+    /// open, so its path stays valid for attaching.
+    fn inspect_held(&mut self, path: &Path) -> Option<Arc<TlsTarget>> {
+        let file = File::open(path).ok()?;
+        let own = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let target = self.targets.inspect(&own)?;
+        if target.path == own {
+            tracing::debug!(path = ?std::fs::read_link(&own).ok(), "tls file first seen");
+            self.held.push(file);
+        }
+        Some(target)
+    }
+
+    /// Probes the files an exec or a mapping brings, and measures how long
+    /// after the event their probes were live.
+    fn handle(&mut self, event: ProcEvent) {
+        let (attached, what) = match event {
+            ProcEvent::Exec {
+                pid,
+                ts_ns,
+                filename,
+            } => {
+                self.processes
+                    .exec(pid, ts_ns, tapwire_common::decode::cstr(&filename));
+                // The executable first, held open: the process may be gone
+                // before its probes are attached.
+                let exe = self
+                    .inspect_held(Path::new(&format!("/proc/{pid}/exe")))
+                    .map_or(0, |t| self.probes.attach_target(&t, None));
+                (
+                    exe + attach_process(&mut self.probes, &mut self.targets, pid),
+                    "exec",
+                )
+            }
+            ProcEvent::Exit { pid, ts_ns } => {
+                self.processes.exit(pid, ts_ns);
+                return;
+            }
+            ProcEvent::Map {
+                pid, key, addr, fd, ..
+            } => {
+                let path = images::mapped_file(pid, key, addr, fd);
+                let mut counters = self.images.lock().unwrap_or_else(|e| e.into_inner());
+                counters.maps += 1;
+                let Some(path) = path else {
+                    counters.unresolved += 1;
+                    return;
+                };
+                drop(counters);
+                let attached = self
+                    .inspect_held(&path)
+                    .map_or(0, |t| self.probes.attach_target(&t, None));
+                self.probes.mark_inspected(key);
+                (attached, "map")
+            }
+        };
+        if attached > 0 {
+            let window = Duration::from_nanos(images::monotonic_ns().saturating_sub(event.ts_ns()));
+            self.images
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_window(window);
+            tracing::info!(
+                after = what,
+                points = attached,
+                window_us = window.as_micros() as u64,
+                "tls probes live in a newly seen file"
+            );
+        }
+    }
 }

@@ -19,7 +19,10 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tapwire_common::{COMM_LEN, Direction, DropReason, Record, Role, Source, decode::cstr};
 
-use super::{Capture, loader};
+use super::{
+    Capture, loader,
+    sendfile::{FileSendCounters, FileSends},
+};
 
 /// How often drop counters are printed while running.
 const DROPS_EVERY: Duration = Duration::from_secs(2);
@@ -99,6 +102,15 @@ pub fn record_json(record: &Record<'_>, comms: &Mutex<HashMap<u64, String>>) -> 
             "type": "exit", "cpu": h.cpu, "ts": h.ts_ns, "pid": h.pid, "tid": h.tid,
             "cgroup": e.cgroup_id,
         }),
+        Record::FileSend(f) => json!({
+            "type": "sendfile", "cpu": h.cpu, "ts": h.ts_ns, "conn": f.conn_id, "seq": f.seq,
+            "pid": h.pid, "tid": h.tid, "fd": f.fd, "in_fd": f.in_fd, "offset": f.offset,
+            "len": f.len, "chunks": f.chunks, "dev": f.dev, "ino": f.ino,
+        }),
+        Record::ExecMap(m) => json!({
+            "type": "exec_map", "cpu": h.cpu, "ts": h.ts_ns, "pid": h.pid, "tid": h.tid,
+            "dev": m.dev, "ino": m.ino, "addr": m.addr, "fd": m.fd,
+        }),
     }
 }
 
@@ -109,7 +121,7 @@ fn print_line(v: &Value) {
     let _ = out.flush();
 }
 
-fn drops_json(capture: &Capture, last: bool) -> Value {
+fn drops_json(capture: &Capture, last: bool, file_sends: &FileSendCounters) -> Value {
     let mut m = serde_json::Map::new();
     m.insert("type".into(), "drops".into());
     m.insert("final".into(), last.into());
@@ -129,6 +141,8 @@ fn drops_json(capture: &Capture, last: bool) -> Value {
         "placement_fallbacks".into(),
         capture.placement_fallbacks().into(),
     );
+    m.insert("late_files".into(), json!(capture.late_files()));
+    m.insert("sendfile".into(), json!(file_sends));
     Value::Object(m)
 }
 
@@ -137,9 +151,22 @@ pub fn run(plan: &crate::plan::Plan) -> anyhow::Result<()> {
     let signals = crate::signals::Signals::block()?;
     let opts = plan.capture_options();
     let comms = Arc::new(Mutex::new(HashMap::new()));
+    let file_sends = Arc::new(FileSendCounters::default());
     let capture = Capture::start(opts, |_cpu| {
         let comms = Arc::clone(&comms);
-        move |_raw: &[u8], record: Record<'_>| print_line(&record_json(&record, &comms))
+        let counters = Arc::clone(&file_sends);
+        let mut sends = FileSends::default();
+        move |_raw: &[u8], record: Record<'_>| {
+            print_line(&record_json(&record, &comms));
+            if let Record::FileSend(rec) = &record {
+                // The bytes read back from the file, as the data lines they stand for.
+                sends.expand(rec, &counters, |parts| {
+                    if let Ok(data) = tapwire_common::decode(&parts.concat()) {
+                        print_line(&record_json(&data, &comms));
+                    }
+                });
+            }
+        }
     })
     .map_err(|e| anyhow::anyhow!(loader::error_chain(&e)))
     .context("starting capture")?;
@@ -151,12 +178,12 @@ pub fn run(plan: &crate::plan::Plan) -> anyhow::Result<()> {
             Some(sig) => break sig,
         }
         if Instant::now() >= next_drops {
-            print_line(&drops_json(&capture, false));
+            print_line(&drops_json(&capture, false, &file_sends));
             next_drops = Instant::now() + DROPS_EVERY;
         }
     };
     tracing::info!(signal = signal.name(), "stopping");
-    let last = drops_json(&capture, true);
+    let last = drops_json(&capture, true, &file_sends);
     capture.stop();
     print_line(&last);
     Ok(())

@@ -22,7 +22,7 @@ use std::{
 
 use tapwire_common::{Record, decode};
 
-use super::loader::CpuRing;
+use super::{images::ProcEvent, loader::CpuRing};
 
 /// How long a reader sleeps when its ring is quiet and no wake-up came. Bounds
 /// the latency of a trickle of records that never reaches the wake-up mark.
@@ -117,14 +117,15 @@ fn pin_to(cpu: u32) {
 }
 
 /// Starts one reader per ring. `make_handler(cpu)` builds each reader's
-/// handler, which then runs on that reader's thread only. `exec_tx`, if given,
-/// receives the pid of every exec record (for attaching TLS probes to new
-/// programs); it never blocks the reader (full → the pid is skipped).
+/// handler, which then runs on that reader's thread only. `images`, if given,
+/// receives every exec, exit and executable-mapping record (for probing files
+/// first seen then, and for the process table); it never blocks the reader (full → the event is skipped, and
+/// the file is reported again by its next mapping or a rescan).
 pub fn spawn_readers<F, H>(
     rings: Vec<CpuRing>,
     mut make_handler: F,
     stop: Arc<AtomicBool>,
-    exec_tx: Option<SyncSender<u32>>,
+    images: Option<SyncSender<ProcEvent>>,
 ) -> Result<Vec<Reader>, RingError>
 where
     F: FnMut(u32) -> H,
@@ -137,7 +138,7 @@ where
         let counters = Arc::new(ReaderCounters::default());
         let published = Arc::clone(&counters);
         let stop = Arc::clone(&stop);
-        let exec_tx = exec_tx.clone();
+        let images = images.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ring-{cpu}"))
             .spawn(move || {
@@ -151,8 +152,8 @@ where
                         bytes += item.len() as u64;
                         match decode(&item) {
                             Ok(record) => {
-                                if let (Record::ProcExec(e), Some(tx)) = (&record, &exec_tx) {
-                                    let _ = tx.try_send(e.header.pid);
+                                if let Some(tx) = &images {
+                                    image_event(&record, tx);
                                 }
                                 handler(&item, record);
                                 records += 1;
@@ -185,4 +186,32 @@ where
         });
     }
     Ok(readers)
+}
+
+/// Forwards exec, exit and executable-mapping records to the control thread.
+#[inline]
+fn image_event(record: &Record<'_>, tx: &SyncSender<ProcEvent>) {
+    let event = match record {
+        Record::ProcExec(e) => ProcEvent::Exec {
+            pid: e.header.pid,
+            ts_ns: e.header.ts_ns,
+            filename: e.filename,
+        },
+        Record::ProcExit(e) => ProcEvent::Exit {
+            pid: e.header.pid,
+            ts_ns: e.header.ts_ns,
+        },
+        Record::ExecMap(m) => ProcEvent::Map {
+            pid: m.header.pid,
+            ts_ns: m.header.ts_ns,
+            key: tapwire_common::FileKey {
+                dev: m.dev,
+                ino: m.ino,
+            },
+            addr: m.addr,
+            fd: m.fd,
+        },
+        _ => return,
+    };
+    let _ = tx.try_send(event);
 }

@@ -1,6 +1,8 @@
 //! Capture selection: pid with descendants, executable, cgroup — applied in
 //! the kernel (the `SELECTED*` maps), so unselected processes cost a map
-//! lookup; uprobes are attached to selected processes only.
+//! lookup or two. TLS uprobes are attached per file whatever the selection:
+//! they fire in every process, and the probes return at once in one that is
+//! not selected.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -44,9 +46,6 @@ pub struct Resolved {
     pub cgroup_ids: Vec<u64>,
     /// Processes selected now, with `config::select` bits.
     pub pids: HashMap<u32, u32>,
-    /// Processes now in the selected cgroups (for uprobe attachment only; the
-    /// kernel matches them by cgroup id).
-    pub cgroup_pids: Vec<u32>,
 }
 
 impl Selection {
@@ -92,12 +91,6 @@ impl Selection {
             }
             *r.pids.entry(pid).or_default() |= select::PID;
             todo.extend(children.get(&pid).into_iter().flatten().copied());
-        }
-        for cg in &self.cgroups {
-            if let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) {
-                r.cgroup_pids
-                    .extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-            }
         }
         Ok(r)
     }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 
+use crate::capture::procs::ProcessTable;
+
 use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
 
@@ -28,34 +30,6 @@ const HELD_WAIT: Duration = Duration::from_millis(1);
 /// How long stopping waits for held events' objects to be kept.
 pub const HELD_DRAIN: Duration = Duration::from_secs(5);
 
-/// Executable paths remembered at most; the cache is cleared past it (pids are
-/// reused, so entries must not live forever anyway).
-const MAX_EXE_CACHE: usize = 4096;
-
-/// Executable paths by pid, read from `/proc/PID/exe` once per process, on the
-/// output thread (never on the shards).
-#[derive(Default)]
-pub struct ExeCache {
-    paths: std::collections::HashMap<u32, Option<String>>,
-}
-
-impl ExeCache {
-    /// The executable of `pid`, if it can still be read.
-    pub fn get(&mut self, pid: u32) -> Option<&str> {
-        if self.paths.len() >= MAX_EXE_CACHE && !self.paths.contains_key(&pid) {
-            self.paths.clear();
-        }
-        self.paths
-            .entry(pid)
-            .or_insert_with(|| {
-                std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .ok()
-                    .map(|p| p.to_string_lossy().into_owned())
-            })
-            .as_deref()
-    }
-}
-
 /// Every store an output goes to.
 #[derive(Clone)]
 pub struct Fanout {
@@ -63,6 +37,8 @@ pub struct Fanout {
     pub events: Vec<Arc<dyn EventStore>>,
     /// Object stores.
     pub objects: Vec<Arc<dyn ObjectStore>>,
+    /// Executables by pid, taken at exec by capture.
+    pub processes: Arc<ProcessTable>,
     /// What each HTTP transaction becomes (the plugin stack).
     pub http: crate::plugins::HttpPlan,
 }
@@ -83,7 +59,7 @@ impl Fanout {
     /// Hands one shard output's objects to every object store and holds its
     /// event until they are kept (see the module doc); emits whatever held
     /// events are ready.
-    pub fn deliver(&self, mut item: Output, exes: &mut ExeCache, held: &mut Held) {
+    pub fn deliver(&self, mut item: Output, held: &mut Held) {
         if matches!(item, Output::Txn(_)) && !self.http.objects && !self.http.events {
             return;
         }
@@ -112,7 +88,7 @@ impl Fanout {
             }
         }
         while held.queue.len() >= MAX_HELD_EVENTS {
-            self.release(exes, held, false);
+            self.release(held, false);
             if held.queue.len() >= MAX_HELD_EVENTS {
                 std::thread::sleep(HELD_WAIT);
             }
@@ -122,13 +98,13 @@ impl Fanout {
             item,
             refs,
         });
-        self.release(exes, held, false);
+        self.release(held, false);
     }
 
     /// Emits held events from the oldest while their objects are settled; with
     /// `force`, emits them all (unsettled objects reported as not kept).
     /// Returns how many were forced out.
-    pub fn release(&self, exes: &mut ExeCache, held: &mut Held, force: bool) -> usize {
+    pub fn release(&self, held: &mut Held, force: bool) -> usize {
         let mut forced = 0;
         while let Some(front) = held.queue.front() {
             let settled = front.receipt.settled();
@@ -150,15 +126,15 @@ impl Fanout {
                     r.url = None;
                 }
             }
-            self.emit(item, &refs, exes);
+            self.emit(item, &refs);
         }
         forced
     }
 
-    fn emit(&self, item: Output, refs: &[ObjectRef], exes: &mut ExeCache) {
+    fn emit(&self, item: Output, refs: &[ObjectRef]) {
         let event = match item {
             Output::Txn(_) if !self.http.events => return,
-            Output::Txn(txn) => txn.event_json(refs, exes.get(txn.conn.pid)),
+            Output::Txn(txn) => txn.event_json(refs, self.processes.exe(txn.conn.pid).as_deref()),
             Output::Opened(info) => super::txn::open_event_json(&info),
             Output::Closed(summary) => summary.event_json(),
         };
@@ -172,7 +148,6 @@ impl Fanout {
 /// A shard's sink: delivers each output on the shard's own thread.
 pub struct Deliver {
     fanout: Fanout,
-    exes: ExeCache,
     held: Held,
 }
 
@@ -181,14 +156,13 @@ impl Deliver {
     pub fn new(fanout: Fanout) -> Self {
         Deliver {
             fanout,
-            exes: ExeCache::default(),
             held: Held::default(),
         }
     }
 
     /// Emits the held events whose objects are now kept (call periodically).
     pub fn release_ready(&mut self) {
-        self.fanout.release(&mut self.exes, &mut self.held, false);
+        self.fanout.release(&mut self.held, false);
     }
 
     /// At stop: waits up to `deadline` for held events' objects to be kept,
@@ -199,7 +173,7 @@ impl Deliver {
             self.release_ready();
             std::thread::sleep(HELD_WAIT);
         }
-        let forced = self.fanout.release(&mut self.exes, &mut self.held, true);
+        let forced = self.fanout.release(&mut self.held, true);
         if forced > 0 {
             tracing::warn!(
                 events = forced,
@@ -211,6 +185,6 @@ impl Deliver {
 
 impl Sink for Deliver {
     fn send(&mut self, item: Output) {
-        self.fanout.deliver(item, &mut self.exes, &mut self.held);
+        self.fanout.deliver(item, &mut self.held);
     }
 }

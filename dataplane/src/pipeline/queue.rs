@@ -41,22 +41,25 @@ pub fn frame_queue(capacity_bytes: usize) -> (FrameProducer, FrameConsumer) {
 pub struct Full;
 
 impl FrameProducer {
-    /// Appends one frame made of `parts` concatenated, all or nothing.
+    /// Appends one frame made of `parts` concatenated, all or nothing: one
+    /// reservation, then a `memcpy` per part into the ring's (at most two)
+    /// free regions.
     pub fn push(&mut self, parts: &[&[u8]]) -> Result<(), Full> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let Ok(len32) = u32::try_from(len) else {
             return Err(Full);
         };
-        if self.inner.slots() < LEN_BYTES + len {
-            return Err(Full);
+        let mut chunk = self
+            .inner
+            .write_chunk_uninit(LEN_BYTES + len)
+            .map_err(|_| Full)?;
+        let (first, second) = chunk.as_mut_slices();
+        let mut at = 0;
+        for part in std::iter::once(&len32.to_le_bytes()[..]).chain(parts.iter().copied()) {
+            at = fill(first, second, at, part);
         }
-        // Only this producer adds items, so the free slots counted above stay free
-        // (the consumer can only make more): every push below succeeds.
-        let pushed = self.inner.push_entire_slice(&len32.to_le_bytes()).is_ok()
-            && parts
-                .iter()
-                .all(|p| self.inner.push_entire_slice(p).is_ok());
-        debug_assert!(pushed, "slots were reserved above");
+        // SAFETY: all `LEN_BYTES + len` slots were written above.
+        unsafe { chunk.commit_all() };
         Ok(())
     }
 
@@ -64,6 +67,32 @@ impl FrameProducer {
     pub fn is_abandoned(&self) -> bool {
         self.inner.is_abandoned()
     }
+}
+
+/// Copies `src` into the regions `first` then `second` from offset `at` (of
+/// the two taken as one); returns the offset after it.
+fn fill(
+    first: &mut [std::mem::MaybeUninit<u8>],
+    second: &mut [std::mem::MaybeUninit<u8>],
+    at: usize,
+    src: &[u8],
+) -> usize {
+    let in_first = first.len().saturating_sub(at).min(src.len());
+    let (head, tail) = src.split_at(in_first);
+    if in_first > 0 {
+        first[at..at + in_first].copy_from_slice(as_uninit(head));
+    }
+    if !tail.is_empty() {
+        let from = (at + in_first) - first.len();
+        second[from..from + tail.len()].copy_from_slice(as_uninit(tail));
+    }
+    at + src.len()
+}
+
+fn as_uninit(bytes: &[u8]) -> &[std::mem::MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and initialised bytes
+    // are valid `MaybeUninit`s.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), bytes.len()) }
 }
 
 impl FrameConsumer {

@@ -73,6 +73,8 @@ pub struct ShardStats {
     pub undecodable: u64,
     /// Records that arrived after their place was given up.
     pub late: u64,
+    /// Payload bytes of those records.
+    pub late_bytes: u64,
     /// Records declared lost (sequence gaps).
     pub gap_records: u64,
     /// Connections not followed because the table was full.
@@ -112,6 +114,7 @@ impl ShardStats {
             bytes: self.bytes + o.bytes,
             undecodable: self.undecodable + o.undecodable,
             late: self.late + o.late,
+            late_bytes: self.late_bytes + o.late_bytes,
             gap_records: self.gap_records + o.gap_records,
             conn_table_full: self.conn_table_full + o.conn_table_full,
             transactions: self.transactions + o.transactions,
@@ -351,7 +354,12 @@ impl<S: Sink> Shard<S> {
         match conn.reorder.offer(seq, frame, now_ns, &self.budget) {
             Offer::Deliver => self.process(conn_id, input),
             Offer::Held => {}
-            Offer::Late => self.stats.late += 1,
+            Offer::Late => {
+                self.stats.late += 1;
+                if let Input::Data { payload, .. } = input {
+                    self.stats.late_bytes += payload.len() as u64;
+                }
+            }
         }
         self.drain_ready(conn_id, now_ns);
     }

@@ -53,7 +53,7 @@ pub fn from_record(record: Record<'_>) -> Input<'_> {
         Record::ProcExit(exit) => Input::Exit {
             pid: exit.header.pid,
         },
-        Record::ProcExec(_) => Input::Other,
+        Record::ProcExec(_) | Record::ExecMap(_) | Record::FileSend(_) => Input::Other,
     }
 }
 
@@ -64,6 +64,8 @@ pub fn conn_id(record: &Record<'_>) -> Option<u64> {
         Record::ConnOpen(open) => Some(open.conn_id),
         Record::Data { data, .. } => Some(data.conn_id),
         Record::ConnClose(close) => Some(close.conn_id),
-        Record::ProcExec(_) | Record::ProcExit(_) => None,
+        Record::ProcExec(_) | Record::ProcExit(_) | Record::ExecMap(_) | Record::FileSend(_) => {
+            None
+        }
     }
 }

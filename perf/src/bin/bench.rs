@@ -46,7 +46,8 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only these configurations: untraced, bpftrace-exported, bpftrace-points,
-    /// sslsniff, tapwire, tapwire-s3 (comma-separated; untraced always runs).
+    /// sslsniff, tapwire, tapwire-s3, tapwire-unselected (comma-separated;
+    /// untraced always runs).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Skip the overhead benchmark.
@@ -182,6 +183,7 @@ fn config_named(name: &str) -> Result<Vec<Config>> {
         "sslsniff" => vec![Config::Sslsniff],
         "tapwire" => vec![Config::TapwireStdout],
         "tapwire-s3" => vec![Config::TapwireS3],
+        "tapwire-unselected" => vec![Config::TapwireUnselected],
         _ => bail!("unknown configuration `{name}`"),
     })
 }

@@ -173,6 +173,7 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
         http: tapwire::plugins::HttpPlan::default_full(),
         events: vec![events.clone()],
         objects: vec![objects.clone()],
+        processes: Arc::default(),
     };
     let config = PipelineConfig::new(plan.readers, plan.shards);
     let (pipeline, routers) = Pipeline::start(config, frames::decode, fanout)?;

@@ -43,19 +43,24 @@ pub enum Config {
     TapwireStdout,
     /// tapwire with the S3 object store (SeaweedFS).
     TapwireS3,
+    /// tapwire selecting another program only: its probes fire in nginx and
+    /// wrk and leave at the selection check (the cost an unselected process
+    /// pays per TLS call and socket syscall).
+    TapwireUnselected,
     /// Nothing attached, last in the round: drift.
     UntracedEnd,
 }
 
 impl Config {
     /// Every configuration, in the order a round runs them.
-    pub const ALL: [Config; 7] = [
+    pub const ALL: [Config; 8] = [
         Config::Untraced,
         Config::BpftraceExported,
         Config::BpftraceTapwirePoints,
         Config::Sslsniff,
         Config::TapwireStdout,
         Config::TapwireS3,
+        Config::TapwireUnselected,
         Config::UntracedEnd,
     ];
 
@@ -68,6 +73,7 @@ impl Config {
             Config::Sslsniff => "bcc sslsniff (output to /dev/null)",
             Config::TapwireStdout => "tapwire, default config (stdout to /dev/null)",
             Config::TapwireS3 => "tapwire, S3 object store (SeaweedFS)",
+            Config::TapwireUnselected => "tapwire, nginx and wrk not selected (`--exe /bin/true`)",
             Config::UntracedEnd => "untraced, end of round (drift)",
         }
     }
@@ -81,13 +87,17 @@ impl Config {
             Config::Sslsniff => "sslsniff",
             Config::TapwireStdout => "tapwire stdout",
             Config::TapwireS3 => "tapwire S3",
+            Config::TapwireUnselected => "tapwire unselected",
             Config::UntracedEnd => "untraced (end)",
         }
     }
 
     /// Whether it is a tapwire run.
     pub fn is_tapwire(self) -> bool {
-        matches!(self, Config::TapwireStdout | Config::TapwireS3)
+        matches!(
+            self,
+            Config::TapwireStdout | Config::TapwireS3 | Config::TapwireUnselected
+        )
     }
 
     /// Whether it traces only TLS libraries (plain HTTP runs are pointless).
@@ -184,7 +194,7 @@ impl Tracer {
                     Box::new(|l| l.contains(SSLSNIFF_READY)),
                 )
             }
-            Config::TapwireStdout | Config::TapwireS3 => {
+            Config::TapwireStdout | Config::TapwireS3 | Config::TapwireUnselected => {
                 let mut cmd = Command::new(env.tapwire);
                 if config == Config::TapwireS3 {
                     let (endpoint, bucket, spool) =
@@ -196,8 +206,14 @@ impl Tracer {
                         .env("S3_ACCESS_KEY", super::seaweed::ACCESS_KEY)
                         .env("S3_SECRET_KEY", super::seaweed::SECRET_KEY);
                 }
-                for pid in env.pids {
-                    cmd.arg("--pid").arg(pid.to_string());
+                if config == Config::TapwireUnselected {
+                    // Probes are attached per file all the same; the kernel
+                    // turns nginx's and wrk's hits away.
+                    cmd.args(["--exe", "/bin/true"]);
+                } else {
+                    for pid in env.pids {
+                        cmd.arg("--pid").arg(pid.to_string());
+                    }
                 }
                 // Debug for the attach-point lines; NO_COLOR for plain logs.
                 cmd.env("RUST_LOG", "info,tapwire::capture=debug")
@@ -302,7 +318,7 @@ impl Tracer {
                         .sum(),
                 );
             }
-            Config::TapwireStdout | Config::TapwireS3 => {
+            Config::TapwireStdout | Config::TapwireS3 | Config::TapwireUnselected => {
                 let (sum, detail) = drop_counters(&err);
                 totals.dropped = Some(sum);
                 totals.drop_detail = detail;

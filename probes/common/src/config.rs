@@ -52,6 +52,17 @@ pub struct KernelOffsets {
     pub sk_v6_daddr: u32,
     /// `sock_common.skc_v6_rcv_saddr`
     pub sk_v6_rcv_saddr: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    /// `file.f_pos`
+    pub file_pos: u32,
+    /// `inode.i_size`
+    pub inode_size: u32,
+    /// Seconds of the inode's modification time (`i_mtime_sec`, `__i_mtime`
+    /// or `i_mtime`, by kernel version).
+    pub inode_mtime: u32,
     /// Explicit padding.
     pub _pad0: u32,
 }
@@ -96,8 +107,8 @@ pub mod capture {
     pub const IGNORE_LOOPBACK: u32 = 8;
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 80);
-const _: () = assert!(size_of::<Config>() == 96);
+const _: () = assert!(size_of::<KernelOffsets>() == 100);
+const _: () = assert!(size_of::<Config>() == 116);
 
 /// Why the probes left a connection out on purpose (not a loss): index into the
 /// per-CPU `EXCLUDED` counter map, counted once per connection.

@@ -2,8 +2,8 @@
 //! field-by-field little-endian reads, no `transmute`, no alignment assumptions.
 
 use crate::{
-    COMM_LEN, ConnClose, ConnOpen, Data, Direction, FILENAME_LEN, Header, Kind, MAX_PAYLOAD,
-    ProcExec, ProcExit, Role, Source,
+    COMM_LEN, ConnClose, ConnOpen, Data, Direction, ExecMap, FILENAME_LEN, FileSend, Header, Kind,
+    MAX_PAYLOAD, ProcExec, ProcExit, Role, Source,
 };
 
 /// Why ring bytes did not decode into a [`Record`].
@@ -68,6 +68,10 @@ pub enum Record<'a> {
     ProcExec(ProcExec),
     /// A selected process exited.
     ProcExit(ProcExit),
+    /// A selected process mapped a file executable.
+    ExecMap(ExecMap),
+    /// A connection sent bytes straight from a file.
+    FileSend(FileSend),
 }
 
 impl Record<'_> {
@@ -79,6 +83,8 @@ impl Record<'_> {
             Self::ConnClose(r) => &r.header,
             Self::ProcExec(r) => &r.header,
             Self::ProcExit(r) => &r.header,
+            Self::ExecMap(r) => &r.header,
+            Self::FileSend(r) => &r.header,
         }
     }
 }
@@ -225,6 +231,36 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
             Ok(Record::ProcExit(ProcExit {
                 header,
                 cgroup_id: r.u64(),
+            }))
+        }
+        Kind::ExecMap => {
+            need(bytes, size_of::<ExecMap>())?;
+            Ok(Record::ExecMap(ExecMap {
+                header,
+                dev: r.u64(),
+                ino: r.u64(),
+                addr: r.u64(),
+                fd: r.i32(),
+                _pad0: r.u32(),
+            }))
+        }
+        Kind::FileSend => {
+            need(bytes, size_of::<FileSend>())?;
+            Ok(Record::FileSend(FileSend {
+                header,
+                conn_id: r.u64(),
+                seq: r.u64(),
+                offset: r.u64(),
+                len: r.u64(),
+                file_size: r.u64(),
+                mtime_sec: r.u64(),
+                dev: r.u64(),
+                ino: r.u64(),
+                chunks: r.u32(),
+                fd: r.i32(),
+                in_fd: r.i32(),
+                _pad0: r.u32(),
+                path: r.take::<FILENAME_LEN>(),
             }))
         }
     }

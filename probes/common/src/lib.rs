@@ -64,6 +64,12 @@ pub enum Kind {
     ProcExec = 4,
     /// [`ProcExit`]: a selected process exited.
     ProcExit = 5,
+    /// [`ExecMap`]: a selected process mapped a file executable that user
+    /// space has not inspected yet.
+    ExecMap = 6,
+    /// [`FileSend`]: a captured connection sent bytes straight from a file
+    /// (`sendfile`).
+    FileSend = 7,
 }
 
 impl TryFrom<u32> for Kind {
@@ -75,6 +81,8 @@ impl TryFrom<u32> for Kind {
             3 => Self::ConnClose,
             4 => Self::ProcExec,
             5 => Self::ProcExit,
+            6 => Self::ExecMap,
+            7 => Self::FileSend,
             other => return Err(other),
         })
     }
@@ -323,7 +331,131 @@ pub struct ProcExit {
     pub cgroup_id: u64,
 }
 
+/// A selected process mapped a file executable (`mmap` with `PROT_EXEC` of a
+/// file descriptor) that user space has not marked inspected: a shared library
+/// loaded by the dynamic loader or `dlopen`. User space finds the file through
+/// the mapping (`/proc/PID/map_files`) and probes it if it has TLS functions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecMap {
+    /// `kind` = [`Kind::ExecMap`].
+    pub header: Header,
+    /// The file's device in the kernel's encoding (`MAJOR << 20 | MINOR`).
+    pub dev: u64,
+    /// The file's inode number.
+    pub ino: u64,
+    /// Start address of the new mapping.
+    pub addr: u64,
+    /// The mapped file descriptor.
+    pub fd: i32,
+    /// Explicit padding.
+    pub _pad0: u32,
+}
+
+/// A captured connection sent `len` bytes of a file with `sendfile`: the bytes
+/// never pass through user memory, so the probes name the file and range and
+/// user space reads them from the file. The record stands for `chunks`
+/// consecutive sequence numbers from `seq`, one per [`MAX_PAYLOAD`] bytes, so
+/// user space can hand the bytes on as ordinary data records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileSend {
+    /// `kind` = [`Kind::FileSend`].
+    pub header: Header,
+    /// Connection id.
+    pub conn_id: u64,
+    /// First sequence number taken.
+    pub seq: u64,
+    /// Offset in the file of the first byte sent.
+    pub offset: u64,
+    /// Bytes sent.
+    pub len: u64,
+    /// The file's size at the call.
+    pub file_size: u64,
+    /// The file's modification time at the call, seconds (0 if unknown).
+    pub mtime_sec: u64,
+    /// The file's device, as [`ExecMap::dev`].
+    pub dev: u64,
+    /// The file's inode number.
+    pub ino: u64,
+    /// Sequence numbers taken: `len` in [`MAX_PAYLOAD`] pieces.
+    pub chunks: u32,
+    /// The socket's file descriptor.
+    pub fd: i32,
+    /// The file's descriptor.
+    pub in_fd: i32,
+    /// Explicit padding.
+    pub _pad0: u32,
+    /// The path the process opened the file by (`openat`), NUL terminated,
+    /// empty if not seen: user space opens the file by it when the descriptor
+    /// is already closed.
+    pub path: [u8; FILENAME_LEN],
+}
+
+impl Default for FileSend {
+    fn default() -> Self {
+        Self {
+            header: Header::default(),
+            conn_id: 0,
+            seq: 0,
+            offset: 0,
+            len: 0,
+            file_size: 0,
+            mtime_sec: 0,
+            dev: 0,
+            ino: 0,
+            chunks: 0,
+            fd: 0,
+            in_fd: 0,
+            _pad0: 0,
+            path: [0; FILENAME_LEN],
+        }
+    }
+}
+
+impl Data {
+    /// The record's bytes as the probes write them (for records user space
+    /// makes itself, e.g. from a [`FileSend`]).
+    pub fn encode(&self) -> [u8; size_of::<Data>()] {
+        let mut out = [0u8; size_of::<Data>()];
+        let h = &self.header;
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&h.kind.to_le_bytes());
+        put(&h.cpu.to_le_bytes());
+        put(&h.ts_ns.to_le_bytes());
+        put(&h.pid.to_le_bytes());
+        put(&h.tid.to_le_bytes());
+        put(&self.conn_id.to_le_bytes());
+        put(&self.seq.to_le_bytes());
+        put(&self.call_len.to_le_bytes());
+        put(&self.offset.to_le_bytes());
+        put(&self.cap_len.to_le_bytes());
+        put(&self.direction.to_le_bytes());
+        put(&self.source.to_le_bytes());
+        put(&self.fd.to_le_bytes());
+        out
+    }
+}
+
+/// Key of the probes' `INSPECTED` map: a file user space has looked at, so
+/// mapping it again emits no [`ExecMap`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// As [`ExecMap::dev`].
+    pub dev: u64,
+    /// As [`ExecMap::ino`].
+    pub ino: u64,
+}
+
 const _: () = assert!(size_of::<Header>() == 24);
+const _: () = assert!(size_of::<ExecMap>() == 56);
+const _: () = assert!(size_of::<FileKey>() == 16);
+const _: () = assert!(size_of::<FileSend>() == 360);
 const _: () = assert!(size_of::<ConnOpen>() == 112);
 const _: () = assert!(size_of::<Data>() == 72);
 const _: () = assert!(size_of::<ConnClose>() == 48);
@@ -340,4 +472,6 @@ mod pod {
     unsafe impl aya::Pod for super::Header {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::config::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FileKey {}
 }

@@ -6,8 +6,8 @@ use core::mem::offset_of;
 
 use tapwire_common::config::{Config, KernelOffsets};
 use tapwire_common::{
-    ConnClose, ConnOpen, Data, DecodeError, Direction, Header, Kind, ProcExec, ProcExit, Record,
-    Source, decode,
+    ConnClose, ConnOpen, Data, DecodeError, Direction, ExecMap, FileKey, FileSend, Header, Kind,
+    ProcExec, ProcExit, Record, Source, decode,
 };
 
 #[test]
@@ -65,9 +65,63 @@ fn close_exec_exit_layout() {
 }
 
 #[test]
+fn exec_map_layout() {
+    assert_eq!(size_of::<ExecMap>(), 56);
+    assert_eq!(offset_of!(ExecMap, dev), 24);
+    assert_eq!(offset_of!(ExecMap, ino), 32);
+    assert_eq!(offset_of!(ExecMap, addr), 40);
+    assert_eq!(offset_of!(ExecMap, fd), 48);
+    assert_eq!(size_of::<FileKey>(), 16);
+    assert_eq!(offset_of!(FileKey, ino), 8);
+    let mut b = Vec::new();
+    b.extend_from_slice(&(Kind::ExecMap as u32).to_le_bytes());
+    b.extend_from_slice(&[0u8; 4 + 8 + 8]); // cpu, ts, pid, tid
+    for v in [0x0080_0001u64, 42, 0x7f00_0000_0000] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&3i32.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    match decode(&b) {
+        Ok(Record::ExecMap(m)) => {
+            assert_eq!(
+                (m.dev, m.ino, m.addr, m.fd),
+                (0x0080_0001, 42, 0x7f00_0000_0000, 3)
+            );
+        }
+        other => panic!("unexpected decode result {other:?}"),
+    }
+}
+
+#[test]
+fn file_send_layout() {
+    assert_eq!(size_of::<FileSend>(), 360);
+    assert_eq!(offset_of!(FileSend, path), 104);
+    assert_eq!(offset_of!(FileSend, conn_id), 24);
+    assert_eq!(offset_of!(FileSend, seq), 32);
+    assert_eq!(offset_of!(FileSend, offset), 40);
+    assert_eq!(offset_of!(FileSend, len), 48);
+    assert_eq!(offset_of!(FileSend, file_size), 56);
+    assert_eq!(offset_of!(FileSend, mtime_sec), 64);
+    assert_eq!(offset_of!(FileSend, dev), 72);
+    assert_eq!(offset_of!(FileSend, ino), 80);
+    assert_eq!(offset_of!(FileSend, chunks), 88);
+    assert_eq!(offset_of!(FileSend, fd), 92);
+    assert_eq!(offset_of!(FileSend, in_fd), 96);
+}
+
+#[test]
+fn data_encode_is_what_decode_reads() {
+    let b = data_bytes(b"GET / HTTP/1.1\r\n", Direction::Egress as u32);
+    let Ok(Record::Data { data, .. }) = decode(&b) else {
+        panic!("decode");
+    };
+    assert_eq!(data.encode()[..], b[..size_of::<Data>()]);
+}
+
+#[test]
 fn config_layout() {
-    assert_eq!(size_of::<KernelOffsets>(), 80);
-    assert_eq!(size_of::<Config>(), 88);
+    assert_eq!(size_of::<KernelOffsets>(), 100);
+    assert_eq!(size_of::<Config>(), 116);
     assert_eq!(offset_of!(Config, flags), 0);
     assert_eq!(offset_of!(Config, wake_divisor), 4);
     assert_eq!(offset_of!(Config, offsets), 8);

@@ -5,6 +5,9 @@
 //!   open/close, and the fd that names a TLS session's socket.
 //! - [`process`]: `sched_process_*` tracepoints: selection by pid with
 //!   descendants and by executable, exec/exit records.
+//! - [`sendfile`]: bytes sent straight from a file, named by file and range.
+//! - [`images`]: files mapped executable, so user space probes a TLS library
+//!   as soon as a process loads it.
 //!
 //! Shared pieces: [`maps`] (every map, and what user space sets), [`emit`]
 //! (records into the current CPU's ring, drop counters), [`conn`] (fd → TCP
@@ -14,9 +17,12 @@
 
 mod conn;
 mod emit;
+mod files;
+mod images;
 mod maps;
 mod process;
 mod select;
+mod sendfile;
 mod sockets;
 mod tls;
 

@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use tapwire_common::{
-    Data, DropReason, MAX_CPUS, MAX_PAYLOAD,
+    Data, DropReason, ExecMap, FILENAME_LEN, FileKey, FileSend, MAX_CPUS, MAX_PAYLOAD,
     config::{Config, Exclusion},
 };
 
@@ -169,3 +169,37 @@ pub static SELECTED_EXES: HashMap<u64, u8, 256> = HashMap::new();
 /// first call (see `tls::ssl_enter`). Keyed by `pid_tgid`.
 #[btf_map]
 pub static LAST_TLS_READ: LruHashMap<u64, i64, 16_384> = LruHashMap::new();
+
+/// Files user space has inspected for TLS functions (written by user space):
+/// mapping one of them emits no [`ExecMap`] record.
+#[btf_map]
+pub static INSPECTED: LruHashMap<FileKey, u8, 16_384> = LruHashMap::new();
+
+/// Executable file mappings in flight: saved at `mmap` entry, emitted at its
+/// return with the address. Keyed by `pid_tgid`.
+#[btf_map]
+pub static MMAP_CALLS: LruHashMap<u64, ExecMap, 4096> = LruHashMap::new();
+
+/// `sendfile` calls in flight on captured connections: saved at entry,
+/// emitted at return with the bytes sent. Keyed by `pid_tgid`.
+#[btf_map]
+pub static SENDFILES: LruHashMap<u64, FileSend, 4096> = LruHashMap::new();
+
+/// Per-CPU space to build a [`FileSend`] (too big for the stack).
+#[btf_map]
+pub static SEND_SCRATCH: PerCpuArray<FileSend, 1> = PerCpuArray::new();
+
+/// `openat` calls in flight of captured processes: the path pointer, keyed by
+/// `pid_tgid`.
+#[btf_map]
+pub static OPENS: LruHashMap<u64, u64, 4096> = LruHashMap::new();
+
+/// The path each file descriptor of a captured process was opened by, keyed
+/// like `CONNS` (`tgid << 32 | fd`), for naming the file of a `sendfile`.
+/// Stale entries (a reused fd) are harmless: user space checks the inode.
+#[btf_map]
+pub static FD_PATHS: LruHashMap<u64, [u8; FILENAME_LEN], 8192> = LruHashMap::new();
+
+/// Per-CPU space to read a path into.
+#[btf_map]
+pub static PATH_SCRATCH: PerCpuArray<[u8; FILENAME_LEN], 1> = PerCpuArray::new();

@@ -1,0 +1,222 @@
+//! Files first seen when a process execs or maps them: find the file, probe it
+//! if it has TLS functions, tell the kernel it was inspected, and measure the
+//! time from the kernel seeing the exec or mapping to the probes being live.
+//!
+//! The records come from the ring readers ([`ProcEvent`], sent without
+//! blocking) and are handled on the capture control thread, which owns the
+//! probes and keeps the process table ([`super::procs`]).
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::Serialize;
+use tapwire_common::{FILENAME_LEN, FileKey};
+
+/// What a reader hands the control thread.
+#[derive(Clone, Copy, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "passed by value through a bounded channel (4,096 events, about 1 MiB); \
+              boxing would allocate on the reader per exec"
+)]
+pub enum ProcEvent {
+    /// A captured process exec'd; its executable may be new.
+    Exec {
+        /// The process.
+        pid: u32,
+        /// Kernel time of the exec (`CLOCK_MONOTONIC` ns).
+        ts_ns: u64,
+        /// The file name given to exec, NUL padded.
+        filename: [u8; FILENAME_LEN],
+    },
+    /// A captured process exited.
+    Exit {
+        /// The process.
+        pid: u32,
+        /// Kernel time of the exit.
+        ts_ns: u64,
+    },
+    /// A captured process mapped a file executable that was not inspected yet.
+    Map {
+        /// The process.
+        pid: u32,
+        /// Kernel time of the mapping.
+        ts_ns: u64,
+        /// The file, as the kernel names it.
+        key: FileKey,
+        /// Start of the mapping.
+        addr: u64,
+        /// The fd it was mapped from (often closed by the time we look).
+        fd: i32,
+    },
+}
+
+impl ProcEvent {
+    /// Kernel time of the event.
+    pub fn ts_ns(&self) -> u64 {
+        match *self {
+            Self::Exec { ts_ns, .. } | Self::Exit { ts_ns, .. } | Self::Map { ts_ns, .. } => ts_ns,
+        }
+    }
+}
+
+/// Samples kept for the live-window percentiles (the most recent ones).
+const WINDOW_SAMPLES: usize = 4096;
+
+/// Counters of late-seen files, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct ImageCounters {
+    /// Executable mappings reported by the kernel.
+    pub maps: u64,
+    /// Mappings whose file could not be opened (the process was gone).
+    pub unresolved: u64,
+    /// Files first seen at exec or mapping that got TLS probes.
+    pub probed: u64,
+    /// Exec or mapping to probes live, µs, for each file in `probed`.
+    windows_us: Vec<u64>,
+    next: usize,
+}
+
+/// Percentiles of the exec/map-to-live window, µs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LiveWindow {
+    /// Files measured.
+    pub files: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+impl ImageCounters {
+    /// Records one file's window.
+    pub fn record_window(&mut self, window: Duration) {
+        let us = window.as_micros() as u64;
+        self.probed += 1;
+        if self.windows_us.len() < WINDOW_SAMPLES {
+            self.windows_us.push(us);
+        } else {
+            self.windows_us[self.next] = us;
+            self.next = (self.next + 1) % WINDOW_SAMPLES;
+        }
+    }
+
+    /// Percentiles over the kept samples.
+    pub fn live_window(&self) -> LiveWindow {
+        let mut v = self.windows_us.clone();
+        v.sort_unstable();
+        // Nearest rank: the smallest sample with at least `q` of them at or
+        // below it.
+        let at = |q: f64| match v.len() {
+            0 => 0,
+            n => v[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
+        };
+        LiveWindow {
+            files: self.probed,
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            max_us: v.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Shared handle to the counters.
+pub type SharedCounters = Arc<Mutex<ImageCounters>>;
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The kernel's device number (`MAJOR << 20 | MINOR`) as `st_dev` encodes it.
+pub fn user_dev(kernel_dev: u64) -> u64 {
+    libc::makedev((kernel_dev >> 20) as u32, (kernel_dev & 0xf_ffff) as u32)
+}
+
+/// A path that opens the file a process mapped at `addr` from `fd`: the fd if
+/// still open on the same file, else the mapping (`/proc/PID/map_files`, which
+/// works after the fd is closed, for deleted files and across mount
+/// namespaces).
+pub fn mapped_file(pid: u32, key: FileKey, addr: u64, fd: i32) -> Option<PathBuf> {
+    let same = |p: &PathBuf| {
+        std::fs::metadata(p).is_ok_and(|m| m.ino() == key.ino && m.dev() == user_dev(key.dev))
+    };
+    let by_fd = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+    if same(&by_fd) {
+        return Some(by_fd);
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let range = maps.lines().find_map(|line| {
+        let range = line.split_whitespace().next()?;
+        let (start, end) = range.split_once('-')?;
+        let (start, end) = (
+            u64::from_str_radix(start, 16).ok()?,
+            u64::from_str_radix(end, 16).ok()?,
+        );
+        (start <= addr && addr < end).then(|| range.to_owned())
+    })?;
+    let by_map = PathBuf::from(format!("/proc/{pid}/map_files/{range}"));
+    same(&by_map).then_some(by_map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_over_samples() {
+        let mut c = ImageCounters::default();
+        assert_eq!(c.live_window(), LiveWindow::default());
+        for us in 1..=100 {
+            c.record_window(Duration::from_micros(us));
+        }
+        let w = c.live_window();
+        assert_eq!((w.files, w.p50_us, w.p99_us, w.max_us), (100, 50, 99, 100));
+        let mut two = ImageCounters::default();
+        two.record_window(Duration::from_micros(10));
+        two.record_window(Duration::from_micros(500));
+        let w = two.live_window();
+        assert_eq!((w.p50_us, w.p99_us), (10, 500));
+    }
+
+    #[test]
+    fn kernel_device_numbers_convert() {
+        // 8:1 (sda1) and 259:65536 (a large minor).
+        assert_eq!(user_dev(8 << 20 | 1), libc::makedev(8, 1));
+        assert_eq!(user_dev(259 << 20 | 65536), libc::makedev(259, 65536));
+    }
+
+    #[test]
+    fn finds_a_mapped_library_after_its_fd_is_closed() {
+        // This test binary maps libc executable; find it by address.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.contains("r-xp") && l.contains("libc.so"))
+            .expect("libc mapped executable");
+        let addr = u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+        let path = line.split_whitespace().nth(5).unwrap();
+        let m = std::fs::metadata(path).unwrap();
+        let dev = u64::from(libc::major(m.dev())) << 20 | u64::from(libc::minor(m.dev()));
+        let key = FileKey { dev, ino: m.ino() };
+        let found = mapped_file(std::process::id(), key, addr, -1).expect("resolved");
+        assert!(found.to_str().unwrap().contains("/map_files/"), "{found:?}");
+        let other = FileKey {
+            dev,
+            ino: m.ino() + 1,
+        };
+        assert_eq!(mapped_file(std::process::id(), other, addr, -1), None);
+    }
+}
