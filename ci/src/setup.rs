@@ -13,8 +13,9 @@ const BUILD_PACKAGES: &[&str] = &["curl", "openssl", "ca-certificates"];
 const LLVM_PACKAGE: &str = "llvm-22-dev";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages the tests and benchmarks drive.
-const TEST_PACKAGES: &[&str] = &["nginx", "wrk", "python3", "util-linux"];
+/// Debian packages the tests and benchmarks drive: `wget` is the GnuTLS
+/// client, `golang-go` builds the Go TLS peers.
+const TEST_PACKAGES: &[&str] = &["nginx", "wrk", "python3", "util-linux", "wget", "golang-go"];
 /// Debian packages only the benchmarks drive: the tracers tapwire is compared
 /// with, and kernel headers for bcc (this kernel ships none; see
 /// `perf/src/overhead/headers.rs`).

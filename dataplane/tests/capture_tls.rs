@@ -248,10 +248,13 @@ fn node_https_request_is_captured() {
 #[test]
 fn probes_sit_on_emulated_instructions() {
     use iced_x86::{Decoder, DecoderOptions};
-    use tapwire::capture::placement::{PointKind, emulated, plan};
+    use tapwire::capture::{
+        libraries::plan,
+        placement::{PointKind, emulated},
+    };
     for path in ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/bin/node"] {
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        let points = plan(&data).unwrap_or_else(|e| panic!("plan {path}: {e}"));
+        let (_, points) = plan(&data).unwrap_or_else(|e| panic!("plan {path}: {e}"));
         let calls: Vec<_> = points
             .iter()
             .filter(|p| p.kind == PointKind::Call)

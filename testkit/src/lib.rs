@@ -9,6 +9,7 @@
 //! - [`agent`]: the `tapwire` binary under test, its output collected.
 //! - [`records`]: queries over the agent's JSON lines.
 //! - [`servers`]: the Python test servers in `testkit/py/`.
+//! - [`golang`]: the Go TLS peers in `testkit/go/`, built with the system's Go.
 //! - [`weed`]: a real S3 server (SeaweedFS) on loopback.
 //! - [`fault_proxy`]: a fault-injecting proxy (403s, a blackhole) in front of it.
 //!
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod certs;
 pub mod cgroup;
 pub mod fault_proxy;
+pub mod golang;
 pub mod net;
 pub mod process;
 pub mod records;
@@ -29,6 +31,7 @@ pub use agent::*;
 pub use certs::*;
 pub use cgroup::*;
 pub use fault_proxy::*;
+pub use golang::*;
 pub use net::*;
 pub use process::*;
 pub use records::*;

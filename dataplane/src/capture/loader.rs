@@ -6,8 +6,11 @@
 use std::{
     collections::HashSet,
     num::NonZeroU32,
-    path::Path,
-    sync::atomic::{AtomicU64, Ordering},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use aya::{
@@ -25,6 +28,7 @@ use tapwire_common::{
 
 use super::{
     btf::{BtfError, KernelBtf},
+    libraries::{LibraryKind, ProbedCounts},
     placement::{Placement, PointKind},
     selection::{Resolved, Selection, SelectionError},
     targets::{FileId, TlsTarget},
@@ -217,6 +221,10 @@ pub struct Probes {
     attached: HashSet<(FileId, u64, Option<u32>)>,
     /// Probe points placed on a single-stepped instruction.
     pub fallbacks: AtomicU64,
+    /// Files with attached probes, per library kind.
+    pub probed: Arc<ProbedCounts>,
+    /// The same files, with paths, in the order first probed.
+    probed_files: Vec<(FileId, LibraryKind, PathBuf)>,
 }
 
 /// Mounts tracefs if `/sys/kernel/tracing` is empty: aya finds tracepoint ids
@@ -352,7 +360,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
         // Children forked between the first scan and the fork tracepoint.
         seed_selection(&mut ebpf, &opts.selection.resolve()?)?;
     }
-    for prog in ["ssl_enter", "ssl_return", "ssl_free"] {
+    for &prog in PointKind::PROGRAMS {
         let p: &mut UProbe = program(&mut ebpf, prog)?;
         p.load()
             .map_err(|source| LoaderError::Program { name: prog, source })?;
@@ -370,6 +378,8 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
         ebpf,
         attached: HashSet::new(),
         fallbacks: AtomicU64::new(0),
+        probed: Arc::default(),
+        probed_files: Vec::new(),
     };
     Ok((probes, rings, counters))
 }
@@ -481,12 +491,8 @@ impl Probes {
                     "tls probe on a single-stepped instruction (slow path)"
                 );
             }
-            let progs: &[&'static str] = match point.kind {
-                PointKind::Call => &["ssl_enter", "ssl_return"],
-                PointKind::SessionEnd => &["ssl_free"],
-            };
             let mut ok = true;
-            for &prog in progs {
+            for &prog in point.kind.programs() {
                 let result = program::<UProbe>(&mut self.ebpf, prog).and_then(|p| {
                     let at = UProbeAttachPoint {
                         location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
@@ -525,7 +531,36 @@ impl Probes {
                 );
             }
         }
+        if n > 0 && !self.probed_files.iter().any(|f| f.0 == target.id) {
+            self.probed.add(target.kind, target.points.len() as u64);
+            self.probed_files
+                .push((target.id, target.kind, target.path.clone()));
+            tracing::info!(
+                kind = target.kind.name(),
+                path = %target.path.display(),
+                points = target.points.len(),
+                "tls file probed"
+            );
+        }
         n
+    }
+
+    /// Logs the files probed so far, one line per library kind.
+    pub fn log_probed(&self) {
+        for kind in LibraryKind::ALL {
+            let paths: Vec<String> = self
+                .probed_files
+                .iter()
+                .filter(|f| f.1 == kind)
+                .map(|f| f.2.display().to_string())
+                .collect();
+            tracing::info!(
+                kind = kind.name(),
+                files = paths.len(),
+                paths = %paths.join(" "),
+                "tls files probed at start"
+            );
+        }
     }
 
     /// Tells the probes that user space has inspected `key`: mapping it again
