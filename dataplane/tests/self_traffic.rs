@@ -200,20 +200,10 @@ fn neither_end_of_the_agents_own_uploads_is_recorded() {
         }
     }
     // The servers' ends were seen by the probes and left out, counted.
-    let stopped = stderr
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|l| l.contains("stopped") && l.contains("kernel_excluded"))
-        .cloned()
-        .expect("the stopped line with counters");
-    let counters: Value = serde_json::from_str(
-        &stopped[stopped.find('{').unwrap()..=stopped.rfind('}').unwrap()].replace("\\\"", "\""),
-    )
-    .unwrap_or_else(|e| panic!("counters in {stopped}: {e}"));
+    let counters = Agent::stopped_counters(&stderr.lock().unwrap());
     let agent_peer = counters["kernel_excluded"]["agent_peer"].as_u64().unwrap();
     assert!(
         agent_peer >= 2,
-        "expected the S3 and pulse server ends left out: {stopped}"
+        "expected the S3 and pulse server ends left out: {counters}"
     );
 }

@@ -104,14 +104,7 @@ fn transactions<'a>(lines: &'a [Value], path: &str) -> Vec<&'a Value> {
 
 /// The `kernel_excluded` counters of the agent's final `stopped` line.
 fn excluded(agent_stderr: &[String]) -> Value {
-    let line = agent_stderr
-        .iter()
-        .find(|l| l.contains("kernel_excluded"))
-        .unwrap_or_else(|| panic!("no stopped line in {agent_stderr:?}"));
-    let json = &line[line.find('{').unwrap()..=line.rfind('}').unwrap()];
-    let counters: Value = serde_json::from_str(&json.replace("\\\"", "\""))
-        .unwrap_or_else(|e| panic!("counters in {line}: {e}"));
-    counters["kernel_excluded"].clone()
+    Agent::stopped_counters(agent_stderr)["kernel_excluded"].clone()
 }
 
 /// Stops the agent; its stdout lines and stderr lines.
