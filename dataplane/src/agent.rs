@@ -2,11 +2,11 @@
 //! order, so that a bad config or a missing credential stops the agent before
 //! anything is loaded into the kernel.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tapwire_store::config::SecretError;
-use tapwire_store::{StoreStartError, Stores};
+use tapwire_store::{StartContext, StoreStartError, Stores};
 
 use tapwire_common::{DropReason, Record, config::Exclusion};
 
@@ -42,6 +42,15 @@ pub enum StartError {
     /// A store could not be started (the error names the store).
     #[error(transparent)]
     Store(#[from] StoreStartError),
+    /// The status server could not listen.
+    #[error("cannot start the status server on `{addr}` (`--httpd-listen`)")]
+    Status {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
@@ -79,12 +88,14 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 
 /// How often running counters are logged.
 const STATS_EVERY: Duration = Duration::from_secs(30);
+/// How often counters are published to the status server.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the agent until SIGINT or SIGTERM: capture → readers → shards → stores.
 pub fn run(cli: &Cli) -> Result<(), StartError> {
     abort_on_panic();
     privileges::check()?;
-    let config = load_config(cli)?;
+    let mut config = load_config(cli)?;
     for (store, key) in config.inline_secrets() {
         tracing::warn!(
             store,
@@ -96,10 +107,24 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         secret.resolve(store, key)?;
     }
     let signals = crate::signals::Signals::block().map_err(StartError::Signals)?;
-    let stores = Stores::start(
-        &config.services.event_stores,
-        &config.services.object_stores,
+    // The status server first, so probes see why the agent is not ready yet.
+    let status = Arc::new(crate::status::Status::default());
+    let _status_server = match cli.httpd_listen.unwrap_or_default().addr() {
+        Some(addr) => Some(
+            crate::status::StatusServer::start(addr, Arc::clone(&status))
+                .map_err(|source| StartError::Status { addr, source })?,
+        ),
+        None => None,
+    };
+    // The start context (the shared stdout writer) outlives start-up: a reload
+    // starts stores with it.
+    let mut store_context = StartContext::default();
+    let mut stores = crate::reload::start_stores(
+        &config.services,
+        &crate::reload::Running::default(),
+        &mut store_context,
     )?;
+    status.ready.set_stores(crate::reload::readiness(&stores));
     let selection = Selection {
         pids: cli.pids.clone(),
         exes: cli.exes.clone(),
@@ -159,15 +184,38 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         "capture ready"
     );
 
+    status.ready.set_attached(true);
+
+    let mut reloads = crate::status::gather::Reloads::default();
+    let mut logged = Instant::now();
     let signal = loop {
-        match signals.wait_timeout(STATS_EVERY) {
-            Some(Signal::Hangup) => tracing::warn!(
-                "SIGHUP: reloading the config is not supported yet; running on with the current one"
-            ),
+        match signals.wait_timeout(PUBLISH_EVERY) {
+            Some(Signal::Hangup) => {
+                let result = reload(
+                    cli,
+                    &mut config,
+                    &mut stores,
+                    &mut store_context,
+                    pipeline.store_slots(),
+                    &mut reloads,
+                );
+                status.ready.set_stores(crate::reload::readiness(&stores));
+                status.reloaded(result);
+            }
             Some(signal) => break signal,
-            None => log_stats(&capture, &pipeline.stats()),
+            None => {}
+        }
+        let stats = pipeline.stats();
+        status.publish(crate::status::gather::gather(
+            &capture, &stats, &stores, reloads,
+        ));
+        if logged.elapsed() >= STATS_EVERY {
+            log_stats(&capture, &stats);
+            crate::logging::log_suppressed();
+            logged = Instant::now();
         }
     };
+    status.ready.set_attached(false);
     let deadline = Instant::now() + SHUTDOWN_DEADLINE;
     if let Err(error) = signals.watch_stop(deadline) {
         tracing::warn!(%error, "cannot start the stop watchdog; a second signal will not force the exit");
@@ -199,6 +247,41 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &file_sends,
     );
     Ok(())
+}
+
+/// Reloads the config (SIGHUP), logging and counting the outcome; returns the
+/// message `tapwire reload-config` shows.
+fn reload(
+    cli: &Cli,
+    config: &mut Config,
+    stores: &mut Stores,
+    context: &mut StartContext,
+    slots: &[Arc<Mutex<Fanout>>],
+    reloads: &mut crate::status::gather::Reloads,
+) -> Result<String, String> {
+    tracing::info!("reloading the config");
+    match crate::reload::reload(cli, config, stores, context, slots) {
+        Ok(outcome) => {
+            reloads.ok += 1;
+            let message = if outcome.stopped.is_empty() && outcome.started.is_empty() {
+                "config reloaded: stores unchanged".to_owned()
+            } else {
+                format!(
+                    "config reloaded: stores stopped [{}], started [{}]",
+                    outcome.stopped.join(", "),
+                    outcome.started.join(", ")
+                )
+            };
+            tracing::info!(stopped = ?outcome.stopped, started = ?outcome.started, "{message}");
+            Ok(message)
+        }
+        Err(err) => {
+            reloads.failed += 1;
+            let message = crate::capture::loader::error_chain(&err);
+            tracing::error!(error = %message, "config reload refused; the previous config keeps running");
+            Err(message)
+        }
+    }
 }
 
 fn log_stats(capture: &Capture, stats: &PipelineStats) {

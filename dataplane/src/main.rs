@@ -2,17 +2,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tapwire::cli::{Cli, Command};
-use tapwire::{agent, capture, check, config};
-use tracing_subscriber::EnvFilter;
+use tapwire::{agent, capture, check, config, logging};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    let cli = Cli::parse_with_aliases();
+    logging::init(cli.log_level.as_deref(), cli.log_encoding);
     match &cli.command {
         Some(Command::CheckConfig { file }) => match config::load_file(file) {
             Ok(config) => {
@@ -20,10 +18,23 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("{}", err_chain(&err));
+                eprintln!("{}", tapwire::capture::loader::error_chain(&err));
                 ExitCode::from(2)
             }
         },
+        Some(Command::ReloadConfig) => {
+            let addr = cli.httpd_listen.unwrap_or_default();
+            match tapwire::status::client::reload(addr) {
+                Ok(message) => {
+                    print!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprint!("tapwire: {message}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         // Until the data plane consumes capture, `TAPWIRE_DEBUG_CAPTURE=1`
         // prints every captured record as NDJSON instead of running the stores.
         None if std::env::var_os(capture::debug::ENV_DEBUG_CAPTURE).is_some() => {
@@ -38,33 +49,9 @@ fn main() -> ExitCode {
         None => match agent::run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("tapwire: {}", err_chain(&err));
+                eprintln!("tapwire: {}", tapwire::capture::loader::error_chain(&err));
                 ExitCode::from(err.exit_code())
             }
         },
     }
-}
-
-/// The error with its causes, for one line on stderr.
-fn err_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Logs to stderr; stdout belongs to the stdout stores.
-fn init_logging(level: Option<&str>) {
-    let filter = match level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

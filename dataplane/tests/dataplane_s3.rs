@@ -121,7 +121,7 @@ fn wrong_secret_stops_the_agent_at_start_up() {
         config(&weed, &dir.path().join("spool")).replace(common::SECRET_KEY, "not-the-secret");
     std::fs::write(&config_path, yaml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tapwire"))
-        .args(["--config", path_str(&config_path)])
+        .args(["--config", path_str(&config_path), "--httpd-listen", "off"])
         .env_remove("TAPWIRE_DEBUG_CAPTURE")
         .output()
         .unwrap();

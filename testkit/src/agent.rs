@@ -44,6 +44,8 @@ impl Agent {
         cmd.args(args)
             .env_remove("TAPWIRE_DEBUG_CAPTURE")
             .env_remove("TAPWIRE_CONFIG")
+            // Agents of tests running at once each take a free status port.
+            .env("TAPWIRE_HTTPD_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
