@@ -358,7 +358,12 @@ impl ObjectStore for S3Store {
         if let Some(storage) = threads.storage.take() {
             let _ = storage.join();
         }
-        while !self.spool.is_empty() && Instant::now() < until {
+        // Uploads go on until the deadline, unless set-up errors have paused
+        // them: the objects are safe in the spool either way.
+        while !self.spool.is_empty()
+            && !self.control.paused.load(Ordering::Relaxed)
+            && Instant::now() < until
+        {
             std::thread::sleep(SHUTDOWN_POLL);
         }
         self.halt();
