@@ -11,11 +11,12 @@ use tapwire_store::{StartContext, StoreStartError, Stores};
 use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::sendfile::{FileSendCounters, FileSends};
-use crate::capture::{self, Capture, Selection};
+use crate::capture::{self, Capture};
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigError};
 use crate::pipeline::output::Fanout;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats, Router, wire};
+use crate::plan::Plan;
 use crate::privileges::{self, PrivilegeError};
 use crate::signals::Signal;
 
@@ -54,9 +55,9 @@ pub enum StartError {
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
-    /// A capture knob from the environment is invalid.
-    #[error("invalid capture option")]
-    Options(#[source] anyhow::Error),
+    /// A command-line value is invalid.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     /// The CPU list could not be read.
     #[error("cannot read `/sys/devices/system/cpu/possible`")]
     Cpus(#[source] std::io::Error),
@@ -72,13 +73,14 @@ impl StartError {
     /// Process exit code: 2 for a config the user must fix, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Secret(_) => 2,
+            Self::Config(_) | Self::Secret(_) | Self::Plan(_) => 2,
             _ => 1,
         }
     }
 }
 
-/// Loads the config named on the command line, or the embedded default.
+/// Loads the config named on the command line, or the embedded default (as
+/// [`Plan::build`] does; a reload reads it again).
 pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     match &cli.config {
         Some(path) => config::load_file(path),
@@ -95,7 +97,8 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 pub fn run(cli: &Cli) -> Result<(), StartError> {
     abort_on_panic();
     privileges::check()?;
-    let mut config = load_config(cli)?;
+    let plan = Plan::build(cli)?;
+    let mut config = plan.config.clone();
     for (store, key) in config.inline_secrets() {
         tracing::warn!(
             store,
@@ -125,32 +128,26 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &mut store_context,
     )?;
     status.ready.set_stores(crate::reload::readiness(&stores));
-    let selection = Selection {
-        pids: cli.pids.clone(),
-        exes: cli.exes.clone(),
-        cgroups: cli.cgroups.clone(),
-    };
-    let options = capture::debug::options(selection).map_err(StartError::Options)?;
+    let options = plan.capture_options();
 
     let readers = max_cpu_id().map_err(StartError::Cpus)? + 1;
-    let shards = cli.shards.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let shards = plan.sizes.shards;
     let fanout = Fanout {
         events: stores.events.clone(),
         objects: stores.objects.clone(),
+        http: plan.http.clone(),
         processes: Arc::clone(&options.processes),
     };
     let mut pipeline_config = PipelineConfig::new(readers, shards);
-    if let Some(budget) = cli.memory_budget.or(config.tapwire.memory_budget) {
-        pipeline_config.memory_budget = usize::try_from(budget.0).unwrap_or(usize::MAX);
+    if let Some(budget) = plan.sizes.memory_budget {
+        pipeline_config.memory_budget = budget;
     }
-    if let Some(idle) = config.tapwire.idle_timeout {
-        pipeline_config.idle_timeout = Duration::from_secs(idle.0);
+    if let Some(idle) = plan.sizes.idle_timeout {
+        pipeline_config.idle_timeout = idle;
     }
     let (pipeline, routers) =
         Pipeline::start(pipeline_config, wire::decode, fanout).map_err(StartError::Threads)?;
-    let plan = pipeline.plan();
+    let sizing = pipeline.plan();
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
     let file_sends = Arc::new(FileSendCounters::default());
     let capture = Capture::start(options, |cpu| {
@@ -176,11 +173,14 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     })?;
     tracing::info!(
         readers,
-        shards = plan.shards,
+        shards = sizing.shards,
         memory_budget = pipeline_config.memory_budget,
-        frame_queue_bytes = plan.frame_queue_bytes,
+        frame_queue_bytes = sizing.frame_queue_bytes,
         event_stores = stores.events.len(),
         object_stores = stores.objects.len(),
+        direction = plan.capture.direction.name(),
+        ignore_loopback = plan.capture.ignore_loopback,
+        http = %plan.http.describe(),
         "capture ready"
     );
 

@@ -51,8 +51,8 @@ tapwire needs root, or CAP_BPF and CAP_PERFMON (see docs/operations.md).";
     after_long_help = EXAMPLES
 )]
 pub struct Cli {
-    /// qpoint.yaml (version 2) to run with; default: the embedded config (events
-    /// and objects to stdout).
+    /// qpoint.yaml (version 2) to run with; default: the embedded config: every
+    /// HTTP transaction recorded in full, events and objects to stdout.
     ///
     /// Example: `--config /etc/tapwire/qpoint.yaml`. Also `TAPWIRE_CONFIG` or
     /// Qtap's `QPOINT_CONFIG`.
@@ -117,8 +117,27 @@ pub struct Cli {
     /// Shard threads (HTTP parsing); default: one per CPU.
     ///
     /// Example: `--shards 2`.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     pub shards: Option<usize>,
+
+    /// Bytes of each CPU's ring buffer (a power of two, at least 4096). One
+    /// probe hit can emit up to 8 MiB while the reader cannot run; smaller
+    /// rings overflow sooner (counted as `ring_full`).
+    #[arg(long, value_name = "BYTES", env = "TAPWIRE_RING_BYTES", global = true,
+          default_value_t = crate::capture::loader::RING_BYTES_PER_CPU)]
+    pub ring_bytes: u32,
+
+    /// A record that brings a ring past 1/N full wakes its reader at once;
+    /// below that the reader finds records on its poll timer.
+    #[arg(long, value_name = "N", env = "TAPWIRE_WAKE_DIVISOR", global = true,
+          default_value_t = crate::capture::loader::WAKE_DIVISOR)]
+    pub wake_divisor: u32,
+
+    /// Print every raw ring record as one NDJSON line on stdout instead of
+    /// parsing HTTP and running the stores (for inspecting what the probes see).
+    #[arg(long, env = "TAPWIRE_DEBUG_CAPTURE",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub print_records: bool,
 
     /// Bytes the data plane may buffer (e.g. `128MiB`); overrides
     /// `tapwire.memory_budget` in the config. Default 128 MiB.
@@ -184,8 +203,10 @@ pub enum LogEncoding {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Parse and validate a config file, print the stores it would start (secrets
-    /// masked), and exit. Needs no privileges.
+    /// Build the plan start-up would build from a config file and the command
+    /// line, print it (stores with secrets masked, capture, HTTP handling,
+    /// sizes), and exit. Accepts exactly what start-up accepts; needs no
+    /// privileges and reads no secrets.
     ///
     /// Exit code 0 when valid, 2 with `FILE:LINE:COL: path: message` on stderr
     /// when not. Example: `tapwire check-config /etc/tapwire/qpoint.yaml`.

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod pipeline;
+pub mod plan;
+pub mod plugins;
 pub mod privileges;
 pub mod reload;
 pub mod signals;

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
+use tapwire::capture::loader::error_chain;
 use tapwire::cli::{Cli, Command};
-use tapwire::{agent, capture, check, config, logging};
+use tapwire::{agent, capture, config, logging, plan};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -12,16 +13,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse_with_aliases();
     logging::init(cli.log_level.as_deref(), cli.log_encoding);
     match &cli.command {
-        Some(Command::CheckConfig { file }) => match config::load_file(file) {
-            Ok(config) => {
-                print!("{}", check::summary(&file.display().to_string(), &config));
-                ExitCode::SUCCESS
+        Some(Command::CheckConfig { file }) => {
+            let loaded = config::load_file(file).map_err(plan::PlanError::from);
+            match loaded.and_then(|c| plan::Plan::from_config(file.display().to_string(), c, &cli))
+            {
+                Ok(plan) => {
+                    print!("{}", plan.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("{}", error_chain(&err));
+                    ExitCode::from(2)
+                }
             }
-            Err(err) => {
-                eprintln!("{}", tapwire::capture::loader::error_chain(&err));
-                ExitCode::from(2)
-            }
-        },
+        }
         Some(Command::ReloadConfig) => {
             let addr = cli.httpd_listen.unwrap_or_default();
             match tapwire::status::client::reload(addr) {
@@ -35,10 +40,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        // Until the data plane consumes capture, `TAPWIRE_DEBUG_CAPTURE=1`
-        // prints every captured record as NDJSON instead of running the stores.
-        None if std::env::var_os(capture::debug::ENV_DEBUG_CAPTURE).is_some() => {
-            match capture::debug::run(&cli.pids, &cli.exes, &cli.cgroups) {
+        None if cli.print_records => {
+            let result = plan::Plan::build(&cli)
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                .and_then(|plan| capture::records::run(&plan));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("tapwire: {err:#}");
@@ -49,7 +55,7 @@ fn main() -> ExitCode {
         None => match agent::run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("tapwire: {}", tapwire::capture::loader::error_chain(&err));
+                eprintln!("tapwire: {}", error_chain(&err));
                 ExitCode::from(err.exit_code())
             }
         },

@@ -97,7 +97,7 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
             (t["tls"].as_bool(), t["protocol"].as_str()),
             (Some(true), Some("http1"))
         );
-        assert_eq!(t["direction"], "egress");
+        assert_eq!(t["direction"], "egress-internal");
         assert_eq!(t["comm"], "curl");
         assert_eq!(
             t["conn_id"], txns[0]["conn_id"],

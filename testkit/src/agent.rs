@@ -127,10 +127,20 @@ impl Agent {
     /// [`Agent::stop_with`]); panics if there is none.
     pub fn stopped_counters(stderr: &[String]) -> Value {
         let plain: Vec<String> = stderr.iter().map(|l| without_ansi(l)).collect();
+        // Console lines: `… stopped counters={…}`; JSON lines (stderr not a
+        // terminal): `{"message":"stopped","counters":"{…}",…}`.
+        let from_json = |l: &String| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["message"] == "stopped").then(|| v["counters"].as_str().map(str::to_owned))?
+        };
         let json = plain
             .iter()
             .rev()
-            .find_map(|l| l.split_once(" stopped counters=").map(|(_, json)| json))
+            .find_map(|l| {
+                l.split_once(" stopped counters=")
+                    .map(|(_, json)| json.to_owned())
+                    .or_else(|| from_json(l))
+            })
             .unwrap_or_else(|| panic!("no `stopped` line; stderr:\n{}", plain.join("\n")));
         serde_json::from_str(json.trim()).expect("stopped counters are JSON")
     }

@@ -40,6 +40,8 @@ pub struct Fanout {
     pub objects: Vec<Arc<dyn ObjectStore>>,
     /// Executables by pid, taken at exec by capture.
     pub processes: Arc<ProcessTable>,
+    /// What each HTTP transaction becomes (the plugin stack).
+    pub http: crate::plugins::HttpPlan,
 }
 
 /// Events waiting for their objects to be kept, oldest first.
@@ -59,10 +61,17 @@ impl Fanout {
     /// event until they are kept (see the module doc); emits whatever held
     /// events are ready.
     pub fn deliver(&self, mut item: Output, look: &mut Lookups, held: &mut Held) {
+        if matches!(item, Output::Txn(_)) && !self.http.objects && !self.http.events {
+            return;
+        }
         let receipt = Receipt::new();
         let mut refs = Vec::new();
         if let Output::Txn(txn) = &mut item {
             crate::status::http_metrics::observe(txn);
+        }
+        if let Output::Txn(txn) = &mut item
+            && self.http.objects
+        {
             for (i, (role, content_type, bytes)) in txn.take_objects().into_iter().enumerate() {
                 let object = Object::new(content_type, bytes);
                 let url = self
@@ -128,6 +137,7 @@ impl Fanout {
 
     fn emit(&self, item: Output, refs: &[ObjectRef], look: &mut Lookups) {
         let event = match item {
+            Output::Txn(_) if !self.http.events => return,
             Output::Txn(txn) => {
                 let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
                 let origin = Origin {

@@ -293,7 +293,7 @@ fn connection_events_carry_the_documented_fields() {
     assert_eq!(
         open,
         "{\"type\":\"connection\",\"event\":\"open\",\"conn_id\":4,\"pid\":42,\"comm\":\"curl\",\
-         \"cgroup_id\":1,\"host\":\"node-1\",\"role\":\"client\",\"local\":\"127.0.0.1:50000\",\
+         \"cgroup_id\":1,\"host\":\"node-1\",\"role\":\"client\",\"direction\":\"egress-internal\",\"local\":\"127.0.0.1:50000\",\
          \"remote\":\"127.0.0.1:443\"}"
     );
     let close = super::txn::ConnSummary {
@@ -307,7 +307,7 @@ fn connection_events_carry_the_documented_fields() {
     assert_eq!(
         close,
         "{\"type\":\"connection\",\"event\":\"close\",\"conn_id\":4,\"pid\":42,\"comm\":\"curl\",\
-         \"cgroup_id\":1,\"host\":\"node-1\",\"role\":\"client\",\"local\":\"127.0.0.1:50000\",\
+         \"cgroup_id\":1,\"host\":\"node-1\",\"role\":\"client\",\"direction\":\"egress-internal\",\"local\":\"127.0.0.1:50000\",\
          \"remote\":\"127.0.0.1:443\",\"tls\":true,\"bytes_sent\":10,\"bytes_received\":20,\
          \"duration_ms\":2.5}"
     );

@@ -303,7 +303,7 @@ impl Transaction {
             exe,
             cgroup_id: self.conn.cgroup_id,
             origin,
-            direction: if self.egress { "egress" } else { "ingress" },
+            direction: crate::plan::direction_word(self.egress, self.conn.remote.ip()),
             local: self.conn.local.to_string(),
             remote: self.conn.remote.to_string(),
             protocol: self.protocol,
@@ -376,6 +376,7 @@ struct ConnFields<'a> {
     #[serde(flatten)]
     origin: &'a Origin<'a>,
     role: &'static str,
+    direction: &'static str,
     local: String,
     remote: String,
 }
@@ -391,6 +392,11 @@ impl<'a> ConnFields<'a> {
             cgroup_id: c.cgroup_id,
             origin,
             role: role_name(c.role),
+            direction: match c.role {
+                super::input::Role::Server => "ingress",
+                super::input::Role::Client => crate::plan::direction_word(true, c.remote.ip()),
+                super::input::Role::Unknown => "unknown",
+            },
             local: c.local.to_string(),
             remote: c.remote.to_string(),
         }
