@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::budget::{Budget, Charge};
+use super::event_fields::{self, AuthTokenFields, MaskedTarget, Url, WallTime};
 use super::input::ConnInfo;
 use crate::attribution::Origin;
 
@@ -15,13 +16,9 @@ use crate::attribution::Origin;
 /// covering the bodies users inspect.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
 
-/// Header values never copied into events.
-const REDACTED_HEADERS: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
+/// Version of the `http_transaction` event schema (`docs/stdout.md`). 2: header
+/// maps left events for the header objects, replaced by an allow-list of fields.
+pub const EVENT_SCHEMA: u32 = 2;
 
 /// Application protocol of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -260,6 +257,9 @@ impl Transaction {
         struct Event<'a> {
             #[serde(rename = "type")]
             kind: &'static str,
+            schema: u32,
+            #[serde(serialize_with = "event_fields::display")]
+            timestamp: WallTime,
             conn_id: u64,
             stream_id: Option<u32>,
             pid: u32,
@@ -276,11 +276,17 @@ impl Transaction {
             tls: bool,
             method: &'a str,
             authority: Option<&'a str>,
-            path: &'a str,
+            #[serde(serialize_with = "event_fields::display")]
+            path: MaskedTarget<'a>,
+            #[serde(serialize_with = "event_fields::display")]
+            url: Url<'a>,
             status: Option<u16>,
             grpc_status: Option<u32>,
-            request_headers: serde_json::Map<String, serde_json::Value>,
-            response_headers: serde_json::Map<String, serde_json::Value>,
+            request_content_type: Option<&'a str>,
+            response_content_type: Option<&'a str>,
+            user_agent: Option<&'a str>,
+            #[serde(flatten)]
+            auth_token: Option<AuthTokenFields<'a>>,
             request_header_bytes: u64,
             response_header_bytes: u64,
             request_body_bytes: u64,
@@ -295,6 +301,8 @@ impl Transaction {
         }
         let event = Event {
             kind: "http_transaction",
+            schema: EVENT_SCHEMA,
+            timestamp: WallTime::of_monotonic(self.start_ns),
             conn_id: self.conn.conn_id,
             stream_id: self.stream_id,
             pid: self.conn.pid,
@@ -310,11 +318,19 @@ impl Transaction {
             tls: self.tls,
             method: &self.method,
             authority: self.authority.as_deref(),
-            path: &self.path,
+            path: MaskedTarget(&self.path),
+            url: Url {
+                tls: self.tls,
+                authority: self.authority.as_deref(),
+                remote: self.conn.remote,
+                target: &self.path,
+            },
             status: self.status,
             grpc_status: self.grpc_status,
-            request_headers: header_map(&self.request.headers),
-            response_headers: header_map(&self.response.headers),
+            request_content_type: self.request.header("content-type"),
+            response_content_type: self.response.header("content-type"),
+            user_agent: self.request.header("user-agent"),
+            auth_token: event_fields::AuthToken::find(&self.request.headers).map(Into::into),
             request_header_bytes: self.request.head_bytes,
             response_header_bytes: self.response.head_bytes,
             request_body_bytes: self.request.body_bytes,
@@ -329,30 +345,6 @@ impl Transaction {
         };
         serde_json::to_vec(&event).expect("event serializes")
     }
-}
-
-/// Header fields as a JSON object: lowercase names, repeats joined with `, `,
-/// credentials redacted.
-fn header_map(headers: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        let value = if REDACTED_HEADERS.contains(&name.as_str()) {
-            "[redacted]"
-        } else {
-            value.as_str()
-        };
-        match map.get_mut(&name) {
-            Some(serde_json::Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(value);
-            }
-            _ => {
-                map.insert(name, serde_json::Value::String(value.to_owned()));
-            }
-        }
-    }
-    map
 }
 
 fn role_name(role: super::input::Role) -> &'static str {
