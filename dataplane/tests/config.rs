@@ -537,3 +537,35 @@ fn unprivileged_start_names_what_is_missing() {
          and CAP_PERFMON (uid 65534, effective capabilities 0x0)\n"
     );
 }
+
+/// Qtap's configuration-page examples (`tests/fixtures/qtap/`), each marked on
+/// its first line `# expect: loads` or `# expect: refused: LINE:COL: path: message`
+/// (a prefix of the error after the file name).
+#[test]
+fn qtap_examples_load_or_are_refused_as_marked() {
+    let dir = fixture("qtap");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mark = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()));
+        let out = tapwire(&["check-config", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if mark == "loads" {
+            assert_eq!(out.status.code(), Some(0), "{}: {stderr}", path.display());
+        } else {
+            let expected = mark.strip_prefix("refused: ").expect("loads or refused");
+            assert_eq!(out.status.code(), Some(2), "{}", path.display());
+            let prefix = format!("{}:{expected}", path.display());
+            assert!(stderr.starts_with(&prefix), "{stderr}\nexpected {prefix}");
+        }
+    }
+}
