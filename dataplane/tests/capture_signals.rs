@@ -7,14 +7,14 @@ mod common;
 use std::{io::Read as _, io::Seek as _, time::Duration};
 
 use common::*;
-use tapwire::capture::placement::{PointKind, plan};
+use tapwire::capture::{libraries::plan, placement::PointKind};
 
 const LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
 
 /// Runtime addresses in `pid` of the read/write probe points in libssl.
 fn probe_addresses(pid: u32) -> Vec<u64> {
     let data = std::fs::read(LIBSSL).expect("read libssl");
-    let points = plan(&data).expect("plan libssl");
+    let (_, points) = plan(&data).expect("plan libssl");
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
     let mut out = Vec::new();
     for p in points.iter().filter(|p| p.kind == PointKind::Call) {

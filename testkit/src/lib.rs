@@ -9,8 +9,11 @@
 //! - [`agent`]: the `tapwire` binary under test, its output collected.
 //! - [`records`]: queries over the agent's JSON lines.
 //! - [`servers`]: the Python test servers in `testkit/py/`.
+//! - [`golang`]: the Go TLS peers in `testkit/go/`, built with the system's Go.
 //! - [`weed`]: a real S3 server (SeaweedFS) on loopback.
 //! - [`fault_proxy`]: a fault-injecting proxy (403s, a blackhole) in front of it.
+//! - [`status`]: the agent's status server (`/metrics` parsed by Python's
+//!   `prometheus_client`), a plain HTTP client to capture.
 //!
 //! Everything is re-exported at the root, so a suite's `tests/common/mod.rs` is a
 //! single `pub use tapwire_testkit::*;`.
@@ -19,20 +22,24 @@ pub mod agent;
 pub mod certs;
 pub mod cgroup;
 pub mod fault_proxy;
+pub mod golang;
 pub mod net;
 pub mod process;
 pub mod records;
 pub mod servers;
+pub mod status;
 pub mod weed;
 
 pub use agent::*;
 pub use certs::*;
 pub use cgroup::*;
 pub use fault_proxy::*;
+pub use golang::*;
 pub use net::*;
 pub use process::*;
 pub use records::*;
 pub use servers::*;
+pub use status::*;
 pub use weed::*;
 
 use std::path::{Path, PathBuf};

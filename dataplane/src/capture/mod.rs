@@ -20,12 +20,14 @@
 //! detaches everything.
 
 pub mod btf;
-pub mod debug;
+pub mod golang;
 pub mod images;
 pub mod kernel;
+pub mod libraries;
 pub mod loader;
 pub mod placement;
 pub mod procs;
+pub mod records;
 pub mod ring;
 pub mod selection;
 pub mod sendfile;
@@ -44,6 +46,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use libraries::{LibraryKind, ProbedCounts};
 pub use loader::{LoaderError, Options};
 pub use ring::{ReaderCounters, RingError};
 pub use selection::Selection;
@@ -94,6 +97,7 @@ pub struct Capture {
     control: Option<JoinHandle<()>>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
+    probed: Arc<ProbedCounts>,
     images: SharedCounters,
 }
 
@@ -121,6 +125,8 @@ impl Capture {
             attach_process(&mut probes, &mut targets, pid);
         }
         opts.processes.scan(pids);
+        probes.log_probed();
+        let probed = Arc::clone(&probes.probed);
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
         let stop = Arc::new(AtomicBool::new(false));
         let images = SharedCounters::default();
@@ -154,6 +160,7 @@ impl Capture {
             control: Some(control),
             drops,
             fallbacks,
+            probed,
             images,
         })
     }
@@ -191,6 +198,11 @@ impl Capture {
             .iter()
             .map(|r| (r.cpu, Arc::clone(&r.counters)))
             .collect()
+    }
+
+    /// Files with TLS probes so far, per library kind.
+    pub fn probed(&self) -> Arc<ProbedCounts> {
+        Arc::clone(&self.probed)
     }
 
     /// TLS probe points placed on a single-stepped instruction so far.

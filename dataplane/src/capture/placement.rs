@@ -1,4 +1,6 @@
-//! Where on a TLS function the uprobe goes.
+//! Where on a TLS function the uprobe goes, for libraries with C calling
+//! conventions (OpenSSL/BoringSSL, GnuTLS): each is described by a
+//! [`CLibrary`] in the table of [`super::libraries`].
 //!
 //! A uprobe on an instruction the kernel must single-step out of line costs
 //! about 11.5 µs per hit here; on one it emulates (`push reg`, a 5-byte nop, a
@@ -7,7 +9,8 @@
 //! wrappers: they and their `_ex` forms call one internal function
 //! (`ssl_read_internal`/`ssl_write_internal`, with the `_ex` argument shape)
 //! whose entry is a `push`. So for each family (read, write) we decode the first
-//! instructions of both exported symbols:
+//! instructions of both exported symbols (the same rule serves every
+//! [`CLibrary`]; only OpenSSL has an internal function to fall back on):
 //!
 //! 1. every present symbol starts with an emulated instruction: probe each
 //!    there, with its own shape (node: OpenSSL built with frame pointers);
@@ -21,7 +24,6 @@
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind};
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
-use tapwire_common::tls_fn;
 
 /// Instructions decoded from a symbol's entry when looking for the call into
 /// the internal function (the wrappers make it within their first ten).
@@ -32,8 +34,38 @@ const MAX_SCAN_INSNS: usize = 24;
 pub enum PointKind {
     /// Entry + return probe pair on a read/write function (`cookie` = shape).
     Call,
-    /// Entry probe on `SSL_free`/`SSL_shutdown`.
+    /// Entry probe on a session end (`SSL_free`, `gnutls_deinit`, …).
     SessionEnd,
+    /// Go `crypto/tls.(*Conn).Read`/`Write` entry (after the stack check).
+    GoEntry,
+    /// The `call runtime.memmove` inside Go's `(*Conn).Read` that copies the
+    /// plaintext out.
+    GoReadCopy,
+    /// A `RET` of Go's `(*Conn).Read`.
+    GoReturn,
+}
+
+impl PointKind {
+    /// The eBPF programs attached at a point of this kind.
+    pub fn programs(self) -> &'static [&'static str] {
+        match self {
+            Self::Call => &["ssl_enter", "ssl_return"],
+            Self::SessionEnd => &["ssl_free"],
+            Self::GoEntry => &["go_tls_enter"],
+            Self::GoReadCopy => &["go_tls_read_copy"],
+            Self::GoReturn => &["go_tls_return"],
+        }
+    }
+
+    /// Every eBPF program some point kind uses (the loader loads them all).
+    pub const PROGRAMS: &'static [&'static str] = &[
+        "ssl_enter",
+        "ssl_return",
+        "ssl_free",
+        "go_tls_enter",
+        "go_tls_read_copy",
+        "go_tls_return",
+    ];
 }
 
 /// How the address was chosen.
@@ -58,12 +90,26 @@ pub enum Placement {
     },
     /// Session-end hooks: called once per connection, placement does not matter.
     Rare,
+    /// A point inside a Go function (after the stack check, at the plaintext
+    /// copy, at a `RET`), on the instruction `insn`.
+    Inside {
+        /// Byte offset from the function entry.
+        offset: u64,
+        /// The instruction, Intel syntax.
+        insn: String,
+        /// The kernel emulates it.
+        emulated: bool,
+    },
 }
 
 impl Placement {
     /// True if the chosen address begins with an emulated instruction.
     pub fn emulated(&self) -> bool {
-        matches!(self, Self::Entry { .. } | Self::Internal { .. })
+        match self {
+            Self::Entry { .. } | Self::Internal { .. } => true,
+            Self::Inside { emulated, .. } => *emulated,
+            Self::Fallback { .. } | Self::Rare => false,
+        }
     }
 }
 
@@ -90,18 +136,41 @@ pub enum PlacementError {
     /// Not an ELF file object can parse.
     #[error("cannot parse elf")]
     Parse(#[source] object::Error),
-    /// No `SSL_read`/`SSL_write` family symbol.
+    /// No read/write family symbol.
     #[error("no tls symbols")]
     NoSymbols,
+    /// A Go program whose TLS functions could not be probed.
+    #[error("go program: {0}")]
+    Go(&'static str),
 }
 
-struct Elf<'a> {
-    file: object::File<'a>,
-    data: &'a [u8],
+/// A parsed ELF file and its bytes.
+pub struct Elf<'a> {
+    /// The parsed file.
+    pub file: object::File<'a>,
+    /// Its bytes.
+    pub data: &'a [u8],
 }
 
 impl<'a> Elf<'a> {
-    fn symbol(&self, name: &str) -> Option<u64> {
+    /// Parses `data`.
+    pub fn parse(data: &'a [u8]) -> Result<Self, PlacementError> {
+        Ok(Self {
+            file: object::File::parse(data).map_err(PlacementError::Parse)?,
+            data,
+        })
+    }
+
+    /// True if the file defines any of `names` (dynamic or static symbols).
+    pub fn defines_any(&self, names: &[&str]) -> bool {
+        let has = |s: object::Symbol<'_, '_>| {
+            s.is_definition() && s.name().is_ok_and(|n| names.contains(&n))
+        };
+        self.file.dynamic_symbols().any(has) || self.file.symbols().any(has)
+    }
+
+    /// Address of the defined symbol `name`.
+    pub fn symbol(&self, name: &str) -> Option<u64> {
         let dynamic = self
             .file
             .dynamic_symbols()
@@ -116,7 +185,8 @@ impl<'a> Elf<'a> {
             .filter(|&a| a != 0)
     }
 
-    fn file_offset(&self, vaddr: u64) -> Option<u64> {
+    /// File offset of virtual address `vaddr`.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
         self.file.segments().find_map(|seg| {
             let (off, size) = seg.file_range();
             let rel = vaddr.checked_sub(seg.address())?;
@@ -125,8 +195,13 @@ impl<'a> Elf<'a> {
     }
 
     fn code(&self, vaddr: u64) -> Option<&'a [u8]> {
+        self.bytes_at(vaddr, MAX_SCAN_INSNS * 15)
+    }
+
+    /// Up to `len` bytes of the file image from `vaddr` on.
+    pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&'a [u8]> {
         let off = usize::try_from(self.file_offset(vaddr)?).ok()?;
-        let end = off.saturating_add(MAX_SCAN_INSNS * 15).min(self.data.len());
+        let end = off.saturating_add(len).min(self.data.len());
         self.data.get(off..end)
     }
 
@@ -180,31 +255,32 @@ pub fn emulated(i: &Instruction) -> Option<&'static str> {
     }
 }
 
-fn intel(i: &Instruction) -> String {
+/// `i` in Intel syntax.
+pub fn intel(i: &Instruction) -> String {
     use iced_x86::{Formatter as _, IntelFormatter};
     let mut out = String::new();
     IntelFormatter::new().format(i, &mut out);
     out
 }
 
-/// The read and write families: `(plain symbol, shape), (_ex symbol, shape)`.
-const FAMILIES: [[(&str, u64); 2]; 2] = [
-    [("SSL_read", tls_fn::READ), ("SSL_read_ex", tls_fn::READ_EX)],
-    [
-        ("SSL_write", tls_fn::WRITE),
-        ("SSL_write_ex", tls_fn::WRITE_EX),
-    ],
-];
+/// A library with C calling conventions: its read and write functions,
+/// grouped in families of alternatives, and its session-end functions.
+pub struct CLibrary {
+    /// Read and write families, each a list of `(symbol, tls_fn shape)`. All
+    /// present symbols of a family are probed, unless they share an internal
+    /// function with an emulated entry (then that, with `internal_shape`).
+    pub families: &'static [&'static [(&'static str, u64)]],
+    /// Shapes of the shared internal function for each family, in family
+    /// order; `None` when the library has no such function to fall back on.
+    pub internal_shapes: Option<&'static [u64]>,
+    /// `f(session, …)` functions that end a session (its fd is forgotten).
+    pub session_ends: &'static [&'static str],
+}
 
-/// Plans every probe point in an ELF file (a `libssl.so*` or an executable that
-/// links OpenSSL/BoringSSL statically).
-pub fn plan(data: &[u8]) -> Result<Vec<ProbePoint>, PlacementError> {
-    let elf = Elf {
-        file: object::File::parse(data).map_err(PlacementError::Parse)?,
-        data,
-    };
+/// Plans every probe point of `lib` in an ELF file.
+pub fn plan_c(elf: &Elf<'_>, lib: &CLibrary) -> Result<Vec<ProbePoint>, PlacementError> {
     let mut points = Vec::new();
-    for family in FAMILIES {
+    for (index, family) in lib.families.iter().enumerate() {
         let present: Vec<(&'static str, u64, u64)> = family
             .iter()
             .filter_map(|&(name, cookie)| Some((name, cookie, elf.symbol(name)?)))
@@ -216,7 +292,7 @@ pub fn plan(data: &[u8]) -> Result<Vec<ProbePoint>, PlacementError> {
         let all_emulated = firsts
             .iter()
             .all(|i| i.as_ref().and_then(emulated).is_some());
-        if !all_emulated {
+        if !all_emulated && let Some(shapes) = lib.internal_shapes {
             let targets: Vec<Option<u64>> =
                 present.iter().map(|p| elf.internal_target(p.2)).collect();
             let shared = targets[0].filter(|t| targets.iter().all(|o| *o == Some(*t)));
@@ -224,13 +300,13 @@ pub fn plan(data: &[u8]) -> Result<Vec<ProbePoint>, PlacementError> {
                 && let Some(first) = elf.first(target)
                 && emulated(&first).is_some()
                 && let Some(file_offset) = elf.file_offset(target)
+                && let Some(&cookie) = shapes.get(index)
             {
-                // The internal function has the `_ex` shape.
                 points.push(ProbePoint {
                     symbol: present[0].0,
                     vaddr: target,
                     file_offset,
-                    cookie: family[1].1,
+                    cookie,
                     kind: PointKind::Call,
                     placement: Placement::Internal {
                         via: present.iter().map(|p| p.0).collect(),
@@ -263,7 +339,7 @@ pub fn plan(data: &[u8]) -> Result<Vec<ProbePoint>, PlacementError> {
     if points.is_empty() {
         return Err(PlacementError::NoSymbols);
     }
-    for name in ["SSL_free", "SSL_shutdown"] {
+    for &name in lib.session_ends {
         if let Some(vaddr) = elf.symbol(name)
             && let Some(file_offset) = elf.file_offset(vaddr)
         {
@@ -278,16 +354,4 @@ pub fn plan(data: &[u8]) -> Result<Vec<ProbePoint>, PlacementError> {
         }
     }
     Ok(points)
-}
-
-/// True if the ELF file defines `SSL_read` or `SSL_write` (cheap pre-check
-/// before [`plan`]).
-pub fn has_tls_symbols(data: &[u8]) -> bool {
-    let Ok(file) = object::File::parse(data) else {
-        return false;
-    };
-    let has = |s: object::Symbol<'_, '_>| {
-        s.is_definition() && matches!(s.name(), Ok("SSL_read" | "SSL_write" | "SSL_read_ex"))
-    };
-    file.dynamic_symbols().any(has) || file.symbols().any(has)
 }

@@ -1,7 +1,8 @@
-//! Files to put TLS uprobes in: every `libssl.so*` mapped by a process, the
-//! usual library directories, and executables that carry the `SSL_*` symbols
-//! themselves (node links OpenSSL statically). Each file is inspected once per
-//! inode, however many processes map it.
+//! Files to put TLS uprobes in: every TLS library (by file name, see
+//! [`libraries::LIBRARIES`]) mapped by a process or found in the usual library
+//! directories, and executables that carry a TLS library themselves (node links
+//! OpenSSL statically; every Go program links `crypto/tls`). Each file is
+//! inspected once per inode, however many processes map it.
 
 use std::{
     collections::HashMap,
@@ -10,9 +11,12 @@ use std::{
     sync::Arc,
 };
 
-use super::placement::{self, ProbePoint};
+use super::{
+    libraries::{self, LibraryKind},
+    placement::{PlacementError, ProbePoint},
+};
 
-/// Directories searched for `libssl.so*` at start, so a library no process has
+/// Directories searched for TLS libraries at start, so a library no process has
 /// mapped yet is probed before its first user starts.
 const LIBRARY_DIRS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu",
@@ -39,6 +43,8 @@ pub struct TlsTarget {
     pub path: PathBuf,
     /// Its identity.
     pub id: FileId,
+    /// The TLS library it carries.
+    pub kind: LibraryKind,
     /// Planned probe points.
     pub points: Vec<ProbePoint>,
 }
@@ -49,16 +55,16 @@ pub struct Targets {
     seen: HashMap<FileId, Option<Arc<TlsTarget>>>,
 }
 
-/// True for file names the loader treats as TLS libraries.
+/// True for file names of TLS shared libraries.
 fn is_tls_library(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("libssl.so") || n.starts_with("libboringssl"))
+        .and_then(libraries::kind_of_file_name)
+        .is_some()
 }
 
 impl Targets {
     /// The target for the file at `path`, inspecting it on first sight.
-    /// `is_exe` files are only read if they define TLS symbols.
     pub fn inspect(&mut self, path: &Path) -> Option<Arc<TlsTarget>> {
         let meta = std::fs::metadata(path).ok()?;
         let id = FileId {
@@ -68,27 +74,26 @@ impl Targets {
         if let Some(known) = self.seen.get(&id) {
             return known.clone();
         }
-        let target = std::fs::read(path).ok().and_then(|data| {
-            if !placement::has_tls_symbols(&data) {
-                return None;
-            }
-            match placement::plan(&data) {
-                Ok(points) => Some(Arc::new(TlsTarget {
+        let target = std::fs::read(path)
+            .ok()
+            .and_then(|data| match libraries::plan(&data) {
+                Ok((kind, points)) => Some(Arc::new(TlsTarget {
                     path: path.to_path_buf(),
                     id,
+                    kind,
                     points,
                 })),
+                Err(PlacementError::NoSymbols | PlacementError::Parse(_)) => None,
                 Err(error) => {
                     tracing::warn!(path = %path.display(), %error, "cannot plan tls probes");
                     None
                 }
-            }
-        });
+            });
         self.seen.insert(id, target.clone());
         target
     }
 
-    /// Every TLS target a process uses now: mapped `libssl.so*` files and its
+    /// Every TLS target a process uses now: mapped TLS libraries and its
     /// executable, opened through `/proc/<pid>/root` so container paths work.
     pub fn of_process(&mut self, pid: u32) -> Vec<Arc<TlsTarget>> {
         let mut out: Vec<Arc<TlsTarget>> = Vec::new();

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::budget::{Budget, Charge};
 use super::input::ConnInfo;
+use crate::attribution::Origin;
 
 /// Most body bytes kept per message. Past it the body object is cut there and the
 /// transaction is marked `truncated`; 32 MiB keeps a shard's memory bounded while
@@ -247,9 +248,14 @@ impl Transaction {
         out
     }
 
-    /// The event JSON, with `objects` already stored and the process's executable
-    /// if known.
-    pub fn event_json(&self, objects: &[ObjectRef], exe: Option<&str>) -> Vec<u8> {
+    /// The event JSON, with `objects` already stored, the process's executable
+    /// if known, and where it runs.
+    pub fn event_json(
+        &self,
+        objects: &[ObjectRef],
+        exe: Option<&str>,
+        origin: &Origin<'_>,
+    ) -> Vec<u8> {
         #[derive(Serialize)]
         struct Event<'a> {
             #[serde(rename = "type")]
@@ -261,6 +267,8 @@ impl Transaction {
             comm: &'a str,
             exe: Option<&'a str>,
             cgroup_id: u64,
+            #[serde(flatten)]
+            origin: &'a Origin<'a>,
             direction: &'static str,
             local: String,
             remote: String,
@@ -294,7 +302,8 @@ impl Transaction {
             comm: &self.conn.comm,
             exe,
             cgroup_id: self.conn.cgroup_id,
-            direction: if self.egress { "egress" } else { "ingress" },
+            origin,
+            direction: crate::plan::direction_word(self.egress, self.conn.remote.ip()),
             local: self.conn.local.to_string(),
             remote: self.conn.remote.to_string(),
             protocol: self.protocol,
@@ -364,13 +373,16 @@ struct ConnFields<'a> {
     pid: u32,
     comm: &'a str,
     cgroup_id: u64,
+    #[serde(flatten)]
+    origin: &'a Origin<'a>,
     role: &'static str,
+    direction: &'static str,
     local: String,
     remote: String,
 }
 
 impl<'a> ConnFields<'a> {
-    fn new(c: &'a ConnInfo, event: &'static str) -> Self {
+    fn new(c: &'a ConnInfo, event: &'static str, origin: &'a Origin<'a>) -> Self {
         ConnFields {
             kind: "connection",
             event,
@@ -378,7 +390,13 @@ impl<'a> ConnFields<'a> {
             pid: c.pid,
             comm: &c.comm,
             cgroup_id: c.cgroup_id,
+            origin,
             role: role_name(c.role),
+            direction: match c.role {
+                super::input::Role::Server => "ingress",
+                super::input::Role::Client => crate::plan::direction_word(true, c.remote.ip()),
+                super::input::Role::Unknown => "unknown",
+            },
             local: c.local.to_string(),
             remote: c.remote.to_string(),
         }
@@ -386,8 +404,8 @@ impl<'a> ConnFields<'a> {
 }
 
 /// The `connection` open event JSON.
-pub fn open_event_json(c: &ConnInfo) -> Vec<u8> {
-    serde_json::to_vec(&ConnFields::new(c, "open")).expect("event serializes")
+pub fn open_event_json(c: &ConnInfo, origin: &Origin<'_>) -> Vec<u8> {
+    serde_json::to_vec(&ConnFields::new(c, "open", origin)).expect("event serializes")
 }
 
 /// A connection that closed, for its `connection` event.
@@ -407,7 +425,7 @@ pub struct ConnSummary {
 
 impl ConnSummary {
     /// The `connection` close event JSON.
-    pub fn event_json(&self) -> Vec<u8> {
+    pub fn event_json(&self, origin: &Origin<'_>) -> Vec<u8> {
         #[derive(Serialize)]
         struct Event<'a> {
             #[serde(flatten)]
@@ -418,7 +436,7 @@ impl ConnSummary {
             duration_ms: f64,
         }
         let event = Event {
-            conn: ConnFields::new(&self.conn, "close"),
+            conn: ConnFields::new(&self.conn, "close", origin),
             tls: self.tls,
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,

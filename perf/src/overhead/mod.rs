@@ -1,15 +1,18 @@
-//! The end-to-end overhead benchmark: nginx serving HTTPS (and plain HTTP) on
-//! loopback under wrk, with each tracer in turn, rounds interleaved.
+//! The end-to-end overhead benchmark: nginx serving HTTPS (and plain HTTP) and a
+//! Go HTTPS server on loopback under wrk, with each tracer in turn, rounds
+//! interleaved.
 //!
 //! - [`process`]: child processes stopped on drop, their output collected.
 //! - [`procfs`]: CPU time and peak memory from `/proc`.
 //! - [`nginx`]: the server, its config and certificate.
+//! - [`gotls`]: the Go HTTPS server, and the per-call cost of the Go probes.
 //! - [`wrk`]: the load generator and its report.
 //! - [`seaweed`]: the S3 server for the object-store configuration.
 //! - [`tracer`]: the configurations and how each tracer starts and stops.
 //! - [`run`]: the rounds.
 //! - [`headers`]: the kernel-header workaround that lets bcc compile here.
 
+pub mod gotls;
 pub mod headers;
 pub mod nginx;
 pub mod process;

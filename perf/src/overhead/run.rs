@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::gotls::{self, GoServer, ProbeCost};
 use super::nginx::Nginx;
 use super::procfs;
 use super::seaweed::Seaweed;
@@ -43,15 +44,18 @@ pub enum Workload {
     Http1K,
     /// Plain HTTP, 64 KiB responses (syscall path).
     Http64K,
+    /// HTTPS, 1 KiB responses, from the Go server (Go's `crypto/tls`).
+    GoHttps1K,
 }
 
 impl Workload {
     /// Every workload, in run order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Https1K,
         Workload::Https64K,
         Workload::Http1K,
         Workload::Http64K,
+        Workload::GoHttps1K,
     ];
 
     /// Column label.
@@ -61,25 +65,46 @@ impl Workload {
             Workload::Https64K => "HTTPS 64 KiB",
             Workload::Http1K => "HTTP 1 KiB",
             Workload::Http64K => "HTTP 64 KiB",
+            Workload::GoHttps1K => "Go HTTPS 1 KiB",
         }
     }
 
     /// Whether it is TLS.
     pub fn tls(self) -> bool {
-        matches!(self, Workload::Https1K | Workload::Https64K)
+        matches!(
+            self,
+            Workload::Https1K | Workload::Https64K | Workload::GoHttps1K
+        )
     }
 
-    fn url(self, nginx: &Nginx) -> String {
+    /// Its URL, `None` when its server is not running.
+    fn url(self, servers: &Servers) -> Option<String> {
+        let nginx = &servers.nginx;
         let file = match self {
             Workload::Https1K | Workload::Http1K => super::nginx::FILES[0].0,
             Workload::Https64K | Workload::Http64K => super::nginx::FILES[1].0,
+            Workload::GoHttps1K => return servers.go.as_ref().map(GoServer::url),
         };
-        if self.tls() {
+        Some(if self.tls() {
             format!("https://127.0.0.1:{}/{file}", nginx.https_port)
         } else {
             format!("http://127.0.0.1:{}/{file}", nginx.http_port)
+        })
+    }
+
+    /// Pids whose CPU is the server's.
+    fn server_pids(self, servers: &Servers) -> Vec<u32> {
+        match (self, &servers.go) {
+            (Workload::GoHttps1K, Some(go)) => vec![go.pid()],
+            _ => servers.nginx.pids(),
         }
     }
+}
+
+/// The traced servers: nginx, and the Go server when Go is installed.
+struct Servers {
+    nginx: Nginx,
+    go: Option<GoServer>,
 }
 
 /// One wrk run under one configuration.
@@ -93,8 +118,9 @@ pub struct Sample {
     pub workload: Workload,
     /// What wrk saw.
     pub wrk: WrkResult,
-    /// nginx's CPU during the run (master + worker), ticks.
-    pub nginx_ticks: u64,
+    /// The server's CPU during the run (nginx master + worker, or the Go
+    /// server), ticks.
+    pub server_ticks: u64,
     /// The tracer's CPU during the run, ticks.
     pub tracer_ticks: u64,
     /// The whole machine's busy CPU during the run, ticks.
@@ -129,6 +155,10 @@ pub struct Results {
     pub tapwire_capturing: bool,
     /// `perf report` of tapwire under load, or why there is none.
     pub profile: Option<String>,
+    /// Why the Go server workload did not run.
+    pub go_unavailable: Option<String>,
+    /// Cost of tapwire's Go probes, or why it was not measured.
+    pub go_probe_cost: Option<Result<ProbeCost, String>>,
     /// Seconds per wrk run.
     pub secs: u32,
     /// Rounds run.
@@ -144,7 +174,6 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
     let dir = tmp.path();
     let nginx = Nginx::start(&dir.join("nginx")).context("start nginx")?;
     let mut launcher = Launcher::start()?;
-    let pids = [nginx.master(), launcher.pid()];
     let wrk_out = dir.join("wrk.out");
     let wanted = |c: Config| plan.only.is_empty() || plan.only.contains(&c);
     let mut results = Results {
@@ -152,6 +181,28 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
         rounds: plan.rounds,
         ..Results::default()
     };
+    let go_bin = gotls::build(dir);
+    let go = go_bin
+        .as_ref()
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|bin| {
+            let (cert, key) = (dir.join("nginx/cert.pem"), dir.join("nginx/key.pem"));
+            GoServer::start(bin, &cert, &key).map_err(|e| format!("{e:#}"))
+        });
+    let servers = Servers {
+        nginx,
+        go: match go {
+            Ok(go) => Some(go),
+            Err(why) => {
+                eprintln!("bench: no Go server: {why}");
+                results.go_unavailable = Some(why);
+                None
+            }
+        },
+    };
+    let nginx = &servers.nginx;
+    let mut pids = vec![nginx.master(), launcher.pid()];
+    pids.extend(servers.go.as_ref().map(GoServer::pid));
     eprintln!(
         "bench: nginx on :{} (https) :{} (http), worker {}, {}",
         nginx.https_port,
@@ -160,7 +211,9 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
         nginx.libssl.display()
     );
     for workload in Workload::ALL {
-        launcher.run(&workload.url(&nginx), plan.warmup_secs, &wrk_out)?;
+        if let Some(url) = workload.url(&servers) {
+            launcher.run(&url, plan.warmup_secs, &wrk_out)?;
+        }
     }
 
     let seaweed = if wanted(Config::TapwireS3) {
@@ -237,12 +290,12 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
             };
             let mut requests = 0;
             for workload in Workload::ALL {
-                if config.tls_only() && !workload.tls() {
+                if !config.covers(workload) || workload.url(&servers).is_none() {
                     continue;
                 }
                 let sample = measure(
                     &mut launcher,
-                    &nginx,
+                    &servers,
                     tracer.as_ref(),
                     (round, config, workload),
                     plan.secs,
@@ -277,13 +330,22 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
             }
         }
     }
+    if wanted(Config::TapwireStdout) {
+        results.go_probe_cost = Some(match &go_bin {
+            Ok(bin) => {
+                eprintln!("bench: Go probe cost (gotls calls)");
+                gotls::probe_cost(bin, &plan.tapwire).map_err(|e| format!("{e:#}"))
+            }
+            Err(e) => Err(format!("{e:#}")),
+        });
+    }
     if plan.profile && wanted(Config::TapwireStdout) {
         let env = Env {
             tapwire_points: Some(&points),
             ..base_env
         };
         results.profile = Some(
-            match profile(&mut launcher, &nginx, &env, plan.secs, &wrk_out) {
+            match profile(&mut launcher, nginx, &env, plan.secs, &wrk_out) {
                 Ok(report) => report,
                 Err(e) => format!("no profile: {e:#}"),
             },
@@ -329,7 +391,12 @@ fn profile(
         "bench: profiling tapwire under {}",
         Workload::Https1K.label()
     );
-    launcher.run(&Workload::Https1K.url(nginx), secs, out)?;
+    let url = format!(
+        "https://127.0.0.1:{}/{}",
+        nginx.https_port,
+        super::nginx::FILES[0].0
+    );
+    launcher.run(&url, secs, out)?;
     perf.stop();
     tracer.stop();
     let report = Command::new("perf")
@@ -358,22 +425,23 @@ fn profile(
 /// One wrk run with the CPU each party used during it.
 fn measure(
     launcher: &mut Launcher,
-    nginx: &Nginx,
+    servers: &Servers,
     tracer: Option<&Tracer>,
     (round, config, workload): (u32, Config, Workload),
     secs: u32,
     out: &Path,
 ) -> Result<Sample> {
-    let nginx_pids = nginx.pids();
+    let server_pids = workload.server_pids(servers);
+    let url = workload.url(servers).context("the workload's server")?;
     let tracer_ticks = || tracer.map_or(0, Tracer::cpu_ticks);
     let (n0, t0, m0) = (
-        procfs::sum_ticks(&nginx_pids),
+        procfs::sum_ticks(&server_pids),
         tracer_ticks(),
         procfs::machine_busy_ticks(),
     );
-    let wrk = launcher.run(&workload.url(nginx), secs, out)?;
+    let wrk = launcher.run(&url, secs, out)?;
     let (n1, t1, m1) = (
-        procfs::sum_ticks(&nginx_pids),
+        procfs::sum_ticks(&server_pids),
         tracer_ticks(),
         procfs::machine_busy_ticks(),
     );
@@ -382,7 +450,7 @@ fn measure(
         config,
         workload,
         wrk,
-        nginx_ticks: n1.saturating_sub(n0),
+        server_ticks: n1.saturating_sub(n0),
         tracer_ticks: t1.saturating_sub(t0),
         machine_ticks: m1.saturating_sub(m0),
     })

@@ -100,7 +100,13 @@ impl Config {
         )
     }
 
-    /// Whether it traces only TLS libraries (plain HTTP runs are pointless).
+    /// Whether it runs under `w`: the bpftrace and bcc configurations trace
+    /// only OpenSSL, so neither plain HTTP nor the Go server.
+    pub fn covers(self, w: super::Workload) -> bool {
+        !self.tls_only() || (w.tls() && w != super::Workload::GoHttps1K)
+    }
+
+    /// Whether it traces only OpenSSL (plain HTTP runs are pointless).
     pub fn tls_only(self) -> bool {
         matches!(
             self,
@@ -117,7 +123,8 @@ pub struct Env<'a> {
     pub tapwire: &'a Path,
     /// nginx's libssl.
     pub libssl: &'a Path,
-    /// Pids whose descendants tapwire captures (nginx master, wrk launcher).
+    /// Pids whose descendants tapwire captures (nginx master, wrk launcher,
+    /// the Go server).
     pub pids: &'a [u32],
     /// Where tapwire's TLS probes go: (file, offset).
     pub tapwire_points: Option<&'a [(PathBuf, u64)]>,
@@ -215,11 +222,18 @@ impl Tracer {
                         cmd.arg("--pid").arg(pid.to_string());
                     }
                 }
-                // Debug for the attach-point lines; NO_COLOR for plain logs.
-                cmd.env("RUST_LOG", "info,tapwire::capture=debug")
+                // Debug for the attach-point lines; console lines (the counters
+                // line is read as `stopped counters=JSON`).
+                cmd.arg("--log-encoding")
+                    .arg("console")
+                    .arg("--httpd-listen")
+                    .arg("127.0.0.1:0")
+                    .env("RUST_LOG", "info,tapwire::capture=debug")
                     .env("NO_COLOR", "1")
                     .env_remove("TAPWIRE_CONFIG")
-                    .env_remove("TAPWIRE_LOG");
+                    .env_remove("TAPWIRE_LOG")
+                    .env_remove("TAPWIRE_LOG_ENCODING")
+                    .env_remove("LOG_ENCODING");
                 (cmd, Box::new(tapwire_ready))
             }
         };

@@ -15,6 +15,8 @@ pub struct Report<'a> {
     pub overhead: Option<&'a Results>,
     /// The capacity runs, if made.
     pub capacity: Option<&'a CapacityResults>,
+    /// The late-files run, if made.
+    pub late_files: Option<&'a crate::late_files::LateFilesResult>,
     /// `--quick`.
     pub quick: bool,
     /// The command line.
@@ -56,13 +58,26 @@ impl Report<'_> {
         if let Some(c) = self.capacity {
             capacity_table(&mut s, c);
         }
+        if let Some(l) = self.late_files {
+            let _ = writeln!(
+                s,
+                "## TLS libraries first seen after start\n\n\
+                 {} python processes, each loading a new copy of libssl (`LD_LIBRARY_PATH`), \
+                 in a cgroup tapwire selects. Time from the mapping (kernel timestamp) to the \
+                 copy's probes being live, as tapwire measures it: {} files, p50 {} µs, \
+                 p99 {} µs, max {} µs. A program's TLS calls inside that window are not \
+                 captured; libraries known at start have none.\n",
+                l.runs, l.files, l.p50_us, l.p99_us, l.max_us
+            );
+        }
         s
     }
 
     fn overhead_tables(&self, s: &mut String, r: &Results) {
         let _ = writeln!(
             s,
-            "nginx (1 worker) serving HTTP/1.1 keep-alive on loopback; wrk -t{} -c{} -d{}s --latency; \
+            "nginx (1 worker) and a Go `net/http` server (`GOMAXPROCS=1`, Go's `crypto/tls`) serving \
+             HTTP/1.1 keep-alive on loopback; wrk -t{} -c{} -d{}s --latency; \
              {} interleaved rounds, configurations in the order below within each round. \
              Ratio = requests/s with the configuration ÷ untraced in the same round (median over rounds, \
              range in brackets).\n",
@@ -94,7 +109,7 @@ impl Report<'_> {
                         (Some(x), _) => format!("{x:.2}"),
                         _ => "–".into(),
                     },
-                    None if config.tls_only() && !w.tls() => "n/a (TLS only)".into(),
+                    None if !config.covers(w) => "n/a (OpenSSL only)".into(),
                     None => "–".into(),
                 };
                 let _ = write!(row, " {text} |");
@@ -105,7 +120,7 @@ impl Report<'_> {
             let _ = writeln!(s, "\n## {}\n", w.label());
             let _ = writeln!(
                 s,
-                "| configuration | req/s | ratio | p50 µs | p99 µs | added CPU µs/req (nginx+wrk+tracer) | added CPU µs/req (machine) | tracer CPU s per 1k req | wrk errors |"
+                "| configuration | req/s | ratio | p50 µs | p99 µs | added CPU µs/req (server+wrk+tracer) | added CPU µs/req (machine) | tracer CPU s per 1k req | wrk errors |"
             );
             let _ = writeln!(
                 s,
@@ -193,6 +208,28 @@ impl Report<'_> {
                 "\nProfile of tapwire (default config) under the HTTPS 1 KiB load, `perf record -g` \
                  on its threads, self time by thread, library and symbol:\n\n```text\n{profile}\n```"
             );
+        }
+        let _ = writeln!(s, "\n## Go probes\n");
+        if let Some(why) = &r.go_unavailable {
+            let _ = writeln!(s, "No Go server: {}\n", why.replace('|', "/"));
+        }
+        match &r.go_probe_cost {
+            Some(Ok(c)) => {
+                let _ = writeln!(
+                    s,
+                    "`gotls calls` (one thread: a TLS client's 64-byte `Write`s, each read by a TLS \
+                     server's `Read` on loopback; {} probe hits per message): {:.0} ns per message \
+                     untraced, {:.0} ns with tapwire: **{:.2} µs per probe hit** (median of 3 runs).\n",
+                    crate::overhead::gotls::PROBES_PER_MESSAGE,
+                    c.untraced_ns,
+                    c.traced_ns,
+                    c.per_call_us()
+                );
+            }
+            Some(Err(why)) => {
+                let _ = writeln!(s, "Go probe cost not measured: {}\n", why.replace('|', "/"));
+            }
+            None => {}
         }
         let _ = writeln!(s, "\ntapwire's TLS attach points (from its log):");
         if r.tapwire_points.is_empty() {

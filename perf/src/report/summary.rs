@@ -93,7 +93,7 @@ pub fn cell(results: &Results, config: Config, workload: Workload, tck: f64) -> 
             ratios.push(s.wrk.rps / b.wrk.rps);
             let app = |x: &crate::overhead::Sample| {
                 per_req_us(
-                    x.nginx_ticks + x.wrk.cpu_ticks + x.tracer_ticks,
+                    x.server_ticks + x.wrk.cpu_ticks + x.tracer_ticks,
                     x.wrk.requests,
                 )
             };

@@ -50,6 +50,41 @@ pub mod tls_fn {
     pub const WRITE_EX: u64 = 4;
 }
 
+/// Go `crypto/tls` probes: the attach cookie carries the function's shape,
+/// flags, and the struct offsets from a `*tls.Conn` to its socket's fd (they
+/// differ per program, and a cookie is per attached point).
+///
+/// Layout: bits 0–7 shape, 8–15 flags, 16–31 `tls.Conn.conn` offset, 32–47
+/// `net.TCPConn` → `*netFD` offset, 48–63 `netFD` → `pfd.Sysfd` offset.
+pub mod go_tls {
+    /// `(*Conn).Read(b []byte) (int, error)`; numbers continue [`super::tls_fn`].
+    pub const READ: u64 = 5;
+    /// `(*Conn).Write(b []byte) (int, error)`.
+    pub const WRITE: u64 = 6;
+    /// Flag: the probe sits on the stack check's `jbe`; when the branch is
+    /// taken (CF or ZF set) the function will start over: ignore this pass.
+    pub const STACK_CHECK: u64 = 1 << 8;
+
+    /// Packs a cookie.
+    pub const fn cookie(shape_and_flags: u64, conn: u16, fd: u16, sysfd: u16) -> u64 {
+        (shape_and_flags & 0xffff) | (conn as u64) << 16 | (fd as u64) << 32 | (sysfd as u64) << 48
+    }
+
+    /// The shape bits of a cookie.
+    pub const fn shape(cookie: u64) -> u64 {
+        cookie & 0xff
+    }
+
+    /// `(conn, fd, sysfd)` offsets of a cookie.
+    pub const fn offsets(cookie: u64) -> (u64, u64, u64) {
+        (
+            (cookie >> 16) & 0xffff,
+            (cookie >> 32) & 0xffff,
+            (cookie >> 48) & 0xffff,
+        )
+    }
+}
+
 /// Record kinds. Numbers are explicit and never reused.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,6 +1,8 @@
 //! tapwire's eBPF programs (built for `bpfel-unknown-none` by `dataplane/build.rs`).
 //!
-//! - [`tls`]: uprobes inside the TLS library, plaintext of `SSL_read`/`SSL_write`.
+//! - [`tls`]: uprobes inside C TLS libraries (OpenSSL, GnuTLS), plaintext
+//!   of `SSL_read`/`SSL_write` and their equivalents.
+//! - [`gotls`]: uprobes inside Go programs, plaintext of `crypto/tls`.
 //! - [`sockets`]: syscall tracepoints, plaintext socket data, connection
 //!   open/close, and the fd that names a TLS session's socket.
 //! - [`process`]: `sched_process_*` tracepoints: selection by pid with
@@ -18,6 +20,7 @@
 mod conn;
 mod emit;
 mod files;
+mod gotls;
 mod images;
 mod maps;
 mod process;

@@ -170,6 +170,28 @@ pub static SELECTED_EXES: HashMap<u64, u8, 256> = HashMap::new();
 #[btf_map]
 pub static LAST_TLS_READ: LruHashMap<u64, i64, 16_384> = LruHashMap::new();
 
+/// A Go `(*tls.Conn).Read` in flight, saved at entry.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoCall {
+    /// The connection's socket.
+    pub fd: i64,
+    /// `b`'s pointer (for the `RET` probes).
+    pub buf: u64,
+}
+
+/// Key of a Go call in flight: process and goroutine (`R14`, the `g`).
+#[repr(C)]
+pub struct GoKey {
+    pub tgid: u64,
+    pub goroutine: u64,
+}
+
+/// Go reads in flight, keyed by goroutine (LRU: a `Read` that returns early,
+/// on an error, leaves its entry until the goroutine's next `Read`).
+#[btf_map]
+pub static GO_CALLS: LruHashMap<GoKey, GoCall, 16_384> = LruHashMap::new();
+
 /// Files user space has inspected for TLS functions (written by user space):
 /// mapping one of them emits no [`ExecMap`] record.
 #[btf_map]

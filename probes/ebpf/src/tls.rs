@@ -1,4 +1,8 @@
-//! TLS plaintext: uprobes in OpenSSL/BoringSSL.
+//! TLS plaintext: uprobes in libraries with C calling conventions —
+//! OpenSSL/BoringSSL and GnuTLS (`gnutls_record_recv`/`_send2`, same shape as
+//! `SSL_read`/`SSL_write`, session end `gnutls_deinit`/`gnutls_bye`). The
+//! session pointer is the first argument. Go has its own probes
+//! ([`crate::gotls`]).
 //!
 //! Why here: inside the library, before encryption and after decryption, the
 //! bytes are the application's own, with no keys needed. Reads are complete only
@@ -44,7 +48,10 @@ const FN_WRITE: u32 = tls_fn::WRITE as u32;
 const TLS_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
 
 /// hook: libssl SSL_read/SSL_read_ex/SSL_write/SSL_write_ex (or the internal
-/// function they call, `_ex` shape) entry; cookie = `tls_fn::*`.
+/// function they call, `_ex` shape); libgnutls `ssize_t
+/// gnutls_record_recv(gnutls_session_t, void *, size_t)` and
+/// `gnutls_record_send2(session, const void *, size_t, size_t, unsigned)` —
+/// entry; cookie = `tls_fn::*`.
 #[uprobe]
 pub fn ssl_enter(ctx: ProbeContext) -> u32 {
     if !selected() {
@@ -138,19 +145,28 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
             }
         }
     };
+    let direction = if is_read {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    };
+    emit_plaintext(fd, direction, call.buf, len);
+    0
+}
+
+/// Emits `len` plaintext bytes at user address `buf` on socket `fd` of the
+/// current process, marking the connection as TLS (its socket bytes are
+/// ciphertext from now on). Shared by every TLS library's probes.
+#[inline(always)]
+pub fn emit_plaintext(fd: i64, direction: Direction, buf: u64, len: u64) {
     let Some(conn) = lookup_or_track(fd, Role::Unknown) else {
         count(DropReason::TlsNoFd, 1);
-        return 0;
+        return;
     };
     // SAFETY: live map value.
     let conn_id = unsafe {
         (*conn).flags |= CONN_TLS;
         (*conn).conn_id
-    };
-    let direction = if is_read {
-        Direction::Ingress
-    } else {
-        Direction::Egress
     };
     let data = DataCall {
         conn,
@@ -159,12 +175,13 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         direction: direction as u32,
         source: Source::Tls as u32,
     };
-    emit_data::<TLS_CHUNKS>(&data, call.buf, len, len, 0);
-    0
+    emit_data::<TLS_CHUNKS>(&data, buf, len, len, 0);
 }
 
-/// hook: libssl `void SSL_free(SSL *s)` and `int SSL_shutdown(SSL *s)` entry:
-/// the session ends, forget its fd (the `SSL *` may be reused).
+/// hook: libssl `void SSL_free(SSL *s)` and `int SSL_shutdown(SSL *s)`,
+/// libgnutls `void gnutls_deinit(gnutls_session_t)` and `int
+/// gnutls_bye(gnutls_session_t, gnutls_close_request_t)` entry: the session
+/// ends, forget its fd (the pointer may be reused).
 #[uprobe]
 pub fn ssl_free(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -1,0 +1,169 @@
+//! The Go HTTPS server (Go's `crypto/tls`, HTTP/1.1 to wrk) measured beside
+//! nginx, and the per-call cost of tapwire's Go probes.
+//!
+//! Both use the Go peer of the capture tests (`testkit/go/gotls`), built with
+//! the system's `go`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::nginx::free_port;
+use super::process::{Guard, Lines};
+
+/// Source of the Go peer.
+const SOURCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../dataplane/tests/fixtures/gotls"
+);
+/// Longest wait for the server to listen.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Messages per `gotls calls` run: about a second untraced here.
+const CALLS: u32 = 200_000;
+/// Runs per measurement of the per-call cost; the median is kept.
+const CALL_RUNS: usize = 3;
+/// Probe hits per message in `gotls calls`: the client's `Write` (entry), the
+/// server's `Read` (entry and the plaintext copy).
+pub const PROBES_PER_MESSAGE: u32 = 3;
+
+/// Builds the Go peer into `dir` (Go's build cache under `dir` as well).
+pub fn build(dir: &Path) -> Result<PathBuf> {
+    let bin = dir.join("gotls");
+    let out = Command::new("go")
+        .args(["build", "-trimpath", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(SOURCE)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .output()
+        .context("run go build (is golang-go installed?)")?;
+    if !out.status.success() {
+        bail!("go build failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(bin)
+}
+
+/// The Go HTTPS server, one OS thread running Go code (`GOMAXPROCS=1`), like
+/// nginx's single worker.
+pub struct GoServer {
+    guard: Guard,
+    /// HTTPS port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl GoServer {
+    /// Starts `bin server` with the certificate and key nginx uses.
+    pub fn start(bin: &Path, cert: &Path, key: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("server")
+            .arg(port.to_string())
+            .arg(cert)
+            .arg(key)
+            .env("GOMAXPROCS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut guard = Guard::spawn("go server", &mut cmd, libc::SIGTERM, Duration::from_secs(5))?;
+        let until = Instant::now() + READY_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            guard.check_running().context("go server exited")?;
+            if Instant::now() > until {
+                bail!("go server not listening after {READY_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { guard, port })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// The URL of its 1 KiB response.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/1k", self.port)
+    }
+}
+
+/// Nanoseconds per message of one `gotls calls` run.
+fn calls_once(bin: &Path) -> Result<f64> {
+    let out = Command::new(bin)
+        .args(["calls", &CALLS.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .context("run gotls calls")?;
+    if !out.status.success() {
+        bail!(
+            "gotls calls failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("gotls calls output")
+}
+
+fn median_calls(bin: &Path) -> Result<f64> {
+    let mut runs = (0..CALL_RUNS)
+        .map(|_| calls_once(bin))
+        .collect::<Result<Vec<f64>>>()?;
+    runs.sort_by(f64::total_cmp);
+    Ok(runs[runs.len() / 2])
+}
+
+/// What the per-call measurement found.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeCost {
+    /// ns per message untraced.
+    pub untraced_ns: f64,
+    /// ns per message with tapwire capturing the program.
+    pub traced_ns: f64,
+}
+
+impl ProbeCost {
+    /// Added µs per probe hit.
+    pub fn per_call_us(&self) -> f64 {
+        (self.traced_ns - self.untraced_ns) / f64::from(PROBES_PER_MESSAGE) / 1000.0
+    }
+}
+
+/// Runs `gotls calls` untraced, then under tapwire selecting the program by
+/// executable (one run first so its probes are planned before the measured
+/// ones).
+pub fn probe_cost(bin: &Path, tapwire: &Path) -> Result<ProbeCost> {
+    let untraced_ns = median_calls(bin)?;
+    let mut cmd = Command::new(tapwire);
+    cmd.arg("--exe")
+        .arg(bin)
+        .env("NO_COLOR", "1")
+        .env_remove("TAPWIRE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut guard = Guard::spawn("tapwire", &mut cmd, libc::SIGINT, Duration::from_secs(20))?;
+    let stderr = Lines::collect(
+        guard
+            .child_mut()
+            .and_then(|c| c.stderr.take())
+            .context("tapwire stderr")?,
+    );
+    stderr.wait_for(&mut guard, Duration::from_secs(90), |l| {
+        l.contains("capture ready")
+    })?;
+    calls_once(bin)?;
+    let traced_ns = median_calls(bin)?;
+    guard.stop();
+    Ok(ProbeCost {
+        untraced_ns,
+        traced_ns,
+    })
+}
