@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Agent, Bg, Gated, certs, free_port, header_of, http_server_py, object_of, objects, path_str,
-    python, transactions_of, wait_listening,
+    Agent, Bg, certs, free_port, header_of, http_server_py, object_of, objects, path_str, python,
+    transactions_of, wait_listening,
 };
 use serde_json::Value;
 
@@ -42,30 +42,28 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
     let _plain_server = start_http_server(plain_port, None);
 
     let base = format!("https://127.0.0.1:{tls_port}");
-    let mut curl = Gated::stdin("curl", &["-sk", "--http1.1", "-K", "-"]);
     let script = format!(
         "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{plain_port}/small').read()"
     );
     let py = python();
-    let mut client = Gated::new(&py, &["-c", &script]);
-    let (curl_pid, py_pid) = (curl.pid(), client.pid());
-    let agent = Agent::start_dataplane(
-        &[
-            "--pid".into(),
-            curl_pid.to_string(),
-            "--pid".into(),
-            py_pid.to_string(),
-        ],
-        &[],
-    );
-    let urls: String = ["/small", "/chunked", "/big"]
+    let cgroup = common::Cgroup::new("e2e");
+    let agent = Agent::start_dataplane(&["--cgroup".into(), path_str(&cgroup.path).into()], &[]);
+    // Both clients start after the agent, their work on the command line; curl
+    // takes the three URLs over one keep-alive connection.
+    let mut args = vec!["-sk", "--http1.1"];
+    let urls: Vec<String> = ["/small", "/chunked", "/big"]
         .iter()
-        .map(|path| format!("url = \"{base}{path}\"\noutput = \"/dev/null\"\n"))
+        .map(|path| format!("{base}{path}"))
         .collect();
-    curl.go_with(urls.as_bytes());
-    client.go();
-    curl.finish(Duration::from_secs(60));
-    client.finish(Duration::from_secs(60));
+    for url in &urls {
+        args.extend([url.as_str(), "-o", "/dev/null"]);
+    }
+    let curl = cgroup.spawn("curl", &args);
+    let curl_pid = curl.id();
+    common::finish(curl, Duration::from_secs(60));
+    let client = cgroup.spawn(&py, &["-c", &script]);
+    let py_pid = client.id();
+    common::finish(client, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     let lines = agent.stop_with(libc::SIGINT);
     let objects = objects(&lines);
@@ -214,14 +212,11 @@ fn http2_over_tls_to_nginx_gives_hpack_decoded_headers() {
     wait_listening(port, Duration::from_secs(20));
 
     let url = format!("https://127.0.0.1:{port}/h2/path?q=1");
-    let mut curl = Gated::stdin(
-        "curl",
-        &["-sk", "--http2", "-H", "x-custom: yes", "-K", "-"],
-    );
-    let curl_pid = curl.pid();
-    let agent = Agent::start_dataplane(&["--pid".into(), curl_pid.to_string()], &[]);
-    curl.go_with(format!("url = \"{url}\"\n").as_bytes());
-    let body = curl.finish(Duration::from_secs(60));
+    let cgroup = common::Cgroup::new("h2");
+    let agent = Agent::start_dataplane(&["--cgroup".into(), path_str(&cgroup.path).into()], &[]);
+    let curl = cgroup.spawn("curl", &["-sk", "--http2", "-H", "x-custom: yes", &url]);
+    let curl_pid = curl.id();
+    let body = common::finish(curl, Duration::from_secs(60));
     assert_eq!(body, b"hello h2\n");
     std::thread::sleep(Duration::from_secs(1));
     let lines = agent.stop_with(libc::SIGTERM);
@@ -265,27 +260,32 @@ fn credentials_reach_the_header_objects_and_no_event() {
         "query-7c5a3e1b9d",
         "bearer-2e8d4a6c0f1b3d5e",
     );
-    let mut curl = Gated::stdin(
+    let target = format!("/small?q=1&Token={query}");
+    let url = format!("http://127.0.0.1:{port}{target}");
+    let (api_key_header, cookie_header, bearer_header) = (
+        format!("x-api-key: {api_key}"),
+        format!("cookie: session={cookie}"),
+        format!("authorization: Bearer {bearer}"),
+    );
+    let cgroup = common::Cgroup::new("creds");
+    let agent = Agent::start_dataplane(&["--cgroup".into(), path_str(&cgroup.path).into()], &[]);
+    let curl = cgroup.spawn(
         "curl",
         &[
             "-s",
             "-o",
             "/dev/null",
             "-H",
-            &format!("x-api-key: {api_key}"),
+            &api_key_header,
             "-H",
-            &format!("cookie: session={cookie}"),
+            &cookie_header,
             "-H",
-            &format!("authorization: Bearer {bearer}"),
-            "-K",
-            "-",
+            &bearer_header,
+            &url,
         ],
     );
-    let curl_pid = curl.pid();
-    let agent = Agent::start_dataplane(&["--pid".into(), curl_pid.to_string()], &[]);
-    let target = format!("/small?q=1&Token={query}");
-    curl.go_with(format!("url = \"http://127.0.0.1:{port}{target}\"\n").as_bytes());
-    curl.finish(Duration::from_secs(60));
+    let curl_pid = curl.id();
+    common::finish(curl, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     let lines = agent.stop_with(libc::SIGINT);
     let objects = objects(&lines);

@@ -32,6 +32,7 @@ pub mod ring;
 pub mod selection;
 pub mod sendfile;
 pub mod targets;
+pub mod teardown;
 
 use std::{
     fs::File,
