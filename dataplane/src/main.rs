@@ -2,32 +2,49 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use tapwire::capture::loader::error_chain;
 use tapwire::cli::{Cli, Command};
-use tapwire::{agent, capture, check, config};
-use tracing_subscriber::EnvFilter;
+use tapwire::{agent, capture, config, logging, plan};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    let cli = Cli::parse_with_aliases();
+    logging::init(cli.log_level.as_deref(), cli.log_encoding);
     match &cli.command {
-        Some(Command::CheckConfig { file }) => match config::load_file(file) {
-            Ok(config) => {
-                print!("{}", check::summary(&file.display().to_string(), &config));
-                ExitCode::SUCCESS
+        Some(Command::CheckConfig { file }) => {
+            let loaded = config::load_file(file).map_err(plan::PlanError::from);
+            match loaded.and_then(|c| plan::Plan::from_config(file.display().to_string(), c, &cli))
+            {
+                Ok(plan) => {
+                    print!("{}", plan.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("{}", error_chain(&err));
+                    ExitCode::from(2)
+                }
             }
-            Err(err) => {
-                eprintln!("{}", err_chain(&err));
-                ExitCode::from(2)
+        }
+        Some(Command::ReloadConfig) => {
+            let addr = cli.httpd_listen.unwrap_or_default();
+            match tapwire::status::client::reload(addr) {
+                Ok(message) => {
+                    print!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprint!("tapwire: {message}");
+                    ExitCode::from(1)
+                }
             }
-        },
-        // Until the data plane consumes capture, `TAPWIRE_DEBUG_CAPTURE=1`
-        // prints every captured record as NDJSON instead of running the stores.
-        None if std::env::var_os(capture::debug::ENV_DEBUG_CAPTURE).is_some() => {
-            match capture::debug::run(&cli.pids, &cli.exes, &cli.cgroups) {
+        }
+        None if cli.print_records => {
+            let result = plan::Plan::build(&cli)
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                .and_then(|plan| capture::records::run(&plan));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("tapwire: {err:#}");
@@ -38,33 +55,9 @@ fn main() -> ExitCode {
         None => match agent::run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("tapwire: {}", err_chain(&err));
+                eprintln!("tapwire: {}", error_chain(&err));
                 ExitCode::from(err.exit_code())
             }
         },
     }
-}
-
-/// The error with its causes, for one line on stderr.
-fn err_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Logs to stderr; stdout belongs to the stdout stores.
-fn init_logging(level: Option<&str>) {
-    let filter = match level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -87,7 +87,7 @@ impl Signals {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         tracing::error!("stopping outlasted its deadline; exiting now");
-                        std::process::exit(FORCED_EXIT);
+                        exit_now();
                     }
                     match self.wait_timeout(left) {
                         Some(Signal::Hangup) | None => {}
@@ -96,11 +96,18 @@ impl Signals {
                                 signal = signal.name(),
                                 "second signal while stopping; exiting now"
                             );
-                            std::process::exit(FORCED_EXIT);
+                            exit_now();
                         }
                     }
                 }
             })
             .map(drop)
     }
+}
+
+/// Exits at once with [`FORCED_EXIT`], probes detached in parallel first so the
+/// kernel does not keep the process for seconds detaching them one by one.
+fn exit_now() -> ! {
+    crate::capture::teardown::close_hooks_for_exit();
+    std::process::exit(FORCED_EXIT);
 }

@@ -19,27 +19,30 @@ fn tiny_rings_count_drops_and_agent_keeps_running() {
     let server_pid = server.0.id();
     let script = servers_py();
     let py = python();
+    let cgroup = Cgroup::new("overflow");
+    let agent = Agent::start(
+        &[
+            "--cgroup".into(),
+            path_str(&cgroup.path).into(),
+            "--pid".into(),
+            server_pid.to_string(),
+        ],
+        &[("TAPWIRE_RING_BYTES", "65536")],
+    );
     // 64 KiB rings: a 5 MiB upload is 320 records of 16 KiB in one burst.
-    let mut client = Gated::new(&py, &[&script, "post", &port.to_string(), "5242880"]);
-    let url = format!("https://127.0.0.1:{port}/after");
-    let mut after = Gated::stdin("curl", &["-sk", "-K", "-"]);
-    let args: Vec<String> = [client.pid(), server_pid, after.pid()]
-        .iter()
-        .flat_map(|p| ["--pid".to_string(), p.to_string()])
-        .collect();
-    let agent = Agent::start(&args, &[("TAPWIRE_RING_BYTES", "65536")]);
-    client.go();
-    let _ = client.finish(Duration::from_secs(60));
+    let client = cgroup.spawn(&py, &[&script, "post", &port.to_string(), "5242880"]);
+    let _ = finish(client, Duration::from_secs(60));
     let drops = agent.wait_for("non-zero ring drops", Duration::from_secs(10), |v| {
         v["type"] == "drops" && v["ring_full"].as_u64().unwrap_or(0) > 0
     });
     assert!(drops["lost_bytes"].as_u64().unwrap() > 0, "{drops}");
     eprintln!("drops after overflow: {drops}");
     // Still capturing: a small request afterwards arrives whole.
-    let after_pid = after.pid();
-    after.go_with(format!("url = \"{url}\"\n").as_bytes());
+    let url = format!("https://127.0.0.1:{port}/after");
+    let after = cgroup.spawn("curl", &["-sk", &url]);
+    let after_pid = after.id();
     assert_eq!(
-        after.finish(Duration::from_secs(30)),
+        finish(after, Duration::from_secs(30)),
         b"hello from tls server\n"
     );
     agent.wait_for("the later request", Duration::from_secs(10), |v| {

@@ -7,19 +7,21 @@ use std::{process::Command, time::Duration};
 
 use common::*;
 
-fn http_server(port: u16, dir: &std::path::Path) -> Gated {
-    Gated::new(
-        &python(),
-        &[
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            path_str(dir),
-            &port.to_string(),
-        ],
-    )
+/// Starts python's `http.server` on `port` in `cgroup`.
+fn http_server(cgroup: &Cgroup, port: u16, dir: &std::path::Path) -> Bg {
+    let mut cmd = cgroup.command(python());
+    cmd.args([
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        path_str(dir),
+        &port.to_string(),
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    Bg(cmd.spawn().expect("spawn http.server"))
 }
 
 /// True if some data payload of `conn` starts like a TLS record.
@@ -39,32 +41,33 @@ fn plaintext_http_captured_and_tls_ciphertext_never_plain() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("hello.txt"), b"plain hello\n").expect("write file");
     let port = free_port();
-    let mut server = http_server(port, dir.path());
-    let server_pid = server.pid();
     let tls_port = free_port();
     let certs = certs();
     let tls_server = https_server(tls_port, &certs);
     let tls_pid = tls_server.0.id();
-    let url = format!("http://127.0.0.1:{port}/hello.txt");
-    let mut curl = Gated::new("curl", &["-s", &url]);
-    let tls_url = format!("https://127.0.0.1:{tls_port}/x");
-    let mut tls_curl = Gated::new("curl", &["-sk", &tls_url]);
-    let pids = [server_pid, tls_pid, curl.pid(), tls_curl.pid()];
-    let mut args = Vec::new();
-    for p in pids {
-        args.push("--pid".to_string());
-        args.push(p.to_string());
-    }
-    let agent = Agent::start(&args, &[]);
-    server.go();
+    let cgroup = Cgroup::new("plain");
+    let agent = Agent::start(
+        &[
+            "--cgroup".into(),
+            path_str(&cgroup.path).into(),
+            "--pid".into(),
+            tls_pid.to_string(),
+        ],
+        &[],
+    );
+    // The plain server and both clients start after the agent.
+    let server = http_server(&cgroup, port, dir.path());
+    let server_pid = server.0.id();
     wait_listening(port, Duration::from_secs(20));
-    let curl_pid = curl.pid();
-    curl.go();
-    assert_eq!(curl.finish(Duration::from_secs(30)), b"plain hello\n");
-    let tls_curl_pid = tls_curl.pid();
-    tls_curl.go();
+    let url = format!("http://127.0.0.1:{port}/hello.txt");
+    let curl = cgroup.spawn("curl", &["-s", &url]);
+    let curl_pid = curl.id();
+    assert_eq!(finish(curl, Duration::from_secs(30)), b"plain hello\n");
+    let tls_url = format!("https://127.0.0.1:{tls_port}/x");
+    let tls_curl = cgroup.spawn("curl", &["-sk", &tls_url]);
+    let tls_curl_pid = tls_curl.id();
     assert_eq!(
-        tls_curl.finish(Duration::from_secs(30)),
+        finish(tls_curl, Duration::from_secs(30)),
         b"hello from tls server\n"
     );
     agent.wait_for("plain curl close", Duration::from_secs(10), |v| {
@@ -167,23 +170,18 @@ fn process_started_after_the_agent_is_captured() {
     let tls_port = free_port();
     let certs = certs();
     let _tls = https_server(tls_port, &certs);
-    // A shell selected before the agent starts; the programs it starts (new
-    // processes, forked and exec'd after the agent is up) are its descendants.
-    // Probes for a program started later are attached when its exec (and the
-    // libraries it maps) are seen, a few ms after the fact; the python client
-    // loads libssl first and waits a moment so its request does not race that.
+    // A shell started after the agent in a selected cgroup; the programs it
+    // starts are new processes, forked and exec'd, that connect at once.
     let script = format!(
-        "curl -s http://127.0.0.1:{port}/late.txt && {py} -c \"import ssl, runpy, sys, time; \
-         time.sleep(1.5); sys.argv = ['servers.py', 'post', '{tls_port}', '1000']; \
-         runpy.run_path('{servers}', run_name='__main__')\"",
+        "curl -s http://127.0.0.1:{port}/late.txt && {py} {servers} post {tls_port} 1000",
         py = python(),
         servers = servers_py()
     );
-    let mut shell = Gated::new("sh", &["-c", &script]);
-    let shell_pid = shell.pid();
-    let agent = Agent::start(&["--pid".into(), shell_pid.to_string()], &[]);
-    shell.go();
-    let out = String::from_utf8(shell.finish(Duration::from_secs(60))).unwrap();
+    let cgroup = Cgroup::new("late");
+    let agent = Agent::start(&["--cgroup".into(), path_str(&cgroup.path).into()], &[]);
+    let shell = cgroup.spawn("sh", &["-c", &script]);
+    let shell_pid = shell.id();
+    let out = String::from_utf8(finish(shell, Duration::from_secs(60))).unwrap();
     assert!(out.starts_with("late\n"), "{out}");
     let execs = agent.wait_for("curl's exec", Duration::from_secs(10), |v| {
         v["type"] == "exec" && v["comm"] == "curl"

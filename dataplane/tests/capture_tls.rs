@@ -29,22 +29,21 @@ fn curl_https_exact_bytes_direction_and_addresses() {
     let server = https_server(port, &certs);
     let server_pid = server.0.id();
     let url = format!("https://127.0.0.1:{port}/path");
-    // curl reads its URL from stdin: it has exec'd and mapped libssl before the
-    // agent starts, so its probes are in place from its first call.
-    let mut curl = Gated::stdin("curl", &["-sk", "--http1.1", "-K", "-"]);
-    let curl_pid = curl.pid();
+    let cgroup = Cgroup::new("curl");
     let started = Instant::now();
     let agent = Agent::start(
         &[
-            "--pid".into(),
-            curl_pid.to_string(),
+            "--cgroup".into(),
+            path_str(&cgroup.path).into(),
             "--pid".into(),
             server_pid.to_string(),
         ],
         &[],
     );
-    curl.go_with(format!("url = \"{url}\"\n").as_bytes());
-    let out = curl.finish(Duration::from_secs(30));
+    // Started after the agent, URL on the command line.
+    let curl = cgroup.spawn("curl", &["-sk", "--http1.1", &url]);
+    let curl_pid = curl.id();
+    let out = finish(curl, Duration::from_secs(30));
     assert_eq!(out, b"hello from tls server\n");
     agent.wait_for("curl's connection close", Duration::from_secs(10), |v| {
         v["type"] == "close" && v["pid"] == curl_pid
@@ -111,22 +110,22 @@ fn python_ex_calls_5mib_post_reassembles_on_both_sides() {
     let server_pid = server.0.id();
     let py = python();
     let script = servers_py();
-    let mut client = Gated::new(
-        &py,
-        &[&script, "post", &port.to_string(), &SIZE.to_string()],
-    );
-    let client_pid = client.pid();
+    let cgroup = Cgroup::new("python");
     let agent = Agent::start(
         &[
-            "--pid".into(),
-            client_pid.to_string(),
+            "--cgroup".into(),
+            path_str(&cgroup.path).into(),
             "--pid".into(),
             server_pid.to_string(),
         ],
         &[],
     );
-    client.go();
-    let out = String::from_utf8(client.finish(Duration::from_secs(60))).unwrap();
+    let client = cgroup.spawn(
+        &py,
+        &[&script, "post", &port.to_string(), &SIZE.to_string()],
+    );
+    let client_pid = client.id();
+    let out = String::from_utf8(finish(client, Duration::from_secs(60))).unwrap();
     let mut words = out.split_whitespace();
     let (sent_hash, server_hash) = (words.next().unwrap(), words.next().unwrap());
     assert_eq!(
@@ -196,27 +195,28 @@ fn node_https_request_is_captured() {
     let port = free_port();
     let server = https_server(port, &certs);
     let server_pid = server.0.id();
-    // The request leaves after a short pause: probes are attached to a new
-    // program when its exec is seen, and node links OpenSSL into its own
-    // executable, which is only known then.
+    // The request leaves after a short pause: node links OpenSSL into its own
+    // executable, first seen when node execs unless a node ran when the agent
+    // started; its probes are live once that file's symbols are read
+    // (`docs/capture.md`).
     let script = format!(
         "setTimeout(() => require('https').get({{host: '127.0.0.1', port: {port}, path: '/from-node', \
          rejectUnauthorized: false}}, r => {{ let b = ''; r.on('data', d => b += d); \
          r.on('end', () => process.stdout.write(b)); }}), 1500);"
     );
-    let mut node = Gated::new("node", &["-e", &script]);
-    let node_pid = node.pid();
+    let cgroup = Cgroup::new("node");
     let agent = Agent::start(
         &[
-            "--pid".into(),
-            node_pid.to_string(),
+            "--cgroup".into(),
+            path_str(&cgroup.path).into(),
             "--pid".into(),
             server_pid.to_string(),
         ],
         &[],
     );
-    node.go();
-    let out = node.finish(Duration::from_secs(60));
+    let node = cgroup.spawn("node", &["-e", &script]);
+    let node_pid = node.id();
+    let out = finish(node, Duration::from_secs(60));
     assert_eq!(out, b"hello from tls server\n");
     agent.wait_for("node's request", Duration::from_secs(10), |v| {
         v["type"] == "data" && v["pid"] == node_pid && v["direction"] == "egress"

@@ -186,27 +186,83 @@ fn seed_examples_parse_into_typed_stores() {
 }
 
 #[test]
-fn stacks_and_tap_parse() {
-    let config = config::load_file(&fixture("full-tap.yaml")).unwrap();
-    assert_eq!(config.tap.direction, config::Direction::Egress);
-    assert!(config.tap.ignore_loopback && config.tap.audit_include_dns);
-    assert_eq!(config.tap.http.as_ref().unwrap().stack, "default_stack");
-    assert_eq!(
-        config.stacks["default_stack"].plugins[0].kind,
-        "http_capture"
-    );
-    assert_eq!(config.stacks["light"].plugins[0].kind, "access_logs");
-    let custom = &config.tap.filters.custom;
-    assert_eq!(custom[0].exe, "/usr/bin/wget");
-    assert_eq!(custom[0].strategy, config::MatchStrategy::Exact);
-    assert!(!custom[0].only);
-    assert_eq!(custom[1].strategy, config::MatchStrategy::Prefix);
-    assert!(custom[1].only);
+fn applied_tap_and_stack_settings_parse_into_the_plan() {
+    let config = config::load_file(&fixture("tap-applied.yaml")).unwrap();
+    assert_eq!(config.tap.direction, config::Direction::EgressExternal);
+    assert!(config.tap.ignore_loopback);
     assert_eq!(
         config.tap.filters.groups,
-        [config::GroupFilter::Kubernetes, config::GroupFilter::Qpoint]
+        [config::GroupFilter::Qpoint],
+        "the agent is always left out; naming it is accepted"
     );
-    assert_eq!(config.tap.endpoints[0].domain, "api.example.com");
+    assert_eq!(config.http.stack.as_deref(), Some("capture"));
+    assert!(config.http.objects && config.http.events);
+}
+
+#[test]
+fn qtap_settings_not_applied_are_refused_with_their_location() {
+    let stack = |plugin: &str| {
+        format!("version: 2\nstacks:\n  s:\n    plugins:\n{plugin}tap:\n  http: {{stack: s}}\n")
+    };
+    let cases: &[(String, &str)] = &[
+        (
+            "version: 2\ntap:\n  audit_include_dns: true\n".into(),
+            "3:22: tap.audit_include_dns: `true` needs DNS capture, which tapwire does not have",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    groups: [qpoint, container]\n".into(),
+            "4:22: tap.filters.groups[1]: filter group `container-runtimes` is not applied by this \
+             version of tapwire (`qpoint` is: the agent never captures itself)",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    groups: [kubrnetes]\n".into(),
+            "4:14: tap.filters.groups[0]: unknown variant `kubrnetes`, expected one of `qpoint`, \
+             `kubernetes`, `container`, `container-runtimes`, `gke`, `eks`",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: /usr/bin/curl\n".into(),
+            "4:5: tap.filters.custom: a custom process filter is not applied by this version of \
+             tapwire",
+        ),
+        (
+            "version: 2\ntap:\n  endpoints:\n    - domain: api.example.com\n".into(),
+            "3:3: tap.endpoints: a per-domain stack (`endpoints`) is not applied by this version \
+             of tapwire",
+        ),
+        (
+            "version: 2\ntap:\n  redis: {stack: s}\n".into(),
+            "3:3: tap.redis: unknown field `redis`, expected one of `direction`, \
+             `ignore_loopback`, `audit_include_dns`, `http`, `filters`, `endpoints`",
+        ),
+        (
+            stack("      - type: access_logs\n"),
+            "5:15: stacks.s.plugins[0].type: plugin `access_logs` is not applied by this version \
+             of tapwire",
+        ),
+        (
+            stack("      - type: http_capturee\n"),
+            "5:15: stacks.s.plugins[0].type: unknown plugin type `http_capturee`, expected one of \
+             `http_capture`, `report_usage`",
+        ),
+        (
+            stack("      - type: http_capture\n        config: {level: summary}\n"),
+            "6:25: stacks.s.plugins[0].config.level: level `summary` is not applied by this \
+             version of tapwire (`full` or `none`)",
+        ),
+        (
+            stack("      - type: http_capture\n        config: {level: full, format: text}\n"),
+            "6:31: stacks.s.plugins[0].config.format: `http_capture.format` is not applied by \
+             this version of tapwire",
+        ),
+        (
+            "version: 2\ntap:\n  direction: sideways\n".into(),
+            "3:14: tap.direction: unknown variant `sideways`, expected one of `all`, `ingress`, \
+             `egress`, `egress-internal`, `egress-external`",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_error(yaml, expected);
+    }
 }
 
 #[test]
@@ -480,4 +536,36 @@ fn unprivileged_start_names_what_is_missing() {
         "tapwire: not enough privileges to load eBPF programs: run as root or grant CAP_BPF \
          and CAP_PERFMON (uid 65534, effective capabilities 0x0)\n"
     );
+}
+
+/// Qtap's configuration-page examples (`tests/fixtures/qtap/`), each marked on
+/// its first line `# expect: loads` or `# expect: refused: LINE:COL: path: message`
+/// (a prefix of the error after the file name).
+#[test]
+fn qtap_examples_load_or_are_refused_as_marked() {
+    let dir = fixture("qtap");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mark = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()));
+        let out = tapwire(&["check-config", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if mark == "loads" {
+            assert_eq!(out.status.code(), Some(0), "{}: {stderr}", path.display());
+        } else {
+            let expected = mark.strip_prefix("refused: ").expect("loads or refused");
+            assert_eq!(out.status.code(), Some(2), "{}", path.display());
+            let prefix = format!("{}:{expected}", path.display());
+            assert!(stderr.starts_with(&prefix), "{stderr}\nexpected {prefix}");
+        }
+    }
 }

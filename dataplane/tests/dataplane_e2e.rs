@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Agent, Bg, Gated, certs, free_port, http_server_py, object_of, objects, path_str, python,
+    Agent, Bg, certs, free_port, header_of, http_server_py, object_of, objects, path_str, python,
     transactions_of, wait_listening,
 };
 use serde_json::Value;
@@ -42,30 +42,28 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
     let _plain_server = start_http_server(plain_port, None);
 
     let base = format!("https://127.0.0.1:{tls_port}");
-    let mut curl = Gated::stdin("curl", &["-sk", "--http1.1", "-K", "-"]);
     let script = format!(
         "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{plain_port}/small').read()"
     );
     let py = python();
-    let mut client = Gated::new(&py, &["-c", &script]);
-    let (curl_pid, py_pid) = (curl.pid(), client.pid());
-    let agent = Agent::start_dataplane(
-        &[
-            "--pid".into(),
-            curl_pid.to_string(),
-            "--pid".into(),
-            py_pid.to_string(),
-        ],
-        &[],
-    );
-    let urls: String = ["/small", "/chunked", "/big"]
+    let cgroup = common::Cgroup::new("e2e");
+    let agent = Agent::start_dataplane(&["--cgroup".into(), path_str(&cgroup.path).into()], &[]);
+    // Both clients start after the agent, their work on the command line; curl
+    // takes the three URLs over one keep-alive connection.
+    let mut args = vec!["-sk", "--http1.1"];
+    let urls: Vec<String> = ["/small", "/chunked", "/big"]
         .iter()
-        .map(|path| format!("url = \"{base}{path}\"\noutput = \"/dev/null\"\n"))
+        .map(|path| format!("{base}{path}"))
         .collect();
-    curl.go_with(urls.as_bytes());
-    client.go();
-    curl.finish(Duration::from_secs(60));
-    client.finish(Duration::from_secs(60));
+    for url in &urls {
+        args.extend([url.as_str(), "-o", "/dev/null"]);
+    }
+    let curl = cgroup.spawn("curl", &args);
+    let curl_pid = curl.id();
+    common::finish(curl, Duration::from_secs(60));
+    let client = cgroup.spawn(&py, &["-c", &script]);
+    let py_pid = client.id();
+    common::finish(client, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     let lines = agent.stop_with(libc::SIGINT);
     let objects = objects(&lines);
@@ -97,7 +95,7 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
             (t["tls"].as_bool(), t["protocol"].as_str()),
             (Some(true), Some("http1"))
         );
-        assert_eq!(t["direction"], "egress");
+        assert_eq!(t["direction"], "egress-internal");
         assert_eq!(t["comm"], "curl");
         assert_eq!(
             t["conn_id"], txns[0]["conn_id"],
@@ -122,7 +120,10 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
         object_of(&objects, &txns[1], "response_body"),
         b"first chunk; second chunk; third and last chunk\n"
     );
-    assert_eq!(txns[1]["response_headers"]["transfer-encoding"], "chunked");
+    assert_eq!(
+        header_of(&objects, &txns[1], "response_headers", "transfer-encoding").as_deref(),
+        Some("chunked")
+    );
     let big = object_of(&objects, &txns[2], "response_body");
     assert_eq!(blake3::hash(big), blake3::hash(&big_body()), "2 MiB body");
     assert_eq!(txns[2]["response_body_bytes"], 2 << 20);
@@ -211,14 +212,11 @@ fn http2_over_tls_to_nginx_gives_hpack_decoded_headers() {
     wait_listening(port, Duration::from_secs(20));
 
     let url = format!("https://127.0.0.1:{port}/h2/path?q=1");
-    let mut curl = Gated::stdin(
-        "curl",
-        &["-sk", "--http2", "-H", "x-custom: yes", "-K", "-"],
-    );
-    let curl_pid = curl.pid();
-    let agent = Agent::start_dataplane(&["--pid".into(), curl_pid.to_string()], &[]);
-    curl.go_with(format!("url = \"{url}\"\n").as_bytes());
-    let body = curl.finish(Duration::from_secs(60));
+    let cgroup = common::Cgroup::new("h2");
+    let agent = Agent::start_dataplane(&["--cgroup".into(), path_str(&cgroup.path).into()], &[]);
+    let curl = cgroup.spawn("curl", &["-sk", "--http2", "-H", "x-custom: yes", &url]);
+    let curl_pid = curl.id();
+    let body = common::finish(curl, Duration::from_secs(60));
     assert_eq!(body, b"hello h2\n");
     std::thread::sleep(Duration::from_secs(1));
     let lines = agent.stop_with(libc::SIGTERM);
@@ -235,14 +233,115 @@ fn http2_over_tls_to_nginx_gives_hpack_decoded_headers() {
     assert_eq!(t["authority"], format!("127.0.0.1:{port}"));
     assert_eq!(t["status"], 200);
     assert_eq!(t["incomplete_headers"], false);
-    assert_eq!(t["request_headers"]["x-custom"], "yes");
-    assert_eq!(t["request_headers"]["user-agent"], "curl/7.88.1");
-    assert_eq!(t["response_headers"]["x-test"], "h2-works");
-    assert!(
-        t["response_headers"]["server"]
-            .as_str()
-            .unwrap()
-            .starts_with("nginx")
-    );
+    let header = |role, name| header_of(&objects, t, role, name).unwrap_or_default();
+    assert_eq!(header("request_headers", "x-custom"), "yes");
+    assert_eq!(header("request_headers", "user-agent"), "curl/7.88.1");
+    assert_eq!(header("response_headers", "x-test"), "h2-works");
+    assert!(header("response_headers", "server").starts_with("nginx"));
+    assert_eq!(t["user_agent"], "curl/7.88.1");
+    assert_eq!(t["url"], format!("https://127.0.0.1:{port}/h2/path?q=1"));
     assert_eq!(object_of(&objects, t, "response_body"), b"hello h2\n");
+}
+
+/// Events carry metadata, objects payload: credentials sent in headers and in the
+/// query reach the stored header object and no event line, which carries the
+/// allow-listed fields instead.
+#[test]
+fn credentials_reach_the_header_objects_and_no_event() {
+    if !common::can_run("credentials_reach_the_header_objects_and_no_event") {
+        return;
+    }
+    let _serial = common::serial();
+    let port = free_port();
+    let _server = start_http_server(port, None);
+    let (api_key, cookie, query, bearer) = (
+        "apikey-9f3c1e7a5b",
+        "cookie-4d2b8e6f0a",
+        "query-7c5a3e1b9d",
+        "bearer-2e8d4a6c0f1b3d5e",
+    );
+    let target = format!("/small?q=1&Token={query}");
+    let url = format!("http://127.0.0.1:{port}{target}");
+    let (api_key_header, cookie_header, bearer_header) = (
+        format!("x-api-key: {api_key}"),
+        format!("cookie: session={cookie}"),
+        format!("authorization: Bearer {bearer}"),
+    );
+    let cgroup = common::Cgroup::new("creds");
+    let agent = Agent::start_dataplane(&["--cgroup".into(), path_str(&cgroup.path).into()], &[]);
+    let curl = cgroup.spawn(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-H",
+            &api_key_header,
+            "-H",
+            &cookie_header,
+            "-H",
+            &bearer_header,
+            &url,
+        ],
+    );
+    let curl_pid = curl.id();
+    common::finish(curl, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let lines = agent.stop_with(libc::SIGINT);
+    let objects = objects(&lines);
+    let txns = transactions_of(&lines, curl_pid);
+    assert_eq!(txns.len(), 1, "{txns:?}");
+    let t = &txns[0];
+
+    for line in lines.iter().filter(|v| v["type"] != "object") {
+        let text = line.to_string();
+        for secret in [api_key, cookie, query, bearer] {
+            assert!(!text.contains(secret), "{secret} in event {text}");
+        }
+    }
+    assert!(t.get("request_headers").is_none() && t.get("response_headers").is_none());
+    assert_eq!(t["schema"], 2);
+    assert_eq!(t["path"], "/small?q=1&Token=REDACTED");
+    assert_eq!(
+        t["url"],
+        format!("http://127.0.0.1:{port}/small?q=1&Token=REDACTED")
+    );
+    assert_eq!(t["user_agent"], "curl/7.88.1");
+    assert_eq!(t["request_content_type"], Value::Null);
+    assert_eq!(t["response_content_type"], "text/plain");
+    assert_eq!(
+        (
+            t["auth_token_source"].as_str(),
+            t["auth_token_type"].as_str(),
+            t["auth_token_mask"].as_str()
+        ),
+        (Some("authorization"), Some("Bearer"), Some("...3d5e"))
+    );
+    let stamp = t["timestamp"].as_str().unwrap();
+    let parsed = Command::new("date")
+        .args(["-u", "-d", stamp, "+%s"])
+        .output()
+        .unwrap();
+    assert!(parsed.status.success(), "date refused {stamp}");
+    let secs: u64 = String::from_utf8(parsed.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(secs) < 120, "timestamp {stamp} vs now {now}");
+
+    let header = |name| header_of(&objects, t, "request_headers", name);
+    assert_eq!(header("x-api-key").as_deref(), Some(api_key));
+    assert_eq!(header("cookie"), Some(format!("session={cookie}")));
+    assert_eq!(header("authorization"), Some(format!("Bearer {bearer}")));
+    let head = object_of(&objects, t, "request_headers");
+    assert!(
+        head.starts_with(format!("GET {target} HTTP/1.1\r\n").as_bytes()),
+        "{}",
+        String::from_utf8_lossy(head)
+    );
 }

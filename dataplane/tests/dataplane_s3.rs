@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Agent, Bg, Gated, certs, path_str, python, wait_listening};
+use common::{Agent, Bg, certs, path_str, python, wait_listening};
 
 const BUCKET: &str = "captures";
 
@@ -49,19 +49,19 @@ fn captured_payloads_are_stored_in_s3_under_their_digest() {
     wait_listening(port, Duration::from_secs(20));
 
     let url = format!("https://127.0.0.1:{port}/small");
-    let mut curl = Gated::stdin("curl", &["-sk", "--http1.1", "-K", "-"]);
+    let cgroup = common::Cgroup::new("s3");
     let agent = Agent::start_dataplane(
         &[
             "--config".into(),
             path_str(&config_path).into(),
-            "--pid".into(),
-            curl.pid().to_string(),
+            "--cgroup".into(),
+            path_str(&cgroup.path).into(),
         ],
         &[],
     );
-    curl.go_with(format!("url = \"{url}\"\n").as_bytes());
+    let curl = cgroup.spawn("curl", &["-sk", "--http1.1", &url]);
     assert_eq!(
-        curl.finish(Duration::from_secs(60)),
+        common::finish(curl, Duration::from_secs(60)),
         b"hello from tapwire\n"
     );
     std::thread::sleep(Duration::from_secs(1));
@@ -121,7 +121,7 @@ fn wrong_secret_stops_the_agent_at_start_up() {
         config(&weed, &dir.path().join("spool")).replace(common::SECRET_KEY, "not-the-secret");
     std::fs::write(&config_path, yaml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tapwire"))
-        .args(["--config", path_str(&config_path)])
+        .args(["--config", path_str(&config_path), "--httpd-listen", "off"])
         .env_remove("TAPWIRE_DEBUG_CAPTURE")
         .output()
         .unwrap();

@@ -9,8 +9,6 @@
 //! test keeps the agent's run short.
 
 mod common;
-#[path = "../../store/tests/common/mod.rs"]
-mod s3;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -106,7 +104,7 @@ fn wait_no_connections(port: u16) {
     }
 }
 
-fn config(weed: &s3::Weed, spool: &std::path::Path, pulse_port: u16) -> String {
+fn config(weed: &common::Weed, spool: &std::path::Path, pulse_port: u16) -> String {
     let store = weed.store_yaml("s3_store", BUCKET, spool, "fatal");
     let indented: String = store.lines().map(|l| format!("      {l}\n")).collect();
     format!(
@@ -126,7 +124,7 @@ fn neither_end_of_the_agents_own_uploads_is_recorded() {
     if !common::can_run("neither_end_of_the_agents_own_uploads_is_recorded") {
         return;
     }
-    let Some(weed) = s3::Weed::start() else {
+    let Some(weed) = common::Weed::start() else {
         return;
     };
     weed.create_bucket(BUCKET);
@@ -180,7 +178,7 @@ fn neither_end_of_the_agents_own_uploads_is_recorded() {
     }
     let stderr = Arc::clone(&agent.stderr);
     let lines = agent.stop_with(libc::SIGINT);
-    let keys = s3::block_on(weed.client(BUCKET).list_keys()).unwrap();
+    let keys = common::block_on(weed.client(BUCKET).list_keys()).unwrap();
     assert!(!keys.is_empty(), "the agent stored no object in S3");
 
     // The test's own request is recorded, on both sides.
@@ -202,20 +200,10 @@ fn neither_end_of_the_agents_own_uploads_is_recorded() {
         }
     }
     // The servers' ends were seen by the probes and left out, counted.
-    let stopped = stderr
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|l| l.contains("stopped") && l.contains("kernel_excluded"))
-        .cloned()
-        .expect("the stopped line with counters");
-    let counters: Value = serde_json::from_str(
-        &stopped[stopped.find('{').unwrap()..=stopped.rfind('}').unwrap()].replace("\\\"", "\""),
-    )
-    .unwrap_or_else(|e| panic!("counters in {stopped}: {e}"));
+    let counters = Agent::stopped_counters(&stderr.lock().unwrap());
     let agent_peer = counters["kernel_excluded"]["agent_peer"].as_u64().unwrap();
     assert!(
         agent_peer >= 2,
-        "expected the S3 and pulse server ends left out: {stopped}"
+        "expected the S3 and pulse server ends left out: {counters}"
     );
 }

@@ -1,7 +1,8 @@
 //! The agent's hand-off to storage, end to end: SIGKILL in the middle of a burst
 //! of captured objects, while S3 is blackholed (so they wait in the spool), loses
-//! none that an emitted event names (the next start uploads the spool), and a stdout reader that stops reading cannot hold up
-//! SIGTERM past the documented deadline.
+//! none that an emitted event names (the next start uploads the spool); a stdout
+//! reader that stops reading cannot hold up SIGTERM past the documented deadline,
+//! and a second SIGTERM forces the exit; SIGHUP does not stop the agent.
 
 mod common;
 
@@ -150,10 +151,12 @@ fn sigkill_during_a_burst_loses_no_object_an_emitted_event_names() {
         &[],
     );
     let started = strip_ansi(&agent.wait_stderr("s3 store started", Duration::from_secs(30)));
+    // Console (`recovered=210 `) or JSON (`"recovered":210,`) log lines.
     let recovered: usize = started
         .split("recovered=")
         .nth(1)
-        .and_then(|r| r.split(' ').next())
+        .or_else(|| started.split("\"recovered\":").nth(1))
+        .and_then(|r| r.split([' ', ',', '}']).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no recovered count: {started}"));
     assert!(
@@ -205,6 +208,156 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// The agent on the embedded default config (events and objects to stdout),
+/// its stdout a pipe nobody reads, its stderr collected; once it is ready, `curl`
+/// (the selected process) fetches `urls`.
+struct Unread {
+    agent: std::process::Child,
+    log: std::sync::mpsc::Receiver<String>,
+    text: String,
+}
+
+impl Unread {
+    fn start(urls: &[String]) -> Unread {
+        let mut curl = Gated::stdin("curl", &["-s", "-o", "/dev/null", "-K", "-"]);
+        let mut cmd = Command::new(common::cargo_bin("tapwire"));
+        cmd.args(["--pid", &curl.pid().to_string()])
+            .env_remove("TAPWIRE_DEBUG_CAPTURE")
+            .env_remove("TAPWIRE_CONFIG")
+            // Tests running at once each take a free status port.
+            .env("TAPWIRE_HTTPD_LISTEN", "127.0.0.1:0")
+            .env("TAPWIRE_LOG_ENCODING", "console")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut agent = common::guard(&mut cmd).spawn().expect("spawn tapwire");
+        let mut stderr = agent.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut text = String::new();
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                let _ = tx.send(text.clone());
+            }
+        });
+        let mut unread = Unread {
+            agent,
+            log: rx,
+            text: String::new(),
+        };
+        unread.wait_log("capture ready", Duration::from_secs(60));
+        let config: String = urls.iter().map(|u| format!("url = \"{u}\"\n")).collect();
+        curl.go_with(config.as_bytes());
+        curl.finish(Duration::from_secs(60));
+        unread
+    }
+
+    fn wait_log(&mut self, text: &str, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while !self.text.contains(text) {
+            assert!(
+                Instant::now() < until,
+                "no `{text}` in the log:\n{}",
+                self.text
+            );
+            if let Ok(t) = self.log.recv_timeout(Duration::from_millis(100)) {
+                self.text = t;
+            }
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill of our child.
+        unsafe { libc::kill(self.agent.id() as i32, sig) };
+    }
+
+    /// Waits for the exit, at most `timeout`; returns the status and how long.
+    fn exit_within(&mut self, timeout: Duration) -> (std::process::ExitStatus, Duration) {
+        let from = Instant::now();
+        let status = loop {
+            if let Some(status) = self.agent.try_wait().expect("wait agent") {
+                break status;
+            }
+            assert!(from.elapsed() < timeout, "still running {timeout:?} later");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let took = from.elapsed();
+        std::thread::sleep(Duration::from_millis(300));
+        while let Ok(text) = self.log.try_recv() {
+            self.text = text;
+        }
+        (status, took)
+    }
+}
+
+/// A 2 MiB body (printed as a base64 object line: far more than a pipe holds)
+/// and two small ones.
+fn big_urls(port: u16) -> Vec<String> {
+    ["big", "small", "chunked"]
+        .iter()
+        .map(|path| format!("http://127.0.0.1:{port}/{path}"))
+        .collect()
+}
+
+#[test]
+fn sighup_does_not_stop_the_agent() {
+    if !common::can_run("sighup_does_not_stop_the_agent") {
+        return;
+    }
+    let _serial = common::serial();
+    let (_server, port) = plain_server();
+    let mut agent = Unread::start(&[format!("http://127.0.0.1:{port}/small")]);
+    agent.signal(libc::SIGHUP);
+    agent.wait_log("config reloaded: stores unchanged", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.agent.try_wait().expect("wait agent").is_none(),
+        "SIGHUP stopped the agent:\n{}",
+        agent.text
+    );
+    agent.signal(libc::SIGTERM);
+    let (status, _) = agent.exit_within(STOP_DEADLINE);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_second_sigterm_while_stopping_exits_at_once() {
+    if !common::can_run("a_second_sigterm_while_stopping_exits_at_once") {
+        return;
+    }
+    let _serial = common::serial();
+    let (_server, port) = plain_server();
+    let mut agent = Unread::start(&big_urls(port));
+    std::thread::sleep(Duration::from_secs(2));
+    agent.signal(libc::SIGTERM);
+    agent.wait_log("stopping", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        agent.agent.try_wait().expect("wait agent").is_none(),
+        "still flushing to the stalled reader"
+    );
+    agent.signal(libc::SIGTERM);
+    // Without the forced exit the stop would wait for its deadline. What is left
+    // after the agent's own exit is the kernel detaching its probes (an RCU grace
+    // period per uprobe, overlapped by closing them in parallel): about 1-3 s here.
+    let (status, took) = agent.exit_within(STOP_DEADLINE);
+    assert_eq!(status.code(), Some(143), "forced exit status");
+    assert!(
+        took < STOP_DEADLINE / 3,
+        "took {took:?}, the stop deadline is {STOP_DEADLINE:?}"
+    );
+    assert!(
+        agent
+            .text
+            .contains("second signal while stopping; exiting now"),
+        "{}",
+        agent.text
+    );
+}
+
 #[test]
 fn a_stalled_stdout_reader_cannot_hold_up_sigterm() {
     if !common::can_run("a_stalled_stdout_reader_cannot_hold_up_sigterm") {
@@ -212,62 +365,11 @@ fn a_stalled_stdout_reader_cannot_hold_up_sigterm() {
     }
     let _serial = common::serial();
     let (_server, port) = plain_server();
-    // Three 2 MiB bodies, each printed as a base64 object line: far more than a
-    // pipe holds.
-    let mut curl = Gated::stdin("curl", &["-s", "-o", "/dev/null", "-K", "-"]);
-    // The embedded default config: events and objects to stdout. stdout is a
-    // pipe this test never reads.
-    let mut cmd = Command::new(common::cargo_bin("tapwire"));
-    cmd.args(["--pid", &curl.pid().to_string()])
-        .env_remove("TAPWIRE_DEBUG_CAPTURE")
-        .env_remove("TAPWIRE_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut agent = common::guard(&mut cmd).spawn().expect("spawn tapwire");
-    let mut stderr = agent.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut text = String::new();
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
-            let _ = tx.send(text.clone());
-        }
-    });
-    let mut log = String::new();
-    let until = Instant::now() + Duration::from_secs(60);
-    while !log.contains("capture ready") {
-        assert!(Instant::now() < until, "agent not ready: {log}");
-        if let Ok(text) = rx.recv_timeout(Duration::from_millis(100)) {
-            log = text;
-        }
-    }
-    let url = format!("http://127.0.0.1:{port}/big");
-    curl.go_with(format!("url = \"{url}\"\nurl = \"{url}?2\"\nurl = \"{url}?3\"\n").as_bytes());
-    curl.finish(Duration::from_secs(60));
+    let mut agent = Unread::start(&big_urls(port));
     std::thread::sleep(Duration::from_secs(2));
-
-    let signalled = Instant::now();
-    // SAFETY: plain kill of our child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let status = loop {
-        if let Some(status) = agent.try_wait().expect("wait agent") {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < STOP_DEADLINE,
-            "still running {STOP_DEADLINE:?} after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let took = signalled.elapsed();
-    std::thread::sleep(Duration::from_millis(300));
-    while let Ok(text) = rx.try_recv() {
-        log = text;
-    }
+    agent.signal(libc::SIGTERM);
+    let (status, took) = agent.exit_within(STOP_DEADLINE);
+    let log = agent.text.clone();
     assert!(status.success(), "exit status {status}; stderr:\n{log}");
     assert!(took < STOP_DEADLINE, "stopped in {took:?}");
     assert!(

@@ -4,8 +4,11 @@
 //!   bcc's sslsniff, on loopback, in interleaved rounds.
 //! - [`capacity`]: what the data plane takes without the kernel, and where it
 //!   starts dropping.
+//! - [`late_files`]: the window from a program loading a TLS library tapwire
+//!   has not seen to that file's probes being live.
 //! - [`report`]: the markdown table and PNG chart in `perf/results/`.
 
 pub mod capacity;
+pub mod late_files;
 pub mod overhead;
 pub mod report;

@@ -19,7 +19,7 @@ pub mod stores;
 pub use handoff::{Receipt, Ticket};
 pub use pulse::{PulseError, PulseStore};
 pub use s3::{S3Error, S3Store};
-pub use stores::{StoreStartError, Stores};
+pub use stores::{StartContext, StoreStartError, Stores};
 
 use std::time::Duration;
 
@@ -131,4 +131,9 @@ pub trait ObjectStore: Send + Sync {
     fn stats(&self) -> StoreStats;
     /// Delivers (or spools) what is queued, waiting at most `deadline`, then stops.
     fn shutdown(&self, deadline: Duration);
+    /// Whether the store has reached its destination since it started (the
+    /// agent's `/readyz`); stores with nothing to reach are ready at once.
+    fn reached_destination(&self) -> bool {
+        true
+    }
 }

@@ -309,3 +309,77 @@ fn start_up_errors_name_the_store_and_the_problem() {
         "store `pulse-test`: environment variable `TAPWIRE_TEST_PULSE_TOKEN_NEVER_SET` for `token` is not set"
     );
 }
+
+/// A redirect is not followed: following it would turn the POST into a GET whose
+/// `2xx` would count the batch as delivered.
+#[test]
+fn a_redirect_is_an_answer_not_a_delivery() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().expect("clone");
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    log.lock().unwrap().push(line.trim_end().to_owned());
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{port}/elsewhere\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let store =
+        PulseStore::start(&config(format!("http://127.0.0.1:{port}"), 100, 50)).expect("start");
+    for i in 0..3 {
+        store.emit(Bytes::from(event(i)));
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while store.stats().dropped < 3 {
+        assert!(std::time::Instant::now() < until, "{:?}", store.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    store.shutdown(Duration::from_secs(1));
+    let stats = store.stats();
+    assert_eq!(
+        (stats.stored, stats.dropped, stats.drops.refused),
+        (0, 3, 3),
+        "{stats:?}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        ["POST /events HTTP/1.1"],
+        "the redirect was not followed"
+    );
+}

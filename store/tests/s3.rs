@@ -261,6 +261,25 @@ fn https_verifies_the_certificate_against_the_system_roots() {
     );
 }
 
+/// `ca_file` adds a private CA: the same self-signed server is trusted with it.
+#[test]
+fn https_with_ca_file_trusts_a_private_certificate() {
+    let Some(weed) = Weed::start_tls() else {
+        return;
+    };
+    weed.create_bucket("objects");
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = weed.store_config("tls-ca", "objects", spool.path());
+    cfg.endpoint = weed.tls_endpoint();
+    cfg.insecure = false;
+    cfg.ca_file = Some(weed.dir().join("cert.pem").display().to_string());
+    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start with ca_file: {e:#}"));
+    store.put(Object::new("text/plain", Bytes::from_static(b"over https")));
+    wait_until_settled(&store);
+    assert_eq!(store.stats().stored, 1, "{:?}", store.stats());
+    store.shutdown(Duration::from_secs(5));
+}
+
 #[test]
 fn the_feeder_exits_non_zero_without_panicking_on_a_wrong_secret() {
     let Some(weed) = Weed::start() else { return };

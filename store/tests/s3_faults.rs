@@ -271,3 +271,89 @@ fn a_full_spool_filesystem_refuses_only_what_the_counters_report() {
     let kept_objects: Vec<Vec<u8>> = kept.iter().map(|&i| objects[i].clone()).collect();
     assert_all_stored(&weed, "full", &kept_objects);
 }
+
+/// The headers S3 sees: a session token and server-side encryption are sent and
+/// signed, and the signed host is the `Host` sent (here with an uppercase name,
+/// which the URL lowercases).
+#[test]
+fn session_token_and_encryption_are_sent_and_signed() {
+    let Some(weed) = Weed::start() else { return };
+    weed.create_bucket("sse");
+    let proxy = FaultProxy::start(&weed.endpoint());
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = proxied(&weed, &proxy, "sse", "sse", spool.path());
+    let port = proxy
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    cfg.endpoint = format!("LOCALHOST:{port}");
+    cfg.startup_check = tapwire_store::config::StartupCheck::Warn;
+    cfg.session_token = Some(tapwire_store::config::Secret {
+        source: tapwire_store::config::SecretSource::Text,
+        value: "session-token-123".to_owned(),
+    });
+    cfg.server_side_encryption = Some(tapwire_store::config::ServerSideEncryption::Kms);
+    cfg.kms_key_id = Some("key-42".to_owned());
+    // Answer everything with 403: only the requests matter here.
+    proxy.set(Fault::Forbidden);
+    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
+    store.put(Object::new(
+        "text/plain",
+        Bytes::from_static(b"encrypted please"),
+    ));
+    let until = Instant::now() + Duration::from_secs(10);
+    let put = loop {
+        let heads = proxy.heads.lock().expect("heads").clone();
+        if let Some(put) = heads.into_iter().find(|h| h.starts_with("PUT ")) {
+            break put;
+        }
+        assert!(Instant::now() < until, "no PUT reached the proxy");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    store.shutdown(Duration::from_secs(1));
+    let header = |name: &str| {
+        put.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no `{name}` in {put}"))
+    };
+    assert_eq!(header("host"), format!("localhost:{port}"));
+    assert_eq!(header("x-amz-security-token"), "session-token-123");
+    assert_eq!(header("x-amz-server-side-encryption"), "aws:kms");
+    assert_eq!(
+        header("x-amz-server-side-encryption-aws-kms-key-id"),
+        "key-42"
+    );
+    let authorization = header("authorization");
+    let signed = authorization
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("SignedHeaders");
+    for name in [
+        "host",
+        "x-amz-security-token",
+        "x-amz-server-side-encryption",
+        "x-amz-server-side-encryption-aws-kms-key-id",
+    ] {
+        assert!(
+            signed.split(';').any(|s| s == name),
+            "{name} not signed: {signed}"
+        );
+    }
+    // The bucket check (a GET) carries the token but asks for no encryption.
+    let get = proxy.heads.lock().expect("heads")[0].clone();
+    assert!(get.starts_with("GET "), "{get}");
+    assert!(
+        get.to_ascii_lowercase()
+            .contains("x-amz-security-token: session-token-123")
+    );
+    assert!(
+        !get.to_ascii_lowercase()
+            .contains("x-amz-server-side-encryption")
+    );
+}

@@ -44,6 +44,8 @@ impl Agent {
         cmd.args(args)
             .env_remove("TAPWIRE_DEBUG_CAPTURE")
             .env_remove("TAPWIRE_CONFIG")
+            // Agents of tests running at once each take a free status port.
+            .env("TAPWIRE_HTTPD_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -125,10 +127,20 @@ impl Agent {
     /// [`Agent::stop_with`]); panics if there is none.
     pub fn stopped_counters(stderr: &[String]) -> Value {
         let plain: Vec<String> = stderr.iter().map(|l| without_ansi(l)).collect();
+        // Console lines: `… stopped counters={…}`; JSON lines (stderr not a
+        // terminal): `{"message":"stopped","counters":"{…}",…}`.
+        let from_json = |l: &String| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["message"] == "stopped").then(|| v["counters"].as_str().map(str::to_owned))?
+        };
         let json = plain
             .iter()
             .rev()
-            .find_map(|l| l.split_once(" stopped counters=").map(|(_, json)| json))
+            .find_map(|l| {
+                l.split_once(" stopped counters=")
+                    .map(|(_, json)| json.to_owned())
+                    .or_else(|| from_json(l))
+            })
             .unwrap_or_else(|| panic!("no `stopped` line; stderr:\n{}", plain.join("\n")));
         serde_json::from_str(json.trim()).expect("stopped counters are JSON")
     }

@@ -3,7 +3,7 @@
 //! `--cgroup` without knowing their pids in advance or pausing them.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::path_str;
@@ -56,6 +56,18 @@ impl Cgroup {
             });
         }
         cmd
+    }
+
+    /// Starts `program args…` in this cgroup at once, stdout and stderr
+    /// piped: a client started the way a user starts it.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> Child {
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"))
     }
 }
 

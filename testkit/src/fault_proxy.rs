@@ -5,8 +5,8 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the proxy does with each request.
@@ -28,6 +28,8 @@ pub struct FaultProxy {
     stop: Arc<AtomicBool>,
     /// Requests answered with a fault (403 or silence).
     pub faulted: Arc<AtomicU64>,
+    /// Every request head seen, in order (method line and headers).
+    pub heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl FaultProxy {
@@ -39,19 +41,26 @@ impl FaultProxy {
         let fault = Arc::new(AtomicU8::new(Fault::None as u8));
         let stop = Arc::new(AtomicBool::new(false));
         let faulted = Arc::new(AtomicU64::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let upstream = upstream.to_owned();
-        let (f, s, n) = (Arc::clone(&fault), Arc::clone(&stop), Arc::clone(&faulted));
+        let (f, s, n, h) = (
+            Arc::clone(&fault),
+            Arc::clone(&stop),
+            Arc::clone(&faulted),
+            Arc::clone(&heads),
+        );
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) => {
-                        let (f, s, n, up) = (
-                            Arc::clone(&f),
-                            Arc::clone(&s),
-                            Arc::clone(&n),
-                            upstream.clone(),
-                        );
-                        std::thread::spawn(move || serve(client, &up, &f, &s, &n));
+                        let seen = Seen {
+                            fault: Arc::clone(&f),
+                            stop: Arc::clone(&s),
+                            faulted: Arc::clone(&n),
+                            heads: Arc::clone(&h),
+                        };
+                        let up = upstream.clone();
+                        std::thread::spawn(move || serve(client, &up, &seen));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -62,6 +71,7 @@ impl FaultProxy {
             fault,
             stop,
             faulted,
+            heads,
         }
     }
 
@@ -128,13 +138,16 @@ fn read_response(upstream: TcpStream) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn serve(
-    client: TcpStream,
-    upstream: &str,
-    fault: &AtomicU8,
-    stop: &AtomicBool,
-    faulted: &AtomicU64,
-) {
+/// What a connection's thread shares with the proxy.
+struct Seen {
+    fault: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    faulted: Arc<AtomicU64>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+fn serve(client: TcpStream, upstream: &str, seen: &Seen) {
+    let (fault, stop, faulted) = (&*seen.fault, &*seen.stop, &*seen.faulted);
     let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
     let mut writer = client.try_clone().expect("clone client stream");
     let mut reader = BufReader::new(client);
@@ -145,6 +158,9 @@ fn serve(
             }
             continue;
         };
+        if let Ok(mut heads) = seen.heads.lock() {
+            heads.push(String::from_utf8_lossy(&head).into_owned());
+        }
         match fault.load(Ordering::Relaxed) {
             1 => {
                 faulted.fetch_add(1, Ordering::Relaxed);

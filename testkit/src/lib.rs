@@ -12,6 +12,8 @@
 //! - [`golang`]: the Go TLS peers in `testkit/go/`, built with the system's Go.
 //! - [`weed`]: a real S3 server (SeaweedFS) on loopback.
 //! - [`fault_proxy`]: a fault-injecting proxy (403s, a blackhole) in front of it.
+//! - [`status`]: the agent's status server (`/metrics` parsed by Python's
+//!   `prometheus_client`), a plain HTTP client to capture.
 //!
 //! Everything is re-exported at the root, so a suite's `tests/common/mod.rs` is a
 //! single `pub use tapwire_testkit::*;`.
@@ -25,6 +27,7 @@ pub mod net;
 pub mod process;
 pub mod records;
 pub mod servers;
+pub mod status;
 pub mod weed;
 
 pub use agent::*;
@@ -36,6 +39,7 @@ pub use net::*;
 pub use process::*;
 pub use records::*;
 pub use servers::*;
+pub use status::*;
 pub use weed::*;
 
 use std::path::{Path, PathBuf};

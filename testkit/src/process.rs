@@ -179,24 +179,30 @@ fn take_output(child: &mut Child) -> std::process::Output {
 /// Runs `cmd` to completion (killed after `timeout`); panics on failure and
 /// returns its stdout.
 pub fn run_ok(mut cmd: Command, timeout: Duration) -> Vec<u8> {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+    finish(child, timeout)
+}
+
+/// Waits for `child` to finish (killed after `timeout`); panics on failure
+/// and returns its stdout.
+pub fn finish(mut child: Child, timeout: Duration) -> Vec<u8> {
     let start = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
+            panic!("child {} did not finish within {timeout:?}", child.id());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = child.wait_with_output().expect("output");
     assert!(
         out.status.success(),
-        "{cmd:?} failed: {}\n{}",
+        "child failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );

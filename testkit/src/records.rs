@@ -134,3 +134,23 @@ pub fn transactions_of(lines: &[Value], pid: u32) -> Vec<Value> {
         .cloned()
         .collect()
 }
+
+/// The value of header `name` (ASCII case-insensitive; repeats joined with
+/// `, `) in `txn`'s header object `role` (`request_headers` or
+/// `response_headers`): an HTTP/1 head after its start line, or HTTP/2
+/// `name: value` lines.
+pub fn header_of(
+    objects: &std::collections::HashMap<String, Vec<u8>>,
+    txn: &Value,
+    role: &str,
+    name: &str,
+) -> Option<String> {
+    let head = String::from_utf8_lossy(object_of(objects, txn, role)).into_owned();
+    let values: Vec<&str> = head
+        .split("\r\n")
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}

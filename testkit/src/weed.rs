@@ -102,6 +102,9 @@ impl Weed {
                 ])
                 .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
                 .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                // A leaf, not a CA, so that a client may trust it directly
+                // (`ca_file`): webpki refuses a CA certificate as a server's.
+                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
                 .arg("-keyout")
                 .arg(d.join("key.pem"))
                 .arg("-out")

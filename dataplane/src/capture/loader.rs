@@ -23,7 +23,7 @@ use aya::{
 };
 use tapwire_common::{
     DropReason,
-    config::{Config, Exclusion, FLAG_SELECTION},
+    config::{Config, Exclusion, FLAG_SELECTION, capture},
 };
 
 use super::{
@@ -101,6 +101,9 @@ pub struct Options {
     pub ring_bytes: u32,
     /// See [`WAKE_DIVISOR`].
     pub wake_divisor: u32,
+    /// Which connections the probes capture: `tapwire_common::config::capture`
+    /// bits (direction, loopback).
+    pub capture: u32,
     /// Where process attributes are kept, for whoever writes events.
     pub processes: std::sync::Arc<super::procs::ProcessTable>,
 }
@@ -111,6 +114,7 @@ impl Default for Options {
             selection: Selection::default(),
             ring_bytes: RING_BYTES_PER_CPU,
             wake_divisor: WAKE_DIVISOR,
+            capture: capture::ALL_DIRECTIONS,
             processes: std::sync::Arc::default(),
         }
     }
@@ -274,6 +278,9 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
     if EBPF_OBJECT.is_empty() {
         return Err(LoaderError::NoObject);
     }
+    if let Err(e) = raise_memlock() {
+        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; continuing (memcg accounting)");
+    }
     super::kernel::check()?;
     ensure_tracefs()?;
     let offsets = KernelBtf::load(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
@@ -287,7 +294,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
         // The kernel's tgid of this process: the agent runs in the host's pid
         // namespace (as `--pid` requires).
         agent_tgid: std::process::id(),
-        _pad0: 0,
+        capture: opts.capture,
     };
     let mut cfg_map: Array<_, Config> =
         Array::try_from(map_mut(&mut ebpf, "CONFIG")?).map_err(|source| LoaderError::Map {
@@ -322,6 +329,10 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
             rings.push(CpuRing { cpu, ring });
         }
     }
+
+    // Connections the agent opened before the probes ran (a store's start-up
+    // check, kept alive in its pool): their peers are left out too.
+    seed_agent_ports(&mut ebpf)?;
 
     // Selection maps before the tracepoints start acting on them.
     let resolved = opts.selection.resolve()?;
@@ -382,6 +393,57 @@ where
         .ok_or(LoaderError::MissingProgram(name))?;
     p.try_into()
         .map_err(|source| LoaderError::Program { name, source })
+}
+
+/// Local ports of this process's open TCP sockets: its fds' socket inodes
+/// looked up in `/proc/self/net/tcp{,6}`.
+fn own_tcp_ports() -> HashSet<u16> {
+    let inodes: HashSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut ports = HashSet::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(inode)) = (fields.get(1), fields.get(9)) else {
+                continue;
+            };
+            let port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if let (Some(port), Ok(inode)) = (port, inode.parse::<u64>())
+                && inodes.contains(&inode)
+            {
+                ports.insert(port);
+            }
+        }
+    }
+    ports
+}
+
+fn seed_agent_ports(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+    let err = |source| LoaderError::Map {
+        name: "AGENT_PORTS",
+        source,
+    };
+    let mut map: BpfHashMap<_, u32, u8> =
+        BpfHashMap::try_from(map_mut(ebpf, "AGENT_PORTS")?).map_err(err)?;
+    for port in own_tcp_ports() {
+        map.insert(u32::from(port), 0, 0).map_err(err)?;
+    }
+    Ok(())
 }
 
 fn seed_selection(ebpf: &mut Ebpf, r: &Resolved) -> Result<(), LoaderError> {
@@ -541,4 +603,17 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Raises RLIMIT_MEMLOCK (needed before kernel 5.11's memcg accounting).
+fn raise_memlock() -> std::io::Result<()> {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `rlim` is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -20,7 +20,6 @@
 //! detaches everything.
 
 pub mod btf;
-pub mod debug;
 pub mod golang;
 pub mod images;
 pub mod kernel;
@@ -28,10 +27,12 @@ pub mod libraries;
 pub mod loader;
 pub mod placement;
 pub mod procs;
+pub mod records;
 pub mod ring;
 pub mod selection;
 pub mod sendfile;
 pub mod targets;
+pub mod teardown;
 
 use std::{
     fs::File,

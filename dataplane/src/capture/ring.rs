@@ -146,7 +146,9 @@ where
                 let timeout_ms = POLL_INTERVAL.as_millis() as i32;
                 // SAFETY: epoll_event is plain data.
                 let mut events: [libc::epoll_event; 1] = unsafe { std::mem::zeroed() };
+                let mut beat = crate::status::health::register(format!("ring-{cpu}"));
                 loop {
+                    beat.beat();
                     let (mut records, mut bytes, mut errors) = (0u64, 0u64, 0u64);
                     while let Some(item) = ring.next() {
                         bytes += item.len() as u64;

@@ -6,7 +6,8 @@ use std::path::Path;
 use super::locate::{Segment, Target, locate};
 use tapwire_store::config::{At, EntryError, EventStoreConfig, KeyPart, ObjectStoreConfig};
 
-use super::model::{Config, RawConfig, Services};
+use super::model::{Config, GroupFilter, RawConfig, Services, Tap};
+use crate::plugins::{PathStep, Refusal};
 
 /// The only `version` this loader reads.
 const SUPPORTED_VERSION: u32 = 2;
@@ -93,39 +94,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         )?,
     };
 
-    let stack_exists = |name: &str| raw.stacks.contains_key(name);
-    if let Some(http) = &raw.tap.http
-        && !stack_exists(&http.stack)
-    {
-        let path = [
-            Segment::Key("tap"),
-            Segment::Key("http"),
-            Segment::Key("stack"),
-        ];
-        return Err(invalid_at(
-            &path,
-            Target::Value,
-            format!("unknown stack `{}`", http.stack),
-        ));
-    }
-    for (i, endpoint) in raw.tap.endpoints.iter().enumerate() {
-        if let Some(http) = &endpoint.http
-            && !stack_exists(&http.stack)
-        {
-            let path = [
-                Segment::Key("tap"),
-                Segment::Key("endpoints"),
-                Segment::Index(i),
-                Segment::Key("http"),
-                Segment::Key("stack"),
-            ];
-            return Err(invalid_at(
-                &path,
-                Target::Value,
-                format!("unknown stack `{}`", http.stack),
-            ));
-        }
-    }
+    refuse_unapplied_tap(&raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
+    let http =
+        crate::plugins::compile(&raw.stacks, &raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
 
     if let Some(budget) = raw.tapwire.memory_budget
         && budget.0 < crate::pipeline::budget::MIN_MEMORY_BUDGET as u64
@@ -154,8 +125,75 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         services,
         stacks: raw.stacks,
         tap: raw.tap,
+        http,
         tapwire: raw.tapwire,
     })
+}
+
+/// Refuses `tap` settings this version does not apply, rather than accept
+/// and ignore them.
+fn refuse_unapplied_tap(tap: &Tap) -> Result<(), Refusal> {
+    let not_yet = |path: Vec<PathStep>, what: &str| Refusal {
+        path,
+        at_key: true,
+        message: format!("{what} is not applied by this version of tapwire"),
+    };
+    let key = |k: &str| PathStep::Key(k.to_owned());
+    if tap.audit_include_dns {
+        return Err(Refusal {
+            path: vec![key("tap"), key("audit_include_dns")],
+            at_key: false,
+            message: "`true` needs DNS capture, which tapwire does not have".to_owned(),
+        });
+    }
+    if !tap.endpoints.is_empty() {
+        return Err(not_yet(
+            vec![key("tap"), key("endpoints")],
+            "a per-domain stack (`endpoints`)",
+        ));
+    }
+    for (i, group) in tap.filters.groups.iter().enumerate() {
+        if *group != GroupFilter::Qpoint {
+            return Err(Refusal {
+                path: vec![
+                    key("tap"),
+                    key("filters"),
+                    key("groups"),
+                    PathStep::Index(i),
+                ],
+                at_key: false,
+                message: format!(
+                    "filter group `{}` is not applied by this version of tapwire \
+                     (`qpoint` is: the agent never captures itself)",
+                    group.name()
+                ),
+            });
+        }
+    }
+    if !tap.filters.custom.is_empty() {
+        return Err(not_yet(
+            vec![key("tap"), key("filters"), key("custom")],
+            "a custom process filter",
+        ));
+    }
+    Ok(())
+}
+
+/// A refusal from a later check, located in the text.
+fn refusal(
+    r: &Refusal,
+    invalid_at: &dyn Fn(&[Segment<'_>], Target, String) -> ConfigError,
+) -> ConfigError {
+    let path: Vec<Segment<'_>> = r
+        .path
+        .iter()
+        .map(|step| match step {
+            PathStep::Key(k) => Segment::Key(k),
+            PathStep::Index(i) => Segment::Index(*i),
+        })
+        .collect();
+    let target = if r.at_key { Target::Key } else { Target::Value };
+    invalid_at(&path, target, r.message.clone())
 }
 
 /// Checks one store list: ids unique within it, keys fitting each store's type.

@@ -7,7 +7,7 @@ mod model;
 
 pub use load::{ConfigError, load_file, parse};
 pub use model::{
-    ByteSize, Config, CustomFilter, Direction, Endpoint, Filters, GroupFilter, HttpTap,
+    ByteSize, Config, CustomFilter, Direction, Endpoint, Filters, GroupFilter, HttpTap, Layer,
     MatchStrategy, Plugin, Seconds, Services, Stack, Tap, Tapwire,
 };
 

@@ -16,6 +16,8 @@ pub struct Config {
     pub stacks: BTreeMap<String, Stack>,
     /// What to capture.
     pub tap: Tap,
+    /// What each HTTP transaction becomes, compiled from `stacks` and `tap.http`.
+    pub http: crate::plugins::HttpPlan,
     /// tapwire's own settings (not in Qtap's format).
     pub tapwire: Tapwire,
 }
@@ -205,117 +207,156 @@ pub struct Plugin {
 }
 
 /// `tap`: what to capture.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tap {
-    /// Which connections: `egress` (outbound), `ingress` (inbound), `all` (default),
-    /// `egress-external`, `egress-internal`.
+    /// Which connections: `all` (default), `ingress`, `egress`, `egress-internal`,
+    /// `egress-external`.
     #[serde(default)]
     pub direction: Direction,
-    /// Skip connections to and from loopback addresses (default `false`).
+    /// Leave out connections whose peer is a loopback address (default `false`).
     #[serde(default)]
     pub ignore_loopback: bool,
-    /// Include DNS lookups in audit events (default `false`).
+    /// Connection events for DNS; refused while tapwire has no DNS capture.
     #[serde(default)]
     pub audit_include_dns: bool,
-    /// HTTP processing: which stack handles HTTP traffic.
+    /// Which stack handles HTTP traffic.
     #[serde(default)]
     pub http: Option<HttpTap>,
-    /// Processes to leave out (or, with `only`, to keep).
+    /// Processes to leave out.
     #[serde(default)]
     pub filters: Filters,
-    /// Per-domain overrides.
+    /// Per-domain stacks.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
 }
 
-impl Default for Tap {
-    fn default() -> Self {
-        Self {
-            direction: Direction::All,
-            ignore_loopback: false,
-            audit_include_dns: false,
-            http: None,
-            filters: Filters::default(),
-            endpoints: Vec::new(),
+/// Connection directions to capture, in Qtap's words. A client connection is
+/// `egress-internal` when its peer is a loopback, RFC 1918, RFC 4193,
+/// link-local or CGNAT address, else `egress-external`; a server connection is
+/// `ingress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Every connection.
+    #[default]
+    All,
+    /// Connections this host accepts.
+    Ingress,
+    /// Connections this host opens.
+    Egress,
+    /// Connections this host opens to internal addresses.
+    EgressInternal,
+    /// Connections this host opens to other addresses.
+    EgressExternal,
+}
+
+impl Direction {
+    /// The word as written in `qpoint.yaml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+            Self::EgressInternal => "egress-internal",
+            Self::EgressExternal => "egress-external",
         }
     }
 }
 
-/// Connection directions to capture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    /// Connections this host opens.
-    Egress,
-    /// Outbound connections to non-private addresses.
-    EgressExternal,
-    /// Outbound connections to private addresses.
-    EgressInternal,
-    /// Connections this host accepts.
-    Ingress,
-    /// Both.
-    #[default]
-    All,
-}
-
-/// `tap.http`.
+/// `tap.http` (and `tap.endpoints[].http`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTap {
-    /// Name of a stack under `stacks`.
+    /// Name of a stack under `stacks`; `""` or `none`: no stack.
     pub stack: String,
 }
 
-/// `tap.filters`.
+/// `tap.filters`: processes to leave out.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filters {
-    /// Built-in process groups to leave out.
+    /// Predefined groups.
     #[serde(default)]
     pub groups: Vec<GroupFilter>,
-    /// Executables to leave out, or with `only: true` to keep exclusively.
+    /// Executables.
     #[serde(default)]
     pub custom: Vec<CustomFilter>,
 }
 
-/// Built-in process groups.
+/// Qtap's predefined process groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum GroupFilter {
-    /// The agent itself (always left out).
+    /// The agent itself (always left out, whatever the file says).
     Qpoint,
-    /// Kubernetes system processes (kubelet, containerd, …).
+    /// Kubernetes node processes (kubelet, kube-proxy, …).
     Kubernetes,
-    /// Container runtimes.
-    Container,
+    /// containerd, dockerd, runc; `container` is the documented alias.
+    #[serde(alias = "container")]
+    ContainerRuntimes,
+    /// GKE node agents.
+    Gke,
+    /// EKS node agents.
+    Eks,
+}
+
+impl GroupFilter {
+    /// The group's name as written (canonical spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Qpoint => "qpoint",
+            Self::Kubernetes => "kubernetes",
+            Self::ContainerRuntimes => "container-runtimes",
+            Self::Gke => "gke",
+            Self::Eks => "eks",
+        }
+    }
 }
 
 /// One `tap.filters.custom[]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomFilter {
-    /// Executable path (or prefix/pattern, per `strategy`).
+    /// Executable path or pattern, per `strategy`.
     pub exe: String,
-    /// How `exe` is matched (default `exact`).
+    /// How `exe` matches (default `suffix`).
     #[serde(default)]
     pub strategy: MatchStrategy,
-    /// `true`: capture only matching processes; `false` (default): leave them out.
+    /// Layers to skip; omitted: the whole process.
     #[serde(default)]
-    pub only: bool,
+    pub only: Option<Vec<Layer>>,
 }
 
-/// How a filter's `exe` matches.
+/// How a filter's `exe` matches the executable path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchStrategy {
-    /// The whole path.
-    #[default]
+    /// The whole path (case-insensitive).
     Exact,
-    /// The path starts with `exe`.
+    /// The path starts with `exe` (case-insensitive).
     Prefix,
-    /// `exe` is a regular expression.
+    /// The path ends with `exe` (case-insensitive); the default, as in Qtap.
+    #[default]
+    Suffix,
+    /// The path contains `exe` (case-insensitive).
+    Contains,
+    /// `exe` is a regular expression (case-sensitive).
     Regex,
+}
+
+/// A capture layer a filter can skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// Payload capture.
+    Data,
+    /// TLS plaintext.
+    Tls,
+    /// HTTP parsing.
+    Http,
+    /// DNS (tapwire has no DNS capture: nothing to skip).
+    Dns,
 }
 
 /// One `tap.endpoints[]` entry: settings for one domain.
@@ -324,7 +365,7 @@ pub enum MatchStrategy {
 pub struct Endpoint {
     /// The domain (`api.example.com`).
     pub domain: String,
-    /// HTTP processing for this domain.
+    /// HTTP stack for this domain.
     #[serde(default)]
     pub http: Option<HttpTap>,
 }

@@ -14,6 +14,7 @@
 //! - [`input`]: the decoded record a shard consumes.
 
 pub mod budget;
+pub mod event_fields;
 pub mod input;
 pub mod output;
 pub mod queue;

@@ -11,7 +11,7 @@
 //! is nowhere. A shard's events leave in the order it made them.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use crate::capture::procs::ProcessTable;
 
 use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
+use crate::attribution::{AttributionCache, Origin};
 
 /// Events a shard holds for their objects at most; past it the shard waits for
 /// the stores (and its queues push back on the readers) rather than hold more.
@@ -39,6 +40,8 @@ pub struct Fanout {
     pub objects: Vec<Arc<dyn ObjectStore>>,
     /// Executables by pid, taken at exec by capture.
     pub processes: Arc<ProcessTable>,
+    /// What each HTTP transaction becomes (the plugin stack).
+    pub http: crate::plugins::HttpPlan,
 }
 
 /// Events waiting for their objects to be kept, oldest first.
@@ -57,10 +60,18 @@ impl Fanout {
     /// Hands one shard output's objects to every object store and holds its
     /// event until they are kept (see the module doc); emits whatever held
     /// events are ready.
-    pub fn deliver(&self, mut item: Output, held: &mut Held) {
+    pub fn deliver(&self, mut item: Output, look: &mut Lookups, held: &mut Held) {
+        if matches!(item, Output::Txn(_)) && !self.http.objects && !self.http.events {
+            return;
+        }
         let receipt = Receipt::new();
         let mut refs = Vec::new();
         if let Output::Txn(txn) = &mut item {
+            crate::status::http_metrics::observe(txn);
+        }
+        if let Output::Txn(txn) = &mut item
+            && self.http.objects
+        {
             for (i, (role, content_type, bytes)) in txn.take_objects().into_iter().enumerate() {
                 let object = Object::new(content_type, bytes);
                 let url = self
@@ -81,7 +92,7 @@ impl Fanout {
             }
         }
         while held.queue.len() >= MAX_HELD_EVENTS {
-            self.release(held, false);
+            self.release(look, held, false);
             if held.queue.len() >= MAX_HELD_EVENTS {
                 std::thread::sleep(HELD_WAIT);
             }
@@ -91,13 +102,13 @@ impl Fanout {
             item,
             refs,
         });
-        self.release(held, false);
+        self.release(look, held, false);
     }
 
     /// Emits held events from the oldest while their objects are settled; with
     /// `force`, emits them all (unsettled objects reported as not kept).
     /// Returns how many were forced out.
-    pub fn release(&self, held: &mut Held, force: bool) -> usize {
+    pub fn release(&self, look: &mut Lookups, held: &mut Held, force: bool) -> usize {
         let mut forced = 0;
         while let Some(front) = held.queue.front() {
             let settled = front.receipt.settled();
@@ -119,16 +130,38 @@ impl Fanout {
                     r.url = None;
                 }
             }
-            self.emit(item, &refs);
+            self.emit(item, &refs, look);
         }
         forced
     }
 
-    fn emit(&self, item: Output, refs: &[ObjectRef]) {
+    fn emit(&self, item: Output, refs: &[ObjectRef], look: &mut Lookups) {
         let event = match item {
-            Output::Txn(txn) => txn.event_json(refs, self.processes.exe(txn.conn.pid).as_deref()),
-            Output::Opened(info) => super::txn::open_event_json(&info),
-            Output::Closed(summary) => summary.event_json(),
+            Output::Txn(_) if !self.http.events => return,
+            Output::Txn(txn) => {
+                let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
+                let origin = Origin {
+                    host: &look.host,
+                    place: &place,
+                };
+                txn.event_json(refs, self.processes.exe(txn.conn.pid).as_deref(), &origin)
+            }
+            Output::Opened(info) => {
+                let place = look.places.get(info.cgroup_id, info.pid);
+                let origin = Origin {
+                    host: &look.host,
+                    place: &place,
+                };
+                super::txn::open_event_json(&info, &origin)
+            }
+            Output::Closed(summary) => {
+                let place = look.places.get(summary.conn.cgroup_id, summary.conn.pid);
+                let origin = Origin {
+                    host: &look.host,
+                    place: &place,
+                };
+                summary.event_json(&origin)
+            }
         };
         let event = Bytes::from(event);
         for store in &self.events {
@@ -137,24 +170,61 @@ impl Fanout {
     }
 }
 
+/// What events say about where a process runs: the node's name, and its
+/// container and pod, read once per cgroup by the shard that first needs it,
+/// after parsing.
+pub struct Lookups {
+    host: String,
+    places: AttributionCache,
+}
+
+impl Lookups {
+    /// The node's name read now; cgroups as they come.
+    pub fn new() -> Self {
+        Self {
+            host: crate::attribution::node_name(),
+            places: AttributionCache::default(),
+        }
+    }
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A shard's sink: delivers each output on the shard's own thread.
+///
+/// The stores sit behind a mutex only this shard takes, once per output, so a
+/// reload can replace them between two deliveries; uncontended, it costs one
+/// atomic exchange on a line this core owns.
 pub struct Deliver {
-    fanout: Fanout,
+    fanout: Arc<Mutex<Fanout>>,
+    look: Lookups,
     held: Held,
 }
 
 impl Deliver {
     /// Delivers to `fanout`.
     pub fn new(fanout: Fanout) -> Self {
+        Self::shared(Arc::new(Mutex::new(fanout)))
+    }
+
+    /// Delivers to whatever stores `slot` holds at the time.
+    pub fn shared(slot: Arc<Mutex<Fanout>>) -> Self {
         Deliver {
-            fanout,
+            fanout: slot,
+            look: Lookups::new(),
             held: Held::default(),
         }
     }
 
     /// Emits the held events whose objects are now kept (call periodically).
     pub fn release_ready(&mut self) {
-        self.fanout.release(&mut self.held, false);
+        let Deliver { fanout, look, held } = self;
+        let fanout = fanout.lock().unwrap_or_else(|e| e.into_inner());
+        fanout.release(look, held, false);
     }
 
     /// At stop: waits up to `deadline` for held events' objects to be kept,
@@ -165,7 +235,11 @@ impl Deliver {
             self.release_ready();
             std::thread::sleep(HELD_WAIT);
         }
-        let forced = self.fanout.release(&mut self.held, true);
+        let Deliver { fanout, look, held } = self;
+        let forced = fanout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(look, held, true);
         if forced > 0 {
             tracing::warn!(
                 events = forced,
@@ -177,6 +251,8 @@ impl Deliver {
 
 impl Sink for Deliver {
     fn send(&mut self, item: Output) {
-        self.fanout.deliver(item, &mut self.held);
+        let Deliver { fanout, look, held } = self;
+        let fanout = fanout.lock().unwrap_or_else(|e| e.into_inner());
+        fanout.deliver(item, look, held);
     }
 }

@@ -180,6 +180,7 @@ pub struct Pipeline {
     reader_counters: Vec<Arc<Mutex<RouterCounters>>>,
     budget: Arc<Budget>,
     plan: Plan,
+    stores: Vec<Arc<Mutex<Fanout>>>,
 }
 
 impl Pipeline {
@@ -204,13 +205,15 @@ impl Pipeline {
         let stop_shards = Arc::new(AtomicBool::new(false));
         let mut shards = Vec::new();
         let mut shard_stats = Vec::new();
+        let mut stores = Vec::new();
         for (i, queues) in consumers.into_iter().enumerate() {
             let stats = Arc::new(Mutex::new(ShardStats::default()));
             shard_stats.push(stats.clone());
             let stop = stop_shards.clone();
             let parked = Arc::new(AtomicBool::new(false));
-            let mut shard =
-                Shard::with_budget(decode, Deliver::new(fanout.clone()), budget.clone());
+            let slot = Arc::new(Mutex::new(fanout.clone()));
+            stores.push(slot.clone());
+            let mut shard = Shard::with_budget(decode, Deliver::shared(slot), budget.clone());
             shard.set_idle_timeout(config.idle_timeout);
             let asleep = parked.clone();
             let handle = std::thread::Builder::new()
@@ -241,8 +244,14 @@ impl Pipeline {
             reader_counters,
             budget,
             plan,
+            stores,
         };
         Ok((pipeline, routers))
+    }
+
+    /// Each shard's stores, which `reload::reload` replaces.
+    pub fn store_slots(&self) -> &[Arc<Mutex<Fanout>>] {
+        &self.stores
     }
 
     /// How the memory budget was split.
@@ -301,6 +310,8 @@ fn run_shard(
     parked: Arc<AtomicBool>,
 ) {
     let mut last_tick = Instant::now();
+    let mut beat =
+        crate::status::health::register(std::thread::current().name().unwrap_or("shard"));
     loop {
         // One clock read per round, not per record.
         let now = now_ns();
@@ -313,7 +324,12 @@ fn run_shard(
                 moved += 1;
             }
         }
+        #[cfg(feature = "fault-injection")]
+        if moved > 0 {
+            crate::status::fault::stall_point("shard");
+        }
         if last_tick.elapsed() >= SHARD_TICK {
+            beat.beat();
             shard.tick(now);
             shard.sink_mut().release_ready();
             *stats.lock().expect("stats lock") = shard.stats;

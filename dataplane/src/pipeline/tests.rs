@@ -5,6 +5,19 @@ use std::net::SocketAddr;
 use super::input::{ConnInfo, Flow, Input, Role};
 use super::shard::{Output, Shard};
 use super::txn::Transaction;
+use crate::attribution::{Attribution, Origin};
+
+/// A node with no container attribution for the processes in these tests.
+const ORIGIN: Origin<'static> = Origin {
+    host: "node-1",
+    place: &Attribution {
+        cgroup: None,
+        container_id: None,
+        container_runtime: None,
+        pod_uid: None,
+        pod_qos: None,
+    },
+};
 
 /// Test frame: kind u8, conn u64, seq u64, ts u64, flow u8, tls u8, payload.
 /// Kinds: 0 open (client), 1 data, 2 close, 3 open of a socket already open
@@ -149,13 +162,21 @@ fn keep_alive_connection_yields_one_transaction_per_request() {
         &txns[0].request.head[..],
         b"GET /one HTTP/1.1\r\nHost: example.test\r\nAuthorization: Bearer s3cret\r\n\r\n"
     );
-    let event = String::from_utf8(txns[0].event_json(&[], Some("/usr/bin/curl"))).unwrap();
+    let event = String::from_utf8(txns[0].event_json(&[], Some("/usr/bin/curl"), &ORIGIN)).unwrap();
     assert!(event.contains("\"exe\":\"/usr/bin/curl\""), "{event}");
-    assert!(
-        event.contains("\"authorization\":\"[redacted]\""),
-        "{event}"
-    );
     assert!(!event.contains("s3cret"), "{event}");
+    let event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(event["schema"], 2);
+    assert_eq!(event["url"], "https://example.test/one");
+    assert_eq!(event["auth_token_source"], "authorization");
+    assert_eq!(event["auth_token_type"], "Bearer");
+    assert_eq!(
+        event["auth_token_mask"],
+        serde_json::Value::Null,
+        "short token"
+    );
+    assert_eq!(event["response_content_type"], "text/plain");
+    assert!(event.get("request_headers").is_none(), "{event}");
 }
 
 #[test]
@@ -276,11 +297,11 @@ fn connection_events_carry_the_documented_fields() {
     let Some(Input::Open(info)) = decode(&frame(0, 4, 0, E, false, b"")) else {
         panic!()
     };
-    let open = String::from_utf8(super::txn::open_event_json(&info)).unwrap();
+    let open = String::from_utf8(super::txn::open_event_json(&info, &ORIGIN)).unwrap();
     assert_eq!(
         open,
         "{\"type\":\"connection\",\"event\":\"open\",\"conn_id\":4,\"pid\":42,\"comm\":\"curl\",\
-         \"cgroup_id\":1,\"role\":\"client\",\"local\":\"127.0.0.1:50000\",\
+         \"cgroup_id\":1,\"host\":\"node-1\",\"role\":\"client\",\"direction\":\"egress-internal\",\"local\":\"127.0.0.1:50000\",\
          \"remote\":\"127.0.0.1:443\"}"
     );
     let close = super::txn::ConnSummary {
@@ -290,11 +311,11 @@ fn connection_events_carry_the_documented_fields() {
         bytes_received: 20,
         close_ns: 2_500_000,
     };
-    let close = String::from_utf8(close.event_json()).unwrap();
+    let close = String::from_utf8(close.event_json(&ORIGIN)).unwrap();
     assert_eq!(
         close,
         "{\"type\":\"connection\",\"event\":\"close\",\"conn_id\":4,\"pid\":42,\"comm\":\"curl\",\
-         \"cgroup_id\":1,\"role\":\"client\",\"local\":\"127.0.0.1:50000\",\
+         \"cgroup_id\":1,\"host\":\"node-1\",\"role\":\"client\",\"direction\":\"egress-internal\",\"local\":\"127.0.0.1:50000\",\
          \"remote\":\"127.0.0.1:443\",\"tls\":true,\"bytes_sent\":10,\"bytes_received\":20,\
          \"duration_ms\":2.5}"
     );

@@ -7,20 +7,18 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::budget::{Budget, Charge};
+use super::event_fields::{self, AuthTokenFields, MaskedTarget, Url, WallTime};
 use super::input::ConnInfo;
+use crate::attribution::Origin;
 
 /// Most body bytes kept per message. Past it the body object is cut there and the
 /// transaction is marked `truncated`; 32 MiB keeps a shard's memory bounded while
 /// covering the bodies users inspect.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
 
-/// Header values never copied into events.
-const REDACTED_HEADERS: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
+/// Version of the `http_transaction` event schema (`docs/stdout.md`). 2: header
+/// maps left events for the header objects, replaced by an allow-list of fields.
+pub const EVENT_SCHEMA: u32 = 2;
 
 /// Application protocol of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -247,13 +245,21 @@ impl Transaction {
         out
     }
 
-    /// The event JSON, with `objects` already stored and the process's executable
-    /// if known.
-    pub fn event_json(&self, objects: &[ObjectRef], exe: Option<&str>) -> Vec<u8> {
+    /// The event JSON, with `objects` already stored, the process's executable
+    /// if known, and where it runs.
+    pub fn event_json(
+        &self,
+        objects: &[ObjectRef],
+        exe: Option<&str>,
+        origin: &Origin<'_>,
+    ) -> Vec<u8> {
         #[derive(Serialize)]
         struct Event<'a> {
             #[serde(rename = "type")]
             kind: &'static str,
+            schema: u32,
+            #[serde(serialize_with = "event_fields::display")]
+            timestamp: WallTime,
             conn_id: u64,
             stream_id: Option<u32>,
             pid: u32,
@@ -261,6 +267,8 @@ impl Transaction {
             comm: &'a str,
             exe: Option<&'a str>,
             cgroup_id: u64,
+            #[serde(flatten)]
+            origin: &'a Origin<'a>,
             direction: &'static str,
             local: String,
             remote: String,
@@ -268,11 +276,17 @@ impl Transaction {
             tls: bool,
             method: &'a str,
             authority: Option<&'a str>,
-            path: &'a str,
+            #[serde(serialize_with = "event_fields::display")]
+            path: MaskedTarget<'a>,
+            #[serde(serialize_with = "event_fields::display")]
+            url: Url<'a>,
             status: Option<u16>,
             grpc_status: Option<u32>,
-            request_headers: serde_json::Map<String, serde_json::Value>,
-            response_headers: serde_json::Map<String, serde_json::Value>,
+            request_content_type: Option<&'a str>,
+            response_content_type: Option<&'a str>,
+            user_agent: Option<&'a str>,
+            #[serde(flatten)]
+            auth_token: Option<AuthTokenFields<'a>>,
             request_header_bytes: u64,
             response_header_bytes: u64,
             request_body_bytes: u64,
@@ -287,6 +301,8 @@ impl Transaction {
         }
         let event = Event {
             kind: "http_transaction",
+            schema: EVENT_SCHEMA,
+            timestamp: WallTime::of_monotonic(self.start_ns),
             conn_id: self.conn.conn_id,
             stream_id: self.stream_id,
             pid: self.conn.pid,
@@ -294,18 +310,27 @@ impl Transaction {
             comm: &self.conn.comm,
             exe,
             cgroup_id: self.conn.cgroup_id,
-            direction: if self.egress { "egress" } else { "ingress" },
+            origin,
+            direction: crate::plan::direction_word(self.egress, self.conn.remote.ip()),
             local: self.conn.local.to_string(),
             remote: self.conn.remote.to_string(),
             protocol: self.protocol,
             tls: self.tls,
             method: &self.method,
             authority: self.authority.as_deref(),
-            path: &self.path,
+            path: MaskedTarget(&self.path),
+            url: Url {
+                tls: self.tls,
+                authority: self.authority.as_deref(),
+                remote: self.conn.remote,
+                target: &self.path,
+            },
             status: self.status,
             grpc_status: self.grpc_status,
-            request_headers: header_map(&self.request.headers),
-            response_headers: header_map(&self.response.headers),
+            request_content_type: self.request.header("content-type"),
+            response_content_type: self.response.header("content-type"),
+            user_agent: self.request.header("user-agent"),
+            auth_token: event_fields::AuthToken::find(&self.request.headers).map(Into::into),
             request_header_bytes: self.request.head_bytes,
             response_header_bytes: self.response.head_bytes,
             request_body_bytes: self.request.body_bytes,
@@ -320,30 +345,6 @@ impl Transaction {
         };
         serde_json::to_vec(&event).expect("event serializes")
     }
-}
-
-/// Header fields as a JSON object: lowercase names, repeats joined with `, `,
-/// credentials redacted.
-fn header_map(headers: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        let value = if REDACTED_HEADERS.contains(&name.as_str()) {
-            "[redacted]"
-        } else {
-            value.as_str()
-        };
-        match map.get_mut(&name) {
-            Some(serde_json::Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(value);
-            }
-            _ => {
-                map.insert(name, serde_json::Value::String(value.to_owned()));
-            }
-        }
-    }
-    map
 }
 
 fn role_name(role: super::input::Role) -> &'static str {
@@ -364,13 +365,16 @@ struct ConnFields<'a> {
     pid: u32,
     comm: &'a str,
     cgroup_id: u64,
+    #[serde(flatten)]
+    origin: &'a Origin<'a>,
     role: &'static str,
+    direction: &'static str,
     local: String,
     remote: String,
 }
 
 impl<'a> ConnFields<'a> {
-    fn new(c: &'a ConnInfo, event: &'static str) -> Self {
+    fn new(c: &'a ConnInfo, event: &'static str, origin: &'a Origin<'a>) -> Self {
         ConnFields {
             kind: "connection",
             event,
@@ -378,7 +382,13 @@ impl<'a> ConnFields<'a> {
             pid: c.pid,
             comm: &c.comm,
             cgroup_id: c.cgroup_id,
+            origin,
             role: role_name(c.role),
+            direction: match c.role {
+                super::input::Role::Server => "ingress",
+                super::input::Role::Client => crate::plan::direction_word(true, c.remote.ip()),
+                super::input::Role::Unknown => "unknown",
+            },
             local: c.local.to_string(),
             remote: c.remote.to_string(),
         }
@@ -386,8 +396,8 @@ impl<'a> ConnFields<'a> {
 }
 
 /// The `connection` open event JSON.
-pub fn open_event_json(c: &ConnInfo) -> Vec<u8> {
-    serde_json::to_vec(&ConnFields::new(c, "open")).expect("event serializes")
+pub fn open_event_json(c: &ConnInfo, origin: &Origin<'_>) -> Vec<u8> {
+    serde_json::to_vec(&ConnFields::new(c, "open", origin)).expect("event serializes")
 }
 
 /// A connection that closed, for its `connection` event.
@@ -407,7 +417,7 @@ pub struct ConnSummary {
 
 impl ConnSummary {
     /// The `connection` close event JSON.
-    pub fn event_json(&self) -> Vec<u8> {
+    pub fn event_json(&self, origin: &Origin<'_>) -> Vec<u8> {
         #[derive(Serialize)]
         struct Event<'a> {
             #[serde(flatten)]
@@ -418,7 +428,7 @@ impl ConnSummary {
             duration_ms: f64,
         }
         let event = Event {
-            conn: ConnFields::new(&self.conn, "close"),
+            conn: ConnFields::new(&self.conn, "close", origin),
             tls: self.tls,
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,

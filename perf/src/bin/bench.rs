@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tapwire_perf::capacity::{self, CapacityPlan};
+use tapwire_perf::late_files::{self, LateFilesPlan};
 use tapwire_perf::overhead::{self, Config, Plan, headers, procfs, seaweed};
 use tapwire_perf::report::{chart, machine::Machine, markdown::Report};
 
@@ -20,6 +21,8 @@ const QUICK_ROUNDS: u32 = 1;
 const QUICK_SECS: u32 = 2;
 /// Seconds per capacity run (full, quick).
 const CAPACITY_SECS: (f64, f64) = (3.0, 1.0);
+/// Programs started for the late-files window (full, quick).
+const LATE_FILES_RUNS: (usize, usize) = (100, 10);
 /// Response bodies of the capacity run, bytes.
 const CAPACITY_BODIES: [usize; 2] = [1024, 64 * 1024];
 
@@ -59,6 +62,9 @@ struct Args {
     /// Skip the capacity benchmark.
     #[arg(long)]
     no_capacity: bool,
+    /// Skip the late-files window benchmark.
+    #[arg(long)]
+    no_late_files: bool,
 }
 
 fn main() -> Result<()> {
@@ -141,10 +147,35 @@ fn main() -> Result<()> {
         })?)
     };
 
+    let late_files = if args.no_late_files {
+        None
+    } else {
+        let tapwire = args
+            .tapwire
+            .clone()
+            .unwrap_or_else(|| root.join("target/release/tapwire"));
+        let plan = LateFilesPlan {
+            tapwire,
+            runs: if args.quick {
+                LATE_FILES_RUNS.1
+            } else {
+                LATE_FILES_RUNS.0
+            },
+        };
+        match late_files::run(&plan) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("bench: late-files window not measured: {e:#}");
+                None
+            }
+        }
+    };
+
     let report = Report {
         machine: &machine,
         overhead: overhead.as_ref(),
         capacity: capacity.as_ref(),
+        late_files: late_files.as_ref(),
         quick: args.quick,
         command: &command,
         tck,

@@ -170,6 +170,7 @@ fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
     let events = Arc::new(Counting::default());
     let objects = Arc::new(Counting::default());
     let fanout = Fanout {
+        http: tapwire::plugins::HttpPlan::default_full(),
         events: vec![events.clone()],
         objects: vec![objects.clone()],
         processes: Arc::default(),

@@ -222,11 +222,18 @@ impl Tracer {
                         cmd.arg("--pid").arg(pid.to_string());
                     }
                 }
-                // Debug for the attach-point lines; NO_COLOR for plain logs.
-                cmd.env("RUST_LOG", "info,tapwire::capture=debug")
+                // Debug for the attach-point lines; console lines (the counters
+                // line is read as `stopped counters=JSON`).
+                cmd.arg("--log-encoding")
+                    .arg("console")
+                    .arg("--httpd-listen")
+                    .arg("127.0.0.1:0")
+                    .env("RUST_LOG", "info,tapwire::capture=debug")
                     .env("NO_COLOR", "1")
                     .env_remove("TAPWIRE_CONFIG")
-                    .env_remove("TAPWIRE_LOG");
+                    .env_remove("TAPWIRE_LOG")
+                    .env_remove("TAPWIRE_LOG_ENCODING")
+                    .env_remove("LOG_ENCODING");
                 (cmd, Box::new(tapwire_ready))
             }
         };

@@ -15,6 +15,8 @@ pub struct Report<'a> {
     pub overhead: Option<&'a Results>,
     /// The capacity runs, if made.
     pub capacity: Option<&'a CapacityResults>,
+    /// The late-files run, if made.
+    pub late_files: Option<&'a crate::late_files::LateFilesResult>,
     /// `--quick`.
     pub quick: bool,
     /// The command line.
@@ -55,6 +57,18 @@ impl Report<'_> {
         }
         if let Some(c) = self.capacity {
             capacity_table(&mut s, c);
+        }
+        if let Some(l) = self.late_files {
+            let _ = writeln!(
+                s,
+                "## TLS libraries first seen after start\n\n\
+                 {} python processes, each loading a new copy of libssl (`LD_LIBRARY_PATH`), \
+                 in a cgroup tapwire selects. Time from the mapping (kernel timestamp) to the \
+                 copy's probes being live, as tapwire measures it: {} files, p50 {} µs, \
+                 p99 {} µs, max {} µs. A program's TLS calls inside that window are not \
+                 captured; libraries known at start have none.\n",
+                l.runs, l.files, l.p50_us, l.p99_us, l.max_us
+            );
         }
         s
     }

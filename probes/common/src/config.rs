@@ -83,8 +83,28 @@ pub struct Config {
     /// are never captured, and neither are the loopback peer ends of them
     /// (`AGENT_PORTS`), whatever the selection.
     pub agent_tgid: u32,
-    /// Explicit padding.
-    pub _pad0: u32,
+    /// [`capture`] bits: which connections are captured (`tap.direction`,
+    /// `tap.ignore_loopback`).
+    pub capture: u32,
+}
+
+/// `Config::capture` bits. A connection is classified once, when tracked:
+/// server side (accepted) is ingress; client side (connected) is
+/// egress-internal when its peer is a loopback, RFC 1918, RFC 4193,
+/// link-local or CGNAT address, else egress-external. A connection found
+/// already open is classified by its ports (an ephemeral local port facing a
+/// lower remote one is the client side).
+pub mod capture {
+    /// Capture server-side connections.
+    pub const INGRESS: u32 = 1;
+    /// Capture client-side connections to internal addresses.
+    pub const EGRESS_INTERNAL: u32 = 2;
+    /// Capture client-side connections to other addresses.
+    pub const EGRESS_EXTERNAL: u32 = 4;
+    /// All three directions.
+    pub const ALL_DIRECTIONS: u32 = INGRESS | EGRESS_INTERNAL | EGRESS_EXTERNAL;
+    /// Leave out connections whose peer is a loopback address.
+    pub const IGNORE_LOOPBACK: u32 = 8;
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 100);
@@ -98,18 +118,25 @@ pub enum Exclusion {
     /// The connection's loopback peer is one of the agent's own connections
     /// (the S3 or pulse server side of the agent's uploads).
     AgentPeer = 0,
+    /// The connection's direction is not in `tap.direction`.
+    Direction = 1,
+    /// The peer is a loopback address and `tap.ignore_loopback` is set.
+    Loopback = 2,
 }
 
 impl Exclusion {
     /// Number of reasons, the size of the counter map.
-    pub const COUNT: u32 = 1;
+    pub const COUNT: u32 = 3;
     /// All reasons, in index order.
-    pub const ALL: [Exclusion; Self::COUNT as usize] = [Self::AgentPeer];
+    pub const ALL: [Exclusion; Self::COUNT as usize] =
+        [Self::AgentPeer, Self::Direction, Self::Loopback];
 
     /// Stable snake_case name, for logs and metrics.
     pub const fn name(self) -> &'static str {
         match self {
             Self::AgentPeer => "agent_peer",
+            Self::Direction => "direction",
+            Self::Loopback => "loopback",
         }
     }
 }

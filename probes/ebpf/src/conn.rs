@@ -27,7 +27,7 @@ use aya_ebpf::helpers::{
 };
 use tapwire_common::{
     ConnOpen, DropReason, Kind, Role,
-    config::{Config, Exclusion, KernelOffsets},
+    config::{Config, Exclusion, KernelOffsets, capture},
 };
 
 use crate::{
@@ -158,6 +158,89 @@ fn local_peer(info: &SockInfo) -> bool {
     (v4_mapped && r[12] == 127) || (r[..15] == [0; 15] && r[15] == 1) || r == &info.local
 }
 
+/// The IPv4 address inside `a` (plain or v4-mapped IPv6), if any.
+#[inline(always)]
+fn v4(family: u16, a: &[u8; 16]) -> Option<[u8; 4]> {
+    if family == AF_INET {
+        return Some([a[0], a[1], a[2], a[3]]);
+    }
+    if a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff {
+        return Some([a[12], a[13], a[14], a[15]]);
+    }
+    None
+}
+
+/// True if the peer is a loopback address.
+#[inline(always)]
+fn loopback_peer(info: &SockInfo) -> bool {
+    match v4(info.family, &info.remote) {
+        Some(a) => a[0] == 127,
+        None => info.remote[..15] == [0; 15] && info.remote[15] == 1,
+    }
+}
+
+/// True if the peer is internal: loopback, RFC 1918, link-local, CGNAT
+/// (IPv4); loopback, RFC 4193, link-local (IPv6).
+#[inline(always)]
+fn internal_peer(info: &SockInfo) -> bool {
+    match v4(info.family, &info.remote) {
+        Some(a) => {
+            a[0] == 127
+                || a[0] == 10
+                || (a[0] == 172 && a[1] & 0xf0 == 16)
+                || (a[0] == 192 && a[1] == 168)
+                || (a[0] == 169 && a[1] == 254)
+                || (a[0] == 100 && a[1] & 0xc0 == 64)
+        }
+        None => {
+            let r = &info.remote;
+            (r[..15] == [0; 15] && r[15] == 1)
+                || r[0] & 0xfe == 0xfc
+                || (r[0] == 0xfe && r[1] & 0xc0 == 0x80)
+        }
+    }
+}
+
+/// Lowest port of Linux's default ephemeral range.
+const EPHEMERAL_MIN: u16 = 32_768;
+
+/// The `capture` bit of a connection, or 0 if its side cannot be told.
+#[inline(always)]
+fn direction_bit(info: &SockInfo, role: Role) -> u32 {
+    let client = match role {
+        Role::Client => true,
+        Role::Server => false,
+        Role::Unknown => {
+            let local_eph = info.local_port >= EPHEMERAL_MIN;
+            let remote_eph = info.remote_port >= EPHEMERAL_MIN;
+            if local_eph == remote_eph {
+                return 0;
+            }
+            local_eph
+        }
+    };
+    if !client {
+        capture::INGRESS
+    } else if internal_peer(info) {
+        capture::EGRESS_INTERNAL
+    } else {
+        capture::EGRESS_EXTERNAL
+    }
+}
+
+/// Why `tap` settings leave this connection out, if they do.
+#[inline(always)]
+fn excluded_by_tap(cfg: &Config, info: &SockInfo, role: Role) -> Option<Exclusion> {
+    if cfg.capture & capture::IGNORE_LOOPBACK != 0 && loopback_peer(info) {
+        return Some(Exclusion::Loopback);
+    }
+    let wanted = cfg.capture & capture::ALL_DIRECTIONS;
+    if wanted != capture::ALL_DIRECTIONS && direction_bit(info, role) & wanted == 0 {
+        return Some(Exclusion::Direction);
+    }
+    None
+}
+
 /// True if `port` is the local port of one of the agent's own connections.
 #[inline(always)]
 fn agent_port(port: u16) -> bool {
@@ -193,7 +276,8 @@ pub fn lookup_or_track(fd: i64, role: Role) -> Option<*mut ConnState> {
     if unsafe { NOT_TCP.get(k) }.is_some() {
         return None;
     }
-    track(fd, role)
+    // Data is moving now: the agent's port list is current, nothing waits.
+    track(fd, role, false)
 }
 
 /// Decides a connection whose open record is pending, at its first data or
@@ -260,9 +344,11 @@ fn open_record(
 }
 
 /// Walks `fd` of the current task; tracks it and emits an open record if it is
-/// a TCP socket, else remembers that it is not.
+/// a TCP socket, else remembers that it is not. With `defer` (at `accept`), a
+/// connection whose peer is on this host waits for its first data
+/// ([`settle`]) before its open record.
 #[inline(always)]
-pub fn track(fd: i64, role: Role) -> Option<*mut ConnState> {
+pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
     let cfg: &Config = CONFIG.get(0)?;
     let o = &cfg.offsets;
     let hdr = header(Kind::ConnOpen);
@@ -285,14 +371,20 @@ pub fn track(fd: i64, role: Role) -> Option<*mut ConnState> {
         return None;
     };
     let local = local_peer(&info);
-    if local && agent_port(info.remote_port) {
+    let excluded = if local && agent_port(info.remote_port) {
+        Some(Exclusion::AgentPeer)
+    } else {
+        excluded_by_tap(cfg, &info, role)
+    };
+    if let Some(why) = excluded {
+        // Remembered like a non-TCP fd until close: no record, no payload.
         let _ = NOT_TCP.insert(k, 0u8, 0);
-        count_excluded(Exclusion::AgentPeer);
+        count_excluded(why);
         return None;
     }
     // A client's peer port is a listening port, not one of the agent's
     // connections: only accepted or already open connections wait.
-    let pending = local && role != Role::Client;
+    let pending = defer && local && role != Role::Client;
     let conn_id = new_conn_id();
     let state = ConnState {
         conn_id,

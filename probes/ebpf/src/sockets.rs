@@ -253,7 +253,7 @@ fn retrack(tgid: u32, fd: i64, role: Role) {
     let k = key(tgid, fd);
     let _ = CONNS.remove(k);
     let _ = NOT_TCP.remove(k);
-    let _ = track(fd, role);
+    let _ = track(fd, role, true);
 }
 
 #[inline(always)]

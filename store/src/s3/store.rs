@@ -98,6 +98,8 @@ pub struct S3Store {
     threads: Mutex<Threads>,
     access_url: AccessUrl,
     recovered: usize,
+    /// The start-up bucket check succeeded.
+    check_passed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -238,6 +240,7 @@ impl S3Store {
                 field: "answer",
             })
         });
+        let check_passed = check.is_ok();
         if let Err(source) = check {
             if fatal {
                 let _ = uploader_thread.join();
@@ -287,7 +290,15 @@ impl S3Store {
                 &cfg.bucket,
             ),
             recovered,
+            check_passed,
         })
+    }
+
+    /// Whether this store has reached its endpoint since it started: the
+    /// start-up bucket check, an upload or a found-existing object succeeded.
+    pub fn reached_endpoint(&self) -> bool {
+        let s = self.counters.snapshot();
+        self.check_passed || s.stored > 0 || s.deduplicated > 0
     }
 
     /// Objects found in the spool at start (left by a previous run).
@@ -320,6 +331,10 @@ impl ObjectStore for S3Store {
         &self.id
     }
 
+    fn reached_destination(&self) -> bool {
+        self.reached_endpoint()
+    }
+
     fn put_with(&self, object: Object, ticket: Ticket) {
         self.queue.push(object, ticket);
     }
@@ -343,7 +358,12 @@ impl ObjectStore for S3Store {
         if let Some(storage) = threads.storage.take() {
             let _ = storage.join();
         }
-        while !self.spool.is_empty() && Instant::now() < until {
+        // Uploads go on until the deadline, unless set-up errors have paused
+        // them: the objects are safe in the spool either way.
+        while !self.spool.is_empty()
+            && !self.control.paused.load(Ordering::Relaxed)
+            && Instant::now() < until
+        {
             std::thread::sleep(SHUTDOWN_POLL);
         }
         self.halt();

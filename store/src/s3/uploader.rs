@@ -96,6 +96,9 @@ pub struct Control {
     pub wake: Arc<Notify>,
     /// Stop now: in-flight uploads are abandoned (their files stay in the spool).
     pub halt: AtomicBool,
+    /// Set-up errors have paused uploads: waiting for the spool to drain is
+    /// pointless (set by the uploader, read by `shutdown`; Relaxed, a hint).
+    pub paused: AtomicBool,
 }
 
 /// The uploader's settings and shared state.
@@ -211,6 +214,7 @@ impl Uploader {
                 pause.failures = pause.failures.saturating_add(1);
                 pause.until = Some(Instant::now() + delay);
                 pause.probing = false;
+                self.control.paused.store(true, Ordering::Relaxed);
                 if let Some(skipped) = self.logs.setup.allow() {
                     tracing::error!(
                         store = %self.store_id,
@@ -227,6 +231,7 @@ impl Uploader {
                 if pause.probing {
                     tracing::info!(store = %self.store_id, failures = pause.failures, "S3 accepts uploads again; resuming");
                     *pause = Pause::default();
+                    self.control.paused.store(false, Ordering::Relaxed);
                 }
             }
         }

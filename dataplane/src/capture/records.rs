@@ -1,7 +1,7 @@
-//! Debug output until the data plane lands: one NDJSON line per record on
+//! `--print-records`: the raw capture, one NDJSON line per ring record on
 //! stdout (payload in base64, whole), drop counters every few seconds and at
-//! exit, logs on stderr. `main` calls [`run`] once when `TAPWIRE_DEBUG_CAPTURE`
-//! is set.
+//! exit, logs on stderr; no parsing, no stores. For inspecting what the probes
+//! see.
 //!
 //! Not the hot path: lines are built with `serde_json` and written under the
 //! stdout lock, one per record.
@@ -20,17 +20,10 @@ use serde_json::{Value, json};
 use tapwire_common::{COMM_LEN, Direction, DropReason, Record, Role, Source, decode::cstr};
 
 use super::{
-    Capture, Options, Selection, loader,
+    Capture, loader,
     sendfile::{FileSendCounters, FileSends},
 };
 
-/// Set (to anything) to run capture with this debug output instead of the
-/// stores (`main` checks it).
-pub const ENV_DEBUG_CAPTURE: &str = "TAPWIRE_DEBUG_CAPTURE";
-/// Hidden knob for tests: ring bytes per CPU.
-const ENV_RING_BYTES: &str = "TAPWIRE_RING_BYTES";
-/// Hidden knob: wake-up divisor.
-const ENV_WAKE_DIVISOR: &str = "TAPWIRE_WAKE_DIVISOR";
 /// How often drop counters are printed while running.
 const DROPS_EVERY: Duration = Duration::from_secs(2);
 
@@ -153,49 +146,10 @@ fn drops_json(capture: &Capture, last: bool, file_sends: &FileSendCounters) -> V
     Value::Object(m)
 }
 
-fn env_u32(name: &str) -> anyhow::Result<Option<u32>> {
-    match std::env::var(name) {
-        Ok(v) => Ok(Some(
-            v.parse()
-                .with_context(|| format!("{name}={v} is not a number"))?,
-        )),
-        Err(_) => Ok(None),
-    }
-}
-
-/// Capture options for `selection`, with the ring size and wake-up knobs taken
-/// from `TAPWIRE_RING_BYTES` / `TAPWIRE_WAKE_DIVISOR` when set (tests force ring
-/// overflow with tiny rings).
-pub fn options(selection: Selection) -> anyhow::Result<Options> {
-    let mut opts = Options {
-        selection,
-        ..Options::default()
-    };
-    if let Some(n) = env_u32(ENV_RING_BYTES)? {
-        opts.ring_bytes = n;
-    }
-    if let Some(n) = env_u32(ENV_WAKE_DIVISOR)? {
-        opts.wake_divisor = n;
-    }
-    if let Err(e) = raise_memlock() {
-        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; continuing (memcg accounting)");
-    }
-    Ok(opts)
-}
-
-/// Runs capture with the CLI's selection and prints records until SIGINT or
-/// SIGTERM.
-pub fn run(
-    pids: &[u32],
-    exes: &[std::path::PathBuf],
-    cgroups: &[std::path::PathBuf],
-) -> anyhow::Result<()> {
+/// Runs capture as `plan` says and prints records until SIGINT or SIGTERM.
+pub fn run(plan: &crate::plan::Plan) -> anyhow::Result<()> {
     let signals = crate::signals::Signals::block()?;
-    let opts = options(Selection {
-        pids: pids.to_vec(),
-        exes: exes.to_vec(),
-        cgroups: cgroups.to_vec(),
-    })?;
+    let opts = plan.capture_options();
     let comms = Arc::new(Mutex::new(HashMap::new()));
     let file_sends = Arc::new(FileSendCounters::default());
     let capture = Capture::start(opts, |_cpu| {
@@ -232,18 +186,5 @@ pub fn run(
     let last = drops_json(&capture, true, &file_sends);
     capture.stop();
     print_line(&last);
-    Ok(())
-}
-
-/// Raises RLIMIT_MEMLOCK (needed before kernel 5.11's memcg accounting).
-fn raise_memlock() -> std::io::Result<()> {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: `rlim` is a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     Ok(())
 }

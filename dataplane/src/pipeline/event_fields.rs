@@ -1,0 +1,340 @@
+//! Event fields derived from a transaction without copying it: the request
+//! target with credential-like query parameters masked, the full URL, the
+//! wall-clock time, and the auth token's source, type and last characters. Each
+//! is written straight into the event JSON (`collect_str`), no string built.
+
+use std::fmt::{self, Display, Formatter, Write};
+use std::net::SocketAddr;
+
+use serde::{Serialize, Serializer};
+
+/// Query parameters whose values never reach an event (ASCII case-insensitive);
+/// documented in `docs/stdout.md`.
+pub const CREDENTIAL_PARAMS: [&str; 22] = [
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "auth",
+    "auth_token",
+    "authorization",
+    "api_key",
+    "apikey",
+    "api-key",
+    "key",
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "signature",
+    "sig",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+];
+
+/// What replaces a credential parameter's value.
+pub const MASK: &str = "REDACTED";
+
+fn is_credential(name: &str) -> bool {
+    CREDENTIAL_PARAMS
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// A request target with the values of [`CREDENTIAL_PARAMS`] in its query
+/// replaced by [`MASK`].
+#[derive(Debug, Clone, Copy)]
+pub struct MaskedTarget<'a>(pub &'a str);
+
+impl Display for MaskedTarget<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let Some((path, rest)) = self.0.split_once('?') else {
+            return f.write_str(self.0);
+        };
+        let (query, fragment) = match rest.split_once('#') {
+            Some((q, frag)) => (q, Some(frag)),
+            None => (rest, None),
+        };
+        f.write_str(path)?;
+        f.write_char('?')?;
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                f.write_char('&')?;
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if is_credential(name) => {
+                    f.write_str(name)?;
+                    f.write_char('=')?;
+                    f.write_str(MASK)?;
+                }
+                _ => f.write_str(pair)?,
+            }
+        }
+        if let Some(frag) = fragment {
+            f.write_char('#')?;
+            f.write_str(frag)?;
+        }
+        Ok(())
+    }
+}
+
+/// The request's full URL: scheme (`https` inside TLS), authority (the remote
+/// address when the request named none) and the masked target. An
+/// absolute-form target (proxy request) is the URL itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Url<'a> {
+    /// Captured inside TLS.
+    pub tls: bool,
+    /// `Host` or `:authority`.
+    pub authority: Option<&'a str>,
+    /// The remote end, for requests without an authority.
+    pub remote: SocketAddr,
+    /// Request target.
+    pub target: &'a str,
+}
+
+impl Display for Url<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let target = MaskedTarget(self.target);
+        if self.target.contains("://") && !self.target.starts_with('/') {
+            return target.fmt(f);
+        }
+        f.write_str(if self.tls { "https://" } else { "http://" })?;
+        match self.authority {
+            Some(a) => f.write_str(a)?,
+            None => self.remote.fmt(f)?,
+        }
+        if self.target.starts_with('/') {
+            target.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// A wall-clock instant, nanoseconds since the Unix epoch, written as RFC 3339
+/// UTC with microseconds (`2026-11-30T06:12:00.123456Z`).
+#[derive(Debug, Clone, Copy)]
+pub struct WallTime(pub u64);
+
+impl WallTime {
+    /// The wall-clock time of kernel monotonic instant `mono_ns` (the clock of
+    /// `bpf_ktime_get_ns`), by the clocks' offset now.
+    pub fn of_monotonic(mono_ns: u64) -> Self {
+        let now = |clock| {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec; both clocks always exist.
+            unsafe { libc::clock_gettime(clock, &mut ts) };
+            (ts.tv_sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(ts.tv_nsec as u64)
+        };
+        let (real, mono) = (now(libc::CLOCK_REALTIME), now(libc::CLOCK_MONOTONIC));
+        WallTime(real.saturating_sub(mono.saturating_sub(mono_ns)))
+    }
+}
+
+impl Display for WallTime {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let secs = self.0 / 1_000_000_000;
+        let micros = (self.0 % 1_000_000_000) / 1_000;
+        let (y, m, d) = tapwire_store::s3::sign::civil_from_days(secs / 86_400);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
+/// Headers that carry an API token, as Qtap names them; `authorization` first.
+const TOKEN_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+];
+
+/// Shortest token whose last characters an event may show.
+pub const MIN_MASKED_TOKEN: usize = 16;
+
+/// The request's auth token as an event may describe it: where it came from,
+/// its type and at most its last 4 characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthToken<'a> {
+    /// Header name, lowercase.
+    pub source: &'static str,
+    /// `Authorization`'s scheme as sent (`Bearer`, `Basic`, ...; `token` when it
+    /// has none), else `api_key`.
+    pub kind: &'a str,
+    /// The token's last 4 characters, for tokens of [`MIN_MASKED_TOKEN`]
+    /// characters or more.
+    pub last4: Option<&'a str>,
+}
+
+impl<'a> AuthToken<'a> {
+    /// The first token header among `headers`.
+    pub fn find(headers: &'a [(String, String)]) -> Option<Self> {
+        let (source, value) = TOKEN_HEADERS.iter().find_map(|&h| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(h))
+                .map(|(_, v)| (h, v.trim()))
+        })?;
+        let (kind, token) = match value.split_once(' ') {
+            Some((scheme, token)) if source == "authorization" => (scheme, token.trim()),
+            _ if source == "authorization" => ("token", value),
+            _ => ("api_key", value),
+        };
+        let last4 = (token.chars().count() >= MIN_MASKED_TOKEN).then(|| {
+            let start = token.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
+            &token[start..]
+        });
+        Some(AuthToken {
+            source,
+            kind,
+            last4,
+        })
+    }
+}
+
+/// Serializes a [`Display`] value as a JSON string without building it first.
+pub fn display<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+/// `AuthToken` as three event fields.
+#[derive(Serialize)]
+pub struct AuthTokenFields<'a> {
+    /// Header the token came from.
+    pub auth_token_source: &'static str,
+    /// Its type.
+    pub auth_token_type: &'a str,
+    /// `...` and its last 4 characters, or null.
+    #[serde(serialize_with = "mask_last4")]
+    pub auth_token_mask: Option<&'a str>,
+}
+
+fn mask_last4<S: Serializer>(last4: &Option<&str>, s: S) -> Result<S::Ok, S::Error> {
+    match last4 {
+        Some(l) => s.collect_str(&format_args!("...{l}")),
+        None => s.serialize_none(),
+    }
+}
+
+impl<'a> From<AuthToken<'a>> for AuthTokenFields<'a> {
+    fn from(t: AuthToken<'a>) -> Self {
+        AuthTokenFields {
+            auth_token_source: t.source,
+            auth_token_type: t.kind,
+            auth_token_mask: t.last4,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_parameters_are_masked_case_insensitively_and_the_rest_kept() {
+        let cases = [
+            ("/a/b", "/a/b"),
+            ("/a?q=1", "/a?q=1"),
+            (
+                "/a?token=s3cr3t&q=1&API_KEY=k&x=",
+                "/a?token=REDACTED&q=1&API_KEY=REDACTED&x=",
+            ),
+            (
+                "/o?X-Amz-Credential=AK%2F1&X-Amz-Signature=ff&X-Amz-Security-Token=t&v=2",
+                "/o?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&X-Amz-Security-Token=REDACTED&v=2",
+            ),
+            ("/a?password=p#frag", "/a?password=REDACTED#frag"),
+            ("/a?tokenish=1&token", "/a?tokenish=1&token"),
+            ("/a?", "/a?"),
+        ];
+        for (target, want) in cases {
+            assert_eq!(MaskedTarget(target).to_string(), want, "{target}");
+        }
+    }
+
+    #[test]
+    fn urls_join_scheme_authority_and_masked_target() {
+        let remote: SocketAddr = "[::1]:8443".parse().unwrap();
+        let url = |tls, authority, target| {
+            Url {
+                tls,
+                authority,
+                remote,
+                target,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            url(true, Some("api.example.com"), "/v1?sig=x&a=b"),
+            "https://api.example.com/v1?sig=REDACTED&a=b"
+        );
+        assert_eq!(url(false, None, "/x"), "http://[::1]:8443/x");
+        assert_eq!(
+            url(false, Some("proxy"), "http://origin.test/p?key=k"),
+            "http://origin.test/p?key=REDACTED"
+        );
+        assert_eq!(url(true, Some("h:443"), "h:443"), "https://h:443");
+    }
+
+    #[test]
+    fn wall_time_is_rfc3339_utc() {
+        assert_eq!(
+            WallTime(1_785_000_000_123_456_789).to_string(),
+            "2026-07-25T17:20:00.123456Z"
+        );
+        assert_eq!(WallTime(0).to_string(), "1970-01-01T00:00:00.000000Z");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let mono = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let wall = WallTime::of_monotonic(mono - 2_000_000_000).0;
+        let off = now.abs_diff(wall + 2_000_000_000);
+        assert!(off < 1_000_000_000, "{off} ns off");
+    }
+
+    #[test]
+    fn auth_tokens_show_source_type_and_at_most_4_characters_of_long_tokens() {
+        let h = |n: &str, v: &str| vec![(n.to_owned(), v.to_owned())];
+        let bearer = h("Authorization", "Bearer abcdefghijklmnopWXYZ");
+        assert_eq!(
+            AuthToken::find(&bearer),
+            Some(AuthToken {
+                source: "authorization",
+                kind: "Bearer",
+                last4: Some("WXYZ")
+            })
+        );
+        let short = h("X-API-Key", "short-key-123");
+        assert_eq!(
+            AuthToken::find(&short),
+            Some(AuthToken {
+                source: "x-api-key",
+                kind: "api_key",
+                last4: None
+            })
+        );
+        assert_eq!(AuthToken::find(&h("accept", "*/*")), None);
+    }
+}
