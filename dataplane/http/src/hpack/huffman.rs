@@ -266,6 +266,66 @@ mod tests {
         }
     }
 
+    /// Packs `(code, len)` pairs MSB first, padded with ones.
+    fn pack(codes: &[(u32, u32)]) -> Vec<u8> {
+        let (mut acc, mut nbits, mut out) = (0u64, 0u32, Vec::new());
+        for &(code, len) in codes {
+            acc = (acc << len) | u64::from(code);
+            nbits += len;
+            while nbits >= 8 {
+                nbits -= 8;
+                out.push((acc >> nbits) as u8);
+            }
+        }
+        if nbits > 0 {
+            let pad = 8 - nbits;
+            out.push(((acc << pad) as u8) | ((1u8 << pad) - 1));
+        }
+        out
+    }
+
+    /// Each symbol alone, and each with the errors RFC 7541 §5.2 names
+    /// around it: EOS before or after it, padding not all ones, padding of
+    /// 8 bits or more.
+    #[test]
+    fn every_symbol_alone_and_its_padding_errors() {
+        let eos = (TABLES.codes[256], 30);
+        for sym in 0..=255u8 {
+            let code = (TABLES.codes[sym as usize], u32::from(LENGTHS[sym as usize]));
+            let enc = pack(&[code]);
+            let mut dec = Vec::new();
+            assert_eq!(decode(&enc, &mut dec), Ok(()), "symbol {sym}");
+            assert_eq!(dec, [sym]);
+            let pad = (8 - code.1 % 8) % 8;
+            if pad > 0 {
+                // Padding whose last bit is zero (all zeros could be a
+                // code: `0` is 00000).
+                let mut bad = enc.clone();
+                *bad.last_mut().expect("one byte") &= !1;
+                assert_eq!(
+                    decode(&bad, &mut Vec::new()),
+                    Err(HuffmanError::Padding),
+                    "symbol {sym} with padding not all ones"
+                );
+            }
+            let mut long_pad = enc.clone();
+            long_pad.push(0xff);
+            assert_eq!(
+                decode(&long_pad, &mut Vec::new()),
+                Err(HuffmanError::Padding),
+                "symbol {sym} with {} bits of padding",
+                pad + 8
+            );
+            for codes in [[code, eos], [eos, code]] {
+                assert_eq!(
+                    decode(&pack(&codes), &mut Vec::new()),
+                    Err(HuffmanError::Eos),
+                    "symbol {sym} next to EOS"
+                );
+            }
+        }
+    }
+
     #[test]
     fn decodes_rfc_examples() {
         let mut out = Vec::new();
