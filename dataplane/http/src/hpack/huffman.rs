@@ -3,8 +3,8 @@
 //! The code in Appendix B is canonical: codes of one length are consecutive
 //! and sorted by symbol, and every code of length L+1 sorts after every code
 //! of length L. So the 257 code lengths alone define it, and decoding needs
-//! no tree: an 11-bit lookup table resolves one or two symbols whose codes
-//! fit in the next 11 bits (most printable ASCII codes are 5–8 bits), and
+//! no tree: a 12-bit lookup table resolves one or two symbols whose codes
+//! fit in the next 12 bits (most printable ASCII codes are 5–8 bits), and
 //! longer codes are found by comparing the left-aligned bit window against
 //! the first code past each length. All tables are built at compile time.
 
@@ -37,15 +37,16 @@ const EOS: u16 = 256;
 const MAX_LEN: usize = 30;
 /// Bits resolved by the first-level table; codes up to this long take one
 /// lookup, and two codes that fit together take one lookup for both.
-/// 11 bits = 2048 four-byte entries, 8 KiB, well inside L1.
-const FAST_BITS: u32 = 11;
+/// 12 bits = 4096 four-byte entries, 16 KiB, inside L1. Against 11 bits it
+/// decodes two 6-bit codes (most lowercase letters) in one lookup.
+const FAST_BITS: u32 = 12;
 
 struct Tables {
     /// Code of each symbol, right-aligned.
     codes: [u32; 257],
-    /// For each 11-bit prefix, the symbols whose codes it holds whole:
+    /// For each 12-bit prefix, the symbols whose codes it holds whole:
     /// `sym1 | sym2 << 8 | len1 << 16 | total_len << 21 | count << 26`,
-    /// count 0 if the first code is longer than 11 bits.
+    /// count 0 if the first code is longer than 12 bits.
     fast: [u32; 1 << FAST_BITS],
     /// First code of each length, right-aligned.
     first: [u32; MAX_LEN + 1],
@@ -66,7 +67,7 @@ const fn build() -> Tables {
         limit: [0; MAX_LEN + 1],
         sorted: [0; 257],
     };
-    // `(symbol, len)` of the code starting each 11-bit prefix, len 0 if the
+    // `(symbol, len)` of the code starting each 12-bit prefix, len 0 if the
     // code is longer.
     let mut single = [(0u16, 0u32); 1 << FAST_BITS];
     let mut code: u32 = 0;
@@ -160,13 +161,13 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
             // Both slots are written; only `count` of them are kept.
             tmp[n] = e as u8;
             tmp[n + 1] = (e >> 8) as u8;
-            if count == 2 {
-                let total = (e >> 21) & 31;
-                if total <= nbits {
-                    n += 2;
-                    nbits -= total;
-                    continue;
-                }
+            // No branch on the count: a one-symbol entry has its length as
+            // the total.
+            let total = (e >> 21) & 31;
+            if total <= nbits {
+                n += count as usize;
+                nbits -= total;
+                continue;
             }
             let len = (e >> 16) & 31;
             if len > nbits {
@@ -263,6 +264,66 @@ mod tests {
             let mut dec = Vec::new();
             decode(&enc, &mut dec).expect("valid");
             assert_eq!(dec, &all[..n]);
+        }
+    }
+
+    /// Packs `(code, len)` pairs MSB first, padded with ones.
+    fn pack(codes: &[(u32, u32)]) -> Vec<u8> {
+        let (mut acc, mut nbits, mut out) = (0u64, 0u32, Vec::new());
+        for &(code, len) in codes {
+            acc = (acc << len) | u64::from(code);
+            nbits += len;
+            while nbits >= 8 {
+                nbits -= 8;
+                out.push((acc >> nbits) as u8);
+            }
+        }
+        if nbits > 0 {
+            let pad = 8 - nbits;
+            out.push(((acc << pad) as u8) | ((1u8 << pad) - 1));
+        }
+        out
+    }
+
+    /// Each symbol alone, and each with the errors RFC 7541 §5.2 names
+    /// around it: EOS before or after it, padding not all ones, padding of
+    /// 8 bits or more.
+    #[test]
+    fn every_symbol_alone_and_its_padding_errors() {
+        let eos = (TABLES.codes[256], 30);
+        for sym in 0..=255u8 {
+            let code = (TABLES.codes[sym as usize], u32::from(LENGTHS[sym as usize]));
+            let enc = pack(&[code]);
+            let mut dec = Vec::new();
+            assert_eq!(decode(&enc, &mut dec), Ok(()), "symbol {sym}");
+            assert_eq!(dec, [sym]);
+            let pad = (8 - code.1 % 8) % 8;
+            if pad > 0 {
+                // Padding whose last bit is zero (all zeros could be a
+                // code: `0` is 00000).
+                let mut bad = enc.clone();
+                *bad.last_mut().expect("one byte") &= !1;
+                assert_eq!(
+                    decode(&bad, &mut Vec::new()),
+                    Err(HuffmanError::Padding),
+                    "symbol {sym} with padding not all ones"
+                );
+            }
+            let mut long_pad = enc.clone();
+            long_pad.push(0xff);
+            assert_eq!(
+                decode(&long_pad, &mut Vec::new()),
+                Err(HuffmanError::Padding),
+                "symbol {sym} with {} bits of padding",
+                pad + 8
+            );
+            for codes in [[code, eos], [eos, code]] {
+                assert_eq!(
+                    decode(&pack(&codes), &mut Vec::new()),
+                    Err(HuffmanError::Eos),
+                    "symbol {sym} next to EOS"
+                );
+            }
         }
     }
 

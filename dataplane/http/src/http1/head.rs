@@ -549,8 +549,20 @@ pub(crate) fn parse_status_line(buf: &[u8]) -> Result<Status<StatusLine>, Error>
 pub(crate) fn parse_fields(
     buf: &[u8],
     mut pos: usize,
+    on: impl FnMut((usize, usize), (usize, usize)) -> Result<(), Error>,
+) -> Result<Status<usize>, Error> {
+    parse_fields_from(buf, &mut pos, on)
+}
+
+/// [`parse_fields`] from `*line`, which it moves past each complete field
+/// line: after `Partial`, the next call with more bytes resumes at the line
+/// that was cut short instead of at the first field.
+fn parse_fields_from(
+    buf: &[u8],
+    line: &mut usize,
     mut on: impl FnMut((usize, usize), (usize, usize)) -> Result<(), Error>,
 ) -> Result<Status<usize>, Error> {
+    let mut pos = *line;
     loop {
         let first = *need!(buf.get(pos));
         if first == b'\r' || first == b'\n' {
@@ -589,17 +601,18 @@ pub(crate) fn parse_fields(
             return Err(Error::HeadTooLarge);
         }
         on(name, (value_start, value_end - value_start))?;
+        *line = pos;
     }
 }
 
-/// Parses a field section (trailers) into spans; `Complete(end)`.
-pub(crate) fn parse_field_spans(
+/// Parses fields from `*line` into `spans`, keeping the spans already there
+/// (the lines before `*line`); `*line` moves past each complete line.
+pub(crate) fn resume_field_spans(
     buf: &[u8],
-    pos: usize,
+    line: &mut usize,
     spans: &mut Vec<FieldSpan>,
 ) -> Result<Status<usize>, Error> {
-    spans.clear();
-    parse_fields(buf, pos, |name, value| {
+    parse_fields_from(buf, line, |name, value| {
         if spans.len() >= MAX_HEADERS {
             return Err(Error::TooManyHeaders);
         }

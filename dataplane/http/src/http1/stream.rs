@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 
 use super::body::{Chunked, ChunkedDecoder, Framing, FramingFields};
 use super::head::{
-    Error, MAX_HEADER_BYTES, Method, Version, parse_field_spans, parse_request_line,
-    parse_status_line,
+    Error, MAX_HEADER_BYTES, Method, Version, parse_request_line, parse_status_line,
+    resume_field_spans,
 };
 use crate::{FieldSpan, Headers, Status};
 
@@ -138,6 +138,10 @@ pub struct Decoder {
     buf: Vec<u8>,
     /// Fields of the current head or trailer section, reused.
     spans: Vec<FieldSpan>,
+    /// While a head or trailer section is incomplete: where in `buf` its
+    /// first unparsed field line starts (`spans` holds the lines before), so
+    /// the next record resumes there instead of rescanning every field.
+    fields_at: Option<usize>,
     /// Response side: methods of requests whose responses are due.
     methods: VecDeque<Method>,
     /// Heads seen (final ones on the response side).
@@ -166,6 +170,7 @@ impl Decoder {
             state: State::Head,
             buf: Vec::new(),
             spans: Vec::new(),
+            fields_at: None,
             methods: VecDeque::new(),
             messages: 0,
             upgrade_pending: false,
@@ -191,6 +196,7 @@ impl Decoder {
     pub fn resync(&mut self) {
         self.state = State::Resync { line_start: false };
         self.buf.clear();
+        self.fields_at = None;
         self.methods.clear();
         self.upgrade_pending = false;
     }
@@ -295,6 +301,7 @@ impl Decoder {
             State::AwaitUpgrade | State::Upgraded | State::Resync { .. } => Ok(()),
         };
         self.buf.clear();
+        self.fields_at = None;
         self.state = match r {
             Ok(()) => State::Head,
             Err(e) => State::Failed(e),
@@ -489,6 +496,7 @@ impl Decoder {
     /// otherwise.
     fn section<F: FnMut(Event<'_>)>(&mut self, data: &mut &[u8], on: &mut F) -> Result<(), Error> {
         if self.buf.is_empty() {
+            self.fields_at = None;
             match self.on_section(data, on)? {
                 Status::Complete(n) => *data = &data[n..],
                 Status::Partial => {
@@ -501,9 +509,11 @@ impl Decoder {
             }
             return Ok(());
         }
-        // Parse the whole buffered section again: a head arrives in few
-        // records, and reparsing finds an invalid byte as soon as it is
-        // buffered, so errors do not depend on how the stream was split.
+        // Parse the buffered section again, from the start line and the
+        // field line cut short last time: an invalid byte is found as soon
+        // as it is buffered, so errors do not depend on how the stream was
+        // split, and a head spread over many records costs time linear in
+        // its length (a single line is rescanned from its start).
         let old = self.buf.len();
         let room = MAX_HEADER_BYTES.saturating_sub(old);
         if room == 0 {
@@ -536,9 +546,37 @@ impl Decoder {
         buf: &[u8],
         on: &mut F,
     ) -> Result<Status<usize>, Error> {
+        let r = self.on_section_inner(buf, on);
+        if !matches!(r, Ok(Status::Partial)) {
+            self.fields_at = None;
+        }
+        r
+    }
+
+    /// Parses the field lines of the section in `buf` that begin at
+    /// `start`, resuming after the lines parsed by the last call if it
+    /// returned `Partial` on the same (then shorter) section.
+    fn fields(&mut self, buf: &[u8], start: usize) -> Result<Status<usize>, Error> {
+        let mut line = match self.fields_at {
+            Some(line) => line,
+            None => {
+                self.spans.clear();
+                start
+            }
+        };
+        let r = resume_field_spans(buf, &mut line, &mut self.spans);
+        self.fields_at = Some(line);
+        r
+    }
+
+    fn on_section_inner<F: FnMut(Event<'_>)>(
+        &mut self,
+        buf: &[u8],
+        on: &mut F,
+    ) -> Result<Status<usize>, Error> {
         match (&self.state, self.kind) {
             (State::Trailers, _) => {
-                let end = match parse_field_spans(buf, 0, &mut self.spans)? {
+                let end = match self.fields(buf, 0)? {
                     Status::Complete(end) => end,
                     Status::Partial => return Ok(Status::Partial),
                 };
@@ -562,7 +600,7 @@ impl Decoder {
             Status::Complete(l) => l,
             Status::Partial => return Ok(Status::Partial),
         };
-        let end = match parse_field_spans(buf, line.end, &mut self.spans)? {
+        let end = match self.fields(buf, line.end)? {
             Status::Complete(end) => end,
             Status::Partial => return Ok(Status::Partial),
         };
@@ -594,7 +632,7 @@ impl Decoder {
             Status::Complete(l) => l,
             Status::Partial => return Ok(Status::Partial),
         };
-        let end = match parse_field_spans(buf, line.end, &mut self.spans)? {
+        let end = match self.fields(buf, line.end)? {
             Status::Complete(end) => end,
             Status::Partial => return Ok(Status::Partial),
         };
