@@ -548,71 +548,105 @@ pub(crate) fn parse_status_line(buf: &[u8]) -> Result<Status<StatusLine>, Error>
 /// `Complete(end)` is the offset just past the empty line.
 pub(crate) fn parse_fields(
     buf: &[u8],
-    mut pos: usize,
+    pos: usize,
     on: impl FnMut((usize, usize), (usize, usize)) -> Result<(), Error>,
 ) -> Result<Status<usize>, Error> {
-    parse_fields_from(buf, &mut pos, on)
+    let mut at = FieldsAt::new(pos);
+    parse_fields_from(buf, &mut at, on)
 }
 
-/// [`parse_fields`] from `*line`, which it moves past each complete field
-/// line: after `Partial`, the next call with more bytes resumes at the line
-/// that was cut short instead of at the first field.
+/// Where a field section cut short by the end of its buffer resumes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FieldsAt {
+    /// Start of the first field line not yet reported.
+    line: usize,
+    /// Inside that line's value: its name, where the value starts, and how
+    /// far its bytes were checked.
+    value: Option<((usize, usize), usize, usize)>,
+}
+
+impl FieldsAt {
+    pub(crate) fn new(line: usize) -> Self {
+        FieldsAt { line, value: None }
+    }
+}
+
+/// [`parse_fields`] from `at`, which it moves past each complete field line
+/// and, when the input ends inside a value, to where the value's check
+/// stopped: the next call with more bytes resumes there instead of at the
+/// first field.
 fn parse_fields_from(
     buf: &[u8],
-    line: &mut usize,
+    at: &mut FieldsAt,
     mut on: impl FnMut((usize, usize), (usize, usize)) -> Result<(), Error>,
 ) -> Result<Status<usize>, Error> {
-    let mut pos = *line;
+    let mut pos = at.line;
     loop {
-        let first = *need!(buf.get(pos));
-        if first == b'\r' || first == b'\n' {
-            let end = need!(newline(buf, pos))?;
-            if end > MAX_HEADER_BYTES {
-                return Err(Error::HeadTooLarge);
+        let (name, value_start) = match at.value.take() {
+            Some((name, value_start, scanned)) => {
+                pos = scanned;
+                (name, value_start)
             }
-            return Ok(Status::Complete(end));
-        }
-        let name_start = pos;
-        pos += token_run(&buf[pos..]);
-        // Anything but a colon after the name covers obs-fold (a line
-        // starting with SP/HTAB), a space before the colon, and a line with
-        // no colon at all.
-        if *need!(buf.get(pos)) != b':' || pos == name_start {
-            return Err(Error::HeaderName);
-        }
-        let name = (name_start, pos - name_start);
-        pos += 1;
-        while matches!(*need!(buf.get(pos)), b' ' | b'\t') {
-            pos += 1;
-        }
-        let value_start = pos;
+            None => {
+                let first = *need!(buf.get(pos));
+                if first == b'\r' || first == b'\n' {
+                    let end = need!(newline(buf, pos))?;
+                    if end > MAX_HEADER_BYTES {
+                        return Err(Error::HeadTooLarge);
+                    }
+                    return Ok(Status::Complete(end));
+                }
+                let name_start = pos;
+                pos += token_run(&buf[pos..]);
+                // Anything but a colon after the name covers obs-fold (a
+                // line starting with SP/HTAB), a space before the colon,
+                // and a line with no colon at all.
+                if *need!(buf.get(pos)) != b':' || pos == name_start {
+                    return Err(Error::HeaderName);
+                }
+                let name = (name_start, pos - name_start);
+                pos += 1;
+                while matches!(*need!(buf.get(pos)), b' ' | b'\t') {
+                    pos += 1;
+                }
+                (name, pos)
+            }
+        };
         // The hot loop: most head bytes are value bytes.
         pos += value_run(&buf[pos..]);
-        let b = *need!(buf.get(pos));
+        let Some(&b) = buf.get(pos) else {
+            at.value = Some((name, value_start, pos));
+            return Ok(Status::Partial);
+        };
         if b != b'\r' && b != b'\n' {
             return Err(Error::HeaderValue);
         }
+        let Some(next) = newline(buf, pos) else {
+            at.value = Some((name, value_start, pos));
+            return Ok(Status::Partial);
+        };
+        let next = next?;
         let mut value_end = pos;
         while value_end > value_start && matches!(buf[value_end - 1], b' ' | b'\t') {
             value_end -= 1;
         }
-        pos = need!(newline(buf, pos))?;
+        pos = next;
         if pos > MAX_HEADER_BYTES {
             return Err(Error::HeadTooLarge);
         }
         on(name, (value_start, value_end - value_start))?;
-        *line = pos;
+        at.line = pos;
     }
 }
 
-/// Parses fields from `*line` into `spans`, keeping the spans already there
-/// (the lines before `*line`); `*line` moves past each complete line.
+/// Parses fields from `at` into `spans`, keeping the spans already there
+/// (the lines before `at`); `at` moves as [`parse_fields_from`] says.
 pub(crate) fn resume_field_spans(
     buf: &[u8],
-    line: &mut usize,
+    at: &mut FieldsAt,
     spans: &mut Vec<FieldSpan>,
 ) -> Result<Status<usize>, Error> {
-    parse_fields_from(buf, line, |name, value| {
+    parse_fields_from(buf, at, |name, value| {
         if spans.len() >= MAX_HEADERS {
             return Err(Error::TooManyHeaders);
         }

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use super::body::{Chunked, ChunkedDecoder, Framing, FramingFields};
 use super::head::{
-    Error, MAX_HEADER_BYTES, Method, Version, parse_request_line, parse_status_line,
+    Error, FieldsAt, MAX_HEADER_BYTES, Method, Version, parse_request_line, parse_status_line,
     resume_field_spans,
 };
 use crate::{FieldSpan, Headers, Status};
@@ -139,9 +139,9 @@ pub struct Decoder {
     /// Fields of the current head or trailer section, reused.
     spans: Vec<FieldSpan>,
     /// While a head or trailer section is incomplete: where in `buf` its
-    /// first unparsed field line starts (`spans` holds the lines before), so
-    /// the next record resumes there instead of rescanning every field.
-    fields_at: Option<usize>,
+    /// fields resume (`spans` holds the lines before), so the next record
+    /// does not rescan the fields already checked.
+    fields_at: Option<FieldsAt>,
     /// Response side: methods of requests whose responses are due.
     methods: VecDeque<Method>,
     /// Heads seen (final ones on the response side).
@@ -557,15 +557,15 @@ impl Decoder {
     /// `start`, resuming after the lines parsed by the last call if it
     /// returned `Partial` on the same (then shorter) section.
     fn fields(&mut self, buf: &[u8], start: usize) -> Result<Status<usize>, Error> {
-        let mut line = match self.fields_at {
-            Some(line) => line,
+        let mut at = match self.fields_at {
+            Some(at) => at,
             None => {
                 self.spans.clear();
-                start
+                FieldsAt::new(start)
             }
         };
-        let r = resume_field_spans(buf, &mut line, &mut self.spans);
-        self.fields_at = Some(line);
+        let r = resume_field_spans(buf, &mut at, &mut self.spans);
+        self.fields_at = Some(at);
         r
     }
 
