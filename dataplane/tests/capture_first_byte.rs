@@ -43,8 +43,7 @@ fn curl_runs_started_after_the_agent_are_whole_transactions() {
     // A private copy of curl: its inode is ours alone, so `--exe` selects no
     // other curl on the host.
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = dir.path().join("curl");
-    std::fs::copy(which("curl"), &exe).expect("copy curl");
+    let exe = private_copy("curl", dir.path());
     let agent = Agent::start_dataplane(&["--exe".into(), path_str(&exe).into()], &[]);
     let mut pids = Vec::new();
     for i in 0..CURL_RUNS {
@@ -199,8 +198,7 @@ fn copied_node_and_copied_libssl_are_probed_when_first_seen() {
     // New inodes the agent cannot know at start: a copy of node (OpenSSL linked
     // in) and a copy of libssl found through LD_LIBRARY_PATH.
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = dir.path().join("node");
-    std::fs::copy(which("node"), &node).expect("copy node");
+    let node = private_copy("node", dir.path());
     let libdir = dir.path().join("lib");
     std::fs::create_dir(&libdir).unwrap();
     std::fs::copy(

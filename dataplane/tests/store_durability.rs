@@ -150,7 +150,8 @@ fn sigkill_during_a_burst_loses_no_object_an_emitted_event_names() {
         ],
         &[],
     );
-    let started = strip_ansi(&agent.wait_stderr("s3 store started", Duration::from_secs(30)));
+    let started =
+        common::without_ansi(&agent.wait_stderr("s3 store started", Duration::from_secs(30)));
     // Console (`recovered=210 `) or JSON (`"recovered":210,`) log lines.
     let recovered: usize = started
         .split("recovered=")
@@ -188,24 +189,6 @@ fn sigkill_during_a_burst_loses_no_object_an_emitted_event_names() {
         let bytes = common::block_on(client.get_object(key)).unwrap();
         assert_eq!(blake3::hash(&bytes).to_hex().as_str(), key);
     }
-}
-
-/// `text` without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The agent on the embedded default config (events and objects to stdout),

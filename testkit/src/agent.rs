@@ -168,7 +168,7 @@ impl Agent {
 }
 
 /// `line` without terminal colour sequences (`ESC [ … m`).
-fn without_ansi(line: &str) -> String {
+pub fn without_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {

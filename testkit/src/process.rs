@@ -208,3 +208,11 @@ pub fn finish(mut child: Child, timeout: Duration) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A copy of the program `name` (from `PATH`) in `dir`: a new inode that no
+/// other process on the host runs, so `--exe` of it selects only the test's runs.
+pub fn private_copy(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let copy = dir.join(name);
+    std::fs::copy(crate::which(name), &copy).unwrap_or_else(|e| panic!("copy {name}: {e}"));
+    copy
+}
