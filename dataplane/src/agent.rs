@@ -246,6 +246,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &late_files,
         &file_sends,
     );
+    crate::signals::stop_finished();
     Ok(())
 }
 

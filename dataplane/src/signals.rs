@@ -8,6 +8,7 @@
 //! - SIGHUP never stops the agent.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A signal the agent acts on.
@@ -86,6 +87,12 @@ impl Signals {
                 loop {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        // Acquire pairs with the Release in `stop_finished`.
+                        if STOP_FINISHED.load(Ordering::Acquire) {
+                            // Everything was delivered and counted; only the
+                            // process's own teardown ran late.
+                            exit_after_stop(0);
+                        }
                         tracing::error!("stopping outlasted its deadline; exiting now");
                         exit_now();
                     }
@@ -105,9 +112,24 @@ impl Signals {
     }
 }
 
+/// Set once the stop has delivered and logged everything it could: past the
+/// deadline the watchdog then exits with success instead of [`FORCED_EXIT`].
+static STOP_FINISHED: AtomicBool = AtomicBool::new(false);
+
+/// Marks the stop as finished (stores flushed, final counters logged).
+pub fn stop_finished() {
+    // Release pairs with the watchdog's Acquire load.
+    STOP_FINISHED.store(true, Ordering::Release);
+}
+
+/// Exits at once with `code`, probes detached in parallel first.
+fn exit_after_stop(code: i32) -> ! {
+    crate::capture::teardown::close_hooks_for_exit();
+    std::process::exit(code);
+}
+
 /// Exits at once with [`FORCED_EXIT`], probes detached in parallel first so the
 /// kernel does not keep the process for seconds detaching them one by one.
 fn exit_now() -> ! {
-    crate::capture::teardown::close_hooks_for_exit();
-    std::process::exit(FORCED_EXIT);
+    exit_after_stop(FORCED_EXIT)
 }
