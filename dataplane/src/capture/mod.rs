@@ -25,6 +25,7 @@ pub mod images;
 pub mod kernel;
 pub mod libraries;
 pub mod loader;
+pub mod nss;
 pub mod placement;
 pub mod procs;
 pub mod records;

@@ -157,6 +157,8 @@ pub struct Results {
     pub profile: Option<String>,
     /// Why the Go server workload did not run.
     pub go_unavailable: Option<String>,
+    /// The Go server's pid (its probes are on `/proc/PID/exe`).
+    pub go_server_pid: Option<u32>,
     /// Cost of tapwire's Go probes, or why it was not measured.
     pub go_probe_cost: Option<Result<ProbeCost, String>>,
     /// Seconds per wrk run.
@@ -202,7 +204,8 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
     };
     let nginx = &servers.nginx;
     let mut pids = vec![nginx.master(), launcher.pid()];
-    pids.extend(servers.go.as_ref().map(GoServer::pid));
+    results.go_server_pid = servers.go.as_ref().map(GoServer::pid);
+    pids.extend(results.go_server_pid);
     eprintln!(
         "bench: nginx on :{} (https) :{} (http), worker {}, {}",
         nginx.https_port,
