@@ -109,9 +109,14 @@ tap:
 
     let agent = Agent::capturing_this_test(&config);
     let url = |path: &str| format!("http://127.0.0.1:{plain}/{path}");
+    // Plain HTTP, and HTTPS for one (its TLS probes find nothing to do).
     let excluded_pids: Vec<(u32, &PathBuf)> = excluded
         .iter()
-        .map(|exe| (curl(exe, &url("excluded")), exe))
+        .enumerate()
+        .map(|(i, exe)| match i {
+            0 => (curl(exe, &format!("https://127.0.0.1:{tls}/excluded")), exe),
+            _ => (curl(exe, &url("excluded")), exe),
+        })
         .collect();
     let captured_pids: Vec<(u32, &PathBuf)> = captured
         .iter()

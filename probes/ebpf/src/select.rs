@@ -54,9 +54,11 @@ pub fn filter_skip() -> u32 {
 }
 
 /// True if the TLS probes capture the current process: it is captured and
-/// no filter skips its TLS plaintext (`only: [tls]`). Its TLS connections
-/// are then seen as ciphertext only, which is not emitted.
+/// no filter skips its TLS plaintext (`only: [tls]`; its TLS connections are
+/// then seen as ciphertext only, which is not emitted) or the whole process
+/// (whose connections are not tracked: the probes would find nothing to do).
 #[inline(always)]
 pub fn tls_selected() -> bool {
-    selected() && filter_skip() & tapwire_common::config::skip::TLS == 0
+    use tapwire_common::config::skip;
+    selected() && filter_skip() & (skip::TLS | skip::PROCESS) == 0
 }
