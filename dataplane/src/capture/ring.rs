@@ -126,12 +126,15 @@ fn pin_to(cpu: u32) {
 /// handler, which then runs on that reader's thread only. `images`, if given,
 /// receives every exec, exit and executable-mapping record (for probing files
 /// first seen then, and for the process table); it never blocks the reader (full → the event is skipped, and
-/// the file is reported again by its next mapping or a rescan).
+/// the file is reported again by its next mapping or a rescan). `execs`, if
+/// given, receives the pid of every exec record (for the `tap.filters`
+/// decision, made on its own thread so that probing files never delays it).
 pub fn spawn_readers<F, H>(
     rings: Vec<CpuRing>,
     mut make_handler: F,
     stop: Arc<AtomicBool>,
     images: Option<SyncSender<ProcEvent>>,
+    execs: Option<SyncSender<u32>>,
 ) -> Result<Vec<Reader>, RingError>
 where
     F: FnMut(u32) -> H,
@@ -145,6 +148,7 @@ where
         let published = Arc::clone(&counters);
         let stop = Arc::clone(&stop);
         let images = images.clone();
+        let execs = execs.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ring-{cpu}"))
             .spawn(move || {
@@ -166,6 +170,11 @@ where
                             Ok(record) => {
                                 if let Some(tx) = &images {
                                     image_event(&record, tx);
+                                }
+                                if let (Some(tx), Record::ProcExec(e)) = (&execs, &record) {
+                                    // Never blocks; a skipped exec's events are
+                                    // left to the agent's own check.
+                                    let _ = tx.try_send(e.header.pid);
                                 }
                                 handler.record(&item, record);
                                 records += 1;

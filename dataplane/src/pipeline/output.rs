@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tapwire_common::config::skip;
 use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 
 use crate::capture::procs::ProcessTable;
@@ -64,6 +65,10 @@ impl Fanout {
         if matches!(item, Output::Txn(_)) && !self.http.objects && !self.http.events {
             return;
         }
+        if self.filtered(&item) {
+            self.processes.count_filtered_late();
+            return;
+        }
         let receipt = Receipt::new();
         let mut refs = Vec::new();
         if let Output::Txn(txn) = &mut item {
@@ -103,6 +108,27 @@ impl Fanout {
             refs,
         });
         self.release(look, held, false);
+    }
+
+    /// True if a `tap.filters` entry skips what `item` carries. The probes
+    /// apply filters from the moment user space decides them (at the
+    /// program's exec); a connection tracked before that still arrives here.
+    fn filtered(&self, item: &Output) -> bool {
+        if !self.processes.has_filters() {
+            return false;
+        }
+        let (pid, txn_tls) = match item {
+            Output::Txn(txn) => (txn.conn.pid, Some(txn.tls)),
+            Output::Opened(info) => (info.pid, None),
+            Output::Closed(summary) => (summary.conn.pid, None),
+        };
+        let skip = self.processes.skip(pid);
+        if skip == 0 {
+            return false;
+        }
+        skip & skip::PROCESS != 0
+            || txn_tls
+                .is_some_and(|tls| skip & skip::PAYLOAD != 0 || (tls && skip & skip::TLS != 0))
     }
 
     /// Emits held events from the oldest while their objects are settled; with

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use tapwire_common::{Data, DropReason, Header, Kind, MAX_PAYLOAD};
 
-use crate::maps::{CONFIG, ConnState, DROPS, RING_TEMPLATE_BYTES, RINGS, SCRATCH};
+use crate::maps::{CONFIG, CONN_NO_PAYLOAD, ConnState, DROPS, RING_TEMPLATE_BYTES, RINGS, SCRATCH};
 
 type Ring = RingBuf<u8, RING_TEMPLATE_BYTES>;
 
@@ -217,10 +217,11 @@ extern "C" fn chunk(index: u64, ctx: *mut c_void) -> i64 {
 /// Emits `len` bytes of user memory at `buf` as data records of at most
 /// `MAX_PAYLOAD` bytes each, at most `CHUNKS` of them. `call_len` is the whole
 /// call's length and `base` the offset of `buf` within it (vectored calls pass
-/// each iovec).
+/// each iovec). Nothing for a connection whose payload a filter skips.
 #[inline(always)]
 pub fn emit_data<const CHUNKS: u32>(call: &DataCall, buf: u64, len: u64, call_len: u64, base: u64) {
-    if len == 0 {
+    // SAFETY: live map value.
+    if len == 0 || unsafe { (*call.conn).flags } & CONN_NO_PAYLOAD != 0 {
         return;
     }
     let mut chunks = len.div_ceil(MAX_PAYLOAD as u64);
