@@ -409,6 +409,8 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
         role: role as u32,
         peer_port: info.remote_port as u32,
         _pad: 0,
+        skipped_out: 0,
+        skipped_in: 0,
     };
     if CONNS.insert(k, state, 0).is_err() {
         count(DropReason::ConnTableFull, 1);

@@ -83,6 +83,10 @@ pub struct ConnState {
     /// Remote port while `CONN_OPEN_PENDING`.
     pub peer_port: u32,
     pub _pad: u32,
+    /// Payload bytes written and read while `CONN_NO_PAYLOAD` (no data
+    /// record carries them), for the close record.
+    pub skipped_out: u64,
+    pub skipped_in: u64,
 }
 
 /// Tracked connections, keyed by `tgid << 32 | fd`.
