@@ -214,6 +214,13 @@ tap:
         "{events:?}"
     );
     assert!(events.iter().any(|v| v["event"] == "close"), "{events:?}");
+    // The request itself was made: the server's side of it is captured.
+    assert!(
+        lines.iter().any(|v| v["type"] == "http_transaction"
+            && v["path"] == "/tls-only"
+            && v["status"] == 200),
+        "the server's transaction of the TLS request"
+    );
 
     // The subshell's request is seen from the server's side only.
     let forked: Vec<&Value> = lines

@@ -282,3 +282,70 @@ impl Sink for Deliver {
         fanout.deliver(item, look, held);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::filters::ProcessFilters;
+    use crate::pipeline::input::{ConnInfo, Role};
+    use tapwire_store::StoreStats;
+
+    /// Keeps every event.
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Bytes>>);
+
+    impl EventStore for Collect {
+        fn id(&self) -> &str {
+            "collect"
+        }
+        fn emit(&self, event: Bytes) {
+            self.0.lock().unwrap().push(event);
+        }
+        fn stats(&self) -> tapwire_store::StoreStats {
+            StoreStats::default()
+        }
+        fn shutdown(&self, _: Duration) {}
+    }
+
+    fn opened(pid: u32) -> Output {
+        Output::Opened(Box::new(ConnInfo {
+            conn_id: u64::from(pid),
+            pid,
+            tid: pid,
+            comm: "curl".into(),
+            cgroup_id: 1,
+            local: "127.0.0.1:50000".parse().unwrap(),
+            remote: "127.0.0.1:80".parse().unwrap(),
+            role: Role::Client,
+            ts_ns: 1,
+        }))
+    }
+
+    #[test]
+    fn events_of_a_filtered_process_are_dropped_and_counted() {
+        let filters: crate::config::Filters =
+            serde_yaml::from_str("custom: [{exe: /curl}]").unwrap();
+        let processes = Arc::new(ProcessTable::new(
+            ProcessFilters::compile(&filters).unwrap(),
+        ));
+        // Pids that do not exist: their exec's file name stands in.
+        let (filtered, kept) = (u32::MAX - 3, u32::MAX - 4);
+        processes.exec(filtered, 1, b"/usr/bin/curl");
+        processes.exec(kept, 1, b"/usr/bin/wget");
+        let events = Arc::new(Collect::default());
+        let fanout = Fanout {
+            events: vec![events.clone()],
+            objects: Vec::new(),
+            processes: Arc::clone(&processes),
+            http: crate::plugins::HttpPlan::default_full(),
+        };
+        let (mut look, mut held) = (Lookups::new(), Held::default());
+        fanout.deliver(opened(filtered), &mut look, &mut held);
+        fanout.deliver(opened(kept), &mut look, &mut held);
+        let got = events.0.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        let event: serde_json::Value = serde_json::from_slice(&got[0]).unwrap();
+        assert_eq!(event["pid"], kept);
+        assert_eq!(processes.filtered_late(), 1);
+    }
+}

@@ -56,11 +56,17 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
         return 0;
     };
     // Threads land here too; their tids are harmless keys, removed at exit.
-    if let Some(bits) = bits {
-        let _ = SELECTED.insert(child as u32, bits, 0);
+    // A full map leaves the child unselected, or unfiltered (its events are
+    // then dropped by the agent): counted.
+    if let Some(bits) = bits
+        && SELECTED.insert(child as u32, bits, 0).is_err()
+    {
+        count(DropReason::MapInsert, 1);
     }
-    if let Some(skip) = skip {
-        let _ = FILTERED.insert(child as u32, skip, 0);
+    if let Some(skip) = skip
+        && FILTERED.insert(child as u32, skip, 0).is_err()
+    {
+        count(DropReason::MapInsert, 1);
     }
     0
 }
