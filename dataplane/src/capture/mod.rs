@@ -76,6 +76,10 @@ const RESCAN_AFTER: [Duration; 4] = [
     Duration::from_secs(3),
 ];
 
+/// How long the control thread waits for an exec or mapping when no rescan
+/// is due; it also bounds how long stopping waits for it.
+const CONTROL_IDLE_WAIT: Duration = Duration::from_millis(100);
+
 /// How often exited processes are released from the process table.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
@@ -331,7 +335,15 @@ impl Control {
         let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
         let mut last_expiry = Instant::now();
         while !stop.load(Ordering::Acquire) {
-            match rx.recv_timeout(Duration::from_millis(10)) {
+            // Wake for the next event, the next rescan due, or now and then
+            // to look at `stop`: an idle agent's control thread sleeps.
+            let wait = rescans
+                .iter()
+                .map(|&(_, due, _)| due.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(CONTROL_IDLE_WAIT)
+                .min(CONTROL_IDLE_WAIT);
+            match rx.recv_timeout(wait) {
                 // Records come only from selected processes when selecting.
                 Ok(event) => {
                     self.handle(event);

@@ -27,6 +27,12 @@ use super::{images::ProcEvent, loader::CpuRing};
 /// How long a reader sleeps when its ring is quiet and no wake-up came. Bounds
 /// the latency of a trickle of records that never reaches the wake-up mark.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How long a reader sleeps once its ring has been empty for [`IDLE_AFTER`]:
+/// an idle agent wakes a few times a second per CPU, not a hundred; the first
+/// records after a quiet spell wait at most this long.
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Quiet time after which a reader polls at [`IDLE_POLL_INTERVAL`].
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A reader's counters, published once per batch.
 #[derive(Debug, Default)]
@@ -147,7 +153,11 @@ where
             .name(format!("ring-{cpu}"))
             .spawn(move || {
                 pin_to(cpu);
-                let timeout_ms = POLL_INTERVAL.as_millis() as i32;
+                let busy_ms = POLL_INTERVAL.as_millis() as i32;
+                let idle_ms = IDLE_POLL_INTERVAL.as_millis() as i32;
+                let idle_after = (IDLE_AFTER.as_millis() / POLL_INTERVAL.as_millis()) as u32;
+                // Polls in a row that found the ring empty.
+                let mut empty_polls = 0u32;
                 // SAFETY: epoll_event is plain data.
                 let mut events: [libc::epoll_event; 1] = unsafe { std::mem::zeroed() };
                 let mut beat = crate::status::health::register(format!("ring-{cpu}"));
@@ -178,6 +188,7 @@ where
                         published.bytes.fetch_add(bytes, Ordering::Relaxed);
                         published.decode_errors.fetch_add(errors, Ordering::Relaxed);
                         published.batches.fetch_add(1, Ordering::Relaxed);
+                        empty_polls = 0;
                         continue;
                     }
                     // Acquire pairs with the Release store in `Capture::stop`:
@@ -185,6 +196,12 @@ where
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
+                    let timeout_ms = if empty_polls < idle_after {
+                        busy_ms
+                    } else {
+                        idle_ms
+                    };
+                    empty_polls = empty_polls.saturating_add(1);
                     // SAFETY: `events` has room for 1 event; the fd is ours.
                     unsafe { libc::epoll_wait(epoll.0, events.as_mut_ptr(), 1, timeout_ms) };
                 }
