@@ -55,6 +55,20 @@ pub struct Targets {
     seen: HashMap<FileId, Option<Arc<TlsTarget>>>,
 }
 
+/// The file at `path`, mapped read-only: inspecting it touches only the pages
+/// its headers, symbol tables and probed code sit on (an executable of
+/// hundreds of MiB costs its symbol tables, not its size, and nothing stays
+/// resident once the mapping is dropped).
+fn map_file(path: &Path) -> std::io::Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the mapping is private and read-only and lives only while the
+    // file is inspected. Executables and libraries are not written in place
+    // while mapped (the kernel refuses writes to a running executable; package
+    // managers replace libraries by rename), so the bytes do not change under
+    // the parser.
+    unsafe { memmap2::Mmap::map(&file) }
+}
+
 /// True for file names of TLS shared libraries.
 fn is_tls_library(path: &Path) -> bool {
     path.file_name()
@@ -74,7 +88,7 @@ impl Targets {
         if let Some(known) = self.seen.get(&id) {
             return known.clone();
         }
-        let target = std::fs::read(path)
+        let target = map_file(path)
             .ok()
             .and_then(|data| match libraries::plan(&data) {
                 Ok((kind, points)) => Some(Arc::new(TlsTarget {
