@@ -205,11 +205,17 @@ fn pipelined_posts_never_answered_stay_within_the_memory_budget() {
                 .is_some_and(|p| p.starts_with("/upload/"))
         })
         .collect();
-    // Every request seen whole (no ring loss) has its event, metadata kept.
-    let kernel_lost = counters["kernel_drops"]["ring_full"].as_u64().unwrap();
-    if kernel_lost == 0 {
-        assert_eq!(uploads.len(), CONNS * POSTS, "{counters}");
-    }
+    // Every request has its event, metadata kept, but for those whose head
+    // was in a record lost whole: in a kernel ring, or given up in the
+    // reorder window (a hole past its time, or held records past the budget).
+    // Each head is written alone, so a lost record holds at most one.
+    let lost_whole = counters["kernel_drops"]["ring_full"].as_u64().unwrap()
+        + shards["gap_records"].as_u64().unwrap();
+    assert!(
+        uploads.len() as u64 + lost_whole >= (CONNS * POSTS) as u64,
+        "{} uploads; {counters}",
+        uploads.len()
+    );
     assert!(
         uploads
             .iter()
