@@ -4,7 +4,8 @@
 //! - `cargo xtask test`: set up test dependencies, run fmt, clippy, the deploy
 //!   linters, the release tarball check, every test and the fuzz smoke run.
 //! - `cargo xtask fuzz --seconds N`: run every fuzz target for N seconds.
-//! - `cargo xtask bench [--quick]`: the overhead and capacity benchmarks.
+//! - `cargo xtask bench [--quick] [-- BENCH ARGS]`: the overhead and capacity
+//!   benchmarks.
 //! - `cargo xtask dist`: the release tarball and its SHA-256 in `target/dist/`.
 
 mod dist;
@@ -53,6 +54,10 @@ enum Task {
         /// Fewer, shorter rounds (under 3 minutes).
         #[arg(long)]
         quick: bool,
+        /// Passed on to the bench binary after `--` (e.g. `-- --workloads
+        /// go-https-1k --only tapwire`; see `bench --help`).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Build the release tarball (binary, example configs, systemd unit, help
     /// text) and its SHA-256 into `target/dist/`, then check that the packed
@@ -81,7 +86,7 @@ fn main() -> Result<()> {
             no_lint,
         } => test(&root, fuzz_seconds, no_lint),
         Task::Fuzz { seconds } => fuzz(&root, seconds),
-        Task::Bench { quick } => bench(&root, quick),
+        Task::Bench { quick, args } => bench(&root, quick, &args),
         Task::Lint => {
             setup::ensure(&root, true)?;
             lint::deploy(&root)
@@ -119,7 +124,7 @@ fn run(root: &std::path::Path, args: &[String]) -> Result<()> {
     Err(err).context("start tapwire")
 }
 
-fn bench(root: &std::path::Path, quick: bool) -> Result<()> {
+fn bench(root: &std::path::Path, quick: bool, extra: &[String]) -> Result<()> {
     setup::ensure_bench(root)?;
     sh::cargo(&["build", "--release", "--package", "tapwire"])?;
     let mut args = vec![
@@ -134,6 +139,7 @@ fn bench(root: &std::path::Path, quick: bool) -> Result<()> {
     if quick {
         args.push("--quick");
     }
+    args.extend(extra.iter().map(String::as_str));
     sh::cargo(&args)
 }
 

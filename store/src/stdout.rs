@@ -67,6 +67,9 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// How long dropping the writer waits for its thread, which may be blocked
 /// writing to a reader that stopped reading.
 const JOIN_WAIT: Duration = Duration::from_millis(200);
+/// How long the writer waits after a write before gathering again: under
+/// load, one wake-up per this much output instead of one per line.
+const LINGER: Duration = Duration::from_millis(1);
 /// How often a flush retries queueing its marker behind a full queue.
 const FLUSH_POLL: Duration = Duration::from_millis(10);
 
@@ -286,39 +289,58 @@ fn write_lines(rx: Receiver<Line>, mut out: impl Write, queued: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         // Gather what is queued before writing, so a burst costs one write.
-        while let Some(line) = next {
-            queued.fetch_sub(line.payload_len(), Ordering::Relaxed);
-            match line {
-                Line::Event { bytes, tally } => {
-                    pending.buf.extend_from_slice(&bytes);
-                    pending.buf.push(b'\n');
-                    pending.add(&tally, bytes.len());
-                }
-                Line::Object { object, tally } => {
-                    // Encoded a step at a time straight into the write buffer,
-                    // written out as it fills: a large object never needs a
-                    // buffer of its own encoded size.
-                    object_head(&object, &mut pending.buf);
-                    for piece in object.bytes.chunks(BASE64_STEP) {
-                        append_base64(piece, &mut pending.buf);
-                        if pending.buf.len() >= WRITE_CHUNK {
-                            pending.write(&mut out);
-                        }
-                    }
-                    pending.buf.extend_from_slice(OBJECT_TAIL);
-                    pending.add(&tally, object.bytes.len());
-                }
-                Line::Flush(ack) => {
-                    pending.write(&mut out);
-                    let _ = ack.send(());
-                }
-            }
-            if pending.buf.len() >= WRITE_CHUNK {
-                pending.write(&mut out);
-            }
+        // After writing, linger a moment and gather again: under load the next
+        // lines arrive meanwhile without waking this thread once per line; idle,
+        // it goes back to waiting on the queue.
+        while next.is_some() {
+            gather(&rx, &mut next, &mut pending, &mut out, queued);
+            pending.write(&mut out);
+            std::thread::sleep(LINGER);
             next = rx.try_recv().ok();
         }
-        pending.write(&mut out);
+    }
+}
+
+/// Moves `next` and whatever else is queued now into `pending`, writing as
+/// the buffer fills.
+fn gather(
+    rx: &Receiver<Line>,
+    next: &mut Option<Line>,
+    pending: &mut Pending,
+    out: &mut impl Write,
+    queued: &AtomicU64,
+) {
+    while let Some(line) = next.take() {
+        queued.fetch_sub(line.payload_len(), Ordering::Relaxed);
+        match line {
+            Line::Event { bytes, tally } => {
+                pending.buf.extend_from_slice(&bytes);
+                pending.buf.push(b'\n');
+                pending.add(&tally, bytes.len());
+            }
+            Line::Object { object, tally } => {
+                // Encoded a step at a time straight into the write buffer,
+                // written out as it fills: a large object never needs a
+                // buffer of its own encoded size.
+                object_head(&object, &mut pending.buf);
+                for piece in object.bytes.chunks(BASE64_STEP) {
+                    append_base64(piece, &mut pending.buf);
+                    if pending.buf.len() >= WRITE_CHUNK {
+                        pending.write(&mut *out);
+                    }
+                }
+                pending.buf.extend_from_slice(OBJECT_TAIL);
+                pending.add(&tally, object.bytes.len());
+            }
+            Line::Flush(ack) => {
+                pending.write(&mut *out);
+                let _ = ack.send(());
+            }
+        }
+        if pending.buf.len() >= WRITE_CHUNK {
+            pending.write(&mut *out);
+        }
+        *next = rx.try_recv().ok();
     }
 }
 

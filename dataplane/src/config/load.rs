@@ -6,7 +6,7 @@ use std::path::Path;
 use super::locate::{Segment, Target, locate};
 use tapwire_store::config::{At, EntryError, EventStoreConfig, KeyPart, ObjectStoreConfig};
 
-use super::model::{Config, GroupFilter, RawConfig, Services, Tap};
+use super::model::{Config, RawConfig, Services, Tap};
 use crate::plugins::{PathStep, Refusal, StackError};
 
 /// The only `version` this loader reads.
@@ -95,6 +95,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     };
 
     refuse_unapplied_tap(&raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
+    let filters = crate::capture::filters::ProcessFilters::compile(&raw.tap.filters)
+        .map_err(|r| refusal(&r, &invalid_at))?;
     let http =
         crate::plugins::compile(&raw.stacks, &raw.tap, &raw.rulekit).map_err(|e| match e {
             StackError::Refused(r) => refusal(&r, &invalid_at),
@@ -131,6 +133,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         stacks: raw.stacks,
         tap: raw.tap,
         http,
+        filters,
         tapwire: raw.tapwire,
     })
 }
@@ -138,11 +141,6 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
 /// Refuses `tap` settings this version does not apply, rather than accept
 /// and ignore them.
 fn refuse_unapplied_tap(tap: &Tap) -> Result<(), Refusal> {
-    let not_yet = |path: Vec<PathStep>, what: &str| Refusal {
-        path,
-        at_key: true,
-        message: format!("{what} is not applied by this version of tapwire"),
-    };
     let key = |k: &str| PathStep::Key(k.to_owned());
     if tap.audit_include_dns {
         return Err(Refusal {
@@ -150,30 +148,6 @@ fn refuse_unapplied_tap(tap: &Tap) -> Result<(), Refusal> {
             at_key: false,
             message: "`true` needs DNS capture, which tapwire does not have".to_owned(),
         });
-    }
-    for (i, group) in tap.filters.groups.iter().enumerate() {
-        if *group != GroupFilter::Qpoint {
-            return Err(Refusal {
-                path: vec![
-                    key("tap"),
-                    key("filters"),
-                    key("groups"),
-                    PathStep::Index(i),
-                ],
-                at_key: false,
-                message: format!(
-                    "filter group `{}` is not applied by this version of tapwire \
-                     (`qpoint` is: the agent never captures itself)",
-                    group.name()
-                ),
-            });
-        }
-    }
-    if !tap.filters.custom.is_empty() {
-        return Err(not_yet(
-            vec![key("tap"), key("filters"), key("custom")],
-            "a custom process filter",
-        ));
     }
     Ok(())
 }

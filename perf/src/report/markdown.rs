@@ -117,6 +117,10 @@ impl Report<'_> {
             let _ = writeln!(s, "{row}");
         }
         for w in Workload::ALL {
+            if !r.samples.iter().any(|x| x.workload == w) {
+                // Not run (`--workloads`).
+                continue;
+            }
             let _ = writeln!(s, "\n## {}\n", w.label());
             let _ = writeln!(
                 s,
