@@ -4,7 +4,8 @@
 //! - `cargo xtask test`: set up test dependencies, run fmt, clippy, the deploy
 //!   linters, the release tarball check, every test and the fuzz smoke run.
 //! - `cargo xtask fuzz --seconds N`: run every fuzz target for N seconds.
-//! - `cargo xtask bench [--quick]`: the overhead and capacity benchmarks.
+//! - `cargo xtask bench [--quick] [ARGS]`: the benchmarks (ARGS go to the
+//!   harness: `--only`, `--no-overhead`, `--rounds`, … see `--help`).
 //! - `cargo xtask dist`: the release tarball and its SHA-256 in `target/dist/`.
 
 mod dist;
@@ -48,11 +49,13 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
-    /// Overhead and capacity benchmarks; results into `perf/results/` (needs root).
+    /// Benchmarks; results into `perf/results/` (needs root). Arguments go to
+    /// the harness (`cargo xtask bench --help-harness` lists them): `--quick`
+    /// for fewer, shorter rounds, `--no-overhead`, `--only tapwire`, ….
     Bench {
-        /// Fewer, shorter rounds (under 3 minutes).
-        #[arg(long)]
-        quick: bool,
+        /// Arguments for the harness.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Build the release tarball (binary, example configs, systemd unit, help
     /// text) and its SHA-256 into `target/dist/`, then check that the packed
@@ -81,7 +84,7 @@ fn main() -> Result<()> {
             no_lint,
         } => test(&root, fuzz_seconds, no_lint),
         Task::Fuzz { seconds } => fuzz(&root, seconds),
-        Task::Bench { quick } => bench(&root, quick),
+        Task::Bench { args } => bench(&root, &args),
         Task::Lint => {
             setup::ensure(&root, true)?;
             lint::deploy(&root)
@@ -119,7 +122,7 @@ fn run(root: &std::path::Path, args: &[String]) -> Result<()> {
     Err(err).context("start tapwire")
 }
 
-fn bench(root: &std::path::Path, quick: bool) -> Result<()> {
+fn bench(root: &std::path::Path, harness_args: &[String]) -> Result<()> {
     setup::ensure_bench(root)?;
     sh::cargo(&["build", "--release", "--package", "tapwire"])?;
     let mut args = vec![
@@ -131,9 +134,10 @@ fn bench(root: &std::path::Path, quick: bool) -> Result<()> {
         "bench",
         "--",
     ];
-    if quick {
-        args.push("--quick");
-    }
+    args.extend(harness_args.iter().map(|a| match a.as_str() {
+        "--help-harness" => "--help",
+        a => a,
+    }));
     sh::cargo(&args)
 }
 
@@ -207,4 +211,26 @@ fn fuzz(root: &std::path::Path, seconds: u64) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_passes_its_arguments_to_the_harness() {
+        let cli = Cli::try_parse_from([
+            "cargo xtask",
+            "bench",
+            "--quick",
+            "--no-overhead",
+            "--only",
+            "tapwire",
+        ])
+        .unwrap();
+        let Task::Bench { args } = cli.task else {
+            panic!("not bench");
+        };
+        assert_eq!(args, ["--quick", "--no-overhead", "--only", "tapwire"]);
+    }
 }
