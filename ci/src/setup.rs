@@ -14,7 +14,8 @@ const LLVM_PACKAGE: &str = "llvm-22-dev";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests and benchmarks drive: `wget` is the GnuTLS
-/// client, `golang-go` builds the Go TLS peers; podman, buildah and runc build
+/// client, `libnss3-tools` brings `tstclnt`, the NSS client, `golang-go`
+/// builds the Go TLS peers; podman, buildah and runc build
 /// and run the agent's container image.
 const TEST_PACKAGES: &[&str] = &[
     "nginx",
@@ -22,6 +23,7 @@ const TEST_PACKAGES: &[&str] = &[
     "python3",
     "util-linux",
     "wget",
+    "libnss3-tools",
     "golang-go",
     "podman",
     "buildah",

@@ -25,6 +25,7 @@ pub mod images;
 pub mod kernel;
 pub mod libraries;
 pub mod loader;
+pub mod nss;
 pub mod placement;
 pub mod procs;
 pub mod records;
@@ -50,7 +51,7 @@ use std::{
 
 pub use libraries::{LibraryKind, ProbedCounts};
 pub use loader::{LoaderError, Options};
-pub use ring::{ReaderCounters, RingError};
+pub use ring::{ReaderCounters, RecordSink, RingError};
 pub use selection::Selection;
 pub use tapwire_common::{DropReason, Record};
 
@@ -116,7 +117,7 @@ impl Capture {
     pub fn start<F, H>(opts: Options, make_handler: F) -> Result<Self, CaptureError>
     where
         F: FnMut(u32) -> H,
-        H: FnMut(&[u8], Record<'_>) + Send + 'static,
+        H: ring::RecordSink,
     {
         let (mut probes, rings, drops) = loader::load(&opts)?;
         let mut targets = Targets::default();

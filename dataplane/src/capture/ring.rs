@@ -129,7 +129,7 @@ pub fn spawn_readers<F, H>(
 ) -> Result<Vec<Reader>, RingError>
 where
     F: FnMut(u32) -> H,
-    H: FnMut(&[u8], Record<'_>) + Send + 'static,
+    H: RecordSink,
 {
     let mut readers = Vec::with_capacity(rings.len());
     for CpuRing { cpu, mut ring } in rings {
@@ -157,13 +157,14 @@ where
                                 if let Some(tx) = &images {
                                     image_event(&record, tx);
                                 }
-                                handler(&item, record);
+                                handler.record(&item, record);
                                 records += 1;
                             }
                             Err(_) => errors += 1,
                         }
                     }
                     if records + errors > 0 {
+                        handler.drained();
                         published.records.fetch_add(records, Ordering::Relaxed);
                         published.bytes.fetch_add(bytes, Ordering::Relaxed);
                         published.decode_errors.fetch_add(errors, Ordering::Relaxed);
@@ -188,6 +189,31 @@ where
         });
     }
     Ok(readers)
+}
+
+/// What a reader hands its records to, on its own thread.
+///
+/// Any `FnMut(&[u8], Record)` closure is one (it ignores [`drained`]).
+///
+/// [`drained`]: RecordSink::drained
+pub trait RecordSink: Send + 'static {
+    /// One record: its raw bytes and their decoding, borrowed from the ring.
+    fn record(&mut self, raw: &[u8], record: Record<'_>);
+
+    /// The ring is empty for now, after at least one record: the moment to
+    /// wake whoever consumes what the records produced, once per batch
+    /// rather than once per record.
+    fn drained(&mut self) {}
+}
+
+impl<F> RecordSink for F
+where
+    F: FnMut(&[u8], Record<'_>) + Send + 'static,
+{
+    #[inline]
+    fn record(&mut self, raw: &[u8], record: Record<'_>) {
+        self(raw, record)
+    }
 }
 
 /// Forwards exec, exit and executable-mapping records to the control thread.

@@ -7,7 +7,6 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{Read as _, Seek as _},
     os::unix::fs::{FileExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     sync::Arc,
@@ -150,14 +149,6 @@ fn build_id(file: &File) -> Option<Vec<u8>> {
     None
 }
 
-/// The whole of `file`, from its start.
-fn read_all(mut file: &File) -> Option<Vec<u8>> {
-    file.seek(std::io::SeekFrom::Start(0)).ok()?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data).ok()?;
-    Some(data)
-}
-
 /// Files inspected so far, by inode: `Some` when it has TLS functions.
 #[derive(Default)]
 pub struct Targets {
@@ -167,6 +158,19 @@ pub struct Targets {
     /// Plans of files forgotten (no process mapped them), oldest first: a
     /// file seen again unchanged is not read again.
     forgotten: std::collections::VecDeque<(Stamp, LibraryKind, Arc<[ProbePoint]>)>,
+}
+
+/// `file`, mapped read-only: inspecting it touches only the pages its
+/// headers, symbol tables and probed code sit on (an executable of hundreds
+/// of MiB costs its symbol tables, not its size, and nothing stays resident
+/// once the mapping is dropped).
+fn map_file(file: &File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the mapping is private and read-only and lives only while the
+    // file is inspected. Executables and libraries are not written in place
+    // while mapped (the kernel refuses writes to a running executable; package
+    // managers replace libraries by rename), so the bytes do not change under
+    // the parser.
+    unsafe { memmap2::Mmap::map(file) }
 }
 
 /// True for file names of TLS shared libraries.
@@ -216,7 +220,7 @@ impl Targets {
             self.seen.insert(id, (stamp, Some(Arc::clone(&target))));
             return Some(target);
         }
-        let data = read_all(&file)?;
+        let data = map_file(&file).ok()?;
         let planned = match libraries::plan(&data) {
             Ok((kind, points)) => Some((kind, Arc::<[ProbePoint]>::from(points))),
             Err(PlacementError::NoSymbols | PlacementError::Parse(_)) => None,

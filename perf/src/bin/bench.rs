@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tapwire_perf::capacity::{self, CapacityPlan};
 use tapwire_perf::late_files::{self, LateFilesPlan};
-use tapwire_perf::overhead::{self, Config, Plan, headers, procfs, seaweed};
+use tapwire_perf::overhead::{self, Config, Plan, Workload, headers, procfs, seaweed};
 use tapwire_perf::report::{chart, machine::Machine, markdown::Report};
 use tapwire_perf::tls_calls::{self, TlsCallsPlan};
 
@@ -58,6 +58,10 @@ struct Args {
     /// untraced always runs).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Only these workloads: https-1k, https-64k, http-1k, http-64k,
+    /// go-https-1k (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
     /// Skip the overhead benchmark.
     #[arg(long)]
     no_overhead: bool,
@@ -105,6 +109,11 @@ fn main() -> Result<()> {
         if !only.is_empty() {
             only.extend([Config::Untraced, Config::UntracedEnd]);
         }
+        let workloads = args
+            .workloads
+            .iter()
+            .map(|name| Workload::named(name).with_context(|| format!("unknown workload `{name}`")))
+            .collect::<Result<Vec<_>>>()?;
         let plan = Plan {
             rounds: args
                 .rounds
@@ -122,6 +131,7 @@ fn main() -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| seaweed::weed_binary(&root)),
             only,
+            workloads,
             profile: !args.no_profile,
         };
         if !plan.tapwire.is_file() {

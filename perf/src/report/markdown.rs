@@ -113,6 +113,10 @@ impl Report<'_> {
             let _ = writeln!(s, "{row}");
         }
         for w in Workload::ALL {
+            if !r.samples.iter().any(|x| x.workload == w) {
+                // Not run (`--workloads`).
+                continue;
+            }
             let _ = writeln!(s, "\n## {}\n", w.label());
             let _ = writeln!(
                 s,
@@ -209,18 +213,47 @@ impl Report<'_> {
         if let Some(why) = &r.go_unavailable {
             let _ = writeln!(s, "No Go server: {}\n", why.replace('|', "/"));
         }
+        if let Some(pid) = r.go_server_pid {
+            let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+            let n = r.tapwire_points.iter().filter(|p| p.0 == exe).count();
+            if n > 0 {
+                let _ = writeln!(
+                    s,
+                    "The Go server (`{}`) carried {n} tapwire TLS probe points: its rows \
+                     above include the Go probes.\n",
+                    exe.display()
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "The Go server (`{}`) was **not** probed: its rows above measure the \
+                     syscall path only.\n",
+                    exe.display()
+                );
+            }
+        }
         match &r.go_probe_cost {
             Some(Ok(c)) => {
                 let _ = writeln!(
                     s,
                     "`gotls calls` (one thread: a TLS client's 64-byte `Write`s, each read by a TLS \
                      server's `Read` on loopback; {} probe hits per message): {:.0} ns per message \
-                     untraced, {:.0} ns with tapwire: **{:.2} µs per probe hit** (median of 3 runs).\n",
+                     untraced, {:.0} ns with tapwire: **{:.2} µs per probe hit** (median of 3 runs; \
+                     the whole capture per hit, records and their processing included).\n",
                     crate::overhead::gotls::PROBES_PER_MESSAGE,
                     c.untraced_ns,
                     c.traced_ns,
                     c.per_call_us()
                 );
+                let _ = writeln!(
+                    s,
+                    "Go probe placements (an emulated instruction costs the kernel about \
+                     0.5–0.8 µs per hit, a single-stepped one about 11.5 µs):\n"
+                );
+                for p in &c.placements {
+                    let _ = writeln!(s, "- {p}");
+                }
+                let _ = writeln!(s);
             }
             Some(Err(why)) => {
                 let _ = writeln!(s, "Go probe cost not measured: {}\n", why.replace('|', "/"));

@@ -85,6 +85,31 @@ pub mod go_tls {
     }
 }
 
+/// NSS probes (`PR_Read`/`PR_Write`/`PR_Recv`/`PR_Send` of `libnspr4.so`):
+/// the attach cookie carries the function's shape and where the OS
+/// descriptor sits in the bottom layer's private data (`PRFilePrivate`,
+/// which NSPR's public headers do not describe: user space reads the offset
+/// from the library's code).
+///
+/// Layout: bits 0–7 shape ([`super::tls_fn::READ`] or `WRITE`), 16–31 the
+/// `PRFilePrivate` → `md.osfd` offset.
+pub mod nss {
+    /// Packs a cookie.
+    pub const fn cookie(shape: u64, osfd: u16) -> u64 {
+        (shape & 0xff) | (osfd as u64) << 16
+    }
+
+    /// The shape bits of a cookie.
+    pub const fn shape(cookie: u64) -> u64 {
+        cookie & 0xff
+    }
+
+    /// The `PRFilePrivate` → `md.osfd` offset of a cookie.
+    pub const fn osfd_offset(cookie: u64) -> u64 {
+        (cookie >> 16) & 0xffff
+    }
+}
+
 /// Record kinds. Numbers are explicit and never reused.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

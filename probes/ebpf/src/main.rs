@@ -3,6 +3,7 @@
 //! - [`tls`]: uprobes inside C TLS libraries (OpenSSL, GnuTLS), plaintext
 //!   of `SSL_read`/`SSL_write` and their equivalents.
 //! - [`gotls`]: uprobes inside Go programs, plaintext of `crypto/tls`.
+//! - [`nss`]: uprobes on NSPR's I/O functions, plaintext of NSS's SSL layer.
 //! - [`sockets`]: syscall tracepoints, plaintext socket data, connection
 //!   open/close, and the fd that names a TLS session's socket.
 //! - [`process`]: `sched_process_*` tracepoints: selection by pid with
@@ -25,6 +26,7 @@ mod files;
 mod gotls;
 mod images;
 mod maps;
+mod nss;
 mod process;
 mod select;
 mod sendfile;

@@ -170,6 +170,12 @@ pub static SELECTED_EXES: HashMap<u64, u8, 256> = HashMap::new();
 #[btf_map]
 pub static LAST_TLS_READ: LruHashMap<u64, i64, 16_384> = LruHashMap::new();
 
+/// NSS's SSL layer identity per process (tgid), read at `SSL_ImportFD`'s
+/// return (`nss::nss_import_return`): NSPR calls on descriptors without a
+/// layer of this identity are not TLS.
+#[btf_map]
+pub static NSS_SSL_LAYERS: LruHashMap<u32, i32, 16_384> = LruHashMap::new();
+
 /// A Go `(*tls.Conn).Read` in flight, saved at entry.
 #[repr(C)]
 #[derive(Clone, Copy)]
