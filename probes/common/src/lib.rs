@@ -249,17 +249,21 @@ pub enum DropReason {
     /// A thread exited inside a socket or TLS call; the call's in-flight entry
     /// was reclaimed at its exit (not a loss of captured bytes).
     AbandonedCall = 9,
+    /// Bytes `splice` moved into or out of a captured socket that the probes
+    /// cannot see (not a file's bytes through a pipe); their sequence numbers
+    /// are skipped, so the transaction shows a gap. Counts bytes.
+    UnseenBytes = 10,
     /// Data records sent with only a prefix of their bytes copied because the
     /// ring was past its high-water mark (graceful overload). Per record.
-    OverloadRecords = 10,
+    OverloadRecords = 11,
     /// Bytes those records did not copy (the sum of their
     /// [`Data::shed_len`]); the stream stays in sequence around them.
-    OverloadShedBytes = 11,
+    OverloadShedBytes = 12,
 }
 
 impl DropReason {
     /// Number of reasons, the size of the counter map.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// All reasons, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         Self::RingFull,
@@ -272,6 +276,7 @@ impl DropReason {
         Self::KernelRead,
         Self::MapInsert,
         Self::AbandonedCall,
+        Self::UnseenBytes,
         Self::OverloadRecords,
         Self::OverloadShedBytes,
     ];
@@ -289,6 +294,7 @@ impl DropReason {
             Self::KernelRead => "kernel_read",
             Self::MapInsert => "map_insert",
             Self::AbandonedCall => "abandoned_call",
+            Self::UnseenBytes => "unseen_bytes",
             Self::OverloadRecords => "overload_records",
             Self::OverloadShedBytes => "overload_shed_bytes",
         }
