@@ -23,7 +23,7 @@ use tapwire_common::{
 
 use crate::{
     emit::{count, header, output_value_wake},
-    maps::{CONFIG, SCRATCH, SELECTED, SELECTED_EXES, SYSCALLS, TLS_CALLS},
+    maps::{CONFIG, NSS_SSL_LAYERS, SCRATCH, SELECTED, SELECTED_EXES, SYSCALLS, TLS_CALLS},
     select::{selected, selection_on},
 };
 
@@ -74,6 +74,8 @@ fn exe_inode(cfg: &Config) -> Option<u64> {
 /// hook: sched:sched_process_exec(filename, pid, old_pid)
 #[tracepoint]
 pub fn sched_exec(ctx: TracePointContext) -> u32 {
+    // A new program: NSS's SSL layer identity of the old one means nothing.
+    let _ = NSS_SSL_LAYERS.remove((bpf_get_current_pid_tgid() >> 32) as u32);
     if selection_on()
         && let Some(cfg) = CONFIG.get(0)
     {
@@ -137,11 +139,15 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     if selection_on() {
         let _ = SELECTED.remove(pid_tgid as u32);
     }
+    // SAFETY: `group_dead` is a bool at a fixed offset of this tracepoint.
+    let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0);
+    if group_dead != 0 {
+        // The pid may be reused by another program.
+        let _ = NSS_SSL_LAYERS.remove((pid_tgid >> 32) as u32);
+    }
     if !was_selected {
         return 0;
     }
-    // SAFETY: `group_dead` is a bool at a fixed offset of this tracepoint.
-    let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0);
     if group_dead != 0 {
         let rec = ProcExit {
             header: header(Kind::ProcExit),
