@@ -214,6 +214,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let excluded = capture.excluded();
     let counters = capture.reader_counters();
     let late_files = capture.late_files();
+    let filtered_late = capture.filtered_late();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(
@@ -229,6 +230,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &stats,
         &late_files,
         &file_sends,
+        filtered_late,
     );
     crate::signals::stop_finished();
     Ok(())
@@ -300,6 +302,7 @@ fn log_final(
     stats: &PipelineStats,
     late_files: &capture::LateFiles,
     file_sends: &FileSendCounters,
+    filtered_late: u64,
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
@@ -327,6 +330,7 @@ fn log_final(
         "kernel_drops": kernel,
         "kernel_ring_full_per_cpu": per_cpu,
         "kernel_excluded": excluded,
+        "filtered_late": filtered_late,
         "ring_records": records,
         "routing": stats.routing(),
         "shards": shards,

@@ -210,21 +210,6 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
             "3:22: tap.audit_include_dns: `true` needs DNS capture, which tapwire does not have",
         ),
         (
-            "version: 2\ntap:\n  filters:\n    groups: [qpoint, container]\n".into(),
-            "4:22: tap.filters.groups[1]: filter group `container-runtimes` is not applied by this \
-             version of tapwire (`qpoint` is: the agent never captures itself)",
-        ),
-        (
-            "version: 2\ntap:\n  filters:\n    groups: [kubrnetes]\n".into(),
-            "4:14: tap.filters.groups[0]: unknown variant `kubrnetes`, expected one of `qpoint`, \
-             `kubernetes`, `container`, `container-runtimes`, `gke`, `eks`",
-        ),
-        (
-            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: /usr/bin/curl\n".into(),
-            "4:5: tap.filters.custom: a custom process filter is not applied by this version of \
-             tapwire",
-        ),
-        (
             "version: 2\ntap:\n  endpoints:\n    - domain: api.example.com\n".into(),
             "3:3: tap.endpoints: a per-domain stack (`endpoints`) is not applied by this version \
              of tapwire",
@@ -263,6 +248,72 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
     for (yaml, expected) in cases {
         assert_error(yaml, expected);
     }
+}
+
+#[test]
+fn filter_mistakes_are_refused_with_their_location() {
+    let cases = [
+        (
+            "version: 2\ntap:\n  filters:\n    groups: [qpoint, kubrnetes]\n",
+            "4:22: tap.filters.groups[1]: unknown variant `kubrnetes`, expected one of `qpoint`, \
+             `kubernetes`, `container`, `container-runtimes`, `gke`, `eks`",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: curl\n      \
+             - exe: '^/usr/(bin|sbin/curl$'\n        strategy: regex\n",
+            "6:14: tap.filters.custom[1].exe: not a regular expression: unclosed group",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: curl\n        only: []\n",
+            "6:15: tap.filters.custom[0].only: empty list: name the layers to skip (`data`, \
+             `tls`, `http`, `dns`), or leave `only` out to skip the whole process",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: curl\n        strategy: glob\n",
+            "6:19: tap.filters.custom[0].strategy: unknown variant `glob`, expected one of \
+             `exact`, `prefix`, `suffix`, `contains`, `regex`",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: curl\n        only: [ssl]\n",
+            "6:16: tap.filters.custom[0].only[0]: unknown variant `ssl`, expected one of `data`, \
+             `tls`, `http`, `dns`",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_error(yaml, expected);
+    }
+}
+
+#[test]
+fn check_config_shows_the_filters_in_match_order() {
+    let out = tapwire(&[
+        "check-config",
+        fixture("qtap/filters.yaml").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let filters: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("filters"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            "  custom[0] exact `/usr/bin/curl` -> skip process",
+            "  custom[1] prefix `/opt/monitoring/` -> skip payload",
+            "  group kubernetes exact `/home/kubernetes/bin/kubelet` -> skip process",
+            "  group kubernetes exact `/home/kubernetes/bin/kube-proxy` -> skip process",
+            "  group kubernetes exact `/proxy-agent` -> skip process",
+            "  group kubernetes exact `/cluster-proportional-autoscaler` -> skip process",
+            "  group kubernetes exact `/csi-node-driver-registrar` -> skip process",
+            "  group container-runtimes exact `/usr/bin/containerd` -> skip process",
+            "  group container-runtimes exact `/usr/bin/dockerd` -> skip process",
+            "  group container-runtimes exact `/usr/bin/runc` -> skip process",
+        ],
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -215,6 +215,21 @@ impl DropCounters {
     }
 }
 
+/// The probes' `FILTERED` map: the `config::skip` bits `tap.filters` gives a
+/// process, inherited by its children in the kernel.
+pub struct FilteredMap(BpfHashMap<MapData, u32, u32>);
+
+impl FilteredMap {
+    /// Writes `pid`'s bits (0 removes it).
+    pub fn set(&mut self, pid: u32, skip: u32) {
+        let _ = if skip == 0 {
+            self.0.remove(&pid)
+        } else {
+            self.0.insert(pid, skip, 0)
+        };
+    }
+}
+
 /// Loaded and attached probes. Dropping detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
@@ -572,6 +587,19 @@ impl Probes {
         {
             let _ = files.insert(key, 1, 0);
         }
+    }
+
+    /// Takes the probes' `FILTERED` map out, for the thread that writes the
+    /// `tap.filters` decisions.
+    pub fn take_filtered(&mut self) -> Result<FilteredMap, LoaderError> {
+        let name = "FILTERED";
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(LoaderError::MissingMap(name))?;
+        BpfHashMap::try_from(map)
+            .map(FilteredMap)
+            .map_err(|source| LoaderError::Map { name, source })
     }
 
     /// Adds `pid` to the kernel's selected set (bits OR-ed in).

@@ -20,6 +20,7 @@
 //! detaches everything.
 
 pub mod btf;
+pub mod filters;
 pub mod golang;
 pub mod images;
 pub mod kernel;
@@ -75,6 +76,10 @@ const RESCAN_AFTER: [Duration; 4] = [
     Duration::from_secs(3),
 ];
 
+/// How long the control thread waits for an exec or mapping when no rescan
+/// is due; it also bounds how long stopping waits for it.
+const CONTROL_IDLE_WAIT: Duration = Duration::from_millis(100);
+
 /// How often exited processes are released from the process table.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
@@ -97,10 +102,12 @@ pub struct Capture {
     stop: Arc<AtomicBool>,
     readers: Vec<ring::Reader>,
     control: Option<JoinHandle<()>>,
+    filters: Option<JoinHandle<()>>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
     probed: Arc<ProbedCounts>,
     images: SharedCounters,
+    processes: Arc<ProcessTable>,
 }
 
 impl Capture {
@@ -126,14 +133,23 @@ impl Capture {
         for &pid in &pids {
             attach_process(&mut probes, &mut targets, pid);
         }
-        opts.processes.scan(pids);
+        let mut filtered = probes.take_filtered()?;
+        for (pid, skip) in opts.processes.scan(pids) {
+            filtered.set(pid, skip);
+        }
         probes.log_probed();
         let probed = Arc::clone(&probes.probed);
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
         let stop = Arc::new(AtomicBool::new(false));
         let images = SharedCounters::default();
         let (tx, rx) = sync_channel(IMAGE_QUEUE);
-        let readers = ring::spawn_readers(rings, make_handler, Arc::clone(&stop), Some(tx))?;
+        let (filter_thread, execs) = if opts.processes.has_filters() {
+            let (execs, thread) = spawn_filter_thread(filtered, Arc::clone(&opts.processes))?;
+            (Some(thread), Some(execs))
+        } else {
+            (None, None)
+        };
+        let readers = ring::spawn_readers(rings, make_handler, Arc::clone(&stop), Some(tx), execs)?;
         let control = {
             let stop = Arc::clone(&stop);
             let fallbacks = Arc::clone(&fallbacks);
@@ -160,11 +176,20 @@ impl Capture {
             stop,
             readers,
             control: Some(control),
+            filters: filter_thread,
             drops,
             fallbacks,
             probed,
             images,
+            processes: Arc::clone(&opts.processes),
         })
+    }
+
+    /// Events dropped in user space because a `tap.filters` entry skips
+    /// their process (connections tracked before the decision reached the
+    /// probes).
+    pub fn filtered_late(&self) -> u64 {
+        self.processes.filtered_late()
     }
 
     /// Files first seen at exec or mapping: how many got TLS probes and how
@@ -228,6 +253,10 @@ impl Capture {
         for reader in self.readers.drain(..) {
             let _ = reader.thread.join();
         }
+        // Its channel closed with the last reader.
+        if let Some(filters) = self.filters.take() {
+            let _ = filters.join();
+        }
     }
 }
 
@@ -235,6 +264,37 @@ impl Drop for Capture {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Exec records waiting for the filter thread (pids); beyond this they are
+/// skipped, and the program's events are left to the agent's own check
+/// (`filtered_late`).
+const EXEC_QUEUE: usize = 4096;
+
+/// Starts the thread that decides `tap.filters` for each exec'd program and
+/// writes the decision into the probes' `FILTERED` map. It does nothing else,
+/// so the time from an exec to its decision in the kernel is a path lookup
+/// and a map update, whatever the control thread is busy with.
+fn spawn_filter_thread(
+    mut map: loader::FilteredMap,
+    processes: Arc<ProcessTable>,
+) -> Result<(std::sync::mpsc::SyncSender<u32>, JoinHandle<()>), CaptureError> {
+    let (tx, rx) = sync_channel::<u32>(EXEC_QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("capture-filters".into())
+        .spawn(move || {
+            // Ends when the readers (the senders) are gone.
+            while let Ok(pid) = rx.recv() {
+                // The probes cleared the pid's entry at its exec: only a
+                // program some entry names needs a write.
+                let skip = processes.skip_running(pid);
+                if skip != 0 {
+                    map.set(pid, skip);
+                }
+            }
+        })
+        .map_err(CaptureError::Spawn)?;
+    Ok((tx, thread))
 }
 
 /// Attaches the TLS probes of every TLS file a process maps now (and its
@@ -275,7 +335,15 @@ impl Control {
         let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
         let mut last_expiry = Instant::now();
         while !stop.load(Ordering::Acquire) {
-            match rx.recv_timeout(Duration::from_millis(10)) {
+            // Wake for the next event, the next rescan due, or now and then
+            // to look at `stop`: an idle agent's control thread sleeps.
+            let wait = rescans
+                .iter()
+                .map(|&(_, due, _)| due.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(CONTROL_IDLE_WAIT)
+                .min(CONTROL_IDLE_WAIT);
+            match rx.recv_timeout(wait) {
                 // Records come only from selected processes when selecting.
                 Ok(event) => {
                     self.handle(event);

@@ -27,6 +27,12 @@ use super::{images::ProcEvent, loader::CpuRing};
 /// How long a reader sleeps when its ring is quiet and no wake-up came. Bounds
 /// the latency of a trickle of records that never reaches the wake-up mark.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How long a reader sleeps once its ring has been empty for [`IDLE_AFTER`]:
+/// an idle agent wakes a few times a second per CPU, not a hundred; the first
+/// records after a quiet spell wait at most this long.
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Quiet time after which a reader polls at [`IDLE_POLL_INTERVAL`].
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A reader's counters, published once per batch.
 #[derive(Debug, Default)]
@@ -120,12 +126,15 @@ fn pin_to(cpu: u32) {
 /// handler, which then runs on that reader's thread only. `images`, if given,
 /// receives every exec, exit and executable-mapping record (for probing files
 /// first seen then, and for the process table); it never blocks the reader (full → the event is skipped, and
-/// the file is reported again by its next mapping or a rescan).
+/// the file is reported again by its next mapping or a rescan). `execs`, if
+/// given, receives the pid of every exec record (for the `tap.filters`
+/// decision, made on its own thread so that probing files never delays it).
 pub fn spawn_readers<F, H>(
     rings: Vec<CpuRing>,
     mut make_handler: F,
     stop: Arc<AtomicBool>,
     images: Option<SyncSender<ProcEvent>>,
+    execs: Option<SyncSender<u32>>,
 ) -> Result<Vec<Reader>, RingError>
 where
     F: FnMut(u32) -> H,
@@ -139,11 +148,16 @@ where
         let published = Arc::clone(&counters);
         let stop = Arc::clone(&stop);
         let images = images.clone();
+        let execs = execs.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ring-{cpu}"))
             .spawn(move || {
                 pin_to(cpu);
-                let timeout_ms = POLL_INTERVAL.as_millis() as i32;
+                let busy_ms = POLL_INTERVAL.as_millis() as i32;
+                let idle_ms = IDLE_POLL_INTERVAL.as_millis() as i32;
+                let idle_after = (IDLE_AFTER.as_millis() / POLL_INTERVAL.as_millis()) as u32;
+                // Polls in a row that found the ring empty.
+                let mut empty_polls = 0u32;
                 // SAFETY: epoll_event is plain data.
                 let mut events: [libc::epoll_event; 1] = unsafe { std::mem::zeroed() };
                 let mut beat = crate::status::health::register(format!("ring-{cpu}"));
@@ -157,6 +171,11 @@ where
                                 if let Some(tx) = &images {
                                     image_event(&record, tx);
                                 }
+                                if let (Some(tx), Record::ProcExec(e)) = (&execs, &record) {
+                                    // Never blocks; a skipped exec's events are
+                                    // left to the agent's own check.
+                                    let _ = tx.try_send(e.header.pid);
+                                }
                                 handler.record(&item, record);
                                 records += 1;
                             }
@@ -169,6 +188,7 @@ where
                         published.bytes.fetch_add(bytes, Ordering::Relaxed);
                         published.decode_errors.fetch_add(errors, Ordering::Relaxed);
                         published.batches.fetch_add(1, Ordering::Relaxed);
+                        empty_polls = 0;
                         continue;
                     }
                     // Acquire pairs with the Release store in `Capture::stop`:
@@ -176,6 +196,12 @@ where
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
+                    let timeout_ms = if empty_polls < idle_after {
+                        busy_ms
+                    } else {
+                        idle_ms
+                    };
+                    empty_polls = empty_polls.saturating_add(1);
                     // SAFETY: `events` has room for 1 event; the fd is ours.
                     unsafe { libc::epoll_wait(epoll.0, events.as_mut_ptr(), 1, timeout_ms) };
                 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::locate::{Segment, Target, locate};
 use tapwire_store::config::{At, EntryError, EventStoreConfig, KeyPart, ObjectStoreConfig};
 
-use super::model::{Config, GroupFilter, RawConfig, Services, Tap};
+use super::model::{Config, RawConfig, Services, Tap};
 use crate::plugins::{PathStep, Refusal};
 
 /// The only `version` this loader reads.
@@ -95,6 +95,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     };
 
     refuse_unapplied_tap(&raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
+    let filters = crate::capture::filters::ProcessFilters::compile(&raw.tap.filters)
+        .map_err(|r| refusal(&r, &invalid_at))?;
     let http =
         crate::plugins::compile(&raw.stacks, &raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
 
@@ -126,6 +128,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         stacks: raw.stacks,
         tap: raw.tap,
         http,
+        filters,
         tapwire: raw.tapwire,
     })
 }
@@ -150,30 +153,6 @@ fn refuse_unapplied_tap(tap: &Tap) -> Result<(), Refusal> {
         return Err(not_yet(
             vec![key("tap"), key("endpoints")],
             "a per-domain stack (`endpoints`)",
-        ));
-    }
-    for (i, group) in tap.filters.groups.iter().enumerate() {
-        if *group != GroupFilter::Qpoint {
-            return Err(Refusal {
-                path: vec![
-                    key("tap"),
-                    key("filters"),
-                    key("groups"),
-                    PathStep::Index(i),
-                ],
-                at_key: false,
-                message: format!(
-                    "filter group `{}` is not applied by this version of tapwire \
-                     (`qpoint` is: the agent never captures itself)",
-                    group.name()
-                ),
-            });
-        }
-    }
-    if !tap.filters.custom.is_empty() {
-        return Err(not_yet(
-            vec![key("tap"), key("filters"), key("custom")],
-            "a custom process filter",
         ));
     }
     Ok(())

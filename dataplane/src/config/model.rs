@@ -18,6 +18,8 @@ pub struct Config {
     pub tap: Tap,
     /// What each HTTP transaction becomes, compiled from `stacks` and `tap.http`.
     pub http: crate::plugins::HttpPlan,
+    /// Processes left out, compiled from `tap.filters`.
+    pub filters: crate::capture::filters::ProcessFilters,
     /// tapwire's own settings (not in Qtap's format).
     pub tapwire: Tapwire,
 }

@@ -41,6 +41,9 @@ pub struct Snapshot {
     pub budget_used: u64,
     /// The memory budget's share for bodies and reorder windows.
     pub budget_limit: u64,
+    /// Events dropped in user space because a `tap.filters` entry skips
+    /// their process.
+    pub filtered_late: u64,
     /// Config reloads that took effect.
     pub reloads_ok: u64,
     /// Config reloads refused (the old config kept running).
@@ -207,7 +210,7 @@ impl Collector for Collect {
         counter(
             &mut enc,
             "kernel_excluded",
-            "Socket events the probes skipped on purpose (the agent's own uploads), by reason",
+            "Connections the probes left out (or kept without payload) on purpose, by reason",
             snap.kernel_excluded
                 .iter()
                 .map(|(reason, n)| (vec![("reason", (*reason).to_owned())], *n)),
@@ -381,6 +384,13 @@ impl Collector for Collect {
                     .map(|(l, n)| (l, i64::try_from(n).unwrap_or(i64::MAX))),
             )?;
         }
+        counter(
+            &mut enc,
+            "filtered_late_events",
+            "Events dropped in user space because a tap.filters entry skips their process \
+             (connections tracked before the filter decision reached the probes)",
+            [(Vec::new(), snap.filtered_late)],
+        )?;
         counter(
             &mut enc,
             "reloads",

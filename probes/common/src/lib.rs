@@ -365,6 +365,12 @@ pub struct ConnClose {
     pub fd: i32,
     /// Explicit padding.
     pub _pad0: u32,
+    /// Payload bytes the process wrote that no data record carries: a
+    /// `tap.filters` entry skips the payload of this connection (else 0).
+    pub skipped_out: u64,
+    /// Payload bytes the process read that no data record carries (as
+    /// `skipped_out`).
+    pub skipped_in: u64,
 }
 
 /// A selected process called `execve`.
@@ -518,7 +524,7 @@ const _: () = assert!(size_of::<FileKey>() == 16);
 const _: () = assert!(size_of::<FileSend>() == 360);
 const _: () = assert!(size_of::<ConnOpen>() == 112);
 const _: () = assert!(size_of::<Data>() == 72);
-const _: () = assert!(size_of::<ConnClose>() == 48);
+const _: () = assert!(size_of::<ConnClose>() == 64);
 const _: () = assert!(size_of::<ProcExec>() == 304);
 const _: () = assert!(size_of::<ProcExit>() == 32);
 // The kernel reserves ring records at 8-byte alignment.

@@ -68,6 +68,9 @@ pub const CONN_PLAIN: u32 = 2;
 /// the agent's own port list is sure to name the peer if it is the agent's
 /// (see `conn::settle`).
 pub const CONN_OPEN_PENDING: u32 = 4;
+/// `ConnState::flags`: a `tap.filters` entry skips the payload of this
+/// process's connections: no data record is made (`config::skip::PAYLOAD`).
+pub const CONN_NO_PAYLOAD: u32 = 8;
 
 /// What the probes know about one tracked TCP socket.
 #[repr(C)]
@@ -80,6 +83,10 @@ pub struct ConnState {
     /// Remote port while `CONN_OPEN_PENDING`.
     pub peer_port: u32,
     pub _pad: u32,
+    /// Payload bytes written and read while `CONN_NO_PAYLOAD` (no data
+    /// record carries them), for the close record.
+    pub skipped_out: u64,
+    pub skipped_in: u64,
 }
 
 /// Tracked connections, keyed by `tgid << 32 | fd`.
@@ -156,6 +163,13 @@ pub static SELECTED: HashMap<u32, u32, 65_536> = HashMap::new();
 /// Selected cgroup ids.
 #[btf_map]
 pub static SELECTED_CGROUPS: HashMap<u64, u8, 256> = HashMap::new();
+
+/// Processes a `tap.filters` entry applies to (tgid or tid →
+/// `config::skip` bits). Written by user space when a process starts (it
+/// knows the executable's path), copied to children at fork, cleared at exec
+/// (the new program is decided again) and exit.
+#[btf_map]
+pub static FILTERED: HashMap<u32, u32, 65_536> = HashMap::new();
 
 /// Inode numbers of selected executables.
 #[btf_map]

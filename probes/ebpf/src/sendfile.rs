@@ -32,7 +32,10 @@ use crate::{
     conn::{key, lookup_or_track},
     emit::{count, header, output_value_wake},
     files::{file_of, key_of, read},
-    maps::{CONFIG, CONN_TLS, CONNS, FD_PATHS, OPENS, PATH_SCRATCH, SEND_SCRATCH, SENDFILES},
+    maps::{
+        CONFIG, CONN_NO_PAYLOAD, CONN_TLS, CONNS, FD_PATHS, OPENS, PATH_SCRATCH, SEND_SCRATCH,
+        SENDFILES,
+    },
     select::selected,
 };
 
@@ -80,8 +83,13 @@ pub fn sys_enter_sendfile(ctx: TracePointContext) -> u32 {
         return 0;
     };
     // SAFETY: live map value.
-    if unsafe { (*conn).flags } & CONN_TLS != 0 {
+    let flags = unsafe { (*conn).flags };
+    if flags & CONN_TLS != 0 {
         // Kernel TLS: the file's bytes are encrypted on the way; not followed.
+        return 0;
+    }
+    if flags & CONN_NO_PAYLOAD != 0 {
+        // A filter skips this process's payload.
         return 0;
     }
     // Built in per-CPU scratch: the record (with its path) is too big for the

@@ -190,13 +190,17 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
                 }
             }
         }
+        // SAFETY: live map value.
+        let (conn_id, skipped_out, skipped_in) =
+            unsafe { ((*conn).conn_id, (*conn).skipped_out, (*conn).skipped_in) };
         let close = ConnClose {
             header: header(Kind::ConnClose),
-            // SAFETY: live map value.
-            conn_id: unsafe { (*conn).conn_id },
+            conn_id,
             seq: next_seq(conn),
             fd: fd as i32,
             _pad0: 0,
+            skipped_out,
+            skipped_in,
         };
         output_value(&close);
         let _ = CONNS.remove(k);

@@ -37,7 +37,7 @@ use crate::{
     conn::lookup_or_track,
     emit::{DataCall, count, emit_data},
     maps::{CONN_TLS, LAST_TLS_READ, SSL_FDS, SslKey, TLS_CALLS, TlsCall},
-    select::selected,
+    select::tls_selected,
 };
 
 const FN_READ: u32 = tls_fn::READ as u32;
@@ -54,7 +54,7 @@ const TLS_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
 /// entry; cookie = `tls_fn::*`.
 #[uprobe]
 pub fn ssl_enter(ctx: ProbeContext) -> u32 {
-    if !selected() {
+    if !tls_selected() {
         return 0;
     }
     // SAFETY: valid context pointer of this uprobe.
