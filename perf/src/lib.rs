@@ -4,11 +4,17 @@
 //!   bcc's sslsniff, on loopback, in interleaved rounds.
 //! - [`capacity`]: what the data plane takes without the kernel, and where it
 //!   starts dropping.
-//! - [`late_files`]: the window from a program loading a TLS library tapwire
-//!   has not seen to that file's probes being live.
+//! - [`late_files`]: the window from a program bringing a TLS file tapwire
+//!   has not seen (a library it maps, an executable it execs) to that file's
+//!   probes being live.
+//! - [`tls_calls`]: what one OpenSSL call costs in a process tapwire selects
+//!   and in one it does not.
+//! - [`tapwire_log`]: the counters tapwire logs when it stops.
 //! - [`report`]: the markdown table and PNG chart in `perf/results/`.
 
 pub mod capacity;
 pub mod late_files;
 pub mod overhead;
 pub mod report;
+pub mod tapwire_log;
+pub mod tls_calls;

@@ -18,7 +18,12 @@ use bytes::Bytes;
 use tapwire_common::config::skip;
 use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 
+use std::fmt::Write as _;
+
 use crate::capture::procs::ProcessTable;
+use crate::pipeline::event_fields::Url;
+use crate::plugins::Format;
+use crate::plugins::fields::TxnFields;
 
 use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
@@ -55,6 +60,9 @@ struct HeldEvent {
     receipt: Arc<Receipt>,
     item: Output,
     refs: Vec<ObjectRef>,
+    /// Emit the event (false: the transaction's stack has no `report_usage`;
+    /// held only for its objects' order).
+    event: bool,
 }
 
 impl Fanout {
@@ -62,22 +70,48 @@ impl Fanout {
     /// event until they are kept (see the module doc); emits whatever held
     /// events are ready.
     pub fn deliver(&self, mut item: Output, look: &mut Lookups, held: &mut Held) {
-        if matches!(item, Output::Txn(_)) && !self.http.objects && !self.http.events {
-            return;
-        }
         if self.filtered(&item) {
             self.processes.count_filtered_late();
             return;
         }
         let receipt = Receipt::new();
         let mut refs = Vec::new();
+        let mut event = true;
         if let Output::Txn(txn) = &mut item {
+            let stack = self.http.stack_for(txn.authority.as_deref());
+            if !stack.records() {
+                return;
+            }
             crate::status::http_metrics::observe(txn);
-        }
-        if let Output::Txn(txn) = &mut item
-            && self.http.objects
-        {
-            for (i, (role, content_type, bytes)) in txn.take_objects().into_iter().enumerate() {
+            event = stack.events;
+            // The executable is looked up only for rules and Qtap's layouts.
+            let exe = if stack.capture.rules.is_empty() && stack.capture.format == Format::Parts {
+                None
+            } else {
+                self.processes.exe(txn.conn.pid)
+            };
+            let (level, format) = if stack.capture.rules.is_empty() {
+                (stack.capture.level, stack.capture.format)
+            } else {
+                look.url.clear();
+                let _ = write!(
+                    look.url,
+                    "{}",
+                    Url {
+                        tls: txn.tls,
+                        authority: txn.authority.as_deref(),
+                        remote: txn.conn.remote,
+                        target: &txn.path,
+                    }
+                );
+                stack.capture_for(&TxnFields {
+                    txn,
+                    exe: exe.as_deref(),
+                    url: &look.url,
+                })
+            };
+            let objects = crate::plugins::capture::objects(txn, level, format, exe.as_deref());
+            for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
                 let object = Object::new(content_type, bytes);
                 let url = self
                     .objects
@@ -106,6 +140,7 @@ impl Fanout {
             receipt,
             item,
             refs,
+            event,
         });
         self.release(look, held, false);
     }
@@ -146,6 +181,7 @@ impl Fanout {
                 receipt,
                 item,
                 mut refs,
+                event,
             }) = held.queue.pop_front()
             else {
                 break;
@@ -156,14 +192,15 @@ impl Fanout {
                     r.url = None;
                 }
             }
-            self.emit(item, &refs, look);
+            if event {
+                self.emit(item, &refs, look);
+            }
         }
         forced
     }
 
     fn emit(&self, item: Output, refs: &[ObjectRef], look: &mut Lookups) {
         let event = match item {
-            Output::Txn(_) if !self.http.events => return,
             Output::Txn(txn) => {
                 let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
                 let origin = Origin {
@@ -202,6 +239,8 @@ impl Fanout {
 pub struct Lookups {
     host: String,
     places: AttributionCache,
+    /// A transaction's URL for rules, reused.
+    url: String,
 }
 
 impl Lookups {
@@ -210,6 +249,7 @@ impl Lookups {
         Self {
             host: crate::attribution::node_name(),
             places: AttributionCache::default(),
+            url: String::new(),
         }
     }
 }

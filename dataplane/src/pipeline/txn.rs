@@ -205,6 +205,9 @@ pub enum ObjectRole {
     ResponseHeaders,
     /// Response body.
     ResponseBody,
+    /// The whole transaction in Qtap's `http_transaction` layout
+    /// (`http_capture` format `json` or `text`).
+    HttpTransaction,
 }
 
 /// An object as an event refers to it.

@@ -241,11 +241,15 @@ pub enum DropReason {
     /// A thread exited inside a socket or TLS call; the call's in-flight entry
     /// was reclaimed at its exit (not a loss of captured bytes).
     AbandonedCall = 9,
+    /// Bytes `splice` moved into or out of a captured socket that the probes
+    /// cannot see (not a file's bytes through a pipe); their sequence numbers
+    /// are skipped, so the transaction shows a gap. Counts bytes.
+    UnseenBytes = 10,
 }
 
 impl DropReason {
     /// Number of reasons, the size of the counter map.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     /// All reasons, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         Self::RingFull,
@@ -258,6 +262,7 @@ impl DropReason {
         Self::KernelRead,
         Self::MapInsert,
         Self::AbandonedCall,
+        Self::UnseenBytes,
     ];
 
     /// Stable snake_case name, for logs and metrics.
@@ -273,6 +278,7 @@ impl DropReason {
             Self::KernelRead => "kernel_read",
             Self::MapInsert => "map_insert",
             Self::AbandonedCall => "abandoned_call",
+            Self::UnseenBytes => "unseen_bytes",
         }
     }
 }

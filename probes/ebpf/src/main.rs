@@ -9,6 +9,8 @@
 //! - [`process`]: `sched_process_*` tracepoints: selection by pid with
 //!   descendants and by executable, exec/exit records.
 //! - [`sendfile`]: bytes sent straight from a file, named by file and range.
+//! - [`splice`]: bytes moved through a pipe: a file's sent as `sendfile`'s,
+//!   others counted and left as a gap.
 //! - [`images`]: files mapped executable, so user space probes a TLS library
 //!   as soon as a process loads it.
 //!
@@ -29,6 +31,7 @@ mod process;
 mod select;
 mod sendfile;
 mod sockets;
+mod splice;
 mod tls;
 
 #[cfg(not(test))]

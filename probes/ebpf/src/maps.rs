@@ -246,3 +246,40 @@ pub static FD_PATHS: LruHashMap<u64, [u8; FILENAME_LEN], 8192> = LruHashMap::new
 /// Per-CPU space to read a path into.
 #[btf_map]
 pub static PATH_SCRATCH: PerCpuArray<[u8; FILENAME_LEN], 1> = PerCpuArray::new();
+
+/// A `splice` call in flight of a captured process, saved at entry (see
+/// [`crate::splice`]). Keyed by `pid_tgid`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SpliceCall {
+    /// What the call moves: `splice::PIPE_TO_SOCKET` and friends.
+    pub what: u32,
+    /// The socket's descriptor, or the file's.
+    pub fd: i32,
+    /// The pipe.
+    pub pipe: FileKey,
+}
+
+/// `splice` calls in flight.
+#[btf_map]
+pub static SPLICES: LruHashMap<u64, SpliceCall, 4096> = LruHashMap::new();
+
+/// Where the bytes queued in a pipe came from, as far as `splice` shows it:
+/// `unknown` bytes of no known source first, then `send.len` bytes of a file
+/// range.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PipeSource {
+    /// Bytes queued first whose source is not known.
+    pub unknown: u64,
+    /// The file range queued after them (`offset`, `len`).
+    pub send: FileSend,
+}
+
+/// Pipes of captured processes that `splice` fed, by the pipe's inode.
+#[btf_map]
+pub static PIPE_SOURCES: LruHashMap<FileKey, PipeSource, 4096> = LruHashMap::new();
+
+/// Per-CPU space to build a [`PipeSource`] (too big for the stack).
+#[btf_map]
+pub static PIPE_SCRATCH: PerCpuArray<PipeSource, 1> = PerCpuArray::new();
