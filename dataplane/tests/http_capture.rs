@@ -10,8 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -27,36 +26,13 @@ const OK: &[u8] =
 
 /// A loopback HTTP/1.1 server on a thread of this process.
 fn serve() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            std::thread::spawn(move || answer(conn));
+    common::serve_loopback_http(|request_line| {
+        if request_line.starts_with("GET /fail ") {
+            FAIL
+        } else {
+            OK
         }
-    });
-    port
-}
-
-/// Reads one request head and answers it, then waits for the client to close.
-fn answer(conn: TcpStream) {
-    let mut reader = BufReader::new(&conn);
-    let mut out = &conn;
-    let mut line = String::new();
-    let mut fail = false;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        fail |= line.starts_with("GET /fail ");
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let _ = out.write_all(if fail { FAIL } else { OK });
-    let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest);
+    })
 }
 
 /// `curl` GET of `http://HOST:PORT/PATH` with `HOST` resolved to loopback and
