@@ -4,6 +4,8 @@
 //!   bcc's sslsniff, on loopback, in interleaved rounds.
 //! - [`capacity`]: what the data plane takes without the kernel, and where it
 //!   starts dropping.
+//! - [`footprint`]: an idle agent's CPU and memory, and its peak memory under
+//!   uploads far larger than its memory budget.
 //! - [`late_files`]: the window from a program bringing a TLS file tapwire
 //!   has not seen (a library it maps, an executable it execs) to that file's
 //!   probes being live.
@@ -13,6 +15,7 @@
 //! - [`report`]: the markdown table and PNG chart in `perf/results/`.
 
 pub mod capacity;
+pub mod footprint;
 pub mod late_files;
 pub mod overhead;
 pub mod report;

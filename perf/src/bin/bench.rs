@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tapwire_perf::capacity::{self, CapacityPlan};
+use tapwire_perf::footprint::{self, FootprintPlan};
 use tapwire_perf::late_files::{self, LateFilesPlan};
 use tapwire_perf::overhead::{self, Config, Plan, Workload, headers, procfs, seaweed};
 use tapwire_perf::report::{chart, machine::Machine, markdown::Report};
@@ -28,6 +29,12 @@ const LATE_FILES_RUNS: (usize, usize) = (100, 10);
 const TLS_CALLS_MESSAGES: (u32, u32) = (100_000, 20_000);
 /// `tls_calls` runs per configuration (full, quick); the median is kept.
 const TLS_CALLS_RUNS: (usize, usize) = (5, 3);
+/// Seconds of the idle-agent window (full, quick).
+const IDLE_SECS: (u64, u64) = (60, 5);
+/// Uploads of the memory run: connections, POSTs per connection, body bytes
+/// (full: the size; quick: scaled down).
+const UPLOADS: ((usize, usize, usize), (usize, usize, usize)) =
+    ((16, 64, 32 << 20), (16, 4, 8 << 20));
 /// Response bodies of the capacity run, bytes.
 const CAPACITY_BODIES: [usize; 2] = [1024, 64 * 1024];
 
@@ -54,12 +61,13 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only these configurations: untraced, bpftrace-exported, bpftrace-points,
-    /// sslsniff, tapwire, tapwire-s3, tapwire-unselected (comma-separated;
-    /// untraced always runs).
+    /// sslsniff, tapwire, tapwire-events, tapwire-s3, tapwire-unselected
+    /// (comma-separated; untraced always runs).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these workloads: https-1k, https-64k, http-1k, http-64k,
-    /// go-https-1k (comma-separated; default all).
+    /// go-https-1k, https-distinct-1k, https-distinct-64k (comma-separated;
+    /// default all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     /// Skip the overhead benchmark.
@@ -77,6 +85,9 @@ struct Args {
     /// Skip the per-TLS-call cost (selected and unselected process).
     #[arg(long)]
     no_tls_calls: bool,
+    /// Skip the idle-agent and memory-under-uploads runs.
+    #[arg(long)]
+    no_footprint: bool,
 }
 
 fn main() -> Result<()> {
@@ -201,12 +212,26 @@ fn main() -> Result<()> {
         }
     }
 
+    let footprint = if args.no_footprint {
+        None
+    } else {
+        Some(footprint::run(&FootprintPlan {
+            tapwire: args
+                .tapwire
+                .clone()
+                .unwrap_or_else(|| root.join("target/release/tapwire")),
+            idle_secs: if args.quick { IDLE_SECS.1 } else { IDLE_SECS.0 },
+            uploads: if args.quick { UPLOADS.1 } else { UPLOADS.0 },
+        }))
+    };
+
     let report = Report {
         machine: &machine,
         overhead: overhead.as_ref(),
         capacity: capacity.as_ref(),
         late_files: late_files.as_ref(),
         tls_calls: tls_calls.as_ref(),
+        footprint: footprint.as_ref(),
         quick: args.quick,
         command: &command,
         tck,
@@ -249,6 +274,7 @@ fn config_named(name: &str) -> Result<Vec<Config>> {
         "bpftrace-points" => vec![Config::BpftraceTapwirePoints],
         "sslsniff" => vec![Config::Sslsniff],
         "tapwire" => vec![Config::TapwireStdout],
+        "tapwire-events" => vec![Config::TapwireEventsOnly],
         "tapwire-s3" => vec![Config::TapwireS3],
         "tapwire-unselected" => vec![Config::TapwireUnselected],
         _ => bail!("unknown configuration `{name}`"),

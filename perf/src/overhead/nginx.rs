@@ -15,6 +15,11 @@ use super::procfs;
 
 /// Response sizes served, bytes, with the path serving each.
 pub const FILES: [(&str, usize); 2] = [("1k.bin", 1024), ("64k.bin", 64 * 1024)];
+/// The same files with a distinct body per response: nginx's `sub_filter`
+/// writes the request's `$request_id` (32 hex digits) over the body's first
+/// 32 bytes, so the size stays and every body has its own digest (nginx
+/// sends them chunked, `sub_filter` dropping the length).
+pub const DISTINCT_FILES: [&str; 2] = ["distinct/1k.bin", "distinct/64k.bin"];
 /// Longest wait for nginx to listen and start its worker.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Grace nginx gets to shut down on SIGTERM.
@@ -163,6 +168,12 @@ http {{
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
         root {www};
+        location /distinct/ {{
+            alias {www}/;
+            sub_filter_types *;
+            sub_filter_once on;
+            sub_filter 'abcdefghijklmnopqrstuvwxyzabcdef' '$request_id';
+        }}
     }}
     server {{
         listen 127.0.0.1:{http};

@@ -48,16 +48,23 @@ pub enum Workload {
     Http64K,
     /// HTTPS, 1 KiB responses, from the Go server (Go's `crypto/tls`).
     GoHttps1K,
+    /// HTTPS, 1 KiB responses, each body distinct (nginx writes its request
+    /// id into it), so no two objects share a digest.
+    HttpsDistinct1K,
+    /// HTTPS, 64 KiB responses, each body distinct.
+    HttpsDistinct64K,
 }
 
 impl Workload {
     /// Every workload, in run order.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Https1K,
         Workload::Https64K,
         Workload::Http1K,
         Workload::Http64K,
         Workload::GoHttps1K,
+        Workload::HttpsDistinct1K,
+        Workload::HttpsDistinct64K,
     ];
 
     /// Name on the command line (`--workloads`).
@@ -68,6 +75,8 @@ impl Workload {
             Workload::Http1K => "http-1k",
             Workload::Http64K => "http-64k",
             Workload::GoHttps1K => "go-https-1k",
+            Workload::HttpsDistinct1K => "https-distinct-1k",
+            Workload::HttpsDistinct64K => "https-distinct-64k",
         }
     }
 
@@ -84,14 +93,25 @@ impl Workload {
             Workload::Http1K => "HTTP 1 KiB",
             Workload::Http64K => "HTTP 64 KiB",
             Workload::GoHttps1K => "Go HTTPS 1 KiB",
+            Workload::HttpsDistinct1K => "HTTPS 1 KiB, distinct bodies",
+            Workload::HttpsDistinct64K => "HTTPS 64 KiB, distinct bodies",
         }
+    }
+
+    /// Whether every response body differs from every other.
+    pub fn distinct(self) -> bool {
+        matches!(self, Workload::HttpsDistinct1K | Workload::HttpsDistinct64K)
     }
 
     /// Whether it is TLS.
     pub fn tls(self) -> bool {
         matches!(
             self,
-            Workload::Https1K | Workload::Https64K | Workload::GoHttps1K
+            Workload::Https1K
+                | Workload::Https64K
+                | Workload::GoHttps1K
+                | Workload::HttpsDistinct1K
+                | Workload::HttpsDistinct64K
         )
     }
 
@@ -101,6 +121,8 @@ impl Workload {
         let file = match self {
             Workload::Https1K | Workload::Http1K => super::nginx::FILES[0].0,
             Workload::Https64K | Workload::Http64K => super::nginx::FILES[1].0,
+            Workload::HttpsDistinct1K => super::nginx::DISTINCT_FILES[0],
+            Workload::HttpsDistinct64K => super::nginx::DISTINCT_FILES[1],
             Workload::GoHttps1K => return servers.go.as_ref().map(GoServer::url),
         };
         Some(if self.tls() {

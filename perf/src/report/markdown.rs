@@ -19,6 +19,8 @@ pub struct Report<'a> {
     pub late_files: Option<&'a Result<crate::late_files::LateFilesResult, String>>,
     /// The per-TLS-call cost, if measured (or why it failed).
     pub tls_calls: Option<&'a Result<crate::tls_calls::TlsCallsResult, String>>,
+    /// The idle and memory runs, if made.
+    pub footprint: Option<&'a crate::footprint::FootprintResults>,
     /// `--quick`.
     pub quick: bool,
     /// The command line.
@@ -66,6 +68,9 @@ impl Report<'_> {
         if let Some(r) = self.late_files {
             late_files_section(&mut s, r);
         }
+        if let Some(f) = self.footprint {
+            footprint_section(&mut s, f);
+        }
         s
     }
 
@@ -105,7 +110,8 @@ impl Report<'_> {
                         (Some(x), _) => format!("{x:.2}"),
                         _ => "–".into(),
                     },
-                    None if !config.covers(w) => "n/a (OpenSSL only)".into(),
+                    None if !config.covers(w) && config.tls_only() => "n/a (OpenSSL only)".into(),
+                    None if !config.covers(w) => "n/a".into(),
                     None => "–".into(),
                 };
                 let _ = write!(row, " {text} |");
@@ -277,6 +283,76 @@ impl Report<'_> {
             }
         }
         s.push('\n');
+    }
+}
+
+fn footprint_section(s: &mut String, f: &crate::footprint::FootprintResults) {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let _ = writeln!(
+        s,
+        "## Idle agent
+"
+    );
+    match &f.idle {
+        Ok(i) => {
+            let _ = writeln!(
+                s,
+                "Default config, selecting a process that makes no traffic, {:.0} s after start-up: \
+                 **{:.2}% of a core**, **{:.1} MiB resident**, {} threads.\n",
+                i.secs,
+                i.cpu_percent,
+                mib(i.rss_kib),
+                i.threads
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(
+                s,
+                "Not measured: {}
+",
+                why.replace('|', "/")
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "## Memory under uploads
+"
+    );
+    match &f.memory {
+        Ok(m) => {
+            let (conns, posts, body) = m.uploads;
+            let sent = (conns * posts * body) as f64 / f64::from(1u32 << 30);
+            let not_kept: Vec<String> = m
+                .not_kept
+                .iter()
+                .map(|(k, v)| format!("`{k}` {v}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "{conns} plaintext loopback connections, each pipelining {posts} POSTs of {} MiB \
+                 ({sent:.1} GiB in {:.1} s) to a server that reads every byte and never answers; \
+                 default config and memory budget. tapwire's resident memory: {:.1} MiB before \
+                 the load, **peak {:.1} MiB**. Not kept, counted: {}.\n",
+                body >> 20,
+                m.secs,
+                mib(m.idle_rss_kib),
+                mib(m.peak_rss_kib),
+                if not_kept.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    not_kept.join(", ")
+                }
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(
+                s,
+                "Not measured: {}
+",
+                why.replace('|', "/")
+            );
+        }
     }
 }
 
