@@ -6,9 +6,12 @@
 //!   starts dropping.
 //! - [`late_files`]: the window from a program loading a TLS library tapwire
 //!   has not seen to that file's probes being live.
+//! - [`soak`]: a long run of mixed traffic with S3 restarts: memory, objects
+//!   and loss counters at the end.
 //! - [`report`]: the markdown table and PNG chart in `perf/results/`.
 
 pub mod capacity;
 pub mod late_files;
 pub mod overhead;
 pub mod report;
+pub mod soak;
