@@ -230,6 +230,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let excluded = capture.excluded();
     let counters = capture.reader_counters();
     let late_files = capture.late_files();
+    let kernel_maps = capture.kernel_maps();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(
@@ -245,6 +246,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &stats,
         &late_files,
         &file_sends,
+        &kernel_maps,
     );
     crate::signals::stop_finished();
     Ok(())
@@ -316,6 +318,7 @@ fn log_final(
     stats: &PipelineStats,
     late_files: &capture::LateFiles,
     file_sends: &FileSendCounters,
+    kernel_maps: &[(String, capture::sweep::MapCount)],
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
@@ -348,6 +351,10 @@ fn log_final(
         "shards": shards,
         "late_files": late_files,
         "sendfile": file_sends,
+        "kernel_maps": kernel_maps
+            .iter()
+            .map(|(name, c)| (name.clone(), serde_json::json!(c)))
+            .collect::<serde_json::Map<_, _>>(),
     });
     tracing::info!(counters = %summary, "stopped");
 }

@@ -31,6 +31,7 @@ pub mod records;
 pub mod ring;
 pub mod selection;
 pub mod sendfile;
+pub mod sweep;
 pub mod targets;
 pub mod teardown;
 
@@ -77,6 +78,11 @@ const RESCAN_AFTER: [Duration; 4] = [
 /// How often exited processes are released from the process table.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
+/// How often kernel map entries of exited processes are reclaimed
+/// ([`sweep`]): often enough that a burst of short-lived processes leaves the
+/// maps within seconds, rarely enough that walking them costs nothing.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
 /// Errors starting capture.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -100,6 +106,7 @@ pub struct Capture {
     fallbacks: Arc<AtomicU64>,
     probed: Arc<ProbedCounts>,
     images: SharedCounters,
+    swept: Arc<sweep::SweepCounters>,
 }
 
 impl Capture {
@@ -131,6 +138,7 @@ impl Capture {
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
         let stop = Arc::new(AtomicBool::new(false));
         let images = SharedCounters::default();
+        let swept = Arc::new(sweep::SweepCounters::default());
         let (tx, rx) = sync_channel(IMAGE_QUEUE);
         let readers = ring::spawn_readers(rings, make_handler, Arc::clone(&stop), Some(tx))?;
         let control = {
@@ -138,6 +146,7 @@ impl Capture {
             let fallbacks = Arc::clone(&fallbacks);
             let images = Arc::clone(&images);
             let processes = Arc::clone(&opts.processes);
+            let swept = Arc::clone(&swept);
             std::thread::Builder::new()
                 .name("capture-control".into())
                 .spawn(move || {
@@ -146,6 +155,7 @@ impl Capture {
                         targets,
                         images,
                         processes,
+                        swept,
                         held: Vec::new(),
                     };
                     control.run(rx, &stop, &fallbacks);
@@ -163,7 +173,14 @@ impl Capture {
             fallbacks,
             probed,
             images,
+            swept,
         })
+    }
+
+    /// Kernel maps keyed by process: entries of exited processes reclaimed,
+    /// and entries held, per map.
+    pub fn kernel_maps(&self) -> Vec<(String, sweep::MapCount)> {
+        self.swept.read()
     }
 
     /// Files first seen at exec or mapping: how many got TLS probes and how
@@ -263,6 +280,8 @@ struct Control {
     targets: Targets,
     images: SharedCounters,
     processes: Arc<ProcessTable>,
+    /// Kernel map entries reclaimed.
+    swept: Arc<sweep::SweepCounters>,
     /// Files of TLS targets first seen through a process, kept open (their
     /// targets' paths are `/proc/self/fd/N`).
     held: Vec<File>,
@@ -273,6 +292,7 @@ impl Control {
         // (pid, when, next delay index)
         let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
         let mut last_expiry = Instant::now();
+        let mut last_sweep = Instant::now();
         while !stop.load(Ordering::Acquire) {
             match rx.recv_timeout(Duration::from_millis(10)) {
                 // Records come only from selected processes when selecting.
@@ -310,6 +330,10 @@ impl Control {
             if last_expiry.elapsed() >= EXPIRE_EVERY {
                 self.processes.expire();
                 last_expiry = Instant::now();
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.probes.sweep(&self.swept);
+                last_sweep = Instant::now();
             }
         }
     }
