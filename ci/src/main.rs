@@ -4,7 +4,8 @@
 //! - `cargo xtask test`: set up test dependencies, run fmt, clippy, the deploy
 //!   linters, the release tarball check, every test and the fuzz smoke run.
 //! - `cargo xtask fuzz --seconds N`: run every fuzz target for N seconds.
-//! - `cargo xtask bench [--quick]`: the overhead and capacity benchmarks;
+//! - `cargo xtask bench [--quick] [-- BENCH ARGS]`: the overhead and capacity
+//!   benchmarks.
 //!   `cargo xtask bench --soak MINUTES`: the soak alone.
 //! - `cargo xtask dist`: the release tarball and its SHA-256 in `target/dist/`.
 
@@ -60,6 +61,10 @@ enum Task {
         /// A note for the soak's result file.
         #[arg(long, requires = "soak")]
         note: Option<String>,
+        /// Passed on to the bench binary after `--` (e.g. `-- --workloads
+        /// go-https-1k --only tapwire`; see `bench --help`).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Build the release tarball (binary, example configs, systemd unit, help
     /// text) and its SHA-256 into `target/dist/`, then check that the packed
@@ -88,7 +93,12 @@ fn main() -> Result<()> {
             no_lint,
         } => test(&root, fuzz_seconds, no_lint),
         Task::Fuzz { seconds } => fuzz(&root, seconds),
-        Task::Bench { quick, soak, note } => bench(&root, quick, soak, note),
+        Task::Bench {
+            quick,
+            soak,
+            note,
+            args,
+        } => bench(&root, quick, soak, note, &args),
         Task::Lint => {
             setup::ensure(&root, true)?;
             lint::deploy(&root)
@@ -131,6 +141,7 @@ fn bench(
     quick: bool,
     soak: Option<u64>,
     note: Option<String>,
+    extra: &[String],
 ) -> Result<()> {
     setup::ensure_bench(root)?;
     sh::cargo(&["build", "--release", "--package", "tapwire"])?;
@@ -153,6 +164,7 @@ fn bench(
     if let Some(n) = &note {
         args.extend(["--note", n]);
     }
+    args.extend(extra.iter().map(String::as_str));
     sh::cargo(&args)
 }
 

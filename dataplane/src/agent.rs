@@ -11,7 +11,7 @@ use tapwire_store::{StartContext, StoreStartError, Stores};
 use tapwire_common::{DropReason, Record, config::Exclusion};
 
 use crate::capture::sendfile::{FileSendCounters, FileSends};
-use crate::capture::{self, Capture};
+use crate::capture::{self, Capture, RecordSink};
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigError};
 use crate::pipeline::output::Fanout;
@@ -150,26 +150,10 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let sizing = pipeline.plan();
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
     let file_sends = Arc::new(FileSendCounters::default());
-    let capture = Capture::start(options, |cpu| {
-        let mut router = routers.get_mut(cpu as usize).and_then(Option::take);
-        let counters = Arc::clone(&file_sends);
-        let mut sends = FileSends::default();
-        move |raw: &[u8], record: Record<'_>| {
-            let Some(router) = router.as_mut() else {
-                return;
-            };
-            if let Record::FileSend(rec) = &record {
-                // Bytes sent from a file: read back and routed as data.
-                sends.expand(rec, &counters, |parts| router.route(rec.conn_id, parts));
-                return;
-            }
-            match wire::conn_id(&record) {
-                Some(conn_id) => router.route(conn_id, &[raw]),
-                // A process exit releases its connections in every shard.
-                None if matches!(record, Record::ProcExit(_)) => router.broadcast(&[raw]),
-                None => {}
-            }
-        }
+    let capture = Capture::start(options, |cpu| ToShards {
+        router: routers.get_mut(cpu as usize).and_then(Option::take),
+        counters: Arc::clone(&file_sends),
+        sends: FileSends::default(),
     })?;
     tracing::info!(
         readers,
@@ -231,6 +215,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let counters = capture.reader_counters();
     let late_files = capture.late_files();
     let kernel_maps = capture.kernel_maps();
+    let filtered_late = capture.filtered_late();
     capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(
@@ -247,6 +232,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &late_files,
         &file_sends,
         &kernel_maps,
+        filtered_late,
     );
     crate::signals::stop_finished();
     Ok(())
@@ -310,6 +296,10 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
 }
 
 /// One final line with every counter, for operators and the benchmark harness.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per source of counters, each read before capture stops"
+)]
 fn log_final(
     kernel_drops: &[u64],
     kernel_drops_per_cpu: &[u64],
@@ -319,6 +309,7 @@ fn log_final(
     late_files: &capture::LateFiles,
     file_sends: &FileSendCounters,
     kernel_maps: &[(String, capture::sweep::MapCount)],
+    filtered_late: u64,
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
@@ -346,6 +337,7 @@ fn log_final(
         "kernel_drops": kernel,
         "kernel_ring_full_per_cpu": per_cpu,
         "kernel_excluded": excluded,
+        "filtered_late": filtered_late,
         "ring_records": records,
         "routing": stats.routing(),
         "shards": shards,
@@ -379,4 +371,38 @@ fn max_cpu_id() -> std::io::Result<usize> {
     let last = text.trim().rsplit([',', '-']).next().unwrap_or("0");
     last.parse()
         .map_err(|_| std::io::Error::other(format!("cannot parse cpu list `{text}`")))
+}
+
+/// A reader's records, routed to the shards that own their connections.
+struct ToShards {
+    router: Option<Router>,
+    counters: Arc<FileSendCounters>,
+    sends: FileSends,
+}
+
+impl RecordSink for ToShards {
+    fn record(&mut self, raw: &[u8], record: Record<'_>) {
+        let Some(router) = self.router.as_mut() else {
+            return;
+        };
+        if let Record::FileSend(rec) = &record {
+            // Bytes sent from a file: read back and routed as data.
+            self.sends.expand(rec, &self.counters, |parts| {
+                router.route(rec.conn_id, parts)
+            });
+            return;
+        }
+        match wire::conn_id(&record) {
+            Some(conn_id) => router.route(conn_id, &[raw]),
+            // A process exit releases its connections in every shard.
+            None if matches!(record, Record::ProcExit(_)) => router.broadcast(&[raw]),
+            None => {}
+        }
+    }
+
+    fn drained(&mut self) {
+        if let Some(router) = self.router.as_mut() {
+            router.wake_pending();
+        }
+    }
 }

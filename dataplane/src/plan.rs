@@ -3,7 +3,7 @@
 //! plan and prints it, so it accepts exactly what start-up accepts.
 //!
 //! The plan holds: what the probes capture ([`CapturePolicy`]: selection,
-//! direction, loopback), what happens to each HTTP transaction
+//! direction, loopback, filters), what happens to each HTTP transaction
 //! ([`HttpPlan`], from the plugin stack `tap.http` names), the pipeline sizes
 //! ([`Sizes`]) and the validated stores.
 
@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 
 use tapwire_common::config::capture as bits;
 
+use crate::capture::filters::ProcessFilters;
+use crate::capture::procs::ProcessTable;
 use crate::capture::{Options, Selection};
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigError, Direction};
@@ -48,6 +50,8 @@ pub struct CapturePolicy {
     /// Leave out connections whose peer is a loopback address
     /// (`tap.ignore_loopback`).
     pub ignore_loopback: bool,
+    /// Processes left out, wholly or in part (`tap.filters`).
+    pub filters: ProcessFilters,
 }
 
 impl CapturePolicy {
@@ -147,6 +151,7 @@ impl Plan {
                 },
                 direction: config.tap.direction,
                 ignore_loopback: config.tap.ignore_loopback,
+                filters: config.filters.clone(),
             },
             http: config.http.clone(),
             sizes: Sizes {
@@ -173,7 +178,7 @@ impl Plan {
             ring_bytes: self.sizes.ring_bytes,
             wake_divisor: self.sizes.wake_divisor,
             capture: self.capture.kernel_bits(),
-            ..Options::default()
+            processes: std::sync::Arc::new(ProcessTable::new(self.capture.filters.clone())),
         }
     }
 
@@ -194,6 +199,11 @@ impl Plan {
             "capture: {selection}; direction={} ignore_loopback={} (the agent's own traffic is never captured)",
             self.capture.direction.name(),
             self.capture.ignore_loopback,
+        );
+        let _ = write!(
+            out,
+            "filters (first match wins):\n{}",
+            self.capture.filters.describe()
         );
         let _ = writeln!(out, "http: {}", self.http.describe());
         let _ = writeln!(

@@ -1,6 +1,6 @@
 //! TLS stacks beyond OpenSSL, with real programs: GnuTLS (`wget`), Go
 //! `crypto/tls` (a client and server built here with Debian's Go, with and
-//! without symbols), and where their probes sit.
+//! without symbols), NSS (`tstclnt`), and where their probes sit.
 
 mod common;
 
@@ -63,28 +63,59 @@ fn no_tls_drops(lines: &[Value]) {
     }
 }
 
+/// The python HTTPS server (OpenSSL), and an agent capturing it (`--pid`)
+/// and the client program `exe` (`--exe`): the server is captured too, an
+/// independent record of the same bytes. `certs` must outlive the server
+/// (it may load them after it listens).
+fn server_and_agent(exe: &Path, certs: &Certs) -> (Bg, u16, Agent) {
+    let port = free_port();
+    let server = https_server(port, certs);
+    let agent = Agent::start(
+        &[
+            "--exe".into(),
+            path_str(exe).into(),
+            "--pid".into(),
+            server.pid().to_string(),
+        ],
+        &[],
+    );
+    (server, port, agent)
+}
+
+/// The client's TLS connection to `port` and the server's end of it, both
+/// read as TLS plaintext with no drop: the client's connection id, and the
+/// request and response it carried, which the server read and sent byte for
+/// byte.
+fn exchange(
+    lines: &[Value],
+    client: u32,
+    comm: &str,
+    server: u32,
+    port: u16,
+) -> (u64, Vec<u8>, Vec<u8>) {
+    let (conn, sconn) = both_ends(lines, client, server, port);
+    let open = conn_of(lines, client, port).expect("client open");
+    assert_eq!(open["comm"], comm);
+    all_tls(lines, conn);
+    all_tls(lines, sconn);
+    let request = stream(lines, conn, "egress");
+    let response = stream(lines, conn, "ingress");
+    assert_eq!(stream(lines, sconn, "ingress"), request);
+    assert_eq!(stream(lines, sconn, "egress"), response);
+    no_tls_drops(lines);
+    (conn, request, response)
+}
+
 #[test]
 fn wget_gnutls_started_after_the_agent_exact_bytes() {
     if !can_run("wget_gnutls_started_after_the_agent_exact_bytes") {
         return;
     }
     let _serial = serial();
-    let certs = certs();
-    let port = free_port();
-    // The server (python, OpenSSL) is captured too: an independent record of
-    // the same bytes.
-    let server = https_server(port, &certs);
-    let server_pid = server.pid();
     let wget = std::fs::canonicalize(which("wget")).expect("wget path");
-    let agent = Agent::start(
-        &[
-            "--exe".into(),
-            path_str(&wget).into(),
-            "--pid".into(),
-            server_pid.to_string(),
-        ],
-        &[],
-    );
+    let certs = certs();
+    let (server, port, agent) = server_and_agent(&wget, &certs);
+    let server_pid = server.pid();
     let child = Command::new(&wget)
         .args([
             "-q",
@@ -118,13 +149,7 @@ fn wget_gnutls_started_after_the_agent_exact_bytes() {
             && payload(v).ends_with(b"hello from tls server\n")
     });
     let lines = agent.stop_with(libc::SIGINT);
-
-    let (conn, sconn) = both_ends(&lines, wget_pid, server_pid, port);
-    let open = conn_of(&lines, wget_pid, port).expect("wget open");
-    assert_eq!(open["comm"], "wget");
-    all_tls(&lines, conn);
-    all_tls(&lines, sconn);
-    let request = stream(&lines, conn, "egress");
+    let (_, request, response) = exchange(&lines, wget_pid, "wget", server_pid, port);
     // Byte for byte but wget's version.
     let head = format!("GET /gnutls HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: Wget/");
     let tail = "\r\nAccept: */*\r\nAccept-Encoding: identity\r\nConnection: Keep-Alive\r\n\r\n";
@@ -135,13 +160,8 @@ fn wget_gnutls_started_after_the_agent_exact_bytes() {
             && !text[head.len()..].contains("\r\n\r\n\r"),
         "{text:?}"
     );
-    let response = stream(&lines, conn, "ingress");
     assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert!(response.ends_with(b"\r\n\r\nhello from tls server\n"));
-    // What wget sent and read is exactly what the server read and sent.
-    assert_eq!(stream(&lines, sconn, "ingress"), request);
-    assert_eq!(stream(&lines, sconn, "egress"), response);
-    no_tls_drops(&lines);
 }
 
 /// Runs a Go client (`bin`) against the Go server, HTTP/1.1 then HTTP/2, and
@@ -315,4 +335,113 @@ fn go_probes_sit_on_emulated_instructions_with_or_without_symbols() {
         entries(golang::pclntab_functions(&elf, &names).expect("pclntab")),
         entries(golang::functions(&elf, &names))
     );
+}
+
+/// NSS (`tstclnt`, Debian's NSS test client) started after the agent, fed
+/// its request on stdin (which it reads with NSPR's `PR_Read` too: only the
+/// SSL descriptor's calls are TLS), against the python HTTPS server: the
+/// request and response exact at both ends, nothing else captured of it.
+#[test]
+fn nss_tstclnt_started_after_the_agent_exact_bytes() {
+    if !can_run("nss_tstclnt_started_after_the_agent_exact_bytes") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tstclnt = private_copy("tstclnt", dir.path());
+    let certs = certs();
+    let (server, port, agent) = server_and_agent(&tstclnt, &certs);
+    let server_pid = server.pid();
+    let request = format!(
+        "GET /nss HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: tstclnt\r\n\
+         Connection: close\r\n\r\n"
+    );
+    // -D: no certificate database; -o: accept the test's self-signed
+    // certificate. It sends stdin, prints what it reads until the server
+    // closes. Stdin is a file: at the end of a pipe tstclnt keeps polling
+    // after EOF and never exits.
+    let request_file = dir.path().join("request");
+    std::fs::write(&request_file, &request).expect("write request");
+    let child = guard(
+        Command::new(&tstclnt)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-D", "-o"])
+            .stdin(std::fs::File::open(&request_file).expect("open request"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .spawn()
+    .expect("spawn tstclnt");
+    let client_pid = child.id();
+    let printed = finish(child, Duration::from_secs(30));
+    assert!(
+        printed.starts_with(b"HTTP/1.1 200 OK\r\n")
+            && printed.ends_with(b"\r\n\r\nhello from tls server\n"),
+        "{:?}",
+        String::from_utf8_lossy(&printed)
+    );
+    agent.wait_for("tstclnt's close", Duration::from_secs(10), |v| {
+        v["type"] == "close" && v["pid"] == client_pid
+    });
+    agent.wait_for("server's close", Duration::from_secs(10), |v| {
+        v["type"] == "close" && v["pid"] == server_pid
+    });
+    let lines = agent.stop_with(libc::SIGINT);
+    let (conn, sent, read) = exchange(&lines, client_pid, "tstclnt", server_pid, port);
+    assert_eq!(String::from_utf8_lossy(&sent), request);
+    // What tstclnt printed is what it read.
+    assert_eq!(read, printed);
+    // Its stdin and stdout (NSPR calls on non-SSL descriptors) are not data.
+    let others: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["type"] == "data" && v["pid"] == client_pid && v["conn"] != conn)
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
+/// NSS's probe points in Debian's libraries: the four NSPR I/O functions
+/// (single-stepped: they are `mov rax,[rdi]; jmp [rax+…]`), `PR_Close`, and
+/// `SSL_ImportFD`'s return; the fd offset read from NSPR's code is the one
+/// NSPR 4.35 has (`PRFilePrivate.md.osfd` at 0x1c).
+#[test]
+fn nss_probe_points_in_debian_libraries() {
+    use tapwire::capture::{
+        LibraryKind,
+        libraries::plan,
+        nss,
+        placement::{Elf, PointKind},
+    };
+    let lib = |name: &str| {
+        let path = Path::new("/usr/lib/x86_64-linux-gnu").join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let nspr = lib("libnspr4.so");
+    let (kind, points) = plan(&nspr).expect("plan libnspr4");
+    assert_eq!(kind, LibraryKind::Nss);
+    let got: Vec<(&str, PointKind, u64)> = points
+        .iter()
+        .map(|p| (p.symbol, p.kind, tapwire_common::nss::shape(p.cookie)))
+        .collect();
+    use tapwire_common::tls_fn::{READ, WRITE};
+    assert_eq!(
+        got,
+        [
+            ("PR_Read", PointKind::NssCall, READ),
+            ("PR_Recv", PointKind::NssCall, READ),
+            ("PR_Write", PointKind::NssCall, WRITE),
+            ("PR_Send", PointKind::NssCall, WRITE),
+            ("PR_Close", PointKind::SessionEnd, 0),
+        ]
+    );
+    assert_eq!(
+        nss::osfd_offset(&Elf::parse(&nspr).expect("parse")),
+        Some(0x1c)
+    );
+    for p in &points[..4] {
+        assert_eq!(tapwire_common::nss::osfd_offset(p.cookie), 0x1c);
+        assert!(!p.placement.emulated(), "{p:?}");
+    }
+    let (kind, points) = plan(&lib("libssl3.so")).expect("plan libssl3");
+    assert_eq!(kind, LibraryKind::Nss);
+    let got: Vec<(&str, PointKind)> = points.iter().map(|p| (p.symbol, p.kind)).collect();
+    assert_eq!(got, [("SSL_ImportFD", PointKind::NssImport)]);
 }

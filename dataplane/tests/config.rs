@@ -195,8 +195,16 @@ fn applied_tap_and_stack_settings_parse_into_the_plan() {
         [config::GroupFilter::Qpoint],
         "the agent is always left out; naming it is accepted"
     );
-    assert_eq!(config.http.stack.as_deref(), Some("capture"));
-    assert!(config.http.objects && config.http.events);
+    assert_eq!(config.http.default.name.as_deref(), Some("capture"));
+    assert_eq!(
+        config.http.default.capture.level,
+        tapwire::plugins::Level::Full
+    );
+    assert_eq!(
+        config.http.default.capture.format,
+        tapwire::plugins::Format::Json
+    );
+    assert!(config.http.default.events);
 }
 
 #[test]
@@ -208,26 +216,6 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
         (
             "version: 2\ntap:\n  audit_include_dns: true\n".into(),
             "3:22: tap.audit_include_dns: `true` needs DNS capture, which tapwire does not have",
-        ),
-        (
-            "version: 2\ntap:\n  filters:\n    groups: [qpoint, container]\n".into(),
-            "4:22: tap.filters.groups[1]: filter group `container-runtimes` is not applied by this \
-             version of tapwire (`qpoint` is: the agent never captures itself)",
-        ),
-        (
-            "version: 2\ntap:\n  filters:\n    groups: [kubrnetes]\n".into(),
-            "4:14: tap.filters.groups[0]: unknown variant `kubrnetes`, expected one of `qpoint`, \
-             `kubernetes`, `container`, `container-runtimes`, `gke`, `eks`",
-        ),
-        (
-            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: /usr/bin/curl\n".into(),
-            "4:5: tap.filters.custom: a custom process filter is not applied by this version of \
-             tapwire",
-        ),
-        (
-            "version: 2\ntap:\n  endpoints:\n    - domain: api.example.com\n".into(),
-            "3:3: tap.endpoints: a per-domain stack (`endpoints`) is not applied by this version \
-             of tapwire",
         ),
         (
             "version: 2\ntap:\n  redis: {stack: s}\n".into(),
@@ -245,14 +233,83 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
              `http_capture`, `report_usage`",
         ),
         (
-            stack("      - type: http_capture\n        config: {level: summary}\n"),
-            "6:25: stacks.s.plugins[0].config.level: level `summary` is not applied by this \
-             version of tapwire (`full` or `none`)",
+            stack("      - type: http_capture\n        config: {level: everything}\n"),
+            "6:25: stacks.s.plugins[0].config.level: unknown level `everything`, expected one of \
+             `none`, `summary`, `headers`, `details`, `full`",
         ),
         (
-            stack("      - type: http_capture\n        config: {level: full, format: text}\n"),
-            "6:31: stacks.s.plugins[0].config.format: `http_capture.format` is not applied by \
-             this version of tapwire",
+            stack("      - type: http_capture\n        config: {level: full, format: yaml}\n"),
+            "6:39: stacks.s.plugins[0].config.format: unknown format `yaml`, expected one of \
+             `json`, `text`, `parts`",
+        ),
+        (
+            stack("      - type: http_capture\n        config: {object_store: {id: out}}\n"),
+            "6:18: stacks.s.plugins[0].config.object_store: `http_capture.object_store` is not \
+             applied by this version of tapwire (every object store receives every object)",
+        ),
+        (
+            stack("      - type: http_capture\n      - type: http_capture\n"),
+            "6:15: stacks.s.plugins[1].type: a stack takes one `http_capture` plugin",
+        ),
+        (
+            stack(
+                "      - type: http_capture\n        config:\n          rules:\n            \
+                 - {name: r, expr: 'http.res.status >= 400 and', level: full}\n",
+            ),
+            "8:58: stacks.s.plugins[0].config.rules[0].expr: invalid expression at column 27: \
+             expected a field, a value or `(`, found the end of the expression",
+        ),
+        (
+            stack(
+                "      - type: http_capture\n        config:\n          rules:\n            \
+                 - name: r\n              expr: http.req.paht == \"/\"\n              level: full\n",
+            ),
+            "9:21: stacks.s.plugins[0].config.rules[0].expr: invalid expression at column 1: \
+             unknown field `http.req.paht`",
+        ),
+        (
+            stack(
+                "      - type: http_capture\n        config:\n          rules:\n            \
+                 - {name: r, expr: 'true', level: loud}\n",
+            ),
+            "8:46: stacks.s.plugins[0].config.rules[0].level: unknown level `loud`, expected one \
+             of `none`, `summary`, `headers`, `details`, `full`",
+        ),
+        (
+            stack(
+                "      - type: http_capture\n        config:\n          rules:\n            \
+                 - {name: r, exp: 'true', level: full}\n",
+            ),
+            "8:25: stacks.s.plugins[0].config.rules[0].exp: unknown field `exp`, expected one of \
+             `name`, `expr`, `level`, `format`",
+        ),
+        (
+            "version: 2\nrulekit:\n  macros:\n    - {name: m, expr: \"src.ip in 10.0.0.0/33\"}\n"
+                .into(),
+            "4:34: rulekit.macros[0].expr: invalid expression at column 11: `10.0.0.0/33` is not \
+             a CIDR",
+        ),
+        (
+            "version: 2\nrulekit:\n  macros:\n    - {name: m, expr: 'true'}\n    \
+             - {name: m, expr: 'false'}\n"
+                .into(),
+            "5:14: rulekit.macros[1].name: macro `m` is already defined",
+        ),
+        (
+            "version: 2\ntap:\n  endpoints:\n    - domain: '*.example.com'\n".into(),
+            "4:15: tap.endpoints[0].domain: `*.example.com` is not a host name (letters, digits \
+             and `-` in dot-separated labels; no wildcards)",
+        ),
+        (
+            "version: 2\ntap:\n  endpoints:\n    - domain: a.example\n    - domain: A.example\n"
+                .into(),
+            "5:15: tap.endpoints[1].domain: domain `a.example` is already listed \
+             (tap.endpoints[0])",
+        ),
+        (
+            "version: 2\ntap:\n  endpoints:\n    - domain: a.example\n      http: {stack: nope}\n"
+                .into(),
+            "5:21: tap.endpoints[0].http.stack: unknown stack `nope`",
         ),
         (
             "version: 2\ntap:\n  direction: sideways\n".into(),
@@ -263,6 +320,72 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
     for (yaml, expected) in cases {
         assert_error(yaml, expected);
     }
+}
+
+#[test]
+fn filter_mistakes_are_refused_with_their_location() {
+    let cases = [
+        (
+            "version: 2\ntap:\n  filters:\n    groups: [qpoint, kubrnetes]\n",
+            "4:22: tap.filters.groups[1]: unknown variant `kubrnetes`, expected one of `qpoint`, \
+             `kubernetes`, `container`, `container-runtimes`, `gke`, `eks`",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: curl\n      \
+             - exe: '^/usr/(bin|sbin/curl$'\n        strategy: regex\n",
+            "6:14: tap.filters.custom[1].exe: not a regular expression: unclosed group",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: curl\n        only: []\n",
+            "6:15: tap.filters.custom[0].only: empty list: name the layers to skip (`data`, \
+             `tls`, `http`, `dns`), or leave `only` out to skip the whole process",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: curl\n        strategy: glob\n",
+            "6:19: tap.filters.custom[0].strategy: unknown variant `glob`, expected one of \
+             `exact`, `prefix`, `suffix`, `contains`, `regex`",
+        ),
+        (
+            "version: 2\ntap:\n  filters:\n    custom:\n      - exe: curl\n        only: [ssl]\n",
+            "6:16: tap.filters.custom[0].only[0]: unknown variant `ssl`, expected one of `data`, \
+             `tls`, `http`, `dns`",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_error(yaml, expected);
+    }
+}
+
+#[test]
+fn check_config_shows_the_filters_in_match_order() {
+    let out = tapwire(&[
+        "check-config",
+        fixture("qtap/filters.yaml").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let filters: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("filters"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            "  custom[0] exact `/usr/bin/curl` -> skip process",
+            "  custom[1] prefix `/opt/monitoring/` -> skip payload",
+            "  group kubernetes exact `/home/kubernetes/bin/kubelet` -> skip process",
+            "  group kubernetes exact `/home/kubernetes/bin/kube-proxy` -> skip process",
+            "  group kubernetes exact `/proxy-agent` -> skip process",
+            "  group kubernetes exact `/cluster-proportional-autoscaler` -> skip process",
+            "  group kubernetes exact `/csi-node-driver-registrar` -> skip process",
+            "  group container-runtimes exact `/usr/bin/containerd` -> skip process",
+            "  group container-runtimes exact `/usr/bin/dockerd` -> skip process",
+            "  group container-runtimes exact `/usr/bin/runc` -> skip process",
+        ],
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -291,7 +414,7 @@ fn unknown_key() {
     assert_error(
         "version: 2\nservice:\n  event_stores: []\n",
         "2:1: service: unknown field `service`, expected one of `version`, `services`, \
-         `stacks`, `tap`, `tapwire`",
+         `stacks`, `tap`, `rulekit`, `tapwire`",
     );
 }
 
@@ -568,4 +691,36 @@ fn qtap_examples_load_or_are_refused_as_marked() {
             assert!(stderr.starts_with(&prefix), "{stderr}\nexpected {prefix}");
         }
     }
+}
+
+/// `check-config` shows the compiled stacks: each rule with its expression and
+/// what it sets, and each endpoint's stack.
+#[test]
+fn check_config_shows_rules_and_endpoints() {
+    let out = tapwire(&[
+        "check-config",
+        fixture("qtap/rulekit-macros.yaml").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "http: stack `default_stack`; objects=summary format=text request_events=true\n    \
+             rule `client errors`: is_4xx() -> objects=full format=text\n    \
+             rule `writes to the api`: http.req.path matches /^\\/api\\// and \
+             http.req.method != \"GET\" -> objects=headers format=json\n"
+        ),
+        "{stdout}"
+    );
+    let out = tapwire(&[
+        "check-config",
+        fixture("qtap/endpoints.yaml").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "\n  endpoint `api.example.com`: stack `default_stack`; objects=full format=json \
+             request_events=false\n"
+        ),
+        "{stdout}"
+    );
 }

@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    Agent, Bg, certs, free_port, header_of, http_server_py, object_of, objects, path_str, python,
-    transactions_of, wait_listening,
+    Agent, Bg, certs, free_port, header_of, object_of, objects, path_str, python, transactions_of,
+    wait_listening,
 };
 use serde_json::Value;
 
@@ -19,17 +19,6 @@ fn big_body() -> Vec<u8> {
         .collect()
 }
 
-fn start_http_server(port: u16, tls: Option<&common::Certs>) -> Bg {
-    let mut cmd = Command::new(python());
-    cmd.arg(http_server_py()).arg(port.to_string());
-    if let Some(c) = tls {
-        cmd.args([path_str(&c.cert), path_str(&c.key)]);
-    }
-    let server = Bg::spawn(cmd.stdout(Stdio::null()));
-    wait_listening(port, Duration::from_secs(20));
-    server
-}
-
 #[test]
 fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
     if !common::can_run("https_keep_alive_and_plain_http_become_events_and_exact_objects") {
@@ -38,8 +27,8 @@ fn https_keep_alive_and_plain_http_become_events_and_exact_objects() {
     let _serial = common::serial();
     let certs = certs();
     let (tls_port, plain_port) = (free_port(), free_port());
-    let _tls_server = start_http_server(tls_port, Some(&certs));
-    let _plain_server = start_http_server(plain_port, None);
+    let _tls_server = common::http_server_with(tls_port, Some(&certs));
+    let _plain_server = common::http_server_with(plain_port, None);
 
     let base = format!("https://127.0.0.1:{tls_port}");
     let script = format!(
@@ -253,7 +242,7 @@ fn credentials_reach_the_header_objects_and_no_event() {
     }
     let _serial = common::serial();
     let port = free_port();
-    let _server = start_http_server(port, None);
+    let _server = common::http_server_with(port, None);
     let (api_key, cookie, query, bearer) = (
         "apikey-9f3c1e7a5b",
         "cookie-4d2b8e6f0a",

@@ -185,6 +185,26 @@ fn metrics_count_requests_exactly_with_bounded_labels() {
         .map(|s| s["labels"]["reason"].as_str().unwrap())
         .collect();
     assert!(kernel.contains("ring_full") && kernel.contains("lost_bytes"));
+    // Every TLS library kind has its series; the system's `libssl.so`, and
+    // NSS's `libnspr4.so` and `libssl3.so`, are probed at start.
+    let probed: std::collections::BTreeMap<&str, f64> = all
+        .iter()
+        .filter(|s| s["name"] == "tapwire_tls_files_probed")
+        .map(|s| {
+            (
+                s["labels"]["kind"].as_str().unwrap(),
+                s["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        probed.keys().copied().collect::<Vec<_>>(),
+        ["gnutls", "go", "nss", "openssl"]
+    );
+    assert!(
+        probed["openssl"] >= 1.0 && probed["nss"] >= 2.0,
+        "{probed:?}"
+    );
     drop(agent);
 }
 

@@ -10,8 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -21,36 +20,9 @@ use serde_json::Value;
 /// A loopback HTTP/1.1 server on a thread of this process answering every
 /// request with a short body.
 fn serve_loopback() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            std::thread::spawn(move || answer(conn));
-        }
-    });
-    port
-}
-
-/// Reads one request head and answers it. One fd for both directions: a
-/// `dup`ed fd would be a socket found open, whose side the probes judge by its
-/// ports (and this server's port is a high one).
-fn answer(conn: TcpStream) {
-    let mut reader = BufReader::new(&conn);
-    let mut out = &conn;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
-    let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest);
+    common::serve_loopback_http(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+    })
 }
 
 /// Runs `curl -s URL`, asserting success.

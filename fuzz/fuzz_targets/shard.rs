@@ -91,10 +91,14 @@ fn decode(f: &[u8]) -> Option<Input<'_>> {
             tls: tls & 1 == 1,
             payload: &f[FRAME_HEADER..],
         },
+        // Closes carry no skipped bytes (those of connections a filter keeps
+        // without payload), so connection totals stay within the bytes parsed.
         2 => Input::Close {
             conn_id,
             seq,
             ts_ns,
+            skipped_sent: 0,
+            skipped_received: 0,
         },
         3 => Input::Exit { pid },
         _ => return None,

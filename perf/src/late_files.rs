@@ -1,22 +1,29 @@
-//! The window from a program loading a TLS library tapwire has not seen to
-//! that file's probes being live.
+//! The window from a program bringing a TLS file tapwire has not seen to that
+//! file's probes being live.
 //!
-//! tapwire runs selecting a fresh cgroup; `runs` times, a python in that
-//! cgroup imports `ssl` with `LD_LIBRARY_PATH` pointing at a new copy of
-//! libssl (a new inode each time, as a new container image's libssl would
-//! be). Each copy is reported by the probes when mapped, inspected and
-//! probed; tapwire measures each window (kernel timestamp of the mapping to
+//! tapwire runs selecting a fresh cgroup; `runs` times, a program in that
+//! cgroup brings a new file (a new inode each time, as a new container
+//! image's files would be), alternating two kinds:
+//! - a library: python imports `ssl` with `LD_LIBRARY_PATH` pointing at a new
+//!   copy of libssl, probed when the probes report the mapping;
+//! - an executable: a new copy of the Go TLS peer (Go's `crypto/tls` linked
+//!   in) runs `calls`, probed when the probes report the exec.
+//!
+//! tapwire measures each window (kernel timestamp of the exec or mapping to
 //! probes attached) and logs the percentiles in its `stopped` counters, which
 //! are read back here.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-/// The system libssl copied for each run.
+use crate::overhead::gotls;
+use crate::overhead::process::{Guard, Lines};
+use crate::tapwire_log;
+
+/// The system libssl copied for each library run.
 const LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
 /// How long tapwire may take to start.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,23 +32,46 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct LateFilesPlan {
     /// The tapwire binary.
     pub tapwire: PathBuf,
-    /// Programs started, each with its own new libssl.
+    /// Programs started, each with its own new file.
     pub runs: usize,
+}
+
+/// Percentiles of one kind of window, µs, as tapwire reported them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    /// Files measured (one per run when all went well).
+    pub files: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+impl Window {
+    fn of(v: &serde_json::Value) -> Self {
+        let get = |k: &str| v[k].as_u64().unwrap_or(0);
+        Self {
+            files: get("files"),
+            p50_us: get("p50_us"),
+            p99_us: get("p99_us"),
+            max_us: get("max_us"),
+        }
+    }
 }
 
 /// tapwire's figures for the run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LateFilesResult {
-    /// Programs started.
-    pub runs: usize,
-    /// Files probed when first seen (one per run when all went well).
-    pub files: u64,
-    /// Mapping to probes live, median, µs.
-    pub p50_us: u64,
-    /// 99th percentile, µs.
-    pub p99_us: u64,
-    /// Largest, µs.
-    pub max_us: u64,
+    /// Library runs (python with a new libssl).
+    pub library_runs: usize,
+    /// Executable runs (a new copy of a Go program), 0 without `go`.
+    pub exec_runs: usize,
+    /// Libraries: mapping to probes live.
+    pub after_map: Window,
+    /// Executables: exec to probes live.
+    pub after_exec: Window,
 }
 
 /// A cgroup removed (its processes killed) on drop.
@@ -69,15 +99,16 @@ fn cgroup2_root() -> Result<PathBuf> {
         .context("no cgroup2 hierarchy mounted")
 }
 
-/// Runs `program` with `args` in `cgroup`, to completion.
-fn run_in(cgroup: &Path, program: &str, args: &[&str], env: (&str, &Path)) -> Result<()> {
+/// Runs `program` with `args` (and an environment variable) in `cgroup`, to
+/// completion.
+fn run_in(cgroup: &Path, program: &Path, args: &[&str], env: Option<(&str, &Path)>) -> Result<()> {
     use std::os::unix::process::CommandExt as _;
     let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_ref())?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env(env.0, env.1)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    if let Some((name, value)) = env {
+        cmd.env(name, value);
+    }
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: the closure only makes async-signal-safe calls (open, write,
     // close) on memory allocated before the fork.
     unsafe {
@@ -90,9 +121,11 @@ fn run_in(cgroup: &Path, program: &str, args: &[&str], env: (&str, &Path)) -> Re
             Ok(())
         });
     }
-    let status = cmd.status().with_context(|| format!("run {program}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("run {}", program.display()))?;
     if !status.success() {
-        bail!("{program} failed: {status}");
+        bail!("{} failed: {status}", program.display());
     }
     Ok(())
 }
@@ -104,68 +137,61 @@ pub fn run(plan: &LateFilesPlan) -> Result<LateFilesResult> {
     let dir = tempfile::Builder::new()
         .prefix("tapwire-bench-late-")
         .tempdir()?;
-    let mut tapwire = Command::new(&plan.tapwire)
-        .arg("--cgroup")
+    let go = match gotls::build(dir.path()) {
+        Ok(bin) => Some(bin),
+        Err(e) => {
+            eprintln!("bench: late files: no Go program, libraries only: {e:#}");
+            None
+        }
+    };
+    let mut cmd = Command::new(&plan.tapwire);
+    cmd.arg("--cgroup")
         .arg(&cg.0)
         .env("NO_COLOR", "1")
         .env_remove("TAPWIRE_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start tapwire")?;
-    let stderr = tapwire.stderr.take().context("tapwire stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+        .stderr(Stdio::piped());
+    let mut guard = Guard::spawn("tapwire", &mut cmd, libc::SIGINT, Duration::from_secs(20))?;
+    let lines = Lines::collect(
+        guard
+            .child_mut()
+            .and_then(|c| c.stderr.take())
+            .context("tapwire stderr")?,
+    );
+    lines.wait_for(&mut guard, READY_TIMEOUT, |l| l.contains("capture ready"))?;
+    let mut result = LateFilesResult::default();
+    for i in 0..plan.runs {
+        let run = dir.path().join(i.to_string());
+        std::fs::create_dir(&run)?;
+        match &go {
+            Some(go) if i % 2 == 1 => {
+                let copy = run.join("gotls");
+                std::fs::copy(go, &copy)?;
+                run_in(&cg.0, &copy, &["calls", "10"], None)?;
+                result.exec_runs += 1;
+            }
+            _ => {
+                std::fs::copy(LIBSSL, run.join("libssl.so.3"))?;
+                run_in(
+                    &cg.0,
+                    Path::new("/usr/bin/python3"),
+                    &["-c", "import ssl"],
+                    Some(("LD_LIBRARY_PATH", &run)),
+                )?;
+                result.library_runs += 1;
             }
         }
-    });
-    let start = Instant::now();
-    loop {
-        let line = rx
-            .recv_timeout(READY_TIMEOUT.saturating_sub(start.elapsed()))
-            .context("tapwire did not report `capture ready`")?;
-        if line.contains("capture ready") {
-            break;
-        }
     }
-    let result = (|| -> Result<()> {
-        for i in 0..plan.runs {
-            let lib = dir.path().join(i.to_string());
-            std::fs::create_dir(&lib)?;
-            std::fs::copy(LIBSSL, lib.join("libssl.so.3"))?;
-            run_in(
-                &cg.0,
-                "/usr/bin/python3",
-                &["-c", "import ssl"],
-                ("LD_LIBRARY_PATH", &lib),
-            )?;
-        }
-        Ok(())
-    })();
     // Let the last file's probes go live before stopping.
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: plain kill(2) of our child.
-    unsafe { libc::kill(tapwire.id() as i32, libc::SIGINT) };
-    let mut counters = None;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        if let Some(json) = line.split_once("counters=").map(|(_, j)| j) {
-            counters = serde_json::from_str::<serde_json::Value>(json).ok();
-        }
-    }
-    let _ = tapwire.wait();
-    result?;
-    let counters = counters.context("no `stopped` counters from tapwire")?;
-    let w = &counters["late_files"]["live_window"];
-    let get = |k: &str| w[k].as_u64().unwrap_or(0);
-    Ok(LateFilesResult {
-        runs: plan.runs,
-        files: get("files"),
-        p50_us: get("p50_us"),
-        p99_us: get("p99_us"),
-        max_us: get("max_us"),
-    })
+    guard.stop();
+    // Give the reader thread the last lines.
+    std::thread::sleep(Duration::from_millis(200));
+    let counters = tapwire_log::stopped_counters(&lines.snapshot())
+        .context("no `stopped` counters from tapwire")?;
+    let late = &counters["late_files"];
+    result.after_map = Window::of(&late["after_map"]);
+    result.after_exec = Window::of(&late["after_exec"]);
+    Ok(result)
 }

@@ -4,8 +4,12 @@
 //!   bcc's sslsniff, on loopback, in interleaved rounds.
 //! - [`capacity`]: what the data plane takes without the kernel, and where it
 //!   starts dropping.
-//! - [`late_files`]: the window from a program loading a TLS library tapwire
-//!   has not seen to that file's probes being live.
+//! - [`late_files`]: the window from a program bringing a TLS file tapwire
+//!   has not seen (a library it maps, an executable it execs) to that file's
+//!   probes being live.
+//! - [`tls_calls`]: what one OpenSSL call costs in a process tapwire selects
+//!   and in one it does not.
+//! - [`tapwire_log`]: the counters tapwire logs when it stops.
 //! - [`soak`]: a long run of mixed traffic with S3 restarts: memory, objects
 //!   and loss counters at the end.
 //! - [`report`]: the markdown table and PNG chart in `perf/results/`.
@@ -15,3 +19,5 @@ pub mod late_files;
 pub mod overhead;
 pub mod report;
 pub mod soak;
+pub mod tapwire_log;
+pub mod tls_calls;

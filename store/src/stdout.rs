@@ -67,6 +67,9 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// How long dropping the writer waits for its thread, which may be blocked
 /// writing to a reader that stopped reading.
 const JOIN_WAIT: Duration = Duration::from_millis(200);
+/// How long the writer waits after a write before gathering again: under
+/// load, one wake-up per this much output instead of one per line.
+const LINGER: Duration = Duration::from_millis(1);
 /// How often a flush retries queueing its marker behind a full queue.
 const FLUSH_POLL: Duration = Duration::from_millis(10);
 
@@ -286,55 +289,96 @@ fn write_lines(rx: Receiver<Line>, mut out: impl Write, queued: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         // Gather what is queued before writing, so a burst costs one write.
-        while let Some(line) = next {
-            queued.fetch_sub(line.payload_len(), Ordering::Relaxed);
-            match line {
-                Line::Event { bytes, tally } => {
-                    pending.buf.extend_from_slice(&bytes);
-                    pending.buf.push(b'\n');
-                    pending.add(&tally, bytes.len());
-                }
-                Line::Object { object, tally } => {
-                    object_line(&object, &mut pending.buf);
-                    pending.add(&tally, object.bytes.len());
-                }
-                Line::Flush(ack) => {
-                    pending.write(&mut out);
-                    let _ = ack.send(());
-                }
-            }
-            if pending.buf.len() >= WRITE_CHUNK {
-                pending.write(&mut out);
-            }
+        // After writing, linger a moment and gather again: under load the next
+        // lines arrive meanwhile without waking this thread once per line; idle,
+        // it goes back to waiting on the queue.
+        while next.is_some() {
+            gather(&rx, &mut next, &mut pending, &mut out, queued);
+            pending.write(&mut out);
+            std::thread::sleep(LINGER);
             next = rx.try_recv().ok();
         }
-        pending.write(&mut out);
     }
 }
 
+/// Moves `next` and whatever else is queued now into `pending`, writing as
+/// the buffer fills.
+fn gather(
+    rx: &Receiver<Line>,
+    next: &mut Option<Line>,
+    pending: &mut Pending,
+    out: &mut impl Write,
+    queued: &AtomicU64,
+) {
+    while let Some(line) = next.take() {
+        queued.fetch_sub(line.payload_len(), Ordering::Relaxed);
+        match line {
+            Line::Event { bytes, tally } => {
+                pending.buf.extend_from_slice(&bytes);
+                pending.buf.push(b'\n');
+                pending.add(&tally, bytes.len());
+            }
+            Line::Object { object, tally } => {
+                // Encoded a step at a time straight into the write buffer,
+                // written out as it fills: a large object never needs a
+                // buffer of its own encoded size.
+                object_head(&object, &mut pending.buf);
+                for piece in object.bytes.chunks(BASE64_STEP) {
+                    append_base64(piece, &mut pending.buf);
+                    if pending.buf.len() >= WRITE_CHUNK {
+                        pending.write(&mut *out);
+                    }
+                }
+                pending.buf.extend_from_slice(OBJECT_TAIL);
+                pending.add(&tally, object.bytes.len());
+            }
+            Line::Flush(ack) => {
+                pending.write(&mut *out);
+                let _ = ack.send(());
+            }
+        }
+        if pending.buf.len() >= WRITE_CHUNK {
+            pending.write(&mut *out);
+        }
+        *next = rx.try_recv().ok();
+    }
+}
+
+/// Payload bytes base64-encoded per step of an object line: a multiple of 3, so
+/// the encoded steps join into one valid encoding without padding between them.
+const BASE64_STEP: usize = 48 * 1024;
+/// What closes an object line after its base64 bytes.
+const OBJECT_TAIL: &[u8] = b"\"}\n";
+
 /// Appends one object line (with its newline) to `out`; see `docs/stdout.md`.
 pub fn object_line(object: &Object, out: &mut Vec<u8>) {
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        digest: &'a str,
-        content_type: &'a str,
-        size: usize,
-        bytes: &'a str,
+    object_head(object, out);
+    for piece in object.bytes.chunks(BASE64_STEP) {
+        append_base64(piece, out);
     }
-    let bytes = base64::engine::general_purpose::STANDARD.encode(&object.bytes);
-    let digest = object.digest.to_hex();
-    let line = Line {
-        kind: "object",
-        digest: digest.as_str(),
-        content_type: &object.content_type,
-        size: object.bytes.len(),
-        bytes: &bytes,
-    };
-    // Serializing a struct of strings and integers into a Vec cannot fail.
-    serde_json::to_writer(&mut *out, &line).expect("object line serializes");
-    out.push(b'\n');
+    out.extend_from_slice(OBJECT_TAIL);
+}
+
+/// An object line up to the opening quote of its `bytes` field. Only the
+/// content type can need JSON escaping; base64 never does, so the bytes are
+/// appended as encoded.
+fn object_head(object: &Object, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"object\",\"digest\":\"");
+    out.extend_from_slice(object.digest.to_hex().as_bytes());
+    out.extend_from_slice(b"\",\"content_type\":");
+    // Serializing a string into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, &object.content_type).expect("content type serializes");
+    // Writing into a Vec cannot fail.
+    write!(out, ",\"size\":{},\"bytes\":\"", object.bytes.len()).expect("into a Vec");
+}
+
+/// Appends the base64 encoding (standard alphabet, padded) of `piece` to `out`.
+fn append_base64(piece: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + piece.len().div_ceil(3) * 4, 0);
+    base64::engine::general_purpose::STANDARD
+        .encode_slice(piece, &mut out[start..])
+        .expect("room for the encoding was made");
 }
 
 /// `type: stdout` event store.
@@ -443,6 +487,34 @@ mod tests {
                 blake3::hash(b"hello").to_hex()
             )
         );
+    }
+
+    #[test]
+    fn a_large_object_is_written_in_steps_as_one_valid_line() {
+        // Several encoding steps and write chunks, and a length that is not a
+        // multiple of 3, so the last step is padded.
+        let bytes: Vec<u8> = (0..(3 * WRITE_CHUNK + 1)).map(|i| (i * 7) as u8).collect();
+        let object = Object::new("a \"quoted\" type", Bytes::from(bytes.clone()));
+        let (tx, rx) = sync_channel(1);
+        let tally = Arc::new(Tally::default());
+        tx.send(Line::Object {
+            object,
+            tally: Arc::clone(&tally),
+        })
+        .unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        write_lines(rx, &mut out, &AtomicU64::new(bytes.len() as u64));
+        assert_eq!(out.last(), Some(&b'\n'));
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["content_type"], "a \"quoted\" type");
+        assert_eq!(line["size"], bytes.len());
+        assert_eq!(line["digest"], blake3::hash(&bytes).to_hex().as_str());
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(line["bytes"].as_str().unwrap())
+            .unwrap();
+        assert!(decoded == bytes, "the bytes decode to the object");
+        assert_eq!(tally.counters.snapshot().stored, 1);
     }
 
     #[test]

@@ -38,6 +38,21 @@ impl Agent {
         agent
     }
 
+    /// Starts the agent with the config at `config`, capturing this test's
+    /// process tree (`--pid` of the test), and waits until its probes are
+    /// attached.
+    pub fn capturing_this_test(config: &std::path::Path) -> Agent {
+        Agent::start_dataplane(
+            &[
+                "--config".into(),
+                config.to_str().expect("utf-8 path").into(),
+                "--pid".into(),
+                std::process::id().to_string(),
+            ],
+            &[],
+        )
+    }
+
     /// Starts the agent and returns at once.
     pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(cargo_bin("tapwire"));

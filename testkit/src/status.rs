@@ -7,7 +7,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use crate::{Agent, Bg, guard, path_str, wait_listening, workspace_root};
+use crate::{Agent, Bg, guard, path_str, workspace_root};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -185,14 +185,7 @@ impl Drop for Client {
 
 /// Starts the plain HTTP test server on `port`.
 pub fn http_server(port: u16) -> Bg {
-    let server = Bg::spawn(
-        Command::new("python3")
-            .arg(crate::http_server_py())
-            .arg(port.to_string())
-            .stdout(Stdio::null()),
-    );
-    wait_listening(port, Duration::from_secs(20));
-    server
+    crate::http_server_with(port, None)
 }
 
 /// Starts the agent capturing `pid` with its status server on `status_port`,

@@ -460,7 +460,7 @@ pub fn plan(elf: &Elf<'_>) -> Result<Vec<ProbePoint>, PlacementError> {
         ));
     }
     let (offsets, _) =
-        conn_offsets(elf, version).ok_or(PlacementError::Go("unknown tls.Conn layout"))?;
+        conn_offsets(elf, version).ok_or(PlacementError::GoRelease(version.0, version.1))?;
     let cookie = |shape: u64, flags: u64| {
         go_tls::cookie(shape | flags, offsets.conn, offsets.fd, offsets.sysfd)
     };

@@ -16,6 +16,8 @@ use std::{
 use serde::Serialize;
 use tapwire_common::{FILENAME_LEN, FileKey};
 
+use super::targets::FileId;
+
 /// What a reader hands the control thread.
 #[derive(Clone, Copy, Debug)]
 #[expect(
@@ -67,6 +69,46 @@ impl ProcEvent {
 /// Samples kept for the live-window percentiles (the most recent ones).
 const WINDOW_SAMPLES: usize = 4096;
 
+/// What made a file first seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sighting {
+    /// A process exec'd it (an executable).
+    Exec = 0,
+    /// A process mapped it executable (a shared library).
+    Map = 1,
+}
+
+impl Sighting {
+    /// Name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Map => "map",
+        }
+    }
+}
+
+/// The most recent windows of one kind of sighting, µs.
+#[derive(Debug, Default)]
+struct Samples {
+    /// Files measured in all.
+    files: u64,
+    windows_us: Vec<u64>,
+    next: usize,
+}
+
+impl Samples {
+    fn push(&mut self, us: u64) {
+        self.files += 1;
+        if self.windows_us.len() < WINDOW_SAMPLES {
+            self.windows_us.push(us);
+        } else {
+            self.windows_us[self.next] = us;
+            self.next = (self.next + 1) % WINDOW_SAMPLES;
+        }
+    }
+}
+
 /// Counters of late-seen files, shared with whoever reports them.
 #[derive(Debug, Default)]
 pub struct ImageCounters {
@@ -74,11 +116,14 @@ pub struct ImageCounters {
     pub maps: u64,
     /// Mappings whose file could not be opened (the process was gone).
     pub unresolved: u64,
-    /// Files first seen at exec or mapping that got TLS probes.
-    pub probed: u64,
-    /// Exec or mapping to probes live, µs, for each file in `probed`.
-    windows_us: Vec<u64>,
-    next: usize,
+    /// Files first seen through a process held open now (their probes
+    /// attached).
+    pub held: u64,
+    /// Held files released (probes detached, descriptor closed) when no
+    /// process mapped them any more.
+    pub released: u64,
+    /// Exec or mapping to probes live, per [`Sighting`].
+    samples: [Samples; 2],
 }
 
 /// Percentiles of the exec/map-to-live window, µs.
@@ -94,22 +139,9 @@ pub struct LiveWindow {
     pub max_us: u64,
 }
 
-impl ImageCounters {
-    /// Records one file's window.
-    pub fn record_window(&mut self, window: Duration) {
-        let us = window.as_micros() as u64;
-        self.probed += 1;
-        if self.windows_us.len() < WINDOW_SAMPLES {
-            self.windows_us.push(us);
-        } else {
-            self.windows_us[self.next] = us;
-            self.next = (self.next + 1) % WINDOW_SAMPLES;
-        }
-    }
-
-    /// Percentiles over the kept samples.
-    pub fn live_window(&self) -> LiveWindow {
-        let mut v = self.windows_us.clone();
+impl LiveWindow {
+    /// Nearest-rank percentiles of `files` files' kept samples.
+    fn of(files: u64, mut v: Vec<u64>) -> Self {
         v.sort_unstable();
         // Nearest rank: the smallest sample with at least `q` of them at or
         // below it.
@@ -117,12 +149,34 @@ impl ImageCounters {
             0 => 0,
             n => v[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
         };
-        LiveWindow {
-            files: self.probed,
+        Self {
+            files,
             p50_us: at(0.5),
             p99_us: at(0.99),
             max_us: v.last().copied().unwrap_or(0),
         }
+    }
+}
+
+impl ImageCounters {
+    /// Records one file's window.
+    pub fn record_window(&mut self, sighting: Sighting, window: Duration) {
+        self.samples[sighting as usize].push(window.as_micros() as u64);
+    }
+
+    /// Percentiles over the kept samples of both sightings.
+    pub fn live_window(&self) -> LiveWindow {
+        let [exec, map] = &self.samples;
+        LiveWindow::of(
+            exec.files + map.files,
+            [&exec.windows_us[..], &map.windows_us[..]].concat(),
+        )
+    }
+
+    /// Percentiles over the kept samples of one sighting.
+    pub fn live_window_after(&self, sighting: Sighting) -> LiveWindow {
+        let s = &self.samples[sighting as usize];
+        LiveWindow::of(s.files, s.windows_us.clone())
     }
 }
 
@@ -143,6 +197,51 @@ pub fn monotonic_ns() -> u64 {
 /// The kernel's device number (`MAJOR << 20 | MINOR`) as `st_dev` encodes it.
 pub fn user_dev(kernel_dev: u64) -> u64 {
     libc::makedev((kernel_dev >> 20) as u32, (kernel_dev & 0xf_ffff) as u32)
+}
+
+/// `st_dev` as the kernel encodes a device number (`MAJOR << 20 | MINOR`).
+pub fn kernel_dev(user_dev: u64) -> u64 {
+    u64::from(libc::major(user_dev)) << 20 | u64::from(libc::minor(user_dev))
+}
+
+/// The processes (other than this one) that map any of `files` now, from
+/// every process's `/proc/PID/maps`: `(pid, file)` pairs.
+pub fn processes_mapping(files: &[FileId]) -> Vec<(u32, FileId)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for pid in super::targets::all_pids() {
+        if pid == me {
+            continue;
+        }
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        for line in maps.lines() {
+            // address perms offset dev inode path; dev is `major:minor` in hex.
+            let mut f = line.split_whitespace().skip(3);
+            let (Some(dev), Some(ino)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let Some((major, minor)) = dev.split_once(':') else {
+                continue;
+            };
+            let (Ok(major), Ok(minor), Ok(ino)) = (
+                u32::from_str_radix(major, 16),
+                u32::from_str_radix(minor, 16),
+                ino.parse::<u64>(),
+            ) else {
+                continue;
+            };
+            let id = FileId {
+                dev: libc::makedev(major, minor),
+                ino,
+            };
+            if ino != 0 && files.contains(&id) && !out.contains(&(pid, id)) {
+                out.push((pid, id));
+            }
+        }
+    }
+    out
 }
 
 /// A path that opens the file a process mapped at `addr` from `fd`: the fd if
@@ -180,15 +279,19 @@ mod tests {
         let mut c = ImageCounters::default();
         assert_eq!(c.live_window(), LiveWindow::default());
         for us in 1..=100 {
-            c.record_window(Duration::from_micros(us));
+            c.record_window(Sighting::Map, Duration::from_micros(us));
         }
         let w = c.live_window();
         assert_eq!((w.files, w.p50_us, w.p99_us, w.max_us), (100, 50, 99, 100));
         let mut two = ImageCounters::default();
-        two.record_window(Duration::from_micros(10));
-        two.record_window(Duration::from_micros(500));
+        two.record_window(Sighting::Exec, Duration::from_micros(10));
+        two.record_window(Sighting::Map, Duration::from_micros(500));
         let w = two.live_window();
-        assert_eq!((w.p50_us, w.p99_us), (10, 500));
+        assert_eq!((w.files, w.p50_us, w.p99_us), (2, 10, 500));
+        let exec = two.live_window_after(Sighting::Exec);
+        assert_eq!((exec.files, exec.p50_us, exec.max_us), (1, 10, 10));
+        let map = two.live_window_after(Sighting::Map);
+        assert_eq!((map.files, map.p50_us, map.max_us), (1, 500, 500));
     }
 
     #[test]
@@ -196,6 +299,41 @@ mod tests {
         // 8:1 (sda1) and 259:65536 (a large minor).
         assert_eq!(user_dev(8 << 20 | 1), libc::makedev(8, 1));
         assert_eq!(user_dev(259 << 20 | 65536), libc::makedev(259, 65536));
+    }
+
+    #[test]
+    fn finds_the_processes_mapping_a_file() {
+        // A child that maps its own executable; this process does not count.
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let m = std::fs::metadata("/bin/sleep").unwrap();
+        let id = FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        };
+        let none = FileId {
+            dev: m.dev(),
+            ino: 0,
+        };
+        let start = std::time::Instant::now();
+        let found = loop {
+            let found = processes_mapping(&[id, none]);
+            if found.contains(&(child.id(), id)) || start.elapsed() > Duration::from_secs(5) {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.contains(&(child.id(), id)), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|&(pid, f)| pid != std::process::id() && f == id)
+        );
+        assert_eq!(kernel_dev(user_dev(8 << 20 | 1)), 8 << 20 | 1);
     }
 
     #[test]

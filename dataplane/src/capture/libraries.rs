@@ -8,13 +8,14 @@
 //! | OpenSSL/BoringSSL | `libssl.so*`, `libboringssl*`, executables with `SSL_read` (node) | `SSL_read(_ex)` / `SSL_write(_ex)` (+ret) | socket syscall inside the call, per `SSL *` |
 //! | GnuTLS | `libgnutls.so*` | `gnutls_record_recv` / `gnutls_record_send2` (what `gnutls_record_send` tail-calls) (+ret) | as OpenSSL, per `gnutls_session_t` |
 //! | Go `crypto/tls` | Go executables (symbol table or `.gopclntab`) | `(*Conn).Read` / `(*Conn).Write`, no uretprobe | `tls.Conn.conn` → `*net.TCPConn` → `netFD.pfd.Sysfd` |
+//! | NSS | `libnspr4.so`, `libssl3.so` | NSPR's `PR_Read`/`PR_Recv` / `PR_Write`/`PR_Send` (+ret) on descriptors with NSS's SSL layer | bottom NSPR layer's `md.osfd` |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tapwire_common::tls_fn;
 
 use super::{
-    golang,
+    golang, nss,
     placement::{CLibrary, Elf, PlacementError, ProbePoint, plan_c},
 };
 
@@ -27,13 +28,15 @@ pub enum LibraryKind {
     GnuTls = 1,
     /// Go's `crypto/tls`, linked into every Go program.
     GoTls = 2,
+    /// NSS (`libssl3.so`) over NSPR (`libnspr4.so`).
+    Nss = 3,
 }
 
 impl LibraryKind {
     /// Number of kinds.
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
     /// Every kind, in index order.
-    pub const ALL: [Self; Self::COUNT] = [Self::OpenSsl, Self::GnuTls, Self::GoTls];
+    pub const ALL: [Self; Self::COUNT] = [Self::OpenSsl, Self::GnuTls, Self::GoTls, Self::Nss];
 
     /// Name in logs and metrics.
     pub fn name(self) -> &'static str {
@@ -41,6 +44,7 @@ impl LibraryKind {
             Self::OpenSsl => "openssl",
             Self::GnuTls => "gnutls",
             Self::GoTls => "go",
+            Self::Nss => "nss",
         }
     }
 }
@@ -51,6 +55,8 @@ pub enum Planner {
     C(CLibrary),
     /// Go's register ABI: see [`golang`].
     Go,
+    /// NSPR's I/O functions on NSS descriptors: see [`nss`].
+    Nss,
 }
 
 /// One TLS library.
@@ -111,6 +117,12 @@ pub static LIBRARIES: &[TlsLibrary] = &[
         markers: &[],
         planner: Planner::Go,
     },
+    TlsLibrary {
+        kind: LibraryKind::Nss,
+        file_prefixes: &["libnspr4.so", "libssl3.so"],
+        markers: nss::MARKERS,
+        planner: Planner::Nss,
+    },
 ];
 
 /// GnuTLS before 3.6.3 has no `gnutls_record_send2`: its writes are planned
@@ -153,6 +165,12 @@ pub fn plan(data: &[u8]) -> Result<(LibraryKind, Vec<ProbePoint>), PlacementErro
                     continue;
                 }
                 golang::plan(&elf)?
+            }
+            Planner::Nss => {
+                if !elf.defines_any(lib.markers) {
+                    continue;
+                }
+                nss::plan(&elf)?
             }
         };
         return Ok((lib.kind, points));

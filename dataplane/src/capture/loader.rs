@@ -4,7 +4,7 @@
 //! programs (aya detaches a program's links when the program is dropped).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     num::NonZeroU32,
     path::{Path, PathBuf},
     sync::{
@@ -18,7 +18,7 @@ use aya::{
     maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use tapwire_common::{
@@ -49,7 +49,8 @@ pub const WAKE_DIVISOR: u32 = 8;
 
 /// Syscall tracepoints: `(program, [tracepoints])`.
 const SYSCALL_PROGRAMS: &[(&str, &[&str])] = &[
-    ("sys_enter_read", &["sys_enter_read", "sys_enter_recvfrom"]),
+    ("sys_enter_read", &["sys_enter_read"]),
+    ("sys_enter_recvfrom", &["sys_enter_recvfrom"]),
     ("sys_enter_write", &["sys_enter_write", "sys_enter_sendto"]),
     ("sys_enter_readv", &["sys_enter_readv"]),
     ("sys_enter_writev", &["sys_enter_writev"]),
@@ -67,6 +68,8 @@ const SYSCALL_PROGRAMS: &[(&str, &[&str])] = &[
     ("sys_exit_mmap", &["sys_exit_mmap"]),
     ("sys_enter_sendfile", &["sys_enter_sendfile64"]),
     ("sys_exit_sendfile", &["sys_exit_sendfile64"]),
+    ("sys_enter_splice", &["sys_enter_splice"]),
+    ("sys_exit_splice", &["sys_exit_splice"]),
     ("sys_enter_openat", &["sys_enter_openat"]),
     ("sys_exit_openat", &["sys_exit_openat"]),
     (
@@ -217,10 +220,27 @@ impl DropCounters {
     }
 }
 
+/// The probes' `FILTERED` map: the `config::skip` bits `tap.filters` gives a
+/// process, inherited by its children in the kernel.
+pub struct FilteredMap(BpfHashMap<MapData, u32, u32>);
+
+impl FilteredMap {
+    /// Writes `pid`'s bits (0 removes it).
+    pub fn set(&mut self, pid: u32, skip: u32) {
+        let _ = if skip == 0 {
+            self.0.remove(&pid)
+        } else {
+            self.0.insert(pid, skip, 0)
+        };
+    }
+}
+
 /// Loaded and attached probes. Dropping detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
     attached: HashSet<(FileId, u64, Option<u32>)>,
+    /// The links of every attached point, per file, for [`Probes::detach_file`].
+    links: HashMap<FileId, Vec<(&'static str, UProbeLinkId)>>,
     /// Probe points placed on a single-stepped instruction.
     pub fallbacks: AtomicU64,
     /// Files with attached probes, per library kind.
@@ -379,6 +399,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
     let probes = Probes {
         ebpf,
         attached: HashSet::new(),
+        links: HashMap::new(),
         fallbacks: AtomicU64::new(0),
         probed: Arc::default(),
         probed_files: Vec::new(),
@@ -480,7 +501,7 @@ impl Probes {
             None => UProbeScope::AllProcesses,
         };
         let mut n = 0;
-        for point in &target.points {
+        for point in target.points.iter() {
             if !self.attached.insert((target.id, point.file_offset, pid)) {
                 continue;
             }
@@ -503,19 +524,22 @@ impl Probes {
                     p.attach(at, &target.path, scope)
                         .map_err(|source| LoaderError::Program { name: prog, source })
                 });
-                if let Err(error) = result {
-                    ok = false;
-                    if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
-                        // The process exited before we got to it.
-                        break;
+                match result {
+                    Ok(link) => self.links.entry(target.id).or_default().push((prog, link)),
+                    Err(error) => {
+                        ok = false;
+                        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                            // The process exited before we got to it.
+                            break;
+                        }
+                        tracing::warn!(
+                            path = %target.path.display(),
+                            symbol = point.symbol,
+                            pid,
+                            error = %error_chain(&error),
+                            "attaching tls probe failed"
+                        );
                     }
-                    tracing::warn!(
-                        path = %target.path.display(),
-                        symbol = point.symbol,
-                        pid,
-                        error = %error_chain(&error),
-                        "attaching tls probe failed"
-                    );
                 }
             }
             if !ok {
@@ -552,6 +576,32 @@ impl Probes {
         super::sweep::sweep(&mut self.ebpf, counters);
     }
 
+    /// Detaches every probe of the file `id` (no process maps it any more) and
+    /// forgets it: a later sighting attaches again. Returns the links detached.
+    pub fn detach_file(&mut self, id: FileId) -> usize {
+        let links = self.links.remove(&id).unwrap_or_default();
+        let n = links.len();
+        for (prog, link) in links {
+            if let Ok(p) = program::<UProbe>(&mut self.ebpf, prog)
+                && let Err(error) = p.detach(link)
+            {
+                tracing::warn!(error = %error_chain(&error), "detaching tls probe failed");
+            }
+        }
+        self.attached.retain(|a| a.0 != id);
+        self.probed_files.retain(|f| f.0 != id);
+        n
+    }
+
+    /// Tells the probes to report the next mapping of `key` again.
+    pub fn forget_inspected(&mut self, key: tapwire_common::FileKey) {
+        if let Some(map) = self.ebpf.map_mut("INSPECTED")
+            && let Ok(mut files) = BpfHashMap::<_, tapwire_common::FileKey, u8>::try_from(map)
+        {
+            let _ = files.remove(&key);
+        }
+    }
+
     /// Logs the files probed so far, one line per library kind.
     pub fn log_probed(&self) {
         for kind in LibraryKind::ALL {
@@ -579,6 +629,19 @@ impl Probes {
         {
             let _ = files.insert(key, 1, 0);
         }
+    }
+
+    /// Takes the probes' `FILTERED` map out, for the thread that writes the
+    /// `tap.filters` decisions.
+    pub fn take_filtered(&mut self) -> Result<FilteredMap, LoaderError> {
+        let name = "FILTERED";
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(LoaderError::MissingMap(name))?;
+        BpfHashMap::try_from(map)
+            .map(FilteredMap)
+            .map_err(|source| LoaderError::Map { name, source })
     }
 
     /// Adds `pid` to the kernel's selected set (bits OR-ed in).

@@ -20,11 +20,13 @@
 //! detaches everything.
 
 pub mod btf;
+pub mod filters;
 pub mod golang;
 pub mod images;
 pub mod kernel;
 pub mod libraries;
 pub mod loader;
+pub mod nss;
 pub mod placement;
 pub mod procs;
 pub mod records;
@@ -36,6 +38,7 @@ pub mod targets;
 pub mod teardown;
 
 use std::{
+    collections::{HashMap, HashSet},
     fs::File,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
@@ -50,14 +53,14 @@ use std::{
 
 pub use libraries::{LibraryKind, ProbedCounts};
 pub use loader::{LoaderError, Options};
-pub use ring::{ReaderCounters, RingError};
+pub use ring::{ReaderCounters, RecordSink, RingError};
 pub use selection::Selection;
 pub use tapwire_common::{DropReason, Record};
 
-use images::{LiveWindow, ProcEvent, SharedCounters};
+use images::{LiveWindow, ProcEvent, SharedCounters, Sighting};
 use loader::{DropCounters, Probes};
 use procs::ProcessTable;
-use targets::{Targets, TlsTarget};
+use targets::{FileId, Targets, TlsTarget};
 
 /// Exec and mapping records waiting for the control thread; beyond this they
 /// are skipped (a skipped file is reported again by its next mapping, and the
@@ -75,6 +78,10 @@ const RESCAN_AFTER: [Duration; 4] = [
     Duration::from_secs(3),
 ];
 
+/// How long the control thread waits for an exec or mapping when no rescan
+/// is due; it also bounds how long stopping waits for it.
+const CONTROL_IDLE_WAIT: Duration = Duration::from_millis(100);
+
 /// How often exited processes are released from the process table.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
@@ -82,6 +89,11 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 /// ([`sweep`]): often enough that a burst of short-lived processes leaves the
 /// maps within seconds, rarely enough that walking them costs nothing.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// How often held files are checked for processes still mapping them: a
+/// stat of each known user; a scan of every process's maps only when all
+/// known users of a file are gone.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 /// Errors starting capture.
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +114,13 @@ pub struct Capture {
     stop: Arc<AtomicBool>,
     readers: Vec<ring::Reader>,
     control: Option<JoinHandle<()>>,
+    filters: Option<JoinHandle<()>>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
     probed: Arc<ProbedCounts>,
     images: SharedCounters,
     swept: Arc<sweep::SweepCounters>,
+    processes: Arc<ProcessTable>,
 }
 
 impl Capture {
@@ -117,7 +131,7 @@ impl Capture {
     pub fn start<F, H>(opts: Options, make_handler: F) -> Result<Self, CaptureError>
     where
         F: FnMut(u32) -> H,
-        H: FnMut(&[u8], Record<'_>) + Send + 'static,
+        H: ring::RecordSink,
     {
         let (mut probes, rings, drops) = loader::load(&opts)?;
         let mut targets = Targets::default();
@@ -132,7 +146,10 @@ impl Capture {
         for &pid in &pids {
             attach_process(&mut probes, &mut targets, pid);
         }
-        opts.processes.scan(pids);
+        let mut filtered = probes.take_filtered()?;
+        for (pid, skip) in opts.processes.scan(pids) {
+            filtered.set(pid, skip);
+        }
         probes.log_probed();
         let probed = Arc::clone(&probes.probed);
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
@@ -140,7 +157,13 @@ impl Capture {
         let images = SharedCounters::default();
         let swept = Arc::new(sweep::SweepCounters::default());
         let (tx, rx) = sync_channel(IMAGE_QUEUE);
-        let readers = ring::spawn_readers(rings, make_handler, Arc::clone(&stop), Some(tx))?;
+        let (filter_thread, execs) = if opts.processes.has_filters() {
+            let (execs, thread) = spawn_filter_thread(filtered, Arc::clone(&opts.processes))?;
+            (Some(thread), Some(execs))
+        } else {
+            (None, None)
+        };
+        let readers = ring::spawn_readers(rings, make_handler, Arc::clone(&stop), Some(tx), execs)?;
         let control = {
             let stop = Arc::clone(&stop);
             let fallbacks = Arc::clone(&fallbacks);
@@ -156,7 +179,8 @@ impl Capture {
                         images,
                         processes,
                         swept,
-                        held: Vec::new(),
+                        held: HashMap::new(),
+                        release_scan: None,
                     };
                     control.run(rx, &stop, &fallbacks);
                     drop(control);
@@ -169,11 +193,13 @@ impl Capture {
             stop,
             readers,
             control: Some(control),
+            filters: filter_thread,
             drops,
             fallbacks,
             probed,
             images,
             swept,
+            processes: Arc::clone(&opts.processes),
         })
     }
 
@@ -183,6 +209,13 @@ impl Capture {
         self.swept.read()
     }
 
+    /// Events dropped in user space because a `tap.filters` entry skips
+    /// their process (connections tracked before the decision reached the
+    /// probes).
+    pub fn filtered_late(&self) -> u64 {
+        self.processes.filtered_late()
+    }
+
     /// Files first seen at exec or mapping: how many got TLS probes and how
     /// long after the exec or mapping their probes were live.
     pub fn late_files(&self) -> LateFiles {
@@ -190,7 +223,11 @@ impl Capture {
         LateFiles {
             maps: c.maps,
             unresolved: c.unresolved,
+            held: c.held,
+            released: c.released,
             live_window: c.live_window(),
+            after_exec: c.live_window_after(Sighting::Exec),
+            after_map: c.live_window_after(Sighting::Map),
         }
     }
 
@@ -244,6 +281,10 @@ impl Capture {
         for reader in self.readers.drain(..) {
             let _ = reader.thread.join();
         }
+        // Its channel closed with the last reader.
+        if let Some(filters) = self.filters.take() {
+            let _ = filters.join();
+        }
     }
 }
 
@@ -251,6 +292,37 @@ impl Drop for Capture {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Exec records waiting for the filter thread (pids); beyond this they are
+/// skipped, and the program's events are left to the agent's own check
+/// (`filtered_late`).
+const EXEC_QUEUE: usize = 4096;
+
+/// Starts the thread that decides `tap.filters` for each exec'd program and
+/// writes the decision into the probes' `FILTERED` map. It does nothing else,
+/// so the time from an exec to its decision in the kernel is a path lookup
+/// and a map update, whatever the control thread is busy with.
+fn spawn_filter_thread(
+    mut map: loader::FilteredMap,
+    processes: Arc<ProcessTable>,
+) -> Result<(std::sync::mpsc::SyncSender<u32>, JoinHandle<()>), CaptureError> {
+    let (tx, rx) = sync_channel::<u32>(EXEC_QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("capture-filters".into())
+        .spawn(move || {
+            // Ends when the readers (the senders) are gone.
+            while let Ok(pid) = rx.recv() {
+                // The probes cleared the pid's entry at its exec: only a
+                // program some entry names needs a write.
+                let skip = processes.skip_running(pid);
+                if skip != 0 {
+                    map.set(pid, skip);
+                }
+            }
+        })
+        .map_err(CaptureError::Spawn)?;
+    Ok((tx, thread))
 }
 
 /// Attaches the TLS probes of every TLS file a process maps now (and its
@@ -270,8 +342,18 @@ pub struct LateFiles {
     pub maps: u64,
     /// Mappings whose file could not be opened (the process was gone).
     pub unresolved: u64,
+    /// TLS files first seen through a process and held open now, their
+    /// probes attached.
+    pub held: u64,
+    /// Such files released (probes detached, descriptor closed) once no
+    /// process mapped them.
+    pub released: u64,
     /// Exec or mapping to probes live, for files that got TLS probes then.
     pub live_window: LiveWindow,
+    /// The same for executables first seen at exec.
+    pub after_exec: LiveWindow,
+    /// The same for libraries first seen when mapped.
+    pub after_map: LiveWindow,
 }
 
 /// The control thread's state: it owns the probes.
@@ -282,19 +364,45 @@ struct Control {
     processes: Arc<ProcessTable>,
     /// Kernel map entries reclaimed.
     swept: Arc<sweep::SweepCounters>,
-    /// Files of TLS targets first seen through a process, kept open (their
-    /// targets' paths are `/proc/self/fd/N`).
-    held: Vec<File>,
+    /// TLS files first seen through a process, kept open while processes
+    /// map them (their targets' paths are `/proc/self/fd/N`).
+    held: HashMap<FileId, Held>,
+    /// The running release scan's result, when one runs.
+    release_scan: Option<Receiver<ReleaseScan>>,
 }
+
+/// A TLS file first seen through a process, held open.
+struct Held {
+    /// Keeps the target's `/proc/self/fd/N` path valid.
+    _file: File,
+    /// The kernel's name for it, in `INSPECTED`.
+    key: tapwire_common::FileKey,
+    /// Processes known to map it.
+    users: HashSet<u32>,
+    /// A scan for processes mapping it is running.
+    scanning: bool,
+}
+
+/// The files a release scan looked for and the `(pid, file)` mappings found.
+type ReleaseScan = (Vec<FileId>, Vec<(u32, FileId)>);
 
 impl Control {
     fn run(&mut self, rx: Receiver<ProcEvent>, stop: &AtomicBool, fallbacks: &AtomicU64) {
         // (pid, when, next delay index)
         let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
         let mut last_expiry = Instant::now();
+        let mut last_release = Instant::now();
         let mut last_sweep = Instant::now();
         while !stop.load(Ordering::Acquire) {
-            match rx.recv_timeout(Duration::from_millis(10)) {
+            // Wake for the next event, the next rescan due, or now and then
+            // to look at `stop`: an idle agent's control thread sleeps.
+            let wait = rescans
+                .iter()
+                .map(|&(_, due, _)| due.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(CONTROL_IDLE_WAIT)
+                .min(CONTROL_IDLE_WAIT);
+            match rx.recv_timeout(wait) {
                 // Records come only from selected processes when selecting.
                 Ok(event) => {
                     self.handle(event);
@@ -327,6 +435,10 @@ impl Control {
                 self.probes.fallbacks.load(Ordering::Relaxed),
                 Ordering::Relaxed,
             );
+            if last_release.elapsed() >= RELEASE_EVERY {
+                self.release_unused();
+                last_release = Instant::now();
+            }
             if last_expiry.elapsed() >= EXPIRE_EVERY {
                 self.processes.expire();
                 last_expiry = Instant::now();
@@ -339,23 +451,136 @@ impl Control {
     }
 
     /// Inspects the file at `path` (a `/proc/PID/…` link that dies with its
-    /// process) through a descriptor of our own: a new TLS target keeps it
-    /// open, so its path stays valid for attaching.
-    fn inspect_held(&mut self, path: &Path) -> Option<Arc<TlsTarget>> {
+    /// process, `pid`'s) through a descriptor of our own: a new TLS target
+    /// keeps it open, so its path stays valid for attaching, until no process
+    /// maps the file ([`Control::release_unused`]).
+    fn inspect_held(&mut self, path: &Path, pid: u32) -> Option<Arc<TlsTarget>> {
         let file = File::open(path).ok()?;
         let own = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let target = self.targets.inspect(&own)?;
-        if target.path == own {
+        if let Some(held) = self.held.get_mut(&target.id) {
+            held.users.insert(pid);
+        } else if target.path == own {
             tracing::debug!(path = ?std::fs::read_link(&own).ok(), "tls file first seen");
-            self.held.push(file);
+            let key = tapwire_common::FileKey {
+                dev: images::kernel_dev(target.id.dev),
+                ino: target.id.ino,
+            };
+            self.held.insert(
+                target.id,
+                Held {
+                    _file: file,
+                    key,
+                    users: HashSet::from([pid]),
+                    scanning: false,
+                },
+            );
+            self.publish_held();
         }
         Some(target)
+    }
+
+    /// Releases held files that no process maps any more: their probes are
+    /// detached, the descriptor closed, and the next mapping of the file is
+    /// reported (and probed) again.
+    ///
+    /// Known users are checked here (a stat each). When all of a file's are
+    /// gone, a process forked from one may still map it: every process's maps
+    /// are scanned on a thread of its own ([`images::processes_mapping`]; a
+    /// host's worth of maps must not delay the probing of new files), and the
+    /// result applied on a later turn. The file is un-marked as inspected
+    /// before the scan, so a process mapping it meanwhile is reported.
+    fn release_unused(&mut self) {
+        if let Some(scan) = &self.release_scan {
+            match scan.try_recv() {
+                Ok(mappers) => {
+                    self.release_scan = None;
+                    self.apply_release_scan(&mappers);
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.release_scan = None,
+            }
+        }
+        for held in self.held.values_mut() {
+            held.users
+                .retain(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        }
+        let idle: Vec<FileId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.users.is_empty() && !h.scanning)
+            .map(|(id, _)| *id)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        for id in &idle {
+            if let Some(held) = self.held.get_mut(id) {
+                held.scanning = true;
+                self.probes.forget_inspected(held.key);
+            }
+        }
+        let (tx, rx) = sync_channel(1);
+        let scan = std::thread::Builder::new()
+            .name("capture-release".into())
+            .spawn(move || {
+                let mappers = images::processes_mapping(&idle);
+                let _ = tx.send((idle, mappers));
+            });
+        match scan {
+            Ok(_) => self.release_scan = Some(rx),
+            Err(error) => {
+                tracing::warn!(%error, "cannot scan for processes mapping held tls files");
+                for held in self.held.values_mut().filter(|h| h.scanning) {
+                    held.scanning = false;
+                    self.probes.mark_inspected(held.key);
+                }
+            }
+        }
+    }
+
+    /// Releases the scanned files no process maps (and none was seen to map
+    /// since); keeps the others.
+    fn apply_release_scan(&mut self, (scanned, mappers): &(Vec<FileId>, Vec<(u32, FileId)>)) {
+        let mut released = 0;
+        for id in scanned {
+            let Some(held) = self.held.get_mut(id) else {
+                continue;
+            };
+            held.scanning = false;
+            held.users
+                .extend(mappers.iter().filter(|m| m.1 == *id).map(|m| m.0));
+            if !held.users.is_empty() {
+                self.probes.mark_inspected(held.key);
+                continue;
+            }
+            self.held.remove(id);
+            let links = self.probes.detach_file(*id);
+            self.targets.forget(*id);
+            released += 1;
+            tracing::info!(
+                dev = id.dev,
+                ino = id.ino,
+                links,
+                "tls file released: no process maps it"
+            );
+        }
+        self.images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .released += released;
+        self.publish_held();
+    }
+
+    /// Publishes how many files are held.
+    fn publish_held(&self) {
+        self.images.lock().unwrap_or_else(|e| e.into_inner()).held = self.held.len() as u64;
     }
 
     /// Probes the files an exec or a mapping brings, and measures how long
     /// after the event their probes were live.
     fn handle(&mut self, event: ProcEvent) {
-        let (attached, what) = match event {
+        let (attached, sighting) = match event {
             ProcEvent::Exec {
                 pid,
                 ts_ns,
@@ -366,11 +591,11 @@ impl Control {
                 // The executable first, held open: the process may be gone
                 // before its probes are attached.
                 let exe = self
-                    .inspect_held(Path::new(&format!("/proc/{pid}/exe")))
+                    .inspect_held(Path::new(&format!("/proc/{pid}/exe")), pid)
                     .map_or(0, |t| self.probes.attach_target(&t, None));
                 (
                     exe + attach_process(&mut self.probes, &mut self.targets, pid),
-                    "exec",
+                    Sighting::Exec,
                 )
             }
             ProcEvent::Exit { pid, ts_ns } => {
@@ -389,10 +614,10 @@ impl Control {
                 };
                 drop(counters);
                 let attached = self
-                    .inspect_held(&path)
+                    .inspect_held(&path, pid)
                     .map_or(0, |t| self.probes.attach_target(&t, None));
                 self.probes.mark_inspected(key);
-                (attached, "map")
+                (attached, Sighting::Map)
             }
         };
         if attached > 0 {
@@ -400,9 +625,9 @@ impl Control {
             self.images
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .record_window(window);
+                .record_window(sighting, window);
             tracing::info!(
-                after = what,
+                after = sighting.name(),
                 points = attached,
                 window_us = window.as_micros() as u64,
                 "tls probes live in a newly seen file"

@@ -43,6 +43,11 @@ pub enum PointKind {
     GoReadCopy,
     /// A `RET` of Go's `(*Conn).Read`.
     GoReturn,
+    /// Entry + return probe pair on NSPR's `PR_Read`/`PR_Write`/`PR_Recv`/
+    /// `PR_Send` (`cookie`: `tapwire_common::nss`).
+    NssCall,
+    /// Return probe on NSS's `SSL_ImportFD` (the SSL layer's identity).
+    NssImport,
 }
 
 impl PointKind {
@@ -54,6 +59,8 @@ impl PointKind {
             Self::GoEntry => &["go_tls_enter"],
             Self::GoReadCopy => &["go_tls_read_copy"],
             Self::GoReturn => &["go_tls_return"],
+            Self::NssCall => &["nss_enter", "ssl_return"],
+            Self::NssImport => &["nss_import_return"],
         }
     }
 
@@ -65,6 +72,8 @@ impl PointKind {
         "go_tls_enter",
         "go_tls_read_copy",
         "go_tls_return",
+        "nss_enter",
+        "nss_import_return",
     ];
 }
 
@@ -142,6 +151,12 @@ pub enum PlacementError {
     /// A Go program whose TLS functions could not be probed.
     #[error("go program: {0}")]
     Go(&'static str),
+    /// A Go program without DWARF whose release the offset table lacks.
+    #[error("go program: go{0}.{1} without DWARF, release not in the socket offset table")]
+    GoRelease(u32, u32),
+    /// An NSS file whose functions could not be probed.
+    #[error("nss: {0}")]
+    Nss(&'static str),
 }
 
 /// A parsed ELF file and its bytes.

@@ -1,5 +1,5 @@
-//! Process attributes that do not change while a program runs (its executable),
-//! taken when the program starts — at its exec record, or at agent start for
+//! Process attributes that do not change while a program runs (its executable,
+//! and what `tap.filters` skips of it), taken when the program starts — at its exec record, or at agent start for
 //! processes already running — and kept until shortly after it exits, so an
 //! event written after a short-lived client exited still names its program.
 //!
@@ -9,9 +9,14 @@
 use std::{
     collections::HashMap,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
+
+use super::filters::ProcessFilters;
 
 /// How long an exited process's attributes are kept: its last transactions
 /// may still be in a shard (waiting for the connection's close or a reorder
@@ -28,13 +33,20 @@ struct Proc {
     /// at agent start).
     exec_ns: u64,
     exe: Option<Arc<str>>,
+    /// `config::skip` bits of `tap.filters` for this program.
+    skip: u32,
     exited: Option<Instant>,
 }
 
-/// Executables by pid.
+/// Executables (and filter decisions) by pid.
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     procs: Mutex<HashMap<u32, Proc>>,
+    filters: ProcessFilters,
+    /// Events dropped in user space because a filter skips their process: a
+    /// connection tracked between the program's exec and the decision
+    /// reaching the probes.
+    filtered_late: AtomicU64,
 }
 
 /// The executable of a running process, from `/proc`.
@@ -45,48 +57,85 @@ fn read_exe(pid: u32) -> Option<Arc<str>> {
 }
 
 impl ProcessTable {
+    /// An empty table deciding `filters` for each program it learns.
+    pub fn new(filters: ProcessFilters) -> Self {
+        Self {
+            filters,
+            ..Self::default()
+        }
+    }
+
+    /// True when `tap.filters` has entries.
+    pub fn has_filters(&self) -> bool {
+        !self.filters.is_empty()
+    }
+
+    /// The `config::skip` bits for the program `pid` runs now (read from
+    /// `/proc`; 0 if it is gone).
+    pub fn skip_running(&self, pid: u32) -> u32 {
+        self.decide(read_exe(pid).as_deref())
+    }
+
+    /// The `config::skip` bits for a program at `exe`.
+    fn decide(&self, exe: Option<&str>) -> u32 {
+        exe.map_or(0, |e| self.filters.skip(e))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Proc>> {
         self.procs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the attributes of every process running now (agent start).
-    pub fn scan(&self, pids: impl IntoIterator<Item = u32>) {
+    /// Returns the processes a filter applies to, with their `config::skip`
+    /// bits.
+    pub fn scan(&self, pids: impl IntoIterator<Item = u32>) -> Vec<(u32, u32)> {
         let found: Vec<(u32, Option<Arc<str>>)> =
             pids.into_iter().map(|pid| (pid, read_exe(pid))).collect();
+        let mut filtered = Vec::new();
         let mut procs = self.lock();
         for (pid, exe) in found {
+            let skip = self.decide(exe.as_deref());
+            if skip != 0 {
+                filtered.push((pid, skip));
+            }
             procs.entry(pid).or_insert(Proc {
                 exec_ns: 0,
                 exe,
+                skip,
                 exited: None,
             });
         }
+        filtered
     }
 
     /// `pid` exec'd at `ts_ns` (kernel time) the file `filename`. The process
     /// is read at once (it has just exec'd); `filename` stands in if it is
-    /// already gone and was given as an absolute path.
-    pub fn exec(&self, pid: u32, ts_ns: u64, filename: &[u8]) {
+    /// already gone and was given as an absolute path. Returns the
+    /// `config::skip` bits of the process's current program.
+    pub fn exec(&self, pid: u32, ts_ns: u64, filename: &[u8]) -> u32 {
         let exe = read_exe(pid).or_else(|| {
             let name = std::str::from_utf8(filename).ok()?;
             Path::new(name).is_absolute().then(|| Arc::from(name))
         });
+        let skip = self.decide(exe.as_deref());
         let mut procs = self.lock();
         if procs.len() >= MAX_PROCESSES {
             Self::evict(&mut procs);
         }
         match procs.get_mut(&pid) {
             // Records of two CPUs can arrive out of order: keep the newer exec.
-            Some(p) if p.exec_ns > ts_ns => {}
+            Some(p) if p.exec_ns > ts_ns => p.skip,
             _ => {
                 procs.insert(
                     pid,
                     Proc {
                         exec_ns: ts_ns,
                         exe,
+                        skip,
                         exited: None,
                     },
                 );
+                skip
             }
         }
     }
@@ -118,10 +167,32 @@ impl ProcessTable {
     /// The executable of `pid`: as taken at its exec or at agent start; for a
     /// process seen neither way (its exec record was lost), read now.
     pub fn exe(&self, pid: u32) -> Option<Arc<str>> {
+        self.lookup(pid).0
+    }
+
+    /// The `config::skip` bits `tap.filters` gives `pid`'s program (0: none).
+    pub fn skip(&self, pid: u32) -> u32 {
+        self.lookup(pid).1
+    }
+
+    /// Counts one event dropped because a filter skips its process.
+    pub fn count_filtered_late(&self) {
+        self.filtered_late.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events dropped so far because a filter skips their process.
+    pub fn filtered_late(&self) -> u64 {
+        self.filtered_late.load(Ordering::Relaxed)
+    }
+
+    fn lookup(&self, pid: u32) -> (Option<Arc<str>>, u32) {
         if let Some(p) = self.lock().get(&pid) {
-            return p.exe.clone();
+            return (p.exe.clone(), p.skip);
         }
-        let exe = read_exe(pid)?;
+        let Some(exe) = read_exe(pid) else {
+            return (None, 0);
+        };
+        let skip = self.decide(Some(&exe));
         let mut procs = self.lock();
         if procs.len() < MAX_PROCESSES {
             procs.insert(
@@ -129,11 +200,12 @@ impl ProcessTable {
                 Proc {
                     exec_ns: 0,
                     exe: Some(Arc::clone(&exe)),
+                    skip,
                     exited: None,
                 },
             );
         }
-        Some(exe)
+        (Some(exe), skip)
     }
 
     /// Processes held now.
@@ -150,6 +222,7 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tapwire_common::config::skip;
 
     #[test]
     fn exe_outlives_the_process_until_released() {
@@ -174,8 +247,24 @@ mod tests {
     fn running_processes_are_taken_at_start() {
         let t = ProcessTable::default();
         let me = std::process::id();
-        t.scan([me]);
+        assert_eq!(t.scan([me]), []);
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(t.exe(me).as_deref(), exe.to_str());
+        assert_eq!(t.skip(me), 0);
+    }
+
+    #[test]
+    fn filters_are_decided_per_program() {
+        let filters: crate::config::Filters =
+            serde_yaml::from_str("custom: [{exe: /curl}, {exe: /sh, only: [http]}]").unwrap();
+        let t = ProcessTable::new(ProcessFilters::compile(&filters).unwrap());
+        let pid = u32::MAX - 9;
+        assert_eq!(t.exec(pid, 100, b"/usr/bin/curl"), skip::PROCESS);
+        assert_eq!(t.skip(pid), skip::PROCESS);
+        // The same pid exec'd another program.
+        assert_eq!(t.exec(pid, 200, b"/bin/sh"), skip::PAYLOAD);
+        // A late, older exec does not change the decision.
+        assert_eq!(t.exec(pid, 150, b"/usr/bin/curl"), skip::PAYLOAD);
+        assert_eq!(t.exec(pid - 1, 100, b"/usr/bin/true"), 0);
     }
 }

@@ -92,6 +92,7 @@ pub fn record_json(record: &Record<'_>, comms: &Mutex<HashMap<u64, String>>) -> 
         Record::ConnClose(c) => json!({
             "type": "close", "cpu": h.cpu, "ts": h.ts_ns, "conn": c.conn_id, "seq": c.seq,
             "pid": h.pid, "tid": h.tid, "fd": c.fd,
+            "skipped_out": c.skipped_out, "skipped_in": c.skipped_in,
         }),
         Record::ProcExec(e) => json!({
             "type": "exec", "cpu": h.cpu, "ts": h.ts_ns, "pid": h.pid, "tid": h.tid,

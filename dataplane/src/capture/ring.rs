@@ -27,6 +27,12 @@ use super::{images::ProcEvent, loader::CpuRing};
 /// How long a reader sleeps when its ring is quiet and no wake-up came. Bounds
 /// the latency of a trickle of records that never reaches the wake-up mark.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How long a reader sleeps once its ring has been empty for [`IDLE_AFTER`]:
+/// an idle agent wakes a few times a second per CPU, not a hundred; the first
+/// records after a quiet spell wait at most this long.
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Quiet time after which a reader polls at [`IDLE_POLL_INTERVAL`].
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A reader's counters, published once per batch.
 #[derive(Debug, Default)]
@@ -120,16 +126,19 @@ fn pin_to(cpu: u32) {
 /// handler, which then runs on that reader's thread only. `images`, if given,
 /// receives every exec, exit and executable-mapping record (for probing files
 /// first seen then, and for the process table); it never blocks the reader (full → the event is skipped, and
-/// the file is reported again by its next mapping or a rescan).
+/// the file is reported again by its next mapping or a rescan). `execs`, if
+/// given, receives the pid of every exec record (for the `tap.filters`
+/// decision, made on its own thread so that probing files never delays it).
 pub fn spawn_readers<F, H>(
     rings: Vec<CpuRing>,
     mut make_handler: F,
     stop: Arc<AtomicBool>,
     images: Option<SyncSender<ProcEvent>>,
+    execs: Option<SyncSender<u32>>,
 ) -> Result<Vec<Reader>, RingError>
 where
     F: FnMut(u32) -> H,
-    H: FnMut(&[u8], Record<'_>) + Send + 'static,
+    H: RecordSink,
 {
     let mut readers = Vec::with_capacity(rings.len());
     for CpuRing { cpu, mut ring } in rings {
@@ -139,11 +148,16 @@ where
         let published = Arc::clone(&counters);
         let stop = Arc::clone(&stop);
         let images = images.clone();
+        let execs = execs.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ring-{cpu}"))
             .spawn(move || {
                 pin_to(cpu);
-                let timeout_ms = POLL_INTERVAL.as_millis() as i32;
+                let busy_ms = POLL_INTERVAL.as_millis() as i32;
+                let idle_ms = IDLE_POLL_INTERVAL.as_millis() as i32;
+                let idle_after = (IDLE_AFTER.as_millis() / POLL_INTERVAL.as_millis()) as u32;
+                // Polls in a row that found the ring empty.
+                let mut empty_polls = 0u32;
                 // SAFETY: epoll_event is plain data.
                 let mut events: [libc::epoll_event; 1] = unsafe { std::mem::zeroed() };
                 let mut beat = crate::status::health::register(format!("ring-{cpu}"));
@@ -157,17 +171,24 @@ where
                                 if let Some(tx) = &images {
                                     image_event(&record, tx);
                                 }
-                                handler(&item, record);
+                                if let (Some(tx), Record::ProcExec(e)) = (&execs, &record) {
+                                    // Never blocks; a skipped exec's events are
+                                    // left to the agent's own check.
+                                    let _ = tx.try_send(e.header.pid);
+                                }
+                                handler.record(&item, record);
                                 records += 1;
                             }
                             Err(_) => errors += 1,
                         }
                     }
                     if records + errors > 0 {
+                        handler.drained();
                         published.records.fetch_add(records, Ordering::Relaxed);
                         published.bytes.fetch_add(bytes, Ordering::Relaxed);
                         published.decode_errors.fetch_add(errors, Ordering::Relaxed);
                         published.batches.fetch_add(1, Ordering::Relaxed);
+                        empty_polls = 0;
                         continue;
                     }
                     // Acquire pairs with the Release store in `Capture::stop`:
@@ -175,6 +196,12 @@ where
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
+                    let timeout_ms = if empty_polls < idle_after {
+                        busy_ms
+                    } else {
+                        idle_ms
+                    };
+                    empty_polls = empty_polls.saturating_add(1);
                     // SAFETY: `events` has room for 1 event; the fd is ours.
                     unsafe { libc::epoll_wait(epoll.0, events.as_mut_ptr(), 1, timeout_ms) };
                 }
@@ -188,6 +215,31 @@ where
         });
     }
     Ok(readers)
+}
+
+/// What a reader hands its records to, on its own thread.
+///
+/// Any `FnMut(&[u8], Record)` closure is one (it ignores [`drained`]).
+///
+/// [`drained`]: RecordSink::drained
+pub trait RecordSink: Send + 'static {
+    /// One record: its raw bytes and their decoding, borrowed from the ring.
+    fn record(&mut self, raw: &[u8], record: Record<'_>);
+
+    /// The ring is empty for now, after at least one record: the moment to
+    /// wake whoever consumes what the records produced, once per batch
+    /// rather than once per record.
+    fn drained(&mut self) {}
+}
+
+impl<F> RecordSink for F
+where
+    F: FnMut(&[u8], Record<'_>) + Send + 'static,
+{
+    #[inline]
+    fn record(&mut self, raw: &[u8], record: Record<'_>) {
+        self(raw, record)
+    }
 }
 
 /// Forwards exec, exit and executable-mapping records to the control thread.

@@ -6,8 +6,8 @@ use std::path::Path;
 use super::locate::{Segment, Target, locate};
 use tapwire_store::config::{At, EntryError, EventStoreConfig, KeyPart, ObjectStoreConfig};
 
-use super::model::{Config, GroupFilter, RawConfig, Services, Tap};
-use crate::plugins::{PathStep, Refusal};
+use super::model::{Config, RawConfig, Services, Tap};
+use crate::plugins::{PathStep, Refusal, StackError};
 
 /// The only `version` this loader reads.
 const SUPPORTED_VERSION: u32 = 2;
@@ -95,8 +95,15 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     };
 
     refuse_unapplied_tap(&raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
+    let filters = crate::capture::filters::ProcessFilters::compile(&raw.tap.filters)
+        .map_err(|r| refusal(&r, &invalid_at))?;
     let http =
-        crate::plugins::compile(&raw.stacks, &raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
+        crate::plugins::compile(&raw.stacks, &raw.tap, &raw.rulekit).map_err(|e| match e {
+            StackError::Refused(r) => refusal(&r, &invalid_at),
+            StackError::Expression { path, col, message } => {
+                expression_error(text, file, &path, col, message)
+            }
+        })?;
 
     if let Some(budget) = raw.tapwire.memory_budget
         && budget.0 < crate::pipeline::budget::MIN_MEMORY_BUDGET as u64
@@ -126,6 +133,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         stacks: raw.stacks,
         tap: raw.tap,
         http,
+        filters,
         tapwire: raw.tapwire,
     })
 }
@@ -133,11 +141,6 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
 /// Refuses `tap` settings this version does not apply, rather than accept
 /// and ignore them.
 fn refuse_unapplied_tap(tap: &Tap) -> Result<(), Refusal> {
-    let not_yet = |path: Vec<PathStep>, what: &str| Refusal {
-        path,
-        at_key: true,
-        message: format!("{what} is not applied by this version of tapwire"),
-    };
     let key = |k: &str| PathStep::Key(k.to_owned());
     if tap.audit_include_dns {
         return Err(Refusal {
@@ -145,36 +148,6 @@ fn refuse_unapplied_tap(tap: &Tap) -> Result<(), Refusal> {
             at_key: false,
             message: "`true` needs DNS capture, which tapwire does not have".to_owned(),
         });
-    }
-    if !tap.endpoints.is_empty() {
-        return Err(not_yet(
-            vec![key("tap"), key("endpoints")],
-            "a per-domain stack (`endpoints`)",
-        ));
-    }
-    for (i, group) in tap.filters.groups.iter().enumerate() {
-        if *group != GroupFilter::Qpoint {
-            return Err(Refusal {
-                path: vec![
-                    key("tap"),
-                    key("filters"),
-                    key("groups"),
-                    PathStep::Index(i),
-                ],
-                at_key: false,
-                message: format!(
-                    "filter group `{}` is not applied by this version of tapwire \
-                     (`qpoint` is: the agent never captures itself)",
-                    group.name()
-                ),
-            });
-        }
-    }
-    if !tap.filters.custom.is_empty() {
-        return Err(not_yet(
-            vec![key("tap"), key("filters"), key("custom")],
-            "a custom process filter",
-        ));
     }
     Ok(())
 }
@@ -184,16 +157,46 @@ fn refusal(
     r: &Refusal,
     invalid_at: &dyn Fn(&[Segment<'_>], Target, String) -> ConfigError,
 ) -> ConfigError {
-    let path: Vec<Segment<'_>> = r
-        .path
-        .iter()
+    let path = segments(&r.path);
+    let target = if r.at_key { Target::Key } else { Target::Value };
+    invalid_at(&path, target, r.message.clone())
+}
+
+/// An expression error, pointed at its column inside the `expr` value when the
+/// value is written on one line (plain or quoted), else at the value.
+fn expression_error(
+    text: &str,
+    file: &str,
+    path: &[PathStep],
+    col: usize,
+    message: String,
+) -> ConfigError {
+    let segments = segments(path);
+    let pos = locate(text, &segments, Target::Value);
+    let line = text.lines().nth(pos.line - 1).unwrap_or("");
+    let value: String = line.chars().skip(pos.col - 1).collect();
+    let inline = !value.starts_with(['|', '>']);
+    let quote = usize::from(value.starts_with(['"', '\'']));
+    ConfigError::Invalid {
+        file: file.to_owned(),
+        line: pos.line,
+        col: if inline {
+            pos.col + quote + col - 1
+        } else {
+            pos.col
+        },
+        path: render_path(&segments),
+        message,
+    }
+}
+
+fn segments(path: &[PathStep]) -> Vec<Segment<'_>> {
+    path.iter()
         .map(|step| match step {
             PathStep::Key(k) => Segment::Key(k),
             PathStep::Index(i) => Segment::Index(*i),
         })
-        .collect();
-    let target = if r.at_key { Target::Key } else { Target::Value };
-    invalid_at(&path, target, r.message.clone())
+        .collect()
 }
 
 /// Checks one store list: ids unique within it, keys fitting each store's type.

@@ -8,7 +8,7 @@ mod model;
 pub use load::{ConfigError, load_file, parse};
 pub use model::{
     ByteSize, Config, CustomFilter, Direction, Endpoint, Filters, GroupFilter, HttpTap, Layer,
-    MatchStrategy, Plugin, Seconds, Services, Stack, Tap, Tapwire,
+    Macro, MatchStrategy, Plugin, Rulekit, Seconds, Services, Stack, Tap, Tapwire,
 };
 
 /// The config used when none is given: events and objects to stdout.

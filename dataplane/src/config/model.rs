@@ -18,6 +18,8 @@ pub struct Config {
     pub tap: Tap,
     /// What each HTTP transaction becomes, compiled from `stacks` and `tap.http`.
     pub http: crate::plugins::HttpPlan,
+    /// Processes left out, compiled from `tap.filters`.
+    pub filters: crate::capture::filters::ProcessFilters,
     /// tapwire's own settings (not in Qtap's format).
     pub tapwire: Tapwire,
 }
@@ -71,9 +73,31 @@ pub(crate) struct RawConfig {
     /// Capture settings.
     #[serde(default)]
     pub tap: Tap,
+    /// Reusable rule macros.
+    #[serde(default)]
+    pub rulekit: Rulekit,
     /// tapwire's own settings.
     #[serde(default)]
     pub tapwire: Tapwire,
+}
+
+/// `rulekit`: named expressions, used in rules as `name()`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rulekit {
+    /// Macros, each usable by the rules and by the macros after it.
+    #[serde(default)]
+    pub macros: Vec<Macro>,
+}
+
+/// One `rulekit.macros[]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Macro {
+    /// The name, used as `name()`.
+    pub name: String,
+    /// The expression.
+    pub expr: String,
 }
 
 /// `tapwire`: settings of this agent that Qtap's format has no place for.
@@ -365,7 +389,8 @@ pub enum Layer {
 pub struct Endpoint {
     /// The domain (`api.example.com`).
     pub domain: String,
-    /// HTTP stack for this domain.
+    /// HTTP stack for this domain; omitted, `""` or `none`: HTTP to this
+    /// domain is not recorded (as in Qtap).
     #[serde(default)]
     pub http: Option<HttpTap>,
 }

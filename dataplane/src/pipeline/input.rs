@@ -81,6 +81,11 @@ pub enum Input<'a> {
         seq: u64,
         /// Kernel monotonic time, ns.
         ts_ns: u64,
+        /// Payload bytes written that no data record carried (a filter
+        /// skips the connection's payload).
+        skipped_sent: u64,
+        /// Payload bytes read that no data record carried.
+        skipped_received: u64,
     },
     /// A process exited: its connections are released.
     Exit {

@@ -15,9 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tapwire_common::config::skip;
 use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 
+use std::fmt::Write as _;
+
 use crate::capture::procs::ProcessTable;
+use crate::pipeline::event_fields::Url;
+use crate::plugins::Format;
+use crate::plugins::fields::TxnFields;
 
 use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
@@ -54,6 +60,9 @@ struct HeldEvent {
     receipt: Arc<Receipt>,
     item: Output,
     refs: Vec<ObjectRef>,
+    /// Emit the event (false: the transaction's stack has no `report_usage`;
+    /// held only for its objects' order).
+    event: bool,
 }
 
 impl Fanout {
@@ -61,18 +70,48 @@ impl Fanout {
     /// event until they are kept (see the module doc); emits whatever held
     /// events are ready.
     pub fn deliver(&self, mut item: Output, look: &mut Lookups, held: &mut Held) {
-        if matches!(item, Output::Txn(_)) && !self.http.objects && !self.http.events {
+        if self.filtered(&item) {
+            self.processes.count_filtered_late();
             return;
         }
         let receipt = Receipt::new();
         let mut refs = Vec::new();
+        let mut event = true;
         if let Output::Txn(txn) = &mut item {
+            let stack = self.http.stack_for(txn.authority.as_deref());
+            if !stack.records() {
+                return;
+            }
             crate::status::http_metrics::observe(txn);
-        }
-        if let Output::Txn(txn) = &mut item
-            && self.http.objects
-        {
-            for (i, (role, content_type, bytes)) in txn.take_objects().into_iter().enumerate() {
+            event = stack.events;
+            // The executable is looked up only for rules and Qtap's layouts.
+            let exe = if stack.capture.rules.is_empty() && stack.capture.format == Format::Parts {
+                None
+            } else {
+                self.processes.exe(txn.conn.pid)
+            };
+            let (level, format) = if stack.capture.rules.is_empty() {
+                (stack.capture.level, stack.capture.format)
+            } else {
+                look.url.clear();
+                let _ = write!(
+                    look.url,
+                    "{}",
+                    Url {
+                        tls: txn.tls,
+                        authority: txn.authority.as_deref(),
+                        remote: txn.conn.remote,
+                        target: &txn.path,
+                    }
+                );
+                stack.capture_for(&TxnFields {
+                    txn,
+                    exe: exe.as_deref(),
+                    url: &look.url,
+                })
+            };
+            let objects = crate::plugins::capture::objects(txn, level, format, exe.as_deref());
+            for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
                 let object = Object::new(content_type, bytes);
                 let url = self
                     .objects
@@ -101,8 +140,30 @@ impl Fanout {
             receipt,
             item,
             refs,
+            event,
         });
         self.release(look, held, false);
+    }
+
+    /// True if a `tap.filters` entry skips what `item` carries. The probes
+    /// apply filters from the moment user space decides them (at the
+    /// program's exec); a connection tracked before that still arrives here.
+    fn filtered(&self, item: &Output) -> bool {
+        if !self.processes.has_filters() {
+            return false;
+        }
+        let (pid, txn_tls) = match item {
+            Output::Txn(txn) => (txn.conn.pid, Some(txn.tls)),
+            Output::Opened(info) => (info.pid, None),
+            Output::Closed(summary) => (summary.conn.pid, None),
+        };
+        let skip = self.processes.skip(pid);
+        if skip == 0 {
+            return false;
+        }
+        skip & skip::PROCESS != 0
+            || txn_tls
+                .is_some_and(|tls| skip & skip::PAYLOAD != 0 || (tls && skip & skip::TLS != 0))
     }
 
     /// Emits held events from the oldest while their objects are settled; with
@@ -120,6 +181,7 @@ impl Fanout {
                 receipt,
                 item,
                 mut refs,
+                event,
             }) = held.queue.pop_front()
             else {
                 break;
@@ -130,14 +192,15 @@ impl Fanout {
                     r.url = None;
                 }
             }
-            self.emit(item, &refs, look);
+            if event {
+                self.emit(item, &refs, look);
+            }
         }
         forced
     }
 
     fn emit(&self, item: Output, refs: &[ObjectRef], look: &mut Lookups) {
         let event = match item {
-            Output::Txn(_) if !self.http.events => return,
             Output::Txn(txn) => {
                 let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
                 let origin = Origin {
@@ -176,6 +239,8 @@ impl Fanout {
 pub struct Lookups {
     host: String,
     places: AttributionCache,
+    /// A transaction's URL for rules, reused.
+    url: String,
 }
 
 impl Lookups {
@@ -184,6 +249,7 @@ impl Lookups {
         Self {
             host: crate::attribution::node_name(),
             places: AttributionCache::default(),
+            url: String::new(),
         }
     }
 }
@@ -254,5 +320,72 @@ impl Sink for Deliver {
         let Deliver { fanout, look, held } = self;
         let fanout = fanout.lock().unwrap_or_else(|e| e.into_inner());
         fanout.deliver(item, look, held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::filters::ProcessFilters;
+    use crate::pipeline::input::{ConnInfo, Role};
+    use tapwire_store::StoreStats;
+
+    /// Keeps every event.
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Bytes>>);
+
+    impl EventStore for Collect {
+        fn id(&self) -> &str {
+            "collect"
+        }
+        fn emit(&self, event: Bytes) {
+            self.0.lock().unwrap().push(event);
+        }
+        fn stats(&self) -> tapwire_store::StoreStats {
+            StoreStats::default()
+        }
+        fn shutdown(&self, _: Duration) {}
+    }
+
+    fn opened(pid: u32) -> Output {
+        Output::Opened(Box::new(ConnInfo {
+            conn_id: u64::from(pid),
+            pid,
+            tid: pid,
+            comm: "curl".into(),
+            cgroup_id: 1,
+            local: "127.0.0.1:50000".parse().unwrap(),
+            remote: "127.0.0.1:80".parse().unwrap(),
+            role: Role::Client,
+            ts_ns: 1,
+        }))
+    }
+
+    #[test]
+    fn events_of_a_filtered_process_are_dropped_and_counted() {
+        let filters: crate::config::Filters =
+            serde_yaml::from_str("custom: [{exe: /curl}]").unwrap();
+        let processes = Arc::new(ProcessTable::new(
+            ProcessFilters::compile(&filters).unwrap(),
+        ));
+        // Pids that do not exist: their exec's file name stands in.
+        let (filtered, kept) = (u32::MAX - 3, u32::MAX - 4);
+        processes.exec(filtered, 1, b"/usr/bin/curl");
+        processes.exec(kept, 1, b"/usr/bin/wget");
+        let events = Arc::new(Collect::default());
+        let fanout = Fanout {
+            events: vec![events.clone()],
+            objects: Vec::new(),
+            processes: Arc::clone(&processes),
+            http: crate::plugins::HttpPlan::default_full(),
+        };
+        let (mut look, mut held) = (Lookups::new(), Held::default());
+        fanout.deliver(opened(filtered), &mut look, &mut held);
+        fanout.deliver(opened(kept), &mut look, &mut held);
+        let got = events.0.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        let event: serde_json::Value = serde_json::from_slice(&got[0]).unwrap();
+        assert_eq!(event["pid"], kept);
+        assert_eq!(processes.filtered_late(), 1);
     }
 }

@@ -3,7 +3,10 @@
 //! A full frame queue pushes back: the reader waits for room while holding its
 //! ring's record, so the kernel ring (larger, and counted per CPU when it
 //! overflows) absorbs the burst and no record is dropped in user space. An idle
-//! shard parks; a reader that queues a frame for a parked shard wakes it.
+//! shard parks; a reader wakes a parked shard it queued frames for once its
+//! ring is drained (or after [`WAKE_AFTER_FRAMES`] frames, so a long batch
+//! keeps the shard busy), not once per frame: a context switch per record
+//! would cost more than parsing it.
 
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,9 @@ use super::shard::{DEFAULT_IDLE_TIMEOUT, Decode, Shard, ShardStats};
 const SHARD_BATCH: usize = 256;
 /// How often a shard checks reorder timeouts and publishes its counters.
 const SHARD_TICK: Duration = Duration::from_millis(50);
+/// Frames a reader queues for a shard before waking it in the middle of a
+/// batch.
+pub const WAKE_AFTER_FRAMES: u32 = 64;
 /// How long a reader waits between tries when a shard's queue is full.
 const PUSHBACK_WAIT: Duration = Duration::from_micros(20);
 
@@ -71,6 +77,8 @@ impl ShardWake {
 pub struct Router {
     queues: Vec<FrameProducer>,
     shards: Vec<ShardWake>,
+    /// Per shard: frames queued since it was last woken.
+    unwoken: Vec<u32>,
     counters: RouterCounters,
     published: Arc<Mutex<RouterCounters>>,
 }
@@ -104,9 +112,15 @@ impl Router {
     fn push(&mut self, shard: usize, parts: &[&[u8]]) {
         let queue = &mut self.queues[shard];
         if queue.push(parts).is_ok() {
-            self.shards[shard].wake();
+            let unwoken = &mut self.unwoken[shard];
+            *unwoken += 1;
+            if *unwoken >= WAKE_AFTER_FRAMES {
+                *unwoken = 0;
+                self.shards[shard].wake();
+            }
             return;
         }
+        self.unwoken[shard] = 0;
         self.counters.pushback_waits += 1;
         loop {
             self.shards[shard].wake();
@@ -118,6 +132,17 @@ impl Router {
             if queue.push(parts).is_ok() {
                 self.shards[shard].wake();
                 return;
+            }
+        }
+    }
+
+    /// Wakes every shard given frames since it was last woken: call when the
+    /// reader's ring is drained, so no frame waits for a shard that sleeps.
+    pub fn wake_pending(&mut self) {
+        for (shard, unwoken) in self.unwoken.iter_mut().enumerate() {
+            if *unwoken > 0 {
+                *unwoken = 0;
+                self.shards[shard].wake();
             }
         }
     }
@@ -230,6 +255,7 @@ impl Pipeline {
                 let published = Arc::new(Mutex::new(RouterCounters::default()));
                 reader_counters.push(published.clone());
                 Router {
+                    unwoken: vec![0; queues.len()],
                     queues,
                     shards: wakes.clone(),
                     counters: RouterCounters::default(),

@@ -452,7 +452,7 @@ impl<S: Sink> Shard<S> {
             self.exiting.pop_front();
             if self.conns.contains_key(&conn_id) {
                 self.stats.released_on_exit += 1;
-                self.close(conn_id, now_ns);
+                self.close(conn_id, now_ns, 0, 0);
             }
         }
     }
@@ -511,7 +511,12 @@ impl<S: Sink> Shard<S> {
                 self.stats.bytes += payload.len() as u64;
                 self.data(conn_id, ts_ns, tid, flow, tls, payload);
             }
-            Input::Close { ts_ns, .. } => self.close(conn_id, ts_ns),
+            Input::Close {
+                ts_ns,
+                skipped_sent,
+                skipped_received,
+                ..
+            } => self.close(conn_id, ts_ns, skipped_sent, skipped_received),
             Input::Exit { .. } | Input::Other => {}
         }
     }
@@ -590,7 +595,9 @@ impl<S: Sink> Shard<S> {
         }
     }
 
-    fn close(&mut self, conn_id: u64, ts_ns: u64) {
+    /// A connection closed; `skipped_*` are its payload bytes no data record
+    /// carried (a filter skips its payload).
+    fn close(&mut self, conn_id: u64, ts_ns: u64, skipped_sent: u64, skipped_received: u64) {
         let Some(mut conn) = self.conns.remove(&conn_id) else {
             return;
         };
@@ -617,8 +624,8 @@ impl<S: Sink> Shard<S> {
             let summary = ConnSummary {
                 conn: info,
                 tls: conn.tls.unwrap_or(false),
-                bytes_sent: conn.bytes_sent,
-                bytes_received: conn.bytes_received,
+                bytes_sent: conn.bytes_sent + skipped_sent,
+                bytes_received: conn.bytes_received + skipped_received,
                 close_ns: ts_ns,
             };
             self.emit(Output::Closed(Box::new(summary)));

@@ -73,6 +73,8 @@ fn decode(f: &[u8]) -> Option<Input<'_>> {
             conn_id,
             seq,
             ts_ns,
+            skipped_sent: 0,
+            skipped_received: 0,
         },
     })
 }
@@ -365,6 +367,24 @@ fn bodies_past_the_memory_budget_are_shed_counted_and_marked_while_heads_are_kep
         0,
         "the budget is given back with the transaction"
     );
+}
+
+#[test]
+fn a_body_taken_for_its_object_holds_its_budget_until_its_last_holder_drops_it() {
+    let budget = super::budget::Budget::new(10_000);
+    let mut msg = super::txn::Message::default();
+    assert!(msg.push_body(&[b'x'; 3_000], &budget).none());
+    let held = budget.used();
+    assert!(held >= 3_000);
+    let body = msg.take_body();
+    let queued = body.clone();
+    drop(msg);
+    assert_eq!(budget.used(), held, "taking the body keeps its charge");
+    drop(body);
+    assert_eq!(budget.used(), held, "a store's queue still holds the bytes");
+    assert_eq!(&queued[..], &[b'x'; 3_000][..]);
+    drop(queued);
+    assert_eq!(budget.used(), 0);
 }
 
 #[test]

@@ -119,11 +119,16 @@ impl Message {
         false
     }
 
-    /// Takes the kept body out (for its object) and gives its bytes back to the
-    /// budget: from here the object's store bounds it.
+    /// Takes the kept body out for its object. The body keeps its charge on
+    /// the budget until the last holder of the bytes drops them (a store's
+    /// queue once written or spooled, a duplicate at once), so bodies waiting
+    /// in store queues count against the same budget as bodies being
+    /// assembled.
     pub fn take_body(&mut self) -> Bytes {
-        self.charge.release();
-        Bytes::from(std::mem::take(&mut self.body))
+        Bytes::from_owner(ChargedBody {
+            body: std::mem::take(&mut self.body),
+            _charge: std::mem::take(&mut self.charge),
+        })
     }
 
     /// The first value of header `name` (ASCII case-insensitive).
@@ -132,6 +137,18 @@ impl Message {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A body taken out for its object, with what it holds of the memory budget.
+struct ChargedBody {
+    body: Vec<u8>,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for ChargedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
     }
 }
 
@@ -188,6 +205,9 @@ pub enum ObjectRole {
     ResponseHeaders,
     /// Response body.
     ResponseBody,
+    /// The whole transaction in Qtap's `http_transaction` layout
+    /// (`http_capture` format `json` or `text`).
+    HttpTransaction,
 }
 
 /// An object as an event refers to it.

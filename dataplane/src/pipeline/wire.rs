@@ -49,6 +49,8 @@ pub fn from_record(record: Record<'_>) -> Input<'_> {
             conn_id: close.conn_id,
             seq: close.seq,
             ts_ns: close.header.ts_ns,
+            skipped_sent: close.skipped_out,
+            skipped_received: close.skipped_in,
         },
         Record::ProcExit(exit) => Input::Exit {
             pid: exit.header.pid,

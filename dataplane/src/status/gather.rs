@@ -7,7 +7,7 @@ use tapwire_common::DropReason;
 use tapwire_common::config::Exclusion;
 
 use super::metrics::{ReaderSnapshot, Snapshot, StoreSnapshot, numbers};
-use crate::capture::Capture;
+use crate::capture::{Capture, LibraryKind};
 use crate::pipeline::PipelineStats;
 use tapwire_store::Stores;
 
@@ -75,7 +75,14 @@ pub fn gather(
             gauges: Vec::new(),
         });
     }
+    let probed = capture.probed();
+    let tls_probed = LibraryKind::ALL
+        .iter()
+        .map(|&kind| (kind.name(), probed.files(kind), probed.points(kind)))
+        .collect();
     Snapshot {
+        tls_probed,
+        tls_placement_fallbacks: capture.placement_fallbacks(),
         kernel_drops,
         kernel_excluded,
         kernel_maps,
@@ -84,6 +91,7 @@ pub fn gather(
         stores: all,
         budget_used: pipeline.budget_used as u64,
         budget_limit: pipeline.budget_limit as u64,
+        filtered_late: capture.filtered_late(),
         reloads_ok: reloads.ok,
         reloads_failed: reloads.failed,
     }

@@ -43,10 +43,18 @@ pub struct Snapshot {
     pub budget_used: u64,
     /// The memory budget's share for bodies and reorder windows.
     pub budget_limit: u64,
+    /// Events dropped in user space because a `tap.filters` entry skips
+    /// their process.
+    pub filtered_late: u64,
     /// Config reloads that took effect.
     pub reloads_ok: u64,
     /// Config reloads refused (the old config kept running).
     pub reloads_failed: u64,
+    /// Files (libraries and executables) with TLS probes, per library kind:
+    /// `(kind, files, probe points)`.
+    pub tls_probed: Vec<(&'static str, u64, u64)>,
+    /// TLS probe points on instructions the kernel single-steps.
+    pub tls_placement_fallbacks: u64,
 }
 
 /// One ring reader (one per CPU).
@@ -204,7 +212,7 @@ impl Collector for Collect {
         counter(
             &mut enc,
             "kernel_excluded",
-            "Socket events the probes skipped on purpose (the agent's own uploads), by reason",
+            "Connections the probes left out (or kept without payload) on purpose, by reason",
             snap.kernel_excluded
                 .iter()
                 .map(|(reason, n)| (vec![("reason", (*reason).to_owned())], *n)),
@@ -294,6 +302,35 @@ impl Collector for Collect {
                 i64::try_from(snap.budget_limit).unwrap_or(i64::MAX),
             )],
         )?;
+        let per_kind = |get: fn(&(&'static str, u64, u64)) -> u64| {
+            snap.tls_probed.iter().map(move |k| {
+                (
+                    vec![("kind", k.0.to_owned())],
+                    i64::try_from(get(k)).unwrap_or(i64::MAX),
+                )
+            })
+        };
+        gauge(
+            &mut enc,
+            "tls_files_probed",
+            "Files (libraries and executables) with TLS probes attached, per library kind",
+            per_kind(|k| k.1),
+        )?;
+        gauge(
+            &mut enc,
+            "tls_probe_points",
+            "TLS probe points in those files, per library kind",
+            per_kind(|k| k.2),
+        )?;
+        gauge(
+            &mut enc,
+            "tls_placement_fallbacks",
+            "TLS probe points on an instruction the kernel single-steps (slow path)",
+            [(
+                Vec::new(),
+                i64::try_from(snap.tls_placement_fallbacks).unwrap_or(i64::MAX),
+            )],
+        )?;
         let shard_samples = snap
             .shards
             .iter()
@@ -368,6 +405,13 @@ impl Collector for Collect {
                     .map(|(l, n)| (l, i64::try_from(n).unwrap_or(i64::MAX))),
             )?;
         }
+        counter(
+            &mut enc,
+            "filtered_late_events",
+            "Events dropped in user space because a tap.filters entry skips their process \
+             (connections tracked before the filter decision reached the probes)",
+            [(Vec::new(), snap.filtered_late)],
+        )?;
         counter(
             &mut enc,
             "reloads",
@@ -473,6 +517,7 @@ mod tests {
         let status = Arc::new(Status::default());
         status.publish(Snapshot {
             kernel_drops: vec![("ring_full", 4)],
+            tls_probed: vec![("go", 2, 6)],
             shards: vec![vec![("records".into(), 9)]],
             stores: vec![StoreSnapshot {
                 kind: "object",
@@ -486,6 +531,8 @@ mod tests {
         for line in [
             "tapwire_kernel_drops_total{reason=\"ring_full\"} 4",
             "tapwire_shard_records_total{shard=\"0\"} 9",
+            "tapwire_tls_files_probed{kind=\"go\"} 2",
+            "tapwire_tls_probe_points{kind=\"go\"} 6",
             "tapwire_store_stored_total{kind=\"object\",store=\"s3\"} 2",
             "tapwire_store_spooled{kind=\"object\",store=\"s3\"} 5",
             "# TYPE tapwire_reloads_total counter",

@@ -9,9 +9,10 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tapwire_perf::capacity::{self, CapacityPlan};
 use tapwire_perf::late_files::{self, LateFilesPlan};
-use tapwire_perf::overhead::{self, Config, Plan, headers, procfs};
+use tapwire_perf::overhead::{self, Config, Plan, Workload, headers, procfs};
 use tapwire_perf::report::{chart, machine::Machine, markdown::Report};
 use tapwire_perf::soak::{self, SoakPlan};
+use tapwire_perf::tls_calls::{self, TlsCallsPlan};
 
 /// Rounds of a full run (the issue asks for at least 5).
 const ROUNDS: u32 = 6;
@@ -25,6 +26,10 @@ const QUICK_SECS: u32 = 2;
 const CAPACITY_SECS: (f64, f64) = (3.0, 1.0);
 /// Programs started for the late-files window (full, quick).
 const LATE_FILES_RUNS: (usize, usize) = (100, 10);
+/// Messages per `tls_calls` run (full, quick): about a second untraced here.
+const TLS_CALLS_MESSAGES: (u32, u32) = (100_000, 20_000);
+/// `tls_calls` runs per configuration (full, quick); the median is kept.
+const TLS_CALLS_RUNS: (usize, usize) = (5, 3);
 /// Response bodies of the capacity run, bytes.
 const CAPACITY_BODIES: [usize; 2] = [1024, 64 * 1024];
 
@@ -55,6 +60,10 @@ struct Args {
     /// untraced always runs).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Only these workloads: https-1k, https-64k, http-1k, http-64k,
+    /// go-https-1k (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
     /// Skip the overhead benchmark.
     #[arg(long)]
     no_overhead: bool,
@@ -67,6 +76,9 @@ struct Args {
     /// Skip the late-files window benchmark.
     #[arg(long)]
     no_late_files: bool,
+    /// Skip the per-TLS-call cost (selected and unselected process).
+    #[arg(long)]
+    no_tls_calls: bool,
     /// Run only the soak, for this many minutes: mixed HTTP/1.1, HTTP/2 and
     /// TLS traffic with the S3 server restarted every 5 minutes; writes
     /// `DATE-soak.md`.
@@ -116,6 +128,11 @@ fn main() -> Result<()> {
         if !only.is_empty() {
             only.extend([Config::Untraced, Config::UntracedEnd]);
         }
+        let workloads = args
+            .workloads
+            .iter()
+            .map(|name| Workload::named(name).with_context(|| format!("unknown workload `{name}`")))
+            .collect::<Result<Vec<_>>>()?;
         let plan = Plan {
             rounds: args
                 .rounds
@@ -129,6 +146,7 @@ fn main() -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| root.join("target/release/tapwire")),
             only,
+            workloads,
             profile: !args.no_profile,
         };
         if !plan.tapwire.is_file() {
@@ -162,35 +180,48 @@ fn main() -> Result<()> {
         })?)
     };
 
-    let late_files = if args.no_late_files {
-        None
-    } else {
-        let tapwire = args
-            .tapwire
-            .clone()
-            .unwrap_or_else(|| root.join("target/release/tapwire"));
-        let plan = LateFilesPlan {
-            tapwire,
-            runs: if args.quick {
-                LATE_FILES_RUNS.1
-            } else {
-                LATE_FILES_RUNS.0
-            },
-        };
-        match late_files::run(&plan) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                eprintln!("bench: late-files window not measured: {e:#}");
-                None
-            }
+    let tapwire = args
+        .tapwire
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/tapwire"));
+    let tls_calls = (!args.no_tls_calls).then(|| {
+        eprintln!("bench: per-TLS-call cost (tls_calls)");
+        tls_calls::run(&TlsCallsPlan {
+            tapwire: tapwire.clone(),
+            messages: pick(args.quick, TLS_CALLS_MESSAGES),
+            runs: pick(args.quick, TLS_CALLS_RUNS),
+        })
+        .map_err(|e| format!("{e:#}"))
+    });
+    let late_files = (!args.no_late_files).then(|| {
+        eprintln!("bench: late-files window");
+        late_files::run(&LateFilesPlan {
+            tapwire: tapwire.clone(),
+            runs: pick(args.quick, LATE_FILES_RUNS),
+        })
+        .map_err(|e| format!("{e:#}"))
+    });
+    for (what, err) in [
+        (
+            "per-TLS-call cost",
+            tls_calls.as_ref().and_then(|r| r.as_ref().err()),
+        ),
+        (
+            "late-files window",
+            late_files.as_ref().and_then(|r| r.as_ref().err()),
+        ),
+    ] {
+        if let Some(e) = err {
+            eprintln!("bench: {what} not measured: {e}");
         }
-    };
+    }
 
     let report = Report {
         machine: &machine,
         overhead: overhead.as_ref(),
         capacity: capacity.as_ref(),
         late_files: late_files.as_ref(),
+        tls_calls: tls_calls.as_ref(),
         quick: args.quick,
         command: &command,
         tck,
@@ -258,6 +289,11 @@ fn soak(args: &Args, root: &Path, machine: &Machine, command: &str, minutes: u64
         bail!("the soak failed (see {})", md.display());
     }
     Ok(())
+}
+
+/// The full or the quick setting of a `(full, quick)` pair.
+fn pick<T>(quick: bool, (full, short): (T, T)) -> T {
+    if quick { short } else { full }
 }
 
 fn config_named(name: &str) -> Result<Vec<Config>> {

@@ -77,6 +77,8 @@ pub fn decode(f: &[u8]) -> Option<Input<'_>> {
             conn_id,
             seq,
             ts_ns,
+            skipped_sent: 0,
+            skipped_received: 0,
         },
         _ => return None,
     })

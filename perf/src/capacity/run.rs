@@ -280,6 +280,8 @@ fn reader(
                 router.publish();
             }
             if pushed.is_multiple_of(PACE_BATCH) {
+                // As a ring reader does when its ring is drained.
+                router.wake_pending();
                 // Acquire pairs with the Release store that ends the run.
                 if stop.load(Ordering::Acquire) {
                     break 'outer;
@@ -299,6 +301,7 @@ fn reader(
         let h = frames::header(Kind::Close, conn, *seq, ts, Flow::Egress);
         router.route(conn, &[&h]);
     }
+    router.wake_pending();
     router.publish();
     (pushed, thread_cpu())
 }

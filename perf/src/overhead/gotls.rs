@@ -118,12 +118,14 @@ fn median_calls(bin: &Path) -> Result<f64> {
 }
 
 /// What the per-call measurement found.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProbeCost {
     /// ns per message untraced.
     pub untraced_ns: f64,
     /// ns per message with tapwire capturing the program.
     pub traced_ns: f64,
+    /// Where tapwire put each Go probe (`symbol: placement`, from its log).
+    pub placements: Vec<String>,
 }
 
 impl ProbeCost {
@@ -133,14 +135,34 @@ impl ProbeCost {
     }
 }
 
+/// `symbol: placement` of each TLS probe tapwire logged as attached in a Go
+/// program (`kind="go"` files are `/proc/PID/exe` or the program's path).
+fn go_placements(lines: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("tls probe attached") && l.contains("symbol=crypto/tls."))
+        .filter_map(|l| {
+            let symbol = l.split("symbol=").nth(1)?.split(' ').next()?;
+            let placement = l.split("placement=").nth(1)?;
+            Some(format!("{}: {placement}", symbol.trim_matches('"')))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Runs `gotls calls` untraced, then under tapwire selecting the program by
 /// executable (one run first so its probes are planned before the measured
-/// ones).
+/// ones). Fails if tapwire did not probe the program.
 pub fn probe_cost(bin: &Path, tapwire: &Path) -> Result<ProbeCost> {
     let untraced_ns = median_calls(bin)?;
     let mut cmd = Command::new(tapwire);
     cmd.arg("--exe")
         .arg(bin)
+        .args(["--log-encoding", "console"])
+        .env("RUST_LOG", "info,tapwire::capture=debug")
+        .env_remove("TAPWIRE_LOG")
         .env("NO_COLOR", "1")
         .env_remove("TAPWIRE_CONFIG")
         .stdin(Stdio::null())
@@ -157,10 +179,20 @@ pub fn probe_cost(bin: &Path, tapwire: &Path) -> Result<ProbeCost> {
         l.contains("capture ready")
     })?;
     calls_once(bin)?;
+    let placements = go_placements(&stderr.snapshot());
+    if placements.is_empty() {
+        let why: Vec<String> = stderr
+            .snapshot()
+            .into_iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        bail!("tapwire did not probe the Go program: {}", why.join("; "));
+    }
     let traced_ns = median_calls(bin)?;
     guard.stop();
     Ok(ProbeCost {
         untraced_ns,
         traced_ns,
+        placements,
     })
 }

@@ -26,6 +26,8 @@ pub struct Plan {
     pub tapwire: PathBuf,
     /// Only these configurations (all when empty).
     pub only: Vec<Config>,
+    /// Only these workloads (all when empty).
+    pub workloads: Vec<Workload>,
     /// After the rounds, profile tapwire with `perf` under the HTTPS 1 KiB load.
     pub profile: bool,
 }
@@ -54,6 +56,22 @@ impl Workload {
         Workload::Http64K,
         Workload::GoHttps1K,
     ];
+
+    /// Name on the command line (`--workloads`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Https1K => "https-1k",
+            Workload::Https64K => "https-64k",
+            Workload::Http1K => "http-1k",
+            Workload::Http64K => "http-64k",
+            Workload::GoHttps1K => "go-https-1k",
+        }
+    }
+
+    /// The workload named `name` on the command line.
+    pub fn named(name: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == name)
+    }
 
     /// Column label.
     pub fn label(self) -> &'static str {
@@ -154,6 +172,8 @@ pub struct Results {
     pub profile: Option<String>,
     /// Why the Go server workload did not run.
     pub go_unavailable: Option<String>,
+    /// The Go server's pid (its probes are on `/proc/PID/exe`).
+    pub go_server_pid: Option<u32>,
     /// Cost of tapwire's Go probes, or why it was not measured.
     pub go_probe_cost: Option<Result<ProbeCost, String>>,
     /// Seconds per wrk run.
@@ -173,6 +193,10 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
     let mut launcher = Launcher::start()?;
     let wrk_out = dir.join("wrk.out");
     let wanted = |c: Config| plan.only.is_empty() || plan.only.contains(&c);
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| plan.workloads.is_empty() || plan.workloads.contains(w))
+        .collect();
     let mut results = Results {
         secs: plan.secs,
         rounds: plan.rounds,
@@ -199,7 +223,8 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
     };
     let nginx = &servers.nginx;
     let mut pids = vec![nginx.master(), launcher.pid()];
-    pids.extend(servers.go.as_ref().map(GoServer::pid));
+    results.go_server_pid = servers.go.as_ref().map(GoServer::pid);
+    pids.extend(results.go_server_pid);
     eprintln!(
         "bench: nginx on :{} (https) :{} (http), worker {}, {}",
         nginx.https_port,
@@ -207,7 +232,7 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
         nginx.worker,
         nginx.libssl.display()
     );
-    for workload in Workload::ALL {
+    for &workload in &workloads {
         if let Some(url) = workload.url(&servers) {
             launcher.run(&url, plan.warmup_secs, &wrk_out)?;
         }
@@ -287,7 +312,7 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
                 }
             };
             let mut requests = 0;
-            for workload in Workload::ALL {
+            for &workload in &workloads {
                 if !config.covers(workload) || workload.url(&servers).is_none() {
                     continue;
                 }

@@ -15,8 +15,10 @@ pub struct Report<'a> {
     pub overhead: Option<&'a Results>,
     /// The capacity runs, if made.
     pub capacity: Option<&'a CapacityResults>,
-    /// The late-files run, if made.
-    pub late_files: Option<&'a crate::late_files::LateFilesResult>,
+    /// The late-files run, if made (or why it failed).
+    pub late_files: Option<&'a Result<crate::late_files::LateFilesResult, String>>,
+    /// The per-TLS-call cost, if measured (or why it failed).
+    pub tls_calls: Option<&'a Result<crate::tls_calls::TlsCallsResult, String>>,
     /// `--quick`.
     pub quick: bool,
     /// The command line.
@@ -58,17 +60,11 @@ impl Report<'_> {
         if let Some(c) = self.capacity {
             capacity_table(&mut s, c);
         }
-        if let Some(l) = self.late_files {
-            let _ = writeln!(
-                s,
-                "## TLS libraries first seen after start\n\n\
-                 {} python processes, each loading a new copy of libssl (`LD_LIBRARY_PATH`), \
-                 in a cgroup tapwire selects. Time from the mapping (kernel timestamp) to the \
-                 copy's probes being live, as tapwire measures it: {} files, p50 {} µs, \
-                 p99 {} µs, max {} µs. A program's TLS calls inside that window are not \
-                 captured; libraries known at start have none.\n",
-                l.runs, l.files, l.p50_us, l.p99_us, l.max_us
-            );
+        if let Some(r) = self.tls_calls {
+            tls_calls_section(&mut s, r);
+        }
+        if let Some(r) = self.late_files {
+            late_files_section(&mut s, r);
         }
         s
     }
@@ -117,6 +113,10 @@ impl Report<'_> {
             let _ = writeln!(s, "{row}");
         }
         for w in Workload::ALL {
+            if !r.samples.iter().any(|x| x.workload == w) {
+                // Not run (`--workloads`).
+                continue;
+            }
             let _ = writeln!(s, "\n## {}\n", w.label());
             let _ = writeln!(
                 s,
@@ -213,18 +213,47 @@ impl Report<'_> {
         if let Some(why) = &r.go_unavailable {
             let _ = writeln!(s, "No Go server: {}\n", why.replace('|', "/"));
         }
+        if let Some(pid) = r.go_server_pid {
+            let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+            let n = r.tapwire_points.iter().filter(|p| p.0 == exe).count();
+            if n > 0 {
+                let _ = writeln!(
+                    s,
+                    "The Go server (`{}`) carried {n} tapwire TLS probe points: its rows \
+                     above include the Go probes.\n",
+                    exe.display()
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "The Go server (`{}`) was **not** probed: its rows above measure the \
+                     syscall path only.\n",
+                    exe.display()
+                );
+            }
+        }
         match &r.go_probe_cost {
             Some(Ok(c)) => {
                 let _ = writeln!(
                     s,
                     "`gotls calls` (one thread: a TLS client's 64-byte `Write`s, each read by a TLS \
                      server's `Read` on loopback; {} probe hits per message): {:.0} ns per message \
-                     untraced, {:.0} ns with tapwire: **{:.2} µs per probe hit** (median of 3 runs).\n",
+                     untraced, {:.0} ns with tapwire: **{:.2} µs per probe hit** (median of 3 runs; \
+                     the whole capture per hit, records and their processing included).\n",
                     crate::overhead::gotls::PROBES_PER_MESSAGE,
                     c.untraced_ns,
                     c.traced_ns,
                     c.per_call_us()
                 );
+                let _ = writeln!(
+                    s,
+                    "Go probe placements (an emulated instruction costs the kernel about \
+                     0.5–0.8 µs per hit, a single-stepped one about 11.5 µs):\n"
+                );
+                for p in &c.placements {
+                    let _ = writeln!(s, "- {p}");
+                }
+                let _ = writeln!(s);
             }
             Some(Err(why)) => {
                 let _ = writeln!(s, "Go probe cost not measured: {}\n", why.replace('|', "/"));
@@ -328,4 +357,70 @@ fn size(bytes: usize) -> String {
     } else {
         format!("{bytes} B")
     }
+}
+
+/// The per-TLS-call cost, selected beside unselected.
+fn tls_calls_section(s: &mut String, r: &Result<crate::tls_calls::TlsCallsResult, String>) {
+    let _ = writeln!(s, "## Cost of a TLS call, selected and unselected\n");
+    match r {
+        Ok(c) => {
+            let _ = writeln!(
+                s,
+                "`tls_calls` (one thread, the system libssl: 64-byte `SSL_write`s on a loopback \
+                 TCP connection to itself, each read by an `SSL_read`; thread CPU time, median of \
+                 runs). tapwire selects one copy of the program by executable; a second copy \
+                 (another inode) runs unselected beside it, so its probe hits exit early in the \
+                 kernel. {} ring records read while they ran.\n\n\
+                 | process | ns per message (2 TLS calls) | added µs per TLS call |\n\
+                 | --- | ---: | ---: |\n\
+                 | untraced | {:.0} | – |\n\
+                 | selected (captured) | {:.0} | {:.2} |\n\
+                 | not selected | {:.0} | **{:.2}** |\n",
+                c.ring_records,
+                c.untraced_ns,
+                c.selected_ns,
+                c.added_us(c.selected_ns),
+                c.unselected_ns,
+                c.added_us(c.unselected_ns),
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(s, "Not measured: {}\n", why.replace('|', "/"));
+        }
+    }
+}
+
+/// The exec/map-to-probes-live windows of files first seen after start.
+fn late_files_section(s: &mut String, r: &Result<crate::late_files::LateFilesResult, String>) {
+    let _ = writeln!(s, "## TLS files first seen after start\n");
+    let l = match r {
+        Ok(l) => l,
+        Err(why) => {
+            let _ = writeln!(s, "Not measured: {}\n", why.replace('|', "/"));
+            return;
+        }
+    };
+    let _ = writeln!(
+        s,
+        "Programs started in a cgroup tapwire selects, each bringing a file tapwire has not \
+         seen (a new inode): {} python processes loading a new copy of libssl \
+         (`LD_LIBRARY_PATH`), {} new copies of a Go TLS program (`crypto/tls` linked in). \
+         Time from the exec or mapping (kernel timestamp) to the file's probes being live, as \
+         tapwire measures it. A program's TLS calls inside that window are not captured; files \
+         known at start have none.\n\n\
+         | file first seen at | runs | files probed | p50 µs | p99 µs | max µs |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |",
+        l.library_runs, l.exec_runs
+    );
+    for (what, runs, w) in [
+        ("mapping (library)", l.library_runs, &l.after_map),
+        ("exec (executable)", l.exec_runs, &l.after_exec),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {what} | {runs} | {} | {} | {} | {} |",
+            w.files, w.p50_us, w.p99_us, w.max_us
+        );
+    }
+    let _ = writeln!(s);
 }

@@ -122,14 +122,24 @@ pub enum Exclusion {
     Direction = 1,
     /// The peer is a loopback address and `tap.ignore_loopback` is set.
     Loopback = 2,
+    /// The process is left out by a `tap.filters` entry without `only`.
+    Filter = 3,
+    /// The connection is kept (open and close) but its payload is not
+    /// captured: a `tap.filters` entry with `only: [data]` or `[http]`.
+    FilterPayload = 4,
 }
 
 impl Exclusion {
     /// Number of reasons, the size of the counter map.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 5;
     /// All reasons, in index order.
-    pub const ALL: [Exclusion; Self::COUNT as usize] =
-        [Self::AgentPeer, Self::Direction, Self::Loopback];
+    pub const ALL: [Exclusion; Self::COUNT as usize] = [
+        Self::AgentPeer,
+        Self::Direction,
+        Self::Loopback,
+        Self::Filter,
+        Self::FilterPayload,
+    ];
 
     /// Stable snake_case name, for logs and metrics.
     pub const fn name(self) -> &'static str {
@@ -137,6 +147,8 @@ impl Exclusion {
             Self::AgentPeer => "agent_peer",
             Self::Direction => "direction",
             Self::Loopback => "loopback",
+            Self::Filter => "filter",
+            Self::FilterPayload => "filter_payload",
         }
     }
 }
@@ -147,4 +159,17 @@ pub mod select {
     pub const PID: u32 = 1;
     /// Runs an executable named with `--exe`.
     pub const EXE: u32 = 2;
+}
+
+/// `FILTERED` map values: what a `tap.filters` entry skips for a process,
+/// decided by user space from the executable's path when the process starts
+/// (exec, or found running at agent start) and inherited by its forks.
+pub mod skip {
+    /// The whole process: its connections are not tracked (no records).
+    pub const PROCESS: u32 = 1;
+    /// Payload (`only: [data]` or `[http]`): connections are tracked, open and
+    /// close records are kept, no data record is made.
+    pub const PAYLOAD: u32 = 2;
+    /// TLS plaintext (`only: [tls]`): the TLS probes ignore the process.
+    pub const TLS: u32 = 4;
 }

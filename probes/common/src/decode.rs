@@ -215,6 +215,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 seq: r.u64(),
                 fd: r.i32(),
                 _pad0: r.u32(),
+                skipped_out: r.u64(),
+                skipped_in: r.u64(),
             }))
         }
         Kind::ProcExec => {

@@ -85,6 +85,31 @@ pub mod go_tls {
     }
 }
 
+/// NSS probes (`PR_Read`/`PR_Write`/`PR_Recv`/`PR_Send` of `libnspr4.so`):
+/// the attach cookie carries the function's shape and where the OS
+/// descriptor sits in the bottom layer's private data (`PRFilePrivate`,
+/// which NSPR's public headers do not describe: user space reads the offset
+/// from the library's code).
+///
+/// Layout: bits 0–7 shape ([`super::tls_fn::READ`] or `WRITE`), 16–31 the
+/// `PRFilePrivate` → `md.osfd` offset.
+pub mod nss {
+    /// Packs a cookie.
+    pub const fn cookie(shape: u64, osfd: u16) -> u64 {
+        (shape & 0xff) | (osfd as u64) << 16
+    }
+
+    /// The shape bits of a cookie.
+    pub const fn shape(cookie: u64) -> u64 {
+        cookie & 0xff
+    }
+
+    /// The `PRFilePrivate` → `md.osfd` offset of a cookie.
+    pub const fn osfd_offset(cookie: u64) -> u64 {
+        (cookie >> 16) & 0xffff
+    }
+}
+
 /// Record kinds. Numbers are explicit and never reused.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -216,11 +241,15 @@ pub enum DropReason {
     /// A thread exited inside a socket or TLS call; the call's in-flight entry
     /// was reclaimed at its exit (not a loss of captured bytes).
     AbandonedCall = 9,
+    /// Bytes `splice` moved into or out of a captured socket that the probes
+    /// cannot see (not a file's bytes through a pipe); their sequence numbers
+    /// are skipped, so the transaction shows a gap. Counts bytes.
+    UnseenBytes = 10,
 }
 
 impl DropReason {
     /// Number of reasons, the size of the counter map.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     /// All reasons, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         Self::RingFull,
@@ -233,6 +262,7 @@ impl DropReason {
         Self::KernelRead,
         Self::MapInsert,
         Self::AbandonedCall,
+        Self::UnseenBytes,
     ];
 
     /// Stable snake_case name, for logs and metrics.
@@ -248,6 +278,7 @@ impl DropReason {
             Self::KernelRead => "kernel_read",
             Self::MapInsert => "map_insert",
             Self::AbandonedCall => "abandoned_call",
+            Self::UnseenBytes => "unseen_bytes",
         }
     }
 }
@@ -340,6 +371,12 @@ pub struct ConnClose {
     pub fd: i32,
     /// Explicit padding.
     pub _pad0: u32,
+    /// Payload bytes the process wrote that no data record carries: a
+    /// `tap.filters` entry skips the payload of this connection (else 0).
+    pub skipped_out: u64,
+    /// Payload bytes the process read that no data record carries (as
+    /// `skipped_out`).
+    pub skipped_in: u64,
 }
 
 /// A selected process called `execve`.
@@ -493,7 +530,7 @@ const _: () = assert!(size_of::<FileKey>() == 16);
 const _: () = assert!(size_of::<FileSend>() == 360);
 const _: () = assert!(size_of::<ConnOpen>() == 112);
 const _: () = assert!(size_of::<Data>() == 72);
-const _: () = assert!(size_of::<ConnClose>() == 48);
+const _: () = assert!(size_of::<ConnClose>() == 64);
 const _: () = assert!(size_of::<ProcExec>() == 304);
 const _: () = assert!(size_of::<ProcExit>() == 32);
 // The kernel reserves ring records at 8-byte alignment.

@@ -52,10 +52,12 @@ fn data_layout() {
 
 #[test]
 fn close_exec_exit_layout() {
-    assert_eq!(size_of::<ConnClose>(), 48);
+    assert_eq!(size_of::<ConnClose>(), 64);
     assert_eq!(offset_of!(ConnClose, conn_id), 24);
     assert_eq!(offset_of!(ConnClose, seq), 32);
     assert_eq!(offset_of!(ConnClose, fd), 40);
+    assert_eq!(offset_of!(ConnClose, skipped_out), 48);
+    assert_eq!(offset_of!(ConnClose, skipped_in), 56);
     assert_eq!(size_of::<ProcExec>(), 304);
     assert_eq!(offset_of!(ProcExec, cgroup_id), 24);
     assert_eq!(offset_of!(ProcExec, comm), 32);

@@ -12,6 +12,10 @@
 //! socket) or `NOT_TCP` (anything else, or a socket left out on purpose) until
 //! `close`.
 //!
+//! Filters (`tap.filters`): a process user space marked in `FILTERED` has its
+//! connections left out like an excluded direction, or tracked without
+//! payload (`CONN_NO_PAYLOAD`), decided here once per connection.
+//!
 //! The agent's own traffic: its sockets are never walked (`select`), and the
 //! local port of each connection it opens is kept in `AGENT_PORTS` from
 //! `connect` until `close`. A connection whose peer is on this host at one of
@@ -27,12 +31,16 @@ use aya_ebpf::helpers::{
 };
 use tapwire_common::{
     ConnOpen, DropReason, Kind, Role,
-    config::{Config, Exclusion, KernelOffsets, capture},
+    config::{Config, Exclusion, KernelOffsets, capture, skip},
 };
 
 use crate::{
     emit::{count, header, output_value},
-    maps::{AGENT_PORTS, CONFIG, CONN_IDS, CONN_OPEN_PENDING, CONNS, ConnState, EXCLUDED, NOT_TCP},
+    maps::{
+        AGENT_PORTS, CONFIG, CONN_IDS, CONN_NO_PAYLOAD, CONN_OPEN_PENDING, CONNS, ConnState,
+        EXCLUDED, NOT_TCP,
+    },
+    select::filter_skip,
 };
 
 const AF_INET: u16 = 2;
@@ -371,8 +379,11 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
         return None;
     };
     let local = local_peer(&info);
+    let skip = filter_skip();
     let excluded = if local && agent_port(info.remote_port) {
         Some(Exclusion::AgentPeer)
+    } else if skip & skip::PROCESS != 0 {
+        Some(Exclusion::Filter)
     } else {
         excluded_by_tap(cfg, &info, role)
     };
@@ -385,14 +396,21 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
     // A client's peer port is a listening port, not one of the agent's
     // connections: only accepted or already open connections wait.
     let pending = defer && local && role != Role::Client;
+    let mut flags = if pending { CONN_OPEN_PENDING } else { 0 };
+    if skip & skip::PAYLOAD != 0 {
+        flags |= CONN_NO_PAYLOAD;
+        count_excluded(Exclusion::FilterPayload);
+    }
     let conn_id = new_conn_id();
     let state = ConnState {
         conn_id,
         seq: 1,
-        flags: if pending { CONN_OPEN_PENDING } else { 0 },
+        flags,
         role: role as u32,
         peer_port: info.remote_port as u32,
         _pad: 0,
+        skipped_out: 0,
+        skipped_in: 0,
     };
     if CONNS.insert(k, state, 0).is_err() {
         count(DropReason::ConnTableFull, 1);

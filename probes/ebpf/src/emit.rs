@@ -15,9 +15,9 @@ use aya_ebpf::{
         generated::{bpf_loop, bpf_probe_read_user, bpf_ringbuf_output, bpf_ringbuf_query},
     },
 };
-use tapwire_common::{Data, DropReason, Header, Kind, MAX_PAYLOAD};
+use tapwire_common::{Data, Direction, DropReason, Header, Kind, MAX_PAYLOAD};
 
-use crate::maps::{CONFIG, ConnState, DROPS, RING_TEMPLATE_BYTES, RINGS, SCRATCH};
+use crate::maps::{CONFIG, CONN_NO_PAYLOAD, ConnState, DROPS, RING_TEMPLATE_BYTES, RINGS, SCRATCH};
 
 type Ring = RingBuf<u8, RING_TEMPLATE_BYTES>;
 
@@ -217,10 +217,25 @@ extern "C" fn chunk(index: u64, ctx: *mut c_void) -> i64 {
 /// Emits `len` bytes of user memory at `buf` as data records of at most
 /// `MAX_PAYLOAD` bytes each, at most `CHUNKS` of them. `call_len` is the whole
 /// call's length and `base` the offset of `buf` within it (vectored calls pass
-/// each iovec).
+/// each iovec). For a connection whose payload a filter skips, the bytes are
+/// only counted.
 #[inline(always)]
 pub fn emit_data<const CHUNKS: u32>(call: &DataCall, buf: u64, len: u64, call_len: u64, base: u64) {
     if len == 0 {
+        return;
+    }
+    // SAFETY: live map value.
+    if unsafe { (*call.conn).flags } & CONN_NO_PAYLOAD != 0 {
+        // Only counted, for the close record. A plain add: two threads
+        // moving bytes on one socket in the same instant may lose a count.
+        // SAFETY: as above.
+        unsafe {
+            if call.direction == Direction::Egress as u32 {
+                (*call.conn).skipped_out += len;
+            } else {
+                (*call.conn).skipped_in += len;
+            }
+        }
         return;
     }
     let mut chunks = len.div_ceil(MAX_PAYLOAD as u64);

@@ -32,7 +32,7 @@ use tapwire_common::{Direction, DropReason, go_tls};
 use crate::{
     emit::count,
     maps::{GO_CALLS, GoCall, GoKey},
-    select::selected,
+    select::tls_selected,
     tls::emit_plaintext,
 };
 
@@ -70,7 +70,7 @@ fn key(ctx: &ProbeContext) -> GoKey {
 /// ABIInternal: `RAX` = c, `RBX` = b.ptr, `RCX` = b.len, `R14` = g.
 #[uprobe]
 pub fn go_tls_enter(ctx: ProbeContext) -> u32 {
-    if !selected() {
+    if !tls_selected() {
         return 0;
     }
     // SAFETY: valid context pointer of this uprobe.

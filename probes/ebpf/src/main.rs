@@ -3,11 +3,14 @@
 //! - [`tls`]: uprobes inside C TLS libraries (OpenSSL, GnuTLS), plaintext
 //!   of `SSL_read`/`SSL_write` and their equivalents.
 //! - [`gotls`]: uprobes inside Go programs, plaintext of `crypto/tls`.
+//! - [`nss`]: uprobes on NSPR's I/O functions, plaintext of NSS's SSL layer.
 //! - [`sockets`]: syscall tracepoints, plaintext socket data, connection
 //!   open/close, and the fd that names a TLS session's socket.
 //! - [`process`]: `sched_process_*` tracepoints: selection by pid with
 //!   descendants and by executable, exec/exit records.
 //! - [`sendfile`]: bytes sent straight from a file, named by file and range.
+//! - [`splice`]: bytes moved through a pipe: a file's sent as `sendfile`'s,
+//!   others counted and left as a gap.
 //! - [`images`]: files mapped executable, so user space probes a TLS library
 //!   as soon as a process loads it.
 //!
@@ -23,10 +26,12 @@ mod files;
 mod gotls;
 mod images;
 mod maps;
+mod nss;
 mod process;
 mod select;
 mod sendfile;
 mod sockets;
+mod splice;
 mod tls;
 
 #[cfg(not(test))]

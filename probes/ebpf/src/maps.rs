@@ -68,6 +68,9 @@ pub const CONN_PLAIN: u32 = 2;
 /// the agent's own port list is sure to name the peer if it is the agent's
 /// (see `conn::settle`).
 pub const CONN_OPEN_PENDING: u32 = 4;
+/// `ConnState::flags`: a `tap.filters` entry skips the payload of this
+/// process's connections: no data record is made (`config::skip::PAYLOAD`).
+pub const CONN_NO_PAYLOAD: u32 = 8;
 
 /// What the probes know about one tracked TCP socket.
 #[repr(C)]
@@ -80,6 +83,10 @@ pub struct ConnState {
     /// Remote port while `CONN_OPEN_PENDING`.
     pub peer_port: u32,
     pub _pad: u32,
+    /// Payload bytes written and read while `CONN_NO_PAYLOAD` (no data
+    /// record carries them), for the close record.
+    pub skipped_out: u64,
+    pub skipped_in: u64,
 }
 
 /// Tracked connections, keyed by `tgid << 32 | fd`.
@@ -157,6 +164,13 @@ pub static SELECTED: HashMap<u32, u32, 65_536> = HashMap::new();
 #[btf_map]
 pub static SELECTED_CGROUPS: HashMap<u64, u8, 256> = HashMap::new();
 
+/// Processes a `tap.filters` entry applies to (tgid or tid →
+/// `config::skip` bits). Written by user space when a process starts (it
+/// knows the executable's path), copied to children at fork, cleared at exec
+/// (the new program is decided again) and exit.
+#[btf_map]
+pub static FILTERED: HashMap<u32, u32, 65_536> = HashMap::new();
+
 /// Inode numbers of selected executables.
 #[btf_map]
 pub static SELECTED_EXES: HashMap<u64, u8, 256> = HashMap::new();
@@ -169,6 +183,12 @@ pub static SELECTED_EXES: HashMap<u64, u8, 256> = HashMap::new();
 /// first call (see `tls::ssl_enter`). Keyed by `pid_tgid`.
 #[btf_map]
 pub static LAST_TLS_READ: LruHashMap<u64, i64, 16_384> = LruHashMap::new();
+
+/// NSS's SSL layer identity per process (tgid), read at `SSL_ImportFD`'s
+/// return (`nss::nss_import_return`): NSPR calls on descriptors without a
+/// layer of this identity are not TLS.
+#[btf_map]
+pub static NSS_SSL_LAYERS: LruHashMap<u32, i32, 16_384> = LruHashMap::new();
 
 /// A Go `(*tls.Conn).Read` in flight, saved at entry.
 #[repr(C)]
@@ -225,3 +245,40 @@ pub static FD_PATHS: LruHashMap<u64, [u8; FILENAME_LEN], 8192> = LruHashMap::new
 /// Per-CPU space to read a path into.
 #[btf_map]
 pub static PATH_SCRATCH: PerCpuArray<[u8; FILENAME_LEN], 1> = PerCpuArray::new();
+
+/// A `splice` call in flight of a captured process, saved at entry (see
+/// [`crate::splice`]). Keyed by `pid_tgid`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SpliceCall {
+    /// What the call moves: `splice::PIPE_TO_SOCKET` and friends.
+    pub what: u32,
+    /// The socket's descriptor, or the file's.
+    pub fd: i32,
+    /// The pipe.
+    pub pipe: FileKey,
+}
+
+/// `splice` calls in flight.
+#[btf_map]
+pub static SPLICES: LruHashMap<u64, SpliceCall, 4096> = LruHashMap::new();
+
+/// Where the bytes queued in a pipe came from, as far as `splice` shows it:
+/// `unknown` bytes of no known source first, then `send.len` bytes of a file
+/// range.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PipeSource {
+    /// Bytes queued first whose source is not known.
+    pub unknown: u64,
+    /// The file range queued after them (`offset`, `len`).
+    pub send: FileSend,
+}
+
+/// Pipes of captured processes that `splice` fed, by the pipe's inode.
+#[btf_map]
+pub static PIPE_SOURCES: LruHashMap<FileKey, PipeSource, 4096> = LruHashMap::new();
+
+/// Per-CPU space to build a [`PipeSource`] (too big for the stack).
+#[btf_map]
+pub static PIPE_SCRATCH: PerCpuArray<PipeSource, 1> = PerCpuArray::new();

@@ -1,5 +1,5 @@
-//! Process lifecycle: keeps the selection current and reports exec/exit of
-//! selected processes.
+//! Process lifecycle: keeps the selection and the filter decisions
+//! (`FILTERED`) current and reports exec/exit of selected processes.
 //!
 //! Why these hooks: `sched:sched_process_fork` runs in the parent as the child
 //! is created, so a selected parent's child is selected before it runs a single
@@ -23,7 +23,7 @@ use tapwire_common::{
 
 use crate::{
     emit::{count, header, output_value_wake},
-    maps::{CONFIG, SCRATCH, SELECTED, SELECTED_EXES, SYSCALLS, TLS_CALLS},
+    maps::{CONFIG, FILTERED, SCRATCH, SELECTED, SELECTED_EXES, SYSCALLS, TLS_CALLS},
     select::{selected, selection_on},
 };
 
@@ -37,18 +37,36 @@ const EXIT_GROUP_DEAD: usize = 32;
 /// hook: sched:sched_process_fork(parent_comm, parent_pid, child_comm, child_pid)
 #[tracepoint]
 pub fn sched_fork(ctx: TracePointContext) -> u32 {
-    if !selection_on() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // A filtered parent's child runs the same program: it inherits the
+    // decision before it runs a single instruction.
+    // SAFETY: plain integer values.
+    let skip = unsafe { FILTERED.get(tgid) }.copied();
+    let bits = if selection_on() {
+        // SAFETY: as above.
+        unsafe { SELECTED.get(tgid) }.copied()
+    } else {
+        None
+    };
+    if skip.is_none() && bits.is_none() {
         return 0;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: plain integer value.
-    let Some(bits) = (unsafe { SELECTED.get(tgid) }).copied() else {
+    // SAFETY: `child_pid` is an i32 at a fixed offset of this tracepoint.
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(FORK_CHILD_PID) }) else {
         return 0;
     };
-    // SAFETY: `child_pid` is an i32 at a fixed offset of this tracepoint.
-    if let Ok(child) = unsafe { ctx.read_at::<i32>(FORK_CHILD_PID) } {
-        // Threads land here too; their tids are harmless keys, removed at exit.
-        let _ = SELECTED.insert(child as u32, bits, 0);
+    // Threads land here too; their tids are harmless keys, removed at exit.
+    // A full map leaves the child unselected, or unfiltered (its events are
+    // then dropped by the agent): counted.
+    if let Some(bits) = bits
+        && SELECTED.insert(child as u32, bits, 0).is_err()
+    {
+        count(DropReason::MapInsert, 1);
+    }
+    if let Some(skip) = skip
+        && FILTERED.insert(child as u32, skip, 0).is_err()
+    {
+        count(DropReason::MapInsert, 1);
     }
     0
 }
@@ -74,6 +92,9 @@ fn exe_inode(cfg: &Config) -> Option<u64> {
 /// hook: sched:sched_process_exec(filename, pid, old_pid)
 #[tracepoint]
 pub fn sched_exec(ctx: TracePointContext) -> u32 {
+    // A new program: user space decides its filters again from its path (on
+    // the exec record below).
+    let _ = FILTERED.remove((bpf_get_current_pid_tgid() >> 32) as u32);
     if selection_on()
         && let Some(cfg) = CONFIG.get(0)
     {
@@ -137,6 +158,7 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     if selection_on() {
         let _ = SELECTED.remove(pid_tgid as u32);
     }
+    let _ = FILTERED.remove(pid_tgid as u32);
     if !was_selected {
         return 0;
     }

@@ -7,7 +7,7 @@
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
 use tapwire_common::config::FLAG_SELECTION;
 
-use crate::maps::{CONFIG, SELECTED, SELECTED_CGROUPS};
+use crate::maps::{CONFIG, FILTERED, SELECTED, SELECTED_CGROUPS};
 
 #[inline(always)]
 pub fn selection_on() -> bool {
@@ -42,4 +42,23 @@ pub fn selected() -> bool {
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: as above.
     unsafe { SELECTED_CGROUPS.get(cgroup) }.is_some()
+}
+
+/// The `config::skip` bits a `tap.filters` entry gives the current process
+/// (0: none).
+#[inline(always)]
+pub fn filter_skip() -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: plain integer value.
+    unsafe { FILTERED.get(tgid) }.copied().unwrap_or(0)
+}
+
+/// True if the TLS probes capture the current process: it is captured and
+/// no filter skips its TLS plaintext (`only: [tls]`; its TLS connections are
+/// then seen as ciphertext only, which is not emitted) or the whole process
+/// (whose connections are not tracked: the probes would find nothing to do).
+#[inline(always)]
+pub fn tls_selected() -> bool {
+    use tapwire_common::config::skip;
+    selected() && filter_skip() & (skip::TLS | skip::PROCESS) == 0
 }

@@ -17,9 +17,8 @@
 //! keyed by `pid_tgid`; the exit probe emits a [`FileSend`] for the bytes
 //! actually sent, taking one sequence number per `MAX_PAYLOAD` bytes.
 //!
-//! Not covered: `splice` from a pipe into a socket (the pipe's bytes came from
-//! anywhere) and io_uring sends (no syscall per operation); see
-//! `docs/dataplane.md`.
+//! `splice` through a pipe is [`crate::splice`]; io_uring sends are not
+//! covered (no syscall per operation); see `docs/capture.md`.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -32,7 +31,10 @@ use crate::{
     conn::{key, lookup_or_track},
     emit::{count, header, output_value_wake},
     files::{file_of, key_of, read},
-    maps::{CONFIG, CONN_TLS, CONNS, FD_PATHS, OPENS, PATH_SCRATCH, SEND_SCRATCH, SENDFILES},
+    maps::{
+        CONFIG, CONN_NO_PAYLOAD, CONN_TLS, CONNS, FD_PATHS, OPENS, PATH_SCRATCH, SEND_SCRATCH,
+        SENDFILES,
+    },
     select::selected,
 };
 
@@ -49,7 +51,7 @@ const RET_OFF: usize = 16;
 /// Fills the file part of `rec` from `fd` of the current task; `offset_ptr`
 /// (user `loff_t *`, or 0 for the file position) gives the start.
 #[inline(always)]
-fn describe_file(rec: &mut FileSend, fd: i64, offset_ptr: u64) -> Option<()> {
+pub fn describe_file(rec: &mut FileSend, fd: i64, offset_ptr: u64) -> Option<()> {
     let o = &CONFIG.get(0)?.offsets;
     let file = file_of(o, fd)?;
     let inode: u64 = read(file, o.file_inode)?;
@@ -80,8 +82,13 @@ pub fn sys_enter_sendfile(ctx: TracePointContext) -> u32 {
         return 0;
     };
     // SAFETY: live map value.
-    if unsafe { (*conn).flags } & CONN_TLS != 0 {
+    let flags = unsafe { (*conn).flags };
+    if flags & CONN_TLS != 0 {
         // Kernel TLS: the file's bytes are encrypted on the way; not followed.
+        return 0;
+    }
+    if flags & CONN_NO_PAYLOAD != 0 {
+        // A filter skips this process's payload.
         return 0;
     }
     // Built in per-CPU scratch: the record (with its path) is too big for the

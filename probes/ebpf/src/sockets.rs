@@ -104,9 +104,22 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
     0
 }
 
-/// hook: syscalls:sys_enter_read(fd, buf, count), sys_enter_recvfrom(fd, ubuf, size, …)
+/// `MSG_PEEK` from `<sys/socket.h>`: the bytes stay queued and are read
+/// again by a later call, which is the one captured.
+const MSG_PEEK: u64 = 2;
+
+/// hook: syscalls:sys_enter_read(fd, buf, count)
 #[tracepoint]
 pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_BUF, Direction::Ingress)
+}
+
+/// hook: syscalls:sys_enter_recvfrom(fd, ubuf, size, flags, addr, addr_len)
+#[tracepoint]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 3) & MSG_PEEK != 0 {
+        return 0;
+    }
     enter(&ctx, SHAPE_BUF, Direction::Ingress)
 }
 
@@ -131,6 +144,9 @@ pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
 /// hook: syscalls:sys_enter_recvmsg(fd, msg, flags)
 #[tracepoint]
 pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 2) & MSG_PEEK != 0 {
+        return 0;
+    }
     enter(&ctx, SHAPE_MSG, Direction::Ingress)
 }
 
@@ -273,13 +289,17 @@ fn release(tgid: u32, fd: i64) {
                 }
             }
         }
+        // SAFETY: live map value.
+        let (conn_id, skipped_out, skipped_in) =
+            unsafe { ((*conn).conn_id, (*conn).skipped_out, (*conn).skipped_in) };
         let close = ConnClose {
             header: header(Kind::ConnClose),
-            // SAFETY: live map value.
-            conn_id: unsafe { (*conn).conn_id },
+            conn_id,
             seq: next_seq(conn),
             fd: fd as i32,
             _pad0: 0,
+            skipped_out,
+            skipped_in,
         };
         output_value(&close);
         let _ = CONNS.remove(k);

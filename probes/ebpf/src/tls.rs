@@ -37,7 +37,7 @@ use crate::{
     conn::lookup_or_track,
     emit::{DataCall, count, emit_data},
     maps::{CONN_TLS, LAST_TLS_READ, SSL_FDS, SslKey, TLS_CALLS, TlsCall},
-    select::selected,
+    select::tls_selected,
 };
 
 const FN_READ: u32 = tls_fn::READ as u32;
@@ -54,7 +54,7 @@ const TLS_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
 /// entry; cookie = `tls_fn::*`.
 #[uprobe]
 pub fn ssl_enter(ctx: ProbeContext) -> u32 {
-    if !selected() {
+    if !tls_selected() {
         return 0;
     }
     // SAFETY: valid context pointer of this uprobe.
@@ -93,7 +93,9 @@ pub fn ssl_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// hook: return of the functions [`ssl_enter`] is attached to.
+/// hook: return of the functions [`ssl_enter`] is attached to, and of NSPR's
+/// `PR_Read`/`PR_Write`/`PR_Recv`/`PR_Send` (entry: [`crate::nss::nss_enter`],
+/// which names the fd itself).
 #[uretprobe]
 pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -180,8 +182,9 @@ pub fn emit_plaintext(fd: i64, direction: Direction, buf: u64, len: u64) {
 
 /// hook: libssl `void SSL_free(SSL *s)` and `int SSL_shutdown(SSL *s)`,
 /// libgnutls `void gnutls_deinit(gnutls_session_t)` and `int
-/// gnutls_bye(gnutls_session_t, gnutls_close_request_t)` entry: the session
-/// ends, forget its fd (the pointer may be reused).
+/// gnutls_bye(gnutls_session_t, gnutls_close_request_t)`, libnspr4 `PRStatus
+/// PR_Close(PRFileDesc *)` entry: the session ends, forget its fd (the
+/// pointer may be reused).
 #[uprobe]
 pub fn ssl_free(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

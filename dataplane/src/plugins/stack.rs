@@ -1,0 +1,529 @@
+//! Compiling `stacks`, `tap.http`, `tap.endpoints` and `rulekit.macros` into
+//! an [`HttpPlan`]: every plugin setting checked and every rule compiled once,
+//! at load.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use tapwire_rulekit::{Macros, Rule};
+
+use super::capture::{Format, Level};
+use super::fields::{HttpFields, TxnFields, host_of};
+use crate::config::{Endpoint, Rulekit, Stack, Tap};
+
+/// What each HTTP transaction becomes: the stack for its domain.
+#[derive(Debug, Clone)]
+pub struct HttpPlan {
+    /// The stack `tap.http` names (or the built-in default).
+    pub default: StackPlan,
+    /// Per-domain stacks (`tap.endpoints`), domains in lowercase.
+    pub endpoints: Vec<(String, StackPlan)>,
+}
+
+/// One compiled stack.
+#[derive(Debug, Clone)]
+pub struct StackPlan {
+    /// The stack's name (`None`: the built-in default, or no stack).
+    pub name: Option<String>,
+    /// What `http_capture` stores.
+    pub capture: Capture,
+    /// Emit the `http_transaction` event (`report_usage`).
+    pub events: bool,
+}
+
+/// `http_capture` settings, compiled.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    /// Level when no rule matches.
+    pub level: Level,
+    /// Format when no rule matches.
+    pub format: Format,
+    /// Rules, first match wins.
+    pub rules: Vec<CaptureRule>,
+}
+
+/// One `http_capture.rules[]` entry.
+#[derive(Debug, Clone)]
+pub struct CaptureRule {
+    /// Its name.
+    pub name: String,
+    /// The expression as written.
+    pub expr: String,
+    /// The compiled expression.
+    pub rule: Rule,
+    /// Level when it matches.
+    pub level: Level,
+    /// Format when it matches (the plugin's format unless given).
+    pub format: Format,
+}
+
+impl Capture {
+    const NONE: Capture = Capture {
+        level: Level::None,
+        format: Format::Parts,
+        rules: Vec::new(),
+    };
+}
+
+impl StackPlan {
+    /// No stack: nothing recorded.
+    pub const NONE: StackPlan = StackPlan {
+        name: None,
+        capture: Capture::NONE,
+        events: false,
+    };
+
+    /// Whether any transaction handled by this stack is recorded at all.
+    pub fn records(&self) -> bool {
+        self.events
+            || self.capture.level != Level::None
+            || self.capture.rules.iter().any(|r| r.level != Level::None)
+    }
+
+    /// The level and format for one transaction: the first matching rule's,
+    /// else the plugin's.
+    pub fn capture_for(&self, txn: &TxnFields<'_>) -> (Level, Format) {
+        self.capture
+            .rules
+            .iter()
+            .find(|r| r.rule.matches(txn))
+            .map_or((self.capture.level, self.capture.format), |r| {
+                (r.level, r.format)
+            })
+    }
+
+    fn describe(&self) -> String {
+        let name = match &self.name {
+            Some(name) => format!("stack `{name}`"),
+            None if self.records() => "built-in default (no `stacks` in the file)".to_owned(),
+            None => "no stack: HTTP transactions are not recorded".to_owned(),
+        };
+        let mut out = format!(
+            "{name}; objects={} format={} request_events={}",
+            self.capture.level.name(),
+            self.capture.format.name(),
+            self.events
+        );
+        for r in &self.capture.rules {
+            let _ = write!(
+                out,
+                "\n    rule `{}`: {} -> objects={} format={}",
+                r.name,
+                r.expr,
+                r.level.name(),
+                r.format.name()
+            );
+        }
+        out
+    }
+}
+
+impl HttpPlan {
+    /// The plan of a file without `stacks`: every transaction stored in full
+    /// as content-addressed parts, with its event.
+    pub fn default_full() -> Self {
+        HttpPlan {
+            default: StackPlan {
+                name: None,
+                capture: Capture {
+                    level: Level::Full,
+                    format: Format::Parts,
+                    rules: Vec::new(),
+                },
+                events: true,
+            },
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// The stack for a transaction to `authority` (`Host` or `:authority`).
+    pub fn stack_for(&self, authority: Option<&str>) -> &StackPlan {
+        if let Some(authority) = authority
+            && !self.endpoints.is_empty()
+        {
+            let host = host_of(authority).trim_end_matches('.');
+            if let Some((_, stack)) = self
+                .endpoints
+                .iter()
+                .find(|(domain, _)| domain.eq_ignore_ascii_case(host))
+            {
+                return stack;
+            }
+        }
+        &self.default
+    }
+
+    /// Whether any transaction is recorded at all.
+    pub fn records(&self) -> bool {
+        self.default.records() || self.endpoints.iter().any(|(_, s)| s.records())
+    }
+
+    /// Lines for `check-config`.
+    pub fn describe(&self) -> String {
+        let mut out = self.default.describe();
+        for (domain, stack) in &self.endpoints {
+            let _ = write!(out, "\n  endpoint `{domain}`: {}", stack.describe());
+        }
+        out
+    }
+}
+
+/// A refused setting: where (key path from the document root) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Key path: map keys and list indices.
+    pub path: Vec<PathStep>,
+    /// Point at the key (true) or its value (false).
+    pub at_key: bool,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One step of a [`Refusal`] path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathStep {
+    /// A map key.
+    Key(String),
+    /// A list index.
+    Index(usize),
+}
+
+/// Why the HTTP handling of a config could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackError {
+    /// A setting is refused.
+    Refused(Refusal),
+    /// A rule expression does not compile.
+    Expression {
+        /// Path of the `expr` value.
+        path: Vec<PathStep>,
+        /// 1-based column inside the expression.
+        col: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl From<Refusal> for StackError {
+    fn from(r: Refusal) -> Self {
+        StackError::Refused(r)
+    }
+}
+
+fn key(k: &str) -> PathStep {
+    PathStep::Key(k.to_owned())
+}
+
+fn path(steps: &[PathStep], more: &[&str]) -> Vec<PathStep> {
+    let mut p = steps.to_vec();
+    p.extend(more.iter().map(|k| key(k)));
+    p
+}
+
+/// Plugin types Qtap defines that tapwire does not apply yet.
+const NOT_YET: &[&str] = &[
+    "access_logs",
+    "debug",
+    "http_metrics",
+    "detect_errors",
+    "logger",
+    "data_loss_protection",
+    "qscan",
+    "llm",
+];
+
+/// `http_capture` settings as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpCaptureConfig {
+    /// `none` (default) | `summary` | `headers` (`details`) | `full`.
+    #[serde(default)]
+    level: Option<String>,
+    /// `json` (default) | `text` | `parts`.
+    #[serde(default)]
+    format: Option<String>,
+    /// Store selection; refused (every object store receives every object).
+    #[serde(default)]
+    object_store: Option<serde_yaml::Value>,
+    /// Rules, first match wins.
+    #[serde(default)]
+    rules: Vec<RuleConfig>,
+}
+
+/// One `http_capture.rules[]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleConfig {
+    /// A name for `check-config` and logs.
+    name: String,
+    /// The expression.
+    expr: String,
+    /// Level when it matches.
+    level: String,
+    /// Format when it matches; the plugin's unless given.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Compiles the HTTP handling of a config: the stack `tap.http` names (or the
+/// built-in default when the file has no `stacks`) and the per-domain stacks.
+pub fn compile(
+    stacks: &BTreeMap<String, Stack>,
+    tap: &Tap,
+    rulekit: &Rulekit,
+) -> Result<HttpPlan, StackError> {
+    let macros = compile_macros(rulekit)?;
+    if stacks.is_empty() && tap.http.is_none() && tap.endpoints.is_empty() {
+        return Ok(HttpPlan::default_full());
+    }
+    // Every stack is checked, used or not: nothing written is left unchecked.
+    let mut compiled = BTreeMap::new();
+    for (name, stack) in stacks {
+        compiled.insert(name.as_str(), compile_stack(name, stack, &macros)?);
+    }
+    let pick = |http: Option<&crate::config::HttpTap>, at: Vec<PathStep>| {
+        let Some(name) = http
+            .map(|h| h.stack.as_str())
+            .filter(|n| !n.is_empty() && *n != "none")
+        else {
+            return Ok(StackPlan::NONE);
+        };
+        compiled.get(name).cloned().ok_or_else(|| Refusal {
+            path: at,
+            at_key: false,
+            message: format!("unknown stack `{name}`"),
+        })
+    };
+    let default = pick(tap.http.as_ref(), path(&[], &["tap", "http", "stack"]))?;
+    let mut endpoints: Vec<(String, StackPlan)> = Vec::new();
+    for (i, Endpoint { domain, http }) in tap.endpoints.iter().enumerate() {
+        let here = vec![key("tap"), key("endpoints"), PathStep::Index(i)];
+        let domain_error = |message: String| Refusal {
+            path: path(&here, &["domain"]),
+            at_key: false,
+            message,
+        };
+        if !is_hostname(domain) {
+            return Err(domain_error(format!(
+                "`{domain}` is not a host name (letters, digits and `-` in dot-separated \
+                 labels; no wildcards)"
+            ))
+            .into());
+        }
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(first) = endpoints.iter().position(|(d, _)| *d == domain) {
+            return Err(domain_error(format!(
+                "domain `{domain}` is already listed (tap.endpoints[{first}])"
+            ))
+            .into());
+        }
+        let stack = pick(http.as_ref(), path(&here, &["http", "stack"]))?;
+        endpoints.push((domain, stack));
+    }
+    Ok(HttpPlan { default, endpoints })
+}
+
+/// A host name as Qtap's validator accepts it (RFC 1123).
+fn is_hostname(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn compile_macros(rulekit: &Rulekit) -> Result<Macros, StackError> {
+    let mut macros = Macros::default();
+    for (i, m) in rulekit.macros.iter().enumerate() {
+        let here = vec![key("rulekit"), key("macros"), PathStep::Index(i)];
+        macros
+            .define(&m.name, &m.expr, &HttpFields)
+            .map_err(|e| match e.kind {
+                tapwire_rulekit::ErrorKind::DuplicateMacro(_)
+                | tapwire_rulekit::ErrorKind::MacroNamedLikeFunction(_) => {
+                    StackError::Refused(Refusal {
+                        path: path(&here, &["name"]),
+                        at_key: false,
+                        message: e.kind.to_string(),
+                    })
+                }
+                _ => expression_error(path(&here, &["expr"]), &e),
+            })?;
+    }
+    Ok(macros)
+}
+
+fn expression_error(path: Vec<PathStep>, e: &tapwire_rulekit::Error) -> StackError {
+    StackError::Expression {
+        path,
+        col: e.col,
+        message: format!("invalid expression at column {}: {}", e.col, e.kind),
+    }
+}
+
+/// Compiles one named stack.
+fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan, StackError> {
+    let mut plan = StackPlan {
+        name: Some(name.to_owned()),
+        ..StackPlan::NONE
+    };
+    let mut captured = false;
+    for (i, plugin) in stack.plugins.iter().enumerate() {
+        let here = vec![key("stacks"), key(name), key("plugins"), PathStep::Index(i)];
+        let at = |step: &str, at_key: bool, message: String| Refusal {
+            path: path(&here, &[step]),
+            at_key,
+            message,
+        };
+        match plugin.kind.as_str() {
+            "http_capture" => {
+                if captured {
+                    return Err(at(
+                        "type",
+                        false,
+                        "a stack takes one `http_capture` plugin".to_owned(),
+                    )
+                    .into());
+                }
+                captured = true;
+                plan.capture = compile_capture(&here, plugin.config.as_ref(), macros)?;
+            }
+            "report_usage" => {
+                if plugin.config.is_some() {
+                    return Err(at(
+                        "config",
+                        true,
+                        "`report_usage` takes no settings in tapwire".to_owned(),
+                    )
+                    .into());
+                }
+                plan.events = true;
+            }
+            kind if NOT_YET.contains(&kind) => {
+                return Err(at(
+                    "type",
+                    false,
+                    format!("plugin `{kind}` is not applied by this version of tapwire"),
+                )
+                .into());
+            }
+            kind => {
+                return Err(at(
+                    "type",
+                    false,
+                    format!(
+                        "unknown plugin type `{kind}`, expected one of `http_capture`, \
+                         `report_usage`"
+                    ),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Compiles one `http_capture` plugin's `config` (at `here`).
+fn compile_capture(
+    here: &[PathStep],
+    config: Option<&serde_yaml::Value>,
+    macros: &Macros,
+) -> Result<Capture, StackError> {
+    let cfg: HttpCaptureConfig = match config {
+        Some(v) => serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+            let mut p = path(here, &["config"]);
+            for seg in e.path().iter() {
+                match seg {
+                    serde_path_to_error::Segment::Map { key: k } => p.push(key(k)),
+                    serde_path_to_error::Segment::Seq { index } => p.push(PathStep::Index(*index)),
+                    _ => {}
+                }
+            }
+            let message = e.inner().to_string();
+            let mut at_key = false;
+            if let Some(field) = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                if p.last() != Some(&key(field)) {
+                    p.push(key(field));
+                }
+                at_key = true;
+            }
+            Refusal {
+                path: p,
+                at_key,
+                message,
+            }
+        })?,
+        None => HttpCaptureConfig {
+            level: None,
+            format: None,
+            object_store: None,
+            rules: Vec::new(),
+        },
+    };
+    if cfg.object_store.is_some() {
+        return Err(Refusal {
+            path: path(here, &["config", "object_store"]),
+            at_key: true,
+            message: "`http_capture.object_store` is not applied by this version of tapwire \
+                      (every object store receives every object)"
+                .to_owned(),
+        }
+        .into());
+    }
+    let level_at = |p: Vec<PathStep>, name: Option<&str>| -> Result<Level, Refusal> {
+        let name = name.unwrap_or("none");
+        Level::parse(name).ok_or_else(|| Refusal {
+            path: p,
+            at_key: false,
+            message: format!(
+                "unknown level `{name}`, expected one of `none`, `summary`, `headers`, \
+                 `details`, `full`"
+            ),
+        })
+    };
+    let format_at = |p: Vec<PathStep>, name: &str| -> Result<Format, Refusal> {
+        Format::parse(name).ok_or_else(|| Refusal {
+            path: p,
+            at_key: false,
+            message: format!("unknown format `{name}`, expected one of `json`, `text`, `parts`"),
+        })
+    };
+    let level = level_at(path(here, &["config", "level"]), cfg.level.as_deref())?;
+    let format = match &cfg.format {
+        Some(f) => format_at(path(here, &["config", "format"]), f)?,
+        None => Format::Json,
+    };
+    let mut rules = Vec::with_capacity(cfg.rules.len());
+    for (i, r) in cfg.rules.into_iter().enumerate() {
+        let mut rule_path = path(here, &["config", "rules"]);
+        rule_path.push(PathStep::Index(i));
+        let rule = tapwire_rulekit::compile(&r.expr, &HttpFields, macros)
+            .map_err(|e| expression_error(path(&rule_path, &["expr"]), &e))?;
+        rules.push(CaptureRule {
+            level: level_at(path(&rule_path, &["level"]), Some(&r.level))?,
+            format: match &r.format {
+                Some(f) => format_at(path(&rule_path, &["format"]), f)?,
+                None => format,
+            },
+            name: r.name,
+            expr: r.expr,
+            rule,
+        });
+    }
+    Ok(Capture {
+        level,
+        format,
+        rules,
+    })
+}
