@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::{
     Ebpf, Pod,
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::{HashMap as BpfHashMap, Map, MapData},
 };
 
 /// How a map's key names its process.
@@ -27,20 +27,21 @@ enum Key {
     TgidFirst,
 }
 
-/// The swept maps: name, key shape and value size in bytes (the probes'
-/// layouts in `probes/ebpf/src/maps.rs`).
-const MAPS: [(&str, Key, usize); 11] = [
-    ("CONNS", Key::TgidHigh, 32),
-    ("NOT_TCP", Key::TgidHigh, 1),
-    ("FD_PATHS", Key::TgidHigh, tapwire_common::FILENAME_LEN),
-    ("SYSCALLS", Key::TgidHigh, 32),
-    ("TLS_CALLS", Key::TgidHigh, 40),
-    ("LAST_TLS_READ", Key::TgidHigh, 8),
-    ("MMAP_CALLS", Key::TgidHigh, 56),
-    ("SENDFILES", Key::TgidHigh, 360),
-    ("OPENS", Key::TgidHigh, 8),
-    ("SSL_FDS", Key::TgidFirst, 8),
-    ("GO_CALLS", Key::TgidFirst, 16),
+/// The swept maps and their key shapes (`probes/ebpf/src/maps.rs`). Value
+/// sizes are read from each map at run time (see `sweep_sized!` for the sizes
+/// handled).
+const MAPS: [(&str, Key); 11] = [
+    ("CONNS", Key::TgidHigh),
+    ("NOT_TCP", Key::TgidHigh),
+    ("FD_PATHS", Key::TgidHigh),
+    ("SYSCALLS", Key::TgidHigh),
+    ("TLS_CALLS", Key::TgidHigh),
+    ("LAST_TLS_READ", Key::TgidHigh),
+    ("MMAP_CALLS", Key::TgidHigh),
+    ("SENDFILES", Key::TgidHigh),
+    ("OPENS", Key::TgidHigh),
+    ("SSL_FDS", Key::TgidFirst),
+    ("GO_CALLS", Key::TgidFirst),
 ];
 
 /// Number of swept maps.
@@ -87,34 +88,60 @@ impl SweepCounters {
     }
 }
 
+/// Calls `sweep_map::<$key, N>` for the map's value size `N`, one of the
+/// sizes listed (values are read as opaque bytes of exactly their size).
+macro_rules! sweep_sized {
+    ($size:expr, $key:ty, $ebpf:expr, $name:expr, $alive:expr, [$($n:literal),*]) => {
+        match $size {
+            $($n => sweep_map::<$key, $n>($ebpf, $name, $alive),)*
+            _ => None,
+        }
+    };
+}
+
 /// Removes the entries of processes that no longer exist from every swept
-/// map, and records what each map holds.
+/// map, and records what each map holds. A map that cannot be swept (missing,
+/// or a value size not among those listed) is logged once per sweep at debug
+/// level and keeps its counters; the lifecycle test catches it.
 pub fn sweep(ebpf: &mut Ebpf, counters: &SweepCounters) {
     let mut alive = Alive::default();
-    for (i, &(name, key, value)) in MAPS.iter().enumerate() {
-        let result = match (key, value) {
-            (Key::TgidHigh, 1) => sweep_map::<u64, 1>(ebpf, name, &mut alive),
-            (Key::TgidHigh, 8) => sweep_map::<u64, 8>(ebpf, name, &mut alive),
-            (Key::TgidHigh, 32) => sweep_map::<u64, 32>(ebpf, name, &mut alive),
-            (Key::TgidHigh, 40) => sweep_map::<u64, 40>(ebpf, name, &mut alive),
-            (Key::TgidHigh, 56) => sweep_map::<u64, 56>(ebpf, name, &mut alive),
-            (Key::TgidHigh, 360) => sweep_map::<u64, 360>(ebpf, name, &mut alive),
-            (Key::TgidHigh, tapwire_common::FILENAME_LEN) => {
-                sweep_map::<u64, { tapwire_common::FILENAME_LEN }>(ebpf, name, &mut alive)
-            }
-            (Key::TgidFirst, 8) => sweep_map::<[u64; 2], 8>(ebpf, name, &mut alive),
-            (Key::TgidFirst, 16) => sweep_map::<[u64; 2], 16>(ebpf, name, &mut alive),
-            _ => None,
+    for (i, &(name, key)) in MAPS.iter().enumerate() {
+        let size = value_size(ebpf, name).unwrap_or(0);
+        let result = match key {
+            Key::TgidHigh => sweep_sized!(
+                size,
+                u64,
+                ebpf,
+                name,
+                &mut alive,
+                [1, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 128, 256, 360]
+            ),
+            Key::TgidFirst => sweep_sized!(
+                size,
+                [u64; 2],
+                ebpf,
+                name,
+                &mut alive,
+                [1, 8, 16, 24, 32, 40, 48, 56, 64]
+            ),
         };
         match result {
             Some((reclaimed, entries)) => {
                 counters.reclaimed[i].fetch_add(reclaimed, Ordering::Relaxed);
                 counters.entries[i].store(entries, Ordering::Relaxed);
             }
-            None => tracing::debug!(map = name, "kernel map not swept"),
+            None => tracing::debug!(map = name, value_size = size, "kernel map not swept"),
         }
     }
     counters.sweeps.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The value size of hash map `name`, from the kernel.
+fn value_size(ebpf: &Ebpf, name: &str) -> Option<usize> {
+    match ebpf.map(name)? {
+        Map::HashMap(data) | Map::LruHashMap(data) => Some(data.info().ok()?.value_size() as usize),
+        _ => None,
+    }
 }
 
 /// The tgid a key names.
