@@ -1,6 +1,6 @@
 //! `http_capture` as a Qtap user configures it, checked against the stored
 //! bytes: levels `none`, `summary`, `headers` and `full`, formats `json` and
-//! `text` (Qtap's `http_transaction` layouts) and `parts`, a rule
+//! `text` (Qtap's `http_transaction` layouts, bodies inflated) and `parts`, a rule
 //! `http.res.status >= 400` that raises the level for failing requests only,
 //! and an `endpoints` entry that switches the stack for one domain.
 //!
@@ -20,6 +20,8 @@ use serde_json::Value;
 /// What the server answers to `/fail`.
 const FAIL: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\ndown\n";
+/// What the server answers to `/gzip`: `hello\n`, gzip-compressed.
+const GZIP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: 26\r\n\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xcbH\xcd\xc9\xc9\xe7\x02\x00\x20\x30\x3a\x36\x06\x00\x00\x00";
 /// What the server answers to anything else.
 const OK: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n";
@@ -29,6 +31,8 @@ fn serve() -> u16 {
     common::serve_loopback_http(|request_line| {
         if request_line.starts_with("GET /fail ") {
             FAIL
+        } else if request_line.starts_with("GET /gzip ") {
+            GZIP
         } else {
             OK
         }
@@ -84,7 +88,7 @@ stacks:
               expr: http.req.path == "/headers"
               level: details
             - name: full
-              expr: http.req.path == "/full"
+              expr: http.req.path in ["/full", "/gzip"]
               level: full
             - name: text
               expr: http.req.path == "/text"
@@ -160,7 +164,9 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     drop(TcpStream::connect(("127.0.0.1", port)).expect("throwaway connection"));
     std::thread::sleep(Duration::from_millis(200));
 
-    for path in ["/none", "/summary", "/headers", "/full", "/text", "/fail"] {
+    for path in [
+        "/none", "/summary", "/headers", "/full", "/text", "/fail", "/gzip",
+    ] {
         get("svc.test", port, path);
     }
     get("parts.test", port, "/full");
@@ -251,6 +257,15 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
         r#"{metadata}{request}{request_headers}}},"response":{{"status":503,"content_type":"text/plain","headers":{{":status":"503","Content-Length":"5","Content-Type":"text/plain"}},"body":"ZG93bgo="}},{tail}"#
     );
     assert_eq!(object, fill(&expected, &values("/fail", txn, &object)));
+
+    // Bodies are stored inflated, as Qtap stores them; headers as sent.
+    let (_, object) = json_of("/gzip");
+    assert!(
+        object.contains(
+            r#""response":{"status":200,"content_type":"text/plain","headers":{":status":"200","Content-Encoding":"gzip","Content-Length":"26","Content-Type":"text/plain"},"body":"aGVsbG8K"},"#
+        ),
+        "{object}"
+    );
 
     // `format: text`: Qtap's text layout.
     let txn = event(&lines, "svc.test", "/text");
