@@ -2,7 +2,9 @@
 //! bytes: levels `none`, `summary`, `headers` and `full`, formats `json` and
 //! `text` (Qtap's `http_transaction` layouts, bodies inflated) and `parts`, a rule
 //! `http.res.status >= 400` that raises the level for failing requests only,
-//! and an `endpoints` entry that switches the stack for one domain.
+//! and an `endpoints` entry that switches the stack for one domain; only the
+//! stacks with `http_metrics` feed the status server's request counters, and
+//! a stack with only `http_metrics` records nothing else.
 //!
 //! Capture is limited to this test's process tree (`--pid`) and to the client
 //! side (`direction: egress`): the client is `curl`, the server a thread of
@@ -100,12 +102,18 @@ stacks:
       - type: http_capture
         config: {level: headers, format: parts}
       - type: report_usage
+      - type: http_metrics
+  counted:
+    plugins:
+      - type: http_metrics
 tap:
   direction: egress
   http: {stack: qtap}
   endpoints:
     - domain: Parts.Test
       http: {stack: parts}
+    - domain: counted.test
+      http: {stack: counted}
 "#;
 
 /// The event of the request for `path` to `host`.
@@ -150,12 +158,15 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("qpoint.yaml");
     std::fs::write(&config, CONFIG).unwrap();
+    let status_port = common::free_port();
     let agent = Agent::start_dataplane(
         &[
             "--config".into(),
             path_str(&config).into(),
             "--pid".into(),
             std::process::id().to_string(),
+            "--httpd-listen".into(),
+            format!("127.0.0.1:{status_port}"),
         ],
         &[],
     );
@@ -169,10 +180,35 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     ] {
         get("svc.test", port, path);
     }
+    get("counted.test", port, "/full");
+    get("counted.test", port, "/fail");
     get("parts.test", port, "/full");
     agent.wait_for("the last transaction", Duration::from_secs(20), |v| {
         v["type"] == "http_transaction" && v["authority"] == format!("parts.test:{port}")
     });
+    // `http_metrics` is in the stacks of `parts.test` and `counted.test` only:
+    // three requests counted, the seven to `svc.test` not.
+    let counted = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("tapwire_http_requests_total{"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let expected = [
+        r#"tapwire_http_requests_total{method="GET",status_class="2xx",protocol="http1",direction="egress"} 2"#,
+        r#"tapwire_http_requests_total{method="GET",status_class="5xx",protocol="http1",direction="egress"} 1"#,
+    ];
+    let start = std::time::Instant::now();
+    let series = loop {
+        let (code, text) = common::get(status_port, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        let series = counted(&text);
+        if series == expected || start.elapsed() > Duration::from_secs(10) {
+            break series;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(series, expected);
     let lines = agent.stop_with(libc::SIGINT);
     let stored = objects(&lines);
 
@@ -319,5 +355,13 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     assert_eq!(
         object_of(&stored, txn, "response_headers"),
         &OK[..OK.len() - "hello\n".len()]
+    );
+
+    // A stack with only `http_metrics`: counted above, no event, no object.
+    assert!(
+        !lines.iter().any(|v| v["authority"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("counted.test"))),
+        "a request to counted.test was recorded"
     );
 }
