@@ -133,6 +133,14 @@ pub struct Cli {
           default_value_t = crate::capture::loader::WAKE_DIVISOR)]
     pub wake_divisor: u32,
 
+    /// Graceful overload: once a ring is more than this percent full, the
+    /// probes copy only the first 4 KiB of each call and count the rest
+    /// (heads are kept, bodies skipped by their length); 100 turns it off.
+    #[arg(long, value_name = "PERCENT", env = "TAPWIRE_OVERLOAD_PERCENT", global = true,
+          default_value_t = crate::capture::loader::OVERLOAD_PERCENT,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub overload_percent: u32,
+
     /// Print every raw ring record as one NDJSON line on stdout instead of
     /// parsing HTTP and running the stores (for inspecting what the probes see).
     #[arg(long, env = "TAPWIRE_DEBUG_CAPTURE",

@@ -81,6 +81,8 @@ pub struct Sizes {
     pub ring_bytes: u32,
     /// Wake-up divisor of the rings.
     pub wake_divisor: u32,
+    /// High-water mark of graceful overload, percent of a ring.
+    pub overload_percent: u32,
     /// Bytes the data plane may buffer (`--memory-budget`, else
     /// `tapwire.memory_budget`); `None`: the pipeline's default.
     pub memory_budget: Option<usize>,
@@ -158,6 +160,7 @@ impl Plan {
                 shards,
                 ring_bytes: cli.ring_bytes,
                 wake_divisor: cli.wake_divisor,
+                overload_percent: cli.overload_percent,
                 memory_budget: cli
                     .memory_budget
                     .or(config.tapwire.memory_budget)
@@ -177,6 +180,7 @@ impl Plan {
             selection: self.capture.selection.clone(),
             ring_bytes: self.sizes.ring_bytes,
             wake_divisor: self.sizes.wake_divisor,
+            overload_percent: self.sizes.overload_percent,
             capture: self.capture.kernel_bits(),
             processes: std::sync::Arc::new(ProcessTable::new(self.capture.filters.clone())),
         }
@@ -208,10 +212,11 @@ impl Plan {
         let _ = writeln!(out, "http: {}", self.http.describe());
         let _ = writeln!(
             out,
-            "pipeline: shards={} ring_bytes={} wake_divisor={} memory_budget={} idle_timeout={}",
+            "pipeline: shards={} ring_bytes={} wake_divisor={} overload_percent={} memory_budget={} idle_timeout={}",
             self.sizes.shards,
             self.sizes.ring_bytes,
             self.sizes.wake_divisor,
+            self.sizes.overload_percent,
             self.sizes
                 .memory_budget
                 .map_or("default".to_owned(), |b| b.to_string()),

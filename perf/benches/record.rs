@@ -9,7 +9,7 @@ use tapwire::pipeline::wire;
 
 /// A `Data` record as the probes write it: header, fixed part, payload.
 fn data_record(payload: &[u8]) -> Vec<u8> {
-    let mut r = Vec::with_capacity(72 + payload.len());
+    let mut r = Vec::with_capacity(80 + payload.len());
     for v in [2u32, 0] {
         r.extend_from_slice(&v.to_le_bytes()); // kind = Data, cpu
     }
@@ -24,6 +24,7 @@ fn data_record(payload: &[u8]) -> Vec<u8> {
         r.extend_from_slice(&v.to_le_bytes()); // cap_len, direction, source
     }
     r.extend_from_slice(&5i32.to_le_bytes()); // fd
+    r.extend_from_slice(&0u64.to_le_bytes()); // shed_len
     r.extend_from_slice(payload);
     r
 }

@@ -47,6 +47,13 @@ pub const RING_BYTES_PER_CPU: u32 = 16 * 1024 * 1024;
 /// reader; below it the reader finds records on its poll timer.
 pub const WAKE_DIVISOR: u32 = 8;
 
+/// Default high-water mark of graceful overload, percent of a ring: past it
+/// a call's records copy only its first `OVERLOAD_PREFIX` bytes (4 KiB). Half
+/// the ring leaves the other half for the calls already being copied whole
+/// (a call that begins below the mark is copied whole unless the mark is
+/// passed during it) and for the records of other connections.
+pub const OVERLOAD_PERCENT: u32 = 50;
+
 /// Syscall tracepoints: `(program, [tracepoints])`.
 const SYSCALL_PROGRAMS: &[(&str, &[&str])] = &[
     ("sys_enter_read", &["sys_enter_read"]),
@@ -106,6 +113,8 @@ pub struct Options {
     pub ring_bytes: u32,
     /// See [`WAKE_DIVISOR`].
     pub wake_divisor: u32,
+    /// See [`OVERLOAD_PERCENT`].
+    pub overload_percent: u32,
     /// Which connections the probes capture: `tapwire_common::config::capture`
     /// bits (direction, loopback).
     pub capture: u32,
@@ -119,6 +128,7 @@ impl Default for Options {
             selection: Selection::default(),
             ring_bytes: RING_BYTES_PER_CPU,
             wake_divisor: WAKE_DIVISOR,
+            overload_percent: OVERLOAD_PERCENT,
             capture: capture::ALL_DIRECTIONS,
             processes: std::sync::Arc::default(),
         }
@@ -317,6 +327,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
         // namespace (as `--pid` requires).
         agent_tgid: std::process::id(),
         capture: opts.capture,
+        overload_percent: opts.overload_percent,
     };
     let mut cfg_map: Array<_, Config> =
         Array::try_from(map_mut(&mut ebpf, "CONFIG")?).map_err(|source| LoaderError::Map {

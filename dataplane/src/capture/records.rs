@@ -86,6 +86,7 @@ pub fn record_json(record: &Record<'_>, comms: &Mutex<HashMap<u64, String>>) -> 
                 "direction": match direction { Direction::Egress => "egress", Direction::Ingress => "ingress" },
                 "source": match source { Source::Tls => "tls", Source::Plain => "plain" },
                 "call_len": data.call_len, "offset": data.offset, "len": data.cap_len,
+                "shed_len": data.shed_len,
                 "payload": base64::engine::general_purpose::STANDARD.encode(payload),
             })
         }

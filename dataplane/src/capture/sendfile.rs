@@ -149,6 +149,7 @@ impl FileSends {
                 direction: Direction::Egress as u32,
                 source: Source::Plain as u32,
                 fd: rec.fd,
+                shed_len: 0,
             };
             route(&[&data.encode(), buf]);
             sent += want as u64;

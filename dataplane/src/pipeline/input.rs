@@ -72,6 +72,9 @@ pub enum Input<'a> {
         tls: bool,
         /// The bytes.
         payload: &'a [u8],
+        /// Bytes right after `payload` that the probes did not copy (graceful
+        /// overload): the stream goes on this many bytes later.
+        shed: u64,
     },
     /// The connection was closed.
     Close {

@@ -14,8 +14,12 @@ use std::sync::Arc;
 
 use super::budget::{Budget, Charge};
 
-/// Most records held waiting for an earlier one, per connection.
-pub const MAX_HELD_RECORDS: usize = 1024;
+/// Most records held waiting for an earlier one, per connection. Under
+/// graceful overload a large call that passes a ring's high-water mark goes
+/// on as payload-less records, one per 16 KiB (512 for an 8 MiB call), so the
+/// window holds the records of several such calls; the bytes held stay bounded
+/// by [`MAX_HELD_BYTES`] and the memory budget.
+pub const MAX_HELD_RECORDS: usize = 8 * 1024;
 /// Most bytes held waiting for an earlier record, per connection: 16 MiB covers a
 /// reader that sleeps through a fast connection's burst on another CPU.
 pub const MAX_HELD_BYTES: usize = 16 << 20;

@@ -104,6 +104,27 @@ pub struct ShardStats {
     pub not_http: u64,
     /// Plain records dropped because the connection carries TLS.
     pub ciphertext_skipped: u64,
+    /// Data records that came with bytes the probes did not copy (graceful
+    /// overload: a ring past its high-water mark).
+    pub overload_records: u64,
+    /// Bytes not copied that fell inside a body whose length the framing
+    /// gives (Content-Length, a chunk, an HTTP/2 DATA frame): skipped, the
+    /// connection parsed on, the transaction marked `truncated`.
+    pub overload_body_bytes: u64,
+    /// Bytes not copied where the framing could not place them (they held a
+    /// head, a chunk size or a frame header): parsing joined again at the
+    /// next message or frame, the open transactions marked `truncated` and
+    /// `gap`.
+    pub overload_resync_bytes: u64,
+    /// Bytes not copied on a connection or in a stretch that was not being
+    /// parsed (not HTTP, ciphertext, tunnelled, already looking for the next
+    /// message).
+    pub overload_unparsed_bytes: u64,
+    /// Bytes not copied of records that came after their place was given up.
+    pub overload_late_bytes: u64,
+    /// Copied body bytes not kept because an earlier part of the same body
+    /// was not copied (a body with a hole is of no use).
+    pub body_after_hole_bytes: u64,
 }
 
 impl ShardStats {
@@ -128,6 +149,12 @@ impl ShardStats {
             parse_errors: self.parse_errors + o.parse_errors,
             not_http: self.not_http + o.not_http,
             ciphertext_skipped: self.ciphertext_skipped + o.ciphertext_skipped,
+            overload_records: self.overload_records + o.overload_records,
+            overload_body_bytes: self.overload_body_bytes + o.overload_body_bytes,
+            overload_resync_bytes: self.overload_resync_bytes + o.overload_resync_bytes,
+            overload_unparsed_bytes: self.overload_unparsed_bytes + o.overload_unparsed_bytes,
+            overload_late_bytes: self.overload_late_bytes + o.overload_late_bytes,
+            body_after_hole_bytes: self.body_after_hole_bytes + o.body_after_hole_bytes,
         }
     }
 }
@@ -356,8 +383,12 @@ impl<S: Sink> Shard<S> {
             Offer::Held => {}
             Offer::Late => {
                 self.stats.late += 1;
-                if let Input::Data { payload, .. } = input {
+                if let Input::Data { payload, shed, .. } = input {
                     self.stats.late_bytes += payload.len() as u64;
+                    if shed > 0 {
+                        self.stats.overload_records += 1;
+                        self.stats.overload_late_bytes += shed;
+                    }
                 }
             }
         }
@@ -506,10 +537,14 @@ impl<S: Sink> Shard<S> {
                 flow,
                 tls,
                 payload,
+                shed,
                 ..
             } => {
                 self.stats.bytes += payload.len() as u64;
-                self.data(conn_id, ts_ns, tid, flow, tls, payload);
+                let parsed = self.data(conn_id, ts_ns, tid, flow, tls, payload);
+                if shed > 0 {
+                    self.skip_shed(conn_id, ts_ns, flow, shed, parsed);
+                }
             }
             Input::Close {
                 ts_ns,
@@ -521,14 +556,24 @@ impl<S: Sink> Shard<S> {
         }
     }
 
-    fn data(&mut self, conn_id: u64, ts_ns: u64, tid: u32, flow: Flow, tls: bool, payload: &[u8]) {
+    /// Feeds a data record's payload to its connection's parser; whether a
+    /// parser took it (and still follows the connection).
+    fn data(
+        &mut self,
+        conn_id: u64,
+        ts_ns: u64,
+        tid: u32,
+        flow: Flow,
+        tls: bool,
+        payload: &[u8],
+    ) -> bool {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
-            return;
+            return false;
         };
         match conn.tls {
             Some(true) if !tls => {
                 self.stats.ciphertext_skipped += 1;
-                return;
+                return false;
             }
             Some(false) if tls => {
                 // TLS plaintext for a connection first seen as plain: the plain bytes
@@ -578,7 +623,7 @@ impl<S: Sink> Shard<S> {
                     })
                     .is_err()
             }
-            Mode::Detect | Mode::Opaque => return,
+            Mode::Detect | Mode::Opaque => return false,
         };
         let done = std::mem::take(&mut follow.done);
         self.stats.count_not_kept(follow.not_kept);
@@ -592,6 +637,98 @@ impl<S: Sink> Shard<S> {
         }
         if failed {
             self.flush_pending(conn_id);
+        }
+        !failed
+    }
+
+    /// `shed` bytes of `flow` right after the last payload were not copied
+    /// (graceful overload); `parsed`: a parser took that payload. Inside a
+    /// body whose length the framing gives, the parser skips them and stays
+    /// in step; the message keeps the body's prefix and is marked
+    /// `truncated`. Elsewhere (a head among them) the stream has a hole, and
+    /// parsing joins again at the next message or frame, as after a lost
+    /// record. Every byte is counted under one `overload_*` reason.
+    fn skip_shed(&mut self, conn_id: u64, ts_ns: u64, flow: Flow, shed: u64, parsed: bool) {
+        self.stats.overload_records += 1;
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            self.stats.overload_unparsed_bytes += shed;
+            return;
+        };
+        match flow {
+            Flow::Egress => conn.bytes_sent += shed,
+            Flow::Ingress => conn.bytes_received += shed,
+        }
+        if !parsed {
+            self.stats.overload_unparsed_bytes += shed;
+            return;
+        }
+        let direction = if flow == conn.request_flow.unwrap_or(Flow::Egress) {
+            Direction::Request
+        } else {
+            Direction::Response
+        };
+        let tls = conn.tls.unwrap_or(false);
+        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, 0, tls);
+        let placed = match mode {
+            Mode::Http1(parser) => {
+                let decoder = match direction {
+                    Direction::Request => parser.requests(),
+                    Direction::Response => parser.responses(),
+                };
+                let in_body = decoder.in_body();
+                if in_body {
+                    follow.body_hole(direction, shed);
+                }
+                match parser.gap(direction, shed, &mut |d, ev| follow.event(d, ev)) {
+                    Ok(()) if in_body => Placed::Body,
+                    Ok(()) => Placed::Unparsed,
+                    Err(_) => Placed::Lost,
+                }
+            }
+            Mode::Http2(h2) => {
+                let decoder = match direction {
+                    Direction::Request => h2.conn.requests(),
+                    Direction::Response => h2.conn.responses(),
+                };
+                let (stream, resyncs) = (decoder.data_stream(), decoder.stats().resyncs);
+                let streams = &mut h2.streams;
+                if let Some(txn) = stream.and_then(|id| streams.get_mut(&id)) {
+                    txn.body_hole(direction, shed);
+                }
+                h2.conn.gap(direction, shed, &mut |d, ev| {
+                    follow.h2_event(streams, d, ev)
+                });
+                let decoder = match direction {
+                    Direction::Request => h2.conn.requests(),
+                    Direction::Response => h2.conn.responses(),
+                };
+                match (decoder.stats().resyncs == resyncs, stream) {
+                    (true, Some(_)) => Placed::Body,
+                    (true, None) => Placed::Unparsed,
+                    (false, _) => Placed::Lost,
+                }
+            }
+            Mode::Detect | Mode::Opaque => Placed::Unparsed,
+        };
+        let done = std::mem::take(&mut follow.done);
+        for txn in done {
+            self.emit(Output::Txn(Box::new(txn)));
+        }
+        match placed {
+            Placed::Body => self.stats.overload_body_bytes += shed,
+            Placed::Unparsed => self.stats.overload_unparsed_bytes += shed,
+            Placed::Lost => {
+                self.stats.overload_resync_bytes += shed;
+                let Some(conn) = self.conns.get_mut(&conn_id) else {
+                    return;
+                };
+                conn.gap = conn.pending.is_empty();
+                for txn in &mut conn.pending {
+                    txn.gap = true;
+                }
+                conn.rejoin();
+                self.flush_pending(conn_id);
+            }
         }
     }
 
@@ -830,7 +967,18 @@ impl ShardStats {
     fn count_not_kept(&mut self, n: NotKept) {
         self.body_shed_bytes += n.shed;
         self.body_over_limit_bytes += n.over_limit;
+        self.body_after_hole_bytes += n.after_hole;
     }
+}
+
+/// Where bytes the probes did not copy fell in the stream.
+enum Placed {
+    /// Inside a body of known length: skipped, the parser in step.
+    Body,
+    /// Where nothing was being parsed.
+    Unparsed,
+    /// Where the framing could not place them: the parser lost its place.
+    Lost,
 }
 
 /// The state an HTTP/1 event callback updates.
@@ -855,6 +1003,7 @@ impl Follow<'_> {
     fn count(&mut self, n: NotKept) {
         self.not_kept.over_limit += n.over_limit;
         self.not_kept.shed += n.shed;
+        self.not_kept.after_hole += n.after_hole;
     }
 
     fn new_txn(&mut self) -> Transaction {
@@ -881,6 +1030,19 @@ impl Follow<'_> {
             truncated: false,
             gap: std::mem::take(self.gap),
             incomplete_headers: false,
+        }
+    }
+
+    /// `len` bytes of the body now arriving in `direction` were not copied:
+    /// its transaction (the newest request, or the oldest response due) is
+    /// marked.
+    fn body_hole(&mut self, direction: Direction, len: u64) {
+        let txn = match direction {
+            Direction::Request => self.pending.back_mut(),
+            Direction::Response => self.pending.front_mut(),
+        };
+        if let Some(txn) = txn {
+            txn.body_hole(direction, len);
         }
     }
 

@@ -21,7 +21,8 @@ const ORIGIN: Origin<'static> = Origin {
 
 /// Test frame: kind u8, conn u64, seq u64, ts u64, flow u8, tls u8, payload.
 /// Kinds: 0 open (client), 1 data, 2 close, 3 open of a socket already open
-/// (role unknown), 4 exit of process 42 (conn and seq unused).
+/// (role unknown), 4 exit of process 42 (conn and seq unused), 5 data whose
+/// payload starts with a u64 count of bytes not copied (see [`shed_frame`]).
 fn frame(kind: u8, conn: u64, seq: u64, flow: Flow, tls: bool, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![kind];
     f.extend_from_slice(&conn.to_le_bytes());
@@ -59,16 +60,24 @@ fn decode(f: &[u8]) -> Option<Input<'_>> {
             ts_ns,
         }),
         4 => Input::Exit { pid: 42 },
-        1 => Input::Data {
-            conn_id,
-            seq,
-            ts_ns,
-            pid: 42,
-            tid: 42,
-            flow,
-            tls,
-            payload: &f[27..],
-        },
+        1 | 5 => {
+            let (payload, shed) = if f[0] == 5 {
+                (f.get(35..)?, u64_at(27)?)
+            } else {
+                (&f[27..], 0)
+            };
+            Input::Data {
+                conn_id,
+                seq,
+                ts_ns,
+                pid: 42,
+                tid: 42,
+                flow,
+                tls,
+                payload,
+                shed,
+            }
+        }
         _ => Input::Close {
             conn_id,
             seq,
@@ -580,4 +589,180 @@ fn a_connection_whose_exit_record_came_first_is_released_too() {
     let txns = take_txns(&mut shard);
     assert_eq!(txns.len(), 1);
     assert!(txns[0].truncated && txns[0].path == "/late");
+}
+
+/// A plain data record of `payload` on client connection `conn`.
+fn plain(conn: u64, seq: u64, flow: Flow, payload: &[u8]) -> Vec<u8> {
+    frame(1, conn, seq, flow, false, payload)
+}
+
+/// A data record of `payload` followed by `shed` bytes the probes did not
+/// copy (graceful overload).
+fn shed_frame(conn: u64, seq: u64, flow: Flow, payload: &[u8], shed: u64) -> Vec<u8> {
+    let mut body = shed.to_le_bytes().to_vec();
+    body.extend_from_slice(payload);
+    frame(5, conn, seq, flow, false, &body)
+}
+
+#[test]
+fn bodies_not_copied_under_overload_are_skipped_by_their_length_and_later_requests_parsed() {
+    // Each request is one write: the probes kept its first bytes (the head
+    // and the start of the body) and counted the rest.
+    let mut frames = vec![frame(0, 8, 0, E, false, b"")];
+    let head = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n").into_bytes()
+    };
+    let mut seq = 1;
+    for path in ["/one", "/two"] {
+        let mut prefix = head(path);
+        let copied_body = 4096 - prefix.len();
+        prefix.resize(4096, b'b');
+        frames.push(shed_frame(
+            8,
+            seq,
+            E,
+            &prefix,
+            (100_000 - copied_body) as u64,
+        ));
+        frames.push(plain(
+            8,
+            seq + 1,
+            I,
+            b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        ));
+        seq += 2;
+    }
+    // A chunked response whose chunk data was not copied past its start.
+    frames.push(plain(8, seq, E, b"GET /three HTTP/1.1\r\nHost: h\r\n\r\n"));
+    frames.push(shed_frame(
+        8,
+        seq + 1,
+        I,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4000\r\nxy",
+        0x4000 - 2,
+    ));
+    frames.push(plain(8, seq + 2, I, b"\r\n0\r\n\r\n"));
+    frames.push(plain(
+        8,
+        seq + 3,
+        E,
+        b"GET /four HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    frames.push(plain(8, seq + 4, I, b"HTTP/1.1 204 No Content\r\n\r\n"));
+    let (txns, shard) = run(&frames);
+    let summary: Vec<_> = txns
+        .iter()
+        .map(|t| {
+            (
+                t.method.as_str(),
+                t.path.as_str(),
+                t.status,
+                t.truncated,
+                t.gap,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("POST", "/one", Some(201), true, false),
+            ("POST", "/two", Some(201), true, false),
+            ("GET", "/three", Some(200), true, false),
+            ("GET", "/four", Some(204), false, false),
+        ]
+    );
+    // The body's size is the true one; only the copied prefix is kept.
+    assert_eq!(txns[0].request.body_bytes, 100_000);
+    assert_eq!(txns[0].request.body.len(), 4096 - head("/one").len());
+    assert_eq!(&txns[0].response.body[..], b"ok");
+    assert_eq!(txns[2].response.body_bytes, 0x4000);
+    assert_eq!(&txns[2].response.body[..], b"xy");
+    let s = shard.stats;
+    let shed_total = 2 * (100_000 - (4096 - head("/one").len()) as u64) + 0x4000 - 2;
+    assert_eq!(s.overload_records, 3);
+    assert_eq!(s.overload_body_bytes, shed_total);
+    assert_eq!(
+        (
+            s.overload_resync_bytes,
+            s.overload_unparsed_bytes,
+            s.parse_errors,
+            s.gap_records
+        ),
+        (0, 0, 0, 0)
+    );
+}
+
+#[test]
+fn bytes_not_copied_over_a_head_rejoin_at_the_next_request() {
+    let mut frames = vec![frame(0, 6, 0, E, false, b"")];
+    // A head cut short by the prefix: its end and the body were not copied.
+    frames.push(shed_frame(
+        6,
+        1,
+        E,
+        b"POST /lost HTTP/1.1\r\nHost: h\r\nX-Long: aaaa",
+        9000,
+    ));
+    frames.push(plain(
+        6,
+        2,
+        I,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ));
+    frames.push(plain(6, 3, E, b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"));
+    frames.push(plain(
+        6,
+        4,
+        I,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ));
+    let (txns, shard) = run(&frames);
+    assert_eq!(shard.stats.overload_resync_bytes, 9000);
+    assert_eq!(shard.stats.overload_body_bytes, 0);
+    let paths: Vec<_> = txns.iter().map(|t| (t.path.as_str(), t.status)).collect();
+    assert!(paths.contains(&("/next", Some(200))), "{paths:?}");
+}
+
+#[test]
+fn http2_data_not_copied_is_skipped_by_the_frame_length() {
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    let mut client = tapwire_http::h2::PREFACE.to_vec();
+    client.extend(h2_frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &[0x82, 0x87, 0x84],
+    ));
+    let mut first = h2_frame(HEADERS, END_HEADERS, 1, &[0x88]);
+    let data = vec![b'd'; 10_000];
+    let mut data_frame = h2_frame(DATA, END_STREAM, 1, &data);
+    data_frame.truncate(9 + 100);
+    first.extend(data_frame);
+    let mut frames = vec![frame(0, 21, 0, E, true, b"")];
+    frames.push(frame(1, 21, 1, E, true, &client));
+    let mut with_shed = shed_frame(21, 2, I, &first, 9_900);
+    with_shed[26] = 1; // TLS
+    frames.push(with_shed);
+    // Stream 3 after the skipped bytes parses whole.
+    let mut later = h2_frame(HEADERS, END_STREAM | END_HEADERS, 3, &[0x82, 0x87, 0x84]);
+    frames.push(frame(1, 21, 3, E, true, &later));
+    later = h2_frame(HEADERS, END_STREAM | END_HEADERS, 3, &[0x89]);
+    frames.push(frame(1, 21, 4, I, true, &later));
+    let (txns, shard) = run(&frames);
+    let summary: Vec<_> = txns
+        .iter()
+        .map(|t| (t.stream_id, t.status, t.truncated, t.response.body_bytes))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Some(1), Some(200), true, 10_000),
+            (Some(3), Some(204), false, 0)
+        ]
+    );
+    assert_eq!(txns[0].response.body.len(), 100);
+    assert_eq!(shard.stats.overload_body_bytes, 9_900);
 }

@@ -50,6 +50,9 @@ pub struct Message {
     pub complete: bool,
     /// The memory budget refused a chunk: the rest of the body is not kept.
     pub shed: bool,
+    /// Body bytes were not copied by the probes (graceful overload): the
+    /// rest of the body is not kept either.
+    pub hole: bool,
     /// What the kept body holds of the memory budget.
     charge: Charge,
 }
@@ -61,6 +64,8 @@ pub struct NotKept {
     pub over_limit: u64,
     /// Refused by the memory budget (this chunk or an earlier one).
     pub shed: u64,
+    /// After a stretch of the body the probes did not copy.
+    pub after_hole: u64,
 }
 
 impl NotKept {
@@ -76,6 +81,12 @@ impl Message {
     /// too (a body with a hole in it is of no use), the prefix kept.
     pub fn push_body(&mut self, chunk: &[u8], budget: &Arc<Budget>) -> NotKept {
         self.body_bytes += chunk.len() as u64;
+        if self.hole {
+            return NotKept {
+                after_hole: chunk.len() as u64,
+                ..NotKept::default()
+            };
+        }
         if self.shed {
             return NotKept {
                 shed: chunk.len() as u64,
@@ -88,15 +99,22 @@ impl Message {
             // The prefix kept so far stays (marked truncated); the rest is shed.
             self.shed = true;
             return NotKept {
-                over_limit: 0,
                 shed: chunk.len() as u64,
+                ..NotKept::default()
             };
         }
         self.body.extend_from_slice(&chunk[..take]);
         NotKept {
             over_limit: (chunk.len() - take) as u64,
-            shed: 0,
+            ..NotKept::default()
         }
+    }
+
+    /// `len` body bytes were not copied: they count in the body's size, and
+    /// the prefix kept so far is all that is kept.
+    pub fn skip_body(&mut self, len: u64) {
+        self.body_bytes += len;
+        self.hole = true;
     }
 
     /// Makes room for `more` body bytes, charging the budget for the buffer's
@@ -233,6 +251,17 @@ pub struct ObjectRef {
 pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
 
 impl Transaction {
+    /// `len` bytes of the body travelling in `direction` were not copied
+    /// (graceful overload): the transaction is marked `truncated`.
+    pub fn body_hole(&mut self, direction: tapwire_http::Direction, len: u64) {
+        let msg = match direction {
+            tapwire_http::Direction::Request => &mut self.request,
+            tapwire_http::Direction::Response => &mut self.response,
+        };
+        msg.skip_body(len);
+        self.truncated = true;
+    }
+
     /// The transaction's objects with their MIME types: each header block, and
     /// each body that is not empty. Heads and bodies move out (no copy); the
     /// event fields stay.

@@ -44,6 +44,7 @@ pub fn from_record(record: Record<'_>) -> Input<'_> {
             },
             tls: source == Source::Tls,
             payload,
+            shed: data.shed_len,
         },
         Record::ConnClose(close) => Input::Close {
             conn_id: close.conn_id,

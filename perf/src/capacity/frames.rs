@@ -72,6 +72,7 @@ pub fn decode(f: &[u8]) -> Option<Input<'_>> {
             flow,
             tls,
             payload: f.get(HEADER_BYTES..)?,
+            shed: 0,
         },
         2 => Input::Close {
             conn_id,

@@ -140,7 +140,7 @@ impl ProbeCost {
 fn go_placements(lines: &[String]) -> Vec<String> {
     let mut out: Vec<String> = lines
         .iter()
-        .filter(|l| l.contains("tls probe attached") && l.contains("symbol=crypto/tls."))
+        .filter(|l| l.contains("tls probe attached") && l.contains("crypto/tls.(*Conn)"))
         .filter_map(|l| {
             let symbol = l.split("symbol=").nth(1)?.split(' ').next()?;
             let placement = l.split("placement=").nth(1)?;
@@ -161,6 +161,8 @@ pub fn probe_cost(bin: &Path, tapwire: &Path) -> Result<ProbeCost> {
     cmd.arg("--exe")
         .arg(bin)
         .args(["--log-encoding", "console"])
+        // Any free port: another agent may hold the default one.
+        .args(["--httpd-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info,tapwire::capture=debug")
         .env_remove("TAPWIRE_LOG")
         .env("NO_COLOR", "1")

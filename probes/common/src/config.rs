@@ -86,6 +86,11 @@ pub struct Config {
     /// [`capture`] bits: which connections are captured (`tap.direction`,
     /// `tap.ignore_loopback`).
     pub capture: u32,
+    /// Graceful overload: once a ring holds more than this percentage of its
+    /// size, a call's data records copy only its first
+    /// [`crate::OVERLOAD_PREFIX`] bytes and say how many they left out
+    /// ([`crate::Data::shed_len`]). 100 or more: never.
+    pub overload_percent: u32,
 }
 
 /// `Config::capture` bits. A connection is classified once, when tracked:
@@ -108,7 +113,7 @@ pub mod capture {
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 100);
-const _: () = assert!(size_of::<Config>() == 116);
+const _: () = assert!(size_of::<Config>() == 120);
 
 /// Why the probes left a connection out on purpose (not a loss): index into the
 /// per-CPU `EXCLUDED` counter map, counted once per connection.

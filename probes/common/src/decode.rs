@@ -181,6 +181,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 direction: r.u32(),
                 source: r.u32(),
                 fd: r.i32(),
+                shed_len: r.u64(),
             };
             let direction =
                 Direction::try_from(data.direction).map_err(|value| DecodeError::BadField {

@@ -26,6 +26,13 @@ pub const MAX_PAYLOAD: usize = 16 * 1024;
 /// beyond it are counted under [`DropReason::CallTooLarge`].
 pub const MAX_CHUNKS: u32 = 512;
 
+/// Bytes a call's first record still copies while its ring is past the
+/// high-water mark ([`config::Config::overload_percent`]); later records of
+/// the call copy none. 4 KiB holds the usual request or response head (and
+/// an HTTP/2 frame header with the start of its payload); a power of two, so
+/// the verifier can bound the copy with a mask.
+pub const OVERLOAD_PREFIX: usize = 4 * 1024;
+
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 
@@ -229,7 +236,8 @@ pub enum DropReason {
     CallTooLarge = 3,
     /// The connection table was full; the connection is not tracked.
     ConnTableFull = 4,
-    /// Bytes lost with the records counted above (sum of their `cap_len`).
+    /// Bytes of the stream lost with the records counted above (what each
+    /// stood for: its `cap_len` and, under overload, its `shed_len`).
     LostBytes = 5,
     /// A per-CPU scratch or ring lookup failed (should never happen).
     Internal = 6,
@@ -245,11 +253,17 @@ pub enum DropReason {
     /// cannot see (not a file's bytes through a pipe); their sequence numbers
     /// are skipped, so the transaction shows a gap. Counts bytes.
     UnseenBytes = 10,
+    /// Data records sent with only a prefix of their bytes copied because the
+    /// ring was past its high-water mark (graceful overload). Per record.
+    OverloadRecords = 11,
+    /// Bytes those records did not copy (the sum of their
+    /// [`Data::shed_len`]); the stream stays in sequence around them.
+    OverloadShedBytes = 12,
 }
 
 impl DropReason {
     /// Number of reasons, the size of the counter map.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 13;
     /// All reasons, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         Self::RingFull,
@@ -263,6 +277,8 @@ impl DropReason {
         Self::MapInsert,
         Self::AbandonedCall,
         Self::UnseenBytes,
+        Self::OverloadRecords,
+        Self::OverloadShedBytes,
     ];
 
     /// Stable snake_case name, for logs and metrics.
@@ -279,6 +295,8 @@ impl DropReason {
             Self::MapInsert => "map_insert",
             Self::AbandonedCall => "abandoned_call",
             Self::UnseenBytes => "unseen_bytes",
+            Self::OverloadRecords => "overload_records",
+            Self::OverloadShedBytes => "overload_shed_bytes",
         }
     }
 }
@@ -355,6 +373,11 @@ pub struct Data {
     pub source: u32,
     /// The socket's file descriptor.
     pub fd: i32,
+    /// Bytes of the call right after the payload that were not copied: the
+    /// ring was past its high-water mark, so the record carries only a
+    /// prefix (graceful overload). The stream goes on `shed_len` bytes after
+    /// the payload's end; 0 for a record carrying all its bytes.
+    pub shed_len: u64,
 }
 
 /// The file descriptor of a connection was closed.
@@ -509,6 +532,7 @@ impl Data {
         put(&self.direction.to_le_bytes());
         put(&self.source.to_le_bytes());
         put(&self.fd.to_le_bytes());
+        put(&self.shed_len.to_le_bytes());
         out
     }
 }
@@ -529,7 +553,7 @@ const _: () = assert!(size_of::<ExecMap>() == 56);
 const _: () = assert!(size_of::<FileKey>() == 16);
 const _: () = assert!(size_of::<FileSend>() == 360);
 const _: () = assert!(size_of::<ConnOpen>() == 112);
-const _: () = assert!(size_of::<Data>() == 72);
+const _: () = assert!(size_of::<Data>() == 80);
 const _: () = assert!(size_of::<ConnClose>() == 64);
 const _: () = assert!(size_of::<ProcExec>() == 304);
 const _: () = assert!(size_of::<ProcExit>() == 32);

@@ -39,7 +39,7 @@ fn conn_open_layout() {
 
 #[test]
 fn data_layout() {
-    assert_eq!(size_of::<Data>(), 72);
+    assert_eq!(size_of::<Data>(), 80);
     assert_eq!(offset_of!(Data, conn_id), 24);
     assert_eq!(offset_of!(Data, seq), 32);
     assert_eq!(offset_of!(Data, call_len), 40);
@@ -48,6 +48,7 @@ fn data_layout() {
     assert_eq!(offset_of!(Data, direction), 60);
     assert_eq!(offset_of!(Data, source), 64);
     assert_eq!(offset_of!(Data, fd), 68);
+    assert_eq!(offset_of!(Data, shed_len), 72);
 }
 
 #[test]
@@ -123,10 +124,11 @@ fn data_encode_is_what_decode_reads() {
 #[test]
 fn config_layout() {
     assert_eq!(size_of::<KernelOffsets>(), 100);
-    assert_eq!(size_of::<Config>(), 116);
+    assert_eq!(size_of::<Config>(), 120);
     assert_eq!(offset_of!(Config, flags), 0);
     assert_eq!(offset_of!(Config, wake_divisor), 4);
     assert_eq!(offset_of!(Config, offsets), 8);
+    assert_eq!(offset_of!(Config, overload_percent), 116);
 }
 
 fn data_bytes(payload: &[u8], direction: u32) -> Vec<u8> {
@@ -144,6 +146,7 @@ fn data_bytes(payload: &[u8], direction: u32) -> Vec<u8> {
     b.extend_from_slice(&direction.to_le_bytes());
     b.extend_from_slice(&(Source::Tls as u32).to_le_bytes());
     b.extend_from_slice(&5i32.to_le_bytes());
+    b.extend_from_slice(&4000u64.to_le_bytes()); // shed_len
     b.extend_from_slice(payload);
     b
 }
@@ -162,6 +165,7 @@ fn decode_data_roundtrip() {
             assert_eq!(data.header.pid, 10);
             assert_eq!(data.conn_id, 7);
             assert_eq!(data.seq, 3);
+            assert_eq!(data.shed_len, 4000);
             assert_eq!(direction, Direction::Egress);
             assert_eq!(source, Source::Tls);
             assert_eq!(payload, b"GET / HTTP/1.1\r\n");

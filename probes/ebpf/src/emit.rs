@@ -4,6 +4,13 @@
 //! 10 µs on this machine, batched about 2. The reader polls on a short timer;
 //! once the ring holds more than `size / CONFIG.wake_divisor` bytes the record
 //! that crosses the mark forces a wake-up, so a burst is drained early.
+//!
+//! Graceful overload: once a ring holds more than `CONFIG.overload_percent`
+//! of its size, data records copy only a call's first `OVERLOAD_PREFIX`
+//! bytes and carry the count of the rest (`Data::shed_len`), so user space
+//! keeps every head and stays in step through bodies it skips by their
+//! framing, instead of losing whole records (a hole of unknown length).
+//! Both marks are read with `bpf_ringbuf_query` (Linux 5.8, like the rings).
 
 use core::ffi::c_void;
 
@@ -15,7 +22,7 @@ use aya_ebpf::{
         generated::{bpf_loop, bpf_probe_read_user, bpf_ringbuf_output, bpf_ringbuf_query},
     },
 };
-use tapwire_common::{Data, Direction, DropReason, Header, Kind, MAX_PAYLOAD};
+use tapwire_common::{Data, Direction, DropReason, Header, Kind, MAX_PAYLOAD, OVERLOAD_PREFIX};
 
 use crate::maps::{CONFIG, CONN_NO_PAYLOAD, ConnState, DROPS, RING_TEMPLATE_BYTES, RINGS, SCRATCH};
 
@@ -39,23 +46,43 @@ fn ring() -> Option<&'static Ring> {
     RINGS.get(cpu)
 }
 
-/// Wake-up flag for a record of `len` bytes about to go into `ring`.
+/// Bytes waiting in `ring` and its size.
 #[inline(always)]
-fn wake_flag(ring: &Ring, len: u64) -> u64 {
+fn fill(ring: &Ring) -> (u64, u64) {
     let ring_ptr = core::ptr::from_ref(ring).cast_mut().cast::<c_void>();
     // SAFETY: `ring_ptr` is the inner map returned by the outer lookup.
-    let (avail, size) = unsafe {
+    unsafe {
         (
             bpf_ringbuf_query(ring_ptr, BPF_RB_AVAIL_DATA.into()),
             bpf_ringbuf_query(ring_ptr, BPF_RB_RING_SIZE.into()),
         )
-    };
-    let divisor = CONFIG.get(0).map(|c| c.wake_divisor).unwrap_or(8).max(1) as u64;
-    if avail + len > size / divisor {
+    }
+}
+
+/// Wake-up flag for a record of `len` bytes going into a ring of `size`
+/// bytes that holds `avail`.
+#[inline(always)]
+fn wake_flag_at(avail: u64, size: u64, len: u64, divisor: u32) -> u64 {
+    if avail + len > size / divisor.max(1) as u64 {
         BPF_RB_FORCE_WAKEUP.into()
     } else {
         BPF_RB_NO_WAKEUP.into()
     }
+}
+
+/// Wake-up flag for a record of `len` bytes about to go into `ring`.
+#[inline(always)]
+fn wake_flag(ring: &Ring, len: u64) -> u64 {
+    let (avail, size) = fill(ring);
+    let divisor = CONFIG.get(0).map(|c| c.wake_divisor).unwrap_or(8);
+    wake_flag_at(avail, size, len, divisor)
+}
+
+/// Whether a ring of `size` bytes holding `avail` is past the high-water mark
+/// of graceful overload (`percent` of its size; 100 or more: never).
+#[inline(always)]
+fn overloaded(avail: u64, size: u64, percent: u32) -> bool {
+    percent < 100 && avail * 100 > size * percent as u64
 }
 
 /// Outputs `len` bytes at `ptr` as one record. `len` must be verifier-bounded.
@@ -75,6 +102,13 @@ fn output_flags(ptr: *const u8, len: u64, wake: bool) -> bool {
     } else {
         wake_flag(ring, len)
     };
+    output_to(ring, ptr, len, flags)
+}
+
+/// Outputs `len` bytes at `ptr` into `ring` with wake-up `flags`; counts a
+/// full ring.
+#[inline(always)]
+fn output_to(ring: &Ring, ptr: *const u8, len: u64, flags: u64) -> bool {
     let ring_ptr = core::ptr::from_ref(ring).cast_mut().cast::<c_void>();
     // SAFETY: `ptr` points to `len` readable bytes (a stack value or scratch).
     let ret = unsafe { bpf_ringbuf_output(ring_ptr, ptr.cast_mut().cast(), len, flags) };
@@ -156,6 +190,13 @@ struct ChunkCtx {
     fd: i64,
     direction: u32,
     source: u32,
+    /// The call is one record whatever its length: its ring was past the
+    /// high-water mark when the call began, so only a prefix is copied.
+    one_record: u32,
+    /// `CONFIG.wake_divisor` and `CONFIG.overload_percent`, read once per call.
+    wake_divisor: u32,
+    overload_percent: u32,
+    _pad0: u32,
 }
 
 /// `bpf_loop` callback: emits chunk `index` of the call described by `ctx`.
@@ -170,10 +211,27 @@ extern "C" fn chunk(index: u64, ctx: *mut c_void) -> i64 {
     if off >= c.len {
         return 1;
     }
-    let mut n = c.len - off;
-    if n > MAX_PAYLOAD as u64 {
-        n = MAX_PAYLOAD as u64;
+    // The bytes this record stands for.
+    let mut span = c.len - off;
+    if c.one_record == 0 && span > MAX_PAYLOAD as u64 {
+        span = MAX_PAYLOAD as u64;
     }
+    let Some(ring) = ring() else {
+        count(DropReason::Internal, 1);
+        return 1;
+    };
+    let (avail, size) = fill(ring);
+    // Graceful overload: past the high-water mark the call's first record
+    // keeps a prefix (where heads are) and later records keep nothing; each
+    // says how many bytes it left out, so the stream stays in sequence.
+    let keep = if c.one_record == 0 && !overloaded(avail, size, c.overload_percent) {
+        span
+    } else if index == 0 {
+        span.min(OVERLOAD_PREFIX as u64)
+    } else {
+        0
+    };
+    let shed = span - keep;
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         count(DropReason::Internal, 1);
         return 1;
@@ -187,29 +245,41 @@ extern "C" fn chunk(index: u64, ctx: *mut c_void) -> i64 {
             seq: c.base_seq + index,
             call_len: c.call_len,
             offset: c.base + off,
-            cap_len: n as u32,
+            cap_len: keep as u32,
             direction: c.direction,
             source: c.source,
             fd: c.fd as i32,
+            shed_len: shed,
         };
     }
-    // Verifier: re-mask so the bound survives LLVM's register juggling
-    // (n in 1..=MAX_PAYLOAD, a power of two, so `((n - 1) & (MAX - 1)) + 1 == n`).
-    let n_bounded = ((n - 1) & (MAX_PAYLOAD as u64 - 1)) + 1;
-    // SAFETY: the destination is the scratch payload of MAX_PAYLOAD bytes and
-    // `n_bounded` ≤ MAX_PAYLOAD; the helper reads user memory safely.
-    let ret = unsafe {
-        bpf_probe_read_user(
-            (&raw mut (*scratch).payload).cast(),
-            n_bounded as u32,
-            (c.buf + off) as *const c_void,
-        )
-    };
-    if ret != 0 {
-        count(DropReason::CopyFailed, 1);
-        count(DropReason::LostBytes, n_bounded);
-    } else if !output(scratch.cast::<u8>(), size_of::<Data>() as u64 + n_bounded) {
-        count(DropReason::LostBytes, n_bounded);
+    let mut copied = 0;
+    if keep > 0 {
+        // Verifier: re-mask so the bound survives LLVM's register juggling
+        // (keep in 1..=MAX_PAYLOAD, a power of two, so
+        // `((keep - 1) & (MAX - 1)) + 1 == keep`).
+        copied = ((keep - 1) & (MAX_PAYLOAD as u64 - 1)) + 1;
+        // SAFETY: the destination is the scratch payload of MAX_PAYLOAD bytes
+        // and `copied` ≤ MAX_PAYLOAD; the helper reads user memory safely.
+        let ret = unsafe {
+            bpf_probe_read_user(
+                (&raw mut (*scratch).payload).cast(),
+                copied as u32,
+                (c.buf + off) as *const c_void,
+            )
+        };
+        if ret != 0 {
+            count(DropReason::CopyFailed, 1);
+            count(DropReason::LostBytes, span);
+            return 0;
+        }
+    }
+    let len = size_of::<Data>() as u64 + copied;
+    let flags = wake_flag_at(avail, size, len, c.wake_divisor);
+    if !output_to(ring, scratch.cast::<u8>(), len, flags) {
+        count(DropReason::LostBytes, span);
+    } else if shed > 0 {
+        count(DropReason::OverloadRecords, 1);
+        count(DropReason::OverloadShedBytes, shed);
     }
     0
 }
@@ -238,8 +308,23 @@ pub fn emit_data<const CHUNKS: u32>(call: &DataCall, buf: u64, len: u64, call_le
         }
         return;
     }
+    let (wake_divisor, overload_percent) = CONFIG
+        .get(0)
+        .map(|c| (c.wake_divisor, c.overload_percent))
+        .unwrap_or((8, 100));
+    // A call that begins past the high-water mark is one record, a prefix and
+    // the count of the rest, however long it is.
+    let one_record = ring().is_some_and(|r| {
+        let (avail, size) = fill(r);
+        overloaded(avail, size, overload_percent)
+    });
     let mut chunks = len.div_ceil(MAX_PAYLOAD as u64);
-    let max = CHUNKS as u64 * MAX_PAYLOAD as u64;
+    let max = if one_record {
+        chunks = 1;
+        len
+    } else {
+        CHUNKS as u64 * MAX_PAYLOAD as u64
+    };
     if chunks > CHUNKS as u64 {
         chunks = CHUNKS as u64;
         count(DropReason::CallTooLarge, 1);
@@ -262,6 +347,10 @@ pub fn emit_data<const CHUNKS: u32>(call: &DataCall, buf: u64, len: u64, call_le
         fd: call.fd,
         direction: call.direction,
         source: call.source,
+        one_record: one_record as u32,
+        wake_divisor,
+        overload_percent,
+        _pad0: 0,
     };
     // SAFETY: `chunk` has the callback signature `bpf_loop` expects and `ctx`
     // outlives the call.

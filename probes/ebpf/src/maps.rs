@@ -186,7 +186,8 @@ pub static LAST_TLS_READ: LruHashMap<u64, i64, 16_384> = LruHashMap::new();
 
 /// NSS's SSL layer identity per process (tgid), read at `SSL_ImportFD`'s
 /// return (`nss::nss_import_return`): NSPR calls on descriptors without a
-/// layer of this identity are not TLS.
+/// layer of this identity are not TLS. Removed at exec and process exit
+/// (`process.rs`).
 #[btf_map]
 pub static NSS_SSL_LAYERS: LruHashMap<u32, i32, 16_384> = LruHashMap::new();
 

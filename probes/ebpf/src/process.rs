@@ -23,7 +23,9 @@ use tapwire_common::{
 
 use crate::{
     emit::{count, header, output_value_wake},
-    maps::{CONFIG, FILTERED, SCRATCH, SELECTED, SELECTED_EXES, SYSCALLS, TLS_CALLS},
+    maps::{
+        CONFIG, FILTERED, NSS_SSL_LAYERS, SCRATCH, SELECTED, SELECTED_EXES, SYSCALLS, TLS_CALLS,
+    },
     select::{selected, selection_on},
 };
 
@@ -92,13 +94,15 @@ fn exe_inode(cfg: &Config) -> Option<u64> {
 /// hook: sched:sched_process_exec(filename, pid, old_pid)
 #[tracepoint]
 pub fn sched_exec(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // A new program: user space decides its filters again from its path (on
-    // the exec record below).
-    let _ = FILTERED.remove((bpf_get_current_pid_tgid() >> 32) as u32);
+    // the exec record below), and NSS's SSL layer identity of the old one
+    // means nothing.
+    let _ = FILTERED.remove(tgid);
+    let _ = NSS_SSL_LAYERS.remove(tgid);
     if selection_on()
         && let Some(cfg) = CONFIG.get(0)
     {
-        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         // SAFETY: plain integer values.
         let bits = unsafe { SELECTED.get(tgid) }.copied().unwrap_or(0);
         // SAFETY: as above.
@@ -159,11 +163,15 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
         let _ = SELECTED.remove(pid_tgid as u32);
     }
     let _ = FILTERED.remove(pid_tgid as u32);
+    // SAFETY: `group_dead` is a bool at a fixed offset of this tracepoint.
+    let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0);
+    if group_dead != 0 {
+        // The pid may be reused by another program.
+        let _ = NSS_SSL_LAYERS.remove((pid_tgid >> 32) as u32);
+    }
     if !was_selected {
         return 0;
     }
-    // SAFETY: `group_dead` is a bool at a fixed offset of this tracepoint.
-    let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0);
     if group_dead != 0 {
         let rec = ProcExit {
             header: header(Kind::ProcExit),

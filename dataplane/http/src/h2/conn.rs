@@ -284,6 +284,15 @@ impl Decoder {
         self.stats
     }
 
+    /// The stream whose DATA payload the decoder is inside, if any (where
+    /// [`Self::gap`] skips lost bytes and stays in step).
+    pub fn data_stream(&self) -> Option<u32> {
+        match self.state {
+            State::Data(d) => Some(d.stream_id),
+            _ => None,
+        }
+    }
+
     /// Whether header blocks can currently be decoded exactly.
     pub fn is_synced(&self) -> bool {
         self.hpack.is_synced()

@@ -251,6 +251,16 @@ impl Decoder {
         matches!(self.state, State::Upgraded)
     }
 
+    /// Whether the decoder is inside a message body whose end the framing
+    /// gives (Content-Length, chunked, or close-delimited), where
+    /// [`Self::gap`] skips lost bytes and stays in step.
+    pub fn in_body(&self) -> bool {
+        matches!(
+            self.state,
+            State::Length(_) | State::Chunked(_) | State::Close
+        )
+    }
+
     /// Whether the decoder is between messages with nothing buffered.
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Head) && self.buf.is_empty()
