@@ -90,6 +90,9 @@ fn decode(f: &[u8]) -> Option<Input<'_>> {
             flow,
             tls: tls & 1 == 1,
             payload: &f[FRAME_HEADER..],
+            // No graceful-overload prefixes: every byte a record stands for
+            // is in its payload, which the byte-count checks rely on.
+            shed: 0,
         },
         // Closes carry no skipped bytes (those of connections a filter keeps
         // without payload), so connection totals stay within the bytes parsed.
