@@ -228,9 +228,13 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
              of tapwire",
         ),
         (
+            stack("      - type: http_metrics\n        config: {}\n"),
+            "6:9: stacks.s.plugins[0].config: `http_metrics` takes no settings in tapwire",
+        ),
+        (
             stack("      - type: http_capturee\n"),
             "5:15: stacks.s.plugins[0].type: unknown plugin type `http_capturee`, expected one of \
-             `http_capture`, `report_usage`",
+             `http_capture`, `report_usage`, `http_metrics`",
         ),
         (
             stack("      - type: http_capture\n        config: {level: everything}\n"),
@@ -704,7 +708,8 @@ fn check_config_shows_rules_and_endpoints() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(
-            "http: stack `default_stack`; objects=summary format=text request_events=true\n    \
+            "http: stack `default_stack`; objects=summary format=text request_events=true \
+             http_metrics=false\n    \
              rule `client errors`: is_4xx() -> objects=full format=text\n    \
              rule `writes to the api`: http.req.path matches /^\\/api\\// and \
              http.req.method != \"GET\" -> objects=headers format=json\n"
@@ -719,7 +724,7 @@ fn check_config_shows_rules_and_endpoints() {
     assert!(
         stdout.contains(
             "\n  endpoint `api.example.com`: stack `default_stack`; objects=full format=json \
-             request_events=false\n"
+             request_events=false http_metrics=false\n"
         ),
         "{stdout}"
     );

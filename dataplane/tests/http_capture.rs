@@ -1,8 +1,10 @@
 //! `http_capture` as a Qtap user configures it, checked against the stored
 //! bytes: levels `none`, `summary`, `headers` and `full`, formats `json` and
-//! `text` (Qtap's `http_transaction` layouts) and `parts`, a rule
+//! `text` (Qtap's `http_transaction` layouts, bodies inflated) and `parts`, a rule
 //! `http.res.status >= 400` that raises the level for failing requests only,
-//! and an `endpoints` entry that switches the stack for one domain.
+//! and an `endpoints` entry that switches the stack for one domain; only the
+//! stacks with `http_metrics` feed the status server's request counters, and
+//! a stack with only `http_metrics` records nothing else.
 //!
 //! Capture is limited to this test's process tree (`--pid`) and to the client
 //! side (`direction: egress`): the client is `curl`, the server a thread of
@@ -20,6 +22,8 @@ use serde_json::Value;
 /// What the server answers to `/fail`.
 const FAIL: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\ndown\n";
+/// What the server answers to `/gzip`: `hello\n`, gzip-compressed.
+const GZIP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: 26\r\n\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xcbH\xcd\xc9\xc9\xe7\x02\x00\x20\x30\x3a\x36\x06\x00\x00\x00";
 /// What the server answers to anything else.
 const OK: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n";
@@ -29,6 +33,8 @@ fn serve() -> u16 {
     common::serve_loopback_http(|request_line| {
         if request_line.starts_with("GET /fail ") {
             FAIL
+        } else if request_line.starts_with("GET /gzip ") {
+            GZIP
         } else {
             OK
         }
@@ -84,7 +90,7 @@ stacks:
               expr: http.req.path == "/headers"
               level: details
             - name: full
-              expr: http.req.path == "/full"
+              expr: http.req.path in ["/full", "/gzip"]
               level: full
             - name: text
               expr: http.req.path == "/text"
@@ -96,12 +102,18 @@ stacks:
       - type: http_capture
         config: {level: headers, format: parts}
       - type: report_usage
+      - type: http_metrics
+  counted:
+    plugins:
+      - type: http_metrics
 tap:
   direction: egress
   http: {stack: qtap}
   endpoints:
     - domain: Parts.Test
       http: {stack: parts}
+    - domain: counted.test
+      http: {stack: counted}
 "#;
 
 /// The event of the request for `path` to `host`.
@@ -146,12 +158,15 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("qpoint.yaml");
     std::fs::write(&config, CONFIG).unwrap();
+    let status_port = common::free_port();
     let agent = Agent::start_dataplane(
         &[
             "--config".into(),
             path_str(&config).into(),
             "--pid".into(),
             std::process::id().to_string(),
+            "--httpd-listen".into(),
+            format!("127.0.0.1:{status_port}"),
         ],
         &[],
     );
@@ -160,13 +175,40 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     drop(TcpStream::connect(("127.0.0.1", port)).expect("throwaway connection"));
     std::thread::sleep(Duration::from_millis(200));
 
-    for path in ["/none", "/summary", "/headers", "/full", "/text", "/fail"] {
+    for path in [
+        "/none", "/summary", "/headers", "/full", "/text", "/fail", "/gzip",
+    ] {
         get("svc.test", port, path);
     }
+    get("counted.test", port, "/full");
+    get("counted.test", port, "/fail");
     get("parts.test", port, "/full");
     agent.wait_for("the last transaction", Duration::from_secs(20), |v| {
         v["type"] == "http_transaction" && v["authority"] == format!("parts.test:{port}")
     });
+    // `http_metrics` is in the stacks of `parts.test` and `counted.test` only:
+    // three requests counted, the seven to `svc.test` not.
+    let counted = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("tapwire_http_requests_total{"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let expected = [
+        r#"tapwire_http_requests_total{method="GET",status_class="2xx",protocol="http1",direction="egress"} 2"#,
+        r#"tapwire_http_requests_total{method="GET",status_class="5xx",protocol="http1",direction="egress"} 1"#,
+    ];
+    let start = std::time::Instant::now();
+    let series = loop {
+        let (code, text) = common::get(status_port, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        let series = counted(&text);
+        if series == expected || start.elapsed() > Duration::from_secs(10) {
+            break series;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(series, expected);
     let lines = agent.stop_with(libc::SIGINT);
     let stored = objects(&lines);
 
@@ -252,6 +294,15 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     );
     assert_eq!(object, fill(&expected, &values("/fail", txn, &object)));
 
+    // Bodies are stored inflated, as Qtap stores them; headers as sent.
+    let (_, object) = json_of("/gzip");
+    assert!(
+        object.contains(
+            r#""response":{"status":200,"content_type":"text/plain","headers":{":status":"200","Content-Encoding":"gzip","Content-Length":"26","Content-Type":"text/plain"},"body":"aGVsbG8K"},"#
+        ),
+        "{object}"
+    );
+
     // `format: text`: Qtap's text layout.
     let txn = event(&lines, "svc.test", "/text");
     let text = String::from_utf8(object_of(&stored, txn, "http_transaction").to_vec()).unwrap();
@@ -304,5 +355,13 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     assert_eq!(
         object_of(&stored, txn, "response_headers"),
         &OK[..OK.len() - "hello\n".len()]
+    );
+
+    // A stack with only `http_metrics`: counted above, no event, no object.
+    assert!(
+        !lines.iter().any(|v| v["authority"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("counted.test"))),
+        "a request to counted.test was recorded"
     );
 }

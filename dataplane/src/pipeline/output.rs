@@ -82,7 +82,12 @@ impl Fanout {
             if !stack.records() {
                 return;
             }
-            crate::status::http_metrics::observe(txn);
+            if stack.metrics {
+                crate::status::http_metrics::observe(txn);
+            }
+            if !stack.stores() {
+                return;
+            }
             event = stack.events;
             // The executable is looked up only for rules and Qtap's layouts.
             let exe = if stack.capture.rules.is_empty() && stack.capture.format == Format::Parts {

@@ -5,9 +5,16 @@
 //! leaves out headers and bodies, `headers` the bodies, `full` nothing.
 //! `format: parts` is tapwire's own: one content-addressed object per header
 //! block and per body, shared by every transaction with the same bytes.
+//!
+//! Qtap's layouts carry bodies decoded: de-chunked (the parser does that) and
+//! inflated when their `Content-Encoding` is `gzip` or `deflate`, up to
+//! [`MAX_BODY_BYTES`] (a body that inflates past it, or does not inflate, is
+//! stored as it came). `parts` keeps bodies as they came.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -15,7 +22,7 @@ use serde::Serialize;
 
 use super::fields::{host_of, protocol_name};
 use crate::pipeline::event_fields::WallTime;
-use crate::pipeline::txn::{Message, ObjectRole, Transaction};
+use crate::pipeline::txn::{MAX_BODY_BYTES, Message, ObjectRole, Transaction};
 
 /// How much of a transaction `http_capture` stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -188,12 +195,41 @@ struct Response<'a> {
 }
 
 /// Bytes written as standard base64, as Go's `encoding/json` writes `[]byte`.
-struct Base64<'a>(&'a [u8]);
+struct Base64<'a>(Cow<'a, [u8]>);
 
 impl Serialize for Base64<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
     }
+}
+
+/// A message's body decoded by its `Content-Encoding` (`gzip`, `deflate`),
+/// or as it came when it has another encoding, inflates past
+/// [`MAX_BODY_BYTES`] or does not inflate.
+fn decoded(m: &Message) -> Cow<'_, [u8]> {
+    let body = &m.body[..];
+    let encoding = m.header("content-encoding").map(str::trim);
+    let inflated = match encoding {
+        Some(e) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
+            inflate(flate2::read::MultiGzDecoder::new(body))
+        }
+        // `deflate` is zlib-wrapped (RFC 9110); some servers send it raw.
+        Some(e) if e.eq_ignore_ascii_case("deflate") => {
+            inflate(flate2::read::ZlibDecoder::new(body))
+                .or_else(|| inflate(flate2::read::DeflateDecoder::new(body)))
+        }
+        _ => None,
+    };
+    inflated.map_or(Cow::Borrowed(body), Cow::Owned)
+}
+
+fn inflate(reader: impl std::io::Read) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    reader
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    (out.len() <= MAX_BODY_BYTES).then_some(out)
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -218,7 +254,7 @@ fn artifact<'a>(txn: &'a Transaction, level: Level, exe: Option<&'a str>) -> Art
     };
     let with_headers = level >= Level::Headers;
     let with_bodies = level >= Level::Full;
-    let body = |m: &'a Message| (with_bodies && !m.body.is_empty()).then_some(Base64(&m.body));
+    let body = |m: &'a Message| (with_bodies && !m.body.is_empty()).then(|| Base64(decoded(m)));
     let mut req_headers = BTreeMap::new();
     let mut res_headers = BTreeMap::new();
     if with_headers {
@@ -344,7 +380,7 @@ fn headers_and_body(
     if let Some(body) = body {
         // The body as is (Qtap writes `string(body)`: bytes, not text).
         out.extend_from_slice(b"  Body:\n");
-        out.extend_from_slice(body.0);
+        out.extend_from_slice(&body.0);
         out.push(b'\n');
     }
 }

@@ -30,6 +30,8 @@ pub struct StackPlan {
     pub capture: Capture,
     /// Emit the `http_transaction` event (`report_usage`).
     pub events: bool,
+    /// Count the transaction in the `http_metrics` series (`http_metrics`).
+    pub metrics: bool,
 }
 
 /// `http_capture` settings, compiled.
@@ -72,10 +74,17 @@ impl StackPlan {
         name: None,
         capture: Capture::NONE,
         events: false,
+        metrics: false,
     };
 
-    /// Whether any transaction handled by this stack is recorded at all.
+    /// Whether a transaction handled by this stack is counted or recorded.
     pub fn records(&self) -> bool {
+        self.metrics || self.stores()
+    }
+
+    /// Whether a transaction handled by this stack may become an event or an
+    /// object.
+    pub fn stores(&self) -> bool {
         self.events
             || self.capture.level != Level::None
             || self.capture.rules.iter().any(|r| r.level != Level::None)
@@ -100,10 +109,11 @@ impl StackPlan {
             None => "no stack: HTTP transactions are not recorded".to_owned(),
         };
         let mut out = format!(
-            "{name}; objects={} format={} request_events={}",
+            "{name}; objects={} format={} request_events={} http_metrics={}",
             self.capture.level.name(),
             self.capture.format.name(),
-            self.events
+            self.events,
+            self.metrics
         );
         for r in &self.capture.rules {
             let _ = write!(
@@ -132,6 +142,7 @@ impl HttpPlan {
                     rules: Vec::new(),
                 },
                 events: true,
+                metrics: true,
             },
             endpoints: Vec::new(),
         }
@@ -225,7 +236,6 @@ fn path(steps: &[PathStep], more: &[&str]) -> Vec<PathStep> {
 const NOT_YET: &[&str] = &[
     "access_logs",
     "debug",
-    "http_metrics",
     "detect_errors",
     "logger",
     "data_loss_protection",
@@ -396,16 +406,20 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                 captured = true;
                 plan.capture = compile_capture(&here, plugin.config.as_ref(), macros)?;
             }
-            "report_usage" => {
+            kind @ ("report_usage" | "http_metrics") => {
                 if plugin.config.is_some() {
                     return Err(at(
                         "config",
                         true,
-                        "`report_usage` takes no settings in tapwire".to_owned(),
+                        format!("`{kind}` takes no settings in tapwire"),
                     )
                     .into());
                 }
-                plan.events = true;
+                if kind == "report_usage" {
+                    plan.events = true;
+                } else {
+                    plan.metrics = true;
+                }
             }
             kind if NOT_YET.contains(&kind) => {
                 return Err(at(
@@ -421,7 +435,7 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                     false,
                     format!(
                         "unknown plugin type `{kind}`, expected one of `http_capture`, \
-                         `report_usage`"
+                         `report_usage`, `http_metrics`"
                     ),
                 )
                 .into());
