@@ -223,9 +223,27 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
              `ignore_loopback`, `audit_include_dns`, `http`, `filters`, `endpoints`",
         ),
         (
-            stack("      - type: access_logs\n"),
-            "5:15: stacks.s.plugins[0].type: plugin `access_logs` is not applied by this version \
+            stack("      - type: debug\n"),
+            "5:15: stacks.s.plugins[0].type: plugin `debug` is not applied by this version \
              of tapwire",
+        ),
+        (
+            stack("      - type: access_logs\n        config: {mode: verbose}\n"),
+            "6:24: stacks.s.plugins[0].config.mode: unknown mode `verbose`, expected one of \
+             `none`, `summary`, `details`, `full`",
+        ),
+        (
+            stack("      - type: access_logs\n        config: {format: text}\n"),
+            "6:26: stacks.s.plugins[0].config.format: unknown format `text`, expected one of \
+             `console`, `json`",
+        ),
+        (
+            stack(
+                "      - type: access_logs\n        config:\n          rules:\n            \
+                 - {name: r, expr: http.res.status >=, mode: full}\n",
+            ),
+            "8:49: stacks.s.plugins[0].config.rules[0].expr: invalid expression at column 19: \
+             expected a field, a value or `(`, found the end of the expression",
         ),
         (
             stack("      - type: http_metrics\n        config: {}\n"),
@@ -234,7 +252,7 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
         (
             stack("      - type: http_capturee\n"),
             "5:15: stacks.s.plugins[0].type: unknown plugin type `http_capturee`, expected one of \
-             `http_capture`, `report_usage`, `http_metrics`",
+             `http_capture`, `report_usage`, `http_metrics`, `access_logs`",
         ),
         (
             stack("      - type: http_capture\n        config: {level: everything}\n"),
