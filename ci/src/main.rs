@@ -6,6 +6,7 @@
 //! - `cargo xtask fuzz --seconds N`: run every fuzz target for N seconds.
 //! - `cargo xtask bench [--quick] [-- BENCH ARGS]`: the overhead and capacity
 //!   benchmarks.
+//!   `cargo xtask bench --soak MINUTES`: the soak alone.
 //! - `cargo xtask dist`: the release tarball and its SHA-256 in `target/dist/`.
 
 mod dist;
@@ -54,6 +55,12 @@ enum Task {
         /// Fewer, shorter rounds (under 3 minutes).
         #[arg(long)]
         quick: bool,
+        /// Run only the soak, for this many minutes (not part of `test`).
+        #[arg(long, value_name = "MINUTES")]
+        soak: Option<u64>,
+        /// A note for the soak's result file.
+        #[arg(long, requires = "soak")]
+        note: Option<String>,
         /// Passed on to the bench binary after `--` (e.g. `-- --workloads
         /// go-https-1k --only tapwire`; see `bench --help`).
         #[arg(last = true)]
@@ -86,7 +93,12 @@ fn main() -> Result<()> {
             no_lint,
         } => test(&root, fuzz_seconds, no_lint),
         Task::Fuzz { seconds } => fuzz(&root, seconds),
-        Task::Bench { quick, args } => bench(&root, quick, &args),
+        Task::Bench {
+            quick,
+            soak,
+            note,
+            args,
+        } => bench(&root, quick, soak, note, &args),
         Task::Lint => {
             setup::ensure(&root, true)?;
             lint::deploy(&root)
@@ -124,7 +136,13 @@ fn run(root: &std::path::Path, args: &[String]) -> Result<()> {
     Err(err).context("start tapwire")
 }
 
-fn bench(root: &std::path::Path, quick: bool, extra: &[String]) -> Result<()> {
+fn bench(
+    root: &std::path::Path,
+    quick: bool,
+    soak: Option<u64>,
+    note: Option<String>,
+    extra: &[String],
+) -> Result<()> {
     setup::ensure_bench(root)?;
     sh::cargo(&["build", "--release", "--package", "tapwire"])?;
     let mut args = vec![
@@ -138,6 +156,13 @@ fn bench(root: &std::path::Path, quick: bool, extra: &[String]) -> Result<()> {
     ];
     if quick {
         args.push("--quick");
+    }
+    let minutes = soak.map(|m| m.to_string());
+    if let Some(m) = &minutes {
+        args.extend(["--soak", m]);
+    }
+    if let Some(n) = &note {
+        args.extend(["--note", n]);
     }
     args.extend(extra.iter().map(String::as_str));
     sh::cargo(&args)
@@ -170,6 +195,12 @@ fn test(root: &std::path::Path, fuzz_seconds: u64, no_lint: bool) -> Result<()> 
     Ok(())
 }
 
+/// libFuzzer's `-max_len` for every target: above the largest limit a parser
+/// enforces (HTTP/2's 256 KiB header block, HTTP/1's 64 KiB head, the 16 KiB
+/// record payload), so the fuzzer can reach the "too large" paths; libFuzzer's
+/// default (4 KiB, or the largest corpus file) would stop short of them.
+const FUZZ_MAX_LEN: usize = 512 * 1024;
+
 fn fuzz(root: &std::path::Path, seconds: u64) -> Result<()> {
     let targets_dir = root.join("fuzz/fuzz_targets");
     let mut targets: Vec<String> = match std::fs::read_dir(&targets_dir) {
@@ -194,6 +225,7 @@ fn fuzz(root: &std::path::Path, seconds: u64) -> Result<()> {
     for target in &targets {
         eprintln!("xtask: fuzzing {target} for {seconds} s");
         let max_time = format!("-max_total_time={seconds}");
+        let max_len = format!("-max_len={FUZZ_MAX_LEN}");
         sh::run_in(
             &fuzz_dir,
             "cargo",
@@ -205,6 +237,7 @@ fn fuzz(root: &std::path::Path, seconds: u64) -> Result<()> {
                 target,
                 "--",
                 &max_time,
+                &max_len,
                 "-print_final_stats=1",
             ],
         )

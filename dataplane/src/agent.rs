@@ -214,6 +214,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let excluded = capture.excluded();
     let counters = capture.reader_counters();
     let late_files = capture.late_files();
+    let kernel_maps = capture.kernel_maps();
     let filtered_late = capture.filtered_late();
     capture.stop();
     let stats = pipeline.stop();
@@ -230,6 +231,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &stats,
         &late_files,
         &file_sends,
+        &kernel_maps,
         filtered_late,
     );
     crate::signals::stop_finished();
@@ -294,6 +296,10 @@ fn log_stats(capture: &Capture, stats: &PipelineStats) {
 }
 
 /// One final line with every counter, for operators and the benchmark harness.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per source of counters, each read before capture stops"
+)]
 fn log_final(
     kernel_drops: &[u64],
     kernel_drops_per_cpu: &[u64],
@@ -302,6 +308,7 @@ fn log_final(
     stats: &PipelineStats,
     late_files: &capture::LateFiles,
     file_sends: &FileSendCounters,
+    kernel_maps: &[(String, capture::sweep::MapCount)],
     filtered_late: u64,
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
@@ -336,6 +343,10 @@ fn log_final(
         "shards": shards,
         "late_files": late_files,
         "sendfile": file_sends,
+        "kernel_maps": kernel_maps
+            .iter()
+            .map(|(name, c)| (name.clone(), serde_json::json!(c)))
+            .collect::<serde_json::Map<_, _>>(),
     });
     tracing::info!(counters = %summary, "stopped");
 }

@@ -8,7 +8,6 @@
 //! ([`Sizes`]) and the validated stores.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
 
 use tapwire_common::config::capture as bits;
 
@@ -18,6 +17,8 @@ use crate::capture::{Options, Selection};
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigError, Direction};
 use crate::plugins::HttpPlan;
+
+pub use crate::pipeline::event_fields::{direction_word, is_internal};
 
 /// Default ring bytes per CPU (see [`crate::capture::loader::RING_BYTES_PER_CPU`]).
 pub use crate::capture::loader::{RING_BYTES_PER_CPU, WAKE_DIVISOR};
@@ -224,45 +225,6 @@ impl Plan {
                 .map_or("default".to_owned(), |d| format!("{}s", d.as_secs())),
         );
         out
-    }
-}
-
-/// True if `ip` is internal in `tap.direction`'s sense: loopback, RFC 1918,
-/// link-local or CGNAT (IPv4); loopback, RFC 4193 or link-local (IPv6);
-/// v4-mapped IPv6 addresses as IPv4. The probes apply the same test.
-pub fn is_internal(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || (o[0] == 100 && o[1] & 0xc0 == 64)
-        }
-        IpAddr::V6(a) => {
-            let s = a.segments();
-            a.is_loopback() || s[0] & 0xfe00 == 0xfc00 || s[0] & 0xffc0 == 0xfe80
-        }
-    }
-}
-
-/// A transaction's or connection's direction in Qtap's words: `ingress` for the
-/// server side, `egress-internal` or `egress-external` (by the peer's address)
-/// for the client side.
-pub fn direction_word(client: bool, peer: IpAddr) -> &'static str {
-    if !client {
-        "ingress"
-    } else if is_internal(peer) {
-        "egress-internal"
-    } else {
-        "egress-external"
     }
 }
 

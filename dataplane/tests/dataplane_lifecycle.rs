@@ -1,7 +1,8 @@
 //! Connections end with their process: 10,000 connections from processes that
 //! exit without closing their sockets leave no connection behind in the data
-//! plane, their open requests come out marked truncated, and a request made
-//! afterwards is captured.
+//! plane nor in the kernel maps, their open requests come out marked truncated,
+//! and a request made afterwards is captured. A socket closed by `close_range`
+//! or replaced by `dup2` ends its connection while its process lives on.
 
 mod common;
 
@@ -63,8 +64,9 @@ fn connections_of_processes_that_exit_without_closing_are_released() {
     let status = clients.0.wait().expect("clients");
     assert!(status.success(), "clients failed: {status}");
     assert_eq!(reply.trim(), "HTTP/1.1 200 OK");
-    // Exited processes' connections are released half a second after the exit.
-    std::thread::sleep(Duration::from_secs(2));
+    // Exited processes' connections are released half a second after the exit;
+    // their kernel map entries at the next sweep (every 2 s).
+    std::thread::sleep(Duration::from_secs(5));
     let stderr = agent.stderr.clone();
     let lines = agent.stop_with(libc::SIGINT);
     let counters = Agent::stopped_counters(&stderr.lock().unwrap());
@@ -79,6 +81,18 @@ fn connections_of_processes_that_exit_without_closing_are_released() {
     );
     assert_eq!(shards["connections"], 0, "no connection left: {counters}");
     assert_eq!(shards["open_at_stop"], 0, "{counters}");
+    // The kernel's tables are back to their idle size: nothing of the exited
+    // processes (every selected process has exited by now).
+    let maps = counters["kernel_maps"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no kernel_maps: {counters}"));
+    assert!(
+        maps["conns"]["reclaimed"].as_u64().unwrap() >= total,
+        "each exited process's connection entries reclaimed: {counters}"
+    );
+    for (map, c) in maps {
+        assert_eq!(c["entries"], 0, "{map} keeps entries: {counters}");
+    }
     let txns: Vec<&Value> = lines
         .iter()
         .filter(|v| v["type"] == "http_transaction")
@@ -102,4 +116,79 @@ fn connections_of_processes_that_exit_without_closing_are_released() {
     assert_eq!(after.len(), 1, "the request made afterwards is captured");
     assert_eq!(after[0]["status"], 200);
     assert_eq!(after[0]["truncated"], false);
+}
+
+/// A client that makes two requests, then ends the first connection by
+/// `dup2`-ing `/dev/null` over its socket and the second with `close_range`,
+/// says `closed` and lives on.
+const CLOSING_CLIENT: &str = r#"
+import ctypes, os, socket, sys, time
+port = int(sys.argv[1])
+sys.stdin.readline()
+def request(path):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += s.recv(65536)
+    return s
+a = request(b"/dup2")
+b = request(b"/close-range")
+null = os.open("/dev/null", os.O_RDONLY)
+os.dup2(null, a.fileno())
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_close_range = 436
+if libc.syscall(SYS_close_range, b.fileno(), b.fileno(), 0) != 0:
+    sys.exit("close_range: errno %d" % ctypes.get_errno())
+print("closed", flush=True)
+time.sleep(120)
+"#;
+
+#[test]
+fn close_range_and_dup2_over_a_socket_end_its_connection() {
+    if !common::can_run("close_range_and_dup2_over_a_socket_end_its_connection") {
+        return;
+    }
+    let _serial = common::serial();
+    let port = free_port();
+    let _server = Bg::spawn(
+        Command::new(python())
+            .arg(script("answering_server.py"))
+            .arg(port.to_string()),
+    );
+    wait_listening(port, Duration::from_secs(20));
+    let mut client = Bg::spawn(
+        Command::new(python())
+            .args(["-c", CLOSING_CLIENT, &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let pid = client.pid();
+    let agent = Agent::start_dataplane(&["--pid".into(), pid.to_string()], &[]);
+    client
+        .0
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release the client");
+    let mut out = std::io::BufReader::new(client.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("client output");
+    assert_eq!(line.trim(), "closed");
+    for path in ["/dup2", "/close-range"] {
+        let txn = agent.wait_for(path, Duration::from_secs(10), |v| {
+            v["type"] == "http_transaction" && v["path"] == path
+        });
+        let conn_id = txn["conn_id"].clone();
+        agent.wait_for(&format!("close of {path}"), Duration::from_secs(10), |v| {
+            v["type"] == "connection" && v["event"] == "close" && v["conn_id"] == conn_id
+        });
+    }
+    assert!(
+        client.0.try_wait().expect("client").is_none(),
+        "the connections ended while their process was alive"
+    );
+    drop(client);
+    agent.stop_with(libc::SIGINT);
 }

@@ -26,8 +26,9 @@ fn documented() -> BTreeSet<String> {
 }
 
 /// Label names a series may carry: each takes values from a fixed set.
-const BOUNDED_LABELS: [&str; 13] = [
+const BOUNDED_LABELS: [&str; 14] = [
     "reason",
+    "map",
     "cpu",
     "shard",
     "kind",

@@ -10,11 +10,14 @@
 //! - [`tls_calls`]: what one OpenSSL call costs in a process tapwire selects
 //!   and in one it does not.
 //! - [`tapwire_log`]: the counters tapwire logs when it stops.
+//! - [`soak`]: a long run of mixed traffic with S3 restarts: memory, objects
+//!   and loss counters at the end.
 //! - [`report`]: the markdown table and PNG chart in `perf/results/`.
 
 pub mod capacity;
 pub mod late_files;
 pub mod overhead;
 pub mod report;
+pub mod soak;
 pub mod tapwire_log;
 pub mod tls_calls;

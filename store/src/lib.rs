@@ -6,6 +6,7 @@
 //! caller, and what a full queue refuses is dropped and counted in [`StoreStats`].
 
 mod backoff;
+pub mod calendar;
 pub mod config;
 pub mod counters;
 pub mod handoff;

@@ -69,6 +69,8 @@ const SYSCALL_PROGRAMS: &[(&str, &[&str])] = &[
         &["sys_enter_accept", "sys_enter_accept4"],
     ),
     ("sys_enter_close", &["sys_enter_close"]),
+    ("sys_enter_dup2", &["sys_enter_dup2", "sys_enter_dup3"]),
+    ("sys_enter_close_range", &["sys_enter_close_range"]),
     ("sys_enter_mmap", &["sys_enter_mmap"]),
     ("sys_exit_mmap", &["sys_exit_mmap"]),
     ("sys_enter_sendfile", &["sys_enter_sendfile64"]),
@@ -578,6 +580,11 @@ impl Probes {
             );
         }
         n
+    }
+
+    /// Reclaims kernel map entries of exited processes ([`super::sweep`]).
+    pub fn sweep(&mut self, counters: &super::sweep::SweepCounters) {
+        super::sweep::sweep(&mut self.ebpf, counters);
     }
 
     /// Detaches every probe of the file `id` (no process maps it any more) and

@@ -33,6 +33,7 @@ pub mod records;
 pub mod ring;
 pub mod selection;
 pub mod sendfile;
+pub mod sweep;
 pub mod targets;
 pub mod teardown;
 
@@ -84,6 +85,11 @@ const CONTROL_IDLE_WAIT: Duration = Duration::from_millis(100);
 /// How often exited processes are released from the process table.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
+/// How often kernel map entries of exited processes are reclaimed
+/// ([`sweep`]): often enough that a burst of short-lived processes leaves the
+/// maps within seconds, rarely enough that walking them costs nothing.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
 /// How often held files are checked for processes still mapping them: a
 /// stat of each known user; a scan of every process's maps only when all
 /// known users of a file are gone.
@@ -113,6 +119,7 @@ pub struct Capture {
     fallbacks: Arc<AtomicU64>,
     probed: Arc<ProbedCounts>,
     images: SharedCounters,
+    swept: Arc<sweep::SweepCounters>,
     processes: Arc<ProcessTable>,
 }
 
@@ -148,6 +155,7 @@ impl Capture {
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
         let stop = Arc::new(AtomicBool::new(false));
         let images = SharedCounters::default();
+        let swept = Arc::new(sweep::SweepCounters::default());
         let (tx, rx) = sync_channel(IMAGE_QUEUE);
         let (filter_thread, execs) = if opts.processes.has_filters() {
             let (execs, thread) = spawn_filter_thread(filtered, Arc::clone(&opts.processes))?;
@@ -161,6 +169,7 @@ impl Capture {
             let fallbacks = Arc::clone(&fallbacks);
             let images = Arc::clone(&images);
             let processes = Arc::clone(&opts.processes);
+            let swept = Arc::clone(&swept);
             std::thread::Builder::new()
                 .name("capture-control".into())
                 .spawn(move || {
@@ -169,6 +178,7 @@ impl Capture {
                         targets,
                         images,
                         processes,
+                        swept,
                         held: HashMap::new(),
                         release_scan: None,
                     };
@@ -188,8 +198,15 @@ impl Capture {
             fallbacks,
             probed,
             images,
+            swept,
             processes: Arc::clone(&opts.processes),
         })
+    }
+
+    /// Kernel maps keyed by process: entries of exited processes reclaimed,
+    /// and entries held, per map.
+    pub fn kernel_maps(&self) -> Vec<(String, sweep::MapCount)> {
+        self.swept.read()
     }
 
     /// Events dropped in user space because a `tap.filters` entry skips
@@ -345,6 +362,8 @@ struct Control {
     targets: Targets,
     images: SharedCounters,
     processes: Arc<ProcessTable>,
+    /// Kernel map entries reclaimed.
+    swept: Arc<sweep::SweepCounters>,
     /// TLS files first seen through a process, kept open while processes
     /// map them (their targets' paths are `/proc/self/fd/N`).
     held: HashMap<FileId, Held>,
@@ -373,6 +392,7 @@ impl Control {
         let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
         let mut last_expiry = Instant::now();
         let mut last_release = Instant::now();
+        let mut last_sweep = Instant::now();
         while !stop.load(Ordering::Acquire) {
             // Wake for the next event, the next rescan due, or now and then
             // to look at `stop`: an idle agent's control thread sleeps.
@@ -422,6 +442,10 @@ impl Control {
             if last_expiry.elapsed() >= EXPIRE_EVERY {
                 self.processes.expire();
                 last_expiry = Instant::now();
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.probes.sweep(&self.swept);
+                last_sweep = Instant::now();
             }
         }
     }

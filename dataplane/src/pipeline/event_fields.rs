@@ -4,7 +4,7 @@
 //! is written straight into the event JSON (`collect_str`), no string built.
 
 use std::fmt::{self, Display, Formatter, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Serialize, Serializer};
 
@@ -143,7 +143,7 @@ impl Display for WallTime {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let secs = self.0 / 1_000_000_000;
         let micros = (self.0 % 1_000_000_000) / 1_000;
-        let (y, m, d) = tapwire_store::s3::sign::civil_from_days(secs / 86_400);
+        let (y, m, d) = tapwire_store::calendar::civil_from_days(secs / 86_400);
         let rem = secs % 86_400;
         write!(
             f,
@@ -238,6 +238,45 @@ impl<'a> From<AuthToken<'a>> for AuthTokenFields<'a> {
             auth_token_type: t.kind,
             auth_token_mask: t.last4,
         }
+    }
+}
+
+/// True if `ip` is internal in `tap.direction`'s sense: loopback, RFC 1918,
+/// link-local or CGNAT (IPv4); loopback, RFC 4193 or link-local (IPv6);
+/// v4-mapped IPv6 addresses as IPv4. The probes apply the same test.
+pub fn is_internal(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || (o[0] == 100 && o[1] & 0xc0 == 64)
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            a.is_loopback() || s[0] & 0xfe00 == 0xfc00 || s[0] & 0xffc0 == 0xfe80
+        }
+    }
+}
+
+/// A transaction's or connection's direction in Qtap's words: `ingress` for the
+/// server side, `egress-internal` or `egress-external` (by the peer's address)
+/// for the client side.
+pub fn direction_word(client: bool, peer: IpAddr) -> &'static str {
+    if !client {
+        "ingress"
+    } else if is_internal(peer) {
+        "egress-internal"
+    } else {
+        "egress-external"
     }
 }
 

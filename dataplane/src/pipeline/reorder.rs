@@ -34,7 +34,8 @@ pub enum Offer {
     Deliver,
     /// It was copied into the window to wait for earlier records.
     Held,
-    /// It is older than what was already delivered (or skipped): dropped.
+    /// It is older than what was already delivered (or skipped), or a
+    /// second copy of a record already held: dropped.
     Late,
 }
 
@@ -78,7 +79,9 @@ impl Reorder {
         if seq == self.next {
             self.next += 1;
             Offer::Deliver
-        } else if seq < self.next {
+        } else if seq < self.next || self.held.contains_key(&seq) {
+            // A second copy must not replace the first: the held bytes (and
+            // their charge) are counted once per sequence number.
             Offer::Late
         } else {
             if !self.charge.grow(budget, bytes.len()) {
@@ -159,6 +162,17 @@ mod tests {
         assert_eq!(r.pop_ready(0), Some((3, b"d".to_vec(), 0)));
         assert_eq!(r.pop_ready(0), None);
         assert_eq!(r.offer_t(1, b"b", 0), Offer::Late);
+    }
+
+    #[test]
+    fn a_duplicate_of_a_held_record_is_late_and_the_window_empties() {
+        let budget = Budget::new(1 << 20);
+        let mut r = Reorder::starting_at(0);
+        assert_eq!(r.offer(2, b"first", 0, &budget), Offer::Held);
+        assert_eq!(r.offer(2, b"second copy", 0, &budget), Offer::Late);
+        assert_eq!(budget.used(), 5);
+        assert_eq!(r.pop_ready(u64::MAX), Some((2, b"first".to_vec(), 2)));
+        assert_eq!((r.held(), r.held_bytes, budget.used()), (0, 0, 0));
     }
 
     #[test]

@@ -360,7 +360,7 @@ impl Transaction {
             exe,
             cgroup_id: self.conn.cgroup_id,
             origin,
-            direction: crate::plan::direction_word(self.egress, self.conn.remote.ip()),
+            direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
             local: self.conn.local.to_string(),
             remote: self.conn.remote.to_string(),
             protocol: self.protocol,
@@ -435,7 +435,7 @@ impl<'a> ConnFields<'a> {
             role: role_name(c.role),
             direction: match c.role {
                 super::input::Role::Server => "ingress",
-                super::input::Role::Client => crate::plan::direction_word(true, c.remote.ip()),
+                super::input::Role::Client => event_fields::direction_word(true, c.remote.ip()),
                 super::input::Role::Unknown => "unknown",
             },
             local: c.local.to_string(),

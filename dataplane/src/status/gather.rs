@@ -39,6 +39,11 @@ pub fn gather(
         .zip(capture.excluded().iter())
         .map(|(reason, n)| (reason.name(), *n))
         .collect();
+    let kernel_maps = capture
+        .kernel_maps()
+        .into_iter()
+        .map(|(map, c)| (map, c.reclaimed, c.entries))
+        .collect();
     let readers = capture
         .reader_counters()
         .into_iter()
@@ -80,6 +85,7 @@ pub fn gather(
         tls_placement_fallbacks: capture.placement_fallbacks(),
         kernel_drops,
         kernel_excluded,
+        kernel_maps,
         readers,
         shards,
         stores: all,

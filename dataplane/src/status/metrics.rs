@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub kernel_drops: Vec<(&'static str, u64)>,
     /// Events the kernel left out on purpose (the agent's own traffic), by reason.
     pub kernel_excluded: Vec<(&'static str, u64)>,
+    /// Kernel maps keyed by process: (map, entries reclaimed, entries held).
+    pub kernel_maps: Vec<(String, u64, u64)>,
     /// Each ring reader's counters.
     pub readers: Vec<ReaderSnapshot>,
     /// Each shard's counters, by name.
@@ -214,6 +216,25 @@ impl Collector for Collect {
             snap.kernel_excluded
                 .iter()
                 .map(|(reason, n)| (vec![("reason", (*reason).to_owned())], *n)),
+        )?;
+        counter(
+            &mut enc,
+            "kernel_reclaimed",
+            "Kernel map entries of exited processes removed, by map",
+            snap.kernel_maps
+                .iter()
+                .map(|(map, n, _)| (vec![("map", map.clone())], *n)),
+        )?;
+        gauge(
+            &mut enc,
+            "kernel_map_entries",
+            "Entries held by each kernel map keyed by process, at the last sweep",
+            snap.kernel_maps.iter().map(|(map, _, n)| {
+                (
+                    vec![("map", map.clone())],
+                    i64::try_from(*n).unwrap_or(i64::MAX),
+                )
+            }),
         )?;
         let cpu = |r: &ReaderSnapshot| vec![("cpu", r.cpu.to_string())];
         let reader_counters: [ReaderCounter; 4] = [

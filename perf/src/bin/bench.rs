@@ -2,14 +2,16 @@
 //! Run through `cargo xtask bench [--quick]`, which installs the tools and builds
 //! tapwire first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tapwire_perf::capacity::{self, CapacityPlan};
 use tapwire_perf::late_files::{self, LateFilesPlan};
-use tapwire_perf::overhead::{self, Config, Plan, Workload, headers, procfs, seaweed};
+use tapwire_perf::overhead::{self, Config, Plan, Workload, headers, procfs};
 use tapwire_perf::report::{chart, machine::Machine, markdown::Report};
+use tapwire_perf::soak::{self, SoakPlan};
 use tapwire_perf::tls_calls::{self, TlsCallsPlan};
 
 /// Rounds of a full run (the issue asks for at least 5).
@@ -77,6 +79,14 @@ struct Args {
     /// Skip the per-TLS-call cost (selected and unselected process).
     #[arg(long)]
     no_tls_calls: bool,
+    /// Run only the soak, for this many minutes: mixed HTTP/1.1, HTTP/2 and
+    /// TLS traffic with the S3 server restarted every 5 minutes; writes
+    /// `DATE-soak.md`.
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<u64>,
+    /// A note written into the soak's result (e.g. what else ran on the machine).
+    #[arg(long)]
+    note: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -94,6 +104,15 @@ fn main() -> Result<()> {
             .map(|a| format!(" {a}"))
             .collect::<String>()
     );
+
+    if let Some(weed) = &args.weed {
+        // SAFETY: set before any thread that reads the environment starts.
+        unsafe { std::env::set_var("TAPWIRE_WEED", weed) };
+    }
+
+    if let Some(minutes) = args.soak {
+        return soak(&args, &root, &machine, &command, minutes);
+    }
 
     let overhead = if args.no_overhead {
         None
@@ -126,10 +145,6 @@ fn main() -> Result<()> {
                 .tapwire
                 .clone()
                 .unwrap_or_else(|| root.join("target/release/tapwire")),
-            weed: args
-                .weed
-                .clone()
-                .unwrap_or_else(|| seaweed::weed_binary(&root)),
             only,
             workloads,
             profile: !args.no_profile,
@@ -234,6 +249,45 @@ fn main() -> Result<()> {
     std::fs::write(&md, &text).with_context(|| format!("write {}", md.display()))?;
     println!("{text}");
     eprintln!("bench: wrote {}", md.display());
+    Ok(())
+}
+
+/// S3 restarts during the soak: every 5 minutes, down for 10 s.
+const SOAK_RESTART_EVERY: Duration = Duration::from_secs(5 * 60);
+const SOAK_OUTAGE: Duration = Duration::from_secs(10);
+
+fn soak(args: &Args, root: &Path, machine: &Machine, command: &str, minutes: u64) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the soak attaches probes: run as root");
+    }
+    let plan = SoakPlan {
+        duration: Duration::from_secs(minutes * 60),
+        tapwire: args
+            .tapwire
+            .clone()
+            .unwrap_or_else(|| root.join("target/release/tapwire")),
+        restart_every: SOAK_RESTART_EVERY,
+        outage: SOAK_OUTAGE,
+    };
+    let result = soak::run(&plan)?;
+    let host = format!(
+        "{} ({}, {} cores, kernel {})",
+        machine.host, machine.cpu, machine.cores, machine.kernel
+    );
+    let text = soak::markdown(&result, command, &host, args.note.as_deref());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("perf/results"));
+    std::fs::create_dir_all(&out)?;
+    let md = out.join(format!("{}-soak.md", machine.date));
+    std::fs::write(&md, &text).with_context(|| format!("write {}", md.display()))?;
+    println!("{text}");
+    eprintln!("bench: wrote {}", md.display());
+    if !result.passed() {
+        bail!("the soak failed (see {})", md.display());
+    }
     Ok(())
 }
 

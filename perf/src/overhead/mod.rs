@@ -3,11 +3,13 @@
 //! interleaved.
 //!
 //! - [`process`]: child processes stopped on drop, their output collected.
+//!
+//! The S3 server of the object-store configuration is the tests' SeaweedFS
+//! (`tapwire_testkit::Weed`).
 //! - [`procfs`]: CPU time and peak memory from `/proc`.
 //! - [`nginx`]: the server, its config and certificate.
 //! - [`gotls`]: the Go HTTPS server, and the per-call cost of the Go probes.
 //! - [`wrk`]: the load generator and its report.
-//! - [`seaweed`]: the S3 server for the object-store configuration.
 //! - [`tracer`]: the configurations and how each tracer starts and stops.
 //! - [`run`]: the rounds.
 //! - [`headers`]: the kernel-header workaround that lets bcc compile here.
@@ -18,7 +20,6 @@ pub mod nginx;
 pub mod process;
 pub mod procfs;
 pub mod run;
-pub mod seaweed;
 pub mod tracer;
 pub mod wrk;
 

@@ -36,6 +36,15 @@ pub struct Nginx {
 impl Nginx {
     /// Writes the config, certificate and files under `dir` and starts nginx.
     pub fn start(dir: &Path) -> Result<Self> {
+        Self::start_serving(dir, false)
+    }
+
+    /// [`Nginx::start`], HTTPS also offering HTTP/2 (ALPN `h2`).
+    pub fn start_with_http2(dir: &Path) -> Result<Self> {
+        Self::start_serving(dir, true)
+    }
+
+    fn start_serving(dir: &Path, http2: bool) -> Result<Self> {
         let www = dir.join("www");
         std::fs::create_dir_all(&www)?;
         for (name, size) in FILES {
@@ -60,7 +69,10 @@ impl Nginx {
         let https_port = free_port()?;
         let http_port = free_port()?;
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(dir, &www, &cert, &key, https_port, http_port))?;
+        std::fs::write(
+            &conf,
+            config(dir, &www, &cert, &key, (https_port, http_port), http2),
+        )?;
         let mut cmd = Command::new("nginx");
         cmd.arg("-p")
             .arg(dir)
@@ -132,7 +144,16 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn config(dir: &Path, www: &Path, cert: &Path, key: &Path, https: u16, http: u16) -> String {
+fn config(
+    dir: &Path,
+    www: &Path,
+    cert: &Path,
+    key: &Path,
+    ports: (u16, u16),
+    http2: bool,
+) -> String {
+    let (https, http) = ports;
+    let h2 = if http2 { " http2" } else { "" };
     let d = dir.display();
     let www = www.display();
     let cert = cert.display();
@@ -158,7 +179,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     server {{
-        listen 127.0.0.1:{https} ssl;
+        listen 127.0.0.1:{https} ssl{h2};
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;

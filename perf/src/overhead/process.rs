@@ -1,9 +1,10 @@
-//! Processes the harness starts: each in its own process group, stopped on drop
-//! (the stop signal to the whole group, then `SIGKILL` after a grace period), so
-//! nothing outlives the harness, also when it fails half-way.
+//! Processes the harness starts: each guarded as the tests' are
+//! (`tapwire_testkit::guard`: its own process group, killed by the kernel if the
+//! harness dies), and stopped on drop (the stop signal to the whole group, then
+//! `SIGKILL` after a grace period), so nothing outlives the harness, also when
+//! it fails half-way.
 
 use std::io::{BufRead as _, BufReader, Read};
-use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,8 +28,7 @@ impl Guard {
     /// (`SIGINT` for tracers that print their totals on exit); after `grace` it is
     /// killed.
     pub fn spawn(name: &str, cmd: &mut Command, stop_signal: i32, grace: Duration) -> Result<Self> {
-        let child = cmd
-            .process_group(0)
+        let child = tapwire_testkit::guard(cmd)
             .spawn()
             .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
         Ok(Self {
@@ -119,7 +119,9 @@ impl Lines {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                sink.lock().expect("lines lock").push(strip_ansi(&line));
+                sink.lock()
+                    .expect("lines lock")
+                    .push(tapwire_testkit::without_ansi(&line));
             }
         });
         lines
@@ -163,39 +165,5 @@ impl Lines {
     pub fn tail(&self, n: usize) -> String {
         let lines = self.snapshot();
         lines[lines.len().saturating_sub(n)..].join(" | ")
-    }
-}
-
-/// `text` without ANSI escape sequences (log colours).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ params final-byte(0x40..=0x7e)
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_ansi;
-
-    #[test]
-    fn ansi_colours_are_removed() {
-        assert_eq!(
-            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x\u{1b}[3m=\u{1b}[0m1"),
-            "2026  INFO x=1"
-        );
     }
 }

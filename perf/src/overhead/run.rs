@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use super::gotls::{self, GoServer, ProbeCost};
 use super::nginx::Nginx;
 use super::procfs;
-use super::seaweed::Seaweed;
 use super::tracer::{Config, Env, Totals, Tracer};
 use super::wrk::{Launcher, WrkResult};
 
@@ -25,8 +24,6 @@ pub struct Plan {
     pub warmup_secs: u32,
     /// The tapwire binary.
     pub tapwire: PathBuf,
-    /// SeaweedFS's `weed`.
-    pub weed: PathBuf,
     /// Only these configurations (all when empty).
     pub only: Vec<Config>,
     /// Only these workloads (all when empty).
@@ -242,12 +239,12 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
     }
 
     let seaweed = if wanted(Config::TapwireS3) {
-        match Seaweed::start(&plan.weed, &dir.join("seaweed")) {
-            Ok(s) => Some(s),
-            Err(e) => {
+        match tapwire_testkit::weed_binary() {
+            Ok(_) => tapwire_testkit::Weed::start(),
+            Err(why) => {
                 results
                     .unavailable
-                    .insert(Config::TapwireS3, format!("no S3 server: {e:#}"));
+                    .insert(Config::TapwireS3, format!("no S3 server: {why}"));
                 None
             }
         }
@@ -255,6 +252,7 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
         None
     };
 
+    let s3_endpoint = seaweed.as_ref().map(|s| s.endpoint()).unwrap_or_default();
     let base_env = Env {
         dir,
         tapwire: &plan.tapwire,
@@ -294,9 +292,9 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
             if config == Config::TapwireS3
                 && let Some(s3) = &seaweed
             {
-                s3.create_bucket(&bucket)?;
+                s3.create_bucket(&bucket);
                 std::fs::create_dir_all(&spool)?;
-                env.s3 = Some((&s3.endpoint, &bucket, &spool));
+                env.s3 = Some((s3_endpoint.as_str(), &bucket, &spool));
             }
             eprintln!(
                 "bench: round {}/{}: {}",
@@ -342,7 +340,8 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
                     && let Some(s3) = &seaweed
                 {
                     // Keys in the bucket, for the note (digests dedupe same bodies).
-                    if let Ok(keys) = s3.count_keys(&bucket) {
+                    if let Ok(keys) = tapwire_testkit::block_on(s3.client(&bucket).list_keys()) {
+                        let keys = keys.len();
                         totals.warnings.push(format!("bucket holds {keys} keys"));
                     }
                 }

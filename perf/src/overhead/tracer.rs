@@ -210,8 +210,8 @@ impl Tracer {
                     std::fs::write(&path, s3_config(endpoint, bucket, spool))?;
                     cmd.arg("--config")
                         .arg(path)
-                        .env("S3_ACCESS_KEY", super::seaweed::ACCESS_KEY)
-                        .env("S3_SECRET_KEY", super::seaweed::SECRET_KEY);
+                        .env("S3_ACCESS_KEY", tapwire_testkit::ACCESS_KEY)
+                        .env("S3_SECRET_KEY", tapwire_testkit::SECRET_KEY);
                 }
                 if config == Config::TapwireUnselected {
                     // Probes are attached per file all the same; the kernel
@@ -444,13 +444,12 @@ services:
       type: s3
       endpoint: {endpoint}
       bucket: {bucket}
-      region: {region}
+      region: us-east-1
       insecure: true
       access_key: {{type: env, value: S3_ACCESS_KEY}}
       secret_key: {{type: env, value: S3_SECRET_KEY}}
       spool_dir: {spool}
 ",
-        region = super::seaweed::REGION,
         spool = spool.display()
     )
 }

@@ -18,8 +18,10 @@
 //! emitted. A connection whose first plain bytes look like a TLS record header
 //! (a handshake made outside the hooked calls) is marked TLS as well.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_loop},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -192,7 +194,88 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     if !selected() {
         return 0;
     }
-    let k = key((bpf_get_current_pid_tgid() >> 32) as u32, fd);
+    release((bpf_get_current_pid_tgid() >> 32) as u32, fd);
+    0
+}
+
+/// hook: syscalls:sys_enter_dup2(oldfd, newfd), sys_enter_dup3(oldfd, newfd, flags)
+///
+/// `newfd` is closed first when it is open (and not `oldfd`): a connection
+/// there ends as with `close`.
+#[tracepoint]
+pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
+    if is_agent() || !selected() {
+        return 0;
+    }
+    let (old, new) = (arg(&ctx, 0) as i32 as i64, arg(&ctx, 1) as i32 as i64);
+    if old != new {
+        release((bpf_get_current_pid_tgid() >> 32) as u32, new);
+    }
+    0
+}
+
+/// `close_range` flag: mark close-on-exec instead of closing.
+const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+
+/// Descriptors `close_range` looks at, from its first: 4,096 covers the
+/// default `RLIMIT_NOFILE` (1,024) four times over and costs a few hundred
+/// microseconds of map lookups at most. Connections on higher descriptors of
+/// a wider range are released when their process exits (the user-space
+/// sweep) or their descriptor is reused.
+const CLOSE_RANGE_SCAN: u64 = 4096;
+
+/// State handed to [`release_nth`] through `bpf_loop`.
+#[repr(C)]
+struct RangeCtx {
+    tgid: u32,
+    first: u32,
+}
+
+/// `bpf_loop` callback: releases descriptor `first + index`.
+extern "C" fn release_nth(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `RangeCtx` passed to `bpf_loop` by `sys_enter_close_range`.
+    let c = unsafe { &*(ctx as *const RangeCtx) };
+    release(c.tgid, (c.first as u64 + index) as i64);
+    0
+}
+
+/// hook: syscalls:sys_enter_close_range(fd, max_fd, flags)
+///
+/// Closes every descriptor from `fd` to `max_fd` (`CLOSE_RANGE_UNSHARE` closes
+/// them in a private copy of the table: the same for this process); with
+/// `CLOSE_RANGE_CLOEXEC` nothing closes now.
+#[tracepoint]
+pub fn sys_enter_close_range(ctx: TracePointContext) -> u32 {
+    if is_agent() || !selected() {
+        return 0;
+    }
+    let (first, last, flags) = (arg(&ctx, 0) as u32, arg(&ctx, 1) as u32, arg(&ctx, 2));
+    if flags & CLOSE_RANGE_CLOEXEC != 0 || last < first {
+        return 0;
+    }
+    let span = u64::from(last - first) + 1;
+    let mut range = RangeCtx {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        first,
+    };
+    // SAFETY: `release_nth` has the callback signature `bpf_loop` expects and
+    // `range` outlives the call.
+    unsafe {
+        bpf_loop(
+            span.min(CLOSE_RANGE_SCAN) as u32,
+            release_nth as *mut c_void,
+            (&raw mut range).cast(),
+            0,
+        )
+    };
+    0
+}
+
+/// Ends the connection on descriptor `fd` of process `tgid`, as its close
+/// does: the close record goes out and the probes forget the descriptor.
+#[inline(always)]
+fn release(tgid: u32, fd: i64) {
+    let k = key(tgid, fd);
     let _ = NOT_TCP.remove(k);
     if let Some(mut conn) = CONNS.get_ptr_mut(k) {
         // SAFETY: live map value.
@@ -202,7 +285,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
                 Some(c) => conn = c,
                 None => {
                     let _ = NOT_TCP.remove(k);
-                    return 0;
+                    return;
                 }
             }
         }
@@ -221,7 +304,6 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         output_value(&close);
         let _ = CONNS.remove(k);
     }
-    0
 }
 
 /// hook: syscalls:sys_exit_{read,write,recvfrom,sendto,readv,writev,recvmsg,
