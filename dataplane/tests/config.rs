@@ -223,8 +223,8 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
              `ignore_loopback`, `audit_include_dns`, `http`, `filters`, `endpoints`",
         ),
         (
-            stack("      - type: debug\n"),
-            "5:15: stacks.s.plugins[0].type: plugin `debug` is not applied by this version \
+            stack("      - type: logger\n"),
+            "5:15: stacks.s.plugins[0].type: plugin `logger` is not applied by this version \
              of tapwire",
         ),
         (
@@ -743,6 +743,24 @@ fn check_config_shows_rules_and_endpoints() {
         stdout.contains(
             "\n  endpoint `api.example.com`: stack `default_stack`; objects=full format=json \
              request_events=false http_metrics=false\n"
+        ),
+        "{stdout}"
+    );
+    // `debug`, Qtap's older name of `access_logs`: format `console` unless given.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qpoint.yaml");
+    std::fs::write(
+        &file,
+        "version: 2\nstacks:\n  s:\n    plugins:\n      - type: debug\n        \
+         config: {mode: details}\ntap:\n  http: {stack: s}\n",
+    )
+    .unwrap();
+    let out = tapwire(&["check-config", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "http: stack `s`; objects=none format=parts request_events=false http_metrics=false\n    \
+             access_logs: mode=details format=console\n"
         ),
         "{stdout}"
     );

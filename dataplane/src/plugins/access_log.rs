@@ -245,3 +245,107 @@ fn json(txn: &TxnFields<'_>, mode: Level) -> Vec<u8> {
     out.push(b'\n');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::input::{ConnInfo, Role};
+    use crate::pipeline::txn::{Protocol, Transaction};
+
+    fn message(headers: &[(&str, &str)], body: &[u8]) -> Message {
+        let mut m = Message::default();
+        m.headers = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        m.head_bytes = 40;
+        m.body = body.to_vec();
+        m.body_bytes = body.len() as u64;
+        m
+    }
+
+    fn txn() -> Transaction {
+        Transaction {
+            conn: ConnInfo {
+                conn_id: 7,
+                pid: 4121,
+                tid: 4121,
+                comm: "curl".into(),
+                cgroup_id: 1,
+                local: "10.0.0.2:50000".parse().unwrap(),
+                remote: "203.0.113.9:443".parse().unwrap(),
+                role: Role::Client,
+                ts_ns: 1,
+            },
+            tid: 4121,
+            stream_id: None,
+            egress: true,
+            protocol: Protocol::Http1,
+            tls: true,
+            method: "POST".into(),
+            authority: Some("api.example.com".into()),
+            path: "/v1/x".into(),
+            status: Some(201),
+            grpc_status: None,
+            request: message(&[("Host", "api.example.com")], &[0xff, 0xfe]),
+            response: message(&[("Content-Type", "text/plain")], b"made\nit\n"),
+            start_ns: 1_000_000,
+            end_ns: 13_500_000,
+            truncated: false,
+            gap: false,
+            incomplete_headers: false,
+        }
+    }
+
+    fn fields<'a>(txn: &'a Transaction, exe: Option<&'a str>) -> TxnFields<'a> {
+        TxnFields {
+            txn,
+            exe,
+            url: "https://api.example.com/v1/x",
+        }
+    }
+
+    #[test]
+    fn console_full_writes_headers_and_bodies_after_the_line() {
+        let txn = txn();
+        let entry = console(&fields(&txn, Some("/usr/bin/curl")), Level::Full);
+        assert_eq!(
+            String::from_utf8(entry).unwrap(),
+            "■ curl egress-external → POST https://api.example.com/v1/x 201 12ms\n  \
+             > Host: api.example.com\n  >\n  > <binary 2 bytes>\n  \
+             < Content-Type: text/plain\n  <\n  < made\n  < it\n"
+        );
+        let summary = console(&fields(&txn, None), Level::Summary);
+        assert_eq!(
+            String::from_utf8(summary).unwrap(),
+            "■ curl egress-external → POST https://api.example.com/v1/x 201 12ms\n"
+        );
+    }
+
+    #[test]
+    fn json_modes_add_headers_then_bodies() {
+        let txn = txn();
+        let entry = |mode| {
+            let line = json(&fields(&txn, Some("/usr/bin/curl")), mode);
+            assert_eq!(line.last(), Some(&b'\n'));
+            let mut v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert!(v["time"].as_str().unwrap().ends_with('Z'));
+            v.as_object_mut().unwrap().remove("time");
+            v
+        };
+        let summary = serde_json::json!({
+            "msg": "HTTP transaction", "bin": "/usr/bin/curl", "pid": 4121,
+            "direction": "egress-external", "method": "POST",
+            "url": "https://api.example.com/v1/x", "status": 201, "duration_ms": 12,
+        });
+        assert_eq!(entry(Level::Summary), summary);
+        let mut full = summary;
+        full["meta"] =
+            serde_json::json!({"bytes_sent": 42, "bytes_received": 48, "protocol": "http1"});
+        full["request"] =
+            serde_json::json!({"headers": {"Host": "api.example.com"}, "body": "<binary 2 bytes>"});
+        full["response"] =
+            serde_json::json!({"headers": {"Content-Type": "text/plain"}, "body": "made\nit\n"});
+        assert_eq!(entry(Level::Full), full);
+    }
+}

@@ -295,7 +295,6 @@ fn path(steps: &[PathStep], more: &[&str]) -> Vec<PathStep> {
 
 /// Plugin types Qtap defines that tapwire does not apply yet.
 const NOT_YET: &[&str] = &[
-    "debug",
     "detect_errors",
     "logger",
     "data_loss_protection",
@@ -496,16 +495,27 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                 captured = true;
                 plan.capture = compile_capture(&here, plugin.config.as_ref(), macros)?;
             }
-            "access_logs" => {
+            // `debug`: Qtap's older name, its format `console` unless given.
+            kind @ ("access_logs" | "debug") => {
                 if plan.access.is_some() {
                     return Err(at(
                         "type",
                         false,
-                        "a stack takes one `access_logs` plugin".to_owned(),
+                        "a stack takes one `access_logs` (or `debug`) plugin".to_owned(),
                     )
                     .into());
                 }
-                plan.access = Some(compile_access(&here, plugin.config.as_ref(), macros)?);
+                let format = if kind == "debug" {
+                    LogFormat::Console
+                } else {
+                    LogFormat::Json
+                };
+                plan.access = Some(compile_access(
+                    &here,
+                    plugin.config.as_ref(),
+                    format,
+                    macros,
+                )?);
             }
             kind @ ("report_usage" | "http_metrics") => {
                 if plugin.config.is_some() {
@@ -622,10 +632,12 @@ fn compile_rule(rule_path: &[PathStep], expr: &str, macros: &Macros) -> Result<R
         .map_err(|e| expression_error(path(rule_path, &["expr"]), &e))
 }
 
-/// Compiles one `access_logs` plugin's `config` (at `here`).
+/// Compiles one `access_logs` plugin's `config` (at `here`); `default_format`
+/// applies when it names none.
 fn compile_access(
     here: &[PathStep],
     config: Option<&serde_yaml::Value>,
+    default_format: LogFormat,
     macros: &Macros,
 ) -> Result<AccessLogs, StackError> {
     let cfg = settings(here, config)?.unwrap_or(AccessLogsConfig {
@@ -642,7 +654,7 @@ fn compile_access(
     let mode = mode_at(path(here, &["config", "mode"]), cfg.mode.as_deref())?;
     let format = match &cfg.format {
         Some(f) => format_at(path(here, &["config", "format"]), f)?,
-        None => LogFormat::Json,
+        None => default_format,
     };
     let mut rules = Vec::with_capacity(cfg.rules.len());
     for (i, r) in cfg.rules.into_iter().enumerate() {
