@@ -231,6 +231,14 @@ impl HttpPlan {
         self.default.records() || self.endpoints.iter().any(|(_, s)| s.records())
     }
 
+    /// Whether a stack of the file has `http_metrics` (the built-in default
+    /// aside).
+    pub fn names_metrics(&self) -> bool {
+        std::iter::once(&self.default)
+            .chain(self.endpoints.iter().map(|(_, s)| s))
+            .any(|s| s.metrics && s.name.is_some())
+    }
+
     /// Lines for `check-config`.
     pub fn describe(&self) -> String {
         let mut out = self.default.describe();
