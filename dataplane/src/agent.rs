@@ -117,7 +117,15 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
             crate::status::StatusServer::start(addr, Arc::clone(&status))
                 .map_err(|source| StartError::Status { addr, source })?,
         ),
-        None => None,
+        None => {
+            if plan.http.names_metrics() {
+                tracing::warn!(
+                    "a stack has `http_metrics` but the status server is off \
+                     (`--httpd-listen off`): its series are not published"
+                );
+            }
+            None
+        }
     };
     // The start context (the shared stdout writer) outlives start-up: a reload
     // starts stores with it.

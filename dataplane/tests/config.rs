@@ -223,9 +223,27 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
              `ignore_loopback`, `audit_include_dns`, `http`, `filters`, `endpoints`",
         ),
         (
-            stack("      - type: access_logs\n"),
-            "5:15: stacks.s.plugins[0].type: plugin `access_logs` is not applied by this version \
+            stack("      - type: logger\n"),
+            "5:15: stacks.s.plugins[0].type: plugin `logger` is not applied by this version \
              of tapwire",
+        ),
+        (
+            stack("      - type: access_logs\n        config: {mode: verbose}\n"),
+            "6:24: stacks.s.plugins[0].config.mode: unknown mode `verbose`, expected one of \
+             `none`, `summary`, `details`, `full`",
+        ),
+        (
+            stack("      - type: access_logs\n        config: {format: text}\n"),
+            "6:26: stacks.s.plugins[0].config.format: unknown format `text`, expected one of \
+             `console`, `json`",
+        ),
+        (
+            stack(
+                "      - type: access_logs\n        config:\n          rules:\n            \
+                 - {name: r, expr: http.res.status >=, mode: full}\n",
+            ),
+            "8:49: stacks.s.plugins[0].config.rules[0].expr: invalid expression at column 19: \
+             expected a field, a value or `(`, found the end of the expression",
         ),
         (
             stack("      - type: http_metrics\n        config: {}\n"),
@@ -234,7 +252,7 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
         (
             stack("      - type: http_capturee\n"),
             "5:15: stacks.s.plugins[0].type: unknown plugin type `http_capturee`, expected one of \
-             `http_capture`, `report_usage`, `http_metrics`",
+             `http_capture`, `report_usage`, `http_metrics`, `access_logs`",
         ),
         (
             stack("      - type: http_capture\n        config: {level: everything}\n"),
@@ -725,6 +743,24 @@ fn check_config_shows_rules_and_endpoints() {
         stdout.contains(
             "\n  endpoint `api.example.com`: stack `default_stack`; objects=full format=json \
              request_events=false http_metrics=false\n"
+        ),
+        "{stdout}"
+    );
+    // `debug`, Qtap's older name of `access_logs`: format `console` unless given.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qpoint.yaml");
+    std::fs::write(
+        &file,
+        "version: 2\nstacks:\n  s:\n    plugins:\n      - type: debug\n        \
+         config: {mode: details}\ntap:\n  http: {stack: s}\n",
+    )
+    .unwrap();
+    let out = tapwire(&["check-config", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "http: stack `s`; objects=none format=parts request_events=false http_metrics=false\n    \
+             access_logs: mode=details format=console\n"
         ),
         "{stdout}"
     );

@@ -4,7 +4,9 @@
 //! `http.res.status >= 400` that raises the level for failing requests only,
 //! and an `endpoints` entry that switches the stack for one domain; only the
 //! stacks with `http_metrics` feed the status server's request counters, and
-//! a stack with only `http_metrics` records nothing else.
+//! a stack with only `http_metrics` records nothing else. `access_logs`
+//! writes its entries to stderr, never to stdout: a console line at `summary`
+//! and, by a rule, a JSON entry at `details`.
 //!
 //! Capture is limited to this test's process tree (`--pid`) and to the client
 //! side (`direction: egress`): the client is `curl`, the server a thread of
@@ -106,6 +108,17 @@ stacks:
   counted:
     plugins:
       - type: http_metrics
+  logged:
+    plugins:
+      - type: access_logs
+        config:
+          mode: summary
+          format: console
+          rules:
+            - name: failures in detail
+              expr: http.res.status >= 400
+              mode: details
+              format: json
 tap:
   direction: egress
   http: {stack: qtap}
@@ -114,6 +127,8 @@ tap:
       http: {stack: parts}
     - domain: counted.test
       http: {stack: counted}
+    - domain: log.test
+      http: {stack: logged}
 "#;
 
 /// The event of the request for `path` to `host`.
@@ -180,6 +195,8 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     ] {
         get("svc.test", port, path);
     }
+    get("log.test", port, "/full");
+    get("log.test", port, "/fail");
     get("counted.test", port, "/full");
     get("counted.test", port, "/fail");
     get("parts.test", port, "/full");
@@ -209,6 +226,11 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(series, expected);
+    agent.wait_stderr(
+        &format!("http://log.test:{port}/fail"),
+        Duration::from_secs(10),
+    );
+    let stderr = agent.stderr.lock().unwrap().clone();
     let lines = agent.stop_with(libc::SIGINT);
     let stored = objects(&lines);
 
@@ -363,5 +385,51 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
             .as_str()
             .is_some_and(|a| a.starts_with("counted.test"))),
         "a request to counted.test was recorded"
+    );
+
+    // `access_logs`: entries on stderr only; stdout has nothing of log.test.
+    let console = stderr
+        .iter()
+        .find(|l| l.contains(&format!("http://log.test:{port}/full")))
+        .expect("console access log line");
+    let ms = console
+        .strip_prefix(&format!(
+            "■ curl egress-internal → GET http://log.test:{port}/full 200 "
+        ))
+        .and_then(|rest| rest.strip_suffix("ms"))
+        .unwrap_or_else(|| panic!("console line: {console}"));
+    assert!(ms.parse::<u64>().is_ok(), "{console}");
+    let json = stderr
+        .iter()
+        .find(|l| l.contains(&format!("http://log.test:{port}/fail")))
+        .expect("JSON access log line");
+    let mut entry: Value = serde_json::from_str(json).expect("one JSON object per line");
+    let entry_map = entry.as_object_mut().unwrap();
+    let time = entry_map.remove("time").expect("time");
+    assert!(time.as_str().unwrap().ends_with('Z'), "{json}");
+    assert!(entry_map.remove("duration_ms").unwrap().is_u64(), "{json}");
+    assert!(entry_map.remove("pid").unwrap().is_u64(), "{json}");
+    let bin = entry_map.remove("bin").unwrap();
+    assert!(bin.as_str().unwrap().ends_with("curl"), "{json}");
+    let sent =
+        format!("GET /fail HTTP/1.1\r\nHost: log.test:{port}\r\nUser-Agent: tapwire-test\r\n\r\n")
+            .len();
+    assert_eq!(
+        entry,
+        serde_json::json!({
+            "msg": "HTTP transaction",
+            "direction": "egress-internal",
+            "method": "GET",
+            "url": format!("http://log.test:{port}/fail"),
+            "status": 503,
+            "meta": {"bytes_sent": sent, "bytes_received": FAIL.len(), "protocol": "http1"},
+            "request": {"headers": {"Host": format!("log.test:{port}"), "User-Agent": "tapwire-test"}},
+            "response": {"headers": {"Content-Length": "5", "Content-Type": "text/plain"}},
+        }),
+        "{json}"
+    );
+    assert!(
+        !lines.iter().any(|v| v.to_string().contains("log.test")),
+        "an access log entry or a request to log.test reached stdout"
     );
 }

@@ -85,19 +85,15 @@ impl Fanout {
             if stack.metrics {
                 crate::status::http_metrics::observe(txn);
             }
-            if !stack.stores() {
-                return;
-            }
-            event = stack.events;
-            // The executable is looked up only for rules and Qtap's layouts.
-            let exe = if stack.capture.rules.is_empty() && stack.capture.format == Format::Parts {
-                None
-            } else {
+            let rules = !stack.capture.rules.is_empty() || stack.access.is_some();
+            // The executable is looked up only for rules, access logs and
+            // Qtap's layouts; the URL only for rules and access logs.
+            let exe = if rules || stack.capture.format != Format::Parts {
                 self.processes.exe(txn.conn.pid)
-            };
-            let (level, format) = if stack.capture.rules.is_empty() {
-                (stack.capture.level, stack.capture.format)
             } else {
+                None
+            };
+            if rules {
                 look.url.clear();
                 let _ = write!(
                     look.url,
@@ -109,12 +105,21 @@ impl Fanout {
                         target: &txn.path,
                     }
                 );
-                stack.capture_for(&TxnFields {
-                    txn,
-                    exe: exe.as_deref(),
-                    url: &look.url,
-                })
+            }
+            let fields = TxnFields {
+                txn,
+                exe: exe.as_deref(),
+                url: &look.url,
             };
+            if let Some(access) = &stack.access {
+                let (mode, format) = access.for_txn(&fields);
+                crate::plugins::access_log::log(&fields, mode, format);
+            }
+            if !stack.stores() {
+                return;
+            }
+            event = stack.events;
+            let (level, format) = stack.capture_for(&fields);
             let objects = crate::plugins::capture::objects(txn, level, format, exe.as_deref());
             for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
                 let object = Object::new(content_type, bytes);

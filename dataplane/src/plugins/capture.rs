@@ -206,7 +206,7 @@ impl Serialize for Base64<'_> {
 /// A message's body decoded by its `Content-Encoding` (`gzip`, `deflate`),
 /// or as it came when it has another encoding, inflates past
 /// [`MAX_BODY_BYTES`] or does not inflate.
-fn decoded(m: &Message) -> Cow<'_, [u8]> {
+pub(super) fn decoded(m: &Message) -> Cow<'_, [u8]> {
     let body = &m.body[..];
     let encoding = m.header("content-encoding").map(str::trim);
     let inflated = match encoding {
@@ -317,7 +317,7 @@ fn artifact<'a>(txn: &'a Transaction, level: Level, exe: Option<&'a str>) -> Art
 
 /// A message's headers as one value per name, as Qtap's map holds them:
 /// repeated fields joined with `, `.
-fn header_map(m: &Message) -> BTreeMap<String, String> {
+pub(super) fn header_map(m: &Message) -> BTreeMap<String, String> {
     let mut map: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in &m.headers {
         map.entry(name.clone())

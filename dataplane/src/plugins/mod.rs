@@ -5,17 +5,20 @@
 //! `tap.endpoints`. The output stage picks a transaction's stack by its domain,
 //! runs the `http_capture` rules on it (first match wins) and stores the
 //! objects its level and format call for, and emits the request event if the
-//! stack has `report_usage`. Only what tapwire applies is accepted: any other
+//! stack has `report_usage`; `http_metrics` counts it on the status server and
+//! `access_logs` writes its entry to stderr. Only what tapwire applies is accepted: any other
 //! plugin, level, format or key is refused with its location, never ignored.
 //!
 //! - [`stack`]: config to plan.
+//! - [`access_log`]: `access_logs` entries and their writer.
 //! - [`capture`]: `http_capture` levels and formats (Qtap's `http_transaction`
 //!   layouts and tapwire's parts).
 //! - [`fields`]: the fields rule expressions read.
 
+pub mod access_log;
 pub mod capture;
 pub mod fields;
 pub mod stack;
 
 pub use capture::{Format, Level};
-pub use stack::{HttpPlan, PathStep, Refusal, StackError, StackPlan, compile};
+pub use stack::{AccessLogs, HttpPlan, PathStep, Refusal, StackError, StackPlan, compile};

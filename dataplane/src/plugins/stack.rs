@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tapwire_rulekit::{Macros, Rule};
 
+use super::access_log::{LogFormat, mode_name};
 use super::capture::{Format, Level};
 use super::fields::{HttpFields, TxnFields, host_of};
 use crate::config::{Endpoint, Rulekit, Stack, Tap};
@@ -32,6 +34,45 @@ pub struct StackPlan {
     pub events: bool,
     /// Count the transaction in the `http_metrics` series (`http_metrics`).
     pub metrics: bool,
+    /// Write an access log entry (`access_logs`).
+    pub access: Option<AccessLogs>,
+}
+
+/// `access_logs` settings, compiled.
+#[derive(Debug, Clone)]
+pub struct AccessLogs {
+    /// Mode when no rule matches (`Headers` is written `details`).
+    pub mode: Level,
+    /// Format when no rule matches.
+    pub format: LogFormat,
+    /// Rules, first match wins.
+    pub rules: Vec<AccessRule>,
+}
+
+/// One `access_logs.rules[]` entry.
+#[derive(Debug, Clone)]
+pub struct AccessRule {
+    /// Its name.
+    pub name: String,
+    /// The expression as written.
+    pub expr: String,
+    /// The compiled expression.
+    pub rule: Rule,
+    /// Mode when it matches.
+    pub mode: Level,
+    /// Format when it matches (the plugin's format unless given).
+    pub format: LogFormat,
+}
+
+impl AccessLogs {
+    /// The mode and format for one transaction: the first matching rule's,
+    /// else the plugin's.
+    pub fn for_txn(&self, txn: &TxnFields<'_>) -> (Level, LogFormat) {
+        self.rules
+            .iter()
+            .find(|r| r.rule.matches(txn))
+            .map_or((self.mode, self.format), |r| (r.mode, r.format))
+    }
 }
 
 /// `http_capture` settings, compiled.
@@ -75,11 +116,12 @@ impl StackPlan {
         capture: Capture::NONE,
         events: false,
         metrics: false,
+        access: None,
     };
 
     /// Whether a transaction handled by this stack is counted or recorded.
     pub fn records(&self) -> bool {
-        self.metrics || self.stores()
+        self.metrics || self.access.is_some() || self.stores()
     }
 
     /// Whether a transaction handled by this stack may become an event or an
@@ -115,6 +157,24 @@ impl StackPlan {
             self.events,
             self.metrics
         );
+        if let Some(a) = &self.access {
+            let _ = write!(
+                out,
+                "\n    access_logs: mode={} format={}",
+                mode_name(a.mode),
+                a.format.name()
+            );
+            for r in &a.rules {
+                let _ = write!(
+                    out,
+                    "\n    access_logs rule `{}`: {} -> mode={} format={}",
+                    r.name,
+                    r.expr,
+                    mode_name(r.mode),
+                    r.format.name()
+                );
+            }
+        }
         for r in &self.capture.rules {
             let _ = write!(
                 out,
@@ -143,6 +203,7 @@ impl HttpPlan {
                 },
                 events: true,
                 metrics: true,
+                access: None,
             },
             endpoints: Vec::new(),
         }
@@ -168,6 +229,14 @@ impl HttpPlan {
     /// Whether any transaction is recorded at all.
     pub fn records(&self) -> bool {
         self.default.records() || self.endpoints.iter().any(|(_, s)| s.records())
+    }
+
+    /// Whether a stack of the file has `http_metrics` (the built-in default
+    /// aside).
+    pub fn names_metrics(&self) -> bool {
+        std::iter::once(&self.default)
+            .chain(self.endpoints.iter().map(|(_, s)| s))
+            .any(|s| s.metrics && s.name.is_some())
     }
 
     /// Lines for `check-config`.
@@ -234,8 +303,6 @@ fn path(steps: &[PathStep], more: &[&str]) -> Vec<PathStep> {
 
 /// Plugin types Qtap defines that tapwire does not apply yet.
 const NOT_YET: &[&str] = &[
-    "access_logs",
-    "debug",
     "detect_errors",
     "logger",
     "data_loss_protection",
@@ -271,6 +338,36 @@ struct RuleConfig {
     expr: String,
     /// Level when it matches.
     level: String,
+    /// Format when it matches; the plugin's unless given.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `access_logs` settings as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessLogsConfig {
+    /// `none` | `summary` (default; also when empty) | `details` (`headers`) | `full`.
+    #[serde(default)]
+    mode: Option<String>,
+    /// `json` (default, as in Qtap) | `console`.
+    #[serde(default)]
+    format: Option<String>,
+    /// Rules, first match wins.
+    #[serde(default)]
+    rules: Vec<AccessRuleConfig>,
+}
+
+/// One `access_logs.rules[]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessRuleConfig {
+    /// A name for `check-config`.
+    name: String,
+    /// The expression.
+    expr: String,
+    /// Mode when it matches.
+    mode: String,
     /// Format when it matches; the plugin's unless given.
     #[serde(default)]
     format: Option<String>,
@@ -406,6 +503,28 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                 captured = true;
                 plan.capture = compile_capture(&here, plugin.config.as_ref(), macros)?;
             }
+            // `debug`: Qtap's older name, its format `console` unless given.
+            kind @ ("access_logs" | "debug") => {
+                if plan.access.is_some() {
+                    return Err(at(
+                        "type",
+                        false,
+                        "a stack takes one `access_logs` (or `debug`) plugin".to_owned(),
+                    )
+                    .into());
+                }
+                let format = if kind == "debug" {
+                    LogFormat::Console
+                } else {
+                    LogFormat::Json
+                };
+                plan.access = Some(compile_access(
+                    &here,
+                    plugin.config.as_ref(),
+                    format,
+                    macros,
+                )?);
+            }
             kind @ ("report_usage" | "http_metrics") => {
                 if plugin.config.is_some() {
                     return Err(at(
@@ -435,7 +554,7 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                     false,
                     format!(
                         "unknown plugin type `{kind}`, expected one of `http_capture`, \
-                         `report_usage`, `http_metrics`"
+                         `report_usage`, `http_metrics`, `access_logs`"
                     ),
                 )
                 .into());
@@ -445,14 +564,17 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
     Ok(plan)
 }
 
-/// Compiles one `http_capture` plugin's `config` (at `here`).
-fn compile_capture(
+/// A plugin's `config` (at `here`) as `T`, refusals located.
+fn settings<T: DeserializeOwned>(
     here: &[PathStep],
     config: Option<&serde_yaml::Value>,
-    macros: &Macros,
-) -> Result<Capture, StackError> {
-    let cfg: HttpCaptureConfig = match config {
-        Some(v) => serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+) -> Result<Option<T>, Refusal> {
+    let Some(v) = config else {
+        return Ok(None);
+    };
+    serde_path_to_error::deserialize(v.clone())
+        .map(Some)
+        .map_err(|e| {
             let mut p = path(here, &["config"]);
             for seg in e.path().iter() {
                 match seg {
@@ -477,7 +599,100 @@ fn compile_capture(
                 at_key,
                 message,
             }
-        })?,
+        })
+}
+
+/// `http_capture` levels, as refusals list them.
+const LEVELS: &str = "`none`, `summary`, `headers`, `details`, `full`";
+/// `http_capture` formats.
+const FORMATS: &str = "`json`, `text`, `parts`";
+/// `access_logs` modes.
+const MODES: &str = "`none`, `summary`, `details`, `full`";
+/// `access_logs` formats.
+const LOG_FORMATS: &str = "`console`, `json`";
+
+/// `name` read by `parse`, else a refusal at `p`: an unknown `what`, and the
+/// `expected` names.
+fn parse_at<T>(
+    p: Vec<PathStep>,
+    name: &str,
+    parse: fn(&str) -> Option<T>,
+    what: &str,
+    expected: &str,
+) -> Result<T, Refusal> {
+    parse(name).ok_or_else(|| Refusal {
+        path: p,
+        at_key: false,
+        message: format!("unknown {what} `{name}`, expected one of {expected}"),
+    })
+}
+
+/// The path of `config.rules[i]` of the plugin at `here`.
+fn rule_path(here: &[PathStep], i: usize) -> Vec<PathStep> {
+    let mut p = path(here, &["config", "rules"]);
+    p.push(PathStep::Index(i));
+    p
+}
+
+/// A rule's expression compiled (`rule_path`: the rule's path).
+fn compile_rule(rule_path: &[PathStep], expr: &str, macros: &Macros) -> Result<Rule, StackError> {
+    tapwire_rulekit::compile(expr, &HttpFields, macros)
+        .map_err(|e| expression_error(path(rule_path, &["expr"]), &e))
+}
+
+/// Compiles one `access_logs` plugin's `config` (at `here`); `default_format`
+/// applies when it names none.
+fn compile_access(
+    here: &[PathStep],
+    config: Option<&serde_yaml::Value>,
+    default_format: LogFormat,
+    macros: &Macros,
+) -> Result<AccessLogs, StackError> {
+    let cfg = settings(here, config)?.unwrap_or(AccessLogsConfig {
+        mode: None,
+        format: None,
+        rules: Vec::new(),
+    });
+    let mode_at = |p: Vec<PathStep>, name: Option<&str>| {
+        // Empty means `summary`, as in Qtap.
+        let name = name.filter(|n| !n.is_empty()).unwrap_or("summary");
+        parse_at(p, name, Level::parse, "mode", MODES)
+    };
+    let format_at = |p, name: &str| parse_at(p, name, LogFormat::parse, "format", LOG_FORMATS);
+    let mode = mode_at(path(here, &["config", "mode"]), cfg.mode.as_deref())?;
+    let format = match &cfg.format {
+        Some(f) => format_at(path(here, &["config", "format"]), f)?,
+        None => default_format,
+    };
+    let mut rules = Vec::with_capacity(cfg.rules.len());
+    for (i, r) in cfg.rules.into_iter().enumerate() {
+        let rule_path = rule_path(here, i);
+        rules.push(AccessRule {
+            rule: compile_rule(&rule_path, &r.expr, macros)?,
+            mode: mode_at(path(&rule_path, &["mode"]), Some(&r.mode))?,
+            format: match &r.format {
+                Some(f) => format_at(path(&rule_path, &["format"]), f)?,
+                None => format,
+            },
+            name: r.name,
+            expr: r.expr,
+        });
+    }
+    Ok(AccessLogs {
+        mode,
+        format,
+        rules,
+    })
+}
+
+/// Compiles one `http_capture` plugin's `config` (at `here`).
+fn compile_capture(
+    here: &[PathStep],
+    config: Option<&serde_yaml::Value>,
+    macros: &Macros,
+) -> Result<Capture, StackError> {
+    let cfg: HttpCaptureConfig = match settings(here, config)? {
+        Some(cfg) => cfg,
         None => HttpCaptureConfig {
             level: None,
             format: None,
@@ -495,24 +710,9 @@ fn compile_capture(
         }
         .into());
     }
-    let level_at = |p: Vec<PathStep>, name: Option<&str>| -> Result<Level, Refusal> {
-        let name = name.unwrap_or("none");
-        Level::parse(name).ok_or_else(|| Refusal {
-            path: p,
-            at_key: false,
-            message: format!(
-                "unknown level `{name}`, expected one of `none`, `summary`, `headers`, \
-                 `details`, `full`"
-            ),
-        })
-    };
-    let format_at = |p: Vec<PathStep>, name: &str| -> Result<Format, Refusal> {
-        Format::parse(name).ok_or_else(|| Refusal {
-            path: p,
-            at_key: false,
-            message: format!("unknown format `{name}`, expected one of `json`, `text`, `parts`"),
-        })
-    };
+    let level_at =
+        |p, name: Option<&str>| parse_at(p, name.unwrap_or("none"), Level::parse, "level", LEVELS);
+    let format_at = |p, name: &str| parse_at(p, name, Format::parse, "format", FORMATS);
     let level = level_at(path(here, &["config", "level"]), cfg.level.as_deref())?;
     let format = match &cfg.format {
         Some(f) => format_at(path(here, &["config", "format"]), f)?,
@@ -520,10 +720,8 @@ fn compile_capture(
     };
     let mut rules = Vec::with_capacity(cfg.rules.len());
     for (i, r) in cfg.rules.into_iter().enumerate() {
-        let mut rule_path = path(here, &["config", "rules"]);
-        rule_path.push(PathStep::Index(i));
-        let rule = tapwire_rulekit::compile(&r.expr, &HttpFields, macros)
-            .map_err(|e| expression_error(path(&rule_path, &["expr"]), &e))?;
+        let rule_path = rule_path(here, i);
+        let rule = compile_rule(&rule_path, &r.expr, macros)?;
         rules.push(CaptureRule {
             level: level_at(path(&rule_path, &["level"]), Some(&r.level))?,
             format: match &r.format {

@@ -427,6 +427,21 @@ impl Collector for Collect {
             "Repeated warning and error lines not written (rate limit)",
             [(Vec::new(), crate::logging::suppressed_total())],
         )?;
+        counter(
+            &mut enc,
+            "access_log_entries",
+            "access_logs entries, by result (`written` to stderr; `dropped`: writer queue full)",
+            [
+                (
+                    vec![("result", "written".to_owned())],
+                    crate::plugins::access_log::written_total(),
+                ),
+                (
+                    vec![("result", "dropped".to_owned())],
+                    crate::plugins::access_log::dropped_total(),
+                ),
+            ],
+        )?;
         gauge(
             &mut enc,
             "pipeline_threads",
