@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ fn threads_killed_inside_ssl_read_are_reclaimed_and_capture_goes_on() {
                 env!("CARGO_MANIFEST_DIR")
             ))
             .args([port.to_string(), THREADS.to_string()])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     );
     let mut later = Gated::new(
@@ -43,6 +44,8 @@ fn threads_killed_inside_ssl_read_are_reclaimed_and_capture_goes_on() {
         &[],
     );
     // The readers block in SSL_read only now, with the probes attached.
+    let mut go = stuck.0.stdin.take().expect("stdin");
+    go.write_all(b"go\n").expect("start the readers");
     let mut ready = String::new();
     BufReader::new(stuck.0.stdout.take().expect("stdout"))
         .read_line(&mut ready)
