@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::overhead::process::{Guard, Lines};
+use crate::overhead::process::{Guard, Lines, start_tapwire};
 use crate::overhead::procfs;
 
 /// How long tapwire may take to attach its probes.
@@ -97,24 +97,14 @@ struct Agent {
 
 impl Agent {
     fn start(plan: &FootprintPlan, pid: u32) -> Result<Agent> {
-        let mut cmd = Command::new(&plan.tapwire);
-        cmd.arg("--pid")
-            .arg(pid.to_string())
-            .args(["--log-encoding", "console", "--httpd-listen", "127.0.0.1:0"])
-            .env("NO_COLOR", "1")
-            .env_remove("TAPWIRE_CONFIG")
-            .env_remove("TAPWIRE_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut guard = Guard::spawn("tapwire", &mut cmd, libc::SIGINT, STOP_GRACE)?;
-        let stderr = Lines::collect(
-            guard
-                .child_mut()
-                .and_then(|c| c.stderr.take())
-                .context("tapwire stderr")?,
-        );
-        stderr.wait_for(&mut guard, READY_TIMEOUT, |l| l.contains("capture ready"))?;
+        let pid = pid.to_string();
+        let (guard, stderr) = start_tapwire(
+            &plan.tapwire,
+            &["--pid".as_ref(), pid.as_ref()],
+            &[],
+            STOP_GRACE,
+            READY_TIMEOUT,
+        )?;
         Ok(Agent { guard, stderr })
     }
 

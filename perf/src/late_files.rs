@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 
 use crate::overhead::gotls;
-use crate::overhead::process::{Guard, Lines};
+use crate::overhead::process::start_tapwire;
 use crate::tapwire_log;
 
 /// The system libssl copied for each library run.
@@ -144,22 +144,13 @@ pub fn run(plan: &LateFilesPlan) -> Result<LateFilesResult> {
             None
         }
     };
-    let mut cmd = Command::new(&plan.tapwire);
-    cmd.arg("--cgroup")
-        .arg(&cg.0)
-        .env("NO_COLOR", "1")
-        .env_remove("TAPWIRE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut guard = Guard::spawn("tapwire", &mut cmd, libc::SIGINT, Duration::from_secs(20))?;
-    let lines = Lines::collect(
-        guard
-            .child_mut()
-            .and_then(|c| c.stderr.take())
-            .context("tapwire stderr")?,
-    );
-    lines.wait_for(&mut guard, READY_TIMEOUT, |l| l.contains("capture ready"))?;
+    let (mut guard, lines) = start_tapwire(
+        &plan.tapwire,
+        &["--cgroup".as_ref(), cg.0.as_os_str()],
+        &[],
+        Duration::from_secs(20),
+        READY_TIMEOUT,
+    )?;
     let mut result = LateFilesResult::default();
     for i in 0..plan.runs {
         let run = dir.path().join(i.to_string());

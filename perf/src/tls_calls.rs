@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::overhead::process::{Guard, Lines};
+use crate::overhead::process::start_tapwire;
 use crate::tapwire_log;
 
 /// The program's source.
@@ -129,22 +129,13 @@ pub fn run(plan: &TlsCallsPlan) -> Result<TlsCallsResult> {
         .map(|_| once(&selected))
         .collect::<Result<Vec<_>>>()?;
 
-    let mut cmd = Command::new(&plan.tapwire);
-    cmd.arg("--exe")
-        .arg(&selected)
-        .env("NO_COLOR", "1")
-        .env_remove("TAPWIRE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut guard = Guard::spawn("tapwire", &mut cmd, libc::SIGINT, Duration::from_secs(20))?;
-    let lines = Lines::collect(
-        guard
-            .child_mut()
-            .and_then(|c| c.stderr.take())
-            .context("tapwire stderr")?,
-    );
-    lines.wait_for(&mut guard, READY_TIMEOUT, |l| l.contains("capture ready"))?;
+    let (mut guard, lines) = start_tapwire(
+        &plan.tapwire,
+        &["--exe".as_ref(), selected.as_os_str()],
+        &[],
+        Duration::from_secs(20),
+        READY_TIMEOUT,
+    )?;
     // One run of each first: the selected program's first run brings its
     // exec record and the agent's first look at it.
     once(&selected)?;

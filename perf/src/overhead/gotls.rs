@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::nginx::free_port;
-use super::process::{Guard, Lines};
+use super::process::{Guard, start_tapwire};
 
 /// Source of the Go peer.
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/go/gotls");
@@ -157,29 +157,13 @@ fn go_placements(lines: &[String]) -> Vec<String> {
 /// ones). Fails if tapwire did not probe the program.
 pub fn probe_cost(bin: &Path, tapwire: &Path) -> Result<ProbeCost> {
     let untraced_ns = median_calls(bin)?;
-    let mut cmd = Command::new(tapwire);
-    cmd.arg("--exe")
-        .arg(bin)
-        .args(["--log-encoding", "console"])
-        // Any free port: another agent may hold the default one.
-        .args(["--httpd-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info,tapwire::capture=debug")
-        .env_remove("TAPWIRE_LOG")
-        .env("NO_COLOR", "1")
-        .env_remove("TAPWIRE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut guard = Guard::spawn("tapwire", &mut cmd, libc::SIGINT, Duration::from_secs(20))?;
-    let stderr = Lines::collect(
-        guard
-            .child_mut()
-            .and_then(|c| c.stderr.take())
-            .context("tapwire stderr")?,
-    );
-    stderr.wait_for(&mut guard, Duration::from_secs(90), |l| {
-        l.contains("capture ready")
-    })?;
+    let (mut guard, stderr) = start_tapwire(
+        tapwire,
+        &["--exe".as_ref(), bin.as_os_str()],
+        &[("RUST_LOG", "info,tapwire::capture=debug")],
+        Duration::from_secs(20),
+        Duration::from_secs(90),
+    )?;
     calls_once(bin)?;
     let placements = go_placements(&stderr.snapshot());
     if placements.is_empty() {

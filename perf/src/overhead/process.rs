@@ -105,6 +105,39 @@ impl Drop for Guard {
     }
 }
 
+/// Starts tapwire with `args` as the bench runs it: stdin and stdout closed,
+/// uncoloured console logs on stderr (collected), any free status port (another
+/// agent may hold the default), no config or log filter from the environment
+/// but `env`. Waits up to `ready` for `capture ready`; stopped with SIGINT and
+/// `grace` to exit.
+pub fn start_tapwire(
+    tapwire: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    grace: Duration,
+    ready: Duration,
+) -> Result<(Guard, Lines)> {
+    let mut cmd = Command::new(tapwire);
+    cmd.args(args)
+        .args(["--log-encoding", "console", "--httpd-listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .env_remove("TAPWIRE_CONFIG")
+        .env_remove("TAPWIRE_LOG")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut guard = Guard::spawn("tapwire", &mut cmd, libc::SIGINT, grace)?;
+    let lines = Lines::collect(
+        guard
+            .child_mut()
+            .and_then(|c| c.stderr.take())
+            .context("tapwire stderr")?,
+    );
+    lines.wait_for(&mut guard, ready, |l| l.contains("capture ready"))?;
+    Ok((guard, lines))
+}
+
 /// Lines a child writes to a pipe, collected by a thread as they come.
 #[derive(Clone, Default)]
 pub struct Lines {
