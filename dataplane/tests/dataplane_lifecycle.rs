@@ -10,16 +10,12 @@ use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Agent, Bg, free_port, python, wait_listening};
+use common::{Agent, Bg, answering_server, python, script};
 use serde_json::Value;
 
 /// Processes forked, and connections each opens before it exits.
 const CHILDREN: usize = 100;
 const CONNS_PER_CHILD: usize = 100;
-
-fn script(name: &str) -> String {
-    format!("{}/tests/common/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 fn connections_of_processes_that_exit_without_closing_are_released() {
@@ -27,13 +23,7 @@ fn connections_of_processes_that_exit_without_closing_are_released() {
         return;
     }
     let _serial = common::serial();
-    let port = free_port();
-    let _server = Bg::spawn(
-        Command::new(python())
-            .arg(script("answering_server.py"))
-            .arg(port.to_string()),
-    );
-    wait_listening(port, Duration::from_secs(20));
+    let (port, _server) = answering_server();
     let mut clients = Bg::spawn(
         Command::new(python())
             .arg(script("exiting_clients.py"))
@@ -150,13 +140,7 @@ fn close_range_and_dup2_over_a_socket_end_its_connection() {
         return;
     }
     let _serial = common::serial();
-    let port = free_port();
-    let _server = Bg::spawn(
-        Command::new(python())
-            .arg(script("answering_server.py"))
-            .arg(port.to_string()),
-    );
-    wait_listening(port, Duration::from_secs(20));
+    let (port, _server) = answering_server();
     let mut client = Bg::spawn(
         Command::new(python())
             .args(["-c", CLOSING_CLIENT, &port.to_string()])

@@ -12,7 +12,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Bg, free_port, python, wait_listening};
+use common::{Agent, Bg, answering_server, free_port, python, script};
 use serde_json::Value;
 
 const CONNS: usize = 16;
@@ -31,10 +31,6 @@ fn fixed_overhead_kib(cpus: u64) -> u64 {
 /// `VmRSS` (resident set now) of `pid`, KiB.
 fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
-}
-
-fn script(name: &str) -> String {
-    format!("{}/tests/common/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// `VmHWM` (peak resident set) of `pid`, KiB.
@@ -118,13 +114,7 @@ fn pipelined_posts_never_answered_stay_within_the_memory_budget() {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     );
-    let other_port = free_port();
-    let _other_server = Bg::spawn(
-        Command::new(python())
-            .arg(script("answering_server.py"))
-            .arg(other_port.to_string()),
-    );
-    wait_listening(other_port, Duration::from_secs(20));
+    let (other_port, _other_server) = answering_server();
     // Other connections, one request each: ten during the load, ten after it.
     let other_script = format!(
         "import socket, sys, time\n\

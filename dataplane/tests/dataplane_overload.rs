@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Agent, Bg, free_port, python, wait_listening};
+use common::{Agent, Bg, answering_server, python, script};
 use serde_json::Value;
 
 const CONNS: usize = 8;
@@ -23,10 +23,6 @@ const BODY: u64 = 256 << 10;
 /// each upload; above it the prefixes of about 30 calls fit while the reader
 /// catches up.
 const RING_BYTES: u32 = 256 << 10;
-
-fn script(name: &str) -> String {
-    format!("{}/tests/common/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn u64_at(v: &Value, path: &[&str]) -> u64 {
     let mut at = v;
@@ -43,13 +39,7 @@ fn tiny_rings_keep_every_request_and_count_every_byte_not_copied() {
         return;
     }
     let _serial = common::serial();
-    let port = free_port();
-    let _server = Bg::spawn(
-        Command::new(python())
-            .arg(script("answering_server.py"))
-            .arg(port.to_string()),
-    );
-    wait_listening(port, Duration::from_secs(20));
+    let (port, _server) = answering_server();
     let mut client = Bg::spawn(
         Command::new(python())
             .arg(script("overload_client.py"))
