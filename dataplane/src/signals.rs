@@ -59,6 +59,17 @@ impl Signals {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
+        // A shell starts background jobs with SIGINT (and `nohup` with SIGHUP)
+        // ignored, and an ignored signal is discarded even while blocked: the
+        // agent would never see the stop it is sent. Waited for here, they
+        // need their default disposition back.
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: restoring the default action of a signal this thread
+            // has just blocked; no handler is installed.
+            if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+                return Err(io::Error::last_os_error());
+            }
+        }
         Ok(Self { set })
     }
 
