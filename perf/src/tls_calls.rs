@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::overhead::process::start_tapwire;
-use crate::tapwire_log;
+use crate::overhead::process::{start_tapwire, stop_tapwire};
 
 /// The program's source.
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls_calls.c");
@@ -145,11 +144,7 @@ pub fn run(plan: &TlsCallsPlan) -> Result<TlsCallsResult> {
         sel.push(once(&selected)?);
         unsel.push(once(&unselected)?);
     }
-    guard.stop();
-    // Give the reader thread the last lines.
-    std::thread::sleep(Duration::from_millis(200));
-    let counters = tapwire_log::stopped_counters(&lines.snapshot())
-        .context("no `stopped` counters from tapwire")?;
+    let counters = stop_tapwire(&mut guard, &lines)?;
     let ring_records = counters["ring_records"].as_u64().unwrap_or(0);
     if ring_records == 0 {
         bail!("tapwire captured nothing of the selected program: {counters}");
