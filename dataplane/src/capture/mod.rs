@@ -381,6 +381,11 @@ struct Held {
     users: HashSet<u32>,
     /// A scan for processes mapping it is running.
     scanning: bool,
+    /// When its probes went live (`CLOCK_MONOTONIC` ns), if a rescan
+    /// attached it before its mapping's record was handled: that record
+    /// then measures its window against this time.
+    /// With the probe points attached then.
+    unmeasured: Option<(u64, usize)>,
 }
 
 /// The files a release scan looked for and the `(pid, file)` mappings found.
@@ -422,7 +427,7 @@ impl Control {
                     continue;
                 }
                 if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    attach_process(&mut self.probes, &mut self.targets, pid);
+                    self.rescan(pid);
                 }
                 if let Some(delay) = RESCAN_AFTER.get(step + 1) {
                     rescans[i] = (pid, now + *delay, step + 1);
@@ -462,22 +467,51 @@ impl Control {
             held.users.insert(pid);
         } else if target.path == own {
             tracing::debug!(path = ?std::fs::read_link(&own).ok(), "tls file first seen");
-            let key = tapwire_common::FileKey {
-                dev: images::kernel_dev(target.id.dev),
-                ino: target.id.ino,
-            };
-            self.held.insert(
-                target.id,
-                Held {
-                    _file: file,
-                    key,
-                    users: HashSet::from([pid]),
-                    scanning: false,
-                },
-            );
-            self.publish_held();
+            self.hold(file, target.id, pid, None);
         }
         Some(target)
+    }
+
+    /// Holds `file` (`id`), first seen through `pid`, until no process maps
+    /// it.
+    fn hold(&mut self, file: File, id: FileId, pid: u32, unmeasured: Option<(u64, usize)>) {
+        let key = tapwire_common::FileKey {
+            dev: images::kernel_dev(id.dev),
+            ino: id.ino,
+        };
+        self.held.insert(
+            id,
+            Held {
+                _file: file,
+                key,
+                users: HashSet::from([pid]),
+                scanning: false,
+                unmeasured,
+            },
+        );
+        self.publish_held();
+    }
+
+    /// The safety net after an exec: attaches the TLS files `pid` maps now
+    /// that no record brought yet (a record skipped on a full queue, or still
+    /// on its way). Such a file was first seen through this process: it is
+    /// held and released like the files records bring, and the record of its
+    /// mapping, if it comes, measures its window.
+    fn rescan(&mut self, pid: u32) {
+        for target in self.targets.of_process(pid) {
+            let points = self.probes.attach_target(&target, None);
+            if points == 0 || self.held.contains_key(&target.id) {
+                continue;
+            }
+            let live = images::monotonic_ns();
+            if let Ok(file) = File::open(&target.path) {
+                tracing::debug!(path = %target.path.display(), "tls file first seen by a rescan");
+                self.hold(file, target.id, pid, Some((live, points)));
+                if let Some(held) = self.held.get(&target.id) {
+                    self.probes.mark_inspected(held.key);
+                }
+            }
+        }
     }
 
     /// Releases held files that no process maps any more: their probes are
@@ -588,15 +622,14 @@ impl Control {
             } => {
                 self.processes
                     .exec(pid, ts_ns, tapwire_common::decode::cstr(&filename));
-                // The executable first, held open: the process may be gone
-                // before its probes are attached.
+                // The executable alone, held open: the process may be gone
+                // before its probes are attached. Its libraries come with
+                // the records of their mappings, each measured from its own
+                // mapping (the rescans catch a record that never comes).
                 let exe = self
                     .inspect_held(Path::new(&format!("/proc/{pid}/exe")), pid)
                     .map_or(0, |t| self.probes.attach_target(&t, None));
-                (
-                    exe + attach_process(&mut self.probes, &mut self.targets, pid),
-                    Sighting::Exec,
-                )
+                (exe, Sighting::Exec)
             }
             ProcEvent::Exit { pid, ts_ns } => {
                 self.processes.exit(pid, ts_ns);
@@ -613,25 +646,40 @@ impl Control {
                     return;
                 };
                 drop(counters);
-                let attached = self
-                    .inspect_held(&path, pid)
-                    .map_or(0, |t| self.probes.attach_target(&t, None));
+                let target = self.inspect_held(&path, pid);
+                let attached = target
+                    .as_ref()
+                    .map_or(0, |t| self.probes.attach_target(t, None));
                 self.probes.mark_inspected(key);
+                // A rescan attached it first: its window ended then.
+                let earlier = target
+                    .and_then(|t| self.held.get_mut(&t.id))
+                    .and_then(|h| h.unmeasured.take());
+                if let Some((live, points)) = earlier {
+                    self.record_window(Sighting::Map, live.saturating_sub(event.ts_ns()), points);
+                }
                 (attached, Sighting::Map)
             }
         };
         if attached > 0 {
-            let window = Duration::from_nanos(images::monotonic_ns().saturating_sub(event.ts_ns()));
-            self.images
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record_window(sighting, window);
-            tracing::info!(
-                after = sighting.name(),
-                points = attached,
-                window_us = window.as_micros() as u64,
-                "tls probes live in a newly seen file"
-            );
+            let window = images::monotonic_ns().saturating_sub(event.ts_ns());
+            self.record_window(sighting, window, attached);
         }
+    }
+
+    /// Records the window of one newly seen file: `window_ns` from its
+    /// sighting to its `points` probe points being live.
+    fn record_window(&self, sighting: Sighting, window_ns: u64, points: usize) {
+        let window = Duration::from_nanos(window_ns);
+        self.images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_window(sighting, window);
+        tracing::info!(
+            after = sighting.name(),
+            points,
+            window_us = window.as_micros() as u64,
+            "tls probes live in a newly seen file"
+        );
     }
 }
