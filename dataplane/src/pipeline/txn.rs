@@ -263,9 +263,12 @@ impl Transaction {
     }
 
     /// The transaction's objects with their MIME types: each header block, and
-    /// each body that is not empty. Heads and bodies move out (no copy); the
-    /// event fields stay.
-    pub fn take_objects(&mut self) -> Vec<(ObjectRole, String, Bytes)> {
+    /// each body that is not empty, of the roles `want` takes. Those heads and
+    /// bodies move out (no copy); the others and the event fields stay.
+    pub fn take_objects(
+        &mut self,
+        want: impl Fn(ObjectRole) -> bool,
+    ) -> Vec<(ObjectRole, String, Bytes)> {
         let mut out = Vec::with_capacity(4);
         for (msg, head_role, body_role) in [
             (
@@ -279,11 +282,11 @@ impl Transaction {
                 ObjectRole::ResponseBody,
             ),
         ] {
-            if !msg.head.is_empty() {
+            if !msg.head.is_empty() && want(head_role) {
                 let head = Bytes::from(std::mem::take(&mut msg.head));
                 out.push((head_role, HEADERS_CONTENT_TYPE.to_owned(), head));
             }
-            if !msg.body.is_empty() {
+            if !msg.body.is_empty() && want(body_role) {
                 let ct = msg
                     .header("content-type")
                     .unwrap_or("application/octet-stream")
@@ -294,64 +297,10 @@ impl Transaction {
         out
     }
 
-    /// The event JSON, with `objects` already stored, the process's executable
-    /// if known, and where it runs.
-    pub fn event_json(
-        &self,
-        objects: &[ObjectRef],
-        exe: Option<&str>,
-        origin: &Origin<'_>,
-    ) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Event<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            schema: u32,
-            #[serde(serialize_with = "event_fields::display")]
-            timestamp: WallTime,
-            conn_id: u64,
-            stream_id: Option<u32>,
-            pid: u32,
-            tid: u32,
-            comm: &'a str,
-            exe: Option<&'a str>,
-            cgroup_id: u64,
-            #[serde(flatten)]
-            origin: &'a Origin<'a>,
-            direction: &'static str,
-            local: String,
-            remote: String,
-            protocol: Protocol,
-            tls: bool,
-            method: &'a str,
-            authority: Option<&'a str>,
-            #[serde(serialize_with = "event_fields::display")]
-            path: MaskedTarget<'a>,
-            #[serde(serialize_with = "event_fields::display")]
-            url: Url<'a>,
-            status: Option<u16>,
-            grpc_status: Option<u32>,
-            request_content_type: Option<&'a str>,
-            response_content_type: Option<&'a str>,
-            user_agent: Option<&'a str>,
-            #[serde(flatten)]
-            auth_token: Option<AuthTokenFields<'a>>,
-            request_header_bytes: u64,
-            response_header_bytes: u64,
-            request_body_bytes: u64,
-            response_body_bytes: u64,
-            start_ns: u64,
-            end_ns: u64,
-            duration_ms: f64,
-            truncated: bool,
-            gap: bool,
-            incomplete_headers: bool,
-            objects: &'a [ObjectRef],
-        }
-        let event = Event {
-            kind: "http_transaction",
-            schema: EVENT_SCHEMA,
-            timestamp: WallTime::of_monotonic(self.start_ns),
+    /// The fields that say which transaction an event is about and where it
+    /// ran, with the process's executable if known.
+    pub fn identity<'a>(&'a self, exe: Option<&'a str>, origin: &'a Origin<'a>) -> TxnIdentity<'a> {
+        TxnIdentity {
             conn_id: self.conn.conn_id,
             stream_id: self.stream_id,
             pid: self.conn.pid,
@@ -375,6 +324,49 @@ impl Transaction {
                 target: &self.path,
             },
             status: self.status,
+        }
+    }
+
+    /// The event JSON, with `objects` already stored, the process's executable
+    /// if known, and where it runs.
+    pub fn event_json(
+        &self,
+        objects: &[ObjectRef],
+        exe: Option<&str>,
+        origin: &Origin<'_>,
+    ) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            schema: u32,
+            #[serde(serialize_with = "event_fields::display")]
+            timestamp: WallTime,
+            #[serde(flatten)]
+            identity: TxnIdentity<'a>,
+            grpc_status: Option<u32>,
+            request_content_type: Option<&'a str>,
+            response_content_type: Option<&'a str>,
+            user_agent: Option<&'a str>,
+            #[serde(flatten)]
+            auth_token: Option<AuthTokenFields<'a>>,
+            request_header_bytes: u64,
+            response_header_bytes: u64,
+            request_body_bytes: u64,
+            response_body_bytes: u64,
+            start_ns: u64,
+            end_ns: u64,
+            duration_ms: f64,
+            truncated: bool,
+            gap: bool,
+            incomplete_headers: bool,
+            objects: &'a [ObjectRef],
+        }
+        let event = Event {
+            kind: "http_transaction",
+            schema: EVENT_SCHEMA,
+            timestamp: WallTime::of_monotonic(self.start_ns),
+            identity: self.identity(exe, origin),
             grpc_status: self.grpc_status,
             request_content_type: self.request.header("content-type"),
             response_content_type: self.response.header("content-type"),
@@ -394,6 +386,34 @@ impl Transaction {
         };
         serde_json::to_vec(&event).expect("event serializes")
     }
+}
+
+/// The fields that say which transaction an event is about and where it ran,
+/// in the order events write them: shared by a transaction's
+/// `http_transaction` event and its `issue` events.
+#[derive(Serialize)]
+pub struct TxnIdentity<'a> {
+    conn_id: u64,
+    stream_id: Option<u32>,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    exe: Option<&'a str>,
+    cgroup_id: u64,
+    #[serde(flatten)]
+    origin: &'a Origin<'a>,
+    direction: &'static str,
+    local: String,
+    remote: String,
+    protocol: Protocol,
+    tls: bool,
+    method: &'a str,
+    authority: Option<&'a str>,
+    #[serde(serialize_with = "event_fields::display")]
+    path: MaskedTarget<'a>,
+    #[serde(serialize_with = "event_fields::display")]
+    url: Url<'a>,
+    status: Option<u16>,
 }
 
 fn role_name(role: super::input::Role) -> &'static str {
