@@ -6,7 +6,6 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tapwire::pipeline::input::Flow;
 use tapwire::pipeline::output::Fanout;
 use tapwire::pipeline::{Pipeline, PipelineConfig, Router};
 
