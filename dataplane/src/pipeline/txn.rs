@@ -87,7 +87,9 @@ pub const BODY_HINT_MAX: usize = 1 << 20;
 impl Message {
     /// The framing announced a body of `len` bytes.
     pub fn expect_body(&mut self, len: u64) {
-        self.body_hint = usize::try_from(len).unwrap_or(usize::MAX).min(BODY_HINT_MAX);
+        self.body_hint = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(BODY_HINT_MAX);
     }
 
     /// Appends body bytes, keeping at most [`MAX_BODY_BYTES`] and only while
