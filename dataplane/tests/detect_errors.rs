@@ -200,6 +200,7 @@ fn rules_fire_issues_and_record_parts_as_configured() {
             "direction": "egress-internal",
             "protocol": "http1",
             "tls": false,
+            "tls_sni": null,
             "method": "GET",
             "authority": authority,
             "path": "/fail",

@@ -3,7 +3,9 @@
 //! Each shard thread does this for its own transactions ([`Deliver`] is its
 //! sink): hashing bodies (BLAKE3) and serializing events run on every shard in
 //! parallel, where the bytes already are, and no queue sits between parsing and
-//! the stores. Stores never block a shard: each queues and counts on its own.
+//! the stores. A store whose queue is full makes the shard wait for room, at
+//! most a second (`tapwire_store::room`): backpressure into the kernel rings
+//! rather than lost objects.
 //!
 //! An event that names objects is held until every object store has kept them
 //! (S3: spooled and fsynced) or refused them (the event then says `kept: false`),
@@ -21,7 +23,6 @@ use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 use std::fmt::Write as _;
 
 use crate::capture::procs::ProcessTable;
-use crate::pipeline::event_fields::Url;
 use crate::plugins::Format;
 use crate::plugins::detect::{DetectErrors, Firing};
 use crate::plugins::fields::TxnFields;
@@ -82,7 +83,7 @@ impl Fanout {
         let mut event = true;
         let mut issues = Vec::new();
         if let Output::Txn(txn) = &mut item {
-            let stack = self.http.stack_for(txn.authority.as_deref());
+            let stack = self.http.stack_for(txn.domain());
             if !stack.records() {
                 return;
             }
@@ -100,16 +101,7 @@ impl Fanout {
             };
             if rules {
                 look.url.clear();
-                let _ = write!(
-                    look.url,
-                    "{}",
-                    Url {
-                        tls: txn.tls,
-                        authority: txn.authority.as_deref(),
-                        remote: txn.conn.remote,
-                        target: &txn.path,
-                    }
-                );
+                let _ = write!(look.url, "{}", txn.url());
             }
             let fields = TxnFields {
                 txn,

@@ -20,7 +20,9 @@ use super::capture::decoded;
 use super::stack::{PathStep, Refusal, path, settings};
 use crate::attribution::Origin;
 use crate::pipeline::event_fields::{self, WallTime};
-use crate::pipeline::txn::{EVENT_SCHEMA, ObjectRef, ObjectRole, Transaction, TxnIdentity};
+use crate::pipeline::txn::{
+    EVENT_SCHEMA, ObjectRef, ObjectRole, Transaction, TxnIdentity, event_bytes,
+};
 
 /// `detect_errors` settings, compiled.
 #[derive(Debug, Clone)]
@@ -698,7 +700,7 @@ pub fn issue_json(
         trigger_reasons: firing.triggers.iter().map(|t| t.reason.as_str()).collect(),
         objects: refs.iter().filter(|r| firing.record.has(r.role)).collect(),
     };
-    serde_json::to_vec(&event).expect("event serializes")
+    event_bytes(&event)
 }
 
 #[cfg(test)]
