@@ -29,6 +29,8 @@ pub struct Counters {
     pub synced_dirs: AtomicU64,
     /// See [`StoreStats::recovered`].
     pub recovered: AtomicU64,
+    /// See [`StoreStats::waits`].
+    pub waits: AtomicU64,
     /// Drops by reason, in [`Drop`]'s order.
     drops: [AtomicU64; Loss::COUNT],
 }
@@ -84,6 +86,7 @@ impl Counters {
             synced_files: get(&self.synced_files),
             synced_dirs: get(&self.synced_dirs),
             recovered: get(&self.recovered),
+            waits: get(&self.waits),
             drops: Drops {
                 queue_full: get(&self.drops[Loss::QueueFull as usize]),
                 spool_full: get(&self.drops[Loss::SpoolFull as usize]),

@@ -55,6 +55,10 @@ pub struct Message {
     pub hole: bool,
     /// What the kept body holds of the memory budget.
     charge: Charge,
+    /// Body bytes the framing announced (Content-Length), up to
+    /// [`BODY_HINT_MAX`]: the first allocation is made that size, so a body
+    /// arriving in several records is not copied again as its buffer grows.
+    body_hint: usize,
 }
 
 /// Body bytes a [`Message::push_body`] call did not keep, by reason.
@@ -75,7 +79,19 @@ impl NotKept {
     }
 }
 
+/// The largest first allocation a body's announced length asks for: past it
+/// the buffer grows by doubling as the bytes arrive (a peer may announce more
+/// than it sends).
+pub const BODY_HINT_MAX: usize = 1 << 20;
+
 impl Message {
+    /// The framing announced a body of `len` bytes.
+    pub fn expect_body(&mut self, len: u64) {
+        self.body_hint = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(BODY_HINT_MAX);
+    }
+
     /// Appends body bytes, keeping at most [`MAX_BODY_BYTES`] and only while
     /// `budget` has room; once a chunk is refused the rest of the body is shed
     /// too (a body with a hole in it is of no use), the prefix kept.
@@ -127,7 +143,8 @@ impl Message {
         if needed <= cap {
             return true;
         }
-        let doubled = needed.max(2 * cap).min(MAX_BODY_BYTES);
+        let first = if cap == 0 { self.body_hint } else { 0 };
+        let doubled = needed.max(2 * cap).max(first).min(MAX_BODY_BYTES);
         for target in [doubled, needed] {
             if self.charge.grow(budget, target - cap) {
                 self.body.reserve_exact(target - len);
@@ -185,6 +202,8 @@ pub struct Transaction {
     pub protocol: Protocol,
     /// Captured inside a TLS library.
     pub tls: bool,
+    /// The server name (SNI) of the connection's TLS ClientHello.
+    pub tls_sni: Option<Arc<str>>,
     /// Method.
     pub method: String,
     /// Host or `:authority`.
@@ -251,6 +270,32 @@ pub struct ObjectRef {
 pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
 
 impl Transaction {
+    /// The destination's domain: the TLS server name when the connection
+    /// sent one, else the host of `Host`/`:authority` (the domain
+    /// `tap.endpoints` and `dst.domain` use).
+    pub fn domain(&self) -> Option<&str> {
+        self.tls_sni
+            .as_deref()
+            .or_else(|| self.authority.as_deref().map(event_fields::host_of))
+    }
+
+    /// The full URL: scheme, `Host`/`:authority` (else the TLS server name,
+    /// else the remote address) and the target, credentials masked.
+    pub fn url(&self) -> Url<'_> {
+        let server = if self.egress {
+            self.conn.remote
+        } else {
+            self.conn.local
+        };
+        Url {
+            tls: self.tls,
+            authority: self.authority.as_deref(),
+            sni: self.tls_sni.as_deref().map(|name| (name, server.port())),
+            remote: self.conn.remote,
+            target: &self.path,
+        }
+    }
+
     /// `len` bytes of the body travelling in `direction` were not copied
     /// (graceful overload): the transaction is marked `truncated`.
     pub fn body_hole(&mut self, direction: tapwire_http::Direction, len: u64) {
@@ -263,9 +308,12 @@ impl Transaction {
     }
 
     /// The transaction's objects with their MIME types: each header block, and
-    /// each body that is not empty. Heads and bodies move out (no copy); the
-    /// event fields stay.
-    pub fn take_objects(&mut self) -> Vec<(ObjectRole, String, Bytes)> {
+    /// each body that is not empty, of the roles `want` takes. Those heads and
+    /// bodies move out (no copy); the others and the event fields stay.
+    pub fn take_objects(
+        &mut self,
+        want: impl Fn(ObjectRole) -> bool,
+    ) -> Vec<(ObjectRole, String, Bytes)> {
         let mut out = Vec::with_capacity(4);
         for (msg, head_role, body_role) in [
             (
@@ -279,11 +327,11 @@ impl Transaction {
                 ObjectRole::ResponseBody,
             ),
         ] {
-            if !msg.head.is_empty() {
+            if !msg.head.is_empty() && want(head_role) {
                 let head = Bytes::from(std::mem::take(&mut msg.head));
                 out.push((head_role, HEADERS_CONTENT_TYPE.to_owned(), head));
             }
-            if !msg.body.is_empty() {
+            if !msg.body.is_empty() && want(body_role) {
                 let ct = msg
                     .header("content-type")
                     .unwrap_or("application/octet-stream")
@@ -292,6 +340,32 @@ impl Transaction {
             }
         }
         out
+    }
+
+    /// The fields that say which transaction an event is about and where it
+    /// ran, with the process's executable if known.
+    pub fn identity<'a>(&'a self, exe: Option<&'a str>, origin: &'a Origin<'a>) -> TxnIdentity<'a> {
+        TxnIdentity {
+            conn_id: self.conn.conn_id,
+            stream_id: self.stream_id,
+            pid: self.conn.pid,
+            tid: self.tid,
+            comm: &self.conn.comm,
+            exe,
+            cgroup_id: self.conn.cgroup_id,
+            origin,
+            direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
+            local: self.conn.local.to_string(),
+            remote: self.conn.remote.to_string(),
+            protocol: self.protocol,
+            tls: self.tls,
+            tls_sni: self.tls_sni.as_deref(),
+            method: &self.method,
+            authority: self.authority.as_deref(),
+            path: MaskedTarget(&self.path),
+            url: self.url(),
+            status: self.status,
+        }
     }
 
     /// The event JSON, with `objects` already stored, the process's executable
@@ -309,27 +383,8 @@ impl Transaction {
             schema: u32,
             #[serde(serialize_with = "event_fields::display")]
             timestamp: WallTime,
-            conn_id: u64,
-            stream_id: Option<u32>,
-            pid: u32,
-            tid: u32,
-            comm: &'a str,
-            exe: Option<&'a str>,
-            cgroup_id: u64,
             #[serde(flatten)]
-            origin: &'a Origin<'a>,
-            direction: &'static str,
-            local: String,
-            remote: String,
-            protocol: Protocol,
-            tls: bool,
-            method: &'a str,
-            authority: Option<&'a str>,
-            #[serde(serialize_with = "event_fields::display")]
-            path: MaskedTarget<'a>,
-            #[serde(serialize_with = "event_fields::display")]
-            url: Url<'a>,
-            status: Option<u16>,
+            identity: TxnIdentity<'a>,
             grpc_status: Option<u32>,
             request_content_type: Option<&'a str>,
             response_content_type: Option<&'a str>,
@@ -352,29 +407,7 @@ impl Transaction {
             kind: "http_transaction",
             schema: EVENT_SCHEMA,
             timestamp: WallTime::of_monotonic(self.start_ns),
-            conn_id: self.conn.conn_id,
-            stream_id: self.stream_id,
-            pid: self.conn.pid,
-            tid: self.tid,
-            comm: &self.conn.comm,
-            exe,
-            cgroup_id: self.conn.cgroup_id,
-            origin,
-            direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
-            local: self.conn.local.to_string(),
-            remote: self.conn.remote.to_string(),
-            protocol: self.protocol,
-            tls: self.tls,
-            method: &self.method,
-            authority: self.authority.as_deref(),
-            path: MaskedTarget(&self.path),
-            url: Url {
-                tls: self.tls,
-                authority: self.authority.as_deref(),
-                remote: self.conn.remote,
-                target: &self.path,
-            },
-            status: self.status,
+            identity: self.identity(exe, origin),
             grpc_status: self.grpc_status,
             request_content_type: self.request.header("content-type"),
             response_content_type: self.response.header("content-type"),
@@ -392,8 +425,37 @@ impl Transaction {
             incomplete_headers: self.incomplete_headers,
             objects,
         };
-        serde_json::to_vec(&event).expect("event serializes")
+        event_bytes(&event)
     }
+}
+
+/// The fields that say which transaction an event is about and where it ran,
+/// in the order events write them: shared by a transaction's
+/// `http_transaction` event and its `issue` events.
+#[derive(Serialize)]
+pub struct TxnIdentity<'a> {
+    conn_id: u64,
+    stream_id: Option<u32>,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    exe: Option<&'a str>,
+    cgroup_id: u64,
+    #[serde(flatten)]
+    origin: &'a Origin<'a>,
+    direction: &'static str,
+    local: String,
+    remote: String,
+    protocol: Protocol,
+    tls: bool,
+    tls_sni: Option<&'a str>,
+    method: &'a str,
+    authority: Option<&'a str>,
+    #[serde(serialize_with = "event_fields::display")]
+    path: MaskedTarget<'a>,
+    #[serde(serialize_with = "event_fields::display")]
+    url: Url<'a>,
+    status: Option<u16>,
 }
 
 fn role_name(role: super::input::Role) -> &'static str {
@@ -446,7 +508,7 @@ impl<'a> ConnFields<'a> {
 
 /// The `connection` open event JSON.
 pub fn open_event_json(c: &ConnInfo, origin: &Origin<'_>) -> Vec<u8> {
-    serde_json::to_vec(&ConnFields::new(c, "open", origin)).expect("event serializes")
+    event_bytes(&ConnFields::new(c, "open", origin))
 }
 
 /// A connection that closed, for its `connection` event.
@@ -483,6 +545,17 @@ impl ConnSummary {
             bytes_received: self.bytes_received,
             duration_ms: self.close_ns.saturating_sub(self.conn.ts_ns) as f64 / 1e6,
         };
-        serde_json::to_vec(&event).expect("event serializes")
+        event_bytes(&event)
     }
+}
+
+/// Bytes an event's JSON usually fits in (a transaction event is about 1 KiB):
+/// one allocation instead of the several a small start would grow through.
+const EVENT_CAPACITY: usize = 1536;
+
+/// `event` as JSON.
+pub(crate) fn event_bytes(event: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(EVENT_CAPACITY);
+    serde_json::to_writer(&mut out, event).expect("event serializes");
+    out
 }
