@@ -1,7 +1,7 @@
 //! Loads the eBPF object, creates the per-CPU rings, writes the config and the
 //! selection, attaches tracepoints and TLS uprobes. Everything attached is
-//! owned by [`Probes`]; dropping it detaches all probes (the TLS uprobes
-//! several at once) and unloads the programs.
+//! owned by [`Probes`]; dropping it detaches all probes and unloads the
+//! programs (aya detaches a program's links when the program is dropped).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,7 +18,7 @@ use aya::{
     maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use tapwire_common::{
@@ -422,46 +422,6 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
     Ok((probes, rings, counters))
 }
 
-impl Drop for Probes {
-    /// Detaches every TLS probe before the programs are unloaded, all at
-    /// once (see [`detach_together`]).
-    fn drop(&mut self) {
-        let links: Vec<_> = std::mem::take(&mut self.links)
-            .into_values()
-            .flatten()
-            .collect();
-        let owned = self.take_links(links);
-        detach_together(owned);
-    }
-}
-
-/// Threads that detach uprobe links at once.
-const DETACH_THREADS: usize = 16;
-
-/// Detaches `links`, several at once, and returns when all are detached.
-/// Each uprobe's removal waits for the kernel's RCU grace periods (tens of
-/// ms on a busy machine); removals made at the same time share them, so a
-/// hundred probes go in about the time of a few instead of seconds.
-fn detach_together(links: Vec<UProbeLink>) {
-    if links.is_empty() {
-        return;
-    }
-    let per_thread = links.len().div_ceil(DETACH_THREADS);
-    let mut links = links;
-    std::thread::scope(|scope| {
-        while !links.is_empty() {
-            let chunk: Vec<UProbeLink> = links.drain(..per_thread.min(links.len())).collect();
-            let spawned = std::thread::Builder::new()
-                .name("capture-detach".into())
-                .spawn_scoped(scope, move || drop(chunk));
-            // Without a thread, the chunk was dropped (detached) here.
-            if let Err(error) = spawned {
-                tracing::debug!(%error, "detaching tls probes on fewer threads");
-            }
-        }
-    });
-}
-
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
@@ -636,29 +596,16 @@ impl Probes {
     pub fn detach_file(&mut self, id: FileId) -> usize {
         let links = self.links.remove(&id).unwrap_or_default();
         let n = links.len();
-        // Done before returning, not left to a thread: attaching the same
-        // file again (the next mapping of a released file) would wait for
-        // these removals in the kernel anyway.
-        let owned = self.take_links(links);
-        detach_together(owned);
+        for (prog, link) in links {
+            if let Ok(p) = program::<UProbe>(&mut self.ebpf, prog)
+                && let Err(error) = p.detach(link)
+            {
+                tracing::warn!(error = %error_chain(&error), "detaching tls probe failed");
+            }
+        }
         self.attached.retain(|a| a.0 != id);
         self.probed_files.retain(|f| f.0 != id);
         n
-    }
-
-    /// Takes `links` out of their programs: dropping them detaches them.
-    fn take_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) -> Vec<UProbeLink> {
-        links
-            .into_iter()
-            .filter_map(|(prog, link)| {
-                let p = program::<UProbe>(&mut self.ebpf, prog).ok()?;
-                p.take_link(link)
-                    .inspect_err(|error| {
-                        tracing::warn!(error = %error_chain(error), "detaching tls probe failed");
-                    })
-                    .ok()
-            })
-            .collect()
     }
 
     /// Tells the probes to report the next mapping of `key` again.
