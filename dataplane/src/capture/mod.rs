@@ -113,7 +113,9 @@ pub enum CaptureError {
 pub struct Capture {
     stop: Arc<AtomicBool>,
     readers: Vec<ring::Reader>,
-    control: Option<JoinHandle<()>>,
+    control: Option<JoinHandle<Probes>>,
+    /// The probes once the control thread has stopped.
+    stopped: StoppedProbes,
     filters: Option<JoinHandle<()>>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
@@ -183,8 +185,7 @@ impl Capture {
                         release_scan: None,
                     };
                     control.run(rx, &stop, &fallbacks);
-                    drop(control);
-                    tracing::info!("probes detached");
+                    control.probes
                 })
                 .map_err(CaptureError::Spawn)?
         };
@@ -193,6 +194,7 @@ impl Capture {
             stop,
             readers,
             control: Some(control),
+            stopped: StoppedProbes(None),
             filters: filter_thread,
             drops,
             fallbacks,
@@ -265,18 +267,20 @@ impl Capture {
         self.fallbacks.load(Ordering::Relaxed)
     }
 
-    /// Detaches the probes, drains the rings one last time and joins all
-    /// threads.
-    pub fn stop(mut self) {
+    /// Stops probing new files, drains the rings one last time and joins all
+    /// threads. The probes stay attached until the returned handle is
+    /// dropped: see [`StoppedProbes`].
+    pub fn stop(mut self) -> StoppedProbes {
         self.shutdown();
+        StoppedProbes(self.stopped.0.take())
     }
 
     fn shutdown(&mut self) {
         // Release pairs with the readers' Acquire load.
         self.stop.store(true, Ordering::Release);
         if let Some(control) = self.control.take() {
-            // The control thread owns the probes: joining it detaches them.
-            let _ = control.join();
+            // The control thread owns the probes and hands them back.
+            self.stopped.0 = control.join().ok();
         }
         for reader in self.readers.drain(..) {
             let _ = reader.thread.join();
@@ -291,6 +295,21 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The probes of a stopped capture, still attached but no longer read.
+/// Dropping this detaches them, which takes the kernel a grace period per
+/// uprobe, one at a time (seconds for a host's TLS libraries on a busy
+/// machine): the agent drops it after it has written its final counters.
+pub struct StoppedProbes(Option<Probes>);
+
+impl Drop for StoppedProbes {
+    fn drop(&mut self) {
+        if let Some(probes) = self.0.take() {
+            drop(probes);
+            tracing::info!("probes detached");
+        }
     }
 }
 
