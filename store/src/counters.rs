@@ -29,6 +29,10 @@ pub struct Counters {
     pub synced_dirs: AtomicU64,
     /// See [`StoreStats::recovered`].
     pub recovered: AtomicU64,
+    /// See [`StoreStats::artifact_records`].
+    pub artifact_records: AtomicU64,
+    /// See [`StoreStats::artifact_records_dropped`].
+    pub artifact_records_dropped: AtomicU64,
     /// Drops by reason, in [`Drop`]'s order.
     drops: [AtomicU64; Loss::COUNT],
 }
@@ -84,6 +88,8 @@ impl Counters {
             synced_files: get(&self.synced_files),
             synced_dirs: get(&self.synced_dirs),
             recovered: get(&self.recovered),
+            artifact_records: get(&self.artifact_records),
+            artifact_records_dropped: get(&self.artifact_records_dropped),
             drops: Drops {
                 queue_full: get(&self.drops[Loss::QueueFull as usize]),
                 spool_full: get(&self.drops[Loss::SpoolFull as usize]),
