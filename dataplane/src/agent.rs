@@ -140,12 +140,12 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
 
     let readers = max_cpu_id().map_err(StartError::Cpus)? + 1;
     let shards = plan.sizes.shards;
-    let fanout = Fanout {
-        events: stores.events.clone(),
-        objects: stores.objects.clone(),
-        http: plan.http.clone(),
-        processes: Arc::clone(&options.processes),
-    };
+    let fanout = Fanout::new(
+        stores.events.clone(),
+        stores.objects.clone(),
+        Arc::clone(&options.processes),
+        plan.http.clone(),
+    );
     let mut pipeline_config = PipelineConfig::new(readers, shards);
     if let Some(budget) = plan.sizes.memory_budget {
         pipeline_config.memory_budget = budget;

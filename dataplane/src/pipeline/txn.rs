@@ -175,6 +175,9 @@ impl AsRef<[u8]> for ChargedBody {
 pub struct Transaction {
     /// The connection.
     pub conn: ConnInfo,
+    /// Request id, unique among the agent's requests while it runs (set when
+    /// the transaction leaves its shard; 0 before).
+    pub request_id: u64,
     /// Thread that sent or received the request.
     pub tid: u32,
     /// HTTP/2 stream id.
@@ -310,6 +313,7 @@ impl Transaction {
             #[serde(serialize_with = "event_fields::display")]
             timestamp: WallTime,
             conn_id: u64,
+            request_id: u64,
             stream_id: Option<u32>,
             pid: u32,
             tid: u32,
@@ -353,6 +357,7 @@ impl Transaction {
             schema: EVENT_SCHEMA,
             timestamp: WallTime::of_monotonic(self.start_ns),
             conn_id: self.conn.conn_id,
+            request_id: self.request_id,
             stream_id: self.stream_id,
             pid: self.conn.pid,
             tid: self.tid,

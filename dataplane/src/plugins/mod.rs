@@ -14,11 +14,14 @@
 //! - [`capture`]: `http_capture` levels and formats (Qtap's `http_transaction`
 //!   layouts and tapwire's parts).
 //! - [`fields`]: the fields rule expressions read.
+//! - [`route`]: which object stores a stack's objects go to.
 
 pub mod access_log;
 pub mod capture;
 pub mod fields;
+pub mod route;
 pub mod stack;
 
 pub use capture::{Format, Level};
+pub use route::StoreRoute;
 pub use stack::{AccessLogs, HttpPlan, PathStep, Refusal, StackError, StackPlan, compile};
