@@ -127,9 +127,19 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
             None
         }
     };
+    let readers = max_cpu_id().map_err(StartError::Cpus)? + 1;
+    let shards = plan.sizes.shards;
+    let memory_budget = plan
+        .sizes
+        .memory_budget
+        .unwrap_or(crate::pipeline::budget::DEFAULT_MEMORY_BUDGET);
     // The start context (the shared stdout writer) outlives start-up: a reload
-    // starts stores with it.
-    let mut store_context = StartContext::default();
+    // starts stores with it. Each store's queue is sized from the memory
+    // budget's split, so a slow store pushes back before bodies run out of
+    // budget.
+    let mut store_context = StartContext::new(
+        crate::pipeline::budget::Plan::new(memory_budget, readers, shards).store_queue_bytes(),
+    );
     let mut stores = crate::reload::start_stores(
         &config.services,
         &crate::reload::Running::default(),
@@ -138,8 +148,6 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     status.ready.set_stores(crate::reload::readiness(&stores));
     let options = plan.capture_options();
 
-    let readers = max_cpu_id().map_err(StartError::Cpus)? + 1;
-    let shards = plan.sizes.shards;
     let fanout = Fanout::new(
         stores.events.clone(),
         stores.objects.clone(),
@@ -147,9 +155,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         plan.http.clone(),
     );
     let mut pipeline_config = PipelineConfig::new(readers, shards);
-    if let Some(budget) = plan.sizes.memory_budget {
-        pipeline_config.memory_budget = budget;
-    }
+    pipeline_config.memory_budget = memory_budget;
     if let Some(idle) = plan.sizes.idle_timeout {
         pipeline_config.idle_timeout = idle;
     }

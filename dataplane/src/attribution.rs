@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -144,10 +145,17 @@ pub fn cgroup_of(pid: u32) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// How long a cgroup whose process was already gone is not asked about again.
+const MISS_RETRY: Duration = Duration::from_secs(1);
+
 /// Attributions by cgroup id, resolved through the first pid seen in each.
 #[derive(Default)]
 pub struct AttributionCache {
     by_cgroup: HashMap<u64, Arc<Attribution>>,
+    /// Cgroups whose process had exited when asked, and when: asked again
+    /// only after [`MISS_RETRY`], so a burst of late events costs one read.
+    misses: HashMap<u64, Instant>,
+    unknown: Arc<Attribution>,
 }
 
 impl AttributionCache {
@@ -157,16 +165,26 @@ impl AttributionCache {
         if let Some(found) = self.by_cgroup.get(&cgroup_id) {
             return Arc::clone(found);
         }
+        if let Some(at) = self.misses.get(&cgroup_id)
+            && at.elapsed() < MISS_RETRY
+        {
+            return Arc::clone(&self.unknown);
+        }
         if self.by_cgroup.len() >= MAX_CACHED_CGROUPS {
             self.by_cgroup.clear();
         }
-        let attribution = Arc::new(
-            cgroup_of(pid).map_or_else(Attribution::default, |path| from_cgroup_path(&path)),
-        );
-        // A process that is already gone says nothing; ask again next time.
-        if attribution.cgroup.is_some() {
-            self.by_cgroup.insert(cgroup_id, Arc::clone(&attribution));
-        }
+        let Some(path) = cgroup_of(pid) else {
+            // A process that is already gone says nothing; another of its
+            // cgroup may, a little later.
+            if self.misses.len() >= MAX_CACHED_CGROUPS {
+                self.misses.clear();
+            }
+            self.misses.insert(cgroup_id, Instant::now());
+            return Arc::clone(&self.unknown);
+        };
+        self.misses.remove(&cgroup_id);
+        let attribution = Arc::new(from_cgroup_path(&path));
+        self.by_cgroup.insert(cgroup_id, Arc::clone(&attribution));
         attribution
     }
 }
@@ -222,6 +240,21 @@ mod tests {
         assert_eq!(a.container_runtime, Some("cri-o"));
         assert_eq!(a.pod_qos, Some("guaranteed"));
         assert_eq!(a.pod_uid.as_deref(), Some(UID));
+    }
+
+    #[test]
+    fn a_cgroup_whose_process_is_gone_is_asked_again_only_after_a_while() {
+        let mut cache = AttributionCache::default();
+        let gone = u32::MAX - 3;
+        assert_eq!(cache.get(77, gone).cgroup, None);
+        assert!(cache.misses.contains_key(&77));
+        // Within the retry interval even a live process is not asked.
+        assert_eq!(cache.get(77, std::process::id()).cgroup, None);
+        cache
+            .misses
+            .insert(77, Instant::now().checked_sub(MISS_RETRY).unwrap());
+        assert!(cache.get(77, std::process::id()).cgroup.is_some());
+        assert!(cache.misses.is_empty());
     }
 
     #[test]

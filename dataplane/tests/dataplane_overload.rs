@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write as _;
 use std::time::Duration;
 
-use common::{Agent, Bg, answering_server, python, script};
+use common::{Agent, answering_server, overload_client};
 use serde_json::Value;
 
 const CONNS: usize = 8;
@@ -40,14 +38,7 @@ fn tiny_rings_keep_every_request_and_count_every_byte_not_copied() {
     }
     let _serial = common::serial();
     let (port, _server) = answering_server();
-    let mut client = Bg::spawn(
-        Command::new(python())
-            .arg(script("overload_client.py"))
-            .arg(port.to_string())
-            .args([CONNS as u64, REQUESTS as u64, BODY].map(|n| n.to_string()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    );
+    let (client, mut client_in, done) = overload_client(port, CONNS, REQUESTS, BODY);
     // Only the client is captured: each of its uploads is one write.
     let agent = Agent::start_dataplane(
         &[
@@ -58,16 +49,8 @@ fn tiny_rings_keep_every_request_and_count_every_byte_not_copied() {
         ],
         &[],
     );
-    let mut client_in = client.0.stdin.take().expect("stdin");
     client_in.write_all(b"go\n").expect("start client");
-    let out = client.0.stdout.take().expect("client stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let done = rx
+    let done = done
         .recv_timeout(Duration::from_secs(60))
         .expect("the client finished within 60 s");
     assert_eq!(done.trim(), "done", "every request was answered");

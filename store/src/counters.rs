@@ -29,6 +29,8 @@ pub struct Counters {
     pub synced_dirs: AtomicU64,
     /// See [`StoreStats::recovered`].
     pub recovered: AtomicU64,
+    /// See [`StoreStats::waits`].
+    pub waits: AtomicU64,
     /// See [`StoreStats::artifact_records`].
     pub artifact_records: AtomicU64,
     /// See [`StoreStats::artifact_records_dropped`].
@@ -88,6 +90,7 @@ impl Counters {
             synced_files: get(&self.synced_files),
             synced_dirs: get(&self.synced_dirs),
             recovered: get(&self.recovered),
+            waits: get(&self.waits),
             artifact_records: get(&self.artifact_records),
             artifact_records_dropped: get(&self.artifact_records_dropped),
             drops: Drops {

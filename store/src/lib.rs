@@ -13,6 +13,7 @@ pub mod counters;
 pub mod handoff;
 pub mod pulse;
 mod ratelog;
+pub mod room;
 pub mod s3;
 pub mod spool;
 pub mod stdout;
@@ -77,6 +78,9 @@ pub struct StoreStats {
     pub synced_dirs: u64,
     /// Objects found whole in the spool at start and queued again.
     pub recovered: u64,
+    /// Times a producer found the store's queue full and waited for room
+    /// (backpressure: the shard slowed down instead of losing the item).
+    pub waits: u64,
     /// `artifact_record` announcements made: one per stored object a request
     /// asked about (object stores only).
     pub artifact_records: u64,
@@ -111,8 +115,11 @@ pub struct Drops {
 pub trait EventStore: Send + Sync {
     /// The store id from the config.
     fn id(&self) -> &str;
-    /// Queues one event (a serialized JSON object, no trailing newline). Never
-    /// blocks; if the store's queue is full the event is dropped and counted.
+    /// Queues one event (a serialized JSON object, no trailing newline). A store
+    /// whose queue drains locally (stdout) makes the caller wait for room while
+    /// the queue is full, at most [`room::PUSHBACK_WAIT`]; one that buffers for
+    /// outages (pulse) never waits. What the store cannot take is dropped and
+    /// counted.
     fn emit(&self, event: Bytes);
     /// Counters so far.
     fn stats(&self) -> StoreStats;
@@ -124,8 +131,9 @@ pub trait EventStore: Send + Sync {
 pub trait ObjectStore: Send + Sync {
     /// The store id from the config.
     fn id(&self) -> &str;
-    /// Queues one object. Never blocks; if the store cannot take it now it is
-    /// dropped and counted. The store settles `ticket` with [`Ticket::kept`] once
+    /// Queues one object. While the store's in-memory queue is full the caller
+    /// waits for room, at most [`room::PUSHBACK_WAIT`] (backpressure: see
+    /// [`room`]); what the store cannot take is dropped and counted. The store settles `ticket` with [`Ticket::kept`] once
     /// the object is durably kept, or drops it (the object is then reported as not
     /// kept): the event naming the object waits for that.
     fn put_with(&self, object: Object, ticket: Ticket);

@@ -308,7 +308,10 @@ impl PulseStore {
         };
         let thread = std::thread::Builder::new()
             .name(format!("pulse-{}", cfg.id))
-            .spawn(move || sender.run())
+            .spawn(move || {
+                crate::room::store_thread();
+                sender.run();
+            })
             .map_err(|source| PulseError::Thread {
                 store: store(),
                 source,

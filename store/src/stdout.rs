@@ -5,18 +5,17 @@
 //! object's notice is told once its line is written and flushed.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::announce::Announcer;
 use crate::config::{EventKind, ObjectKind, StoreKind};
 use crate::counters::{Counters, Loss};
+use crate::room::{Room, Taken};
 use crate::stores::{StartContext, StoreStartError};
 use crate::{Digest, EventStore, Notice, Object, ObjectStore, StoreStats, Ticket};
 
@@ -60,9 +59,10 @@ impl ObjectKind for StdoutConfig {
 /// Lines the writer queue holds; past it, new lines are dropped and counted.
 /// 64 Ki lines is several seconds of a busy node's events.
 pub const STDOUT_QUEUE_LINES: usize = 64 * 1024;
-/// Payload bytes (events and object bytes) the writer queue holds at most: objects
-/// can be large, so the line count alone would not bound memory.
-pub const STDOUT_QUEUE_BYTES: usize = 64 << 20;
+/// Payload bytes (events and object bytes) the writer queue holds at most by
+/// default ([`crate::stores::StartContext`] sets it): objects can be large, so
+/// the line count alone would not bound memory.
+pub const STDOUT_QUEUE_BYTES: usize = crate::stores::DEFAULT_QUEUE_BYTES as usize;
 
 /// Bytes gathered before a write: a burst of lines costs one `write`.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -72,6 +72,8 @@ const JOIN_WAIT: Duration = Duration::from_millis(200);
 /// How long the writer waits after a write before gathering again: under
 /// load, one wake-up per this much output instead of one per line.
 const LINGER: Duration = Duration::from_millis(1);
+/// Queue slots beyond the lines' capacity, for flush markers.
+const FLUSH_SLOTS: usize = 64;
 /// How often a flush retries queueing its marker behind a full queue.
 const FLUSH_POLL: Duration = Duration::from_millis(10);
 
@@ -123,39 +125,45 @@ impl Tally {
 /// The thread that owns standard output for the stdout stores.
 pub struct StdoutWriter {
     tx: SyncSender<Line>,
-    /// Payload bytes queued and not yet written; the writer thread subtracts what
-    /// it writes (Relaxed: a budget, not a synchronisation point).
-    queued: Arc<AtomicU64>,
+    /// Lines and payload bytes queued and not yet taken by the writer thread.
+    room: Arc<Room>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl StdoutWriter {
-    /// Starts the writer thread with a queue of `capacity` lines.
-    pub fn start(capacity: usize) -> std::io::Result<Arc<Self>> {
-        let (tx, rx) = sync_channel(capacity);
-        let queued = Arc::new(AtomicU64::new(0));
-        let written = queued.clone();
+    /// Starts the writer thread with a queue of `capacity` lines and
+    /// `max_bytes` of payload.
+    pub fn start(capacity: usize, max_bytes: u64) -> std::io::Result<Arc<Self>> {
+        // Room for flush markers beside the lines the room admits, so a line
+        // given room always finds a slot.
+        let (tx, rx) = sync_channel(capacity + FLUSH_SLOTS);
+        let room = Arc::new(Room::new(capacity, max_bytes));
+        let freed = Arc::clone(&room);
         let thread = std::thread::Builder::new()
             .name("stdout-store".into())
-            .spawn(move || write_lines(rx, std::io::stdout().lock(), &written))?;
+            .spawn(move || {
+                crate::room::store_thread();
+                write_lines(rx, std::io::stdout().lock(), &freed)
+            })?;
         Ok(Arc::new(Self {
             tx,
-            queued,
+            room,
             thread: Mutex::new(Some(thread)),
         }))
     }
 
-    /// Queues `line`; false if it was dropped (and counted).
+    /// Queues `line`, waiting for room while the queue is full (see
+    /// [`crate::room`]); false if it was dropped (and counted).
     fn send(&self, line: Line, counters: &Counters) -> bool {
         Counters::add(&counters.accepted, 1);
         let len = line.payload_len();
-        if self.queued.fetch_add(len, Ordering::Relaxed) + len > STDOUT_QUEUE_BYTES as u64 {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
+        let taken = self.room.take(len, || Counters::add(&counters.waits, 1));
+        if let Taken::Refused { .. } = taken {
             counters.lose(Loss::QueueFull, 1);
             return false;
         }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
+        if self.tx.try_send(line).is_err() {
+            self.room.give_back(len);
             counters.lose(Loss::QueueFull, 1);
             return false;
         }
@@ -317,7 +325,7 @@ impl Pending {
     }
 }
 
-fn write_lines(rx: Receiver<Line>, mut out: impl Write, queued: &AtomicU64) {
+fn write_lines(rx: Receiver<Line>, mut out: impl Write, room: &Room) {
     let mut pending = Pending {
         buf: Vec::with_capacity(WRITE_CHUNK),
         ..Pending::default()
@@ -329,7 +337,7 @@ fn write_lines(rx: Receiver<Line>, mut out: impl Write, queued: &AtomicU64) {
         // lines arrive meanwhile without waking this thread once per line; idle,
         // it goes back to waiting on the queue.
         while next.is_some() {
-            gather(&rx, &mut next, &mut pending, &mut out, queued);
+            gather(&rx, &mut next, &mut pending, &mut out, room);
             pending.write(&mut out);
             std::thread::sleep(LINGER);
             next = rx.try_recv().ok();
@@ -344,10 +352,12 @@ fn gather(
     next: &mut Option<Line>,
     pending: &mut Pending,
     out: &mut impl Write,
-    queued: &AtomicU64,
+    room: &Room,
 ) {
     while let Some(line) = next.take() {
-        queued.fetch_sub(line.payload_len(), Ordering::Relaxed);
+        if !matches!(line, Line::Flush(_)) {
+            room.give_back(line.payload_len());
+        }
         match line {
             Line::Event { bytes, tally } => {
                 pending.buf.extend_from_slice(&bytes);
@@ -422,13 +432,21 @@ fn object_head(object: &Object, out: &mut Vec<u8>) {
     write!(out, ",\"size\":{},\"bytes\":\"", object.bytes.len()).expect("into a Vec");
 }
 
-/// Appends the base64 encoding (standard alphabet, padded) of `piece` to `out`.
+/// Appends the base64 encoding (standard alphabet, padded) of `piece` to `out`,
+/// with the CPU's vector instructions where it has them (AVX2, SSE4.1, NEON:
+/// chosen at run time), about four times the speed of a scalar encoder.
 fn append_base64(piece: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
-    out.resize(start + piece.len().div_ceil(3) * 4, 0);
-    base64::engine::general_purpose::STANDARD
-        .encode_slice(piece, &mut out[start..])
-        .expect("room for the encoding was made");
+    let len = base64_simd::STANDARD.encoded_length(piece.len());
+    out.reserve(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    let written = base64_simd::STANDARD
+        .encode(piece, base64_simd::Out::from_uninit_slice(spare))
+        .len();
+    assert_eq!(written, len, "the whole encoding was written");
+    // SAFETY: `encode` initialised the `len` bytes after `start` (checked
+    // above).
+    unsafe { out.set_len(start + len) };
 }
 
 /// `type: stdout` event store.
@@ -528,6 +546,7 @@ impl ObjectStore for StdoutObjectStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn object_line_carries_digest_type_size_and_base64_bytes() {
@@ -561,7 +580,7 @@ mod tests {
         .unwrap();
         drop(tx);
         let mut out = Vec::new();
-        write_lines(rx, &mut out, &AtomicU64::new(bytes.len() as u64));
+        write_lines(rx, &mut out, &room_holding(&[bytes.len()]));
         assert_eq!(out.last(), Some(&b'\n'));
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["content_type"], "a \"quoted\" type");
@@ -598,8 +617,8 @@ mod tests {
         .unwrap();
         drop(tx);
         let mut out = Vec::new();
-        let queued = AtomicU64::new(7 + 7 + 3);
-        write_lines(rx, &mut out, &queued);
+        let room = room_holding(&[7, 7, 3]);
+        write_lines(rx, &mut out, &room);
         assert_eq!(
             *heard.0.lock().unwrap(),
             [(
@@ -613,9 +632,9 @@ mod tests {
         );
         assert_eq!(tally.counters.snapshot().artifact_records, 1);
         assert_eq!(
-            queued.load(Ordering::Relaxed),
-            0,
-            "every written line leaves the budget"
+            (room.items(), room.bytes()),
+            (0, 0),
+            "every written line gives its room back"
         );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -659,9 +678,18 @@ mod tests {
         })
         .unwrap();
         drop(tx);
-        write_lines(rx, Closed, &AtomicU64::new(1));
+        write_lines(rx, Closed, &room_holding(&[1]));
         assert!(heard.0.lock().unwrap().is_empty());
         assert_eq!(tally.counters.snapshot().artifact_records, 0);
+    }
+
+    /// A queue's room holding lines of these lengths.
+    fn room_holding(lens: &[usize]) -> Room {
+        let room = Room::new(16, STDOUT_QUEUE_BYTES as u64);
+        for &len in lens {
+            assert!(room.take_now(len as u64));
+        }
+        room
     }
 
     /// A writer whose reader has gone: every write fails with EPIPE.
@@ -689,7 +717,7 @@ mod tests {
             tx.send(line).unwrap();
         }
         drop(tx);
-        write_lines(rx, Closed, &AtomicU64::new(6));
+        write_lines(rx, Closed, &room_holding(&[2, 2, 2]));
         let stats = tally.counters.snapshot();
         assert_eq!(
             (stats.stored, stats.dropped, stats.drops.unwritten),
@@ -700,10 +728,49 @@ mod tests {
 
     #[test]
     fn an_object_over_the_byte_budget_is_dropped_and_counted() {
-        let store = StdoutObjectStore::new("out", StdoutWriter::start(16).unwrap());
+        let store = StdoutObjectStore::new(
+            "out",
+            StdoutWriter::start(16, STDOUT_QUEUE_BYTES as u64).unwrap(),
+        );
         let big = Bytes::from(vec![0u8; STDOUT_QUEUE_BYTES + 1]);
         store.put(Object::new("application/octet-stream", big));
         let stats = store.stats();
         assert_eq!((stats.accepted, stats.dropped, stats.stored), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_full_queue_holds_the_producer_until_the_writer_takes_lines() {
+        // A writer thread that has not started taking lines yet: a queue of
+        // two lines, filled, then a third waits until the thread frees room.
+        let (tx, rx) = sync_channel(2 + FLUSH_SLOTS);
+        let room = Arc::new(Room::new(2, STDOUT_QUEUE_BYTES as u64));
+        let writer = Arc::new(StdoutWriter {
+            tx,
+            room: Arc::clone(&room),
+            thread: Mutex::new(None),
+        });
+        let store = StdoutEventStore::new("out", Arc::clone(&writer));
+        store.emit(Bytes::from_static(b"{\"n\":1}"));
+        store.emit(Bytes::from_static(b"{\"n\":2}"));
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let opened = Arc::clone(&gate);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&out);
+        let thread = std::thread::spawn(move || {
+            opened.wait();
+            std::thread::sleep(Duration::from_millis(50));
+            let mut buf = Vec::new();
+            write_lines(rx, &mut buf, &room);
+            *sink.lock().unwrap() = buf;
+        });
+        gate.wait();
+        store.emit(Bytes::from_static(b"{\"n\":3}"));
+        let stats = store.stats();
+        assert_eq!((stats.accepted, stats.dropped, stats.waits), (3, 0, 1));
+        drop(store);
+        drop(writer);
+        thread.join().unwrap();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
     }
 }

@@ -22,19 +22,47 @@ pub enum StoreStartError {
 }
 
 /// What stores of different kinds share while starting.
-#[derive(Default)]
 pub struct StartContext {
     stdout: Option<Arc<StdoutWriter>>,
+    queue_bytes: u64,
 }
 
+impl Default for StartContext {
+    fn default() -> Self {
+        Self::new(DEFAULT_QUEUE_BYTES)
+    }
+}
+
+/// Payload bytes a store's in-memory queue holds at most, unless the agent
+/// sets it from its memory budget.
+pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
+
 impl StartContext {
+    /// Stores whose in-memory queues hold at most `queue_bytes` of payload
+    /// each (the stdout writer, the S3 spool writer). Past it a store pushes
+    /// back (see [`crate::room`]): the agent sets it below its memory budget so
+    /// that a slow store slows capture down before the budget runs out and
+    /// bodies are shed.
+    pub fn new(queue_bytes: u64) -> Self {
+        Self {
+            stdout: None,
+            queue_bytes,
+        }
+    }
+
+    /// See [`StartContext::new`].
+    pub fn queue_bytes(&self) -> u64 {
+        self.queue_bytes
+    }
+
     /// The one standard-output writer all stdout stores share, so lines never
     /// interleave.
     pub fn stdout(&mut self) -> Result<Arc<StdoutWriter>, StoreStartError> {
         if let Some(writer) = &self.stdout {
             return Ok(Arc::clone(writer));
         }
-        let writer = StdoutWriter::start(STDOUT_QUEUE_LINES).map_err(StoreStartError::Stdout)?;
+        let writer = StdoutWriter::start(STDOUT_QUEUE_LINES, self.queue_bytes)
+            .map_err(StoreStartError::Stdout)?;
         self.stdout = Some(Arc::clone(&writer));
         Ok(writer)
     }

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,9 @@ pub struct Agent {
     pub child: Child,
     pub lines: Arc<Mutex<Vec<Value>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// While set, the agent's stdout is not read: its pipe fills and its
+    /// writes block, as with a reader that stopped reading.
+    pub hold_stdout: Arc<AtomicBool>,
 }
 
 impl Agent {
@@ -71,8 +75,13 @@ impl Agent {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
         let l = Arc::clone(&lines);
+        let hold_stdout = Arc::new(AtomicBool::new(false));
+        let held = Arc::clone(&hold_stdout);
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
+                while held.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => l.lock().unwrap().push(v),
@@ -93,6 +102,7 @@ impl Agent {
             child,
             lines,
             stderr,
+            hold_stdout,
         }
     }
 

@@ -190,6 +190,18 @@ impl ProcessTable {
             return (p.exe.clone(), p.skip);
         }
         let Some(exe) = read_exe(pid) else {
+            // Gone already (its exec and start were both missed): remembered
+            // as exited, so its other late events do not read `/proc` again,
+            // and released with the exited.
+            let mut procs = self.lock();
+            if procs.len() < MAX_PROCESSES {
+                procs.entry(pid).or_insert(Proc {
+                    exec_ns: 0,
+                    exe: None,
+                    skip: 0,
+                    exited: Some(Instant::now()),
+                });
+            }
             return (None, 0);
         };
         let skip = self.decide(Some(&exe));
@@ -241,6 +253,18 @@ mod tests {
         // A relative name cannot stand in.
         t.exec(pid - 1, 100, b"./curl");
         assert_eq!(t.exe(pid - 1), None);
+    }
+
+    #[test]
+    fn a_process_gone_before_it_was_seen_is_looked_up_once() {
+        let t = ProcessTable::default();
+        let pid = u32::MAX - 9;
+        assert_eq!(t.exe(pid), None);
+        assert_eq!(t.len(), 1, "remembered as gone");
+        assert_eq!(t.exe(pid), None);
+        // A later exec of that pid is taken as usual.
+        t.exec(pid, 100, b"/usr/bin/curl");
+        assert_eq!(t.exe(pid).as_deref(), Some("/usr/bin/curl"));
     }
 
     #[test]

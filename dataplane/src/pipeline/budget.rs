@@ -37,7 +37,23 @@ pub struct Plan {
     pub buffered_bytes: usize,
 }
 
+/// Share of the buffered bytes a store's in-memory queue may hold (1/4): a
+/// slow store then pushes back on the shards well before bodies being
+/// assembled run out of budget and are shed.
+const STORE_QUEUE_SHARE: usize = 4;
+/// A store's queue at least, however small the budget.
+const MIN_STORE_QUEUE_BYTES: usize = 4 << 20;
+/// A store's queue at most: more only delays backpressure.
+const MAX_STORE_QUEUE_BYTES: usize = 64 << 20;
+
 impl Plan {
+    /// Payload bytes each store's in-memory queue may hold (see
+    /// `tapwire_store::room`).
+    pub fn store_queue_bytes(&self) -> u64 {
+        (self.buffered_bytes / STORE_QUEUE_SHARE)
+            .clamp(MIN_STORE_QUEUE_BYTES, MAX_STORE_QUEUE_BYTES) as u64
+    }
+
     /// Splits `budget` for `readers` readers and up to `shards` shards.
     pub fn new(budget: usize, readers: usize, shards: usize) -> Plan {
         let budget = budget.max(MIN_MEMORY_BUDGET);

@@ -5,7 +5,9 @@
 //! Each shard thread does this for its own transactions ([`Deliver`] is its
 //! sink): hashing bodies (BLAKE3) and serializing events run on every shard in
 //! parallel, where the bytes already are, and no queue sits between parsing and
-//! the stores. Stores never block a shard: each queues and counts on its own.
+//! the stores. A store whose queue is full makes the shard wait for room, at
+//! most a second (`tapwire_store::room`): backpressure into the kernel rings
+//! rather than lost objects.
 //!
 //! An event that names objects is held until every object store has kept them
 //! (S3: spooled and fsynced) or refused them (the event then says `kept: false`),

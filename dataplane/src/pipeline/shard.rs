@@ -1184,6 +1184,7 @@ impl Follow<'_> {
                 txn.authority = txn.request.header("host").map(str::to_owned);
                 txn.request.head_bytes = head.head_len as u64;
                 txn.request.head = request_head_bytes(&head);
+                expect_body(&mut txn.request);
                 if self.pending.len() >= MAX_PENDING_TXNS {
                     // A peer that never answers: give up on the oldest request.
                     if let Some(mut old) = self.pending.pop_front() {
@@ -1220,6 +1221,7 @@ impl Follow<'_> {
                 txn.response.headers = owned_headers(head.headers);
                 txn.response.head_bytes = head.head_len as u64;
                 txn.response.head = response_head_bytes(&head);
+                expect_body(&mut txn.response);
                 txn.end_ns = ts;
             }
             (Direction::Response, Event::Body(chunk)) => {
@@ -1278,6 +1280,16 @@ fn version_str(v: http1::Version) -> &'static str {
     match v {
         http1::Version::Http10 => "HTTP/1.0",
         _ => "HTTP/1.1",
+    }
+}
+
+/// Sizes `msg`'s body buffer from its Content-Length, if it has one.
+fn expect_body(msg: &mut super::txn::Message) {
+    if let Some(len) = msg
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        msg.expect_body(len);
     }
 }
 

@@ -55,6 +55,10 @@ pub struct Message {
     pub hole: bool,
     /// What the kept body holds of the memory budget.
     charge: Charge,
+    /// Body bytes the framing announced (Content-Length), up to
+    /// [`BODY_HINT_MAX`]: the first allocation is made that size, so a body
+    /// arriving in several records is not copied again as its buffer grows.
+    body_hint: usize,
 }
 
 /// Body bytes a [`Message::push_body`] call did not keep, by reason.
@@ -75,7 +79,19 @@ impl NotKept {
     }
 }
 
+/// The largest first allocation a body's announced length asks for: past it
+/// the buffer grows by doubling as the bytes arrive (a peer may announce more
+/// than it sends).
+pub const BODY_HINT_MAX: usize = 1 << 20;
+
 impl Message {
+    /// The framing announced a body of `len` bytes.
+    pub fn expect_body(&mut self, len: u64) {
+        self.body_hint = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(BODY_HINT_MAX);
+    }
+
     /// Appends body bytes, keeping at most [`MAX_BODY_BYTES`] and only while
     /// `budget` has room; once a chunk is refused the rest of the body is shed
     /// too (a body with a hole in it is of no use), the prefix kept.
@@ -127,7 +143,8 @@ impl Message {
         if needed <= cap {
             return true;
         }
-        let doubled = needed.max(2 * cap).min(MAX_BODY_BYTES);
+        let first = if cap == 0 { self.body_hint } else { 0 };
+        let doubled = needed.max(2 * cap).max(first).min(MAX_BODY_BYTES);
         for target in [doubled, needed] {
             if self.charge.grow(budget, target - cap) {
                 self.body.reserve_exact(target - len);
@@ -397,7 +414,7 @@ impl Transaction {
             incomplete_headers: self.incomplete_headers,
             objects,
         };
-        serde_json::to_vec(&event).expect("event serializes")
+        event_bytes(&event)
     }
 }
 
@@ -451,7 +468,7 @@ impl<'a> ConnFields<'a> {
 
 /// The `connection` open event JSON.
 pub fn open_event_json(c: &ConnInfo, origin: &Origin<'_>) -> Vec<u8> {
-    serde_json::to_vec(&ConnFields::new(c, "open", origin)).expect("event serializes")
+    event_bytes(&ConnFields::new(c, "open", origin))
 }
 
 /// A connection that closed, for its `connection` event.
@@ -488,6 +505,17 @@ impl ConnSummary {
             bytes_received: self.bytes_received,
             duration_ms: self.close_ns.saturating_sub(self.conn.ts_ns) as f64 / 1e6,
         };
-        serde_json::to_vec(&event).expect("event serializes")
+        event_bytes(&event)
     }
+}
+
+/// Bytes an event's JSON usually fits in (a transaction event is about 1 KiB):
+/// one allocation instead of the several a small start would grow through.
+const EVENT_CAPACITY: usize = 1536;
+
+/// `event` as JSON.
+fn event_bytes(event: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(EVENT_CAPACITY);
+    serde_json::to_writer(&mut out, event).expect("event serializes");
+    out
 }

@@ -1,88 +1,104 @@
-//! Synthetic records for the capacity run, and the decoder the shards use for
-//! them.
-//!
-//! A frame is a 27-byte header (kind u8, connection id u64, sequence u64,
-//! timestamp u64, flow u8, tls u8, all little-endian) and the payload. It carries
-//! what [`Input`] needs, so the shards do the same work as for kernel records;
-//! the kernel's own wire format differs, but not in any way that changes the
-//! cost of sharding, reordering and parsing.
+//! Records for the capacity run, in the probes' own wire format (the bytes a
+//! ring holds: [`tapwire_common`]'s `ConnOpen`, `Data` and `ConnClose`), so
+//! the shards decode them with the agent's decoder
+//! ([`tapwire::pipeline::wire::decode`]) and do exactly the work they do for
+//! kernel records. Only the payloads are made up: an nginx-like exchange.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use tapwire::pipeline::input::Flow;
+use tapwire_common::{ConnClose, ConnOpen, Data, Direction, Header, Role, Source};
 
-use tapwire::pipeline::input::{ConnInfo, Flow, Input, Role};
+pub use tapwire::pipeline::wire::decode;
 
-/// Header bytes before the payload.
-pub const HEADER_BYTES: usize = 27;
-/// Most payload bytes per record: the probes split larger writes (16 KiB, the
+/// Most payload bytes per record: the probes split larger calls (16 KiB, the
 /// bounded copy per record of the design).
-pub const MAX_RECORD_PAYLOAD: usize = 16 * 1024;
+pub const MAX_RECORD_PAYLOAD: usize = tapwire_common::MAX_PAYLOAD;
 
-/// Record kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Kind {
-    /// Connection opened.
-    Open = 0,
-    /// Payload bytes.
-    Data = 1,
-    /// Connection closed.
-    Close = 2,
+/// The process every record comes from.
+const PID: u32 = 1000;
+/// Its socket.
+const FD: i32 = 7;
+
+fn header(kind: tapwire_common::Kind, ts_ns: u64) -> Header {
+    Header {
+        kind: kind as u32,
+        cpu: 0,
+        ts_ns,
+        pid: PID,
+        tid: PID,
+    }
 }
 
-/// Writes a frame header into `out`.
-pub fn header(kind: Kind, conn: u64, seq: u64, ts_ns: u64, flow: Flow) -> [u8; HEADER_BYTES] {
-    let mut h = [0u8; HEADER_BYTES];
-    h[0] = kind as u8;
-    h[1..9].copy_from_slice(&conn.to_le_bytes());
-    h[9..17].copy_from_slice(&seq.to_le_bytes());
-    h[17..25].copy_from_slice(&ts_ns.to_le_bytes());
-    h[25] = u8::from(flow == Flow::Egress);
-    h[26] = 1; // captured inside TLS
-    h
+/// Appends `h` as the probes write it.
+fn put_header(out: &mut Vec<u8>, h: &Header) {
+    out.extend_from_slice(&h.kind.to_le_bytes());
+    out.extend_from_slice(&h.cpu.to_le_bytes());
+    out.extend_from_slice(&h.ts_ns.to_le_bytes());
+    out.extend_from_slice(&h.pid.to_le_bytes());
+    out.extend_from_slice(&h.tid.to_le_bytes());
 }
 
-/// Decodes a frame ([`tapwire::pipeline::shard::Decode`]).
-pub fn decode(f: &[u8]) -> Option<Input<'_>> {
-    let u64_at = |i: usize| Some(u64::from_le_bytes(f.get(i..i + 8)?.try_into().ok()?));
-    let (conn_id, seq, ts_ns) = (u64_at(1)?, u64_at(9)?, u64_at(17)?);
-    let flow = if *f.get(25)? == 1 {
-        Flow::Egress
-    } else {
-        Flow::Ingress
-    };
-    let tls = *f.get(26)? == 1;
-    Some(match *f.first()? {
-        0 => Input::Open(ConnInfo {
-            conn_id,
-            pid: 1000,
-            tid: 1000,
-            comm: "nginx".into(),
-            cgroup_id: 1,
-            local: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443),
-            remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), (conn_id % 60000) as u16),
-            role: Role::Server,
-            ts_ns,
-        }),
-        1 => Input::Data {
-            conn_id,
-            seq,
-            ts_ns,
-            pid: 1000,
-            tid: 1000,
-            flow,
-            tls,
-            payload: f.get(HEADER_BYTES..)?,
-            shed: 0,
-        },
-        2 => Input::Close {
-            conn_id,
-            seq,
-            ts_ns,
-            skipped_sent: 0,
-            skipped_received: 0,
-        },
-        _ => return None,
-    })
+/// The open record of server-side TLS connection `conn` (nginx on
+/// 127.0.0.1:8443).
+pub fn open(conn: u64, ts_ns: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_of::<ConnOpen>());
+    put_header(&mut out, &header(tapwire_common::Kind::ConnOpen, ts_ns));
+    out.extend_from_slice(&conn.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes()); // seq
+    out.extend_from_slice(&1u64.to_le_bytes()); // cgroup id
+    let mut comm = [0u8; tapwire_common::COMM_LEN];
+    comm[..5].copy_from_slice(b"nginx");
+    out.extend_from_slice(&comm);
+    let mut local = [0u8; 16];
+    local[..4].copy_from_slice(&[127, 0, 0, 1]);
+    out.extend_from_slice(&local); // local address
+    out.extend_from_slice(&local); // remote address
+    out.extend_from_slice(&8443u16.to_le_bytes());
+    out.extend_from_slice(&((conn % 60000) as u16 + 1024).to_le_bytes());
+    out.extend_from_slice(&(libc::AF_INET as u16).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes()); // padding
+    out.extend_from_slice(&(Role::Server as u32).to_le_bytes());
+    out.extend_from_slice(&FD.to_le_bytes());
+    out
+}
+
+/// The header of a data record of `conn` carrying `cap_len` payload bytes
+/// (one whole call of that length), read from TLS.
+pub fn data(
+    conn: u64,
+    seq: u64,
+    ts_ns: u64,
+    flow: Flow,
+    cap_len: usize,
+) -> [u8; size_of::<Data>()] {
+    Data {
+        header: header(tapwire_common::Kind::Data, ts_ns),
+        conn_id: conn,
+        seq,
+        call_len: cap_len as u64,
+        offset: 0,
+        cap_len: cap_len as u32,
+        direction: match flow {
+            Flow::Egress => Direction::Egress,
+            Flow::Ingress => Direction::Ingress,
+        } as u32,
+        source: Source::Tls as u32,
+        fd: FD,
+        shed_len: 0,
+    }
+    .encode()
+}
+
+/// The close record of `conn`, `seq` after its last data record.
+pub fn close(conn: u64, seq: u64, ts_ns: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_of::<ConnClose>());
+    put_header(&mut out, &header(tapwire_common::Kind::ConnClose, ts_ns));
+    out.extend_from_slice(&conn.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&FD.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // padding
+    out.extend_from_slice(&0u64.to_le_bytes()); // skipped out
+    out.extend_from_slice(&0u64.to_le_bytes()); // skipped in
+    out
 }
 
 /// One request/response exchange as the server sees it: records in order.
@@ -128,20 +144,59 @@ impl Exchange {
 
 #[cfg(test)]
 mod tests {
+    use tapwire::pipeline::input::{Input, Role};
     use tapwire::pipeline::shard::{Output, Shard};
 
     use super::*;
 
     #[test]
+    fn records_have_the_probes_sizes_and_decode_as_written() {
+        let o = open(7, 1);
+        assert_eq!(o.len(), size_of::<ConnOpen>());
+        match decode(&o) {
+            Some(Input::Open(info)) => {
+                assert_eq!((info.conn_id, info.pid, info.role), (7, PID, Role::Server));
+                assert_eq!(info.local.to_string(), "127.0.0.1:8443");
+            }
+            _ => panic!("not an open record"),
+        }
+        assert_eq!(close(7, 3, 2).len(), size_of::<ConnClose>());
+        assert!(matches!(
+            decode(&close(7, 3, 2)),
+            Some(Input::Close {
+                conn_id: 7,
+                seq: 3,
+                ..
+            })
+        ));
+        let mut d = data(7, 1, 2, Flow::Egress, 5).to_vec();
+        d.extend_from_slice(b"hello");
+        match decode(&d) {
+            Some(Input::Data {
+                payload,
+                tls,
+                flow,
+                seq,
+                ..
+            }) => {
+                assert_eq!(
+                    (payload, tls, flow, seq),
+                    (&b"hello"[..], true, Flow::Egress, 1)
+                );
+            }
+            _ => panic!("not a data record"),
+        }
+    }
+
+    #[test]
     fn a_shard_turns_the_records_into_transactions() {
         let ex = Exchange::new(64 * 1024);
         let mut shard = Shard::new(decode, Vec::new());
-        let open = header(Kind::Open, 7, 0, 1, Flow::Egress);
-        shard.offer(&open, 1);
+        shard.offer(&open(7, 1), 1);
         let mut seq = 1;
         for _ in 0..3 {
             for (flow, payload) in ex.records() {
-                let mut f = header(Kind::Data, 7, seq, seq, flow).to_vec();
+                let mut f = data(7, seq, seq, flow, payload.len()).to_vec();
                 f.extend_from_slice(payload);
                 shard.offer(&f, seq);
                 seq += 1;

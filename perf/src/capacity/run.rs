@@ -1,4 +1,4 @@
-//! Reader threads replaying synthetic connections into the pipeline at paced
+//! Reader threads replaying connections (records in the probes' format) into the pipeline at paced
 //! then at paced offered loads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,11 +6,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tapwire::pipeline::input::Flow;
 use tapwire::pipeline::output::Fanout;
 use tapwire::pipeline::{Pipeline, PipelineConfig, Router};
 
-use super::frames::{self, Exchange, Kind};
+use super::frames::{self, Exchange};
 use super::stores::Counting;
 
 /// Connections each reader keeps open, round-robin.
@@ -261,8 +260,7 @@ fn reader(
     let mut state: Vec<(u64, usize)> = vec![(1, 0); CONNS_PER_READER as usize];
     let mut ts = 1u64;
     for conn in conns.clone() {
-        let h = frames::header(Kind::Open, conn, 0, ts, Flow::Egress);
-        router.route(conn, &[&h]);
+        router.route(conn, &[&frames::open(conn, ts)]);
     }
     barrier.wait();
     let start = Instant::now();
@@ -271,7 +269,7 @@ fn reader(
         for (conn, (seq, pos)) in conns.clone().zip(state.iter_mut()) {
             let (flow, payload) = records[*pos];
             ts += 1;
-            let h = frames::header(Kind::Data, conn, *seq, ts, flow);
+            let h = frames::data(conn, *seq, ts, flow, payload.len());
             router.route(conn, &[&h, payload]);
             *seq += 1;
             *pos = (*pos + 1) % records.len();
@@ -298,8 +296,7 @@ fn reader(
         }
     }
     for (conn, (seq, _)) in conns.zip(state.iter()) {
-        let h = frames::header(Kind::Close, conn, *seq, ts, Flow::Egress);
-        router.route(conn, &[&h]);
+        router.route(conn, &[&frames::close(conn, *seq, ts)]);
     }
     router.wake_pending();
     router.publish();

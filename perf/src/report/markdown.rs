@@ -359,8 +359,8 @@ fn footprint_section(s: &mut String, f: &crate::footprint::FootprintResults) {
 fn capacity_table(s: &mut String, c: &CapacityResults) {
     let _ = writeln!(
         s,
-        "## Capacity without the kernel\n\nSynthetic HTTP/1.1 keep-alive records (512 connections per \
-         reader) through {} reader(s) → {} shard(s) → parser → output → counting stores. Per core = \
+        "## Capacity without the kernel\n\nHTTP/1.1 keep-alive exchanges (512 connections per \
+         reader), encoded in the probes' record format and decoded by the agent's own decoder, through {} reader(s) → {} shard(s) → parser → output → counting stores. Per core = \
          per CPU second of shards, output and stores (readers excluded). Offered loads rise by \
          ×1.5 from 8 MB/s of payload until records drop, then the gap is narrowed.\n",
         c.readers, c.shards

@@ -253,7 +253,10 @@ impl StoreKind for S3Config {
 }
 
 impl ObjectKind for S3Config {
-    fn start(&self, _: &mut StartContext) -> Result<Arc<dyn ObjectStore>, StoreStartError> {
-        Ok(Arc::new(super::S3Store::start(self)?))
+    fn start(&self, ctx: &mut StartContext) -> Result<Arc<dyn ObjectStore>, StoreStartError> {
+        Ok(Arc::new(super::S3Store::start_with(
+            self,
+            ctx.queue_bytes(),
+        )?))
     }
 }

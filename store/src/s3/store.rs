@@ -118,6 +118,11 @@ impl S3Store {
     /// default) and a warning otherwise. Blocks for the check; call it before
     /// entering an async runtime, or from a blocking context.
     pub fn start(cfg: &S3Config) -> Result<Self, S3Error> {
+        Self::start_with(cfg, crate::spool::writer::QUEUE_MAX_BYTES)
+    }
+
+    /// [`S3Store::start`] with an in-memory queue of at most `queue_bytes`.
+    pub fn start_with(cfg: &S3Config, queue_bytes: u64) -> Result<Self, S3Error> {
         let store = || cfg.id.clone();
         let credentials = Credentials {
             access_key: cfg
@@ -225,6 +230,7 @@ impl S3Store {
         let uploader_thread = std::thread::Builder::new()
             .name(format!("s3-{}", cfg.id))
             .spawn(move || {
+                crate::room::store_thread();
                 runtime.block_on(async move {
                     let check = check_client.check_bucket().await;
                     let failed = check.is_err();
@@ -263,6 +269,7 @@ impl S3Store {
         let stop_spooling = Arc::new(AtomicBool::new(false));
         let (queue, storage_thread) = StorageThread::spawn(
             &cfg.id,
+            queue_bytes,
             Arc::clone(&spool),
             Arc::clone(&counters),
             Arc::clone(&control.wake),

@@ -1,7 +1,9 @@
 //! The bounded queue in front of the spool, and the storage thread that drains it.
 //!
 //! `put` only pushes onto a bounded channel ([`PendingQueue::push`]): no lock, no
-//! allocation, no syscall. The storage thread takes objects off in batches,
+//! allocation, no syscall, except that a full queue makes the caller wait for the
+//! storage thread to take objects (backpressure, [`crate::room`]). The storage
+//! thread takes objects off in batches,
 //! deduplicates them against the spool, writes and fsyncs the batch through
 //! io_uring, renames each file into place, fsyncs the directory once, and only
 //! then settles the objects' tickets (their events may go out) and wakes the
@@ -11,8 +13,8 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,14 +25,16 @@ use super::uring::{BatchWriter, RING_ENTRIES, WriteJob};
 use crate::announce::Announcer;
 use crate::counters::{Counters, Loss};
 use crate::ratelog::LogLimit;
+use crate::room::{Room, Taken};
 use crate::{Object, Ticket};
 
 /// Objects waiting in memory for the storage thread, at most: a burst of a few
 /// seconds of a busy node's payloads (the byte limit below usually binds first).
 pub const QUEUE_OBJECTS: usize = 16 * 1024;
-/// Bytes waiting in memory for the storage thread, at most: what an outage of the
-/// disk (not of S3: S3 outages wait on disk) can pin in RAM.
-pub const QUEUE_MAX_BYTES: u64 = 64 << 20;
+/// Bytes waiting in memory for the storage thread, at most, by default
+/// ([`crate::stores::StartContext`] sets it): what an outage of the disk (not of
+/// S3: S3 outages wait on disk) can pin in RAM.
+pub const QUEUE_MAX_BYTES: u64 = crate::stores::DEFAULT_QUEUE_BYTES;
 /// Objects written per io_uring submission.
 const WRITE_BATCH: usize = RING_ENTRIES as usize;
 /// How often an idle storage thread looks at the stop flag.
@@ -42,35 +46,35 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct PendingQueue {
     tx: SyncSender<(Object, Ticket)>,
-    bytes: Arc<AtomicU64>,
+    room: Arc<Room>,
     counters: Arc<Counters>,
 }
 
 impl PendingQueue {
-    /// Queues `object` for the spool, or drops and counts it when the queue is full
-    /// (by count or by bytes). Never blocks. `ticket` is settled once the object is
-    /// spooled and synced, or dropped (not kept).
+    /// Queues `object` for the spool. While the queue is full (by count or by
+    /// bytes) the caller waits for the storage thread, at most
+    /// [`crate::room::PUSHBACK_WAIT`]; past it the object is dropped and counted.
+    /// `ticket` is settled once the object is spooled and synced, or dropped (not
+    /// kept).
     pub fn push(&self, object: Object, ticket: Ticket) {
         Counters::add(&self.counters.accepted, 1);
         let len = object.bytes.len() as u64;
-        let before = self.bytes.fetch_add(len, Ordering::Relaxed);
-        if before + len > QUEUE_MAX_BYTES {
-            self.bytes.fetch_sub(len, Ordering::Relaxed);
+        let taken = self
+            .room
+            .take(len, || Counters::add(&self.counters.waits, 1));
+        if let Taken::Refused { .. } = taken {
             self.counters.lose(Loss::QueueFull, 1);
             return;
         }
-        match self.tx.try_send((object, ticket)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.bytes.fetch_sub(len, Ordering::Relaxed);
-                self.counters.lose(Loss::QueueFull, 1);
-            }
+        if self.tx.try_send((object, ticket)).is_err() {
+            self.room.give_back(len);
+            self.counters.lose(Loss::QueueFull, 1);
         }
     }
 
     /// Bytes waiting in memory now.
     pub fn queued_bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.room.bytes()
     }
 }
 
@@ -78,7 +82,7 @@ impl PendingQueue {
 #[derive(Debug)]
 pub struct StorageThread {
     rx: Receiver<(Object, Ticket)>,
-    bytes: Arc<AtomicU64>,
+    room: Arc<Room>,
     spool: Arc<Spool>,
     counters: Arc<Counters>,
     wake_uploader: Arc<Notify>,
@@ -92,10 +96,12 @@ pub struct StorageThread {
 }
 
 impl StorageThread {
-    /// Creates the queue and starts the thread. Setting `stop` makes the thread
-    /// spool whatever is queued and exit.
+    /// Creates the queue (at most `max_bytes` of payload) and starts the
+    /// thread. Setting `stop` makes the thread spool whatever is queued and
+    /// exit.
     pub fn spawn(
         store_id: &str,
+        max_bytes: u64,
         spool: Arc<Spool>,
         counters: Arc<Counters>,
         wake_uploader: Arc<Notify>,
@@ -103,10 +109,10 @@ impl StorageThread {
         announcer: Arc<Announcer>,
     ) -> std::io::Result<(PendingQueue, JoinHandle<()>)> {
         let (tx, rx) = sync_channel(QUEUE_OBJECTS);
-        let bytes = Arc::new(AtomicU64::new(0));
+        let room = Arc::new(Room::new(QUEUE_OBJECTS, max_bytes));
         let queue = PendingQueue {
             tx,
-            bytes: Arc::clone(&bytes),
+            room: Arc::clone(&room),
             counters: Arc::clone(&counters),
         };
         let dir = File::open(spool.dir())?;
@@ -118,7 +124,7 @@ impl StorageThread {
         );
         let mut thread = StorageThread {
             rx,
-            bytes,
+            room,
             spool,
             counters,
             wake_uploader,
@@ -131,7 +137,10 @@ impl StorageThread {
         };
         let handle = std::thread::Builder::new()
             .name(format!("spool-{store_id}"))
-            .spawn(move || thread.run())?;
+            .spawn(move || {
+                crate::room::store_thread();
+                thread.run();
+            })?;
         Ok((queue, handle))
     }
 
@@ -192,7 +201,7 @@ impl StorageThread {
         let mut duplicates: Vec<Duplicate> = Vec::new();
         for (object, ticket) in batch.drain(..) {
             let len = object.bytes.len() as u64;
-            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            self.room.give_back(len);
             match self.spool.admit(object.digest, &object.content_type, len) {
                 Admit::Duplicate => {
                     Counters::add(&self.counters.deduplicated, 1);
