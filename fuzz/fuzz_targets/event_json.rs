@@ -80,6 +80,7 @@ fn transaction(u: &mut Unstructured<'_>) -> Result<Transaction> {
         egress: u.arbitrary()?,
         protocol: *u.choose(&[Protocol::Http1, Protocol::Http2, Protocol::Grpc])?,
         tls: u.arbitrary()?,
+        tls_sni: u.arbitrary::<Option<String>>()?.map(Into::into),
         method: u.arbitrary()?,
         authority: u.arbitrary()?,
         path: u.arbitrary()?,
@@ -234,9 +235,16 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let path = MaskedTarget(&txn.path).to_string();
     assert_eq!(e["path"], path.as_str());
     check_masked(e["path"].as_str().expect("path is a string"));
+    opt_str(&e["tls_sni"], txn.tls_sni.as_deref());
+    let server = if txn.egress {
+        txn.conn.remote
+    } else {
+        txn.conn.local
+    };
     let url = Url {
         tls: txn.tls,
         authority: txn.authority.as_deref(),
+        sni: txn.tls_sni.as_deref().map(|name| (name, server.port())),
         remote: txn.conn.remote,
         target: &txn.path,
     };

@@ -29,7 +29,6 @@ use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 use std::fmt::Write as _;
 
 use crate::capture::procs::ProcessTable;
-use crate::pipeline::event_fields::Url;
 use crate::plugins::Format;
 use crate::plugins::fields::TxnFields;
 
@@ -106,7 +105,7 @@ impl Fanout {
         let mut refs = Vec::new();
         let mut event = true;
         if let Output::Txn(txn) = &mut item {
-            let stack = self.http.stack_for(txn.authority.as_deref());
+            let stack = self.http.stack_for(txn.domain());
             if !stack.records() {
                 return;
             }
@@ -124,16 +123,7 @@ impl Fanout {
             };
             if rules {
                 look.url.clear();
-                let _ = write!(
-                    look.url,
-                    "{}",
-                    Url {
-                        tls: txn.tls,
-                        authority: txn.authority.as_deref(),
-                        remote: txn.conn.remote,
-                        target: &txn.path,
-                    }
-                );
+                let _ = write!(look.url, "{}", txn.url());
             }
             let fields = TxnFields {
                 txn,
@@ -494,6 +484,7 @@ mod tests {
             egress: true,
             protocol: super::super::txn::Protocol::Http1,
             tls: false,
+            tls_sni: None,
             method: "GET".into(),
             authority: Some("svc.test".into()),
             path: "/".into(),

@@ -205,6 +205,8 @@ pub struct Transaction {
     pub protocol: Protocol,
     /// Captured inside a TLS library.
     pub tls: bool,
+    /// The server name (SNI) of the connection's TLS ClientHello.
+    pub tls_sni: Option<Arc<str>>,
     /// Method.
     pub method: String,
     /// Host or `:authority`.
@@ -271,6 +273,32 @@ pub struct ObjectRef {
 pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
 
 impl Transaction {
+    /// The destination's domain: the TLS server name when the connection
+    /// sent one, else the host of `Host`/`:authority` (the domain
+    /// `tap.endpoints` and `dst.domain` use).
+    pub fn domain(&self) -> Option<&str> {
+        self.tls_sni
+            .as_deref()
+            .or_else(|| self.authority.as_deref().map(event_fields::host_of))
+    }
+
+    /// The full URL: scheme, `Host`/`:authority` (else the TLS server name,
+    /// else the remote address) and the target, credentials masked.
+    pub fn url(&self) -> Url<'_> {
+        let server = if self.egress {
+            self.conn.remote
+        } else {
+            self.conn.local
+        };
+        Url {
+            tls: self.tls,
+            authority: self.authority.as_deref(),
+            sni: self.tls_sni.as_deref().map(|name| (name, server.port())),
+            remote: self.conn.remote,
+            target: &self.path,
+        }
+    }
+
     /// `len` bytes of the body travelling in `direction` were not copied
     /// (graceful overload): the transaction is marked `truncated`.
     pub fn body_hole(&mut self, direction: tapwire_http::Direction, len: u64) {
@@ -344,6 +372,7 @@ impl Transaction {
             remote: String,
             protocol: Protocol,
             tls: bool,
+            tls_sni: Option<&'a str>,
             method: &'a str,
             authority: Option<&'a str>,
             #[serde(serialize_with = "event_fields::display")]
@@ -387,15 +416,11 @@ impl Transaction {
             remote: self.conn.remote.to_string(),
             protocol: self.protocol,
             tls: self.tls,
+            tls_sni: self.tls_sni.as_deref(),
             method: &self.method,
             authority: self.authority.as_deref(),
             path: MaskedTarget(&self.path),
-            url: Url {
-                tls: self.tls,
-                authority: self.authority.as_deref(),
-                remote: self.conn.remote,
-                target: &self.path,
-            },
+            url: self.url(),
             status: self.status,
             grpc_status: self.grpc_status,
             request_content_type: self.request.header("content-type"),

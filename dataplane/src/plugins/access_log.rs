@@ -283,6 +283,7 @@ mod tests {
             egress: true,
             protocol: Protocol::Http1,
             tls: true,
+            tls_sni: None,
             method: "POST".into(),
             authority: Some("api.example.com".into()),
             path: "/v1/x".into(),

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::fields::{host_of, protocol_name};
+use super::fields::protocol_name;
 use crate::pipeline::event_fields::WallTime;
 use crate::pipeline::txn::{MAX_BODY_BYTES, Message, ObjectRole, Transaction};
 
@@ -238,12 +238,8 @@ fn is_zero(n: &u64) -> bool {
 
 fn artifact<'a>(txn: &'a Transaction, level: Level, exe: Option<&'a str>) -> Artifact<'a> {
     let scheme = if txn.tls { "https" } else { "http" };
-    let host = txn
-        .authority
-        .clone()
-        .unwrap_or_else(|| txn.conn.remote.to_string());
     let url = if txn.path.starts_with('/') {
-        format!("{scheme}://{host}{}", txn.path)
+        format!("{scheme}://{}{}", txn.url().host(), txn.path)
     } else {
         txn.path.clone()
     };
@@ -285,10 +281,9 @@ fn artifact<'a>(txn: &'a Transaction, level: Level, exe: Option<&'a str>) -> Art
             bytes_sent: sent,
             bytes_received: received,
             connection_id: txn.conn.conn_id.to_string(),
-            endpoint_id: txn.authority.as_deref().map_or_else(
-                || txn.conn.remote.ip().to_string(),
-                |a| host_of(a).to_owned(),
-            ),
+            endpoint_id: txn
+                .domain()
+                .map_or_else(|| txn.conn.remote.ip().to_string(), str::to_owned),
         },
         request: Request {
             method: &txn.method,

@@ -11,7 +11,7 @@ use tapwire_rulekit::{Macros, Rule};
 
 use super::access_log::{LogFormat, mode_name};
 use super::capture::{Format, Level};
-use super::fields::{HttpFields, TxnFields, host_of};
+use super::fields::{HttpFields, TxnFields};
 use super::route::StoreRoute;
 use crate::config::{Endpoint, Rulekit, Stack, Tap};
 
@@ -218,16 +218,19 @@ impl HttpPlan {
         }
     }
 
-    /// The stack for a transaction to `authority` (`Host` or `:authority`).
-    pub fn stack_for(&self, authority: Option<&str>) -> &StackPlan {
-        if let Some(authority) = authority
+    /// The stack for a transaction to `domain` (the TLS server name, else
+    /// the host of `Host` or `:authority`: [`Transaction::domain`]).
+    ///
+    /// [`Transaction::domain`]: crate::pipeline::txn::Transaction::domain
+    pub fn stack_for(&self, domain: Option<&str>) -> &StackPlan {
+        if let Some(domain) = domain
             && !self.endpoints.is_empty()
         {
-            let host = host_of(authority).trim_end_matches('.');
+            let domain = domain.trim_end_matches('.');
             if let Some((_, stack)) = self
                 .endpoints
                 .iter()
-                .find(|(domain, _)| domain.eq_ignore_ascii_case(host))
+                .find(|(d, _)| d.eq_ignore_ascii_case(domain))
             {
                 return stack;
             }
