@@ -772,10 +772,9 @@ fn detect_errors_mistakes_are_refused_with_their_location() {
              exactly",
         ),
         (
-            rule("              trigger_status_codes: [500]\n              only_categories: [json]\n"),
-            "10:15: stacks.s.plugins[0].config.rules[0].only_categories: `only_categories` is not \
-             applied by this version of tapwire (tapwire does not sort content types into \
-             Qtap's MIME categories)",
+            rule("              only_categories: [app, json]\n"),
+            "9:38: stacks.s.plugins[0].config.rules[0].only_categories[1]: unknown MIME category \
+             `json`, expected one of `app`, `css`, `js`, `font`, `image`, `media`, `other`",
         ),
         (
             rule("              trigger_status_codes: [500]\n              with_tags: [a]\n"),
@@ -792,7 +791,8 @@ fn detect_errors_mistakes_are_refused_with_their_location() {
             rule("              report_as_issue: true\n"),
             "8:15: stacks.s.plugins[0].config.rules[0].name: the rule has no trigger \
              (`trigger_status_codes`, `trigger_empty_body`, `trigger_duration`, \
-             `trigger_contains`, `only_urls`, `exclude_urls`): it would never fire",
+             `trigger_contains`, `only_categories`, `only_urls`, `exclude_urls`): it would never \
+             fire",
         ),
         (
             rule("              trigger_status: [500]\n"),
