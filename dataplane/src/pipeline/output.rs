@@ -24,6 +24,7 @@ use std::fmt::Write as _;
 
 use crate::capture::procs::ProcessTable;
 use crate::plugins::Format;
+use crate::plugins::detect::{DetectErrors, Firing};
 use crate::plugins::fields::TxnFields;
 
 use super::shard::{Output, Sink};
@@ -64,6 +65,8 @@ struct HeldEvent {
     /// Emit the event (false: the transaction's stack has no `report_usage`;
     /// held only for its objects' order).
     event: bool,
+    /// `detect_errors` rules that fired and report an issue.
+    issues: Vec<Firing>,
 }
 
 impl Fanout {
@@ -78,6 +81,7 @@ impl Fanout {
         let receipt = Receipt::new();
         let mut refs = Vec::new();
         let mut event = true;
+        let mut issues = Vec::new();
         if let Output::Txn(txn) = &mut item {
             let stack = self.http.stack_for(txn.domain());
             if !stack.records() {
@@ -86,9 +90,10 @@ impl Fanout {
             if stack.metrics {
                 crate::status::http_metrics::observe(txn);
             }
-            let rules = !stack.capture.rules.is_empty() || stack.access.is_some();
-            // The executable is looked up only for rules, access logs and
-            // Qtap's layouts; the URL only for rules and access logs.
+            let rules =
+                !stack.capture.rules.is_empty() || stack.access.is_some() || stack.detect.is_some();
+            // The executable is looked up only for rules, access logs, error
+            // detection and Qtap's layouts; the URL only for the first three.
             let exe = if rules || stack.capture.format != Format::Parts {
                 self.processes.exe(txn.conn.pid)
             } else {
@@ -112,7 +117,15 @@ impl Fanout {
             }
             event = stack.events;
             let (level, format) = stack.capture_for(&fields);
-            let objects = crate::plugins::capture::objects(txn, level, format, exe.as_deref());
+            if let Some(detect) = &stack.detect {
+                issues = detect.check(txn, &look.url);
+            }
+            let mut objects = crate::plugins::capture::objects(txn, level, format, exe.as_deref());
+            if !issues.is_empty() {
+                let record = DetectErrors::recorded(&issues);
+                crate::plugins::detect::record(txn, record, &mut objects);
+                issues.retain(|f| f.report);
+            }
             for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
                 let object = Object::new(content_type, bytes);
                 let url = self
@@ -143,6 +156,7 @@ impl Fanout {
             item,
             refs,
             event,
+            issues,
         });
         self.release(look, held, false);
     }
@@ -184,6 +198,7 @@ impl Fanout {
                 item,
                 mut refs,
                 event,
+                issues,
             }) = held.queue.pop_front()
             else {
                 break;
@@ -194,14 +209,29 @@ impl Fanout {
                     r.url = None;
                 }
             }
-            if event {
-                self.emit(item, &refs, look);
+            if event || !issues.is_empty() {
+                self.emit(item, &refs, event, &issues, look);
             }
         }
         forced
     }
 
-    fn emit(&self, item: Output, refs: &[ObjectRef], look: &mut Lookups) {
+    /// Emits `item`'s event (a transaction's only with `event`) and the
+    /// `issue` events of `issues`.
+    fn emit(
+        &self,
+        item: Output,
+        refs: &[ObjectRef],
+        event: bool,
+        issues: &[Firing],
+        look: &mut Lookups,
+    ) {
+        let send = |event: Vec<u8>| {
+            let event = Bytes::from(event);
+            for store in &self.events {
+                store.emit(event.clone());
+            }
+        };
         let event = match item {
             Output::Txn(txn) => {
                 let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
@@ -209,7 +239,20 @@ impl Fanout {
                     host: &look.host,
                     place: &place,
                 };
-                txn.event_json(refs, self.processes.exe(txn.conn.pid).as_deref(), &origin)
+                let exe = self.processes.exe(txn.conn.pid);
+                if event {
+                    send(txn.event_json(refs, exe.as_deref(), &origin));
+                }
+                for firing in issues {
+                    send(crate::plugins::detect::issue_json(
+                        &txn,
+                        firing,
+                        refs,
+                        exe.as_deref(),
+                        &origin,
+                    ));
+                }
+                return;
             }
             Output::Opened(info) => {
                 let place = look.places.get(info.cgroup_id, info.pid);
@@ -228,10 +271,7 @@ impl Fanout {
                 summary.event_json(&origin)
             }
         };
-        let event = Bytes::from(event);
-        for store in &self.events {
-            store.emit(event.clone());
-        }
+        send(event);
     }
 }
 

@@ -308,9 +308,12 @@ impl Transaction {
     }
 
     /// The transaction's objects with their MIME types: each header block, and
-    /// each body that is not empty. Heads and bodies move out (no copy); the
-    /// event fields stay.
-    pub fn take_objects(&mut self) -> Vec<(ObjectRole, String, Bytes)> {
+    /// each body that is not empty, of the roles `want` takes. Those heads and
+    /// bodies move out (no copy); the others and the event fields stay.
+    pub fn take_objects(
+        &mut self,
+        want: impl Fn(ObjectRole) -> bool,
+    ) -> Vec<(ObjectRole, String, Bytes)> {
         let mut out = Vec::with_capacity(4);
         for (msg, head_role, body_role) in [
             (
@@ -324,11 +327,11 @@ impl Transaction {
                 ObjectRole::ResponseBody,
             ),
         ] {
-            if !msg.head.is_empty() {
+            if !msg.head.is_empty() && want(head_role) {
                 let head = Bytes::from(std::mem::take(&mut msg.head));
                 out.push((head_role, HEADERS_CONTENT_TYPE.to_owned(), head));
             }
-            if !msg.body.is_empty() {
+            if !msg.body.is_empty() && want(body_role) {
                 let ct = msg
                     .header("content-type")
                     .unwrap_or("application/octet-stream")
@@ -337,6 +340,32 @@ impl Transaction {
             }
         }
         out
+    }
+
+    /// The fields that say which transaction an event is about and where it
+    /// ran, with the process's executable if known.
+    pub fn identity<'a>(&'a self, exe: Option<&'a str>, origin: &'a Origin<'a>) -> TxnIdentity<'a> {
+        TxnIdentity {
+            conn_id: self.conn.conn_id,
+            stream_id: self.stream_id,
+            pid: self.conn.pid,
+            tid: self.tid,
+            comm: &self.conn.comm,
+            exe,
+            cgroup_id: self.conn.cgroup_id,
+            origin,
+            direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
+            local: self.conn.local.to_string(),
+            remote: self.conn.remote.to_string(),
+            protocol: self.protocol,
+            tls: self.tls,
+            tls_sni: self.tls_sni.as_deref(),
+            method: &self.method,
+            authority: self.authority.as_deref(),
+            path: MaskedTarget(&self.path),
+            url: self.url(),
+            status: self.status,
+        }
     }
 
     /// The event JSON, with `objects` already stored, the process's executable
@@ -354,28 +383,8 @@ impl Transaction {
             schema: u32,
             #[serde(serialize_with = "event_fields::display")]
             timestamp: WallTime,
-            conn_id: u64,
-            stream_id: Option<u32>,
-            pid: u32,
-            tid: u32,
-            comm: &'a str,
-            exe: Option<&'a str>,
-            cgroup_id: u64,
             #[serde(flatten)]
-            origin: &'a Origin<'a>,
-            direction: &'static str,
-            local: String,
-            remote: String,
-            protocol: Protocol,
-            tls: bool,
-            tls_sni: Option<&'a str>,
-            method: &'a str,
-            authority: Option<&'a str>,
-            #[serde(serialize_with = "event_fields::display")]
-            path: MaskedTarget<'a>,
-            #[serde(serialize_with = "event_fields::display")]
-            url: Url<'a>,
-            status: Option<u16>,
+            identity: TxnIdentity<'a>,
             grpc_status: Option<u32>,
             request_content_type: Option<&'a str>,
             response_content_type: Option<&'a str>,
@@ -398,25 +407,7 @@ impl Transaction {
             kind: "http_transaction",
             schema: EVENT_SCHEMA,
             timestamp: WallTime::of_monotonic(self.start_ns),
-            conn_id: self.conn.conn_id,
-            stream_id: self.stream_id,
-            pid: self.conn.pid,
-            tid: self.tid,
-            comm: &self.conn.comm,
-            exe,
-            cgroup_id: self.conn.cgroup_id,
-            origin,
-            direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
-            local: self.conn.local.to_string(),
-            remote: self.conn.remote.to_string(),
-            protocol: self.protocol,
-            tls: self.tls,
-            tls_sni: self.tls_sni.as_deref(),
-            method: &self.method,
-            authority: self.authority.as_deref(),
-            path: MaskedTarget(&self.path),
-            url: self.url(),
-            status: self.status,
+            identity: self.identity(exe, origin),
             grpc_status: self.grpc_status,
             request_content_type: self.request.header("content-type"),
             response_content_type: self.response.header("content-type"),
@@ -436,6 +427,35 @@ impl Transaction {
         };
         event_bytes(&event)
     }
+}
+
+/// The fields that say which transaction an event is about and where it ran,
+/// in the order events write them: shared by a transaction's
+/// `http_transaction` event and its `issue` events.
+#[derive(Serialize)]
+pub struct TxnIdentity<'a> {
+    conn_id: u64,
+    stream_id: Option<u32>,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    exe: Option<&'a str>,
+    cgroup_id: u64,
+    #[serde(flatten)]
+    origin: &'a Origin<'a>,
+    direction: &'static str,
+    local: String,
+    remote: String,
+    protocol: Protocol,
+    tls: bool,
+    tls_sni: Option<&'a str>,
+    method: &'a str,
+    authority: Option<&'a str>,
+    #[serde(serialize_with = "event_fields::display")]
+    path: MaskedTarget<'a>,
+    #[serde(serialize_with = "event_fields::display")]
+    url: Url<'a>,
+    status: Option<u16>,
 }
 
 fn role_name(role: super::input::Role) -> &'static str {
@@ -538,7 +558,7 @@ impl ConnSummary {
 const EVENT_CAPACITY: usize = 1536;
 
 /// `event` as JSON.
-fn event_bytes(event: &impl Serialize) -> Vec<u8> {
+pub(crate) fn event_bytes(event: &impl Serialize) -> Vec<u8> {
     let mut out = Vec::with_capacity(EVENT_CAPACITY);
     serde_json::to_writer(&mut out, event).expect("event serializes");
     out

@@ -11,6 +11,7 @@ use tapwire_rulekit::{Macros, Rule};
 
 use super::access_log::{LogFormat, mode_name};
 use super::capture::{Format, Level};
+use super::detect::DetectErrors;
 use super::fields::{HttpFields, TxnFields};
 use crate::config::{Endpoint, Rulekit, Stack, Tap};
 
@@ -36,6 +37,8 @@ pub struct StackPlan {
     pub metrics: bool,
     /// Write an access log entry (`access_logs`).
     pub access: Option<AccessLogs>,
+    /// Issue events and recorded parts (`detect_errors`).
+    pub detect: Option<DetectErrors>,
 }
 
 /// `access_logs` settings, compiled.
@@ -117,6 +120,7 @@ impl StackPlan {
         events: false,
         metrics: false,
         access: None,
+        detect: None,
     };
 
     /// Whether a transaction handled by this stack is counted or recorded.
@@ -128,6 +132,7 @@ impl StackPlan {
     /// object.
     pub fn stores(&self) -> bool {
         self.events
+            || self.detect.is_some()
             || self.capture.level != Level::None
             || self.capture.rules.iter().any(|r| r.level != Level::None)
     }
@@ -185,6 +190,9 @@ impl StackPlan {
                 r.format.name()
             );
         }
+        if let Some(d) = &self.detect {
+            out.push_str(&d.describe());
+        }
         out
     }
 }
@@ -204,6 +212,7 @@ impl HttpPlan {
                 events: true,
                 metrics: true,
                 access: None,
+                detect: None,
             },
             endpoints: Vec::new(),
         }
@@ -298,20 +307,14 @@ fn key(k: &str) -> PathStep {
     PathStep::Key(k.to_owned())
 }
 
-fn path(steps: &[PathStep], more: &[&str]) -> Vec<PathStep> {
+pub(super) fn path(steps: &[PathStep], more: &[&str]) -> Vec<PathStep> {
     let mut p = steps.to_vec();
     p.extend(more.iter().map(|k| key(k)));
     p
 }
 
 /// Plugin types Qtap defines that tapwire does not apply yet.
-const NOT_YET: &[&str] = &[
-    "detect_errors",
-    "logger",
-    "data_loss_protection",
-    "qscan",
-    "llm",
-];
+const NOT_YET: &[&str] = &["logger", "data_loss_protection", "qscan", "llm"];
 
 /// `http_capture` settings as written.
 #[derive(Debug, Deserialize)]
@@ -543,6 +546,17 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                     plan.metrics = true;
                 }
             }
+            "detect_errors" => {
+                if plan.detect.is_some() {
+                    return Err(at(
+                        "type",
+                        false,
+                        "a stack takes one `detect_errors` plugin".to_owned(),
+                    )
+                    .into());
+                }
+                plan.detect = Some(super::detect::compile(&here, plugin.config.as_ref())?);
+            }
             kind if NOT_YET.contains(&kind) => {
                 return Err(at(
                     "type",
@@ -557,7 +571,7 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                     false,
                     format!(
                         "unknown plugin type `{kind}`, expected one of `http_capture`, \
-                         `report_usage`, `http_metrics`, `access_logs`"
+                         `report_usage`, `http_metrics`, `access_logs`, `detect_errors`"
                     ),
                 )
                 .into());
@@ -568,7 +582,7 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
 }
 
 /// A plugin's `config` (at `here`) as `T`, refusals located.
-fn settings<T: DeserializeOwned>(
+pub(super) fn settings<T: DeserializeOwned>(
     here: &[PathStep],
     config: Option<&serde_yaml::Value>,
 ) -> Result<Option<T>, Refusal> {
