@@ -159,6 +159,10 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
             });
         }
     }
+    // Both ends of the five connections closed.
+    wait_count(&agent, "TLS connections closed", 10, |v| {
+        v["type"] == "connection" && v["event"] == "close" && v["tls"] == true
+    });
     let stderr = agent.stderr.clone();
     let lines = agent.stop_with(libc::SIGINT);
     let counters = Agent::stopped_counters(&stderr.lock().unwrap());
@@ -219,6 +223,16 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
             if server {
                 assert_eq!(e["pid"], server_pid, "{e}");
             }
+            // The connection's close event names it too.
+            let close = lines
+                .iter()
+                .find(|v| {
+                    v["type"] == "connection"
+                        && v["event"] == "close"
+                        && v["conn_id"] == e["conn_id"]
+                })
+                .unwrap_or_else(|| panic!("no close event for {e}"));
+            assert_eq!(&close["tls_sni"], sni, "{close}");
         }
     }
     // The `http_transaction` object names the endpoint by the server name.
@@ -338,6 +352,19 @@ fn only_the_client_hello_is_copied_for_every_library() {
     let py_server = https_server(py_port, &certs);
     let go_server = go_https_server(go_port, &certs);
     let (py_pid, go_pid) = (py_server.pid(), go_server.pid());
+    // The Go program's file is probed once the server's exec is seen; the
+    // client runs the same file, covered from its first instruction.
+    let start = std::time::Instant::now();
+    while !agent
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("tls probes live in a newly seen file") && l.contains("exec"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "Go probes live");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     curl("sni.test", py_port, "/curl", None);
     let response = python_no_host("sni.test", py_port, "/python");

@@ -801,6 +801,7 @@ impl<S: Sink> Shard<S> {
             let summary = ConnSummary {
                 conn: info,
                 tls: conn.tls.unwrap_or(false),
+                tls_sni: conn.sni,
                 bytes_sent: conn.bytes_sent + skipped_sent,
                 bytes_received: conn.bytes_received + skipped_received,
                 close_ns: ts_ns,

@@ -398,6 +398,7 @@ fn connection_events_carry_the_documented_fields() {
     let close = super::txn::ConnSummary {
         conn: info,
         tls: true,
+        tls_sni: Some("api.test".into()),
         bytes_sent: 10,
         bytes_received: 20,
         close_ns: 2_500_000,
@@ -407,7 +408,7 @@ fn connection_events_carry_the_documented_fields() {
         close,
         "{\"type\":\"connection\",\"event\":\"close\",\"conn_id\":4,\"pid\":42,\"comm\":\"curl\",\
          \"cgroup_id\":1,\"host\":\"node-1\",\"role\":\"client\",\"direction\":\"egress-internal\",\"local\":\"127.0.0.1:50000\",\
-         \"remote\":\"127.0.0.1:443\",\"tls\":true,\"bytes_sent\":10,\"bytes_received\":20,\
+         \"remote\":\"127.0.0.1:443\",\"tls\":true,\"tls_sni\":\"api.test\",\"bytes_sent\":10,\"bytes_received\":20,\
          \"duration_ms\":2.5}"
     );
 }

@@ -523,6 +523,8 @@ pub struct ConnSummary {
     pub conn: ConnInfo,
     /// Whether TLS plaintext was seen.
     pub tls: bool,
+    /// The server name (SNI) of its TLS ClientHello.
+    pub tls_sni: Option<Arc<str>>,
     /// Payload bytes the process wrote.
     pub bytes_sent: u64,
     /// Payload bytes the process read.
@@ -539,6 +541,7 @@ impl ConnSummary {
             #[serde(flatten)]
             conn: ConnFields<'a>,
             tls: bool,
+            tls_sni: Option<&'a str>,
             bytes_sent: u64,
             bytes_received: u64,
             duration_ms: f64,
@@ -546,6 +549,7 @@ impl ConnSummary {
         let event = Event {
             conn: ConnFields::new(&self.conn, "close", origin),
             tls: self.tls,
+            tls_sni: self.tls_sni.as_deref(),
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             duration_ms: self.close_ns.saturating_sub(self.conn.ts_ns) as f64 / 1e6,
