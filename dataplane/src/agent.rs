@@ -148,12 +148,12 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     status.ready.set_stores(crate::reload::readiness(&stores));
     let options = plan.capture_options();
 
-    let fanout = Fanout {
-        events: stores.events.clone(),
-        objects: stores.objects.clone(),
-        http: plan.http.clone(),
-        processes: Arc::clone(&options.processes),
-    };
+    let fanout = Fanout::new(
+        stores.events.clone(),
+        stores.objects.clone(),
+        Arc::clone(&options.processes),
+        plan.http.clone(),
+    );
     let mut pipeline_config = PipelineConfig::new(readers, shards);
     pipeline_config.memory_budget = memory_budget;
     if let Some(idle) = plan.sizes.idle_timeout {

@@ -252,7 +252,7 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
         (
             stack("      - type: http_capturee\n"),
             "5:15: stacks.s.plugins[0].type: unknown plugin type `http_capturee`, expected one of \
-             `http_capture`, `report_usage`, `http_metrics`, `access_logs`",
+             `http_capture`, `report_usage`, `http_metrics`, `access_logs`, `detect_errors`",
         ),
         (
             stack("      - type: http_capture\n        config: {level: everything}\n"),
@@ -266,8 +266,13 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
         ),
         (
             stack("      - type: http_capture\n        config: {object_store: {id: out}}\n"),
-            "6:18: stacks.s.plugins[0].config.object_store: `http_capture.object_store` is not \
-             applied by this version of tapwire (every object store receives every object)",
+            "6:37: stacks.s.plugins[0].config.object_store.id: unknown object store `out`: \
+             `services.object_stores` is empty",
+        ),
+        (
+            stack("      - type: http_capture\n        config: {object_store: {name: out}}\n"),
+            "6:33: stacks.s.plugins[0].config.object_store.name: unknown field `name`, \
+             expected `id`",
         ),
         (
             stack("      - type: http_capture\n      - type: http_capture\n"),
@@ -680,6 +685,159 @@ fn unprivileged_start_names_what_is_missing() {
         String::from_utf8(out.stderr).unwrap(),
         "tapwire: not enough privileges to load eBPF programs: run as root or grant CAP_BPF \
          and CAP_PERFMON (uid 65534, effective capabilities 0x0)\n"
+    );
+}
+
+/// An `http_capture.object_store` naming no store: `check-config` and
+/// start-up refuse it alike, at the id, listing the ids there are; a known id
+/// shows in the plan.
+#[test]
+fn unknown_object_store_is_refused_by_check_config_and_start_up() {
+    let yaml = "version: 2\nservices:\n  object_stores:\n    - {id: minio, type: stdout}\n    \
+                - {id: console, type: stdout}\nstacks:\n  s:\n    plugins:\n      \
+                - type: http_capture\n        config:\n          level: full\n          \
+                object_store:\n            id: mino\ntap:\n  http: {stack: s}\n";
+    let expected = "13:17: stacks.s.plugins[0].config.object_store.id: unknown object store \
+                    `mino`, expected one of `minio`, `console`";
+    assert_error(yaml, expected);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.yaml");
+    std::fs::write(&path, yaml.replace("id: mino\n", "id: minio\n")).unwrap();
+    let out = tapwire(&["check-config", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "http: stack `s`; objects=full format=json request_events=false \
+             http_metrics=false object_store=minio\n"
+        ),
+        "{stdout}"
+    );
+
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
+        eprintln!("skipped the start-up half: the agent checks privileges first; needs root");
+        return;
+    }
+    std::fs::write(&path, yaml).unwrap();
+    let out = tapwire(&["--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("tapwire: {}:{expected}\n", path.display())
+    );
+}
+
+/// `detect_errors` values tapwire cannot apply, each refused at its location.
+#[test]
+fn detect_errors_mistakes_are_refused_with_their_location() {
+    let rule = |keys: &str| {
+        format!(
+            "version: 2\nstacks:\n  s:\n    plugins:\n      - type: detect_errors\n        \
+             config:\n          rules:\n            - name: r\n{keys}tap:\n  http: {{stack: s}}\n"
+        )
+    };
+    let cases: &[(String, &str)] = &[
+        (
+            rule("              trigger_status_codes: [\"5xx\", \"6xx\"]\n"),
+            "9:45: stacks.s.plugins[0].config.rules[0].trigger_status_codes[1]: `6xx` is not a \
+             status code: three characters, a digit 1-5 then digits or `x` (`404`, `5xx`)",
+        ),
+        (
+            rule("              trigger_status_codes: [4044]\n"),
+            "9:38: stacks.s.plugins[0].config.rules[0].trigger_status_codes[0]: `4044` is not a \
+             status code: three characters, a digit 1-5 then digits or `x` (`404`, `5xx`)",
+        ),
+        (
+            rule("              trigger_duration: 10 s\n"),
+            "9:33: stacks.s.plugins[0].config.rules[0].trigger_duration: `10 s` is not a \
+             duration: milliseconds (`1500`) or a number with a unit (`10s`, `250ms`, `1m30s`; \
+             units `ns`, `us`, `ms`, `s`, `m`, `h`)",
+        ),
+        (
+            rule("              trigger_duration: -5\n"),
+            "9:33: stacks.s.plugins[0].config.rules[0].trigger_duration: `-5` is not a duration \
+             of 0 or more milliseconds",
+        ),
+        (
+            rule("              trigger_contains: ''\n"),
+            "9:33: stacks.s.plugins[0].config.rules[0].trigger_contains: an empty \
+             `trigger_contains` matches nothing (leave the key out)",
+        ),
+        (
+            rule("              only_urls: [/login]\n"),
+            "9:27: stacks.s.plugins[0].config.rules[0].only_urls[0]: `/login` is not a URL: \
+             entries are whole URLs as in events (`https://api.example.com/v1/login`), compared \
+             exactly",
+        ),
+        (
+            rule("              only_categories: [app, json]\n"),
+            "9:38: stacks.s.plugins[0].config.rules[0].only_categories[1]: unknown MIME category \
+             `json`, expected one of `app`, `css`, `js`, `font`, `image`, `media`, `other`",
+        ),
+        (
+            rule("              trigger_status_codes: [500]\n              with_tags: [a]\n"),
+            "10:15: stacks.s.plugins[0].config.rules[0].with_tags: `with_tags` is not applied by \
+             this version of tapwire (tapwire has no tags)",
+        ),
+        (
+            rule("              trigger_status_codes: [500]\n              continue: false\n"),
+            "10:15: stacks.s.plugins[0].config.rules[0].continue: `continue` is not applied by \
+             this version of tapwire (Qtap does not implement it either: every rule that \
+             matches fires)",
+        ),
+        (
+            rule("              report_as_issue: true\n"),
+            "8:15: stacks.s.plugins[0].config.rules[0].name: the rule has no trigger \
+             (`trigger_status_codes`, `trigger_empty_body`, `trigger_duration`, \
+             `trigger_contains`, `only_categories`, `only_urls`, `exclude_urls`): it would never \
+             fire",
+        ),
+        (
+            rule("              trigger_status: [500]\n"),
+            "9:15: stacks.s.plugins[0].config.rules[0].trigger_status: unknown field \
+             `trigger_status`, expected one of `name`, `trigger_status_codes`, \
+             `trigger_empty_body`, `trigger_duration`, `trigger_contains`, `only_urls`, \
+             `exclude_urls`, `report_as_issue`, `record_req_headers`, `record_req_body`, \
+             `record_res_headers`, `record_res_body`, `only_categories`, `with_tags`, `continue`",
+        ),
+        (
+            "version: 2\nstacks:\n  s:\n    plugins:\n      - type: detect_errors\n".into(),
+            "5:15: stacks.s.plugins[0].type: `detect_errors` needs `rules`: without them it \
+             detects nothing",
+        ),
+        (
+            "version: 2\nstacks:\n  s:\n    plugins:\n      - type: detect_errors\n        \
+             config: {rules: [{name: a, trigger_empty_body: true}]}\n      \
+             - type: detect_errors\n        config: {rules: [{name: b, trigger_empty_body: true}]}\n"
+                .into(),
+            "7:15: stacks.s.plugins[1].type: a stack takes one `detect_errors` plugin",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_error(yaml, expected);
+    }
+    // A good rule loads, and `check-config` prints it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qpoint.yaml");
+    std::fs::write(
+        &file,
+        rule(
+            "              trigger_status_codes: [\"5xx\", 404]\n              \
+             trigger_duration: 1500\n              report_as_issue: true\n              \
+             record_res_body: true\n",
+        ),
+    )
+    .unwrap();
+    let out = tapwire(&["check-config", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "\n    detect_errors rule `r`: status in [5xx,404] and duration >= 1.5s -> \
+             issue=true record=res_body\n"
+        ),
+        "{stdout}"
     );
 }
 

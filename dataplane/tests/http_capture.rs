@@ -15,20 +15,13 @@
 mod common;
 
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Agent, object_of, objects, path_str};
+use common::{Agent, curl_loopback_get, object_of, objects, path_str};
 use serde_json::Value;
 
-/// What the server answers to `/fail`.
-const FAIL: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\ndown\n";
-/// What the server answers to `/gzip`: `hello\n`, gzip-compressed.
-const GZIP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: 26\r\n\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xcbH\xcd\xc9\xc9\xe7\x02\x00\x20\x30\x3a\x36\x06\x00\x00\x00";
-/// What the server answers to anything else.
-const OK: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n";
+// What the server answers to `/fail`, to `/gzip` and to anything else.
+use common::{ANSWER_503_DOWN as FAIL, ANSWER_GZIP_HELLO as GZIP, ANSWER_OK_HELLO as OK};
 
 /// A loopback HTTP/1.1 server on a thread of this process.
 fn serve() -> u16 {
@@ -41,29 +34,6 @@ fn serve() -> u16 {
             OK
         }
     })
-}
-
-/// `curl` GET of `http://HOST:PORT/PATH` with `HOST` resolved to loopback and
-/// a fixed request head: `Host` and `User-Agent` only.
-fn get(host: &str, port: u16, path: &str) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "10",
-            "-A",
-            "tapwire-test",
-            "-H",
-            "Accept:",
-            "--resolve",
-            &format!("{host}:{port}:127.0.0.1"),
-            &format!("http://{host}:{port}{path}"),
-        ])
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "curl {path}: {out:?}");
 }
 
 const CONFIG: &str = r#"version: 2
@@ -193,13 +163,13 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     for path in [
         "/none", "/summary", "/headers", "/full", "/text", "/fail", "/gzip",
     ] {
-        get("svc.test", port, path);
+        curl_loopback_get("svc.test", port, path);
     }
-    get("log.test", port, "/full");
-    get("log.test", port, "/fail");
-    get("counted.test", port, "/full");
-    get("counted.test", port, "/fail");
-    get("parts.test", port, "/full");
+    curl_loopback_get("log.test", port, "/full");
+    curl_loopback_get("log.test", port, "/fail");
+    curl_loopback_get("counted.test", port, "/full");
+    curl_loopback_get("counted.test", port, "/fail");
+    curl_loopback_get("parts.test", port, "/full");
     agent.wait_for("the last transaction", Duration::from_secs(20), |v| {
         v["type"] == "http_transaction" && v["authority"] == format!("parts.test:{port}")
     });

@@ -74,11 +74,13 @@ fn conn(u: &mut Unstructured<'_>) -> Result<ConnInfo> {
 fn transaction(u: &mut Unstructured<'_>) -> Result<Transaction> {
     Ok(Transaction {
         conn: conn(u)?,
+        request_id: u.arbitrary()?,
         tid: u.arbitrary()?,
         stream_id: u.arbitrary()?,
         egress: u.arbitrary()?,
         protocol: *u.choose(&[Protocol::Http1, Protocol::Http2, Protocol::Grpc])?,
         tls: u.arbitrary()?,
+        tls_sni: u.arbitrary::<Option<String>>()?.map(Into::into),
         method: u.arbitrary()?,
         authority: u.arbitrary()?,
         path: u.arbitrary()?,
@@ -233,9 +235,16 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let path = MaskedTarget(&txn.path).to_string();
     assert_eq!(e["path"], path.as_str());
     check_masked(e["path"].as_str().expect("path is a string"));
+    opt_str(&e["tls_sni"], txn.tls_sni.as_deref());
+    let server = if txn.egress {
+        txn.conn.remote
+    } else {
+        txn.conn.local
+    };
     let url = Url {
         tls: txn.tls,
         authority: txn.authority.as_deref(),
+        sni: txn.tls_sni.as_deref().map(|name| (name, server.port())),
         remote: txn.conn.remote,
         target: &txn.path,
     };
@@ -293,6 +302,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let summary = ConnSummary {
         conn: c,
         tls: u.arbitrary()?,
+        tls_sni: u.arbitrary::<Option<String>>()?.map(Into::into),
         bytes_sent: u.arbitrary()?,
         bytes_received: u.arbitrary()?,
         close_ns: u.arbitrary()?,
@@ -301,6 +311,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     check_common(&close, &summary.conn, &origin);
     assert_eq!(close["event"], "close");
     assert_eq!(close["tls"], summary.tls);
+    opt_str(&close["tls_sni"], summary.tls_sni.as_deref());
     assert_eq!(close["bytes_sent"], summary.bytes_sent);
     assert_eq!(close["bytes_received"], summary.bytes_received);
     assert_eq!(

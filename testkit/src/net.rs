@@ -68,3 +68,39 @@ pub fn serve_loopback_http(respond: fn(&str) -> &'static [u8]) -> u16 {
     });
     port
 }
+
+/// `curl` GET of `http://HOST:PORT/PATH` with `HOST` resolved to loopback and
+/// a fixed request head, `Host` and `User-Agent: tapwire-test` only, so a
+/// test knows the head byte for byte.
+pub fn curl_loopback_get(host: &str, port: u16, path: &str) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "10",
+            "-A",
+            "tapwire-test",
+            "-H",
+            "Accept:",
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+            &format!("http://{host}:{port}{path}"),
+        ])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl {path}: {out:?}");
+}
+
+/// A fixed answer for [`serve_loopback_http`]: `503 Service Unavailable`,
+/// `text/plain` body `down\n`.
+pub const ANSWER_503_DOWN: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\ndown\n";
+/// A fixed answer for [`serve_loopback_http`]: `200 OK`, `text/plain` body
+/// `hello\n` gzip-compressed (`Content-Encoding: gzip`).
+pub const ANSWER_GZIP_HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: 26\r\n\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xcbH\xcd\xc9\xc9\xe7\x02\x00\x20\x30\x3a\x36\x06\x00\x00\x00";
+/// A fixed answer for [`serve_loopback_http`]: `200 OK`, `text/plain` body
+/// `hello\n`.
+pub const ANSWER_OK_HELLO: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n";

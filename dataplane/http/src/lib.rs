@@ -7,6 +7,8 @@
 //! - [`hpack`]: HPACK (RFC 7541) with the dynamic table and Huffman decoding.
 //! - [`h2`]: HTTP/2 (RFC 9113) frames and a per-direction decoder that turns a
 //!   byte stream into per-stream events, including when joined mid-connection.
+//! - [`tls_hello`]: the server name (SNI) of a TLS ClientHello, the one part
+//!   of a TLS connection tapwire reads from the socket bytes.
 //!
 //! Nothing here allocates per byte: the decoders own a few buffers that are
 //! reused from message to message and bounded by named limits. Bodies are never
@@ -17,6 +19,7 @@ pub mod h2;
 mod headers;
 pub mod hpack;
 pub mod http1;
+pub mod tls_hello;
 
 pub use headers::{FieldSpan, Headers, HeadersIter};
 

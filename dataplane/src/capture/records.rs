@@ -80,11 +80,22 @@ pub fn record_json(record: &Record<'_>, comms: &Mutex<HashMap<u64, String>>) -> 
                 .ok()
                 .and_then(|m| m.get(&data.conn_id).cloned())
                 .unwrap_or_else(|| proc_comm(h.tid));
+            // A ClientHello copy is not stream data: its own line type, so
+            // readers of a connection's stream leave it out.
+            let kind = if *source == Source::Handshake {
+                "hello"
+            } else {
+                "data"
+            };
             json!({
-                "type": "data", "cpu": h.cpu, "ts": h.ts_ns, "conn": data.conn_id, "seq": data.seq,
+                "type": kind, "cpu": h.cpu, "ts": h.ts_ns, "conn": data.conn_id, "seq": data.seq,
                 "pid": h.pid, "tid": h.tid, "comm": comm, "fd": data.fd,
                 "direction": match direction { Direction::Egress => "egress", Direction::Ingress => "ingress" },
-                "source": match source { Source::Tls => "tls", Source::Plain => "plain" },
+                "source": match source {
+                    Source::Tls => "tls",
+                    Source::Plain => "plain",
+                    Source::Handshake => "handshake",
+                },
                 "call_len": data.call_len, "offset": data.offset, "len": data.cap_len,
                 "shed_len": data.shed_len,
                 "payload": base64::engine::general_purpose::STANDARD.encode(payload),

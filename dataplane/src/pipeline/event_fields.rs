@@ -90,10 +90,41 @@ pub struct Url<'a> {
     pub tls: bool,
     /// `Host` or `:authority`.
     pub authority: Option<&'a str>,
-    /// The remote end, for requests without an authority.
+    /// The TLS server name and the server's port, for requests without an
+    /// authority.
+    pub sni: Option<(&'a str, u16)>,
+    /// The remote end, for requests without an authority or server name.
     pub remote: SocketAddr,
     /// Request target.
     pub target: &'a str,
+}
+
+impl Url<'_> {
+    /// The URL's host part: the authority, else the TLS server name (with
+    /// the server's port unless it is the scheme's), else the remote address.
+    pub fn host(&self) -> UrlHost<'_> {
+        UrlHost(self)
+    }
+}
+
+/// [`Url::host`].
+pub struct UrlHost<'a>(&'a Url<'a>);
+
+impl Display for UrlHost<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let url = self.0;
+        match (url.authority, url.sni) {
+            (Some(a), _) => f.write_str(a),
+            (None, Some((name, port))) => {
+                f.write_str(name)?;
+                if port != if url.tls { 443 } else { 80 } {
+                    write!(f, ":{port}")?;
+                }
+                Ok(())
+            }
+            (None, None) => url.remote.fmt(f),
+        }
+    }
 }
 
 impl Display for Url<'_> {
@@ -103,14 +134,22 @@ impl Display for Url<'_> {
             return target.fmt(f);
         }
         f.write_str(if self.tls { "https://" } else { "http://" })?;
-        match self.authority {
-            Some(a) => f.write_str(a)?,
-            None => self.remote.fmt(f)?,
-        }
+        self.host().fmt(f)?;
         if self.target.starts_with('/') {
             target.fmt(f)?;
         }
         Ok(())
+    }
+}
+
+/// The host part of a `Host`/`:authority` value (no port, no brackets).
+pub fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
     }
 }
 
@@ -313,6 +352,7 @@ mod tests {
             Url {
                 tls,
                 authority,
+                sni: None,
                 remote,
                 target,
             }
@@ -328,6 +368,19 @@ mod tests {
             "http://origin.test/p?key=REDACTED"
         );
         assert_eq!(url(true, Some("h:443"), "h:443"), "https://h:443");
+        let named = |authority, port| {
+            Url {
+                tls: true,
+                authority,
+                sni: Some(("api.test", port)),
+                remote,
+                target: "/v1",
+            }
+            .to_string()
+        };
+        assert_eq!(named(None, 443), "https://api.test/v1");
+        assert_eq!(named(None, 8443), "https://api.test:8443/v1");
+        assert_eq!(named(Some("other.test"), 8443), "https://other.test/v1");
     }
 
     #[test]

@@ -76,6 +76,18 @@ pub enum Input<'a> {
         /// overload): the stream goes on this many bytes later.
         shed: u64,
     },
+    /// A TLS connection's ClientHello (or its record header alone), copied
+    /// from the socket for the server name; not part of the stream.
+    Hello {
+        /// Connection id.
+        conn_id: u64,
+        /// Per-connection sequence number.
+        seq: u64,
+        /// Process that moved it.
+        pid: u32,
+        /// The bytes (at most `tapwire_common::MAX_HELLO`).
+        payload: &'a [u8],
+    },
     /// The connection was closed.
     Close {
         /// Connection id.
@@ -104,9 +116,9 @@ impl Input<'_> {
     pub fn conn_seq(&self) -> Option<(u64, u64)> {
         match self {
             Input::Open(info) => Some((info.conn_id, 0)),
-            Input::Data { conn_id, seq, .. } | Input::Close { conn_id, seq, .. } => {
-                Some((*conn_id, *seq))
-            }
+            Input::Data { conn_id, seq, .. }
+            | Input::Hello { conn_id, seq, .. }
+            | Input::Close { conn_id, seq, .. } => Some((*conn_id, *seq)),
             Input::Exit { .. } | Input::Other => None,
         }
     }
@@ -115,7 +127,7 @@ impl Input<'_> {
     pub fn pid(&self) -> Option<u32> {
         match self {
             Input::Open(info) => Some(info.pid),
-            Input::Data { pid, .. } | Input::Exit { pid } => Some(*pid),
+            Input::Data { pid, .. } | Input::Hello { pid, .. } | Input::Exit { pid } => Some(*pid),
             Input::Close { .. } | Input::Other => None,
         }
     }

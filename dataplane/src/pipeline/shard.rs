@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use tapwire_http::{Direction, h2, hpack, http1};
+use tapwire_http::{Direction, h2, hpack, http1, tls_hello};
 
 use super::budget::Budget;
 use super::input::{ConnInfo, Flow, Input, Role};
@@ -125,6 +125,18 @@ pub struct ShardStats {
     /// Copied body bytes not kept because an earlier part of the same body
     /// was not copied (a body with a hole is of no use).
     pub body_after_hole_bytes: u64,
+    /// TLS ClientHello records the probes copied from the socket (a
+    /// connection's first record; two for a server that read its header
+    /// alone first).
+    pub tls_hello_records: u64,
+    /// Bytes of those records: all that is copied of a TLS connection's
+    /// socket bytes.
+    pub tls_hello_bytes: u64,
+    /// Connections whose server name (SNI) was read from their ClientHello.
+    pub tls_server_names: u64,
+    /// ClientHellos without a readable server name (none sent, cut before
+    /// it, or malformed).
+    pub tls_hello_unnamed: u64,
 }
 
 impl ShardStats {
@@ -155,6 +167,10 @@ impl ShardStats {
             overload_unparsed_bytes: self.overload_unparsed_bytes + o.overload_unparsed_bytes,
             overload_late_bytes: self.overload_late_bytes + o.overload_late_bytes,
             body_after_hole_bytes: self.body_after_hole_bytes + o.body_after_hole_bytes,
+            tls_hello_records: self.tls_hello_records + o.tls_hello_records,
+            tls_hello_bytes: self.tls_hello_bytes + o.tls_hello_bytes,
+            tls_server_names: self.tls_server_names + o.tls_server_names,
+            tls_hello_unnamed: self.tls_hello_unnamed + o.tls_hello_unnamed,
         }
     }
 }
@@ -225,6 +241,8 @@ struct Conn {
     last_ns: u64,
     /// Records passed over while joining mid-stream.
     join_search: u32,
+    /// The server name of its TLS ClientHello.
+    sni: Option<Arc<str>>,
 }
 
 impl Conn {
@@ -243,6 +261,7 @@ impl Conn {
             not_kept: NotKept::default(),
             streams_over_limit: 0,
             info: self.info.as_ref(),
+            sni: self.sni.as_ref(),
             conn_id,
             pending: &mut self.pending,
             done: Vec::new(),
@@ -296,6 +315,7 @@ impl Conn {
             pid,
             last_ns: 0,
             join_search: 0,
+            sni: None,
             info: None,
             reorder: Reorder::starting_at(0),
             mode: Mode::Detect,
@@ -546,6 +566,7 @@ impl<S: Sink> Shard<S> {
                     self.skip_shed(conn_id, ts_ns, flow, shed, parsed);
                 }
             }
+            Input::Hello { payload, .. } => self.hello(conn_id, payload),
             Input::Close {
                 ts_ns,
                 skipped_sent,
@@ -553,6 +574,25 @@ impl<S: Sink> Shard<S> {
                 ..
             } => self.close(conn_id, ts_ns, skipped_sent, skipped_received),
             Input::Exit { .. } | Input::Other => {}
+        }
+    }
+
+    /// A ClientHello (or its record header) copied from the socket: the
+    /// connection's transactions carry its server name from now on.
+    fn hello(&mut self, conn_id: u64, payload: &[u8]) {
+        self.stats.tls_hello_records += 1;
+        self.stats.tls_hello_bytes += payload.len() as u64;
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        match tls_hello::server_name(payload) {
+            Ok(name) => {
+                self.stats.tls_server_names += 1;
+                conn.sni = Some(Arc::from(name));
+            }
+            // The record header alone: the message comes next.
+            Err(tls_hello::Error::Truncated) if payload.len() <= 5 => {}
+            Err(_) => self.stats.tls_hello_unnamed += 1,
         }
     }
 
@@ -761,6 +801,7 @@ impl<S: Sink> Shard<S> {
             let summary = ConnSummary {
                 conn: info,
                 tls: conn.tls.unwrap_or(false),
+                tls_sni: conn.sni,
                 bytes_sent: conn.bytes_sent + skipped_sent,
                 bytes_received: conn.bytes_received + skipped_received,
                 close_ns: ts_ns,
@@ -989,6 +1030,7 @@ struct Follow<'c> {
     /// HTTP/2 streams not followed (too many open).
     streams_over_limit: u64,
     info: Option<&'c ConnInfo>,
+    sni: Option<&'c Arc<str>>,
     conn_id: u64,
     pending: &'c mut VecDeque<Transaction>,
     done: Vec<Transaction>,
@@ -1013,11 +1055,13 @@ impl Follow<'_> {
             .unwrap_or_else(|| unknown_conn(self.conn_id));
         Transaction {
             conn,
+            request_id: 0,
             tid: self.tid,
             stream_id: None,
             egress: self.egress,
             protocol: Protocol::Http1,
             tls: self.tls,
+            tls_sni: self.sni.cloned(),
             method: String::new(),
             authority: None,
             path: String::new(),

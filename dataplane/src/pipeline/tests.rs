@@ -22,7 +22,8 @@ const ORIGIN: Origin<'static> = Origin {
 /// Test frame: kind u8, conn u64, seq u64, ts u64, flow u8, tls u8, payload.
 /// Kinds: 0 open (client), 1 data, 2 close, 3 open of a socket already open
 /// (role unknown), 4 exit of process 42 (conn and seq unused), 5 data whose
-/// payload starts with a u64 count of bytes not copied (see [`shed_frame`]).
+/// payload starts with a u64 count of bytes not copied (see [`shed_frame`]),
+/// 6 a ClientHello copy.
 fn frame(kind: u8, conn: u64, seq: u64, flow: Flow, tls: bool, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![kind];
     f.extend_from_slice(&conn.to_le_bytes());
@@ -60,6 +61,12 @@ fn decode(f: &[u8]) -> Option<Input<'_>> {
             ts_ns,
         }),
         4 => Input::Exit { pid: 42 },
+        6 => Input::Hello {
+            conn_id,
+            seq,
+            pid: 42,
+            payload: &f[27..],
+        },
         1 | 5 => {
             let (payload, shed) = if f[0] == 5 {
                 (f.get(35..)?, u64_at(27)?)
@@ -246,6 +253,79 @@ fn plain_records_of_a_tls_connection_are_not_parsed() {
     assert_eq!(shard.stats.ciphertext_skipped, 1);
 }
 
+/// A TLS ClientHello record naming `name` (one cipher suite, the
+/// `server_name` extension only).
+fn client_hello(name: &str) -> Vec<u8> {
+    let mut sni = vec![0];
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name.as_bytes());
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(sni.len() as u16 + 2).to_be_bytes());
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![1, 0];
+    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&body);
+    let mut rec = vec![22, 3, 1];
+    rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&msg);
+    rec
+}
+
+#[test]
+fn the_client_hello_names_the_transactions_of_its_connection() {
+    let hello = client_hello("api.test");
+    let unnamed = client_hello("a b");
+    let (get_a, get_b): (&[u8], &[u8]) = (
+        b"GET /a HTTP/1.1\r\nHost: other.test\r\n\r\n",
+        b"GET /b HTTP/1.1\r\n\r\n",
+    );
+    let done: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+    // A copy in two pieces, as a server that reads the record header alone
+    // makes it; the message arrives after the request and is put back in
+    // order by its sequence number.
+    let mut frames = vec![frame(0, 8, 0, I, false, b"")];
+    frames.push(frame(6, 8, 1, I, false, &hello[..5]));
+    frames.push(frame(1, 8, 3, E, true, get_a));
+    frames.push(frame(6, 8, 2, I, false, &hello[5..]));
+    frames.push(frame(1, 8, 4, I, true, done));
+    frames.push(frame(2, 8, 5, E, false, b""));
+    // A client's copy in one piece, naming nothing readable.
+    frames.push(frame(0, 9, 0, E, false, b""));
+    frames.push(frame(6, 9, 1, E, false, &unnamed));
+    frames.push(frame(1, 9, 2, E, true, get_b));
+    frames.push(frame(1, 9, 3, I, true, done));
+    let (txns, shard) = run(&frames);
+    let named: Vec<_> = txns
+        .iter()
+        .map(|t| (t.path.as_str(), t.tls_sni.as_deref(), t.domain()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("/a", Some("api.test"), Some("api.test")),
+            ("/b", None, None)
+        ]
+    );
+    let s = shard.stats;
+    assert_eq!(
+        (
+            s.tls_hello_records,
+            s.tls_hello_bytes,
+            s.tls_server_names,
+            s.tls_hello_unnamed
+        ),
+        (3, (hello.len() + unnamed.len()) as u64, 1, 1)
+    );
+    // Not stream bytes.
+    assert_eq!(s.bytes, (get_a.len() + get_b.len() + 2 * done.len()) as u64);
+}
+
 #[test]
 fn non_http_connections_are_left_alone() {
     let parts: Vec<(Flow, &[u8])> = vec![(E, b"\x00\x01binary"), (I, b"GET / HTTP/1.1\r\n\r\n")];
@@ -318,6 +398,7 @@ fn connection_events_carry_the_documented_fields() {
     let close = super::txn::ConnSummary {
         conn: info,
         tls: true,
+        tls_sni: Some("api.test".into()),
         bytes_sent: 10,
         bytes_received: 20,
         close_ns: 2_500_000,
@@ -327,7 +408,7 @@ fn connection_events_carry_the_documented_fields() {
         close,
         "{\"type\":\"connection\",\"event\":\"close\",\"conn_id\":4,\"pid\":42,\"comm\":\"curl\",\
          \"cgroup_id\":1,\"host\":\"node-1\",\"role\":\"client\",\"direction\":\"egress-internal\",\"local\":\"127.0.0.1:50000\",\
-         \"remote\":\"127.0.0.1:443\",\"tls\":true,\"bytes_sent\":10,\"bytes_received\":20,\
+         \"remote\":\"127.0.0.1:443\",\"tls\":true,\"tls_sni\":\"api.test\",\"bytes_sent\":10,\"bytes_received\":20,\
          \"duration_ms\":2.5}"
     );
 }

@@ -192,6 +192,9 @@ impl AsRef<[u8]> for ChargedBody {
 pub struct Transaction {
     /// The connection.
     pub conn: ConnInfo,
+    /// Request id, unique among the agent's requests while it runs (set when
+    /// the transaction leaves its shard; 0 before).
+    pub request_id: u64,
     /// Thread that sent or received the request.
     pub tid: u32,
     /// HTTP/2 stream id.
@@ -202,6 +205,8 @@ pub struct Transaction {
     pub protocol: Protocol,
     /// Captured inside a TLS library.
     pub tls: bool,
+    /// The server name (SNI) of the connection's TLS ClientHello.
+    pub tls_sni: Option<Arc<str>>,
     /// Method.
     pub method: String,
     /// Host or `:authority`.
@@ -268,6 +273,32 @@ pub struct ObjectRef {
 pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
 
 impl Transaction {
+    /// The destination's domain: the TLS server name when the connection
+    /// sent one, else the host of `Host`/`:authority` (the domain
+    /// `tap.endpoints` and `dst.domain` use).
+    pub fn domain(&self) -> Option<&str> {
+        self.tls_sni
+            .as_deref()
+            .or_else(|| self.authority.as_deref().map(event_fields::host_of))
+    }
+
+    /// The full URL: scheme, `Host`/`:authority` (else the TLS server name,
+    /// else the remote address) and the target, credentials masked.
+    pub fn url(&self) -> Url<'_> {
+        let server = if self.egress {
+            self.conn.remote
+        } else {
+            self.conn.local
+        };
+        Url {
+            tls: self.tls,
+            authority: self.authority.as_deref(),
+            sni: self.tls_sni.as_deref().map(|name| (name, server.port())),
+            remote: self.conn.remote,
+            target: &self.path,
+        }
+    }
+
     /// `len` bytes of the body travelling in `direction` were not copied
     /// (graceful overload): the transaction is marked `truncated`.
     pub fn body_hole(&mut self, direction: tapwire_http::Direction, len: u64) {
@@ -280,9 +311,12 @@ impl Transaction {
     }
 
     /// The transaction's objects with their MIME types: each header block, and
-    /// each body that is not empty. Heads and bodies move out (no copy); the
-    /// event fields stay.
-    pub fn take_objects(&mut self) -> Vec<(ObjectRole, String, Bytes)> {
+    /// each body that is not empty, of the roles `want` takes. Those heads and
+    /// bodies move out (no copy); the others and the event fields stay.
+    pub fn take_objects(
+        &mut self,
+        want: impl Fn(ObjectRole) -> bool,
+    ) -> Vec<(ObjectRole, String, Bytes)> {
         let mut out = Vec::with_capacity(4);
         for (msg, head_role, body_role) in [
             (
@@ -296,11 +330,11 @@ impl Transaction {
                 ObjectRole::ResponseBody,
             ),
         ] {
-            if !msg.head.is_empty() {
+            if !msg.head.is_empty() && want(head_role) {
                 let head = Bytes::from(std::mem::take(&mut msg.head));
                 out.push((head_role, HEADERS_CONTENT_TYPE.to_owned(), head));
             }
-            if !msg.body.is_empty() {
+            if !msg.body.is_empty() && want(body_role) {
                 let ct = msg
                     .header("content-type")
                     .unwrap_or("application/octet-stream")
@@ -309,6 +343,33 @@ impl Transaction {
             }
         }
         out
+    }
+
+    /// The fields that say which transaction an event is about and where it
+    /// ran, with the process's executable if known.
+    pub fn identity<'a>(&'a self, exe: Option<&'a str>, origin: &'a Origin<'a>) -> TxnIdentity<'a> {
+        TxnIdentity {
+            conn_id: self.conn.conn_id,
+            request_id: self.request_id,
+            stream_id: self.stream_id,
+            pid: self.conn.pid,
+            tid: self.tid,
+            comm: &self.conn.comm,
+            exe,
+            cgroup_id: self.conn.cgroup_id,
+            origin,
+            direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
+            local: self.conn.local.to_string(),
+            remote: self.conn.remote.to_string(),
+            protocol: self.protocol,
+            tls: self.tls,
+            tls_sni: self.tls_sni.as_deref(),
+            method: &self.method,
+            authority: self.authority.as_deref(),
+            path: MaskedTarget(&self.path),
+            url: self.url(),
+            status: self.status,
+        }
     }
 
     /// The event JSON, with `objects` already stored, the process's executable
@@ -326,27 +387,8 @@ impl Transaction {
             schema: u32,
             #[serde(serialize_with = "event_fields::display")]
             timestamp: WallTime,
-            conn_id: u64,
-            stream_id: Option<u32>,
-            pid: u32,
-            tid: u32,
-            comm: &'a str,
-            exe: Option<&'a str>,
-            cgroup_id: u64,
             #[serde(flatten)]
-            origin: &'a Origin<'a>,
-            direction: &'static str,
-            local: String,
-            remote: String,
-            protocol: Protocol,
-            tls: bool,
-            method: &'a str,
-            authority: Option<&'a str>,
-            #[serde(serialize_with = "event_fields::display")]
-            path: MaskedTarget<'a>,
-            #[serde(serialize_with = "event_fields::display")]
-            url: Url<'a>,
-            status: Option<u16>,
+            identity: TxnIdentity<'a>,
             grpc_status: Option<u32>,
             request_content_type: Option<&'a str>,
             response_content_type: Option<&'a str>,
@@ -369,29 +411,7 @@ impl Transaction {
             kind: "http_transaction",
             schema: EVENT_SCHEMA,
             timestamp: WallTime::of_monotonic(self.start_ns),
-            conn_id: self.conn.conn_id,
-            stream_id: self.stream_id,
-            pid: self.conn.pid,
-            tid: self.tid,
-            comm: &self.conn.comm,
-            exe,
-            cgroup_id: self.conn.cgroup_id,
-            origin,
-            direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
-            local: self.conn.local.to_string(),
-            remote: self.conn.remote.to_string(),
-            protocol: self.protocol,
-            tls: self.tls,
-            method: &self.method,
-            authority: self.authority.as_deref(),
-            path: MaskedTarget(&self.path),
-            url: Url {
-                tls: self.tls,
-                authority: self.authority.as_deref(),
-                remote: self.conn.remote,
-                target: &self.path,
-            },
-            status: self.status,
+            identity: self.identity(exe, origin),
             grpc_status: self.grpc_status,
             request_content_type: self.request.header("content-type"),
             response_content_type: self.response.header("content-type"),
@@ -411,6 +431,36 @@ impl Transaction {
         };
         event_bytes(&event)
     }
+}
+
+/// The fields that say which transaction an event is about and where it ran,
+/// in the order events write them: shared by a transaction's
+/// `http_transaction` event and its `issue` events.
+#[derive(Serialize)]
+pub struct TxnIdentity<'a> {
+    conn_id: u64,
+    request_id: u64,
+    stream_id: Option<u32>,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    exe: Option<&'a str>,
+    cgroup_id: u64,
+    #[serde(flatten)]
+    origin: &'a Origin<'a>,
+    direction: &'static str,
+    local: String,
+    remote: String,
+    protocol: Protocol,
+    tls: bool,
+    tls_sni: Option<&'a str>,
+    method: &'a str,
+    authority: Option<&'a str>,
+    #[serde(serialize_with = "event_fields::display")]
+    path: MaskedTarget<'a>,
+    #[serde(serialize_with = "event_fields::display")]
+    url: Url<'a>,
+    status: Option<u16>,
 }
 
 fn role_name(role: super::input::Role) -> &'static str {
@@ -473,6 +523,8 @@ pub struct ConnSummary {
     pub conn: ConnInfo,
     /// Whether TLS plaintext was seen.
     pub tls: bool,
+    /// The server name (SNI) of its TLS ClientHello.
+    pub tls_sni: Option<Arc<str>>,
     /// Payload bytes the process wrote.
     pub bytes_sent: u64,
     /// Payload bytes the process read.
@@ -489,6 +541,7 @@ impl ConnSummary {
             #[serde(flatten)]
             conn: ConnFields<'a>,
             tls: bool,
+            tls_sni: Option<&'a str>,
             bytes_sent: u64,
             bytes_received: u64,
             duration_ms: f64,
@@ -496,6 +549,7 @@ impl ConnSummary {
         let event = Event {
             conn: ConnFields::new(&self.conn, "close", origin),
             tls: self.tls,
+            tls_sni: self.tls_sni.as_deref(),
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             duration_ms: self.close_ns.saturating_sub(self.conn.ts_ns) as f64 / 1e6,
@@ -509,7 +563,7 @@ impl ConnSummary {
 const EVENT_CAPACITY: usize = 1536;
 
 /// `event` as JSON.
-fn event_bytes(event: &impl Serialize) -> Vec<u8> {
+pub(crate) fn event_bytes(event: &impl Serialize) -> Vec<u8> {
     let mut out = Vec::with_capacity(EVENT_CAPACITY);
     serde_json::to_writer(&mut out, event).expect("event serializes");
     out

@@ -29,6 +29,17 @@ pub fn from_record(record: Record<'_>) -> Input<'_> {
         }),
         Record::Data {
             data,
+            source: Source::Handshake,
+            payload,
+            ..
+        } => Input::Hello {
+            conn_id: data.conn_id,
+            seq: data.seq,
+            pid: data.header.pid,
+            payload,
+        },
+        Record::Data {
+            data,
             direction,
             source,
             payload,

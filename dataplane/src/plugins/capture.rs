@@ -7,7 +7,7 @@
 //! block and per body, shared by every transaction with the same bytes.
 //!
 //! Qtap's layouts carry bodies decoded: de-chunked (the parser does that) and
-//! inflated when their `Content-Encoding` is `gzip` or `deflate`, up to
+//! inflated when their `Content-Encoding` is `gzip`, `deflate` or `br`, up to
 //! [`MAX_BODY_BYTES`] (a body that inflates past it, or does not inflate, is
 //! stored as it came). `parts` keeps bodies as they came.
 
@@ -20,7 +20,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::fields::{host_of, protocol_name};
+use super::fields::protocol_name;
 use crate::pipeline::event_fields::WallTime;
 use crate::pipeline::txn::{MAX_BODY_BYTES, Message, ObjectRole, Transaction};
 
@@ -107,17 +107,13 @@ pub fn objects(
 ) -> Vec<(ObjectRole, String, Bytes)> {
     match (level, format) {
         (Level::None, _) | (Level::Summary, Format::Parts) => Vec::new(),
-        (Level::Headers, Format::Parts) => {
-            let mut parts = txn.take_objects();
-            parts.retain(|(role, _, _)| {
-                matches!(
-                    role,
-                    ObjectRole::RequestHeaders | ObjectRole::ResponseHeaders
-                )
-            });
-            parts
-        }
-        (Level::Full, Format::Parts) => txn.take_objects(),
+        (Level::Headers, Format::Parts) => txn.take_objects(|role| {
+            matches!(
+                role,
+                ObjectRole::RequestHeaders | ObjectRole::ResponseHeaders
+            )
+        }),
+        (Level::Full, Format::Parts) => txn.take_objects(|_| true),
         (level, Format::Json) => {
             let bytes = serde_json::to_vec(&artifact(txn, level, exe)).expect("object serializes");
             vec![(
@@ -203,8 +199,11 @@ impl Serialize for Base64<'_> {
     }
 }
 
-/// A message's body decoded by its `Content-Encoding` (`gzip`, `deflate`),
-/// or as it came when it has another encoding, inflates past
+/// Read buffer of the brotli decoder: the size its own examples use.
+const BROTLI_BUFFER_BYTES: usize = 4096;
+
+/// A message's body decoded by its `Content-Encoding` (`gzip`, `deflate`,
+/// `br`), or as it came when it has another encoding, inflates past
 /// [`MAX_BODY_BYTES`] or does not inflate.
 pub(super) fn decoded(m: &Message) -> Cow<'_, [u8]> {
     let body = &m.body[..];
@@ -218,6 +217,10 @@ pub(super) fn decoded(m: &Message) -> Cow<'_, [u8]> {
             inflate(flate2::read::ZlibDecoder::new(body))
                 .or_else(|| inflate(flate2::read::DeflateDecoder::new(body)))
         }
+        Some(e) if e.eq_ignore_ascii_case("br") => inflate(brotli_decompressor::Decompressor::new(
+            body,
+            BROTLI_BUFFER_BYTES,
+        )),
         _ => None,
     };
     inflated.map_or(Cow::Borrowed(body), Cow::Owned)
@@ -238,12 +241,8 @@ fn is_zero(n: &u64) -> bool {
 
 fn artifact<'a>(txn: &'a Transaction, level: Level, exe: Option<&'a str>) -> Artifact<'a> {
     let scheme = if txn.tls { "https" } else { "http" };
-    let host = txn
-        .authority
-        .clone()
-        .unwrap_or_else(|| txn.conn.remote.to_string());
     let url = if txn.path.starts_with('/') {
-        format!("{scheme}://{host}{}", txn.path)
+        format!("{scheme}://{}{}", txn.url().host(), txn.path)
     } else {
         txn.path.clone()
     };
@@ -285,10 +284,9 @@ fn artifact<'a>(txn: &'a Transaction, level: Level, exe: Option<&'a str>) -> Art
             bytes_sent: sent,
             bytes_received: received,
             connection_id: txn.conn.conn_id.to_string(),
-            endpoint_id: txn.authority.as_deref().map_or_else(
-                || txn.conn.remote.ip().to_string(),
-                |a| host_of(a).to_owned(),
-            ),
+            endpoint_id: txn
+                .domain()
+                .map_or_else(|| txn.conn.remote.ip().to_string(), str::to_owned),
         },
         request: Request {
             method: &txn.method,
@@ -392,5 +390,38 @@ impl std::fmt::Write for TextSink<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(encoding: &str, body: &[u8]) -> Message {
+        let mut m = Message::default();
+        m.headers = vec![("Content-Encoding".to_owned(), encoding.to_owned())];
+        m.body = body.to_vec();
+        m
+    }
+
+    /// `hello, brotli! hello, brotli! hello, brotli!\n` as the `brotli` tool
+    /// (1.0.9, default quality) compresses it: 33 bytes for 45.
+    const BROTLI: &[u8] = b"\x1f\x2c\x00\xf8\x1d\xa9\x53\x9f\xbb\x70\xad\x00\x22\x26\xa7\x42\xe8\x32\x8d\xed\x2d\x07\x51\x84\x9f\x12\xe0\x22\x9d\xee\xfd\x50\x00";
+
+    #[test]
+    fn brotli_bodies_are_decoded_and_bad_ones_kept_as_they_came() {
+        let m = message("br", BROTLI);
+        assert_eq!(
+            &decoded(&m)[..],
+            b"hello, brotli! hello, brotli! hello, brotli!\n"
+        );
+        assert_eq!(&decoded(&message(" BR ", BROTLI))[..], &decoded(&m)[..]);
+        // Not brotli, or cut short: stored as it came.
+        let bad = message("br", b"hello");
+        assert_eq!(&decoded(&bad)[..], b"hello");
+        let cut = message("br", &BROTLI[..20]);
+        assert_eq!(&decoded(&cut)[..], &BROTLI[..20]);
+        // Another encoding is not tried as brotli.
+        assert_eq!(&decoded(&message("zstd", BROTLI))[..], BROTLI);
     }
 }

@@ -4,6 +4,7 @@
 
 use tapwire_rulekit::{Env, FieldRef, Schema, Value};
 
+use crate::pipeline::event_fields::host_of;
 use crate::pipeline::txn::{Protocol, Transaction};
 
 /// Fields with a fixed name, in id order.
@@ -23,6 +24,7 @@ pub const FIELDS: &[&str] = &[
     "src.process.binary",
     "direction",
     "protocol",
+    "tls.sni",
 ];
 
 /// Fields whose last part is a header name: `http.req.headers.NAME` and
@@ -66,17 +68,6 @@ pub struct TxnFields<'a> {
     pub url: &'a str,
 }
 
-/// The host part of a `Host`/`:authority` value (no port, no brackets).
-pub fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
-}
-
 /// The protocol name Qtap uses.
 pub fn protocol_name(p: Protocol) -> &'static str {
     match p {
@@ -100,7 +91,8 @@ impl Env for TxnFields<'_> {
             0 => Value::Str(&t.method),
             1 => Value::Str(t.path.split(['?', '#']).next().unwrap_or("")),
             2 => Value::Str(self.url),
-            3 | 10 => text(t.authority.as_deref().map(host_of)),
+            3 => text(t.authority.as_deref().map(host_of)),
+            10 => text(t.domain()),
             4 => Value::Str(if t.tls { "https" } else { "http" }),
             5 => t
                 .status
@@ -113,6 +105,7 @@ impl Env for TxnFields<'_> {
             12 => text(self.exe.map(|e| e.rsplit('/').next().unwrap_or(e))),
             13 => Value::Str(crate::plan::direction_word(t.egress, t.conn.remote.ip())),
             14 => Value::Str(protocol_name(t.protocol)),
+            15 => text(t.tls_sni.as_deref()),
             REQ_HEADERS => text(t.request.header(&field.arg)),
             RES_HEADERS => text(t.response.header(&field.arg)),
             _ => Value::Missing,

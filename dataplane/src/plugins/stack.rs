@@ -11,7 +11,9 @@ use tapwire_rulekit::{Macros, Rule};
 
 use super::access_log::{LogFormat, mode_name};
 use super::capture::{Format, Level};
-use super::fields::{HttpFields, TxnFields, host_of};
+use super::detect::DetectErrors;
+use super::fields::{HttpFields, TxnFields};
+use super::route::StoreRoute;
 use crate::config::{Endpoint, Rulekit, Stack, Tap};
 
 /// What each HTTP transaction becomes: the stack for its domain.
@@ -36,6 +38,8 @@ pub struct StackPlan {
     pub metrics: bool,
     /// Write an access log entry (`access_logs`).
     pub access: Option<AccessLogs>,
+    /// Issue events and recorded parts (`detect_errors`).
+    pub detect: Option<DetectErrors>,
 }
 
 /// `access_logs` settings, compiled.
@@ -84,6 +88,9 @@ pub struct Capture {
     pub format: Format,
     /// Rules, first match wins.
     pub rules: Vec<CaptureRule>,
+    /// The one object store the objects go to (`object_store.id`); `None`:
+    /// every object store.
+    pub store: Option<StoreRoute>,
 }
 
 /// One `http_capture.rules[]` entry.
@@ -106,6 +113,7 @@ impl Capture {
         level: Level::None,
         format: Format::Parts,
         rules: Vec::new(),
+        store: None,
     };
 }
 
@@ -117,6 +125,7 @@ impl StackPlan {
         events: false,
         metrics: false,
         access: None,
+        detect: None,
     };
 
     /// Whether a transaction handled by this stack is counted or recorded.
@@ -128,6 +137,7 @@ impl StackPlan {
     /// object.
     pub fn stores(&self) -> bool {
         self.events
+            || self.detect.is_some()
             || self.capture.level != Level::None
             || self.capture.rules.iter().any(|r| r.level != Level::None)
     }
@@ -157,6 +167,9 @@ impl StackPlan {
             self.events,
             self.metrics
         );
+        if let Some(store) = &self.capture.store {
+            let _ = write!(out, " object_store={}", store.id);
+        }
         if let Some(a) = &self.access {
             let _ = write!(
                 out,
@@ -185,6 +198,9 @@ impl StackPlan {
                 r.format.name()
             );
         }
+        if let Some(d) = &self.detect {
+            out.push_str(&d.describe());
+        }
         out
     }
 }
@@ -200,25 +216,30 @@ impl HttpPlan {
                     level: Level::Full,
                     format: Format::Parts,
                     rules: Vec::new(),
+                    store: None,
                 },
                 events: true,
                 metrics: true,
                 access: None,
+                detect: None,
             },
             endpoints: Vec::new(),
         }
     }
 
-    /// The stack for a transaction to `authority` (`Host` or `:authority`).
-    pub fn stack_for(&self, authority: Option<&str>) -> &StackPlan {
-        if let Some(authority) = authority
+    /// The stack for a transaction to `domain` (the TLS server name, else
+    /// the host of `Host` or `:authority`: [`Transaction::domain`]).
+    ///
+    /// [`Transaction::domain`]: crate::pipeline::txn::Transaction::domain
+    pub fn stack_for(&self, domain: Option<&str>) -> &StackPlan {
+        if let Some(domain) = domain
             && !self.endpoints.is_empty()
         {
-            let host = host_of(authority).trim_end_matches('.');
+            let domain = domain.trim_end_matches('.');
             if let Some((_, stack)) = self
                 .endpoints
                 .iter()
-                .find(|(domain, _)| domain.eq_ignore_ascii_case(host))
+                .find(|(d, _)| d.eq_ignore_ascii_case(domain))
             {
                 return stack;
             }
@@ -295,20 +316,14 @@ fn key(k: &str) -> PathStep {
     PathStep::Key(k.to_owned())
 }
 
-fn path(steps: &[PathStep], more: &[&str]) -> Vec<PathStep> {
+pub(super) fn path(steps: &[PathStep], more: &[&str]) -> Vec<PathStep> {
     let mut p = steps.to_vec();
     p.extend(more.iter().map(|k| key(k)));
     p
 }
 
 /// Plugin types Qtap defines that tapwire does not apply yet.
-const NOT_YET: &[&str] = &[
-    "detect_errors",
-    "logger",
-    "data_loss_protection",
-    "qscan",
-    "llm",
-];
+const NOT_YET: &[&str] = &["logger", "data_loss_protection", "qscan", "llm"];
 
 /// `http_capture` settings as written.
 #[derive(Debug, Deserialize)]
@@ -320,12 +335,20 @@ struct HttpCaptureConfig {
     /// `json` (default) | `text` | `parts`.
     #[serde(default)]
     format: Option<String>,
-    /// Store selection; refused (every object store receives every object).
+    /// The one object store to use; every object store unless given.
     #[serde(default)]
-    object_store: Option<serde_yaml::Value>,
+    object_store: Option<StoreRef>,
     /// Rules, first match wins.
     #[serde(default)]
     rules: Vec<RuleConfig>,
+}
+
+/// `http_capture.object_store` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreRef {
+    /// The `id` of a `services.object_stores[]` entry.
+    id: String,
 }
 
 /// One `http_capture.rules[]` entry as written.
@@ -374,11 +397,13 @@ struct AccessRuleConfig {
 }
 
 /// Compiles the HTTP handling of a config: the stack `tap.http` names (or the
-/// built-in default when the file has no `stacks`) and the per-domain stacks.
+/// built-in default when the file has no `stacks`) and the per-domain stacks;
+/// `object_stores`: the ids of `services.object_stores`, in order.
 pub fn compile(
     stacks: &BTreeMap<String, Stack>,
     tap: &Tap,
     rulekit: &Rulekit,
+    object_stores: &[&str],
 ) -> Result<HttpPlan, StackError> {
     let macros = compile_macros(rulekit)?;
     if stacks.is_empty() && tap.http.is_none() && tap.endpoints.is_empty() {
@@ -387,7 +412,10 @@ pub fn compile(
     // Every stack is checked, used or not: nothing written is left unchecked.
     let mut compiled = BTreeMap::new();
     for (name, stack) in stacks {
-        compiled.insert(name.as_str(), compile_stack(name, stack, &macros)?);
+        compiled.insert(
+            name.as_str(),
+            compile_stack(name, stack, &macros, object_stores)?,
+        );
     }
     let pick = |http: Option<&crate::config::HttpTap>, at: Vec<PathStep>| {
         let Some(name) = http
@@ -477,7 +505,12 @@ fn expression_error(path: Vec<PathStep>, e: &tapwire_rulekit::Error) -> StackErr
 }
 
 /// Compiles one named stack.
-fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan, StackError> {
+fn compile_stack(
+    name: &str,
+    stack: &Stack,
+    macros: &Macros,
+    object_stores: &[&str],
+) -> Result<StackPlan, StackError> {
     let mut plan = StackPlan {
         name: Some(name.to_owned()),
         ..StackPlan::NONE
@@ -501,7 +534,8 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                     .into());
                 }
                 captured = true;
-                plan.capture = compile_capture(&here, plugin.config.as_ref(), macros)?;
+                plan.capture =
+                    compile_capture(&here, plugin.config.as_ref(), macros, object_stores)?;
             }
             // `debug`: Qtap's older name, its format `console` unless given.
             kind @ ("access_logs" | "debug") => {
@@ -540,6 +574,17 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                     plan.metrics = true;
                 }
             }
+            "detect_errors" => {
+                if plan.detect.is_some() {
+                    return Err(at(
+                        "type",
+                        false,
+                        "a stack takes one `detect_errors` plugin".to_owned(),
+                    )
+                    .into());
+                }
+                plan.detect = Some(super::detect::compile(&here, plugin.config.as_ref())?);
+            }
             kind if NOT_YET.contains(&kind) => {
                 return Err(at(
                     "type",
@@ -554,7 +599,7 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                     false,
                     format!(
                         "unknown plugin type `{kind}`, expected one of `http_capture`, \
-                         `report_usage`, `http_metrics`, `access_logs`"
+                         `report_usage`, `http_metrics`, `access_logs`, `detect_errors`"
                     ),
                 )
                 .into());
@@ -565,7 +610,7 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
 }
 
 /// A plugin's `config` (at `here`) as `T`, refusals located.
-fn settings<T: DeserializeOwned>(
+pub(super) fn settings<T: DeserializeOwned>(
     here: &[PathStep],
     config: Option<&serde_yaml::Value>,
 ) -> Result<Option<T>, Refusal> {
@@ -690,6 +735,7 @@ fn compile_capture(
     here: &[PathStep],
     config: Option<&serde_yaml::Value>,
     macros: &Macros,
+    object_stores: &[&str],
 ) -> Result<Capture, StackError> {
     let cfg: HttpCaptureConfig = match settings(here, config)? {
         Some(cfg) => cfg,
@@ -700,16 +746,16 @@ fn compile_capture(
             rules: Vec::new(),
         },
     };
-    if cfg.object_store.is_some() {
-        return Err(Refusal {
-            path: path(here, &["config", "object_store"]),
-            at_key: true,
-            message: "`http_capture.object_store` is not applied by this version of tapwire \
-                      (every object store receives every object)"
-                .to_owned(),
-        }
-        .into());
-    }
+    let store = match &cfg.object_store {
+        Some(StoreRef { id }) => Some(StoreRoute::resolve(id, object_stores).map_err(
+            |message| Refusal {
+                path: path(here, &["config", "object_store", "id"]),
+                at_key: false,
+                message,
+            },
+        )?),
+        None => None,
+    };
     let level_at =
         |p, name: Option<&str>| parse_at(p, name.unwrap_or("none"), Level::parse, "level", LEVELS);
     let format_at = |p, name: &str| parse_at(p, name, Format::parse, "format", FORMATS);
@@ -737,5 +783,6 @@ fn compile_capture(
         level,
         format,
         rules,
+        store,
     })
 }

@@ -33,6 +33,12 @@ pub const MAX_CHUNKS: u32 = 512;
 /// the verifier can bound the copy with a mask.
 pub const OVERLOAD_PREFIX: usize = 4 * 1024;
 
+/// Most bytes copied of a connection's first TLS record (its ClientHello),
+/// once per connection (see [`Source::Handshake`]). A ClientHello is usually
+/// 250–600 bytes, about 1,800 with a post-quantum key share; the server name
+/// extension comes early in every library's order, so 2 KiB holds it.
+pub const MAX_HELLO: usize = 2 * 1024;
+
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 
@@ -184,6 +190,13 @@ pub enum Source {
     Plain = 1,
     /// Plaintext inside the TLS library (`SSL_read`/`SSL_write` and friends).
     Tls = 2,
+    /// The TLS ClientHello as it crossed the socket, in clear: the first
+    /// handshake record a connection's first socket call moved (written by a
+    /// client, read by a server), at most [`MAX_HELLO`] bytes, once per
+    /// connection. Not part of the stream: user space reads the server name
+    /// from it. A server that reads the record header alone first (OpenSSL
+    /// does) gives two records: the 5-byte header, then the handshake message.
+    Handshake = 3,
 }
 
 impl TryFrom<u32> for Source {
@@ -192,6 +205,7 @@ impl TryFrom<u32> for Source {
         match v {
             1 => Ok(Self::Plain),
             2 => Ok(Self::Tls),
+            3 => Ok(Self::Handshake),
             other => Err(other),
         }
     }

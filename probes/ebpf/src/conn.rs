@@ -408,7 +408,7 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
         flags,
         role: role as u32,
         peer_port: info.remote_port as u32,
-        _pad: 0,
+        hello_body: 0,
         skipped_out: 0,
         skipped_in: 0,
     };

@@ -71,6 +71,9 @@ pub const CONN_OPEN_PENDING: u32 = 4;
 /// `ConnState::flags`: a `tap.filters` entry skips the payload of this
 /// process's connections: no data record is made (`config::skip::PAYLOAD`).
 pub const CONN_NO_PAYLOAD: u32 = 8;
+/// `ConnState::flags`: the connection's first socket bytes were looked at
+/// for a TLS ClientHello (`sockets::first_bytes`).
+pub const CONN_HELLO_DONE: u32 = 16;
 
 /// What the probes know about one tracked TCP socket.
 #[repr(C)]
@@ -82,7 +85,9 @@ pub struct ConnState {
     pub role: u32,
     /// Remote port while `CONN_OPEN_PENDING`.
     pub peer_port: u32,
-    pub _pad: u32,
+    /// Length of the ClientHello message the next read brings: the first
+    /// read took the record header alone.
+    pub hello_body: u32,
     /// Payload bytes written and read while `CONN_NO_PAYLOAD` (no data
     /// record carries them), for the close record.
     pub skipped_out: u64,

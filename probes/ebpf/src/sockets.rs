@@ -25,15 +25,15 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tapwire_common::{ConnClose, Direction, DropReason, Kind, Role, Source};
+use tapwire_common::{ConnClose, Direction, DropReason, Kind, MAX_HELLO, Role, Source};
 
 use crate::{
     conn::{key, lookup_or_track, own_port, settle, track},
     emit::{DataCall, count, emit_data, header, next_seq, output_value},
     maps::{
-        AGENT_PORTS, CONN_OPEN_PENDING, CONN_PLAIN, CONN_TLS, CONNS, LAST_TLS_READ, NOT_TCP,
-        SHAPE_ACCEPT, SHAPE_AGENT_CONNECT, SHAPE_BUF, SHAPE_CONNECT, SHAPE_IOV, SHAPE_MSG, SSL_FDS,
-        SYSCALLS, SslKey, SyscallArgs, TLS_CALLS,
+        AGENT_PORTS, CONN_HELLO_DONE, CONN_NO_PAYLOAD, CONN_OPEN_PENDING, CONN_PLAIN, CONN_TLS,
+        CONNS, ConnState, LAST_TLS_READ, NOT_TCP, SHAPE_ACCEPT, SHAPE_AGENT_CONNECT, SHAPE_BUF,
+        SHAPE_CONNECT, SHAPE_IOV, SHAPE_MSG, SSL_FDS, SYSCALLS, SslKey, SyscallArgs, TLS_CALLS,
     },
     select::{is_agent, selected},
 };
@@ -77,10 +77,10 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
         && let Some(conn) = lookup_or_track(fd, Role::Unknown)
     {
         // SAFETY: live map values of this thread / connection.
-        let ssl = unsafe {
+        let (ssl, flags) = unsafe {
             (*conn).flags |= CONN_TLS;
             (*call).fd = fd;
-            (*call).ssl
+            ((*call).ssl, (*conn).flags)
         };
         let key = SslKey {
             tgid: pid_tgid >> 32,
@@ -89,7 +89,11 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
         if SSL_FDS.insert(key, fd, 0).is_err() {
             count(DropReason::MapInsert, 1);
         }
-        return 0;
+        // A handshake made inside the first `SSL_write`/`SSL_read`: the
+        // exit looks at the connection's first bytes for its ClientHello.
+        if flags & CONN_HELLO_DONE != 0 {
+            return 0;
+        }
     }
     let args = SyscallArgs {
         fd,
@@ -376,43 +380,18 @@ fn data(args: &SyscallArgs, len: u64) {
         return;
     };
     // SAFETY: live map value.
-    let flags = unsafe { (*conn).flags };
+    let mut flags = unsafe { (*conn).flags };
+    if flags & CONN_HELLO_DONE == 0 {
+        first_bytes(conn, args, len);
+        // SAFETY: live map value.
+        flags = unsafe { (*conn).flags };
+    }
     if flags & CONN_TLS != 0 {
         tls_socket_io(args);
         return;
     }
-    // The iovec array: for msghdr, `msg_iov` at 16 and `msg_iovlen` at 24.
-    let (iov, iovlen) = match args.shape {
-        SHAPE_BUF => (0, 0),
-        SHAPE_IOV => (args.ptr, args.len),
-        _ => (
-            read_user::<u64>(args.ptr + 16).unwrap_or(0),
-            read_user::<u64>(args.ptr + 24).unwrap_or(0),
-        ),
-    };
-    if flags & CONN_PLAIN == 0 {
-        let first = if args.shape == SHAPE_BUF {
-            args.ptr
-        } else {
-            read_user::<u64>(iov).unwrap_or(0)
-        };
-        if len >= 3 && read_user::<[u8; 3]>(first).is_some_and(looks_like_tls) {
-            // SAFETY: live map value.
-            unsafe { (*conn).flags |= CONN_TLS };
-            tls_socket_io(args);
-            return;
-        }
-        // SAFETY: live map value.
-        unsafe { (*conn).flags |= CONN_PLAIN };
-    }
-    let call = DataCall {
-        conn,
-        // SAFETY: live map value.
-        conn_id: unsafe { (*conn).conn_id },
-        fd: args.fd,
-        direction: args.direction,
-        source: Source::Plain as u32,
-    };
+    let (iov, iovlen) = iovecs(args);
+    let call = socket_call(conn, args, Source::Plain);
     if args.shape == SHAPE_BUF {
         emit_data::<BUF_CHUNKS>(&call, args.ptr, len, len, 0);
         return;
@@ -437,6 +416,115 @@ fn data(args: &SyscallArgs, len: u64) {
         done += take;
         i += 1;
     }
+}
+
+/// The data call of socket syscall `args` on `conn`.
+#[inline(always)]
+fn socket_call(conn: *mut ConnState, args: &SyscallArgs, source: Source) -> DataCall {
+    DataCall {
+        conn,
+        // SAFETY: live map value.
+        conn_id: unsafe { (*conn).conn_id },
+        fd: args.fd,
+        direction: args.direction,
+        source: source as u32,
+    }
+}
+
+/// The iovec array and its length of a vectored call: for msghdr,
+/// `msg_iov` at 16 and `msg_iovlen` at 24. `(0, 0)` for a plain buffer.
+#[inline(always)]
+fn iovecs(args: &SyscallArgs) -> (u64, u64) {
+    match args.shape {
+        SHAPE_BUF => (0, 0),
+        SHAPE_IOV => (args.ptr, args.len),
+        _ => (
+            read_user::<u64>(args.ptr + 16).unwrap_or(0),
+            read_user::<u64>(args.ptr + 24).unwrap_or(0),
+        ),
+    }
+}
+
+/// TLS record header: content type, version, length.
+const TLS_RECORD_HEADER: u64 = 5;
+/// TLS content type `handshake` and handshake type `client_hello` (RFC 8446
+/// §5.1, §4).
+const TLS_HANDSHAKE: u8 = 22;
+const TLS_CLIENT_HELLO: u8 = 1;
+
+/// A connection's first socket bytes (`len` moved by the call in `args`):
+/// decides TLS or plain, and copies a ClientHello found there — the first
+/// TLS record, at most `MAX_HELLO` bytes — as one `Source::Handshake`
+/// record, for the server name. Runs once per connection, or twice when a
+/// server's first read took the record header alone (OpenSSL reads the 5
+/// header bytes, then the rest): the header goes out as it is and the next
+/// read brings the message. Nothing after the ClientHello is copied.
+#[inline(always)]
+fn first_bytes(conn: *mut ConnState, args: &SyscallArgs, len: u64) {
+    // SAFETY: live map value.
+    let (flags, body) = unsafe { ((*conn).flags, (*conn).hello_body as u64) };
+    // SAFETY: as above.
+    unsafe {
+        (*conn).flags |= CONN_HELLO_DONE;
+        (*conn).hello_body = 0;
+    }
+    let (iov, _) = iovecs(args);
+    let (first, first_len) = if args.shape == SHAPE_BUF {
+        (args.ptr, len)
+    } else {
+        let (Some(base), Some(n)) = (read_user::<u64>(iov), read_user::<u64>(iov + 8)) else {
+            return;
+        };
+        (base, n.min(len))
+    };
+    let ingress = args.direction == Direction::Ingress as u32;
+    let mut take = 0;
+    let head = if first_len >= 3 {
+        read_user::<[u8; 3]>(first)
+    } else {
+        None
+    };
+    if body > 0 {
+        // The message whose record header the previous read took.
+        if ingress && read_user::<u8>(first) == Some(TLS_CLIENT_HELLO) {
+            take = body
+                .min(first_len)
+                .min(MAX_HELLO as u64 - TLS_RECORD_HEADER);
+        }
+    } else if let Some(head) = head
+        && looks_like_tls(head)
+    {
+        // SAFETY: live map value.
+        unsafe { (*conn).flags |= CONN_TLS };
+        if head[0] == TLS_HANDSHAKE
+            && first_len >= TLS_RECORD_HEADER
+            && let Some(rec) = read_user::<[u8; 5]>(first)
+        {
+            let body_len = u16::from_be_bytes([rec[3], rec[4]]) as u64;
+            if first_len == TLS_RECORD_HEADER {
+                if ingress {
+                    // Header alone: sent now, the message comes next.
+                    take = TLS_RECORD_HEADER;
+                    // SAFETY: live map value.
+                    unsafe {
+                        (*conn).flags &= !CONN_HELLO_DONE;
+                        (*conn).hello_body = body_len as u32;
+                    }
+                }
+            } else if read_user::<u8>(first + TLS_RECORD_HEADER) == Some(TLS_CLIENT_HELLO) {
+                take = (TLS_RECORD_HEADER + body_len).min(first_len);
+            }
+        }
+    } else if flags & CONN_TLS == 0 {
+        // SAFETY: live map value.
+        unsafe { (*conn).flags |= CONN_PLAIN };
+    }
+    if take == 0 || flags & CONN_NO_PAYLOAD != 0 {
+        return;
+    }
+    let call = socket_call(conn, args, Source::Handshake);
+    let take = take.min(MAX_HELLO as u64);
+    emit_data::<1>(&call, first, take, take, 0);
 }
 
 /// Ciphertext moved on a TLS socket outside a TLS call (memory-BIO
