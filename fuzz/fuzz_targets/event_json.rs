@@ -74,6 +74,7 @@ fn conn(u: &mut Unstructured<'_>) -> Result<ConnInfo> {
 fn transaction(u: &mut Unstructured<'_>) -> Result<Transaction> {
     Ok(Transaction {
         conn: conn(u)?,
+        request_id: u.arbitrary()?,
         tid: u.arbitrary()?,
         stream_id: u.arbitrary()?,
         egress: u.arbitrary()?,

@@ -97,8 +97,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     refuse_unapplied_tap(&raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
     let filters = crate::capture::filters::ProcessFilters::compile(&raw.tap.filters)
         .map_err(|r| refusal(&r, &invalid_at))?;
-    let http =
-        crate::plugins::compile(&raw.stacks, &raw.tap, &raw.rulekit).map_err(|e| match e {
+    let object_store_ids: Vec<&str> = services.object_stores.iter().map(|s| s.id()).collect();
+    let http = crate::plugins::compile(&raw.stacks, &raw.tap, &raw.rulekit, &object_store_ids)
+        .map_err(|e| match e {
             StackError::Refused(r) => refusal(&r, &invalid_at),
             StackError::Expression { path, col, message } => {
                 expression_error(text, file, &path, col, message)

@@ -1055,6 +1055,7 @@ impl Follow<'_> {
             .unwrap_or_else(|| unknown_conn(self.conn_id));
         Transaction {
             conn,
+            request_id: 0,
             tid: self.tid,
             stream_id: None,
             egress: self.egress,

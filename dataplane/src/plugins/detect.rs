@@ -846,6 +846,7 @@ mod tests {
                 role: Role::Client,
                 ts_ns: 1,
             },
+            request_id: 1,
             tid: 1,
             stream_id: None,
             egress: true,
