@@ -77,21 +77,27 @@ fn curl_with(http: &str, name: &str, port: u16, path: &str, host: Option<&str>) 
     run_ok(cmd, Duration::from_secs(15))
 }
 
-/// Waits until the agent has probed a newly seen executable: the Go peers'
-/// file, once the Go server's exec is seen (its clients, the same file, are
-/// then covered from their first instruction).
-fn wait_go_probes(agent: &Agent) {
-    let start = std::time::Instant::now();
-    while !agent
-        .stderr
-        .lock()
-        .unwrap()
+/// Lines of the agent saying a newly seen executable's TLS probes are live.
+fn execs_probed(agent: &Agent) -> usize {
+    let stderr = agent.stderr.lock().unwrap();
+    stderr
         .iter()
-        .any(|l| l.contains("tls probes live in a newly seen file") && l.contains("exec"))
-    {
+        .filter(|l| l.contains("tls probes live in a newly seen file") && l.contains("exec"))
+        .count()
+}
+
+/// Starts the Go server (`testkit/go/gotls`) and waits until the agent has
+/// probed its file (seen at its exec): the Go clients, the same file, are
+/// then covered from their first instruction.
+fn go_server_probed(agent: &Agent, port: u16, certs: &Certs) -> Bg {
+    let before = execs_probed(agent);
+    let server = go_https_server(port, certs);
+    let start = std::time::Instant::now();
+    while execs_probed(agent) == before {
         assert!(start.elapsed() < Duration::from_secs(30), "Go probes live");
         std::thread::sleep(Duration::from_millis(50));
     }
+    server
 }
 
 /// python `ssl` with `server_hostname=NAME` sending `GET PATH HTTP/1.0` and
@@ -158,6 +164,9 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("qpoint.yaml");
     std::fs::write(&config, CONFIG).unwrap();
+    // Built before the agent starts: the build's own programs are not
+    // probed while it runs.
+    go_peers();
     let agent = Agent::capturing_this_test(&config);
     // Started after the agent: its `accept`s are seen, so its connections
     // are known as the server side.
@@ -165,9 +174,8 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
     let [port, go_port] = free_ports();
     let server = https_server(port, &certs);
     let server_pid = server.pid();
-    let go_server = go_https_server(go_port, &certs);
+    let go_server = go_server_probed(&agent, go_port, &certs);
     let go_pid = go_server.pid();
-    wait_go_probes(&agent);
 
     // HTTP/2 to the Go server: `:authority` is not the server name.
     let h2 = curl_with("--http2", "sni.test", go_port, "/h2", Some("other.test"));
@@ -325,7 +333,11 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
 fn wait_count(agent: &Agent, what: &str, n: usize, pred: impl Fn(&Value) -> bool) {
     let start = std::time::Instant::now();
     while agent.lines().iter().filter(|v| pred(v)).count() < n {
-        assert!(start.elapsed() < Duration::from_secs(10), "{n} of {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{n} of {what}: {:?}",
+            agent.lines().iter().filter(|v| pred(v)).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -414,9 +426,8 @@ fn only_the_client_hello_is_copied_for_every_library() {
     let certs = certs();
     let [py_port, go_port] = free_ports();
     let py_server = https_server(py_port, &certs);
-    let go_server = go_https_server(go_port, &certs);
+    let go_server = go_server_probed(&agent, go_port, &certs);
     let (py_pid, go_pid) = (py_server.pid(), go_server.pid());
-    wait_go_probes(&agent);
 
     curl("sni.test", py_port, "/curl", None);
     let response = python_no_host("sni.test", py_port, "/python");
