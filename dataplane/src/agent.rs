@@ -154,6 +154,9 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         Arc::clone(&options.processes),
         plan.http.clone(),
     );
+    fanout
+        .records
+        .set(&stores.events, config.services.record_routes());
     let mut pipeline_config = PipelineConfig::new(readers, shards);
     pipeline_config.memory_budget = memory_budget;
     if let Some(idle) = plan.sizes.idle_timeout {

@@ -8,7 +8,8 @@
 //! one included.
 //!
 //! A reload keeps the stacks' stores: a store added ahead of them moves their
-//! index, and one that removes a named store is refused.
+//! index, and one that removes a named store is refused; an object store's
+//! `event_store: {disabled: true}` turns its records off.
 //!
 //! Clients are `curl` and Python's `http.client`, the server a thread of the
 //! test on loopback; the agent captures this test's process tree (`--pid`)
@@ -348,14 +349,17 @@ fn each_stack_stores_in_its_store_and_every_stored_object_is_recorded() {
         "  object_stores:\n",
         "  object_stores:\n    - {id: extra, type: stdout}\n",
     );
-    std::fs::write(&config, &added).unwrap();
-    sighup(&agent);
-    agent.wait_stderr("started [extra]", Duration::from_secs(30));
-    curl("alpha.test", port, "/three");
-    let txn = wait_request(&agent, "/three");
-    let head = txn["objects"][0]["digest"].as_str().unwrap().to_owned();
-    assert_eq!(txn["objects"][0]["role"], "request_headers");
-    assert!(bucket(&weed, "alpha").contains(&head));
+    reload(&agent, &config, &added, "started [extra]");
+    // A request to `alpha.test`, once its request head is in the bucket.
+    let stored_in_alpha = |path: &str| -> (Value, String) {
+        curl("alpha.test", port, path);
+        let txn = wait_request(&agent, path);
+        assert_eq!(txn["objects"][0]["role"], "request_headers");
+        let head = txn["objects"][0]["digest"].as_str().unwrap().to_owned();
+        wait_until(path, || bucket(&weed, "alpha").contains(&head));
+        (txn, head)
+    };
+    let (_, head) = stored_in_alpha("/three");
     assert!(!common::objects(&agent.lines()).contains_key(&head));
 
     // A reload removing `to_beta`, named by the running stack `beta` (the new
@@ -365,31 +369,54 @@ fn each_stack_stores_in_its_store_and_every_stored_object_is_recorded() {
         "object_store: {id: to_beta}",
         "object_store: {id: to_alpha}",
     );
-    std::fs::write(&config, &removed).unwrap();
-    sighup(&agent);
-    agent.wait_stderr(
+    reload(
+        &agent,
+        &config,
+        &removed,
         "object store `to_beta` is named by `http_capture.object_store` of the running stack \
          `beta`; stacks change only at restart, so a reload cannot remove that store",
-        Duration::from_secs(30),
     );
     python("beta.test", port, "/two");
-    let before = beta_keys.len();
-    let start = Instant::now();
-    while bucket(&weed, "beta").len() == before {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no new beta object"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("a new object in `beta`", || {
+        bucket(&weed, "beta").len() > beta_keys.len()
+    });
+
+    // A reload that only turns `to_alpha`'s records off (`event_store:
+    // {disabled: true}`): its objects are still stored, no longer recorded.
+    let quiet = added.replace(
+        "    - id: to_alpha\n",
+        "    - id: to_alpha\n      event_store: {disabled: true}\n",
+    );
+    assert_ne!(quiet, added);
+    reload(&agent, &config, &quiet, "config reloaded: stores unchanged");
+    let (txn, _) = stored_in_alpha("/four");
 
     let lines = agent.stop_with(libc::SIGINT);
     assert_eq!(count(&lines, "artifact_record"), 9 + 2 + 2 + 3 + 1);
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["type"] == "artifact_record" && v["request_id"] == txn["request_id"]),
+        "records of `to_alpha` are off"
+    );
 }
 
-fn sighup(agent: &Agent) {
+/// Waits up to 20 s for `done`.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes `text` to the agent's `config`, sends SIGHUP and waits until its
+/// stderr `says` the outcome.
+fn reload(agent: &Agent, config: &std::path::Path, text: &str, says: &str) {
+    std::fs::write(config, text).unwrap();
     // SAFETY: plain kill of our child.
     unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
+    agent.wait_stderr(says, Duration::from_secs(30));
 }
 
 /// The request event for `path`, once the agent has written it.

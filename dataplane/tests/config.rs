@@ -841,6 +841,46 @@ fn detect_errors_mistakes_are_refused_with_their_location() {
     );
 }
 
+/// An object store's `event_store`: where its `artifact_record` events go, an
+/// unknown id or key refused at its location, the choice shown by
+/// `check-config`.
+#[test]
+fn object_store_event_store_picks_where_artifact_records_go() {
+    let yaml = |event_store: &str| {
+        format!(
+            "version: 2\nservices:\n  event_stores:\n    - {{id: out, type: stdout}}\n  \
+             object_stores:\n    - id: obj\n      type: stdout\n      event_store: {event_store}\n"
+        )
+    };
+    assert_error(
+        &yaml("{id: nowhere}"),
+        "8:25: services.object_stores[0].event_store.id: unknown event store `nowhere`, \
+         expected one of `out`",
+    );
+    assert_error(
+        &yaml("{name: out}"),
+        "8:7: services.object_stores[0].event_store: unknown field `name`, expected `id` or \
+         `disabled`",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.yaml");
+    for (event_store, shown) in [
+        (
+            "{id: out}",
+            "object store `obj`: stdout; artifact_record events to `out`\n",
+        ),
+        (
+            "{disabled: true}",
+            "object store `obj`: stdout; no artifact_record events\n",
+        ),
+    ] {
+        std::fs::write(&path, yaml(event_store)).unwrap();
+        let out = tapwire(&["check-config", path.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(shown), "{stdout}");
+    }
+}
+
 /// Qtap's configuration-page examples (`tests/fixtures/qtap/`), each marked on
 /// its first line `# expect: loads` or `# expect: refused: LINE:COL: path: message`
 /// (a prefix of the error after the file name).

@@ -156,6 +156,20 @@ impl StdoutWriter {
     /// [`crate::room`]); false if it was dropped (and counted).
     fn send(&self, line: Line, counters: &Counters) -> bool {
         Counters::add(&counters.accepted, 1);
+        // A line made by the writer thread itself (an object's
+        // `artifact_record`, told once the object's line is written) is
+        // written by it next, never queued: it could not wait for room it
+        // must free itself. One such line per object line written bounds them.
+        let line = match OWN_LINES.with(|own| match own.borrow_mut().as_mut() {
+            Some(own) if matches!(line, Line::Event { .. }) => {
+                own.push(line);
+                None
+            }
+            _ => Some(line),
+        }) {
+            Some(line) => line,
+            None => return true,
+        };
         let len = line.payload_len();
         let taken = self.room.take(len, || Counters::add(&counters.waits, 1));
         if let Taken::Refused { .. } = taken {
@@ -325,7 +339,14 @@ impl Pending {
     }
 }
 
+thread_local! {
+    /// On the writer thread: lines its own work made (see
+    /// [`StdoutWriter::send`]), written after the current batch.
+    static OWN_LINES: std::cell::RefCell<Option<Vec<Line>>> = const { std::cell::RefCell::new(None) };
+}
+
 fn write_lines(rx: Receiver<Line>, mut out: impl Write, room: &Room) {
+    OWN_LINES.with(|own| *own.borrow_mut() = Some(Vec::new()));
     let mut pending = Pending {
         buf: Vec::with_capacity(WRITE_CHUNK),
         ..Pending::default()
@@ -339,9 +360,31 @@ fn write_lines(rx: Receiver<Line>, mut out: impl Write, room: &Room) {
         while next.is_some() {
             gather(&rx, &mut next, &mut pending, &mut out, room);
             pending.write(&mut out);
+            write_own_lines(&mut pending, &mut out);
             std::thread::sleep(LINGER);
             next = rx.try_recv().ok();
         }
+    }
+    write_own_lines(&mut pending, &mut out);
+    OWN_LINES.with(|own| *own.borrow_mut() = None);
+}
+
+/// Writes the lines this thread made while writing (their events).
+fn write_own_lines(pending: &mut Pending, out: &mut impl Write) {
+    loop {
+        let lines = OWN_LINES.with(|own| own.borrow_mut().as_mut().map(std::mem::take));
+        let Some(lines) = lines.filter(|l| !l.is_empty()) else {
+            return;
+        };
+        // Only events are kept aside (see `StdoutWriter::send`).
+        for line in lines {
+            if let Line::Event { bytes, tally } = line {
+                pending.buf.extend_from_slice(&bytes);
+                pending.buf.push(b'\n');
+                pending.add(&tally, bytes.len());
+            }
+        }
+        pending.write(&mut *out);
     }
 }
 
@@ -772,5 +815,31 @@ mod tests {
         thread.join().unwrap();
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+    }
+
+    #[test]
+    fn lines_the_writer_makes_itself_are_written_even_when_the_queue_is_full() {
+        let (tx, _rx) = sync_channel(1 + FLUSH_SLOTS);
+        let room = Arc::new(Room::new(1, STDOUT_QUEUE_BYTES as u64));
+        assert!(room.take_now(1), "the queue is full");
+        let writer = Arc::new(StdoutWriter {
+            tx,
+            room,
+            thread: Mutex::new(None),
+        });
+        let store = StdoutEventStore::new("out", writer);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // As on the writer thread, while it tells its notices.
+                OWN_LINES.with(|own| *own.borrow_mut() = Some(Vec::new()));
+                store.emit(Bytes::from_static(b"{\"type\":\"artifact_record\"}"));
+                let mut pending = Pending::default();
+                let mut out = Vec::new();
+                write_own_lines(&mut pending, &mut out);
+                assert_eq!(out, b"{\"type\":\"artifact_record\"}\n");
+            });
+        });
+        let stats = store.stats();
+        assert_eq!((stats.accepted, stats.stored, stats.dropped), (1, 1, 0));
     }
 }

@@ -1,7 +1,8 @@
 //! `artifact_record` events: one per object a request stored, per object store,
 //! once that store holds the object durably (S3: uploaded, or found there
 //! already; stdout: its line written). Qtap's `ArtifactRecord`, in tapwire's
-//! event schema (`docs/stdout.md`).
+//! event schema (`docs/stdout.md`), sent to the event stores the object
+//! store's `event_store` names (every one by default).
 //!
 //! The shard only attaches a [`Notice`] to each object's ticket: an `Arc` of
 //! the request's [`RequestRecord`] and the object's index. The store tells the
@@ -20,30 +21,60 @@ use tapwire_store::{Announce, EventStore, Notice, Stored};
 use super::event_fields::{self, WallTime};
 use super::txn::{ObjectRole, Protocol, Transaction};
 use crate::capture::procs::ProcessTable;
+use crate::config::RecordsTo;
 
-/// Where `artifact_record` events go: the event stores now running (a reload
-/// replaces them).
+/// Where `artifact_record` events go: the event stores now running, and each
+/// object store's choice among them (a reload replaces both).
 pub struct ArtifactRecords {
-    events: Mutex<Vec<Arc<dyn EventStore>>>,
+    targets: Mutex<Targets>,
     processes: Arc<ProcessTable>,
+}
+
+#[derive(Default)]
+struct Targets {
+    events: Vec<Arc<dyn EventStore>>,
+    /// Object store id and where its records go; absent: every event store.
+    routes: Vec<(String, RecordsTo)>,
 }
 
 impl ArtifactRecords {
     /// Records emitted to `events`; executables read from `processes`.
     pub fn new(events: Vec<Arc<dyn EventStore>>, processes: Arc<ProcessTable>) -> Arc<Self> {
         Arc::new(Self {
-            events: Mutex::new(events),
+            targets: Mutex::new(Targets {
+                events,
+                routes: Vec::new(),
+            }),
             processes,
         })
     }
 
-    /// From now on, records go to `events`.
-    pub fn set_event_stores(&self, events: &[Arc<dyn EventStore>]) {
-        *self.lock() = events.to_vec();
+    /// From now on, records go to `events`, as `routes` (object store id,
+    /// where its records go) say.
+    pub fn set(&self, events: &[Arc<dyn EventStore>], routes: Vec<(String, RecordsTo)>) {
+        *self.lock() = Targets {
+            events: events.to_vec(),
+            routes,
+        };
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn EventStore>>> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Targets> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The event stores that receive object store `store`'s records.
+    fn for_store(&self, store: &str) -> Vec<Arc<dyn EventStore>> {
+        let targets = self.lock();
+        match targets.routes.iter().find(|(id, _)| id == store) {
+            Some((_, RecordsTo::Off)) => Vec::new(),
+            Some((_, RecordsTo::Store(id))) => targets
+                .events
+                .iter()
+                .filter(|e| e.id() == id)
+                .cloned()
+                .collect(),
+            Some((_, RecordsTo::Every)) | None => targets.events.clone(),
+        }
     }
 
     /// A record for `txn`'s objects of `roles` (in object order).
@@ -68,12 +99,6 @@ impl ArtifactRecords {
             protocol: txn.protocol,
             tls: txn.tls,
         })
-    }
-
-    fn emit(&self, event: Bytes) {
-        for store in self.lock().iter() {
-            store.emit(event.clone());
-        }
     }
 }
 
@@ -121,6 +146,10 @@ impl Announce for RequestRecord {
             debug_assert!(false, "object {part} of {}", self.parts.len());
             return;
         };
+        let to = self.records.for_store(stored.store);
+        if to.is_empty() {
+            return;
+        }
         #[derive(Serialize)]
         struct Summary<'a> {
             method: &'a str,
@@ -188,7 +217,77 @@ impl Announce for RequestRecord {
                 exe,
             },
         };
-        let json = serde_json::to_vec(&event).expect("event serializes");
-        self.records.emit(Bytes::from(json));
+        let event = Bytes::from(serde_json::to_vec(&event).expect("event serializes"));
+        for store in &to {
+            store.emit(event.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tapwire_store::StoreStats;
+
+    /// Counts the events it receives.
+    struct Count(&'static str, Mutex<usize>);
+
+    impl EventStore for Count {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn emit(&self, _: Bytes) {
+            *self.1.lock().unwrap() += 1;
+        }
+        fn stats(&self) -> StoreStats {
+            StoreStats::default()
+        }
+        fn shutdown(&self, _: Duration) {}
+    }
+
+    #[test]
+    fn each_object_store_sends_its_records_where_its_event_store_says() {
+        let (e1, e2) = (
+            Arc::new(Count("e1", Mutex::new(0))),
+            Arc::new(Count("e2", Mutex::new(0))),
+        );
+        let records = ArtifactRecords::new(Vec::new(), Arc::default());
+        records.set(
+            &[e1.clone(), e2.clone()],
+            vec![
+                ("to_e2".into(), RecordsTo::Store("e2".into())),
+                ("off".into(), RecordsTo::Off),
+                ("all".into(), RecordsTo::Every),
+            ],
+        );
+        let record = Arc::new(RequestRecord {
+            records,
+            conn_id: 1,
+            request_id: 2,
+            stream_id: None,
+            parts: Box::new([ObjectRole::ResponseBody]),
+            pid: 3,
+            exe: Some("/usr/bin/curl".into()),
+            method: "GET".into(),
+            authority: None,
+            status: Some(200),
+            direction: "egress-external",
+            protocol: Protocol::Http1,
+            tls: true,
+        });
+        let digest = blake3::hash(b"x");
+        for store in ["to_e2", "off", "all", "unlisted"] {
+            record.notice(0).stored(Stored {
+                store,
+                digest: &digest,
+                size: 1,
+                content_type: "text/plain",
+                url: None,
+                deduplicated: false,
+            });
+        }
+        let got = |c: &Count| *c.1.lock().unwrap();
+        assert_eq!((got(&e1), got(&e2)), (2, 3));
     }
 }

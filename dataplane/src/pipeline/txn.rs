@@ -359,8 +359,8 @@ impl Transaction {
             cgroup_id: self.conn.cgroup_id,
             origin,
             direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
-            local: self.conn.local.to_string(),
-            remote: self.conn.remote.to_string(),
+            local: self.conn.local,
+            remote: self.conn.remote,
             protocol: self.protocol,
             tls: self.tls,
             tls_sni: self.tls_sni.as_deref(),
@@ -449,8 +449,10 @@ pub struct TxnIdentity<'a> {
     #[serde(flatten)]
     origin: &'a Origin<'a>,
     direction: &'static str,
-    local: String,
-    remote: String,
+    #[serde(serialize_with = "event_fields::display")]
+    local: std::net::SocketAddr,
+    #[serde(serialize_with = "event_fields::display")]
+    remote: std::net::SocketAddr,
     protocol: Protocol,
     tls: bool,
     tls_sni: Option<&'a str>,
@@ -485,8 +487,10 @@ struct ConnFields<'a> {
     origin: &'a Origin<'a>,
     role: &'static str,
     direction: &'static str,
-    local: String,
-    remote: String,
+    #[serde(serialize_with = "event_fields::display")]
+    local: std::net::SocketAddr,
+    #[serde(serialize_with = "event_fields::display")]
+    remote: std::net::SocketAddr,
 }
 
 impl<'a> ConnFields<'a> {
@@ -505,8 +509,8 @@ impl<'a> ConnFields<'a> {
                 super::input::Role::Client => event_fields::direction_word(true, c.remote.ip()),
                 super::input::Role::Unknown => "unknown",
             },
-            local: c.local.to_string(),
-            remote: c.remote.to_string(),
+            local: c.local,
+            remote: c.remote,
         }
     }
 }

@@ -27,16 +27,11 @@ impl StoreRoute {
                 id: id.to_owned(),
                 index,
             }),
-            None if stores.is_empty() => Err(format!(
-                "unknown object store `{id}`: `services.object_stores` is empty"
-            )),
-            None => Err(format!(
-                "unknown object store `{id}`, expected one of {}",
-                stores
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            None => Err(crate::config::unknown_id(
+                "object store",
+                id,
+                stores,
+                "services.object_stores",
             )),
         }
     }

@@ -184,6 +184,13 @@ pub fn reload(
     // The same stores in the same order: nothing to do. (Only reordered, they
     // are all kept below, in the new order.)
     if old.event_stores == new.event_stores && old.object_stores == new.object_stores {
+        // Only where the records go may have changed.
+        if let Some(slot) = slots.first() {
+            let fanout = slot.lock().unwrap_or_else(|e| e.into_inner());
+            fanout
+                .records
+                .set(&fanout.events, next.services.record_routes());
+        }
         *current = next;
         return Ok(outcome);
     }
@@ -235,7 +242,9 @@ pub fn reload(
         }
     }
     if let Some(fanout) = held.first() {
-        fanout.records.set_event_stores(&stores.events);
+        fanout
+            .records
+            .set(&stores.events, current.services.record_routes());
     }
     result
 }
