@@ -148,12 +148,15 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     status.ready.set_stores(crate::reload::readiness(&stores));
     let options = plan.capture_options();
 
-    let fanout = Fanout {
-        events: stores.events.clone(),
-        objects: stores.objects.clone(),
-        http: plan.http.clone(),
-        processes: Arc::clone(&options.processes),
-    };
+    let fanout = Fanout::new(
+        stores.events.clone(),
+        stores.objects.clone(),
+        Arc::clone(&options.processes),
+        plan.http.clone(),
+    );
+    fanout
+        .records
+        .set(&stores.events, config.services.record_routes());
     let mut pipeline_config = PipelineConfig::new(readers, shards);
     pipeline_config.memory_budget = memory_budget;
     if let Some(idle) = plan.sizes.idle_timeout {
@@ -183,6 +186,12 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     );
 
     status.ready.set_attached(true);
+    // Start-up (BTF, the probes' object, every TLS file's symbol tables) is
+    // done: give what it freed back to the system now, rather than keep it
+    // mapped for as long as this thread stays idle.
+    // SAFETY: `mi_collect` only frees memory mimalloc holds and nothing
+    // references; harmless when mimalloc is not the allocator (tests).
+    unsafe { libmimalloc_sys::mi_collect(true) };
 
     let mut reloads = crate::status::gather::Reloads::default();
     let mut logged = Instant::now();

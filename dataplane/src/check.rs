@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::config::Config;
+use crate::config::{Config, RecordsTo};
 
 /// `FILE: ok` and one line per store of `config`, secrets masked.
 pub fn stores(file: &str, config: &Config) -> String {
@@ -12,8 +12,23 @@ pub fn stores(file: &str, config: &Config) -> String {
     for store in &config.services.event_stores {
         let _ = writeln!(out, "event store `{}`: {}", store.id(), store.summary());
     }
-    for store in &config.services.object_stores {
-        let _ = writeln!(out, "object store `{}`: {}", store.id(), store.summary());
+    for (store, (_, records)) in config
+        .services
+        .object_stores
+        .iter()
+        .zip(config.services.record_routes())
+    {
+        let records = match records {
+            RecordsTo::Every => String::new(),
+            RecordsTo::Store(id) => format!("; artifact_record events to `{id}`"),
+            RecordsTo::Off => "; no artifact_record events".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "object store `{}`: {}{records}",
+            store.id(),
+            store.summary()
+        );
     }
     out
 }

@@ -266,8 +266,13 @@ fn qtap_settings_not_applied_are_refused_with_their_location() {
         ),
         (
             stack("      - type: http_capture\n        config: {object_store: {id: out}}\n"),
-            "6:18: stacks.s.plugins[0].config.object_store: `http_capture.object_store` is not \
-             applied by this version of tapwire (every object store receives every object)",
+            "6:37: stacks.s.plugins[0].config.object_store.id: unknown object store `out`: \
+             `services.object_stores` is empty",
+        ),
+        (
+            stack("      - type: http_capture\n        config: {object_store: {name: out}}\n"),
+            "6:33: stacks.s.plugins[0].config.object_store.name: unknown field `name`, \
+             expected `id`",
         ),
         (
             stack("      - type: http_capture\n      - type: http_capture\n"),
@@ -683,6 +688,47 @@ fn unprivileged_start_names_what_is_missing() {
     );
 }
 
+/// An `http_capture.object_store` naming no store: `check-config` and
+/// start-up refuse it alike, at the id, listing the ids there are; a known id
+/// shows in the plan.
+#[test]
+fn unknown_object_store_is_refused_by_check_config_and_start_up() {
+    let yaml = "version: 2\nservices:\n  object_stores:\n    - {id: minio, type: stdout}\n    \
+                - {id: console, type: stdout}\nstacks:\n  s:\n    plugins:\n      \
+                - type: http_capture\n        config:\n          level: full\n          \
+                object_store:\n            id: mino\ntap:\n  http: {stack: s}\n";
+    let expected = "13:17: stacks.s.plugins[0].config.object_store.id: unknown object store \
+                    `mino`, expected one of `minio`, `console`";
+    assert_error(yaml, expected);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.yaml");
+    std::fs::write(&path, yaml.replace("id: mino\n", "id: minio\n")).unwrap();
+    let out = tapwire(&["check-config", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "http: stack `s`; objects=full format=json request_events=false \
+             http_metrics=false object_store=minio\n"
+        ),
+        "{stdout}"
+    );
+
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
+        eprintln!("skipped the start-up half: the agent checks privileges first; needs root");
+        return;
+    }
+    std::fs::write(&path, yaml).unwrap();
+    let out = tapwire(&["--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("tapwire: {}:{expected}\n", path.display())
+    );
+}
+
 /// `detect_errors` values tapwire cannot apply, each refused at its location.
 #[test]
 fn detect_errors_mistakes_are_refused_with_their_location() {
@@ -726,10 +772,9 @@ fn detect_errors_mistakes_are_refused_with_their_location() {
              exactly",
         ),
         (
-            rule("              trigger_status_codes: [500]\n              only_categories: [json]\n"),
-            "10:15: stacks.s.plugins[0].config.rules[0].only_categories: `only_categories` is not \
-             applied by this version of tapwire (tapwire does not sort content types into \
-             Qtap's MIME categories)",
+            rule("              only_categories: [app, json]\n"),
+            "9:38: stacks.s.plugins[0].config.rules[0].only_categories[1]: unknown MIME category \
+             `json`, expected one of `app`, `css`, `js`, `font`, `image`, `media`, `other`",
         ),
         (
             rule("              trigger_status_codes: [500]\n              with_tags: [a]\n"),
@@ -746,7 +791,8 @@ fn detect_errors_mistakes_are_refused_with_their_location() {
             rule("              report_as_issue: true\n"),
             "8:15: stacks.s.plugins[0].config.rules[0].name: the rule has no trigger \
              (`trigger_status_codes`, `trigger_empty_body`, `trigger_duration`, \
-             `trigger_contains`, `only_urls`, `exclude_urls`): it would never fire",
+             `trigger_contains`, `only_categories`, `only_urls`, `exclude_urls`): it would never \
+             fire",
         ),
         (
             rule("              trigger_status: [500]\n"),
@@ -793,6 +839,46 @@ fn detect_errors_mistakes_are_refused_with_their_location() {
         ),
         "{stdout}"
     );
+}
+
+/// An object store's `event_store`: where its `artifact_record` events go, an
+/// unknown id or key refused at its location, the choice shown by
+/// `check-config`.
+#[test]
+fn object_store_event_store_picks_where_artifact_records_go() {
+    let yaml = |event_store: &str| {
+        format!(
+            "version: 2\nservices:\n  event_stores:\n    - {{id: out, type: stdout}}\n  \
+             object_stores:\n    - id: obj\n      type: stdout\n      event_store: {event_store}\n"
+        )
+    };
+    assert_error(
+        &yaml("{id: nowhere}"),
+        "8:25: services.object_stores[0].event_store.id: unknown event store `nowhere`, \
+         expected one of `out`",
+    );
+    assert_error(
+        &yaml("{name: out}"),
+        "8:7: services.object_stores[0].event_store: unknown field `name`, expected `id` or \
+         `disabled`",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.yaml");
+    for (event_store, shown) in [
+        (
+            "{id: out}",
+            "object store `obj`: stdout; artifact_record events to `out`\n",
+        ),
+        (
+            "{disabled: true}",
+            "object store `obj`: stdout; no artifact_record events\n",
+        ),
+    ] {
+        std::fs::write(&path, yaml(event_store)).unwrap();
+        let out = tapwire(&["check-config", path.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(shown), "{stdout}");
+    }
 }
 
 /// Qtap's configuration-page examples (`tests/fixtures/qtap/`), each marked on

@@ -141,4 +141,16 @@ fn a_blocked_stdout_slows_capture_down_and_loses_nothing() {
         .filter(|o| o["kept"] == false)
         .collect();
     assert!(not_kept.is_empty(), "objects not kept: {not_kept:?}");
+    // And every object written has its `artifact_record`, though the writer
+    // makes those itself while its queue is full.
+    let named = lines
+        .iter()
+        .filter(|v| v["type"] == "http_transaction")
+        .map(|t| t["objects"].as_array().map_or(0, Vec::len))
+        .sum::<usize>();
+    let records = lines
+        .iter()
+        .filter(|v| v["type"] == "artifact_record")
+        .count();
+    assert_eq!(records, named, "one artifact_record per object stored");
 }

@@ -189,6 +189,7 @@ fn rules_fire_issues_and_record_parts_as_configured() {
             "type": "issue",
             "schema": 2,
             "conn_id": txn["conn_id"],
+            "request_id": txn["request_id"],
             "stream_id": null,
             "start_ns": txn["start_ns"],
             "pid": txn["pid"],

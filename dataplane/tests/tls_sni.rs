@@ -1,8 +1,10 @@
 //! The TLS server name (SNI), read from the ClientHello on the socket, with
 //! real clients and a real server on loopback: `curl` (OpenSSL) with
-//! `--resolve`, and python `ssl` with `server_hostname` sending an HTTP/1.0
-//! request without `Host`; the server is python's `http.server` over `ssl`
-//! (OpenSSL, which reads the record header alone first).
+//! `--resolve` (HTTP/1.1, and HTTP/2 to a Go server), and python `ssl` with
+//! `server_hostname` sending an HTTP/1.0 request without `Host`; the server
+//! is python's `http.server` over `ssl` (OpenSSL, which reads the record
+//! header alone first). The raw records show the same for NSS, GnuTLS and
+//! Go clients.
 //!
 //! Shown: a `tap.endpoints` entry for the server name switches the stack for
 //! that name only, also when `Host` says something else or is absent; the
@@ -54,18 +56,48 @@ tap:
       http: {stack: named}
 "#;
 
-/// `curl -k` GET of `https://NAME:PORT/PATH`, NAME resolved to loopback (so
-/// it is the server name), with `Host: HOST` if given.
+/// `curl -k` GET of `https://NAME:PORT/PATH` over HTTP/1.1, NAME resolved
+/// to loopback (so it is the server name), with `Host: HOST` if given, from
+/// the python server.
 fn curl(name: &str, port: u16, path: &str, host: Option<&str>) {
+    let out = curl_with("--http1.1", name, port, path, host);
+    assert_eq!(out, BODY, "curl {name}{path}");
+}
+
+/// As [`curl`], with HTTP version flag `http` (`Host` becomes `:authority`
+/// in HTTP/2); returns the body.
+fn curl_with(http: &str, name: &str, port: u16, path: &str, host: Option<&str>) -> Vec<u8> {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sk", "--noproxy", "*", "--max-time", "10", "--http1.1"])
+    cmd.args(["-sk", "--noproxy", "*", "--max-time", "10", http])
         .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
         .arg(format!("https://{name}:{port}{path}"));
     if let Some(host) = host {
         cmd.args(["-H", &format!("Host: {host}")]);
     }
-    let out = run_ok(cmd, Duration::from_secs(15));
-    assert_eq!(out, BODY, "curl {name}{path}");
+    run_ok(cmd, Duration::from_secs(15))
+}
+
+/// Lines of the agent saying a newly seen executable's TLS probes are live.
+fn execs_probed(agent: &Agent) -> usize {
+    let stderr = agent.stderr.lock().unwrap();
+    stderr
+        .iter()
+        .filter(|l| l.contains("tls probes live in a newly seen file") && l.contains("exec"))
+        .count()
+}
+
+/// Starts the Go server (`testkit/go/gotls`) and waits until the agent has
+/// probed its file (seen at its exec): the Go clients, the same file, are
+/// then covered from their first instruction.
+fn go_server_probed(agent: &Agent, port: u16, certs: &Certs) -> Bg {
+    let before = execs_probed(agent);
+    let server = go_https_server(port, certs);
+    let start = std::time::Instant::now();
+    while execs_probed(agent) == before {
+        assert!(start.elapsed() < Duration::from_secs(30), "Go probes live");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
 }
 
 /// python `ssl` with `server_hostname=NAME` sending `GET PATH HTTP/1.0` and
@@ -102,6 +134,10 @@ fn event<'a>(lines: &'a [Value], path: &str, server: bool) -> &'a Value {
         .unwrap_or_else(|| panic!("no event for {path} (server side: {server})"))
 }
 
+/// The ends whose events are checked: both (the Go server, which sends its
+/// SETTINGS before it reads the client's preface, included).
+const SIDES: [bool; 2] = [false, true];
+
 /// The roles of the objects an event names.
 fn object_roles(event: &Value) -> Vec<&str> {
     event["objects"]
@@ -121,14 +157,22 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("qpoint.yaml");
     std::fs::write(&config, CONFIG).unwrap();
+    // Built before the agent starts: the build's own programs are not
+    // probed while it runs.
+    go_peers();
     let agent = Agent::capturing_this_test(&config);
     // Started after the agent: its `accept`s are seen, so its connections
     // are known as the server side.
     let certs = certs();
-    let port = free_port();
+    let [port, go_port] = free_ports();
     let server = https_server(port, &certs);
     let server_pid = server.pid();
+    let go_server = go_server_probed(&agent, go_port, &certs);
+    let go_pid = go_server.pid();
 
+    // HTTP/2 to the Go server: `:authority` is not the server name.
+    let h2 = curl_with("--http2", "sni.test", go_port, "/h2", Some("other.test"));
+    assert_eq!(h2, GO_BODY);
     curl("sni.test", port, "/named", Some("other.test"));
     curl(
         "other.test",
@@ -145,13 +189,14 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
         String::from_utf8_lossy(&response)
     );
     for path in [
+        "/h2",
         "/named",
         "/host-says-sni",
         "/rule",
         "/by-address",
         "/no-host",
     ] {
-        for server in [false, true] {
+        for server in SIDES {
             agent.wait_for(path, Duration::from_secs(10), |v| {
                 v["type"] == "http_transaction"
                     && v["path"] == path
@@ -159,16 +204,27 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
             });
         }
     }
+    // Both ends of the six connections closed.
+    wait_count(&agent, "TLS connections closed", 12, |v| {
+        v["type"] == "connection" && v["event"] == "close" && v["tls"] == true
+    });
     let stderr = agent.stderr.clone();
     let lines = agent.stop_with(libc::SIGINT);
     let counters = Agent::stopped_counters(&stderr.lock().unwrap());
-    drop(server);
+    drop((server, go_server));
 
     let summary = vec!["http_transaction"];
     let none: Vec<&str> = Vec::new();
     // (path, tls_sni, authority, url, objects): the same from both ends.
     let expected = [
-        // The server name decides over `Host`.
+        // The server name decides over `:authority`, and over `Host`.
+        (
+            "/h2",
+            Value::from("sni.test"),
+            Value::from("other.test"),
+            "https://other.test/h2".to_owned(),
+            &summary,
+        ),
         (
             "/named",
             Value::from("sni.test"),
@@ -208,7 +264,7 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
         ),
     ];
     for (path, sni, authority, url, roles) in &expected {
-        for server in [false, true] {
+        for server in SIDES {
             let e = event(&lines, path, server);
             let side = if server { "server" } else { "client" };
             assert_eq!(e["tls"], true, "{side} {e}");
@@ -217,10 +273,34 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
             assert_eq!(e["url"], url.as_str(), "{side} {e}");
             assert_eq!(object_roles(e), **roles, "{side} {e}");
             if server {
-                assert_eq!(e["pid"], server_pid, "{e}");
+                let pid = if *path == "/h2" { go_pid } else { server_pid };
+                assert_eq!(e["pid"], pid, "{e}");
             }
+            let protocol = if *path == "/h2" { "http2" } else { "http1" };
+            assert_eq!(e["protocol"], protocol, "{side} {e}");
+            // The connection's close event names it too.
+            let close = lines
+                .iter()
+                .find(|v| {
+                    v["type"] == "connection"
+                        && v["event"] == "close"
+                        && v["conn_id"] == e["conn_id"]
+                })
+                .unwrap_or_else(|| panic!("no close event for {e}"));
+            assert_eq!(&close["tls_sni"], sni, "{close}");
         }
     }
+    // The Go server's end of the HTTP/2 connection knows the name too.
+    let go_close = lines
+        .iter()
+        .find(|v| {
+            v["type"] == "connection"
+                && v["event"] == "close"
+                && v["pid"] == go_pid
+                && v["tls"] == true
+        })
+        .expect("the Go server's close event");
+    assert_eq!(go_close["tls_sni"], "sni.test", "{go_close}");
     // The `http_transaction` object names the endpoint by the server name.
     let stored = objects(&lines);
     let named = event(&lines, "/named", false);
@@ -232,22 +312,26 @@ fn server_name_picks_the_endpoint_stack_on_both_ends() {
         "{object}"
     );
 
-    // Ten TLS connections (five clients, five server ends): eight named,
-    // the two ends of the request by address not.
+    // Twelve TLS connections (six clients, six server ends): ten named,
+    // the two ends of the request by address not. One copy per connection,
+    // two for the python server's (header, then message).
     let shards = &counters["shards"];
-    assert_eq!(shards["tls_server_names"], 8, "{shards}");
+    assert_eq!(shards["tls_server_names"], 10, "{shards}");
     assert_eq!(shards["tls_hello_unnamed"], 2, "{shards}");
-    let records = shards["tls_hello_records"].as_u64().expect("records");
+    assert_eq!(shards["tls_hello_records"], 12 + 5, "{shards}");
     let bytes = shards["tls_hello_bytes"].as_u64().expect("bytes");
-    assert!((10..=20).contains(&records), "{shards}");
-    assert!((10 * 200..=10 * 2048).contains(&bytes), "{shards}");
+    assert!((12 * 200..=12 * 2048).contains(&bytes), "{shards}");
 }
 
 /// Waits until `n` lines satisfy `pred`; panics after 10 s.
 fn wait_count(agent: &Agent, what: &str, n: usize, pred: impl Fn(&Value) -> bool) {
     let start = std::time::Instant::now();
     while agent.lines().iter().filter(|v| pred(v)).count() < n {
-        assert!(start.elapsed() < Duration::from_secs(10), "{n} of {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{n} of {what}: {:?}",
+            agent.lines().iter().filter(|v| pred(v)).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -336,7 +420,7 @@ fn only_the_client_hello_is_copied_for_every_library() {
     let certs = certs();
     let [py_port, go_port] = free_ports();
     let py_server = https_server(py_port, &certs);
-    let go_server = go_https_server(go_port, &certs);
+    let go_server = go_server_probed(&agent, go_port, &certs);
     let (py_pid, go_pid) = (py_server.pid(), go_server.pid());
 
     curl("sni.test", py_port, "/curl", None);

@@ -74,6 +74,7 @@ fn conn(u: &mut Unstructured<'_>) -> Result<ConnInfo> {
 fn transaction(u: &mut Unstructured<'_>) -> Result<Transaction> {
     Ok(Transaction {
         conn: conn(u)?,
+        request_id: u.arbitrary()?,
         tid: u.arbitrary()?,
         stream_id: u.arbitrary()?,
         egress: u.arbitrary()?,
@@ -301,6 +302,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let summary = ConnSummary {
         conn: c,
         tls: u.arbitrary()?,
+        tls_sni: u.arbitrary::<Option<String>>()?.map(Into::into),
         bytes_sent: u.arbitrary()?,
         bytes_received: u.arbitrary()?,
         close_ns: u.arbitrary()?,
@@ -309,6 +311,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     check_common(&close, &summary.conn, &origin);
     assert_eq!(close["event"], "close");
     assert_eq!(close["tls"], summary.tls);
+    opt_str(&close["tls_sni"], summary.tls_sni.as_deref());
     assert_eq!(close["bytes_sent"], summary.bytes_sent);
     assert_eq!(close["bytes_received"], summary.bytes_received);
     assert_eq!(

@@ -31,6 +31,10 @@ pub struct Counters {
     pub recovered: AtomicU64,
     /// See [`StoreStats::waits`].
     pub waits: AtomicU64,
+    /// See [`StoreStats::artifact_records`].
+    pub artifact_records: AtomicU64,
+    /// See [`StoreStats::artifact_records_dropped`].
+    pub artifact_records_dropped: AtomicU64,
     /// Drops by reason, in [`Drop`]'s order.
     drops: [AtomicU64; Loss::COUNT],
 }
@@ -87,6 +91,8 @@ impl Counters {
             synced_dirs: get(&self.synced_dirs),
             recovered: get(&self.recovered),
             waits: get(&self.waits),
+            artifact_records: get(&self.artifact_records),
+            artifact_records_dropped: get(&self.artifact_records_dropped),
             drops: Drops {
                 queue_full: get(&self.drops[Loss::QueueFull as usize]),
                 spool_full: get(&self.drops[Loss::SpoolFull as usize]),

@@ -9,9 +9,17 @@
 //! object "not kept" — a full spool, a write error or a refused object can never
 //! be reported as kept by mistake. When every ticket is settled the event goes
 //! out, saying which objects were not kept.
+//!
+//! A ticket may also carry a [`Notice`]: who to tell once the object is durably
+//! stored at its destination (S3: uploaded, or found already there; stdout:
+//! written). The store calls [`Notice::stored`] from its own thread, after the
+//! fact, so announcing costs the caller of `put` nothing.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::Digest;
 
 /// Objects one receipt tracks at most (one bit each).
 pub const MAX_OBJECTS: usize = 64;
@@ -41,6 +49,7 @@ impl Receipt {
             receipt: Some(Arc::clone(self)),
             bit: 1 << index.min(MAX_OBJECTS - 1),
             kept: false,
+            notice: None,
         }
     }
 
@@ -64,6 +73,8 @@ pub struct Ticket {
     receipt: Option<Arc<Receipt>>,
     bit: u64,
     kept: bool,
+    /// Who to tell once the object is stored, if anyone.
+    notice: Option<Notice>,
 }
 
 impl Ticket {
@@ -73,12 +84,79 @@ impl Ticket {
             receipt: None,
             bit: 0,
             kept: false,
+            notice: None,
         }
+    }
+
+    /// The same ticket, announcing the object's storage to `notice`.
+    pub fn with_notice(mut self, notice: Notice) -> Self {
+        self.notice = Some(notice);
+        self
+    }
+
+    /// Takes the notice out, for the store to keep until the object is stored.
+    pub fn take_notice(&mut self) -> Option<Notice> {
+        self.notice.take()
     }
 
     /// The object is kept: settle the ticket.
     pub fn kept(mut self) {
         self.kept = true;
+    }
+}
+
+/// An object durably stored, as its store announces it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    /// The store's id.
+    pub store: &'a str,
+    /// The object's digest (its key).
+    pub digest: &'a Digest,
+    /// The object's size in bytes.
+    pub size: u64,
+    /// Its MIME type.
+    pub content_type: &'a str,
+    /// Where it can be fetched (S3: the rendered `access_url`); `None` when the
+    /// store has no address for it (stdout).
+    pub url: Option<&'a str>,
+    /// The store already held these bytes: nothing new was written.
+    pub deduplicated: bool,
+}
+
+/// Hears that objects are stored (the agent's `artifact_record` events).
+pub trait Announce: Send + Sync {
+    /// Object `part` of what this announcer stands for is stored. Called on the
+    /// store's own thread (uploader, writer); must not block.
+    fn stored(&self, part: usize, stored: Stored<'_>);
+}
+
+/// One object's wish to be announced once stored: cheap to carry (an `Arc` and
+/// an index), dropped unannounced when the object is not stored.
+pub struct Notice {
+    to: Arc<dyn Announce>,
+    part: usize,
+}
+
+impl Notice {
+    /// Announces object `part` to `to`.
+    pub fn new(to: Arc<dyn Announce>, part: usize) -> Self {
+        Self { to, part }
+    }
+
+    /// Which object of its announcer this notice is for.
+    pub fn part(&self) -> usize {
+        self.part
+    }
+
+    /// The object is stored: announce it.
+    pub fn stored(self, stored: Stored<'_>) {
+        self.to.stored(self.part, stored);
+    }
+}
+
+impl fmt::Debug for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notice").field("part", &self.part).finish()
     }
 }
 

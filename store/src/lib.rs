@@ -5,6 +5,7 @@
 //! bounded queue and the thread(s) that drain it: `emit`/`put` never block the
 //! caller, and what a full queue refuses is dropped and counted in [`StoreStats`].
 
+pub mod announce;
 mod backoff;
 pub mod calendar;
 pub mod config;
@@ -18,7 +19,7 @@ pub mod spool;
 pub mod stdout;
 pub mod stores;
 
-pub use handoff::{Receipt, Ticket};
+pub use handoff::{Announce, Notice, Receipt, Stored, Ticket};
 pub use pulse::{PulseError, PulseStore};
 pub use s3::{S3Error, S3Store};
 pub use stores::{StartContext, StoreStartError, Stores};
@@ -80,6 +81,12 @@ pub struct StoreStats {
     /// Times a producer found the store's queue full and waited for room
     /// (backpressure: the shard slowed down instead of losing the item).
     pub waits: u64,
+    /// `artifact_record` announcements made: one per stored object a request
+    /// asked about (object stores only).
+    pub artifact_records: u64,
+    /// Announcements not made for objects that were stored: too many requests
+    /// were waiting on uploads at once (see `spool::dir::MAX_NOTICES`).
+    pub artifact_records_dropped: u64,
 }
 
 /// Items a store dropped, by reason; each is counted where it happens.

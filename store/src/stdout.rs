@@ -1,7 +1,8 @@
 //! `type: stdout` event and object stores: NDJSON on standard output.
 //!
 //! Both kinds share one writer thread so lines never interleave; callers only push
-//! onto its bounded queue. Line formats are documented in `docs/stdout.md`.
+//! onto its bounded queue. Line formats are documented in `docs/stdout.md`. An
+//! object's notice is told once its line is written and flushed.
 
 use std::io::Write;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -11,11 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::announce::Announcer;
 use crate::config::{EventKind, ObjectKind, StoreKind};
 use crate::counters::{Counters, Loss};
 use crate::room::{Room, Taken};
 use crate::stores::{StartContext, StoreStartError};
-use crate::{Digest, EventStore, Object, ObjectStore, StoreStats, Ticket};
+use crate::{Digest, EventStore, Notice, Object, ObjectStore, StoreStats, Ticket};
 
 /// A `type: stdout` event or object store: no keys but `id` and `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -76,8 +78,16 @@ const FLUSH_SLOTS: usize = 64;
 const FLUSH_POLL: Duration = Duration::from_millis(10);
 
 enum Line {
-    Event { bytes: Bytes, tally: Arc<Tally> },
-    Object { object: Object, tally: Arc<Tally> },
+    Event {
+        bytes: Bytes,
+        tally: Arc<Tally>,
+    },
+    Object {
+        object: Object,
+        tally: Arc<Tally>,
+        /// Who to tell once the line is written, and for which store.
+        notice: Option<(Notice, Arc<Announcer>)>,
+    },
     Flush(SyncSender<()>),
 }
 
@@ -146,6 +156,20 @@ impl StdoutWriter {
     /// [`crate::room`]); false if it was dropped (and counted).
     fn send(&self, line: Line, counters: &Counters) -> bool {
         Counters::add(&counters.accepted, 1);
+        // A line made by the writer thread itself (an object's
+        // `artifact_record`, told once the object's line is written) is
+        // written by it next, never queued: it could not wait for room it
+        // must free itself. One such line per object line written bounds them.
+        let line = match OWN_LINES.with(|own| match own.borrow_mut().as_mut() {
+            Some(own) if matches!(line, Line::Event { .. }) => {
+                own.push(line);
+                None
+            }
+            _ => Some(line),
+        }) {
+            Some(line) => line,
+            None => return true,
+        };
         let len = line.payload_len();
         let taken = self.room.take(len, || Counters::add(&counters.waits, 1));
         if let Taken::Refused { .. } = taken {
@@ -236,8 +260,20 @@ struct Pending {
     buf: Vec<u8>,
     /// (store, lines, payload bytes); at most one entry per store.
     lines: Vec<(Arc<Tally>, u64, u64)>,
+    /// Notices of the objects whose lines are in `buf`, told once it is written.
+    notices: Vec<Announcement>,
     /// The first write error; later lines are not attempted.
     failed: Option<std::io::ErrorKind>,
+}
+
+/// An object line's notice, waiting for the write.
+struct Announcement {
+    notice: Notice,
+    announcer: Arc<Announcer>,
+    tally: Arc<Tally>,
+    digest: Digest,
+    size: u64,
+    content_type: String,
 }
 
 impl Pending {
@@ -286,10 +322,31 @@ impl Pending {
             }
         }
         self.buf.clear();
+        // Told after the counting: an announcement queues an event line, and
+        // the store's lock must not be held meanwhile.
+        for a in self.notices.drain(..) {
+            if result.is_ok() {
+                a.announcer.stored(
+                    &a.tally.counters,
+                    a.notice,
+                    &a.digest,
+                    a.size,
+                    &a.content_type,
+                    false,
+                );
+            }
+        }
     }
 }
 
+thread_local! {
+    /// On the writer thread: lines its own work made (see
+    /// [`StdoutWriter::send`]), written after the current batch.
+    static OWN_LINES: std::cell::RefCell<Option<Vec<Line>>> = const { std::cell::RefCell::new(None) };
+}
+
 fn write_lines(rx: Receiver<Line>, mut out: impl Write, room: &Room) {
+    OWN_LINES.with(|own| *own.borrow_mut() = Some(Vec::new()));
     let mut pending = Pending {
         buf: Vec::with_capacity(WRITE_CHUNK),
         ..Pending::default()
@@ -303,9 +360,31 @@ fn write_lines(rx: Receiver<Line>, mut out: impl Write, room: &Room) {
         while next.is_some() {
             gather(&rx, &mut next, &mut pending, &mut out, room);
             pending.write(&mut out);
+            write_own_lines(&mut pending, &mut out);
             std::thread::sleep(LINGER);
             next = rx.try_recv().ok();
         }
+    }
+    write_own_lines(&mut pending, &mut out);
+    OWN_LINES.with(|own| *own.borrow_mut() = None);
+}
+
+/// Writes the lines this thread made while writing (their events).
+fn write_own_lines(pending: &mut Pending, out: &mut impl Write) {
+    loop {
+        let lines = OWN_LINES.with(|own| own.borrow_mut().as_mut().map(std::mem::take));
+        let Some(lines) = lines.filter(|l| !l.is_empty()) else {
+            return;
+        };
+        // Only events are kept aside (see `StdoutWriter::send`).
+        for line in lines {
+            if let Line::Event { bytes, tally } = line {
+                pending.buf.extend_from_slice(&bytes);
+                pending.buf.push(b'\n');
+                pending.add(&tally, bytes.len());
+            }
+        }
+        pending.write(&mut *out);
     }
 }
 
@@ -328,7 +407,11 @@ fn gather(
                 pending.buf.push(b'\n');
                 pending.add(&tally, bytes.len());
             }
-            Line::Object { object, tally } => {
+            Line::Object {
+                object,
+                tally,
+                notice,
+            } => {
                 // Encoded a step at a time straight into the write buffer,
                 // written out as it fills: a large object never needs a
                 // buffer of its own encoded size.
@@ -341,6 +424,16 @@ fn gather(
                 }
                 pending.buf.extend_from_slice(OBJECT_TAIL);
                 pending.add(&tally, object.bytes.len());
+                if let Some((notice, announcer)) = notice {
+                    pending.notices.push(Announcement {
+                        notice,
+                        announcer,
+                        tally,
+                        digest: object.digest,
+                        size: object.bytes.len() as u64,
+                        content_type: object.content_type,
+                    });
+                }
             }
             Line::Flush(ack) => {
                 pending.write(&mut *out);
@@ -444,13 +537,16 @@ pub struct StdoutObjectStore {
     id: String,
     writer: Arc<StdoutWriter>,
     tally: Arc<Tally>,
+    announcer: Arc<Announcer>,
 }
 
 impl StdoutObjectStore {
     /// A store named `id` writing through `writer`.
     pub fn new(id: impl Into<String>, writer: Arc<StdoutWriter>) -> Self {
+        let id = id.into();
         Self {
-            id: id.into(),
+            announcer: Arc::new(Announcer::new(&id, None)),
+            id,
             writer,
             tally: Arc::default(),
         }
@@ -462,10 +558,13 @@ impl ObjectStore for StdoutObjectStore {
         &self.id
     }
 
-    fn put_with(&self, object: Object, ticket: Ticket) {
+    fn put_with(&self, object: Object, mut ticket: Ticket) {
         let line = Line::Object {
             object,
             tally: Arc::clone(&self.tally),
+            notice: ticket
+                .take_notice()
+                .map(|n| (n, Arc::clone(&self.announcer))),
         };
         // The object line is queued ahead of the event that names it, on the same
         // stream: the event cannot come out without it.
@@ -519,6 +618,7 @@ mod tests {
         tx.send(Line::Object {
             object,
             tally: Arc::clone(&tally),
+            notice: None,
         })
         .unwrap();
         drop(tx);
@@ -548,15 +648,32 @@ mod tests {
             tx.send(line).unwrap();
         }
         let object = Object::new("application/octet-stream", Bytes::from_static(&[0, 1, 2]));
+        let heard = Arc::new(Heard::default());
         tx.send(Line::Object {
             object,
             tally: Arc::clone(&tally),
+            notice: Some((
+                Notice::new(heard.clone(), 3),
+                Arc::new(Announcer::new("out", None)),
+            )),
         })
         .unwrap();
         drop(tx);
         let mut out = Vec::new();
         let room = room_holding(&[7, 7, 3]);
         write_lines(rx, &mut out, &room);
+        assert_eq!(
+            *heard.0.lock().unwrap(),
+            [(
+                3,
+                "out".to_owned(),
+                blake3::hash(&[0, 1, 2]).to_hex().to_string(),
+                3,
+                None
+            )],
+            "the object's notice is told once its line is written"
+        );
+        assert_eq!(tally.counters.snapshot().artifact_records, 1);
         assert_eq!(
             (room.items(), room.bytes()),
             (0, 0),
@@ -568,6 +685,45 @@ mod tests {
         assert!(lines[2].contains("\"bytes\":\"AAEC\""), "{}", lines[2]);
         assert_eq!(tally.counters.snapshot().stored, 3);
         assert_eq!(tally.counters.snapshot().bytes, 7 + 7 + 3);
+    }
+
+    /// One announcement: (part, store, digest, size, url).
+    type Announced = (usize, String, String, u64, Option<String>);
+
+    /// Every announcement.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<Announced>>);
+
+    impl crate::Announce for Heard {
+        fn stored(&self, part: usize, s: crate::Stored<'_>) {
+            self.0.lock().unwrap().push((
+                part,
+                s.store.to_owned(),
+                s.digest.to_hex().to_string(),
+                s.size,
+                s.url.map(str::to_owned),
+            ));
+        }
+    }
+
+    #[test]
+    fn an_object_line_not_written_is_not_announced() {
+        let (tx, rx) = sync_channel(1);
+        let tally = Arc::new(Tally::default());
+        let heard = Arc::new(Heard::default());
+        tx.send(Line::Object {
+            object: Object::new("text/plain", Bytes::from_static(b"x")),
+            tally: Arc::clone(&tally),
+            notice: Some((
+                Notice::new(heard.clone(), 0),
+                Arc::new(Announcer::new("out", None)),
+            )),
+        })
+        .unwrap();
+        drop(tx);
+        write_lines(rx, Closed, &room_holding(&[1]));
+        assert!(heard.0.lock().unwrap().is_empty());
+        assert_eq!(tally.counters.snapshot().artifact_records, 0);
     }
 
     /// A queue's room holding lines of these lengths.
@@ -659,5 +815,31 @@ mod tests {
         thread.join().unwrap();
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+    }
+
+    #[test]
+    fn lines_the_writer_makes_itself_are_written_even_when_the_queue_is_full() {
+        let (tx, _rx) = sync_channel(1 + FLUSH_SLOTS);
+        let room = Arc::new(Room::new(1, STDOUT_QUEUE_BYTES as u64));
+        assert!(room.take_now(1), "the queue is full");
+        let writer = Arc::new(StdoutWriter {
+            tx,
+            room,
+            thread: Mutex::new(None),
+        });
+        let store = StdoutEventStore::new("out", writer);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // As on the writer thread, while it tells its notices.
+                OWN_LINES.with(|own| *own.borrow_mut() = Some(Vec::new()));
+                store.emit(Bytes::from_static(b"{\"type\":\"artifact_record\"}"));
+                let mut pending = Pending::default();
+                let mut out = Vec::new();
+                write_own_lines(&mut pending, &mut out);
+                assert_eq!(out, b"{\"type\":\"artifact_record\"}\n");
+            });
+        });
+        let stats = store.stats();
+        assert_eq!((stats.accepted, stats.stored, stats.dropped), (1, 1, 0));
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::locate::{Segment, Target, locate};
 use tapwire_store::config::{At, EntryError, EventStoreConfig, KeyPart, ObjectStoreConfig};
 
-use super::model::{Config, RawConfig, Services, Tap};
+use super::model::{Config, RawConfig, RecordsTo, Services, Tap};
 use crate::plugins::{PathStep, Refusal, StackError};
 
 /// The only `version` this loader reads.
@@ -77,7 +77,15 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         ));
     }
 
-    let services = Services {
+    let mut raw_objects = raw.services.object_stores;
+    // `event_store` is a key of every object store entry, read here rather
+    // than by each store kind.
+    let event_store_key = serde_yaml::Value::from("event_store");
+    let event_store_refs: Vec<Option<serde_yaml::Value>> = raw_objects
+        .iter_mut()
+        .map(|s| s.rest.remove(&event_store_key))
+        .collect();
+    let mut services = Services {
         event_stores: validate_stores(
             raw.services.event_stores,
             "event_stores",
@@ -86,19 +94,46 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             &invalid_at,
         )?,
         object_stores: validate_stores(
-            raw.services.object_stores,
+            raw_objects,
             "object_stores",
             |s| &s.id,
             ObjectStoreConfig::from_raw,
             &invalid_at,
         )?,
+        records: Vec::new(),
     };
+    let event_store_ids: Vec<&str> = services.event_stores.iter().map(|s| s.id()).collect();
+    let mut records = Vec::with_capacity(event_store_refs.len());
+    for (i, value) in event_store_refs.into_iter().enumerate() {
+        let at = |key: Option<&'static str>, target, message| {
+            let mut path = vec![
+                Segment::Key("services"),
+                Segment::Key("object_stores"),
+                Segment::Index(i),
+                Segment::Key("event_store"),
+            ];
+            path.extend(key.map(Segment::Key));
+            invalid_at(&path, target, message)
+        };
+        records.push(
+            records_to(value, &event_store_ids).map_err(|(key, message)| {
+                let target = if key.is_some() {
+                    Target::Value
+                } else {
+                    Target::Key
+                };
+                at(key, target, message)
+            })?,
+        );
+    }
+    services.records = records;
 
     refuse_unapplied_tap(&raw.tap).map_err(|r| refusal(&r, &invalid_at))?;
     let filters = crate::capture::filters::ProcessFilters::compile(&raw.tap.filters)
         .map_err(|r| refusal(&r, &invalid_at))?;
-    let http =
-        crate::plugins::compile(&raw.stacks, &raw.tap, &raw.rulekit).map_err(|e| match e {
+    let object_store_ids: Vec<&str> = services.object_stores.iter().map(|s| s.id()).collect();
+    let http = crate::plugins::compile(&raw.stacks, &raw.tap, &raw.rulekit, &object_store_ids)
+        .map_err(|e| match e {
             StackError::Refused(r) => refusal(&r, &invalid_at),
             StackError::Expression { path, col, message } => {
                 expression_error(text, file, &path, col, message)
@@ -197,6 +232,51 @@ fn segments(path: &[PathStep]) -> Vec<Segment<'_>> {
             PathStep::Index(i) => Segment::Index(*i),
         })
         .collect()
+}
+
+/// `event_store` of an object store as written: Qtap's choice of the event
+/// store that receives the object store's `artifact_record` events.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventStoreRef {
+    /// The event store's `id`; every event store when absent.
+    #[serde(default)]
+    id: Option<String>,
+    /// No `artifact_record` events at all.
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// Where `value` (an object store's `event_store`) sends records, `event_stores`
+/// being the event store ids; else the key at fault (`None`: `event_store`
+/// itself) and why.
+fn records_to(
+    value: Option<serde_yaml::Value>,
+    event_stores: &[&str],
+) -> Result<RecordsTo, (Option<&'static str>, String)> {
+    let Some(value) = value else {
+        return Ok(RecordsTo::Every);
+    };
+    let r: EventStoreRef = serde_yaml::from_value(value).map_err(|e| (None, e.to_string()))?;
+    match r.id {
+        _ if r.disabled => Ok(RecordsTo::Off),
+        None => Ok(RecordsTo::Every),
+        Some(id) if event_stores.contains(&id.as_str()) => Ok(RecordsTo::Store(id)),
+        Some(id) => Err((
+            Some("id"),
+            unknown_id("event store", &id, event_stores, "services.event_stores"),
+        )),
+    }
+}
+
+/// Why `id` names no `what` (`object store`) of `ids`, the ids of the list at
+/// key path `list`.
+pub(crate) fn unknown_id(what: &str, id: &str, ids: &[&str], list: &str) -> String {
+    if ids.is_empty() {
+        return format!("unknown {what} `{id}`: `{list}` is empty");
+    }
+    let ids: Vec<String> = ids.iter().map(|s| format!("`{s}`")).collect();
+    format!("unknown {what} `{id}`, expected one of {}", ids.join(", "))
 }
 
 /// Checks one store list: ids unique within it, keys fitting each store's type.

@@ -5,10 +5,11 @@ mod load;
 mod locate;
 mod model;
 
+pub(crate) use load::unknown_id;
 pub use load::{ConfigError, load_file, parse};
 pub use model::{
     ByteSize, Config, CustomFilter, Direction, Endpoint, Filters, GroupFilter, HttpTap, Layer,
-    Macro, MatchStrategy, Plugin, Rulekit, Seconds, Services, Stack, Tap, Tapwire,
+    Macro, MatchStrategy, Plugin, RecordsTo, Rulekit, Seconds, Services, Stack, Tap, Tapwire,
 };
 
 /// The config used when none is given: events and objects to stdout.

@@ -31,6 +31,38 @@ pub struct Services {
     pub event_stores: Vec<EventStoreConfig>,
     /// Object stores, in file order; every one receives every object.
     pub object_stores: Vec<ObjectStoreConfig>,
+    /// Where each object store's `artifact_record` events go (its
+    /// `event_store` key), by the object store's position.
+    pub records: Vec<RecordsTo>,
+}
+
+/// Where an object store's `artifact_record` events go: Qtap's
+/// `event_store: {id, disabled}` of an object store entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RecordsTo {
+    /// Every event store (no `event_store`).
+    #[default]
+    Every,
+    /// The event store with this id.
+    Store(String),
+    /// Nowhere (`disabled: true`).
+    Off,
+}
+
+impl Services {
+    /// Each object store's id with where its records go.
+    pub fn record_routes(&self) -> Vec<(String, RecordsTo)> {
+        self.object_stores
+            .iter()
+            .zip(
+                self.records
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::repeat(RecordsTo::Every)),
+            )
+            .map(|(store, to)| (store.id().to_owned(), to))
+            .collect()
+    }
 }
 
 impl Config {

@@ -11,6 +11,7 @@
 //! - [`shard`]: connection tracking and HTTP parsing into transactions.
 //! - [`txn`]: transactions and their event JSON.
 //! - [`output`]: objects and events to the stores (the shards' sink).
+//! - [`records`]: `artifact_record` events, told by the object stores.
 //! - [`input`]: the decoded record a shard consumes.
 
 pub mod budget;
@@ -18,6 +19,7 @@ pub mod event_fields;
 pub mod input;
 pub mod output;
 pub mod queue;
+pub mod records;
 pub mod reorder;
 mod run;
 pub mod shard;

@@ -1,4 +1,6 @@
-//! Shard output as objects and events, handed to every configured store.
+//! Shard output as objects and events, handed to the configured stores: events
+//! to every event store, objects to the object stores of the transaction's
+//! stack (`http_capture.object_store`, else all).
 //!
 //! Each shard thread does this for its own transactions ([`Deliver`] is its
 //! sink): hashing bodies (BLAKE3) and serializing events run on every shard in
@@ -11,6 +13,10 @@
 //! (S3: spooled and fsynced) or refused them (the event then says `kept: false`),
 //! so an agent killed at any moment never leaves an event naming an object that
 //! is nowhere. A shard's events leave in the order it made them.
+//!
+//! Each object also carries a notice of its request ([`super::records`]): the
+//! object store tells it once the object is stored, and an `artifact_record`
+//! event goes out from the store's thread.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -26,6 +32,8 @@ use crate::capture::procs::ProcessTable;
 use crate::plugins::Format;
 use crate::plugins::detect::{DetectErrors, Firing};
 use crate::plugins::fields::TxnFields;
+
+use super::records::ArtifactRecords;
 
 use super::shard::{Output, Sink};
 use super::txn::ObjectRef;
@@ -44,12 +52,14 @@ pub const HELD_DRAIN: Duration = Duration::from_secs(5);
 pub struct Fanout {
     /// Event stores.
     pub events: Vec<Arc<dyn EventStore>>,
-    /// Object stores.
+    /// Object stores, in config order (stacks name theirs by index).
     pub objects: Vec<Arc<dyn ObjectStore>>,
     /// Executables by pid, taken at exec by capture.
     pub processes: Arc<ProcessTable>,
     /// What each HTTP transaction becomes (the plugin stack).
     pub http: crate::plugins::HttpPlan,
+    /// Where `artifact_record` events go (shared by every shard).
+    pub records: Arc<ArtifactRecords>,
 }
 
 /// Events waiting for their objects to be kept, oldest first.
@@ -70,7 +80,23 @@ struct HeldEvent {
 }
 
 impl Fanout {
-    /// Hands one shard output's objects to every object store and holds its
+    /// Outputs to these stores, as `http` says.
+    pub fn new(
+        events: Vec<Arc<dyn EventStore>>,
+        objects: Vec<Arc<dyn ObjectStore>>,
+        processes: Arc<ProcessTable>,
+        http: crate::plugins::HttpPlan,
+    ) -> Self {
+        Fanout {
+            records: ArtifactRecords::new(events.clone(), Arc::clone(&processes)),
+            events,
+            objects,
+            processes,
+            http,
+        }
+    }
+
+    /// Hands one shard output's objects to its object stores and holds its
     /// event until they are kept (see the module doc); emits whatever held
     /// events are ready.
     pub fn deliver(&self, mut item: Output, look: &mut Lookups, held: &mut Held) {
@@ -87,6 +113,7 @@ impl Fanout {
             if !stack.records() {
                 return;
             }
+            txn.request_id = look.request_ids.next();
             if stack.metrics {
                 crate::status::http_metrics::observe(txn);
             }
@@ -126,12 +153,15 @@ impl Fanout {
                 crate::plugins::detect::record(txn, record, &mut objects);
                 issues.retain(|f| f.report);
             }
+            let stores = stack.object_stores(&self.objects);
+            let record = (!objects.is_empty() && !stores.is_empty() && !self.events.is_empty())
+                .then(|| {
+                    let roles = objects.iter().map(|(role, _, _)| *role).collect();
+                    self.records.request(txn, exe.clone(), roles)
+                });
             for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
                 let object = Object::new(content_type, bytes);
-                let url = self
-                    .objects
-                    .iter()
-                    .find_map(|s| s.access_url(&object.digest));
+                let url = stores.iter().find_map(|s| s.access_url(&object.digest));
                 refs.push(ObjectRef {
                     role,
                     digest: object.digest.to_hex().to_string(),
@@ -140,8 +170,13 @@ impl Fanout {
                     url,
                     kept: true,
                 });
-                for store in &self.objects {
-                    store.put_with(object.clone(), receipt.ticket(i));
+                for store in stores {
+                    let ticket = receipt.ticket(i);
+                    let ticket = match &record {
+                        Some(record) => ticket.with_notice(record.notice(i)),
+                        None => ticket,
+                    };
+                    store.put_with(object.clone(), ticket);
                 }
             }
         }
@@ -283,6 +318,8 @@ pub struct Lookups {
     places: AttributionCache,
     /// A transaction's URL for rules, reused.
     url: String,
+    /// This shard's request ids.
+    request_ids: RequestIds,
 }
 
 impl Lookups {
@@ -292,7 +329,35 @@ impl Lookups {
             host: crate::attribution::node_name(),
             places: AttributionCache::default(),
             url: String::new(),
+            request_ids: RequestIds::new(),
         }
+    }
+}
+
+/// Request ids one shard hands out: a block of 2^40 of its own, taken once
+/// from a shared counter, so ids are unique across shards without any
+/// per-request synchronisation.
+struct RequestIds {
+    next: u64,
+}
+
+/// Ids per block: 2^40 requests (about 35 years at 1,000 per second).
+const REQUEST_ID_BLOCK_BITS: u32 = 40;
+
+impl RequestIds {
+    fn new() -> Self {
+        static BLOCKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        // Relaxed: only uniqueness matters, which the RMW gives.
+        let block = BLOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            next: (block << REQUEST_ID_BLOCK_BITS) + 1,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        id
     }
 }
 
@@ -403,6 +468,130 @@ mod tests {
         }))
     }
 
+    /// Keeps objects and announces each at once, as if stored.
+    struct Keep {
+        id: &'static str,
+        got: Mutex<Vec<tapwire_store::Digest>>,
+    }
+
+    impl Keep {
+        fn new(id: &'static str) -> Arc<Self> {
+            Arc::new(Keep {
+                id,
+                got: Mutex::default(),
+            })
+        }
+    }
+
+    impl ObjectStore for Keep {
+        fn id(&self) -> &str {
+            self.id
+        }
+        fn put_with(&self, object: Object, mut ticket: tapwire_store::Ticket) {
+            if let Some(notice) = ticket.take_notice() {
+                notice.stored(tapwire_store::Stored {
+                    store: self.id,
+                    digest: &object.digest,
+                    size: object.bytes.len() as u64,
+                    content_type: &object.content_type,
+                    url: Some("s3://here"),
+                    deduplicated: false,
+                });
+            }
+            self.got.lock().unwrap().push(object.digest);
+            ticket.kept();
+        }
+        fn access_url(&self, _: &tapwire_store::Digest) -> Option<String> {
+            None
+        }
+        fn stats(&self) -> StoreStats {
+            StoreStats::default()
+        }
+        fn shutdown(&self, _: Duration) {}
+    }
+
+    fn get(pid: u32, head: &[u8]) -> Output {
+        let Output::Opened(conn) = opened(pid) else {
+            unreachable!()
+        };
+        let mut request = super::super::txn::Message::default();
+        request.head = head.to_vec();
+        Output::Txn(Box::new(super::super::txn::Transaction {
+            conn: *conn,
+            request_id: 0,
+            tid: pid,
+            stream_id: None,
+            egress: true,
+            protocol: super::super::txn::Protocol::Http1,
+            tls: false,
+            tls_sni: None,
+            method: "GET".into(),
+            authority: Some("svc.test".into()),
+            path: "/".into(),
+            status: Some(200),
+            grpc_status: None,
+            request,
+            response: Default::default(),
+            start_ns: 1,
+            end_ns: 2,
+            truncated: false,
+            gap: false,
+            incomplete_headers: false,
+        }))
+    }
+
+    #[test]
+    fn a_named_store_alone_gets_the_objects_and_each_is_recorded_for_its_request() {
+        let events = Arc::new(Collect::default());
+        let (a, b) = (Keep::new("a"), Keep::new("b"));
+        let mut http = crate::plugins::HttpPlan::default_full();
+        http.default.capture.store = Some(crate::plugins::StoreRoute {
+            id: "b".into(),
+            index: 1,
+        });
+        let fanout = Fanout::new(
+            vec![events.clone()],
+            vec![a.clone(), b.clone()],
+            Arc::default(),
+            http,
+        );
+        let (mut look, mut held) = (Lookups::new(), Held::default());
+        let head = b"GET / HTTP/1.1\r\nHost: svc.test\r\n\r\n";
+        fanout.deliver(get(u32::MAX - 5, head), &mut look, &mut held);
+        fanout.deliver(get(u32::MAX - 5, head), &mut look, &mut held);
+        assert!(a.got.lock().unwrap().is_empty(), "store `a` is not named");
+        let digest = blake3::hash(head);
+        assert_eq!(*b.got.lock().unwrap(), [digest, digest]);
+        let got: Vec<serde_json::Value> = events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_slice(e).unwrap())
+            .collect();
+        let of = |kind: &str| -> Vec<&serde_json::Value> {
+            got.iter().filter(|v| v["type"] == kind).collect()
+        };
+        let (records, requests) = (of("artifact_record"), of("http_transaction"));
+        assert_eq!((records.len(), requests.len()), (2, 2));
+        assert_ne!(requests[0]["request_id"], requests[1]["request_id"]);
+        for (record, request) in records.iter().zip(&requests) {
+            assert_eq!(record["request_id"], request["request_id"]);
+            assert_eq!(record["conn_id"], request["conn_id"]);
+            assert_eq!(record["digest"], digest.to_hex().as_str());
+            assert_eq!(record["role"], "request_headers");
+            assert_eq!(record["artifact_type"], "req-headers");
+            assert_eq!(record["store"], "b");
+            assert_eq!(record["url"], "s3://here");
+            assert_eq!(
+                record["summary"],
+                serde_json::json!({"method": "GET", "authority": "svc.test", "status": 200,
+                    "direction": "egress-internal", "protocol": "http1", "tls": false,
+                    "pid": u32::MAX - 5, "exe": null})
+            );
+        }
+    }
+
     #[test]
     fn events_of_a_filtered_process_are_dropped_and_counted() {
         let filters: crate::config::Filters =
@@ -415,12 +604,12 @@ mod tests {
         processes.exec(filtered, 1, b"/usr/bin/curl");
         processes.exec(kept, 1, b"/usr/bin/wget");
         let events = Arc::new(Collect::default());
-        let fanout = Fanout {
-            events: vec![events.clone()],
-            objects: Vec::new(),
-            processes: Arc::clone(&processes),
-            http: crate::plugins::HttpPlan::default_full(),
-        };
+        let fanout = Fanout::new(
+            vec![events.clone()],
+            Vec::new(),
+            Arc::clone(&processes),
+            crate::plugins::HttpPlan::default_full(),
+        );
         let (mut look, mut held) = (Lookups::new(), Held::default());
         fanout.deliver(opened(filtered), &mut look, &mut held);
         fanout.deliver(opened(kept), &mut look, &mut held);

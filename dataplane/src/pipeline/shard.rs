@@ -801,6 +801,7 @@ impl<S: Sink> Shard<S> {
             let summary = ConnSummary {
                 conn: info,
                 tls: conn.tls.unwrap_or(false),
+                tls_sni: conn.sni,
                 bytes_sent: conn.bytes_sent + skipped_sent,
                 bytes_received: conn.bytes_received + skipped_received,
                 close_ns: ts_ns,
@@ -860,6 +861,12 @@ fn detect(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
     conn.request_flow = Some(request_flow);
     let preface_len = payload.len().min(h2::PREFACE.len());
     if flow == request_flow && payload[..preface_len] == h2::PREFACE[..preface_len] {
+        return Mode::Http2(Box::default());
+    }
+    // An HTTP/2 server may speak first: its SETTINGS frame (RFC 9113 §3.4)
+    // before it has read the client's preface (Go's net/http does). The
+    // preface then comes the other way, where the decoder expects it.
+    if flow != request_flow && looks_like_h2_frame(payload) && payload[3] == H2_SETTINGS {
         return Mode::Http2(Box::default());
     }
     let looks_http1 = if flow == request_flow {
@@ -970,6 +977,9 @@ fn client_side_flow(info: Option<&ConnInfo>) -> Flow {
 /// length within the default maximum frame size, the reserved bit clear, and
 /// a stream id that fits the type (0 for connection frames, not 0 for stream
 /// frames).
+/// The HTTP/2 SETTINGS frame type.
+const H2_SETTINGS: u8 = 4;
+
 fn looks_like_h2_frame(payload: &[u8]) -> bool {
     let Some(h) = payload.get(..9) else {
         return false;
@@ -1054,6 +1064,7 @@ impl Follow<'_> {
             .unwrap_or_else(|| unknown_conn(self.conn_id));
         Transaction {
             conn,
+            request_id: 0,
             tid: self.tid,
             stream_id: None,
             egress: self.egress,

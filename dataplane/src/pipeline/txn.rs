@@ -192,6 +192,9 @@ impl AsRef<[u8]> for ChargedBody {
 pub struct Transaction {
     /// The connection.
     pub conn: ConnInfo,
+    /// Request id, unique among the agent's requests while it runs (set when
+    /// the transaction leaves its shard; 0 before).
+    pub request_id: u64,
     /// Thread that sent or received the request.
     pub tid: u32,
     /// HTTP/2 stream id.
@@ -347,6 +350,7 @@ impl Transaction {
     pub fn identity<'a>(&'a self, exe: Option<&'a str>, origin: &'a Origin<'a>) -> TxnIdentity<'a> {
         TxnIdentity {
             conn_id: self.conn.conn_id,
+            request_id: self.request_id,
             stream_id: self.stream_id,
             pid: self.conn.pid,
             tid: self.tid,
@@ -355,8 +359,8 @@ impl Transaction {
             cgroup_id: self.conn.cgroup_id,
             origin,
             direction: event_fields::direction_word(self.egress, self.conn.remote.ip()),
-            local: self.conn.local.to_string(),
-            remote: self.conn.remote.to_string(),
+            local: self.conn.local,
+            remote: self.conn.remote,
             protocol: self.protocol,
             tls: self.tls,
             tls_sni: self.tls_sni.as_deref(),
@@ -435,6 +439,7 @@ impl Transaction {
 #[derive(Serialize)]
 pub struct TxnIdentity<'a> {
     conn_id: u64,
+    request_id: u64,
     stream_id: Option<u32>,
     pid: u32,
     tid: u32,
@@ -444,8 +449,10 @@ pub struct TxnIdentity<'a> {
     #[serde(flatten)]
     origin: &'a Origin<'a>,
     direction: &'static str,
-    local: String,
-    remote: String,
+    #[serde(serialize_with = "event_fields::display")]
+    local: std::net::SocketAddr,
+    #[serde(serialize_with = "event_fields::display")]
+    remote: std::net::SocketAddr,
     protocol: Protocol,
     tls: bool,
     tls_sni: Option<&'a str>,
@@ -480,8 +487,10 @@ struct ConnFields<'a> {
     origin: &'a Origin<'a>,
     role: &'static str,
     direction: &'static str,
-    local: String,
-    remote: String,
+    #[serde(serialize_with = "event_fields::display")]
+    local: std::net::SocketAddr,
+    #[serde(serialize_with = "event_fields::display")]
+    remote: std::net::SocketAddr,
 }
 
 impl<'a> ConnFields<'a> {
@@ -500,8 +509,8 @@ impl<'a> ConnFields<'a> {
                 super::input::Role::Client => event_fields::direction_word(true, c.remote.ip()),
                 super::input::Role::Unknown => "unknown",
             },
-            local: c.local.to_string(),
-            remote: c.remote.to_string(),
+            local: c.local,
+            remote: c.remote,
         }
     }
 }
@@ -518,6 +527,8 @@ pub struct ConnSummary {
     pub conn: ConnInfo,
     /// Whether TLS plaintext was seen.
     pub tls: bool,
+    /// The server name (SNI) of its TLS ClientHello.
+    pub tls_sni: Option<Arc<str>>,
     /// Payload bytes the process wrote.
     pub bytes_sent: u64,
     /// Payload bytes the process read.
@@ -534,6 +545,7 @@ impl ConnSummary {
             #[serde(flatten)]
             conn: ConnFields<'a>,
             tls: bool,
+            tls_sni: Option<&'a str>,
             bytes_sent: u64,
             bytes_received: u64,
             duration_ms: f64,
@@ -541,6 +553,7 @@ impl ConnSummary {
         let event = Event {
             conn: ConnFields::new(&self.conn, "close", origin),
             tls: self.tls,
+            tls_sni: self.tls_sni.as_deref(),
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             duration_ms: self.close_ns.saturating_sub(self.conn.ts_ns) as f64 / 1e6,

@@ -277,6 +277,7 @@ mod tests {
                 role: Role::Client,
                 ts_ns: 1,
             },
+            request_id: 1,
             tid: 4121,
             stream_id: None,
             egress: true,

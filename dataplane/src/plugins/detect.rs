@@ -1,6 +1,7 @@
 //! `detect_errors`: Qtap's error detection. Each rule names trigger
-//! conditions — status codes, an empty response body, a duration, a substring
-//! of the response body, the URL — all of which must hold for it to fire (as
+//! conditions — the response's MIME category, status codes, the URL, a
+//! duration, an empty response body, a substring of the response body — all
+//! of which must hold for it to fire (as
 //! in Qtap's `MatcherGroup`). A rule that fires writes an `issue` event
 //! (`report_as_issue`) and has the transaction's header blocks and bodies it
 //! names stored as objects (`record_*`), whatever `http_capture`'s level.
@@ -36,6 +37,8 @@ pub struct DetectErrors {
 pub struct DetectRule {
     /// Its name: the issue's `error`.
     pub name: String,
+    /// `only_categories`: the response's MIME category is one of them.
+    categories: Vec<MimeCategory>,
     /// `trigger_status_codes`: any of them (`x` a wildcard digit).
     statuses: Vec<StatusPattern>,
     /// `trigger_empty_body`.
@@ -139,9 +142,86 @@ impl StatusPattern {
     }
 }
 
+/// Qtap's MIME categories of a response `Content-Type` (its `MimeCategory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MimeCategory {
+    /// Documents and API payloads: HTML, JSON, gRPC, XML, plain text.
+    App,
+    /// `text/css`.
+    Css,
+    /// `text/javascript`.
+    Js,
+    /// `font/*`.
+    Font,
+    /// `image/*`.
+    Image,
+    /// `audio/*`, `video/*`.
+    Media,
+    /// Anything else.
+    Other,
+}
+
+/// Category names as written, in Qtap's order.
+const CATEGORIES: [(&str, MimeCategory); 7] = [
+    ("app", MimeCategory::App),
+    ("css", MimeCategory::Css),
+    ("js", MimeCategory::Js),
+    ("font", MimeCategory::Font),
+    ("image", MimeCategory::Image),
+    ("media", MimeCategory::Media),
+    ("other", MimeCategory::Other),
+];
+
+impl MimeCategory {
+    /// The category of `content_type`: its type and subtype, parameters left
+    /// out, compared ASCII case-insensitively (Qtap compares them as sent).
+    fn of(content_type: &str) -> Self {
+        let base = content_type.split(';').next().unwrap_or("").trim();
+        let is = |t: &str| base.eq_ignore_ascii_case(t);
+        let starts = |p: &str| {
+            base.get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p))
+        };
+        if [
+            "text/html",
+            "application/json",
+            "application/grpc",
+            "text/xml",
+            "application/xml",
+            "text/plain",
+        ]
+        .iter()
+        .any(|t| is(t))
+        {
+            MimeCategory::App
+        } else if is("text/css") {
+            MimeCategory::Css
+        } else if is("text/javascript") {
+            MimeCategory::Js
+        } else if starts("font") {
+            MimeCategory::Font
+        } else if starts("image") {
+            MimeCategory::Image
+        } else if starts("audio") || starts("video") {
+            MimeCategory::Media
+        } else {
+            MimeCategory::Other
+        }
+    }
+
+    fn name(self) -> &'static str {
+        CATEGORIES
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map_or("other", |(n, _)| n)
+    }
+}
+
 /// What made a rule fire, in Qtap's words (`detect_errors:<condition>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
+    /// The response's MIME category.
+    Mime,
     /// The response status.
     Status,
     /// The URL lists.
@@ -156,6 +236,7 @@ impl Condition {
     /// As the issue's `trigger_conditions` name it.
     pub fn name(self) -> &'static str {
         match self {
+            Condition::Mime => "detect_errors:mime",
             Condition::Status => "detect_errors:status",
             Condition::Url => "detect_errors:url",
             Condition::Body => "detect_errors:body",
@@ -227,6 +308,14 @@ impl DetectRule {
         url: &str,
         body: &mut Option<Cow<'t, [u8]>>,
     ) -> Option<Vec<Trigger>> {
+        // As Qtap: a response without a `Content-Type` is in no category.
+        let content_type = txn.response.header("content-type");
+        if !self.categories.is_empty() {
+            let category = MimeCategory::of(content_type?);
+            if !self.categories.contains(&category) {
+                return None;
+            }
+        }
         let status = if self.statuses.is_empty() {
             None
         } else {
@@ -254,6 +343,15 @@ impl DetectRule {
         // Every condition holds: the reasons, in Qtap's order and words.
         let mut triggers = Vec::new();
         let mut push = |condition, reason: String| triggers.push(Trigger { condition, reason });
+        if let (false, Some(ct)) = (self.categories.is_empty(), content_type) {
+            push(
+                Condition::Mime,
+                format!(
+                    "response content-type [{ct}] matched category [{}]",
+                    MimeCategory::of(ct).name()
+                ),
+            );
+        }
         if let (Some(p), Some(code)) = (status, txn.status) {
             push(
                 Condition::Status,
@@ -290,6 +388,10 @@ impl DetectRule {
 
     fn describe(&self) -> String {
         let mut when = Vec::new();
+        if !self.categories.is_empty() {
+            let names: Vec<&str> = self.categories.iter().map(|c| c.name()).collect();
+            when.push(format!("category in [{}]", names.join(",")));
+        }
         if !self.statuses.is_empty() {
             let codes: Vec<&str> = self.statuses.iter().map(StatusPattern::as_str).collect();
             when.push(format!("status in [{}]", codes.join(",")));
@@ -427,9 +529,10 @@ struct RuleConfig {
     /// Store the response body.
     #[serde(default)]
     record_res_body: bool,
-    /// MIME categories: refused (not known to tapwire).
+    /// Qtap's MIME categories of the response (`app`, `css`, `js`, `font`,
+    /// `image`, `media`, `other`).
     #[serde(default)]
-    only_categories: Option<serde_yaml::Value>,
+    only_categories: Vec<String>,
     /// Tags: refused (tapwire has no tags).
     #[serde(default)]
     with_tags: Option<serde_yaml::Value>,
@@ -474,11 +577,6 @@ fn compile_rule(here: &[PathStep], r: RuleConfig) -> Result<DetectRule, Refusal>
         message,
     };
     for (key, set, why) in [
-        (
-            "only_categories",
-            r.only_categories.is_some(),
-            "tapwire does not sort content types into Qtap's MIME categories",
-        ),
         ("with_tags", r.with_tags.is_some(), "tapwire has no tags"),
         (
             "continue",
@@ -493,6 +591,24 @@ fn compile_rule(here: &[PathStep], r: RuleConfig) -> Result<DetectRule, Refusal>
                 format!("`{key}` is not applied by this version of tapwire ({why})"),
             ));
         }
+    }
+    let mut categories = Vec::with_capacity(r.only_categories.len());
+    for (i, name) in r.only_categories.iter().enumerate() {
+        let mut at = path(here, &["only_categories"]);
+        at.push(PathStep::Index(i));
+        let category = CATEGORIES
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| Refusal {
+                path: at,
+                at_key: false,
+                message: format!(
+                    "unknown MIME category `{name}`, expected one of `app`, `css`, `js`, \
+                     `font`, `image`, `media`, `other`"
+                ),
+            })?;
+        categories.push(category);
     }
     let mut statuses = Vec::with_capacity(r.trigger_status_codes.len());
     for (i, v) in r.trigger_status_codes.iter().enumerate() {
@@ -552,6 +668,7 @@ fn compile_rule(here: &[PathStep], r: RuleConfig) -> Result<DetectRule, Refusal>
     }
     let rule = DetectRule {
         name: r.name,
+        categories,
         statuses,
         empty_body: r.trigger_empty_body,
         duration_ns,
@@ -567,6 +684,7 @@ fn compile_rule(here: &[PathStep], r: RuleConfig) -> Result<DetectRule, Refusal>
         },
     };
     if rule.statuses.is_empty()
+        && rule.categories.is_empty()
         && !rule.empty_body
         && rule.duration_ns == 0
         && rule.contains.is_none()
@@ -577,8 +695,8 @@ fn compile_rule(here: &[PathStep], r: RuleConfig) -> Result<DetectRule, Refusal>
             "name",
             true,
             "the rule has no trigger (`trigger_status_codes`, `trigger_empty_body`, \
-             `trigger_duration`, `trigger_contains`, `only_urls`, `exclude_urls`): it would \
-             never fire"
+             `trigger_duration`, `trigger_contains`, `only_categories`, `only_urls`, \
+             `exclude_urls`): it would never fire"
                 .to_owned(),
         ));
     }
@@ -706,6 +824,164 @@ pub fn issue_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::input::{ConnInfo, Role};
+    use crate::pipeline::txn::{Message, Protocol};
+
+    /// A GET of `/x` answered by `status` with `content_type` and `body`,
+    /// taking `ms` milliseconds.
+    fn txn(status: u16, content_type: &str, body: &[u8], ms: u64) -> Transaction {
+        let mut response = Message::default();
+        response.headers = vec![("Content-Type".to_owned(), content_type.to_owned())];
+        response.body = body.to_vec();
+        response.body_bytes = body.len() as u64;
+        Transaction {
+            conn: ConnInfo {
+                conn_id: 7,
+                pid: 1,
+                tid: 1,
+                comm: "curl".into(),
+                cgroup_id: 1,
+                local: "127.0.0.1:50000".parse().unwrap(),
+                remote: "127.0.0.1:80".parse().unwrap(),
+                role: Role::Client,
+                ts_ns: 1,
+            },
+            request_id: 1,
+            tid: 1,
+            stream_id: None,
+            egress: true,
+            protocol: Protocol::Http1,
+            tls: false,
+            tls_sni: None,
+            method: "GET".into(),
+            authority: Some("a.test".into()),
+            path: "/x".into(),
+            status: Some(status),
+            grpc_status: None,
+            request: Message::default(),
+            response,
+            start_ns: 1_000_000_000,
+            end_ns: 1_000_000_000 + ms * 1_000_000,
+            truncated: false,
+            gap: false,
+            incomplete_headers: false,
+        }
+    }
+
+    /// The rules of `yaml` (a `detect_errors` config) compiled.
+    fn rules(yaml: &str) -> DetectErrors {
+        let config: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+        compile(&[], Some(&config)).unwrap()
+    }
+
+    /// The triggers of each rule that fires for `t`, by rule name.
+    fn fired(d: &DetectErrors, t: &Transaction) -> Vec<(String, Vec<(&'static str, String)>)> {
+        d.check(t, "http://a.test/x")
+            .into_iter()
+            .map(|f| {
+                let triggers = f
+                    .triggers
+                    .into_iter()
+                    .map(|t| (t.condition.name(), t.reason))
+                    .collect();
+                (f.rule, triggers)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_condition_of_a_rule_must_hold_and_each_rule_fires_on_its_own() {
+        let d = rules(
+            r#"rules:
+  - {name: errors, trigger_status_codes: ["5xx", "404"]}
+  - {name: slow json errors, trigger_status_codes: ["5xx"], trigger_duration: 1s, only_categories: [app]}
+  - {name: empty, trigger_empty_body: true}
+  - {name: says oops, trigger_contains: oops, exclude_urls: ["http://a.test/y"]}
+  - {name: not here, trigger_status_codes: ["5xx"], exclude_urls: ["http://a.test/x"]}
+  - {name: only there, trigger_status_codes: ["5xx"], only_urls: ["http://a.test/y"]}
+"#,
+        );
+        let status = |code: &str, p: &str| {
+            (
+                "detect_errors:status",
+                format!("response status code [{code}] matched [{p}]"),
+            )
+        };
+        // A fast 503 with a body: only the status rule.
+        let t = txn(503, "application/json; charset=utf-8", b"{}", 5);
+        assert_eq!(
+            fired(&d, &t),
+            [("errors".to_owned(), vec![status("503", "5xx")])]
+        );
+        // Slow: the second rule too, its reasons in Qtap's order and words.
+        let t = txn(503, "application/json; charset=utf-8", b"{}", 1500);
+        let got = fired(&d, &t);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[1],
+            (
+                "slow json errors".to_owned(),
+                vec![
+                    (
+                        "detect_errors:mime",
+                        "response content-type [application/json; charset=utf-8] matched \
+                         category [app]"
+                            .to_owned()
+                    ),
+                    status("503", "5xx"),
+                    (
+                        "detect_errors:duration",
+                        "duration [1.5s] exceeded threshold [1s]".to_owned()
+                    ),
+                ]
+            )
+        );
+        // Slow but an image: the category does not hold.
+        let t = txn(503, "image/png", b"x", 1500);
+        assert_eq!(fired(&d, &t).len(), 1);
+        // A 404 with an empty body; a 200 that says oops.
+        let t = txn(404, "text/plain", b"", 5);
+        let names: Vec<String> = fired(&d, &t).into_iter().map(|f| f.0).collect();
+        assert_eq!(names, ["errors", "empty"]);
+        let t = txn(200, "text/plain", b"an oops happened", 5);
+        assert_eq!(
+            fired(&d, &t),
+            [(
+                "says oops".to_owned(),
+                vec![
+                    ("detect_errors:url", "url not in exclude list".to_owned()),
+                    (
+                        "detect_errors:body",
+                        "response body contains the specified content".to_owned()
+                    ),
+                ]
+            )]
+        );
+        // A 200 with a body: nothing fires, nothing allocated for it.
+        assert!(
+            d.check(&txn(200, "text/plain", b"fine", 5), "http://a.test/x")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn mime_categories_are_qtaps() {
+        for (ct, want) in [
+            ("text/html; charset=utf-8", "app"),
+            ("Application/JSON", "app"),
+            ("application/grpc", "app"),
+            ("text/css", "css"),
+            ("text/javascript", "js"),
+            ("font/woff2", "font"),
+            ("image/svg+xml", "image"),
+            ("video/mp4", "media"),
+            ("audio/ogg", "media"),
+            ("application/octet-stream", "other"),
+            ("", "other"),
+        ] {
+            assert_eq!(MimeCategory::of(ct).name(), want, "{ct}");
+        }
+    }
 
     #[test]
     fn status_patterns_match_codes_and_classes() {

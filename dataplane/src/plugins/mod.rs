@@ -16,12 +16,15 @@
 //!   layouts and tapwire's parts).
 //! - [`detect`]: `detect_errors` rules, their `issue` events and recorded parts.
 //! - [`fields`]: the fields rule expressions read.
+//! - [`route`]: which object stores a stack's objects go to.
 
 pub mod access_log;
 pub mod capture;
 pub mod detect;
 pub mod fields;
+pub mod route;
 pub mod stack;
 
 pub use capture::{Format, Level};
+pub use route::StoreRoute;
 pub use stack::{AccessLogs, HttpPlan, PathStep, Refusal, StackError, StackPlan, compile};

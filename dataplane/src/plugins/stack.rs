@@ -13,6 +13,7 @@ use super::access_log::{LogFormat, mode_name};
 use super::capture::{Format, Level};
 use super::detect::DetectErrors;
 use super::fields::{HttpFields, TxnFields};
+use super::route::StoreRoute;
 use crate::config::{Endpoint, Rulekit, Stack, Tap};
 
 /// What each HTTP transaction becomes: the stack for its domain.
@@ -87,6 +88,9 @@ pub struct Capture {
     pub format: Format,
     /// Rules, first match wins.
     pub rules: Vec<CaptureRule>,
+    /// The one object store the objects go to (`object_store.id`); `None`:
+    /// every object store.
+    pub store: Option<StoreRoute>,
 }
 
 /// One `http_capture.rules[]` entry.
@@ -109,6 +113,7 @@ impl Capture {
         level: Level::None,
         format: Format::Parts,
         rules: Vec::new(),
+        store: None,
     };
 }
 
@@ -162,6 +167,9 @@ impl StackPlan {
             self.events,
             self.metrics
         );
+        if let Some(store) = &self.capture.store {
+            let _ = write!(out, " object_store={}", store.id);
+        }
         if let Some(a) = &self.access {
             let _ = write!(
                 out,
@@ -208,6 +216,7 @@ impl HttpPlan {
                     level: Level::Full,
                     format: Format::Parts,
                     rules: Vec::new(),
+                    store: None,
                 },
                 events: true,
                 metrics: true,
@@ -326,12 +335,20 @@ struct HttpCaptureConfig {
     /// `json` (default) | `text` | `parts`.
     #[serde(default)]
     format: Option<String>,
-    /// Store selection; refused (every object store receives every object).
+    /// The one object store to use; every object store unless given.
     #[serde(default)]
-    object_store: Option<serde_yaml::Value>,
+    object_store: Option<StoreRef>,
     /// Rules, first match wins.
     #[serde(default)]
     rules: Vec<RuleConfig>,
+}
+
+/// `http_capture.object_store` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreRef {
+    /// The `id` of a `services.object_stores[]` entry.
+    id: String,
 }
 
 /// One `http_capture.rules[]` entry as written.
@@ -380,11 +397,13 @@ struct AccessRuleConfig {
 }
 
 /// Compiles the HTTP handling of a config: the stack `tap.http` names (or the
-/// built-in default when the file has no `stacks`) and the per-domain stacks.
+/// built-in default when the file has no `stacks`) and the per-domain stacks;
+/// `object_stores`: the ids of `services.object_stores`, in order.
 pub fn compile(
     stacks: &BTreeMap<String, Stack>,
     tap: &Tap,
     rulekit: &Rulekit,
+    object_stores: &[&str],
 ) -> Result<HttpPlan, StackError> {
     let macros = compile_macros(rulekit)?;
     if stacks.is_empty() && tap.http.is_none() && tap.endpoints.is_empty() {
@@ -393,7 +412,10 @@ pub fn compile(
     // Every stack is checked, used or not: nothing written is left unchecked.
     let mut compiled = BTreeMap::new();
     for (name, stack) in stacks {
-        compiled.insert(name.as_str(), compile_stack(name, stack, &macros)?);
+        compiled.insert(
+            name.as_str(),
+            compile_stack(name, stack, &macros, object_stores)?,
+        );
     }
     let pick = |http: Option<&crate::config::HttpTap>, at: Vec<PathStep>| {
         let Some(name) = http
@@ -483,7 +505,12 @@ fn expression_error(path: Vec<PathStep>, e: &tapwire_rulekit::Error) -> StackErr
 }
 
 /// Compiles one named stack.
-fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan, StackError> {
+fn compile_stack(
+    name: &str,
+    stack: &Stack,
+    macros: &Macros,
+    object_stores: &[&str],
+) -> Result<StackPlan, StackError> {
     let mut plan = StackPlan {
         name: Some(name.to_owned()),
         ..StackPlan::NONE
@@ -507,7 +534,8 @@ fn compile_stack(name: &str, stack: &Stack, macros: &Macros) -> Result<StackPlan
                     .into());
                 }
                 captured = true;
-                plan.capture = compile_capture(&here, plugin.config.as_ref(), macros)?;
+                plan.capture =
+                    compile_capture(&here, plugin.config.as_ref(), macros, object_stores)?;
             }
             // `debug`: Qtap's older name, its format `console` unless given.
             kind @ ("access_logs" | "debug") => {
@@ -707,6 +735,7 @@ fn compile_capture(
     here: &[PathStep],
     config: Option<&serde_yaml::Value>,
     macros: &Macros,
+    object_stores: &[&str],
 ) -> Result<Capture, StackError> {
     let cfg: HttpCaptureConfig = match settings(here, config)? {
         Some(cfg) => cfg,
@@ -717,16 +746,16 @@ fn compile_capture(
             rules: Vec::new(),
         },
     };
-    if cfg.object_store.is_some() {
-        return Err(Refusal {
-            path: path(here, &["config", "object_store"]),
-            at_key: true,
-            message: "`http_capture.object_store` is not applied by this version of tapwire \
-                      (every object store receives every object)"
-                .to_owned(),
-        }
-        .into());
-    }
+    let store = match &cfg.object_store {
+        Some(StoreRef { id }) => Some(StoreRoute::resolve(id, object_stores).map_err(
+            |message| Refusal {
+                path: path(here, &["config", "object_store", "id"]),
+                at_key: false,
+                message,
+            },
+        )?),
+        None => None,
+    };
     let level_at =
         |p, name: Option<&str>| parse_at(p, name.unwrap_or("none"), Level::parse, "level", LEVELS);
     let format_at = |p, name: &str| parse_at(p, name, Format::parse, "format", FORMATS);
@@ -754,5 +783,6 @@ fn compile_capture(
         level,
         format,
         rules,
+        store,
     })
 }

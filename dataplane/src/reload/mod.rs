@@ -11,7 +11,14 @@
 //!
 //! An S3 store's spool is drained into its old bucket during the grace period;
 //! what is left (its endpoint unreachable) stays in the spool directory and is
-//! uploaded by the store that opens that directory next.
+//! uploaded by the store that opens that directory next. Replaced object stores
+//! stop before replaced event stores, so the `artifact_record` events of their
+//! last uploads still have somewhere to go.
+//!
+//! Stacks apply at the next start, so the running stacks keep the object store
+//! their `http_capture.object_store` names: a reload that would remove it is
+//! refused; one that moves it in the list keeps it (stacks route by the index,
+//! which the reload updates).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +29,7 @@ use tapwire_store::{EventStore, ObjectStore, StartContext, StoreStartError, Stor
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, Services};
 use crate::pipeline::output::Fanout;
+use crate::plugins::route::StoreStillNamed;
 use crate::status::ready::Reached;
 
 /// How long a replaced store may take to deliver what it holds.
@@ -39,6 +47,9 @@ pub enum ReloadError {
     /// A new store could not start; the old stores were started again.
     #[error(transparent)]
     Start(#[from] StoreStartError),
+    /// The new config removes an object store a running stack sends to.
+    #[error(transparent)]
+    StoreStillNamed(#[from] StoreStillNamed),
 }
 
 /// What a reload changed.
@@ -103,20 +114,20 @@ pub fn readiness(stores: &Stores) -> Vec<(&'static str, String, Reached)> {
 /// which are stopped after delivering what they hold (at most `grace` each).
 fn keep_unchanged(stores: &Stores, old: &Services, new: &Services, grace: Duration) -> Running {
     let mut running = Running::default();
-    for (cfg, store) in old.event_stores.iter().zip(&stores.events) {
-        if new.event_stores.contains(cfg) {
-            running.events.push((cfg.clone(), Arc::clone(store)));
-        } else {
-            store.shutdown(grace);
-            tracing::info!(store = store.id(), stats = ?store.stats(), "event store replaced");
-        }
-    }
     for (cfg, store) in old.object_stores.iter().zip(&stores.objects) {
         if new.object_stores.contains(cfg) {
             running.objects.push((cfg.clone(), Arc::clone(store)));
         } else {
             store.shutdown(grace);
             tracing::info!(store = store.id(), stats = ?store.stats(), "object store replaced");
+        }
+    }
+    for (cfg, store) in old.event_stores.iter().zip(&stores.events) {
+        if new.event_stores.contains(cfg) {
+            running.events.push((cfg.clone(), Arc::clone(store)));
+        } else {
+            store.shutdown(grace);
+            tracing::info!(store = store.id(), stats = ?store.stats(), "event store replaced");
         }
     }
     running
@@ -142,6 +153,11 @@ pub fn reload(
     }
     let old = &current.services;
     let new = &next.services;
+    if let Some(slot) = slots.first() {
+        let ids: Vec<&str> = new.object_stores.iter().map(|c| c.id()).collect();
+        let mut running = slot.lock().unwrap_or_else(|e| e.into_inner()).http.clone();
+        running.route_stores(&ids)?;
+    }
     let mut outcome = Outcome::default();
     for (cfg, store) in old.event_stores.iter().zip(&stores.events) {
         if !new.event_stores.contains(cfg) {
@@ -165,7 +181,16 @@ pub fn reload(
             .filter(|c| !old.object_stores.contains(c))
             .map(|c| c.id().to_owned()),
     );
-    if outcome.stopped.is_empty() && outcome.started.is_empty() {
+    // The same stores in the same order: nothing to do. (Only reordered, they
+    // are all kept below, in the new order.)
+    if old.event_stores == new.event_stores && old.object_stores == new.object_stores {
+        // Only where the records go may have changed.
+        if let Some(slot) = slots.first() {
+            let fanout = slot.lock().unwrap_or_else(|e| e.into_inner());
+            fanout
+                .records
+                .set(&fanout.events, next.services.record_routes());
+        }
         *current = next;
         return Ok(outcome);
     }
@@ -206,9 +231,20 @@ pub fn reload(
             Err(err.into())
         }
     };
+    let ids: Vec<&str> = stores.objects.iter().map(|s| s.id()).collect();
     for fanout in &mut held {
         fanout.events.clone_from(&stores.events);
         fanout.objects.clone_from(&stores.objects);
+        // Checked above for the new stores; the old ones, if restored, hold
+        // every id the stacks name.
+        if let Err(error) = fanout.http.route_stores(&ids) {
+            tracing::error!(%error, "objects of that stack have no store until restart");
+        }
+    }
+    if let Some(fanout) = held.first() {
+        fanout
+            .records
+            .set(&stores.events, current.services.record_routes());
     }
     result
 }

@@ -168,12 +168,12 @@ fn log_point(p: &Point) {
 fn once(plan: &CapacityPlan, body: usize, offered: f64) -> Result<Point> {
     let events = Arc::new(Counting::default());
     let objects = Arc::new(Counting::default());
-    let fanout = Fanout {
-        http: tapwire::plugins::HttpPlan::default_full(),
-        events: vec![events.clone()],
-        objects: vec![objects.clone()],
-        processes: Arc::default(),
-    };
+    let fanout = Fanout::new(
+        vec![events.clone()],
+        vec![objects.clone()],
+        Arc::default(),
+        tapwire::plugins::HttpPlan::default_full(),
+    );
     let config = PipelineConfig::new(plan.readers, plan.shards);
     let (pipeline, routers) = Pipeline::start(config, frames::decode, fanout)?;
     let exchange = Arc::new(Exchange::new(body));

@@ -13,6 +13,7 @@ use super::client::{ClientConfig, ClientError, S3Client};
 use super::multipart::MemoryBudget;
 use super::sign::Credentials;
 use super::uploader::{Control, UploadLogs, Uploader};
+use crate::announce::Announcer;
 use crate::config::{KindError, S3Config, SecretError, StartupCheck, StoreKind as _};
 use crate::counters::{Counters, Loss};
 use crate::spool::{PendingQueue, Spool, SpoolError, StorageThread};
@@ -196,6 +197,9 @@ impl S3Store {
         Counters::add(&counters.recovered, recovered as u64);
         counters.lose(Loss::Corrupt, recovery.corrupt as u64);
         let control = Arc::new(Control::default());
+        let access_url =
+            AccessUrl::new(&cfg.access_url, client.scheme(), &cfg.endpoint, &cfg.bucket);
+        let announcer = Arc::new(Announcer::new(&cfg.id, Some(access_url.clone())));
         let uploader = Uploader {
             store_id: cfg.id.clone(),
             client: Arc::clone(&client),
@@ -207,6 +211,7 @@ impl S3Store {
             part_bytes: cfg.multipart_part_bytes,
             memory: MemoryBudget::default(),
             logs: UploadLogs::default(),
+            announcer: Arc::clone(&announcer),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -269,6 +274,7 @@ impl S3Store {
             Arc::clone(&counters),
             Arc::clone(&control.wake),
             Arc::clone(&stop_spooling),
+            announcer,
         )
         .map_err(|source| {
             control.halt.store(true, Ordering::Release);
@@ -290,12 +296,7 @@ impl S3Store {
                 storage: Some(storage_thread),
                 uploader: Some(uploader_thread),
             }),
-            access_url: AccessUrl::new(
-                &cfg.access_url,
-                client.scheme(),
-                &cfg.endpoint,
-                &cfg.bucket,
-            ),
+            access_url,
             recovered,
             check_passed,
         })

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use super::client::{ClientError, S3Client};
 use super::multipart::{self, MemoryBudget, MultipartError};
+use crate::announce::Announcer;
 use crate::backoff;
 use crate::counters::{Counters, Loss};
 use crate::ratelog::LogLimit;
@@ -124,6 +125,8 @@ pub struct Uploader {
     pub memory: MemoryBudget,
     /// Rate limits for retry, set-up and refusal logs.
     pub logs: UploadLogs,
+    /// Tells the requests waiting on an upload that it is stored.
+    pub announcer: Arc<Announcer>,
 }
 
 /// The uploader's log limiters.
@@ -250,11 +253,21 @@ impl Uploader {
             };
             let error = match result {
                 Ok(()) => {
-                    self.spool.complete(entry.seq);
+                    let notices = self.spool.complete(entry.seq);
                     Counters::add(&self.counters.stored, 1);
                     Counters::add(&self.counters.bytes, entry.len);
                     if multipart {
                         Counters::add(&self.counters.multipart, 1);
+                    }
+                    for (notice, deduplicated) in notices {
+                        self.announcer.stored(
+                            &self.counters,
+                            notice,
+                            &entry.digest,
+                            entry.len,
+                            &entry.content_type,
+                            deduplicated,
+                        );
                     }
                     return Outcome::Settled;
                 }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::header::{MAGIC, MAX_CONTENT_TYPE_BYTES, header_len, parse_header, truncate};
-use crate::Digest;
+use crate::{Digest, Notice};
 
 /// The spool directory's mode when tapwire creates it: payloads are sensitive, so
 /// only the agent's user may list or read them.
@@ -45,6 +45,12 @@ const MAX_INTERNED_CONTENT_TYPES: usize = 1024;
 /// digest plus set overhead is a few MiB, and covers the repeats a node sees
 /// (same error pages, same assets) over minutes to hours.
 pub const RECENT_DIGESTS: usize = 64 * 1024;
+/// Notices waiting for their objects' uploads, at most (one per request that
+/// named a pending object; an S3 outage makes them pile up). Each is an `Arc`
+/// and an index, about 40 bytes with its list: 64 Ki cost a few MiB beside
+/// what the requests' summaries hold. Past it, a notice is dropped and counted
+/// (`artifact_records_dropped`); the object is stored all the same.
+pub const MAX_NOTICES: usize = 64 * 1024;
 
 /// A spool failure.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +185,25 @@ struct Index {
     next_seq: u64,
     /// Content types shared by entries.
     content_types: HashSet<Arc<str>>,
+    /// Notices told when an entry is uploaded, by `seq`, each with whether its
+    /// request's object was a duplicate of the entry.
+    notices: HashMap<u64, Vec<(Notice, bool)>>,
+    /// Notices in `notices`, all entries together.
+    notice_count: usize,
+}
+
+/// What became of a notice for an object the spool already had
+/// ([`Spool::notify_digest`]).
+#[derive(Debug)]
+pub enum Awaited {
+    /// It waits for the pending entry's upload.
+    Waiting,
+    /// The object was uploaded recently: announce it now.
+    Uploaded(Notice),
+    /// Too many notices wait already: dropped (count it).
+    Full,
+    /// The entry is gone unstored (refused): nothing to announce.
+    Gone,
 }
 
 /// A bounded set of digests, forgetting the oldest first.
@@ -345,6 +370,32 @@ impl Spool {
                 .is_some_and(|slot| slot.state != State::Writing)
     }
 
+    /// Tells `notice` when entry `seq` is uploaded (`duplicate`: the notice's
+    /// object was deduplicated against it). Call before [`Spool::written`].
+    /// Returns false (the notice dropped) when [`MAX_NOTICES`] already wait.
+    pub fn notify(&self, seq: u64, notice: Notice, duplicate: bool) -> bool {
+        let mut idx = self.lock();
+        idx.wait(seq, notice, duplicate)
+    }
+
+    /// Tells `notice` when the object with `digest`, already pending or
+    /// uploaded, is stored.
+    pub fn notify_digest(&self, digest: &Digest, notice: Notice) -> Awaited {
+        let mut idx = self.lock();
+        if let Some(&seq) = idx.by_digest.get(digest) {
+            return if idx.wait(seq, notice, true) {
+                Awaited::Waiting
+            } else {
+                Awaited::Full
+            };
+        }
+        if idx.recent.contains(digest) {
+            Awaited::Uploaded(notice)
+        } else {
+            Awaited::Gone
+        }
+    }
+
     /// The object `seq` is whole on disk under its final name: queue it.
     pub fn written(&self, seq: u64) {
         let mut idx = self.lock();
@@ -391,13 +442,16 @@ impl Spool {
         }
     }
 
-    /// `seq` is uploaded: delete its file and remember its digest.
-    pub fn complete(&self, seq: u64) {
+    /// `seq` is uploaded: delete its file and remember its digest. Returns the
+    /// notices waiting for it, to be told.
+    pub fn complete(&self, seq: u64) -> Vec<(Notice, bool)> {
         let mut idx = self.lock();
+        let notices = idx.take_notices(seq);
         if let Some(slot) = idx.remove(seq) {
             idx.recent.insert(slot.digest);
             remove_file(&object_path(&self.dir, seq, &slot.digest));
         }
+        notices
     }
 
     /// `seq` cannot be stored: delete its file and forget it.
@@ -453,7 +507,28 @@ impl Index {
         self.slots.insert(seq, slot);
     }
 
+    /// Adds a notice to entry `seq`'s list, within [`MAX_NOTICES`].
+    fn wait(&mut self, seq: u64, notice: Notice, duplicate: bool) -> bool {
+        if self.notice_count >= MAX_NOTICES || !self.slots.contains_key(&seq) {
+            return false;
+        }
+        self.notice_count += 1;
+        self.notices
+            .entry(seq)
+            .or_default()
+            .push((notice, duplicate));
+        true
+    }
+
+    fn take_notices(&mut self, seq: u64) -> Vec<(Notice, bool)> {
+        let notices = self.notices.remove(&seq).unwrap_or_default();
+        self.notice_count -= notices.len();
+        notices
+    }
+
     fn remove(&mut self, seq: u64) -> Option<Slot> {
+        // Notices of an entry removed unstored are dropped: nothing to announce.
+        drop(self.take_notices(seq));
         let slot = self.slots.remove(&seq)?;
         self.queued.remove(&seq);
         if self.by_digest.get(&slot.digest) == Some(&seq) {
@@ -665,6 +740,61 @@ mod tests {
         assert_eq!(
             spool.admit(blake3::hash(b"same"), "text/plain", 4),
             Admit::Duplicate
+        );
+    }
+
+    /// Parts announced, in order.
+    #[derive(Default)]
+    struct Parts(Mutex<Vec<usize>>);
+
+    impl crate::Announce for Parts {
+        fn stored(&self, part: usize, _: crate::Stored<'_>) {
+            self.0.lock().unwrap().push(part);
+        }
+    }
+
+    #[test]
+    fn notices_wait_for_the_upload_and_are_dropped_with_an_unstored_entry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+        let heard = Arc::new(Parts::default());
+        let notice = |part| Notice::new(heard.clone(), part);
+        let seq = write(&spool, b"same").expect("admitted");
+        assert!(spool.notify(seq, notice(0), false));
+        let same = blake3::hash(b"same");
+        assert!(matches!(
+            spool.notify_digest(&same, notice(1)),
+            Awaited::Waiting
+        ));
+        spool.take_batch(1);
+        let told: Vec<(usize, bool)> = spool
+            .complete(seq)
+            .into_iter()
+            .map(|(n, duplicate)| (n.part(), duplicate))
+            .collect();
+        assert_eq!(
+            told,
+            [(0, false), (1, true)],
+            "the writer's and the duplicate's"
+        );
+        // Uploaded: a later duplicate is told at once.
+        let Awaited::Uploaded(now) = spool.notify_digest(&same, notice(2)) else {
+            panic!("uploaded digest");
+        };
+        assert_eq!(now.part(), 2);
+        // Refused: its notices go with it, untold.
+        let refused = write(&spool, b"refused").expect("admitted");
+        assert!(spool.notify(refused, notice(3), false));
+        spool.take_batch(1);
+        spool.discard(refused);
+        assert!(matches!(
+            spool.notify_digest(&blake3::hash(b"refused"), notice(4)),
+            Awaited::Gone
+        ));
+        assert_eq!(spool.lock().notice_count, 0);
+        assert!(
+            heard.0.lock().unwrap().is_empty(),
+            "the spool tells no one itself"
         );
     }
 

@@ -12,6 +12,6 @@ pub mod header;
 pub mod uring;
 pub mod writer;
 
-pub use dir::{Admit, Entry, Spool, SpoolError};
+pub use dir::{Admit, Awaited, Entry, Spool, SpoolError};
 pub use uring::{BatchWriter, WriteJob};
 pub use writer::{PendingQueue, StorageThread};

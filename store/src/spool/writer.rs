@@ -7,7 +7,8 @@
 //! deduplicates them against the spool, writes and fsyncs the batch through
 //! io_uring, renames each file into place, fsyncs the directory once, and only
 //! then settles the objects' tickets (their events may go out) and wakes the
-//! uploader.
+//! uploader. A ticket's notice stays with the spool entry until the uploader has
+//! stored it; one for an object already uploaded is told at once.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::dir::{self, Admit, Spool};
+use super::dir::{self, Admit, Awaited, Spool};
 use super::uring::{BatchWriter, RING_ENTRIES, WriteJob};
+use crate::announce::Announcer;
 use crate::counters::{Counters, Loss};
 use crate::ratelog::LogLimit;
 use crate::room::{Room, Taken};
@@ -85,6 +87,7 @@ pub struct StorageThread {
     counters: Arc<Counters>,
     wake_uploader: Arc<Notify>,
     stop: Arc<AtomicBool>,
+    announcer: Arc<Announcer>,
     writer: BatchWriter,
     /// The spool directory, fsynced after each batch of renames.
     dir: File,
@@ -103,6 +106,7 @@ impl StorageThread {
         counters: Arc<Counters>,
         wake_uploader: Arc<Notify>,
         stop: Arc<AtomicBool>,
+        announcer: Arc<Announcer>,
     ) -> std::io::Result<(PendingQueue, JoinHandle<()>)> {
         let (tx, rx) = sync_channel(QUEUE_OBJECTS);
         let room = Arc::new(Room::new(QUEUE_OBJECTS, max_bytes));
@@ -125,6 +129,7 @@ impl StorageThread {
             counters,
             wake_uploader,
             stop,
+            announcer,
             writer,
             dir,
             full_log: LogLimit::new(LOG_INTERVAL),
@@ -184,16 +189,28 @@ impl StorageThread {
             ticket: Ticket,
         }
         let mut admitted: Vec<Admitted> = Vec::with_capacity(batch.len());
+        /// An object the spool already has, pending or uploaded.
+        struct Duplicate {
+            digest: crate::Digest,
+            len: u64,
+            content_type: String,
+            ticket: Ticket,
+        }
         // Objects already in the spool or uploaded: kept once the batch they may
         // share a file with is settled.
-        let mut duplicates: Vec<(crate::Digest, Ticket)> = Vec::new();
+        let mut duplicates: Vec<Duplicate> = Vec::new();
         for (object, ticket) in batch.drain(..) {
             let len = object.bytes.len() as u64;
             self.room.give_back(len);
             match self.spool.admit(object.digest, &object.content_type, len) {
                 Admit::Duplicate => {
                     Counters::add(&self.counters.deduplicated, 1);
-                    duplicates.push((object.digest, ticket));
+                    duplicates.push(Duplicate {
+                        digest: object.digest,
+                        len,
+                        content_type: object.content_type,
+                        ticket,
+                    });
                 }
                 Admit::NoRoom => {
                     self.counters.lose(Loss::SpoolFull, 1);
@@ -292,13 +309,33 @@ impl StorageThread {
                 }
             }
         }
-        for (seq, ticket) in done {
+        for (seq, mut ticket) in done {
+            // The notice waits on the entry before the uploader can see it.
+            if let Some(notice) = ticket.take_notice()
+                && !self.spool.notify(seq, notice, false)
+            {
+                Announcer::dropped(&self.counters);
+            }
             self.spool.written(seq);
             ticket.kept();
         }
-        for (digest, ticket) in duplicates {
-            if self.spool.holds(&digest) {
-                ticket.kept();
+        for mut d in duplicates {
+            if let Some(notice) = d.ticket.take_notice() {
+                match self.spool.notify_digest(&d.digest, notice) {
+                    Awaited::Uploaded(notice) => self.announcer.stored(
+                        &self.counters,
+                        notice,
+                        &d.digest,
+                        d.len,
+                        &d.content_type,
+                        true,
+                    ),
+                    Awaited::Full => Announcer::dropped(&self.counters),
+                    Awaited::Waiting | Awaited::Gone => {}
+                }
+            }
+            if self.spool.holds(&d.digest) {
+                d.ticket.kept();
             }
         }
         self.wake_uploader.notify_one();

@@ -189,7 +189,7 @@ impl<'h, 'b> Request<'h, 'b> {
             Status::Complete(l) => l,
             Status::Partial => return partial(buf),
         };
-        self.method = Some(ascii_str(&buf[line.method.0..line.method.1]));
+        self.method = Some(token_str(&buf[line.method.0..line.method.1]));
         self.target = Some(&buf[line.target.0..line.target.1]);
         self.version = Some(line.version);
         let end = fill_headers(buf, line.end, &mut self.headers)?;
@@ -253,7 +253,7 @@ fn fill_headers<'b>(
     let status = parse_fields(buf, start, |name, value| {
         let slot = headers.get_mut(n).ok_or(Error::TooManyHeaders)?;
         *slot = Header {
-            name: ascii_str(&buf[name.0..name.0 + name.1]),
+            name: token_str(&buf[name.0..name.0 + name.1]),
             value: &buf[value.0..value.0 + value.1],
         };
         n += 1;
@@ -269,9 +269,15 @@ fn fill_headers<'b>(
     }
 }
 
-/// A token is ASCII by construction; this never fails for scanned tokens.
-fn ascii_str(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap_or_default()
+/// A method or field name measured by [`token_run`] as `str`, without a
+/// second pass over its bytes to validate them as UTF-8.
+#[inline(always)]
+fn token_str(b: &[u8]) -> &str {
+    debug_assert!(b.iter().all(|&c| is_token_byte(c)));
+    // SAFETY: callers pass only runs measured by `token_run`, and every
+    // token byte is ASCII (the class table gives TOKEN to no byte ≥ 0x80),
+    // so the bytes are UTF-8.
+    unsafe { std::str::from_utf8_unchecked(b) }
 }
 
 /// Byte classes, one table lookup per byte.
@@ -346,51 +352,94 @@ fn any_equal(x: u64, b: u8) -> u64 {
     y.wrapping_sub(LO) & !y & HI
 }
 
-/// The next 8 bytes of `s` from `i` as a word, if there are 8.
+/// Bit 7 set in each byte lane of `x` (read little-endian) that is not a
+/// field-value byte, except HTAB (also flagged), plus maybe lanes above.
 #[inline(always)]
-fn word(s: &[u8], i: usize) -> Option<u64> {
-    let w: [u8; 8] = s.get(i..i.checked_add(8)?)?.try_into().ok()?;
-    Some(u64::from_ne_bytes(w))
+fn value_mask(x: u64) -> u64 {
+    any_below(x, 0x20) | any_equal(x, 0x7f)
 }
 
-/// Length of the run of field-value bytes (HTAB, SP, VCHAR, obs-text) at
-/// the start of `s`: eight at a time while none is a control byte or DEL,
-/// then one at a time (which also takes HTAB).
-#[inline]
-fn value_run(s: &[u8]) -> usize {
+/// As [`value_mask`] for request-target bytes.
+#[inline(always)]
+fn target_mask(x: u64) -> u64 {
+    any_below(x, 0x21) | any_equal(x, 0x7f)
+}
+
+/// Length of the run at the start of `s` of bytes `mask` does not flag,
+/// sixteen bytes a step, then eight, then one at a time with the class
+/// table. A borrow in [`any_below`] and [`any_equal`] only runs upwards,
+/// so the lowest flagged lane is the first bad byte exactly: the word's
+/// trailing zeros give the run's end without going back to single bytes.
+#[inline(always)]
+fn run(s: &[u8], mask: impl Fn(u64) -> u64, class: u8) -> usize {
+    let lanes = |m: u64| (m.trailing_zeros() / 8) as usize;
+    let mut chunks = s.chunks_exact(16);
     let mut i = 0;
-    while let Some(x) = word(s, i) {
-        if any_below(x, 0x20) | any_equal(x, 0x7f) != 0 {
-            break;
+    for c in &mut chunks {
+        let (lo, hi) = c.split_at(8);
+        let lo = mask(u64::from_le_bytes(lo.try_into().unwrap_or_default()));
+        let hi = mask(u64::from_le_bytes(hi.try_into().unwrap_or_default()));
+        if lo != 0 {
+            return i + lanes(lo);
+        }
+        if hi != 0 {
+            return i + 8 + lanes(hi);
+        }
+        i += 16;
+    }
+    let rest = chunks.remainder();
+    if let Some(w) = rest.first_chunk::<8>() {
+        let m = mask(u64::from_le_bytes(*w));
+        if m != 0 {
+            return i + lanes(m);
         }
         i += 8;
     }
     i + s[i..]
         .iter()
-        .position(|&b| CLASS[b as usize] & VALUE == 0)
+        .position(|&b| CLASS[b as usize] & class == 0)
         .unwrap_or(s.len() - i)
+}
+
+/// Length of the run of field-value bytes (HTAB, SP, VCHAR, obs-text) at
+/// the start of `s`. The word scan stops at HTAB too (rare in values) and
+/// the run goes on past it.
+#[inline]
+fn value_run(s: &[u8]) -> usize {
+    let mut i = run(s, value_mask, VALUE);
+    while s.get(i) == Some(&b'\t') {
+        i += 1;
+        i += run(&s[i..], value_mask, VALUE);
+    }
+    i
 }
 
 /// Length of the run of request-target bytes at the start of `s`.
 #[inline]
 fn target_run(s: &[u8]) -> usize {
+    run(s, target_mask, TARGET)
+}
+
+/// Length of the run of token bytes at the start of `s`: the class table
+/// for each byte (tokens are no byte range a word scan could test), in
+/// blocks of eight the compiler unrolls without bounds checks.
+#[inline]
+fn token_run(s: &[u8]) -> usize {
+    let mut blocks = s.chunks_exact(8);
     let mut i = 0;
-    while let Some(x) = word(s, i) {
-        if any_below(x, 0x21) | any_equal(x, 0x7f) != 0 {
-            break;
+    for block in &mut blocks {
+        for (k, &b) in block.iter().enumerate() {
+            if !is_token_byte(b) {
+                return i + k;
+            }
         }
         i += 8;
     }
-    i + s[i..]
+    i + blocks
+        .remainder()
         .iter()
-        .position(|&b| CLASS[b as usize] & TARGET == 0)
+        .position(|&b| !is_token_byte(b))
         .unwrap_or(s.len() - i)
-}
-
-/// Length of the run of token bytes at the start of `s`.
-#[inline]
-fn token_run(s: &[u8]) -> usize {
-    s.iter().position(|&b| !is_token_byte(b)).unwrap_or(s.len())
 }
 
 /// A parsed request line: `(start, end)` offsets and where the fields begin.
@@ -754,17 +803,23 @@ mod tests {
     #[test]
     fn word_scans_agree_with_the_byte_classes() {
         for b in 0..=255u8 {
-            for at in 0..20 {
-                let mut s = vec![b'a'; 24];
+            // Lanes of both words of a 16-byte step, the 8-byte step and
+            // the single bytes after it; bytes above the first bad one
+            // (borrows run upwards) must not move the run's end.
+            for at in 0..40 {
+                let mut s = vec![b'a'; 40];
                 s[at] = b;
+                if at + 1 < 40 {
+                    s[at + 1] = 0x00;
+                }
                 let v = if CLASS[b as usize] & VALUE != 0 {
-                    24
+                    (at + 1).min(40)
                 } else {
                     at
                 };
                 assert_eq!(value_run(&s), v, "value byte {b:#x} at {at}");
                 let t = if CLASS[b as usize] & TARGET != 0 {
-                    24
+                    (at + 1).min(40)
                 } else {
                     at
                 };

@@ -1,0 +1,293 @@
+//! `artifact_record` events: one per object a request stored, per object store,
+//! once that store holds the object durably (S3: uploaded, or found there
+//! already; stdout: its line written). Qtap's `ArtifactRecord`, in tapwire's
+//! event schema (`docs/stdout.md`), sent to the event stores the object
+//! store's `event_store` names (every one by default).
+//!
+//! The shard only attaches a [`Notice`] to each object's ticket: an `Arc` of
+//! the request's [`RequestRecord`] and the object's index. The store tells the
+//! notice from its own thread after the fact, and the event is serialized and
+//! emitted there, so the shard pays neither. Event stores never block and
+//! count what they drop; an object store counts the notices it had to drop
+//! (`artifact_records_dropped`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tapwire_store::{Announce, EventStore, Notice, Stored};
+
+use super::event_fields::{self, WallTime};
+use super::txn::{ObjectRole, Protocol, Transaction};
+use crate::capture::procs::ProcessTable;
+use crate::config::RecordsTo;
+
+/// Where `artifact_record` events go: the event stores now running, and each
+/// object store's choice among them (a reload replaces both).
+pub struct ArtifactRecords {
+    targets: Mutex<Targets>,
+    processes: Arc<ProcessTable>,
+}
+
+#[derive(Default)]
+struct Targets {
+    events: Vec<Arc<dyn EventStore>>,
+    /// Object store id and where its records go; absent: every event store.
+    routes: Vec<(String, RecordsTo)>,
+}
+
+impl ArtifactRecords {
+    /// Records emitted to `events`; executables read from `processes`.
+    pub fn new(events: Vec<Arc<dyn EventStore>>, processes: Arc<ProcessTable>) -> Arc<Self> {
+        Arc::new(Self {
+            targets: Mutex::new(Targets {
+                events,
+                routes: Vec::new(),
+            }),
+            processes,
+        })
+    }
+
+    /// From now on, records go to `events`, as `routes` (object store id,
+    /// where its records go) say.
+    pub fn set(&self, events: &[Arc<dyn EventStore>], routes: Vec<(String, RecordsTo)>) {
+        *self.lock() = Targets {
+            events: events.to_vec(),
+            routes,
+        };
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Targets> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The event stores that receive object store `store`'s records.
+    fn for_store(&self, store: &str) -> Vec<Arc<dyn EventStore>> {
+        let targets = self.lock();
+        match targets.routes.iter().find(|(id, _)| id == store) {
+            Some((_, RecordsTo::Off)) => Vec::new(),
+            Some((_, RecordsTo::Store(id))) => targets
+                .events
+                .iter()
+                .filter(|e| e.id() == id)
+                .cloned()
+                .collect(),
+            Some((_, RecordsTo::Every)) | None => targets.events.clone(),
+        }
+    }
+
+    /// A record for `txn`'s objects of `roles` (in object order).
+    pub fn request(
+        self: &Arc<Self>,
+        txn: &Transaction,
+        exe: Option<Arc<str>>,
+        parts: Box<[ObjectRole]>,
+    ) -> Arc<RequestRecord> {
+        Arc::new(RequestRecord {
+            records: Arc::clone(self),
+            conn_id: txn.conn.conn_id,
+            request_id: txn.request_id,
+            stream_id: txn.stream_id,
+            parts,
+            pid: txn.conn.pid,
+            exe,
+            method: txn.method.as_str().into(),
+            authority: txn.authority.as_deref().map(Into::into),
+            status: txn.status,
+            direction: event_fields::direction_word(txn.egress, txn.conn.remote.ip()),
+            protocol: txn.protocol,
+            tls: txn.tls,
+        })
+    }
+}
+
+/// What the `artifact_record` events of one request say about it, shared by
+/// its objects' notices.
+pub struct RequestRecord {
+    records: Arc<ArtifactRecords>,
+    conn_id: u64,
+    request_id: u64,
+    stream_id: Option<u32>,
+    /// Each object's role, by its index.
+    parts: Box<[ObjectRole]>,
+    pid: u32,
+    /// The executable, if already looked up; else looked up when announcing.
+    exe: Option<Arc<str>>,
+    method: Box<str>,
+    authority: Option<Box<str>>,
+    status: Option<u16>,
+    direction: &'static str,
+    protocol: Protocol,
+    tls: bool,
+}
+
+impl RequestRecord {
+    /// The notice for object `part` of this request.
+    pub fn notice(self: &Arc<Self>, part: usize) -> Notice {
+        Notice::new(Arc::clone(self) as Arc<dyn Announce>, part)
+    }
+}
+
+/// Qtap's name of an artifact kind.
+fn artifact_type(role: ObjectRole) -> &'static str {
+    match role {
+        ObjectRole::RequestHeaders => "req-headers",
+        ObjectRole::RequestBody => "req-body",
+        ObjectRole::ResponseHeaders => "res-headers",
+        ObjectRole::ResponseBody => "res-body",
+        ObjectRole::HttpTransaction => "http_transaction",
+    }
+}
+
+impl Announce for RequestRecord {
+    fn stored(&self, part: usize, stored: Stored<'_>) {
+        let Some(role) = self.parts.get(part).copied() else {
+            debug_assert!(false, "object {part} of {}", self.parts.len());
+            return;
+        };
+        let to = self.records.for_store(stored.store);
+        if to.is_empty() {
+            return;
+        }
+        #[derive(Serialize)]
+        struct Summary<'a> {
+            method: &'a str,
+            authority: Option<&'a str>,
+            status: Option<u16>,
+            direction: &'static str,
+            protocol: Protocol,
+            tls: bool,
+            pid: u32,
+            exe: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(serialize_with = "event_fields::display")]
+            timestamp: WallTime,
+            conn_id: u64,
+            request_id: u64,
+            stream_id: Option<u32>,
+            role: ObjectRole,
+            artifact_type: &'static str,
+            #[serde(serialize_with = "event_fields::display")]
+            digest: &'a tapwire_store::Digest,
+            size: u64,
+            content_type: &'a str,
+            url: Option<&'a str>,
+            store: &'a str,
+            deduplicated: bool,
+            summary: Summary<'a>,
+        }
+        let looked_up;
+        let exe = match &self.exe {
+            Some(exe) => Some(&**exe),
+            None => {
+                looked_up = self.records.processes.exe(self.pid);
+                looked_up.as_deref()
+            }
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let event = Event {
+            kind: "artifact_record",
+            timestamp: WallTime(now),
+            conn_id: self.conn_id,
+            request_id: self.request_id,
+            stream_id: self.stream_id,
+            role,
+            artifact_type: artifact_type(role),
+            digest: stored.digest,
+            size: stored.size,
+            content_type: stored.content_type,
+            url: stored.url,
+            store: stored.store,
+            deduplicated: stored.deduplicated,
+            summary: Summary {
+                method: &self.method,
+                authority: self.authority.as_deref(),
+                status: self.status,
+                direction: self.direction,
+                protocol: self.protocol,
+                tls: self.tls,
+                pid: self.pid,
+                exe,
+            },
+        };
+        let event = Bytes::from(serde_json::to_vec(&event).expect("event serializes"));
+        for store in &to {
+            store.emit(event.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tapwire_store::StoreStats;
+
+    /// Counts the events it receives.
+    struct Count(&'static str, Mutex<usize>);
+
+    impl EventStore for Count {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn emit(&self, _: Bytes) {
+            *self.1.lock().unwrap() += 1;
+        }
+        fn stats(&self) -> StoreStats {
+            StoreStats::default()
+        }
+        fn shutdown(&self, _: Duration) {}
+    }
+
+    #[test]
+    fn each_object_store_sends_its_records_where_its_event_store_says() {
+        let (e1, e2) = (
+            Arc::new(Count("e1", Mutex::new(0))),
+            Arc::new(Count("e2", Mutex::new(0))),
+        );
+        let records = ArtifactRecords::new(Vec::new(), Arc::default());
+        records.set(
+            &[e1.clone(), e2.clone()],
+            vec![
+                ("to_e2".into(), RecordsTo::Store("e2".into())),
+                ("off".into(), RecordsTo::Off),
+                ("all".into(), RecordsTo::Every),
+            ],
+        );
+        let record = Arc::new(RequestRecord {
+            records,
+            conn_id: 1,
+            request_id: 2,
+            stream_id: None,
+            parts: Box::new([ObjectRole::ResponseBody]),
+            pid: 3,
+            exe: Some("/usr/bin/curl".into()),
+            method: "GET".into(),
+            authority: None,
+            status: Some(200),
+            direction: "egress-external",
+            protocol: Protocol::Http1,
+            tls: true,
+        });
+        let digest = blake3::hash(b"x");
+        for store in ["to_e2", "off", "all", "unlisted"] {
+            record.notice(0).stored(Stored {
+                store,
+                digest: &digest,
+                size: 1,
+                content_type: "text/plain",
+                url: None,
+                deduplicated: false,
+            });
+        }
+        let got = |c: &Count| *c.1.lock().unwrap();
+        assert_eq!((got(&e1), got(&e2)), (2, 3));
+    }
+}

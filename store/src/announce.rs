@@ -1,0 +1,54 @@
+//! Telling requests that their objects are stored: each object store keeps the
+//! [`Notice`]s that came with its objects and tells them, from its own thread,
+//! once the object is durably at its destination.
+
+use std::sync::Arc;
+
+use crate::counters::Counters;
+use crate::s3::AccessUrl;
+use crate::{Digest, Notice, Stored};
+
+/// One store's side of announcing: its id and how it addresses objects.
+#[derive(Debug)]
+pub struct Announcer {
+    store: Arc<str>,
+    url: Option<AccessUrl>,
+}
+
+impl Announcer {
+    /// Announces for store `store`, objects addressed by `url` (none: stdout).
+    pub fn new(store: &str, url: Option<AccessUrl>) -> Self {
+        Self {
+            store: Arc::from(store),
+            url,
+        }
+    }
+
+    /// The object `digest` (`size` bytes of `content_type`) is stored: tells
+    /// `notice` and counts it in `counters`.
+    pub fn stored(
+        &self,
+        counters: &Counters,
+        notice: Notice,
+        digest: &Digest,
+        size: u64,
+        content_type: &str,
+        deduplicated: bool,
+    ) {
+        let url = self.url.as_ref().map(|u| u.render(digest));
+        notice.stored(Stored {
+            store: &self.store,
+            digest,
+            size,
+            content_type,
+            url: url.as_deref(),
+            deduplicated,
+        });
+        Counters::add(&counters.artifact_records, 1);
+    }
+
+    /// A notice for a stored object was dropped: counts it.
+    pub fn dropped(counters: &Counters) {
+        Counters::add(&counters.artifact_records_dropped, 1);
+    }
+}
