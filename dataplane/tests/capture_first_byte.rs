@@ -224,9 +224,12 @@ fn copied_node_and_copied_libssl_are_probed_when_first_seen() {
     assert_eq!(run_ok(cmd, Duration::from_secs(60)), BODY);
 
     // A python client whose libssl is a copy on LD_LIBRARY_PATH, loaded with
-    // python's `ssl` module as it starts, connecting at once. The copy is a
-    // new inode but the same build as the host's libssl, planned at start:
-    // its probes are live before python's first TLS call.
+    // python's `ssl` module as it starts. The copy is a new inode (the same
+    // build as the host's libssl, planned at start): its probes go live
+    // within the window reported below as `after_map`, a few ms in a release
+    // build, longer in a debug build on a loaded machine than python takes
+    // to its first TLS call. The request leaves half a second after the
+    // import, and the window is checked to be shorter.
     let py = "/usr/bin/python3";
     // Waits until `n` processes have received TLS data.
     let wait_for_clients = |n: usize| {
@@ -244,8 +247,14 @@ fn copied_node_and_copied_libssl_are_probed_when_first_seen() {
     };
     let post = || {
         let mut cmd = cgroup.command(py);
-        cmd.args([&servers_py(), "post", &port.to_string(), "1000"])
-            .env("LD_LIBRARY_PATH", &libdir);
+        cmd.args([
+            &servers_py(),
+            "post",
+            &port.to_string(),
+            "1000",
+            &CLIENT_DELAY.as_secs_f64().to_string(),
+        ])
+        .env("LD_LIBRARY_PATH", &libdir);
         let sent = String::from_utf8(run_ok(cmd, Duration::from_secs(60))).unwrap();
         sent.split_whitespace().next().unwrap().to_owned()
     };
@@ -329,7 +338,14 @@ fn copied_node_and_copied_libssl_are_probed_when_first_seen() {
         );
     }
     assert!(late["released"].as_u64().unwrap() >= 2, "{late}");
+    assert!(
+        late["after_map"]["max_us"].as_u64().unwrap() < CLIENT_DELAY.as_micros() as u64,
+        "the libssl copy was probed within the client's delay: {late}"
+    );
 }
+
+/// How long the python client with a late libssl waits before its request.
+const CLIENT_DELAY: Duration = Duration::from_millis(500);
 
 /// An nginx master with `workers` workers from the binary `bin`, serving
 /// `server` (a `server { … }` body) on `127.0.0.1:port`; killed on drop.

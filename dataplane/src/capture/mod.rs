@@ -94,6 +94,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// stat of each known user; a scan of every process's maps only when all
 /// known users of a file are gone.
 const RELEASE_EVERY: Duration = Duration::from_secs(1);
+/// Unused held files are released once no exec or mapping has brought a new
+/// file for this long (see `Control::release_unused`).
+const RELEASE_WHEN_QUIET: Duration = Duration::from_secs(2);
+/// ... or once unused this long, however busy.
+const RELEASE_UNUSED_AFTER: Duration = Duration::from_secs(60);
+/// ... or at once while more than this many wait.
+const MAX_UNUSED_HELD: usize = 64;
 
 /// Errors starting capture.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +190,7 @@ impl Capture {
                         swept,
                         held: HashMap::new(),
                         release_scan: None,
+                        last_sighting: Instant::now(),
                     };
                     control.run(rx, &stop, &fallbacks);
                     control.probes
@@ -388,6 +396,8 @@ struct Control {
     held: HashMap<FileId, Held>,
     /// The running release scan's result, when one runs.
     release_scan: Option<Receiver<ReleaseScan>>,
+    /// When an exec or a mapping last brought a file to probe.
+    last_sighting: Instant,
 }
 
 /// A TLS file first seen through a process, held open.
@@ -398,6 +408,8 @@ struct Held {
     key: tapwire_common::FileKey,
     /// Processes known to map it.
     users: HashSet<u32>,
+    /// Since when no known process maps it.
+    unused_since: Option<Instant>,
     /// A scan for processes mapping it is running.
     scanning: bool,
     /// When its probes went live (`CLOCK_MONOTONIC` ns), if a rescan
@@ -504,6 +516,7 @@ impl Control {
                 _file: file,
                 key,
                 users: HashSet::from([pid]),
+                unused_since: None,
                 scanning: false,
                 unmeasured,
             },
@@ -554,14 +567,33 @@ impl Control {
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => self.release_scan = None,
             }
         }
+        let now = Instant::now();
+        let mut unused = 0;
         for held in self.held.values_mut() {
             held.users
                 .retain(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if held.users.is_empty() {
+                held.unused_since.get_or_insert(now);
+                unused += 1;
+            } else {
+                held.unused_since = None;
+            }
         }
+        // Detaching is slow (the kernel removes uprobes one at a time, each
+        // after a grace period) and holds up attaching the next file: unused
+        // files are released once new files have stopped coming for a while,
+        // or after a minute, or when too many wait.
+        let quiet = now.duration_since(self.last_sighting) >= RELEASE_WHEN_QUIET;
+        let crowded = unused > MAX_UNUSED_HELD;
         let idle: Vec<FileId> = self
             .held
             .iter()
-            .filter(|(_, h)| h.users.is_empty() && !h.scanning)
+            .filter(|(_, h)| !h.scanning)
+            .filter(|(_, h)| {
+                h.unused_since.is_some_and(|since| {
+                    quiet || crowded || now.duration_since(since) >= RELEASE_UNUSED_AFTER
+                })
+            })
             .map(|(id, _)| *id)
             .collect();
         if idle.is_empty() {
@@ -681,6 +713,7 @@ impl Control {
             }
         };
         if attached > 0 {
+            self.last_sighting = Instant::now();
             let window = images::monotonic_ns().saturating_sub(event.ts_ns());
             self.record_window(sighting, window, attached);
         }
