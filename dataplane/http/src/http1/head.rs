@@ -889,6 +889,12 @@ mod tests {
                     at
                 };
                 assert_eq!(value_run(&s), v, "value byte {b:#x} at {at}");
+                let k = if is_token_byte(b) {
+                    (at + 1).min(40)
+                } else {
+                    at
+                };
+                assert_eq!(token_run(&s), k, "token byte {b:#x} at {at}");
                 let t = if CLASS[b as usize] & TARGET != 0 {
                     (at + 1).min(40)
                 } else {
