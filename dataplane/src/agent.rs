@@ -239,7 +239,9 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let late_files = capture.late_files();
     let kernel_maps = capture.kernel_maps();
     let filtered_late = capture.filtered_late();
-    capture.stop();
+    // The probes are detached last, after the final counters: the kernel
+    // takes seconds to remove them on a busy machine.
+    let probes = capture.stop();
     let stats = pipeline.stop();
     stores.shutdown(
         deadline
@@ -258,6 +260,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         filtered_late,
     );
     crate::signals::stop_finished();
+    drop(probes);
     Ok(())
 }
 

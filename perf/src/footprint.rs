@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::overhead::process::{Guard, Lines, start_tapwire};
+use crate::overhead::process::{Guard, Lines, start_tapwire, stop_tapwire};
 use crate::overhead::procfs;
 
 /// How long tapwire may take to attach its probes.
@@ -114,10 +114,7 @@ impl Agent {
 
     /// Stops it; its `stopped` counters.
     fn stop(mut self) -> Result<serde_json::Value> {
-        self.guard.stop();
-        std::thread::sleep(Duration::from_millis(100));
-        crate::tapwire_log::stopped_counters(&self.stderr.snapshot())
-            .context("no `stopped` counters from tapwire")
+        stop_tapwire(&mut self.guard, &self.stderr)
     }
 }
 

@@ -20,8 +20,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 
 use crate::overhead::gotls;
-use crate::overhead::process::start_tapwire;
-use crate::tapwire_log;
+use crate::overhead::process::{start_tapwire, stop_tapwire};
 
 /// The system libssl copied for each library run.
 const LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
@@ -176,11 +175,7 @@ pub fn run(plan: &LateFilesPlan) -> Result<LateFilesResult> {
     }
     // Let the last file's probes go live before stopping.
     std::thread::sleep(Duration::from_millis(500));
-    guard.stop();
-    // Give the reader thread the last lines.
-    std::thread::sleep(Duration::from_millis(200));
-    let counters = tapwire_log::stopped_counters(&lines.snapshot())
-        .context("no `stopped` counters from tapwire")?;
+    let counters = stop_tapwire(&mut guard, &lines)?;
     let late = &counters["late_files"];
     result.after_map = Window::of(&late["after_map"]);
     result.after_exec = Window::of(&late["after_exec"]);

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::overhead::process::start_tapwire;
-use crate::tapwire_log;
+use crate::overhead::process::{start_tapwire, stop_tapwire};
 
 /// The program's source.
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls_calls.c");
@@ -36,7 +35,7 @@ pub struct TlsCallsPlan {
 }
 
 /// ns per message (two TLS calls), median of the runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TlsCallsResult {
     /// No tracer.
     pub untraced_ns: f64,
@@ -46,6 +45,10 @@ pub struct TlsCallsResult {
     pub unselected_ns: f64,
     /// Records tapwire read from its rings while the programs ran.
     pub ring_records: u64,
+    /// ns per message the probes' own programs ran in one unselected run
+    /// (the kernel's run-time statistics), by program; empty when the
+    /// statistics could not be read.
+    pub unselected_programs: Vec<(String, f64)>,
 }
 
 impl TlsCallsResult {
@@ -145,11 +148,16 @@ pub fn run(plan: &TlsCallsPlan) -> Result<TlsCallsResult> {
         sel.push(once(&selected)?);
         unsel.push(once(&unselected)?);
     }
-    guard.stop();
-    // Give the reader thread the last lines.
-    std::thread::sleep(Duration::from_millis(200));
-    let counters = tapwire_log::stopped_counters(&lines.snapshot())
-        .context("no `stopped` counters from tapwire")?;
+    // Where an unselected call's time goes: one more run with the kernel
+    // timing every program (`kernel.bpf_stats_enabled`, restored after).
+    let unselected_programs =
+        program_times(guard.pid(), plan.messages, || once(&unselected).map(drop)).unwrap_or_else(
+            |e| {
+                eprintln!("bench: tls_calls: no per-program times: {e:#}");
+                Vec::new()
+            },
+        );
+    let counters = stop_tapwire(&mut guard, &lines)?;
     let ring_records = counters["ring_records"].as_u64().unwrap_or(0);
     if ring_records == 0 {
         bail!("tapwire captured nothing of the selected program: {counters}");
@@ -159,5 +167,95 @@ pub fn run(plan: &TlsCallsPlan) -> Result<TlsCallsResult> {
         selected_ns: median(sel),
         unselected_ns: median(unsel),
         ring_records,
+        unselected_programs,
     })
+}
+
+/// The sysctl that makes the kernel time every BPF program run.
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// ns per message each BPF program of process `pid` ran while `run` made
+/// `messages` messages, from the kernel's run-time statistics (turned on for
+/// the run only), programs that ran, largest first.
+fn program_times(
+    pid: u32,
+    messages: u32,
+    run: impl FnOnce() -> Result<()>,
+) -> Result<Vec<(String, f64)>> {
+    let was = std::fs::read_to_string(BPF_STATS).context("read bpf_stats_enabled")?;
+    std::fs::write(BPF_STATS, "1").context("enable bpf_stats")?;
+    let before = program_stats(pid);
+    let ran = run();
+    let after = program_stats(pid);
+    let _ = std::fs::write(BPF_STATS, was.trim());
+    ran?;
+    let mut out: Vec<(String, f64)> = after
+        .into_iter()
+        .filter_map(|(id, (cnt, ns))| {
+            let (cnt0, ns0) = before.get(&id).copied().unwrap_or((0, 0));
+            (cnt > cnt0).then(|| {
+                let name = program_name(id).unwrap_or_else(|| format!("prog {id}"));
+                (name, (ns - ns0) as f64 / f64::from(messages))
+            })
+        })
+        .collect();
+    // Programs the calls do not reach (execs, other processes' syscalls).
+    out.retain(|p| p.1 >= 1.0);
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(out)
+}
+
+/// `(run_cnt, run_time_ns)` of every BPF program `pid` holds, by program id
+/// (`/proc/PID/fdinfo`).
+fn program_stats(pid: u32) -> std::collections::HashMap<u32, (u64, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(cnt), Some(ns)) =
+            (field("prog_id:"), field("run_cnt:"), field("run_time_ns:"))
+        {
+            out.insert(id as u32, (cnt, ns));
+        }
+    }
+    out
+}
+
+/// The name of BPF program `id` (`BPF_PROG_GET_FD_BY_ID`, then
+/// `BPF_OBJ_GET_INFO_BY_FD`).
+fn program_name(id: u32) -> Option<String> {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// `struct bpf_prog_info` up to and past `name` (at byte 64, 16 bytes).
+    const INFO_LEN: usize = 256;
+    let mut attr = [0u8; 128];
+    attr[..4].copy_from_slice(&id.to_ne_bytes());
+    // SAFETY: `attr` is a zeroed `union bpf_attr` of the size passed.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_ptr(), 128) };
+    if fd < 0 {
+        return None;
+    }
+    let mut info = [0u8; INFO_LEN];
+    let mut attr = [0u8; 128];
+    attr[..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(INFO_LEN as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: `attr` names `info`, a writable buffer of the length given.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_ptr(), 128) };
+    // SAFETY: `fd` is ours, returned above.
+    unsafe { libc::close(fd as i32) };
+    if rc < 0 {
+        return None;
+    }
+    let name = &info[64..80];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Some(String::from_utf8_lossy(&name[..end]).into_owned())
 }

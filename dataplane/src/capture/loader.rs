@@ -23,7 +23,7 @@ use aya::{
 };
 use tapwire_common::{
     DropReason,
-    config::{Config, Exclusion, FLAG_SELECTION, capture},
+    config::{Config, Exclusion, FLAG_SELECTION, FLAG_SELECTION_CGROUPS, capture},
 };
 
 use super::{
@@ -320,7 +320,11 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
 
     let selecting = !opts.selection.is_empty();
     let config = Config {
-        flags: if selecting { FLAG_SELECTION } else { 0 },
+        flags: match (selecting, opts.selection.cgroups.is_empty()) {
+            (false, _) => 0,
+            (true, true) => FLAG_SELECTION,
+            (true, false) => FLAG_SELECTION | FLAG_SELECTION_CGROUPS,
+        },
         wake_divisor: opts.wake_divisor.max(1),
         offsets,
         // The kernel's tgid of this process: the agent runs in the host's pid

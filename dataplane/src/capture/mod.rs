@@ -113,7 +113,9 @@ pub enum CaptureError {
 pub struct Capture {
     stop: Arc<AtomicBool>,
     readers: Vec<ring::Reader>,
-    control: Option<JoinHandle<()>>,
+    control: Option<JoinHandle<Probes>>,
+    /// The probes once the control thread has stopped.
+    stopped: StoppedProbes,
     filters: Option<JoinHandle<()>>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
@@ -183,8 +185,7 @@ impl Capture {
                         release_scan: None,
                     };
                     control.run(rx, &stop, &fallbacks);
-                    drop(control);
-                    tracing::info!("probes detached");
+                    control.probes
                 })
                 .map_err(CaptureError::Spawn)?
         };
@@ -193,6 +194,7 @@ impl Capture {
             stop,
             readers,
             control: Some(control),
+            stopped: StoppedProbes(None),
             filters: filter_thread,
             drops,
             fallbacks,
@@ -265,18 +267,20 @@ impl Capture {
         self.fallbacks.load(Ordering::Relaxed)
     }
 
-    /// Detaches the probes, drains the rings one last time and joins all
-    /// threads.
-    pub fn stop(mut self) {
+    /// Stops probing new files, drains the rings one last time and joins all
+    /// threads. The probes stay attached until the returned handle is
+    /// dropped: see [`StoppedProbes`].
+    pub fn stop(mut self) -> StoppedProbes {
         self.shutdown();
+        StoppedProbes(self.stopped.0.take())
     }
 
     fn shutdown(&mut self) {
         // Release pairs with the readers' Acquire load.
         self.stop.store(true, Ordering::Release);
         if let Some(control) = self.control.take() {
-            // The control thread owns the probes: joining it detaches them.
-            let _ = control.join();
+            // The control thread owns the probes and hands them back.
+            self.stopped.0 = control.join().ok();
         }
         for reader in self.readers.drain(..) {
             let _ = reader.thread.join();
@@ -291,6 +295,21 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The probes of a stopped capture, still attached but no longer read.
+/// Dropping this detaches them, which takes the kernel a grace period per
+/// uprobe, one at a time (seconds for a host's TLS libraries on a busy
+/// machine): the agent drops it after it has written its final counters.
+pub struct StoppedProbes(Option<Probes>);
+
+impl Drop for StoppedProbes {
+    fn drop(&mut self) {
+        if let Some(probes) = self.0.take() {
+            drop(probes);
+            tracing::info!("probes detached");
+        }
     }
 }
 
@@ -381,6 +400,11 @@ struct Held {
     users: HashSet<u32>,
     /// A scan for processes mapping it is running.
     scanning: bool,
+    /// When its probes went live (`CLOCK_MONOTONIC` ns), if a rescan
+    /// attached it before its mapping's record was handled: that record
+    /// then measures its window against this time.
+    /// With the probe points attached then.
+    unmeasured: Option<(u64, usize)>,
 }
 
 /// The files a release scan looked for and the `(pid, file)` mappings found.
@@ -422,7 +446,7 @@ impl Control {
                     continue;
                 }
                 if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    attach_process(&mut self.probes, &mut self.targets, pid);
+                    self.rescan(pid);
                 }
                 if let Some(delay) = RESCAN_AFTER.get(step + 1) {
                     rescans[i] = (pid, now + *delay, step + 1);
@@ -462,22 +486,51 @@ impl Control {
             held.users.insert(pid);
         } else if target.path == own {
             tracing::debug!(path = ?std::fs::read_link(&own).ok(), "tls file first seen");
-            let key = tapwire_common::FileKey {
-                dev: images::kernel_dev(target.id.dev),
-                ino: target.id.ino,
-            };
-            self.held.insert(
-                target.id,
-                Held {
-                    _file: file,
-                    key,
-                    users: HashSet::from([pid]),
-                    scanning: false,
-                },
-            );
-            self.publish_held();
+            self.hold(file, target.id, pid, None);
         }
         Some(target)
+    }
+
+    /// Holds `file` (`id`), first seen through `pid`, until no process maps
+    /// it.
+    fn hold(&mut self, file: File, id: FileId, pid: u32, unmeasured: Option<(u64, usize)>) {
+        let key = tapwire_common::FileKey {
+            dev: images::kernel_dev(id.dev),
+            ino: id.ino,
+        };
+        self.held.insert(
+            id,
+            Held {
+                _file: file,
+                key,
+                users: HashSet::from([pid]),
+                scanning: false,
+                unmeasured,
+            },
+        );
+        self.publish_held();
+    }
+
+    /// The safety net after an exec: attaches the TLS files `pid` maps now
+    /// that no record brought yet (a record skipped on a full queue, or still
+    /// on its way). Such a file was first seen through this process: it is
+    /// held and released like the files records bring, and the record of its
+    /// mapping, if it comes, measures its window.
+    fn rescan(&mut self, pid: u32) {
+        for target in self.targets.of_process(pid) {
+            let points = self.probes.attach_target(&target, None);
+            if points == 0 || self.held.contains_key(&target.id) {
+                continue;
+            }
+            let live = images::monotonic_ns();
+            if let Ok(file) = File::open(&target.path) {
+                tracing::debug!(path = %target.path.display(), "tls file first seen by a rescan");
+                self.hold(file, target.id, pid, Some((live, points)));
+                if let Some(held) = self.held.get(&target.id) {
+                    self.probes.mark_inspected(held.key);
+                }
+            }
+        }
     }
 
     /// Releases held files that no process maps any more: their probes are
@@ -588,15 +641,14 @@ impl Control {
             } => {
                 self.processes
                     .exec(pid, ts_ns, tapwire_common::decode::cstr(&filename));
-                // The executable first, held open: the process may be gone
-                // before its probes are attached.
+                // The executable alone, held open: the process may be gone
+                // before its probes are attached. Its libraries come with
+                // the records of their mappings, each measured from its own
+                // mapping (the rescans catch a record that never comes).
                 let exe = self
                     .inspect_held(Path::new(&format!("/proc/{pid}/exe")), pid)
                     .map_or(0, |t| self.probes.attach_target(&t, None));
-                (
-                    exe + attach_process(&mut self.probes, &mut self.targets, pid),
-                    Sighting::Exec,
-                )
+                (exe, Sighting::Exec)
             }
             ProcEvent::Exit { pid, ts_ns } => {
                 self.processes.exit(pid, ts_ns);
@@ -613,25 +665,40 @@ impl Control {
                     return;
                 };
                 drop(counters);
-                let attached = self
-                    .inspect_held(&path, pid)
-                    .map_or(0, |t| self.probes.attach_target(&t, None));
+                let target = self.inspect_held(&path, pid);
+                let attached = target
+                    .as_ref()
+                    .map_or(0, |t| self.probes.attach_target(t, None));
                 self.probes.mark_inspected(key);
+                // A rescan attached it first: its window ended then.
+                let earlier = target
+                    .and_then(|t| self.held.get_mut(&t.id))
+                    .and_then(|h| h.unmeasured.take());
+                if let Some((live, points)) = earlier {
+                    self.record_window(Sighting::Map, live.saturating_sub(event.ts_ns()), points);
+                }
                 (attached, Sighting::Map)
             }
         };
         if attached > 0 {
-            let window = Duration::from_nanos(images::monotonic_ns().saturating_sub(event.ts_ns()));
-            self.images
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record_window(sighting, window);
-            tracing::info!(
-                after = sighting.name(),
-                points = attached,
-                window_us = window.as_micros() as u64,
-                "tls probes live in a newly seen file"
-            );
+            let window = images::monotonic_ns().saturating_sub(event.ts_ns());
+            self.record_window(sighting, window, attached);
         }
+    }
+
+    /// Records the window of one newly seen file: `window_ns` from its
+    /// sighting to its `points` probe points being live.
+    fn record_window(&self, sighting: Sighting, window_ns: u64, points: usize) {
+        let window = Duration::from_nanos(window_ns);
+        self.images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_window(sighting, window);
+        tracing::info!(
+            after = sighting.name(),
+            points,
+            window_us = window.as_micros() as u64,
+            "tls probes live in a newly seen file"
+        );
     }
 }

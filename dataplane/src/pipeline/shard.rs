@@ -863,6 +863,12 @@ fn detect(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
     if flow == request_flow && payload[..preface_len] == h2::PREFACE[..preface_len] {
         return Mode::Http2(Box::default());
     }
+    // An HTTP/2 server may speak first: its SETTINGS frame (RFC 9113 §3.4)
+    // before it has read the client's preface (Go's net/http does). The
+    // preface then comes the other way, where the decoder expects it.
+    if flow != request_flow && looks_like_h2_frame(payload) && payload[3] == H2_SETTINGS {
+        return Mode::Http2(Box::default());
+    }
     let looks_http1 = if flow == request_flow {
         starts_with_method(payload)
     } else {
@@ -971,6 +977,9 @@ fn client_side_flow(info: Option<&ConnInfo>) -> Flow {
 /// length within the default maximum frame size, the reserved bit clear, and
 /// a stream id that fits the type (0 for connection frames, not 0 for stream
 /// frames).
+/// The HTTP/2 SETTINGS frame type.
+const H2_SETTINGS: u8 = 4;
+
 fn looks_like_h2_frame(payload: &[u8]) -> bool {
     let Some(h) = payload.get(..9) else {
         return false;

@@ -384,6 +384,36 @@ fn http2_streams_become_transactions_with_decoded_headers() {
 }
 
 #[test]
+fn an_http2_server_that_speaks_first_is_followed() {
+    const HEADERS: u8 = 1;
+    const SETTINGS: u8 = 4;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    // The server's SETTINGS arrives before the client's preface.
+    let server_settings = h2_frame(SETTINGS, 0, 0, b"");
+    let mut client = tapwire_http::h2::PREFACE.to_vec();
+    client.extend(h2_frame(SETTINGS, 0, 0, b""));
+    client.extend(h2_frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &[0x82, 0x87, 0x84],
+    ));
+    let response = h2_frame(HEADERS, END_STREAM | END_HEADERS, 1, &[0x88]);
+    let (txns, shard) = run(&conversation(
+        22,
+        true,
+        &[(I, &server_settings), (E, &client), (I, &response)],
+    ));
+    assert_eq!((shard.stats.not_http, shard.stats.parse_errors), (0, 0));
+    let got: Vec<_> = txns
+        .iter()
+        .map(|t| (t.method.as_str(), t.path.as_str(), t.status))
+        .collect();
+    assert_eq!(got, [("GET", "/", Some(200))]);
+}
+
+#[test]
 fn connection_events_carry_the_documented_fields() {
     let Some(Input::Open(info)) = decode(&frame(0, 4, 0, E, false, b"")) else {
         panic!()

@@ -138,10 +138,33 @@ pub fn start_tapwire(
     Ok((guard, lines))
 }
 
+/// Stops tapwire and reads the counters of its `stopped` line. Without them,
+/// fails naming how it ended (its exit status, or that it had to be killed)
+/// and its last log lines.
+pub fn stop_tapwire(guard: &mut Guard, lines: &Lines) -> Result<serde_json::Value> {
+    let status = guard.stop();
+    // The pipe closes when the process group is gone: every line is in.
+    let closed = lines.wait_closed(Duration::from_secs(2));
+    if let Some(counters) = crate::tapwire_log::stopped_counters(&lines.snapshot()) {
+        return Ok(counters);
+    }
+    let ended = match status {
+        Some(status) => status.to_string(),
+        None => "no exit status".to_owned(),
+    };
+    bail!(
+        "no `stopped` counters from tapwire ({ended}{}); its last lines: {}",
+        if closed { "" } else { ", its log still open" },
+        lines.tail(8)
+    )
+}
+
 /// Lines a child writes to a pipe, collected by a thread as they come.
 #[derive(Clone, Default)]
 pub struct Lines {
     lines: Arc<Mutex<Vec<String>>>,
+    /// The pipe has closed (the writer and every process sharing it ended).
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Lines {
@@ -149,6 +172,7 @@ impl Lines {
     pub fn collect(pipe: impl Read + Send + 'static) -> Self {
         let lines = Self::default();
         let sink = lines.lines.clone();
+        let closed = lines.closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
@@ -156,8 +180,21 @@ impl Lines {
                     .expect("lines lock")
                     .push(tapwire_testkit::without_ansi(&line));
             }
+            closed.store(true, std::sync::atomic::Ordering::Release);
         });
         lines
+    }
+
+    /// Waits up to `timeout` for the pipe to close; true if it did.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 
     /// Every line so far.

@@ -9,6 +9,9 @@
 
 /// `Config::flags` bit: capture is limited to selected processes.
 pub const FLAG_SELECTION: u32 = 1;
+/// `Config::flags` bit: the selection names cgroups (`SELECTED_CGROUPS` is
+/// looked at only then).
+pub const FLAG_SELECTION_CGROUPS: u32 = 2;
 
 /// Byte offsets of kernel struct fields, from the running kernel's BTF.
 #[repr(C)]

@@ -1,11 +1,12 @@
 //! Is the current process captured? Never the agent itself (`CONFIG.agent_tgid`).
 //! Otherwise, without a selection, everything is; with one, a process is when its tgid is in `SELECTED` (by pid with descendants,
 //! or by executable, maintained by [`crate::process`]) or its cgroup is in
-//! `SELECTED_CGROUPS`. Checked first in every program so unselected processes
-//! pay one or two map lookups.
+//! `SELECTED_CGROUPS` (looked at only when the selection names cgroups).
+//! Checked first in every program so unselected processes pay one map
+//! lookup, two with a cgroup selection.
 
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
-use tapwire_common::config::FLAG_SELECTION;
+use tapwire_common::config::{FLAG_SELECTION, FLAG_SELECTION_CGROUPS};
 
 use crate::maps::{CONFIG, FILTERED, SELECTED, SELECTED_CGROUPS};
 
@@ -37,6 +38,9 @@ pub fn selected() -> bool {
     // SAFETY: values are plain integers; we only test presence.
     if unsafe { SELECTED.get(tgid) }.is_some() {
         return true;
+    }
+    if cfg.flags & FLAG_SELECTION_CGROUPS == 0 {
+        return false;
     }
     // SAFETY: helper without preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
