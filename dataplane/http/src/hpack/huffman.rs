@@ -128,7 +128,29 @@ pub enum HuffmanError {
     Padding,
 }
 
+/// The symbol and length of a code longer than [`FAST_BITS`] at the top of
+/// `top` (the unread bits, left-aligned), or `None` where no code starts
+/// (30 one bits: only EOS's prefix or padding run that long).
+#[inline]
+fn long_code(t: &Tables, top: u64) -> Option<(u16, u32)> {
+    let window = top >> 32;
+    let mut len = FAST_BITS as usize + 1;
+    while len < MAX_LEN && window >= t.limit[len] {
+        len += 1;
+    }
+    let idx = ((window >> (32 - len)) as u32)
+        .checked_sub(t.first[len])
+        .map(|i| i as usize + usize::from(t.offset[len]))?;
+    t.sorted.get(idx).map(|&sym| (sym, len as u32))
+}
+
 /// Decodes `input`, appending the octets to `out`.
+///
+/// While eight input bytes remain, one unaligned big-endian load tops the
+/// bit buffer up to 56–63 bits without a branch per byte, and that is
+/// enough for four first-level lookups (each takes at most 12 bits) or
+/// one longer code; the last bytes go through a loop that refills a byte
+/// at a time and knows where the input ends.
 pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
     let t = &TABLES;
     // Every code is at least 5 bits.
@@ -137,9 +159,59 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
     // capacity check per `Vec::push`.
     let mut tmp = [0u8; 64];
     let mut n = 0;
-    let mut acc: u64 = 0;
+    let mut acc: u64;
     let mut nbits: u32 = 0;
     let mut i = 0;
+    // The fast loop keeps the unread bits left-aligned in `buf`, so a
+    // lookup is one shift of it and a step one shift back; the bits past
+    // `nbits` are zero or the input's next bits, which the next load
+    // writes again in the same place.
+    let mut buf: u64 = 0;
+    while let Some(word) = input.get(i..).and_then(|s| s.first_chunk::<8>()) {
+        if n + 8 > tmp.len() {
+            out.extend_from_slice(&tmp[..n]);
+            n = 0;
+        }
+        // Whole bytes that fit: 0..=7, leaving 56..=63 bits.
+        let take = (63 - nbits) / 8;
+        buf |= u64::from_be_bytes(*word) >> nbits;
+        nbits += 8 * take;
+        i += take as usize;
+        let e = t.fast[(buf >> (64 - FAST_BITS)) as usize];
+        if e >> 26 == 0 {
+            let (sym, len) = long_code(t, buf).ok_or(HuffmanError::Padding)?;
+            if sym == EOS {
+                return Err(HuffmanError::Eos);
+            }
+            tmp[n] = sym as u8;
+            n += 1;
+            buf <<= len;
+            nbits -= len;
+            continue;
+        }
+        tmp[n] = e as u8;
+        tmp[n + 1] = (e >> 8) as u8;
+        n += (e >> 26) as usize;
+        let total = (e >> 21) & 31;
+        buf <<= total;
+        nbits -= total;
+        // At least 44 bits left: three more lookups of up to 12 bits.
+        for _ in 0..3 {
+            let e = t.fast[(buf >> (64 - FAST_BITS)) as usize];
+            if e >> 26 == 0 {
+                break;
+            }
+            tmp[n] = e as u8;
+            tmp[n + 1] = (e >> 8) as u8;
+            n += (e >> 26) as usize;
+            let total = (e >> 21) & 31;
+            buf <<= total;
+            nbits -= total;
+        }
+    }
+    // The rest of the input is read a byte at a time into `acc`, whose low
+    // `nbits` are the unread bits.
+    acc = buf.checked_shr(64 - nbits).unwrap_or(0);
     let result = loop {
         if n + 2 > tmp.len() {
             out.extend_from_slice(&tmp[..n]);
@@ -178,18 +250,10 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
             nbits -= len;
             continue;
         }
-        let window = top >> 32;
-        let mut len = FAST_BITS as usize + 1;
-        while len < MAX_LEN && window >= t.limit[len] {
-            len += 1;
-        }
-        let idx = ((window >> (32 - len)) as u32)
-            .checked_sub(t.first[len])
-            .map(|i| i as usize + usize::from(t.offset[len]));
-        let Some(&sym) = idx.and_then(|i| t.sorted.get(i)) else {
+        let Some((sym, len)) = long_code(t, top) else {
             break Err(HuffmanError::Padding);
         };
-        if len as u32 > nbits {
+        if len > nbits {
             break Ok(());
         }
         if sym == EOS {
@@ -197,7 +261,7 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
         }
         tmp[n] = sym as u8;
         n += 1;
-        nbits -= len as u32;
+        nbits -= len;
     };
     out.extend_from_slice(&tmp[..n]);
     result?;
@@ -355,5 +419,12 @@ mod tests {
             Err(HuffmanError::Eos)
         );
         assert_eq!(decode(&[0xff], &mut Vec::new()), Err(HuffmanError::Padding));
+        // EOS with many bytes after it, where a word is loaded at a time:
+        // the padding of the first string and 32 one bits hold EOS's code.
+        let mut enc = Vec::new();
+        encode(b"accept-encoding: gzip", &mut enc);
+        enc.extend_from_slice(&[0xff; 4]);
+        encode(b"accept-encoding: gzip", &mut enc);
+        assert_eq!(decode(&enc, &mut Vec::new()), Err(HuffmanError::Eos));
     }
 }
