@@ -27,6 +27,16 @@ thread_local! {
     /// Set on the stores' own threads: they must never wait for room, since the
     /// room they would wait for may be theirs to free.
     static NEVER_WAITS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Nanoseconds this thread has spent waiting for room.
+    static WAITED_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Nanoseconds the calling thread has spent waiting for room, in all: a
+/// shard takes it off its clock, so that time it spent held up by a store
+/// does not count towards its reordering timeouts (the records it waits for
+/// were held up with it).
+pub fn waited_ns() -> u64 {
+    WAITED_NS.with(std::cell::Cell::get)
 }
 
 /// Marks the calling thread as one of a store's own threads: [`Room::take`]
@@ -116,7 +126,14 @@ impl Room {
 
     #[cold]
     fn wait_for(&self, len: u64, patience: Duration) -> Taken {
-        let until = Instant::now() + patience;
+        let started = Instant::now();
+        let taken = self.wait_until(len, started + patience);
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        WAITED_NS.with(|w| w.set(w.get().saturating_add(waited)));
+        taken
+    }
+
+    fn wait_until(&self, len: u64, until: Instant) -> Taken {
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         // Counted before looking again, under the lock: a `give_back` after
         // this either sees the waiter (and notifies once it is waiting) or
@@ -192,6 +209,10 @@ mod tests {
         let started = Instant::now();
         assert_eq!(room.take(10, || {}), Taken::AfterWait);
         assert!(started.elapsed() >= Duration::from_millis(40));
+        assert!(
+            waited_ns() >= 40_000_000,
+            "the wait is on this thread's clock"
+        );
         freer.join().unwrap();
         assert_eq!((room.items(), room.bytes()), (2, 20));
     }

@@ -369,6 +369,16 @@ fn write_lines(rx: Receiver<Line>, mut out: impl Write, room: &Room) {
     OWN_LINES.with(|own| *own.borrow_mut() = None);
 }
 
+/// Writes what `pending` holds, then the lines writing it made (each written
+/// object's `artifact_record`): so those never wait for the queue to be
+/// drained, however long a busy queue keeps this thread gathering. Only
+/// between lines: an object line being encoded is written out with
+/// [`Pending::write`] alone.
+fn write_out(pending: &mut Pending, out: &mut impl Write) {
+    pending.write(&mut *out);
+    write_own_lines(pending, out);
+}
+
 /// Writes the lines this thread made while writing (their events).
 fn write_own_lines(pending: &mut Pending, out: &mut impl Write) {
     loop {
@@ -436,12 +446,12 @@ fn gather(
                 }
             }
             Line::Flush(ack) => {
-                pending.write(&mut *out);
+                write_out(pending, &mut *out);
                 let _ = ack.send(());
             }
         }
         if pending.buf.len() >= WRITE_CHUNK {
-            pending.write(&mut *out);
+            write_out(pending, &mut *out);
         }
         *next = rx.try_recv().ok();
     }
