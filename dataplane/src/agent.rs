@@ -239,9 +239,15 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let late_files = capture.late_files();
     let kernel_maps = capture.kernel_maps();
     let filtered_late = capture.filtered_late();
-    // The probes are detached last, after the final counters: the kernel
-    // takes seconds to remove them on a busy machine.
+    // The kernel takes seconds to remove the probes on a busy machine (a grace
+    // period per uprobe), so they are detached beside the drain and the stores'
+    // flush rather than after them: a stop that waits out its deadline on a
+    // stalled store must not then also wait for the kernel. Their counters were
+    // read above.
     let probes = capture.stop();
+    let detach = std::thread::Builder::new()
+        .name("detach".into())
+        .spawn(move || drop(probes));
     let stats = pipeline.stop();
     stores.shutdown(
         deadline
@@ -260,7 +266,13 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         filtered_late,
     );
     crate::signals::stop_finished();
-    drop(probes);
+    match detach {
+        Ok(detach) => {
+            let _ = detach.join();
+        }
+        // The probes went with the failed spawn's closure: already detached.
+        Err(error) => tracing::warn!(%error, "cannot start the detach thread"),
+    }
     Ok(())
 }
 
