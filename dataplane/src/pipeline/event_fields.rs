@@ -180,17 +180,27 @@ impl WallTime {
 
 impl Display for WallTime {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        // Every event has one: digits written into place, one `write_str`.
         let secs = self.0 / 1_000_000_000;
         let micros = (self.0 % 1_000_000_000) / 1_000;
         let (y, m, d) = tapwire_store::calendar::civil_from_days(secs / 86_400);
         let rem = secs % 86_400;
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        )
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: u64| {
+            for digit in text[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, y.min(9999));
+        put(5, 2, m);
+        put(8, 2, d);
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        put(20, 6, micros);
+        // Only ASCII digits were written into ASCII text.
+        f.write_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 
@@ -246,9 +256,50 @@ impl<'a> AuthToken<'a> {
     }
 }
 
-/// Serializes a [`Display`] value as a JSON string without building it first.
+/// Serializes a [`Display`] value as a JSON string, formatted first into a
+/// buffer on the stack: the serializer then escapes it in one pass, not once
+/// per fragment that `Display` writes (a timestamp or URL writes a dozen).
+/// Values longer than the buffer are streamed (`collect_str`).
 pub fn display<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
+    let mut buf = StackText::<DISPLAY_BUFFER>::new();
+    match write!(buf, "{value}") {
+        Ok(()) => s.serialize_str(buf.as_str()),
+        Err(fmt::Error) => s.collect_str(value),
+    }
+}
+
+/// Bytes of a [`display`] value formatted on the stack; URLs and paths past it
+/// are streamed.
+const DISPLAY_BUFFER: usize = 512;
+
+/// Text formatted into a fixed buffer; a write past its end fails.
+struct StackText<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    fn new() -> Self {
+        Self {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever copied in.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> Write for StackText<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let dest = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dest.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// `AuthToken` as three event fields.
@@ -322,6 +373,31 @@ pub fn direction_word(client: bool, peer: IpAddr) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_fields_are_escaped_whole_at_any_length() {
+        #[derive(Serialize)]
+        struct Field<'a> {
+            #[serde(serialize_with = "display")]
+            path: MaskedTarget<'a>,
+        }
+        for len in [
+            0,
+            1,
+            DISPLAY_BUFFER - 1,
+            DISPLAY_BUFFER,
+            DISPLAY_BUFFER + 1,
+            4096,
+        ] {
+            let target = format!("/\"q\\é\n{}", "x".repeat(len));
+            let json = serde_json::to_string(&Field {
+                path: MaskedTarget(&target),
+            })
+            .unwrap();
+            let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(back["path"], target.as_str(), "length {len}");
+        }
+    }
 
     #[test]
     fn credential_parameters_are_masked_case_insensitively_and_the_rest_kept() {

@@ -62,18 +62,29 @@ impl ArtifactRecords {
         self.targets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The event stores that receive object store `store`'s records.
-    fn for_store(&self, store: &str) -> Vec<Arc<dyn EventStore>> {
+    /// Whether object store `store`'s records go to any event store.
+    fn wanted(&self, store: &str) -> bool {
         let targets = self.lock();
         match targets.routes.iter().find(|(id, _)| id == store) {
-            Some((_, RecordsTo::Off)) => Vec::new(),
-            Some((_, RecordsTo::Store(id))) => targets
-                .events
-                .iter()
-                .filter(|e| e.id() == id)
-                .cloned()
-                .collect(),
-            Some((_, RecordsTo::Every)) | None => targets.events.clone(),
+            Some((_, RecordsTo::Off)) => false,
+            Some((_, RecordsTo::Store(id))) => targets.events.iter().any(|e| e.id() == id),
+            Some((_, RecordsTo::Every)) | None => !targets.events.is_empty(),
+        }
+    }
+
+    /// Sends `event` to the event stores that receive object store `store`'s
+    /// records (event stores never block, so under the lock).
+    fn emit(&self, store: &str, event: &Bytes) {
+        let targets = self.lock();
+        let only = match targets.routes.iter().find(|(id, _)| id == store) {
+            Some((_, RecordsTo::Off)) => return,
+            Some((_, RecordsTo::Store(id))) => Some(id),
+            Some((_, RecordsTo::Every)) | None => None,
+        };
+        for to in &targets.events {
+            if only.is_none_or(|id| to.id() == id) {
+                to.emit(event.clone());
+            }
         }
     }
 
@@ -101,6 +112,10 @@ impl ArtifactRecords {
         })
     }
 }
+
+/// Bytes an `artifact_record` event usually fits in (about 600 with an S3
+/// URL): one allocation, and not much more than the event keeps.
+const RECORD_CAPACITY: usize = 768;
 
 /// What the `artifact_record` events of one request say about it, shared by
 /// its objects' notices.
@@ -146,8 +161,7 @@ impl Announce for RequestRecord {
             debug_assert!(false, "object {part} of {}", self.parts.len());
             return;
         };
-        let to = self.records.for_store(stored.store);
-        if to.is_empty() {
+        if !self.records.wanted(stored.store) {
             return;
         }
         #[derive(Serialize)]
@@ -217,10 +231,8 @@ impl Announce for RequestRecord {
                 exe,
             },
         };
-        let event = Bytes::from(serde_json::to_vec(&event).expect("event serializes"));
-        for store in &to {
-            store.emit(event.clone());
-        }
+        let event = Bytes::from(super::txn::event_bytes_within(RECORD_CAPACITY, &event));
+        self.records.emit(stored.store, &event);
     }
 }
 

@@ -568,7 +568,12 @@ const EVENT_CAPACITY: usize = 1536;
 
 /// `event` as JSON.
 pub(crate) fn event_bytes(event: &impl Serialize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(EVENT_CAPACITY);
+    event_bytes_within(EVENT_CAPACITY, event)
+}
+
+/// `event` as JSON, in a buffer that starts at `capacity` bytes.
+pub(crate) fn event_bytes_within(capacity: usize, event: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     serde_json::to_writer(&mut out, event).expect("event serializes");
     out
 }

@@ -190,8 +190,9 @@ pub struct Results {
     pub tapwire_points: Vec<(PathBuf, u64)>,
     /// Whether tapwire said it was capturing.
     pub tapwire_capturing: bool,
-    /// `perf report` of tapwire under load, or why there is none.
-    pub profile: Option<String>,
+    /// `perf report` of tapwire under load (or why there is none), per
+    /// configuration profiled: the default config and the S3 store.
+    pub profiles: Vec<(Config, String)>,
     /// Why the Go server workload did not run.
     pub go_unavailable: Option<String>,
     /// The Go server's pid (its probes are on `/proc/PID/exe`).
@@ -385,17 +386,28 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
             Err(e) => Err(format!("{e:#}")),
         });
     }
-    if plan.profile && wanted(Config::TapwireStdout) {
-        let env = Env {
+    for config in [Config::TapwireStdout, Config::TapwireS3] {
+        if !plan.profile || !wanted(config) {
+            continue;
+        }
+        let bucket = "bench-profile".to_owned();
+        let spool = dir.join("spool-profile");
+        let mut env = Env {
             tapwire_points: Some(&points),
             ..base_env
         };
-        results.profile = Some(
-            match profile(&mut launcher, nginx, &env, plan.secs, &wrk_out) {
-                Ok(report) => report,
-                Err(e) => format!("no profile: {e:#}"),
-            },
-        );
+        if config == Config::TapwireS3
+            && let Some(s3) = &seaweed
+        {
+            s3.create_bucket(&bucket);
+            std::fs::create_dir_all(&spool)?;
+            env.s3 = Some((s3_endpoint.as_str(), &bucket, &spool));
+        }
+        let report = match profile(&mut launcher, nginx, config, &env, plan.secs, &wrk_out) {
+            Ok(report) => report,
+            Err(e) => format!("no profile: {e:#}"),
+        };
+        results.profiles.push((config, report));
     }
     Ok(results)
 }
@@ -403,19 +415,20 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
 /// Samples of `perf record` per second.
 const PROFILE_HZ: u32 = 499;
 /// Lines of `perf report` kept.
-const PROFILE_LINES: usize = 30;
+const PROFILE_LINES: usize = 40;
 
-/// tapwire (default config) under the HTTPS 1 KiB load with `perf record` on it;
+/// tapwire (in `config`) under the HTTPS 1 KiB load with `perf record` on it;
 /// returns the top of `perf report` by symbol.
 fn profile(
     launcher: &mut Launcher,
     nginx: &Nginx,
+    config: Config,
     env: &Env<'_>,
     secs: u32,
     out: &Path,
 ) -> Result<String> {
     use std::process::{Command, Stdio};
-    let tracer = Tracer::start(Config::TapwireStdout, env)?.context("tapwire did not start")?;
+    let tracer = Tracer::start(config, env)?.context("tapwire did not start")?;
     let data = env.dir.join("perf.data");
     let mut cmd = Command::new("perf");
     cmd.args(["record", "-q", "-g", "-F", &PROFILE_HZ.to_string(), "-p"])
@@ -434,7 +447,8 @@ fn profile(
     std::thread::sleep(Duration::from_millis(500));
     perf.check_running()?;
     eprintln!(
-        "bench: profiling tapwire under {}",
+        "bench: profiling {} under {}",
+        config.label(),
         Workload::Https1K.label()
     );
     let url = format!(

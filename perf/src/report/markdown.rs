@@ -208,11 +208,12 @@ impl Report<'_> {
                 .collect();
             let _ = writeln!(s, "- {}: {}", config.label(), top.join(", "));
         }
-        if let Some(profile) = &r.profile {
+        for (config, profile) in &r.profiles {
             let _ = writeln!(
                 s,
-                "\nProfile of tapwire (default config) under the HTTPS 1 KiB load, `perf record -g` \
-                 on its threads, self time by thread, library and symbol:\n\n```text\n{profile}\n```"
+                "\nProfile of {} under the HTTPS 1 KiB load, `perf record -g` on its threads, \
+                 self time by thread, library and symbol:\n\n```text\n{profile}\n```",
+                config.label()
             );
         }
         let _ = writeln!(s, "\n## Go probes\n");
