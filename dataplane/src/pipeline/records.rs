@@ -11,7 +11,7 @@
 //! count what they drop; an object store counts the notices it had to drop
 //! (`artifact_records_dropped`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -109,6 +109,7 @@ impl ArtifactRecords {
             direction: event_fields::direction_word(txn.egress, txn.conn.remote.ip()),
             protocol: txn.protocol,
             tls: txn.tls,
+            summary: OnceLock::new(),
         })
     }
 }
@@ -135,6 +136,8 @@ pub struct RequestRecord {
     direction: &'static str,
     protocol: Protocol,
     tls: bool,
+    /// The `summary` object's JSON, written once for all the request's events.
+    summary: OnceLock<Box<[u8]>>,
 }
 
 impl RequestRecord {
@@ -165,17 +168,6 @@ impl Announce for RequestRecord {
             return;
         }
         #[derive(Serialize)]
-        struct Summary<'a> {
-            method: &'a str,
-            authority: Option<&'a str>,
-            status: Option<u16>,
-            direction: &'static str,
-            protocol: Protocol,
-            tls: bool,
-            pid: u32,
-            exe: Option<&'a str>,
-        }
-        #[derive(Serialize)]
         struct Event<'a> {
             #[serde(rename = "type")]
             kind: &'static str,
@@ -193,16 +185,7 @@ impl Announce for RequestRecord {
             url: Option<&'a str>,
             store: &'a str,
             deduplicated: bool,
-            summary: Summary<'a>,
         }
-        let looked_up;
-        let exe = match &self.exe {
-            Some(exe) => Some(&**exe),
-            None => {
-                looked_up = self.records.processes.exe(self.pid);
-                looked_up.as_deref()
-            }
-        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -220,19 +203,54 @@ impl Announce for RequestRecord {
             url: stored.url,
             store: stored.store,
             deduplicated: stored.deduplicated,
-            summary: Summary {
-                method: &self.method,
-                authority: self.authority.as_deref(),
-                status: self.status,
-                direction: self.direction,
-                protocol: self.protocol,
-                tls: self.tls,
-                pid: self.pid,
-                exe,
-            },
         };
-        let event = Bytes::from(super::txn::event_bytes_within(RECORD_CAPACITY, &event));
+        let mut json = super::txn::event_bytes_within(RECORD_CAPACITY, &event);
+        // The object's fields, then the request's summary, the same in each
+        // of its events: `{...}` becomes `{...,"summary":{...}}`.
+        json.pop();
+        json.extend_from_slice(b",\"summary\":");
+        json.extend_from_slice(self.summary.get_or_init(|| self.summary_json()));
+        json.push(b'}');
+        let event = Bytes::from(json);
         self.records.emit(stored.store, &event);
+    }
+}
+
+impl RequestRecord {
+    /// The `summary` object: what the request was, and which process made it.
+    fn summary_json(&self) -> Box<[u8]> {
+        #[derive(Serialize)]
+        struct Summary<'a> {
+            method: &'a str,
+            authority: Option<&'a str>,
+            status: Option<u16>,
+            direction: &'static str,
+            protocol: Protocol,
+            tls: bool,
+            pid: u32,
+            exe: Option<&'a str>,
+        }
+        let looked_up;
+        let exe = match &self.exe {
+            Some(exe) => Some(&**exe),
+            None => {
+                looked_up = self.records.processes.exe(self.pid);
+                looked_up.as_deref()
+            }
+        };
+        let summary = Summary {
+            method: &self.method,
+            authority: self.authority.as_deref(),
+            status: self.status,
+            direction: self.direction,
+            protocol: self.protocol,
+            tls: self.tls,
+            pid: self.pid,
+            exe,
+        };
+        serde_json::to_vec(&summary)
+            .expect("summary serializes")
+            .into_boxed_slice()
     }
 }
 
@@ -242,15 +260,15 @@ mod tests {
     use std::time::Duration;
     use tapwire_store::StoreStats;
 
-    /// Counts the events it receives.
-    struct Count(&'static str, Mutex<usize>);
+    /// Keeps the events it receives.
+    struct Count(&'static str, Mutex<Vec<Bytes>>);
 
     impl EventStore for Count {
         fn id(&self) -> &str {
             self.0
         }
-        fn emit(&self, _: Bytes) {
-            *self.1.lock().unwrap() += 1;
+        fn emit(&self, event: Bytes) {
+            self.1.lock().unwrap().push(event);
         }
         fn stats(&self) -> StoreStats {
             StoreStats::default()
@@ -261,8 +279,8 @@ mod tests {
     #[test]
     fn each_object_store_sends_its_records_where_its_event_store_says() {
         let (e1, e2) = (
-            Arc::new(Count("e1", Mutex::new(0))),
-            Arc::new(Count("e2", Mutex::new(0))),
+            Arc::new(Count("e1", Mutex::default())),
+            Arc::new(Count("e2", Mutex::default())),
         );
         let records = ArtifactRecords::new(Vec::new(), Arc::default());
         records.set(
@@ -287,6 +305,7 @@ mod tests {
             direction: "egress-external",
             protocol: Protocol::Http1,
             tls: true,
+            summary: OnceLock::new(),
         });
         let digest = blake3::hash(b"x");
         for store in ["to_e2", "off", "all", "unlisted"] {
@@ -299,7 +318,21 @@ mod tests {
                 deduplicated: false,
             });
         }
-        let got = |c: &Count| *c.1.lock().unwrap();
+        let got = |c: &Count| c.1.lock().unwrap().len();
         assert_eq!((got(&e1), got(&e2)), (2, 3));
+        for event in e2.1.lock().unwrap().iter() {
+            let event: serde_json::Value = serde_json::from_slice(event).unwrap();
+            assert_eq!(event["type"], "artifact_record");
+            assert_eq!(event["digest"], digest.to_hex().as_str());
+            assert_eq!(event["role"], "response_body");
+            assert_eq!(
+                event["summary"],
+                serde_json::json!({
+                    "method": "GET", "authority": null, "status": 200,
+                    "direction": "egress-external", "protocol": "http1", "tls": true,
+                    "pid": 3, "exe": "/usr/bin/curl",
+                })
+            );
+        }
     }
 }
