@@ -167,56 +167,65 @@ impl Announce for RequestRecord {
         if !self.records.wanted(stored.store) {
             return;
         }
-        #[derive(Serialize)]
-        struct Event<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            #[serde(serialize_with = "event_fields::display")]
-            timestamp: WallTime,
-            conn_id: u64,
-            request_id: u64,
-            stream_id: Option<u32>,
-            role: ObjectRole,
-            artifact_type: &'static str,
-            #[serde(serialize_with = "event_fields::display")]
-            digest: &'a tapwire_store::Digest,
-            size: u64,
-            content_type: &'a str,
-            url: Option<&'a str>,
-            store: &'a str,
-            deduplicated: bool,
-        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let event = Event {
-            kind: "artifact_record",
-            timestamp: WallTime(now),
-            conn_id: self.conn_id,
-            request_id: self.request_id,
-            stream_id: self.stream_id,
-            role,
-            artifact_type: artifact_type(role),
-            digest: stored.digest,
-            size: stored.size,
-            content_type: stored.content_type,
-            url: stored.url,
-            store: stored.store,
-            deduplicated: stored.deduplicated,
-        };
-        let mut json = super::txn::event_bytes_within(RECORD_CAPACITY, &event);
-        // The object's fields, then the request's summary, the same in each
-        // of its events: `{...}` becomes `{...,"summary":{...}}`.
-        json.pop();
-        json.extend_from_slice(b",\"summary\":");
-        json.extend_from_slice(self.summary.get_or_init(|| self.summary_json()));
-        json.push(b'}');
+        let mut json = Vec::with_capacity(RECORD_CAPACITY);
+        self.write_event(&mut json, WallTime(now), role, &stored);
         let event = Bytes::from(json);
         self.records.emit(stored.store, &event);
     }
 }
 
 impl RequestRecord {
+    /// Writes the `artifact_record` event of object `role`, stored as `stored`.
+    /// One is written per object and per store, so it is written by hand,
+    /// not through serde: its keys need no escaping and most of its values
+    /// are numbers, names and a digest; the request's `summary` object is
+    /// written once for all its events. `docs/stdout.md` lists the fields; a
+    /// test holds this to what serde writes for the same fields.
+    fn write_event(&self, out: &mut Vec<u8>, at: WallTime, role: ObjectRole, stored: &Stored<'_>) {
+        use std::io::Write;
+        // Writing into a `Vec` cannot fail.
+        let _ = write!(
+            out,
+            "{{\"type\":\"artifact_record\",\"timestamp\":\"{at}\",\"conn_id\":{},\"request_id\":{},\"stream_id\":",
+            self.conn_id, self.request_id
+        );
+        match self.stream_id {
+            Some(id) => {
+                let _ = write!(out, "{id}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(
+            out,
+            ",\"role\":\"{}\",\"artifact_type\":\"{}\",\"digest\":\"{}\",\"size\":{},\"content_type\":",
+            role.name(),
+            artifact_type(role),
+            stored.digest.to_hex(),
+            stored.size
+        );
+        let text = |out: &mut Vec<u8>, value: &str| {
+            serde_json::to_writer(&mut *out, value).expect("a string serializes");
+        };
+        text(out, stored.content_type);
+        out.extend_from_slice(b",\"url\":");
+        match stored.url {
+            Some(url) => text(out, url),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"store\":");
+        text(out, stored.store);
+        out.extend_from_slice(if stored.deduplicated {
+            b",\"deduplicated\":true,\"summary\":"
+        } else {
+            b",\"deduplicated\":false,\"summary\":"
+        });
+        out.extend_from_slice(self.summary.get_or_init(|| self.summary_json()));
+        out.push(b'}');
+    }
+
     /// The `summary` object: what the request was, and which process made it.
     fn summary_json(&self) -> Box<[u8]> {
         #[derive(Serialize)]
@@ -276,6 +285,25 @@ mod tests {
         fn shutdown(&self, _: Duration) {}
     }
 
+    fn record(records: Arc<ArtifactRecords>, stream_id: Option<u32>) -> Arc<RequestRecord> {
+        Arc::new(RequestRecord {
+            records,
+            conn_id: 1,
+            request_id: 2,
+            stream_id,
+            parts: Box::new([ObjectRole::ResponseBody]),
+            pid: 3,
+            exe: Some("/usr/bin/curl".into()),
+            method: "GET".into(),
+            authority: None,
+            status: Some(200),
+            direction: "egress-external",
+            protocol: Protocol::Http1,
+            tls: true,
+            summary: OnceLock::new(),
+        })
+    }
+
     #[test]
     fn each_object_store_sends_its_records_where_its_event_store_says() {
         let (e1, e2) = (
@@ -291,22 +319,7 @@ mod tests {
                 ("all".into(), RecordsTo::Every),
             ],
         );
-        let record = Arc::new(RequestRecord {
-            records,
-            conn_id: 1,
-            request_id: 2,
-            stream_id: None,
-            parts: Box::new([ObjectRole::ResponseBody]),
-            pid: 3,
-            exe: Some("/usr/bin/curl".into()),
-            method: "GET".into(),
-            authority: None,
-            status: Some(200),
-            direction: "egress-external",
-            protocol: Protocol::Http1,
-            tls: true,
-            summary: OnceLock::new(),
-        });
+        let record = record(records, None);
         let digest = blake3::hash(b"x");
         for store in ["to_e2", "off", "all", "unlisted"] {
             record.notice(0).stored(Stored {
@@ -332,6 +345,79 @@ mod tests {
                     "direction": "egress-external", "protocol": "http1", "tls": true,
                     "pid": 3, "exe": "/usr/bin/curl",
                 })
+            );
+        }
+    }
+
+    #[test]
+    fn records_are_written_as_serde_writes_the_same_fields() {
+        #[derive(Serialize)]
+        struct Reference<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(serialize_with = "event_fields::display")]
+            timestamp: WallTime,
+            conn_id: u64,
+            request_id: u64,
+            stream_id: Option<u32>,
+            role: ObjectRole,
+            artifact_type: &'static str,
+            #[serde(serialize_with = "event_fields::display")]
+            digest: &'a tapwire_store::Digest,
+            size: u64,
+            content_type: &'a str,
+            url: Option<&'a str>,
+            store: &'a str,
+            deduplicated: bool,
+        }
+        let digest = blake3::hash(b"x");
+        let at = WallTime(1_785_000_000_123_456_789);
+        for (role, stream_id, url, deduplicated) in [
+            (ObjectRole::RequestHeaders, None, None, false),
+            (
+                ObjectRole::RequestBody,
+                Some(5),
+                Some("https://s3.example/b/\"k\"\n"),
+                true,
+            ),
+            (ObjectRole::ResponseHeaders, Some(0), Some(""), false),
+            (ObjectRole::ResponseBody, Some(u32::MAX), None, true),
+            (ObjectRole::HttpTransaction, None, Some("http://x/"), false),
+        ] {
+            let record = record(ArtifactRecords::new(Vec::new(), Arc::default()), stream_id);
+            let stored = Stored {
+                store: "s\u{7}3 é",
+                digest: &digest,
+                size: u64::MAX,
+                content_type: "text/plain; charset=\"utf-8\"\t",
+                url,
+                deduplicated,
+            };
+            let mut ours = Vec::new();
+            record.write_event(&mut ours, at, role, &stored);
+            let mut reference = serde_json::to_vec(&Reference {
+                kind: "artifact_record",
+                timestamp: at,
+                conn_id: record.conn_id,
+                request_id: record.request_id,
+                stream_id,
+                role,
+                artifact_type: artifact_type(role),
+                digest: &digest,
+                size: stored.size,
+                content_type: stored.content_type,
+                url,
+                store: stored.store,
+                deduplicated,
+            })
+            .unwrap();
+            reference.pop();
+            reference.extend_from_slice(b",\"summary\":");
+            reference.extend_from_slice(&record.summary_json());
+            reference.push(b'}');
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(reference).unwrap()
             );
         }
     }

@@ -250,6 +250,19 @@ pub enum ObjectRole {
     HttpTransaction,
 }
 
+impl ObjectRole {
+    /// The role's name in events (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectRole::RequestHeaders => "request_headers",
+            ObjectRole::RequestBody => "request_body",
+            ObjectRole::ResponseHeaders => "response_headers",
+            ObjectRole::ResponseBody => "response_body",
+            ObjectRole::HttpTransaction => "http_transaction",
+        }
+    }
+}
+
 /// An object as an event refers to it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectRef {
@@ -568,12 +581,7 @@ const EVENT_CAPACITY: usize = 1536;
 
 /// `event` as JSON.
 pub(crate) fn event_bytes(event: &impl Serialize) -> Vec<u8> {
-    event_bytes_within(EVENT_CAPACITY, event)
-}
-
-/// `event` as JSON, in a buffer that starts at `capacity` bytes.
-pub(crate) fn event_bytes_within(capacity: usize, event: &impl Serialize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(capacity);
+    let mut out = Vec::with_capacity(EVENT_CAPACITY);
     serde_json::to_writer(&mut out, event).expect("event serializes");
     out
 }
