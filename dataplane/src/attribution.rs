@@ -48,6 +48,20 @@ pub struct Attribution {
     pub pod_qos: Option<&'static str>,
 }
 
+impl Attribution {
+    /// Each field's event name and value, in the order events write them
+    /// (absent ones are left out of events).
+    pub fn fields(&self) -> [(&'static str, Option<&str>); 5] {
+        [
+            ("cgroup", self.cgroup.as_deref()),
+            ("container_id", self.container_id.as_deref()),
+            ("container_runtime", self.container_runtime),
+            ("pod_uid", self.pod_uid.as_deref()),
+            ("pod_qos", self.pod_qos),
+        ]
+    }
+}
+
 /// Container runtimes by the prefix of their systemd scope or directory.
 const RUNTIME_PREFIXES: [(&str, &str); 6] = [
     ("docker-", "docker"),

@@ -178,14 +178,7 @@ fn check_common(e: &serde_json::Map<String, Value>, c: &ConnInfo, origin: &Origi
     assert_eq!(e["local"], c.local.to_string());
     assert_eq!(e["remote"], c.remote.to_string());
     assert_eq!(e["host"], origin.host);
-    let place = origin.place;
-    for (key, value) in [
-        ("cgroup", place.cgroup.as_deref()),
-        ("container_id", place.container_id.as_deref()),
-        ("container_runtime", place.container_runtime),
-        ("pod_uid", place.pod_uid.as_deref()),
-        ("pod_qos", place.pod_qos),
-    ] {
+    for (key, value) in origin.place.fields() {
         assert_eq!(e.get(key).and_then(Value::as_str), value, "{key}");
     }
 }

@@ -302,6 +302,116 @@ impl<const N: usize> Write for StackText<N> {
     }
 }
 
+/// Writes one JSON object field by field into a buffer, for the events that
+/// are written for every transaction: keys are constants that need no
+/// escaping, and a string value is checked for characters that need escaping
+/// in one vectorised pass and copied whole when it has none (nearly always),
+/// else escaped by `serde_json`. Tests hold each such event to what serde
+/// writes for the same fields.
+pub struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    /// Starts an object at the end of `out`.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, first: true }
+    }
+
+    /// Starts field `key` (a plain name: written as is).
+    pub fn key(&mut self, key: &str) -> &mut Self {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self
+    }
+
+    /// A string value.
+    pub fn str(&mut self, value: &str) {
+        json_string(self.out, value);
+    }
+
+    /// A string value or null.
+    pub fn opt_str(&mut self, value: Option<&str>) {
+        match value {
+            Some(v) => json_string(self.out, v),
+            None => self.null(),
+        }
+    }
+
+    /// A [`Display`] value as a string (see [`display`]).
+    pub fn display(&mut self, value: &impl Display) {
+        let mut buf = StackText::<DISPLAY_BUFFER>::new();
+        match write!(buf, "{value}") {
+            Ok(()) => json_string(self.out, buf.as_str()),
+            Err(fmt::Error) => json_string(self.out, &value.to_string()),
+        }
+    }
+
+    /// An unsigned integer.
+    pub fn uint(&mut self, value: impl Into<u64>) {
+        use std::io::Write as _;
+        // Writing into a `Vec` cannot fail.
+        let _ = write!(self.out, "{}", value.into());
+    }
+
+    /// An unsigned integer or null.
+    pub fn opt_uint(&mut self, value: Option<impl Into<u64>>) {
+        match value {
+            Some(v) => self.uint(v),
+            None => self.null(),
+        }
+    }
+
+    /// A float, as `serde_json` writes it (null when not finite).
+    pub fn float(&mut self, value: f64) {
+        serde_json::to_writer(&mut *self.out, &value).expect("a float serializes");
+    }
+
+    /// `true` or `false`.
+    pub fn bool(&mut self, value: bool) {
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    /// `null`.
+    pub fn null(&mut self) {
+        self.out.extend_from_slice(b"null");
+    }
+
+    /// The buffer, to write a nested value into.
+    pub fn raw(&mut self) -> &mut Vec<u8> {
+        self.out
+    }
+
+    /// Closes the object.
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// `value` as a JSON string: copied whole unless it holds a character JSON
+/// escapes (a control character, `"` or a backslash).
+pub fn json_string(out: &mut Vec<u8>, value: &str) {
+    // No early exit, so the check runs over whole vectors.
+    let escape = value.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if escape {
+        serde_json::to_writer(&mut *out, value).expect("a string serializes");
+    } else {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    }
+}
+
 /// `AuthToken` as three event fields.
 #[derive(Serialize)]
 pub struct AuthTokenFields<'a> {

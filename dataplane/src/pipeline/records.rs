@@ -179,51 +179,29 @@ impl Announce for RequestRecord {
 
 impl RequestRecord {
     /// Writes the `artifact_record` event of object `role`, stored as `stored`.
-    /// One is written per object and per store, so it is written by hand,
-    /// not through serde: its keys need no escaping and most of its values
-    /// are numbers, names and a digest; the request's `summary` object is
-    /// written once for all its events. `docs/stdout.md` lists the fields; a
+    /// One is written per object and per store, so it is written field by
+    /// field ([`event_fields::JsonObject`]), and the request's `summary`
+    /// object once for all its events. `docs/stdout.md` lists the fields; a
     /// test holds this to what serde writes for the same fields.
     fn write_event(&self, out: &mut Vec<u8>, at: WallTime, role: ObjectRole, stored: &Stored<'_>) {
-        use std::io::Write;
-        // Writing into a `Vec` cannot fail.
-        let _ = write!(
-            out,
-            "{{\"type\":\"artifact_record\",\"timestamp\":\"{at}\",\"conn_id\":{},\"request_id\":{},\"stream_id\":",
-            self.conn_id, self.request_id
-        );
-        match self.stream_id {
-            Some(id) => {
-                let _ = write!(out, "{id}");
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-        let _ = write!(
-            out,
-            ",\"role\":\"{}\",\"artifact_type\":\"{}\",\"digest\":\"{}\",\"size\":{},\"content_type\":",
-            role.name(),
-            artifact_type(role),
-            stored.digest.to_hex(),
-            stored.size
-        );
-        let text = |out: &mut Vec<u8>, value: &str| {
-            serde_json::to_writer(&mut *out, value).expect("a string serializes");
-        };
-        text(out, stored.content_type);
-        out.extend_from_slice(b",\"url\":");
-        match stored.url {
-            Some(url) => text(out, url),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"store\":");
-        text(out, stored.store);
-        out.extend_from_slice(if stored.deduplicated {
-            b",\"deduplicated\":true,\"summary\":"
-        } else {
-            b",\"deduplicated\":false,\"summary\":"
-        });
-        out.extend_from_slice(self.summary.get_or_init(|| self.summary_json()));
-        out.push(b'}');
+        let mut e = event_fields::JsonObject::new(out);
+        e.key("type").str("artifact_record");
+        e.key("timestamp").display(&at);
+        e.key("conn_id").uint(self.conn_id);
+        e.key("request_id").uint(self.request_id);
+        e.key("stream_id").opt_uint(self.stream_id);
+        e.key("role").str(role.name());
+        e.key("artifact_type").str(artifact_type(role));
+        e.key("digest").str(stored.digest.to_hex().as_str());
+        e.key("size").uint(stored.size);
+        e.key("content_type").str(stored.content_type);
+        e.key("url").opt_str(stored.url);
+        e.key("store").str(stored.store);
+        e.key("deduplicated").bool(stored.deduplicated);
+        e.key("summary")
+            .raw()
+            .extend_from_slice(self.summary.get_or_init(|| self.summary_json()));
+        e.end();
     }
 
     /// The `summary` object: what the request was, and which process made it.

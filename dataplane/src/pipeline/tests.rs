@@ -877,3 +877,101 @@ fn http2_data_not_copied_is_skipped_by_the_frame_length() {
     assert_eq!(txns[0].response.body.len(), 100);
     assert_eq!(shard.stats.overload_body_bytes, 9_900);
 }
+
+#[test]
+fn transaction_events_are_written_as_serde_writes_the_same_fields() {
+    let long_token = "Bearer abcdefghijklmnopqrstuvwxyz0123456789";
+    let first = format!(
+        "GET /a/b?token=s3cret&q=%22x%22 HTTP/1.1\r\nHost: example.test:8443\r\n\
+         Authorization: {long_token}\r\nUser-Agent: ua \"quoted\" \\ back\tslash\r\n\
+         Content-Type: text/plain; charset=\"utf-8\"\r\n\r\n"
+    );
+    let parts: Vec<(Flow, &[u8])> = vec![
+        (E, first.as_bytes()),
+        (
+            I,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}",
+        ),
+        (
+            E,
+            b"POST /two HTTP/1.1\r\nX-Api-Key: short\r\nContent-Length: 3\r\n\r\nabc",
+        ),
+        (I, b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n"),
+        (
+            E,
+            b"GET http://proxy.example/abs?sig=1 HTTP/1.1\r\nHost: proxy.example\r\n\r\n",
+        ),
+        (I, b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ];
+    let (mut txns, _) = run(&conversation(9, true, &parts));
+    assert_eq!(txns.len(), 3);
+    txns[1].tls = false;
+    txns[1].stream_id = Some(7);
+    txns[1].grpc_status = Some(14);
+    txns[1].protocol = super::txn::Protocol::Grpc;
+    txns[1].tls_sni = Some("sni.example".into());
+    txns[1].end_ns = txns[1].start_ns + 1_234_567;
+    txns[2].egress = false;
+    txns[2].gap = true;
+    txns[2].truncated = true;
+    txns[2].incomplete_headers = true;
+    txns[2].authority = None;
+    let container = Attribution {
+        cgroup: Some("/kubepods.slice/pod\"x\".slice".into()),
+        container_id: Some("4c2b1e8a".into()),
+        container_runtime: Some("containerd"),
+        pod_uid: Some("0f5a6b2c".into()),
+        pod_qos: Some("burstable"),
+    };
+    let in_pod = Origin {
+        host: "node-\u{1}2",
+        place: &container,
+    };
+    let objects = [
+        super::txn::ObjectRef {
+            role: super::txn::ObjectRole::RequestHeaders,
+            digest: "5d1c".into(),
+            size: 78,
+            content_type: "application/http-headers".into(),
+            url: Some("https://s3.example/b/5d1c?x=\"1\"".into()),
+            kept: true,
+        },
+        super::txn::ObjectRef {
+            role: super::txn::ObjectRole::ResponseBody,
+            digest: "ea8f".into(),
+            size: 0,
+            content_type: "text/plain".into(),
+            url: None,
+            kept: false,
+        },
+    ];
+    for txn in &txns {
+        for (objects, exe, origin) in [
+            (&objects[..], Some("/usr/bin/curl"), &ORIGIN),
+            (&[][..], None, &in_pod),
+            (&objects[1..], Some("/opt/\"odd\"\\name"), &in_pod),
+        ] {
+            let ours = String::from_utf8(txn.event_json(objects, exe, origin)).unwrap();
+            let reference =
+                String::from_utf8(txn.event_json_reference(objects, exe, origin)).unwrap();
+            // The timestamp is taken when each is written.
+            let strip = |s: &str| {
+                let at = s.find("\"timestamp\":\"").unwrap() + 13;
+                format!("{}{}", &s[..at], &s[at + 27..])
+            };
+            assert_eq!(strip(&ours), strip(&reference));
+            assert!(ours.contains("\"timestamp\":\""), "{ours}");
+        }
+    }
+    // The cases above reach the fields' less common forms.
+    let first = String::from_utf8(txns[0].event_json(&objects, None, &in_pod)).unwrap();
+    for part in [
+        r#""auth_token_mask":"...6789""#,
+        r#""user_agent":"ua \"quoted\" \\ back\tslash""#,
+        r#""path":"/a/b?token=REDACTED&q=%22x%22""#,
+        r#""pod_qos":"burstable""#,
+        r#""host":"node-\u00012""#,
+    ] {
+        assert!(first.contains(part), "{part} in {first}");
+    }
+}

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::budget::{Budget, Charge};
-use super::event_fields::{self, AuthTokenFields, MaskedTarget, Url, WallTime};
+use super::event_fields::{self, MaskedTarget, Url, WallTime};
 use super::input::ConnInfo;
 use crate::attribution::Origin;
 
@@ -30,6 +30,17 @@ pub enum Protocol {
     Http2,
     /// gRPC over HTTP/2.
     Grpc,
+}
+
+impl Protocol {
+    /// The protocol's name in events (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+        }
+    }
 }
 
 /// One side (request or response) of a transaction.
@@ -386,8 +397,114 @@ impl Transaction {
     }
 
     /// The event JSON, with `objects` already stored, the process's executable
-    /// if known, and where it runs.
+    /// if known, and where it runs. One is written per transaction, so it is
+    /// written field by field ([`event_fields::JsonObject`]); the fields are
+    /// those of `docs/stdout.md`, in that order, and a test holds them to what
+    /// serde writes for them ([`Self::event_json_reference`]).
     pub fn event_json(
+        &self,
+        objects: &[ObjectRef],
+        exe: Option<&str>,
+        origin: &Origin<'_>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(EVENT_CAPACITY);
+        let mut e = event_fields::JsonObject::new(&mut out);
+        e.key("type").str("http_transaction");
+        e.key("schema").uint(EVENT_SCHEMA);
+        e.key("timestamp")
+            .display(&WallTime::of_monotonic(self.start_ns));
+        self.write_identity(&mut e, exe, origin);
+        e.key("grpc_status").opt_uint(self.grpc_status);
+        e.key("request_content_type")
+            .opt_str(self.request.header("content-type"));
+        e.key("response_content_type")
+            .opt_str(self.response.header("content-type"));
+        e.key("user_agent")
+            .opt_str(self.request.header("user-agent"));
+        if let Some(token) = event_fields::AuthToken::find(&self.request.headers) {
+            e.key("auth_token_source").str(token.source);
+            e.key("auth_token_type").str(token.kind);
+            match token.last4 {
+                Some(last4) => e
+                    .key("auth_token_mask")
+                    .display(&format_args!("...{last4}")),
+                None => e.key("auth_token_mask").null(),
+            }
+        }
+        e.key("request_header_bytes").uint(self.request.head_bytes);
+        e.key("response_header_bytes")
+            .uint(self.response.head_bytes);
+        e.key("request_body_bytes").uint(self.request.body_bytes);
+        e.key("response_body_bytes").uint(self.response.body_bytes);
+        e.key("start_ns").uint(self.start_ns);
+        e.key("end_ns").uint(self.end_ns);
+        e.key("duration_ms")
+            .float(self.end_ns.saturating_sub(self.start_ns) as f64 / 1e6);
+        e.key("truncated").bool(self.truncated);
+        e.key("gap").bool(self.gap);
+        e.key("incomplete_headers").bool(self.incomplete_headers);
+        e.key("objects");
+        let list = e.raw();
+        list.push(b'[');
+        for (i, object) in objects.iter().enumerate() {
+            if i > 0 {
+                list.push(b',');
+            }
+            let mut o = event_fields::JsonObject::new(list);
+            o.key("role").str(object.role.name());
+            o.key("digest").str(&object.digest);
+            o.key("size").uint(object.size as u64);
+            o.key("content_type").str(&object.content_type);
+            o.key("url").opt_str(object.url.as_deref());
+            o.key("kept").bool(object.kept);
+            o.end();
+        }
+        list.push(b']');
+        e.end();
+        out
+    }
+
+    /// [`TxnIdentity`]'s fields, written by hand for [`Self::event_json`].
+    fn write_identity(
+        &self,
+        e: &mut event_fields::JsonObject<'_>,
+        exe: Option<&str>,
+        origin: &Origin<'_>,
+    ) {
+        e.key("conn_id").uint(self.conn.conn_id);
+        e.key("request_id").uint(self.request_id);
+        e.key("stream_id").opt_uint(self.stream_id);
+        e.key("pid").uint(self.conn.pid);
+        e.key("tid").uint(self.tid);
+        e.key("comm").str(&self.conn.comm);
+        e.key("exe").opt_str(exe);
+        e.key("cgroup_id").uint(self.conn.cgroup_id);
+        e.key("host").str(origin.host);
+        for (key, value) in origin.place.fields() {
+            if let Some(value) = value {
+                e.key(key).str(value);
+            }
+        }
+        e.key("direction").str(event_fields::direction_word(
+            self.egress,
+            self.conn.remote.ip(),
+        ));
+        e.key("local").display(&self.conn.local);
+        e.key("remote").display(&self.conn.remote);
+        e.key("protocol").str(self.protocol.name());
+        e.key("tls").bool(self.tls);
+        e.key("tls_sni").opt_str(self.tls_sni.as_deref());
+        e.key("method").str(&self.method);
+        e.key("authority").opt_str(self.authority.as_deref());
+        e.key("path").display(&MaskedTarget(&self.path));
+        e.key("url").display(&self.url());
+        e.key("status").opt_uint(self.status);
+    }
+
+    /// [`Self::event_json`] as serde writes the same fields: what the
+    /// hand-written event is held to.
+    #[cfg(test)]
+    pub fn event_json_reference(
         &self,
         objects: &[ObjectRef],
         exe: Option<&str>,
@@ -407,7 +524,7 @@ impl Transaction {
             response_content_type: Option<&'a str>,
             user_agent: Option<&'a str>,
             #[serde(flatten)]
-            auth_token: Option<AuthTokenFields<'a>>,
+            auth_token: Option<event_fields::AuthTokenFields<'a>>,
             request_header_bytes: u64,
             response_header_bytes: u64,
             request_body_bytes: u64,
