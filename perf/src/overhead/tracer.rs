@@ -528,9 +528,10 @@ fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
         if let Some(kernel) = v["kernel_drops"].as_object() {
             for (reason, n) in kernel {
                 let n = n.as_u64().unwrap_or(0);
-                if reason.starts_with("overload_") {
+                if reason.starts_with("overload_") || reason.ends_with("_bytes") {
                     // Graceful overload: records sent with only a prefix,
-                    // bytes left out. Nothing is lost whole: shown, not summed.
+                    // bytes left out. Nothing is lost whole; and bytes are
+                    // not records: shown, not summed.
                     if n > 0 {
                         gaps.push(format!("kernel {reason}={n} (not summed)"));
                     }
@@ -639,7 +640,7 @@ mod tests {
     fn drop_counters_and_stored_objects_are_summed() {
         let lines = vec![
             "INFO tapwire::agent: object store stopped store=\"s3\" stats=StoreStats { accepted: 30, stored: 3, deduplicated: 27, dropped: 1, errors: 0, multipart: 0, bytes: 9 }".to_owned(),
-            r#"INFO tapwire::agent: stopped counters={"kernel_drops":{"overload_records":4,"ring_full":5,"too_big":0},"ring_records":100,"queue_full":2,"shards":{"records":98,"transactions":40,"output_full":0,"gap_records":3}}"#.to_owned(),
+            r#"INFO tapwire::agent: stopped counters={"kernel_drops":{"lost_bytes":70000,"overload_records":4,"ring_full":5,"too_big":0},"ring_records":100,"queue_full":2,"shards":{"records":98,"transactions":40,"output_full":0,"gap_records":3}}"#.to_owned(),
         ];
         let (sum, detail) = drop_counters(&lines);
         assert_eq!(sum, 8);
@@ -649,6 +650,7 @@ mod tests {
                 "kernel ring_full=5",
                 "shard queue full=2",
                 "store s3=1",
+                "kernel lost_bytes=70000 (not summed)",
                 "kernel overload_records=4 (not summed)",
                 "shard gap_records=3 (not summed)"
             ]
