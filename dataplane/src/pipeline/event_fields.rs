@@ -259,17 +259,23 @@ impl<'a> AuthToken<'a> {
 /// Serializes a [`Display`] value as a JSON string, formatted first into a
 /// buffer on the stack: the serializer then escapes it in one pass, not once
 /// per fragment that `Display` writes (a timestamp or URL writes a dozen).
-/// Values longer than the buffer are streamed (`collect_str`).
+/// Values longer than the buffer are formatted into a `String` first.
 pub fn display<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    with_text(value, |text| s.serialize_str(text))
+}
+
+/// Calls `f` with `value` formatted on the stack, or (past
+/// [`DISPLAY_BUFFER`], rarely) in a `String`.
+fn with_text<R>(value: &impl Display, f: impl FnOnce(&str) -> R) -> R {
     let mut buf = StackText::<DISPLAY_BUFFER>::new();
     match write!(buf, "{value}") {
-        Ok(()) => s.serialize_str(buf.as_str()),
-        Err(fmt::Error) => s.collect_str(value),
+        Ok(()) => f(buf.as_str()),
+        Err(fmt::Error) => f(&value.to_string()),
     }
 }
 
 /// Bytes of a [`display`] value formatted on the stack; URLs and paths past it
-/// are streamed.
+/// go through a `String`.
 const DISPLAY_BUFFER: usize = 512;
 
 /// Text formatted into a fixed buffer; a write past its end fails.
@@ -346,11 +352,7 @@ impl<'a> JsonObject<'a> {
 
     /// A [`Display`] value as a string (see [`display`]).
     pub fn display(&mut self, value: &impl Display) {
-        let mut buf = StackText::<DISPLAY_BUFFER>::new();
-        match write!(buf, "{value}") {
-            Ok(()) => json_string(self.out, buf.as_str()),
-            Err(fmt::Error) => json_string(self.out, &value.to_string()),
-        }
+        with_text(value, |text| json_string(self.out, text));
     }
 
     /// An unsigned integer.

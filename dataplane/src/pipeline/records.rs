@@ -62,29 +62,27 @@ impl ArtifactRecords {
         self.targets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether object store `store`'s records go to any event store.
-    fn wanted(&self, store: &str) -> bool {
-        let targets = self.lock();
-        match targets.routes.iter().find(|(id, _)| id == store) {
-            Some((_, RecordsTo::Off)) => false,
-            Some((_, RecordsTo::Store(id))) => targets.events.iter().any(|e| e.id() == id),
-            Some((_, RecordsTo::Every)) | None => !targets.events.is_empty(),
-        }
-    }
-
-    /// Sends `event` to the event stores that receive object store `store`'s
-    /// records (event stores never block, so under the lock).
-    fn emit(&self, store: &str, event: &Bytes) {
+    /// Sends the event `make` writes to the event stores that receive object
+    /// store `store`'s records; `make` runs only if there is one. One lock,
+    /// held while the event is written and sent (event stores never block).
+    fn emit_with(&self, store: &str, make: impl FnOnce() -> Bytes) {
         let targets = self.lock();
         let only = match targets.routes.iter().find(|(id, _)| id == store) {
             Some((_, RecordsTo::Off)) => return,
             Some((_, RecordsTo::Store(id))) => Some(id),
             Some((_, RecordsTo::Every)) | None => None,
         };
-        for to in &targets.events {
-            if only.is_none_or(|id| to.id() == id) {
-                to.emit(event.clone());
-            }
+        let mut to = targets
+            .events
+            .iter()
+            .filter(|e| only.is_none_or(|id| e.id() == id))
+            .peekable();
+        if to.peek().is_none() {
+            return;
+        }
+        let event = make();
+        for store in to {
+            store.emit(event.clone());
         }
     }
 
@@ -164,16 +162,14 @@ impl Announce for RequestRecord {
             debug_assert!(false, "object {part} of {}", self.parts.len());
             return;
         };
-        if !self.records.wanted(stored.store) {
-            return;
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let mut json = Vec::with_capacity(RECORD_CAPACITY);
-        self.write_event(&mut json, WallTime(now), role, &stored);
-        let event = Bytes::from(json);
-        self.records.emit(stored.store, &event);
+        self.records.emit_with(stored.store, || {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            let mut json = Vec::with_capacity(RECORD_CAPACITY);
+            self.write_event(&mut json, WallTime(now), role, &stored);
+            Bytes::from(json)
+        });
     }
 }
 
