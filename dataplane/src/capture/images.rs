@@ -7,8 +7,9 @@
 //! probes and keeps the process table ([`super::procs`]).
 
 use std::{
+    fs::File,
     os::unix::fs::MetadataExt as _,
-    path::PathBuf,
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -244,17 +245,21 @@ pub fn processes_mapping(files: &[FileId]) -> Vec<(u32, FileId)> {
     out
 }
 
-/// A path that opens the file a process mapped at `addr` from `fd`: the fd if
-/// still open on the same file, else the mapping (`/proc/PID/map_files`, which
-/// works after the fd is closed, for deleted files and across mount
-/// namespaces).
-pub fn mapped_file(pid: u32, key: FileKey, addr: u64, fd: i32) -> Option<PathBuf> {
-    let same = |p: &PathBuf| {
-        std::fs::metadata(p).is_ok_and(|m| m.ino() == key.ino && m.dev() == user_dev(key.dev))
+/// The file a process mapped at `addr` from `fd`, opened: through the fd if
+/// it is still open on that file (cheapest), else through the mapping
+/// (`/proc/PID/map_files`, which lives as long as the mapping, works after
+/// the fd is closed, for deleted files and across mount namespaces). The
+/// identity is checked on the opened file, not on the path before opening:
+/// the dynamic loader closes its fd right after mapping, and the number may
+/// be gone or name another file by the time it is opened.
+pub fn mapped_file(pid: u32, key: FileKey, addr: u64, fd: i32) -> Option<File> {
+    let open_same = |p: &Path| {
+        let file = File::open(p).ok()?;
+        let meta = file.metadata().ok()?;
+        (meta.ino() == key.ino && meta.dev() == user_dev(key.dev)).then_some(file)
     };
-    let by_fd = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
-    if same(&by_fd) {
-        return Some(by_fd);
+    if let Some(file) = open_same(Path::new(&format!("/proc/{pid}/fd/{fd}"))) {
+        return Some(file);
     }
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let range = maps.lines().find_map(|line| {
@@ -264,10 +269,9 @@ pub fn mapped_file(pid: u32, key: FileKey, addr: u64, fd: i32) -> Option<PathBuf
             u64::from_str_radix(start, 16).ok()?,
             u64::from_str_radix(end, 16).ok()?,
         );
-        (start <= addr && addr < end).then(|| range.to_owned())
+        (start <= addr && addr < end).then_some(range)
     })?;
-    let by_map = PathBuf::from(format!("/proc/{pid}/map_files/{range}"));
-    same(&by_map).then_some(by_map)
+    open_same(Path::new(&format!("/proc/{pid}/map_files/{range}")))
 }
 
 #[cfg(test)]
@@ -350,11 +354,18 @@ mod tests {
         let dev = u64::from(libc::major(m.dev())) << 20 | u64::from(libc::minor(m.dev()));
         let key = FileKey { dev, ino: m.ino() };
         let found = mapped_file(std::process::id(), key, addr, -1).expect("resolved");
-        assert!(found.to_str().unwrap().contains("/map_files/"), "{found:?}");
+        assert_eq!(found.metadata().unwrap().ino(), m.ino());
+        // An fd number that names another file now (the loader closed its
+        // fd and the number was reused) resolves through the mapping.
+        let other_file = std::fs::File::open("/proc/self/maps").unwrap();
+        use std::os::fd::AsRawFd as _;
+        let found = mapped_file(std::process::id(), key, addr, other_file.as_raw_fd())
+            .expect("resolved through the mapping");
+        assert_eq!(found.metadata().unwrap().ino(), m.ino());
         let other = FileKey {
             dev,
             ino: m.ino() + 1,
         };
-        assert_eq!(mapped_file(std::process::id(), other, addr, -1), None);
+        assert!(mapped_file(std::process::id(), other, addr, -1).is_none());
     }
 }

@@ -486,12 +486,11 @@ impl Control {
         }
     }
 
-    /// Inspects the file at `path` (a `/proc/PID/…` link that dies with its
-    /// process, `pid`'s) through a descriptor of our own: a new TLS target
+    /// Inspects `file` (opened through a `/proc/PID/…` link that dies with
+    /// its process, `pid`'s) through a descriptor of our own: a new TLS target
     /// keeps it open, so its path stays valid for attaching, until no process
     /// maps the file ([`Control::release_unused`]).
-    fn inspect_held(&mut self, path: &Path, pid: u32) -> Option<Arc<TlsTarget>> {
-        let file = File::open(path).ok()?;
+    fn inspect_held(&mut self, file: File, pid: u32) -> Option<Arc<TlsTarget>> {
         let own = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let target = self.targets.inspect(&own)?;
         if let Some(held) = self.held.get_mut(&target.id) {
@@ -677,8 +676,9 @@ impl Control {
                 // before its probes are attached. Its libraries come with
                 // the records of their mappings, each measured from its own
                 // mapping (the rescans catch a record that never comes).
-                let exe = self
-                    .inspect_held(Path::new(&format!("/proc/{pid}/exe")), pid)
+                let exe = File::open(format!("/proc/{pid}/exe"))
+                    .ok()
+                    .and_then(|exe| self.inspect_held(exe, pid))
                     .map_or(0, |t| self.probes.attach_target(&t, None));
                 (exe, Sighting::Exec)
             }
@@ -689,15 +689,16 @@ impl Control {
             ProcEvent::Map {
                 pid, key, addr, fd, ..
             } => {
-                let path = images::mapped_file(pid, key, addr, fd);
+                let file = images::mapped_file(pid, key, addr, fd);
                 let mut counters = self.images.lock().unwrap_or_else(|e| e.into_inner());
                 counters.maps += 1;
-                let Some(path) = path else {
+                let Some(file) = file else {
+                    // Not marked inspected: the next mapping reports it again.
                     counters.unresolved += 1;
                     return;
                 };
                 drop(counters);
-                let target = self.inspect_held(&path, pid);
+                let target = self.inspect_held(file, pid);
                 let attached = target
                     .as_ref()
                     .map_or(0, |t| self.probes.attach_target(t, None));
