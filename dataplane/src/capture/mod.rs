@@ -38,7 +38,7 @@ pub mod targets;
 pub mod teardown;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     fs::File,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
@@ -190,6 +190,7 @@ impl Capture {
                         swept,
                         held: HashMap::new(),
                         release_scan: None,
+                        releasing: VecDeque::new(),
                         last_sighting: Instant::now(),
                     };
                     control.run(rx, &stop, &fallbacks);
@@ -396,6 +397,10 @@ struct Control {
     held: HashMap<FileId, Held>,
     /// The running release scan's result, when one runs.
     release_scan: Option<Receiver<ReleaseScan>>,
+    /// Held files the last scan found unused, detached one per turn of the
+    /// control loop (each takes the kernel 0.3-1 s): new files are probed
+    /// and `stop` is seen between them.
+    releasing: VecDeque<FileId>,
     /// When an exec or a mapping last brought a file to probe.
     last_sighting: Instant,
 }
@@ -437,7 +442,11 @@ impl Control {
                 .map(|&(_, due, _)| due.saturating_duration_since(Instant::now()))
                 .min()
                 .unwrap_or(CONTROL_IDLE_WAIT)
-                .min(CONTROL_IDLE_WAIT);
+                .min(if self.release_due() {
+                    Duration::ZERO
+                } else {
+                    CONTROL_IDLE_WAIT
+                });
             match rx.recv_timeout(wait) {
                 // Records come only from selected processes when selecting.
                 Ok(event) => {
@@ -475,6 +484,7 @@ impl Control {
                 self.release_unused();
                 last_release = Instant::now();
             }
+            self.release_next();
             if last_expiry.elapsed() >= EXPIRE_EVERY {
                 self.processes.expire();
                 last_expiry = Instant::now();
@@ -623,36 +633,64 @@ impl Control {
         }
     }
 
-    /// Releases the scanned files no process maps (and none was seen to map
-    /// since); keeps the others.
+    /// Queues the scanned files no process maps for release
+    /// ([`Control::release_next`]); keeps the others.
     fn apply_release_scan(&mut self, (scanned, mappers): &(Vec<FileId>, Vec<(u32, FileId)>)) {
-        let mut released = 0;
         for id in scanned {
             let Some(held) = self.held.get_mut(id) else {
                 continue;
             };
-            held.scanning = false;
             held.users
                 .extend(mappers.iter().filter(|m| m.1 == *id).map(|m| m.0));
-            if !held.users.is_empty() {
+            if held.users.is_empty() {
+                // Stays `scanning` (not scanned again) until released.
+                self.releasing.push_back(*id);
+            } else {
+                held.scanning = false;
                 self.probes.mark_inspected(held.key);
-                continue;
             }
-            self.held.remove(id);
-            let links = self.probes.detach_file(*id);
-            self.targets.forget(*id);
-            released += 1;
-            tracing::info!(
-                dev = id.dev,
-                ino = id.ino,
-                links,
-                "tls file released: no process maps it"
-            );
         }
+    }
+
+    /// Whether a queued file may be released now: while new files keep
+    /// coming, detaching (which holds up their attaching) waits, unless too
+    /// many wait.
+    fn release_due(&self) -> bool {
+        !self.releasing.is_empty()
+            && (self.last_sighting.elapsed() >= RELEASE_WHEN_QUIET
+                || self.releasing.len() > MAX_UNUSED_HELD)
+    }
+
+    /// Releases the next queued file unless a process was seen to map it
+    /// since its scan: its probes are detached, its descriptor closed.
+    fn release_next(&mut self) {
+        if !self.release_due() {
+            return;
+        }
+        let Some(id) = self.releasing.pop_front() else {
+            return;
+        };
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        held.scanning = false;
+        if !held.users.is_empty() {
+            self.probes.mark_inspected(held.key);
+            return;
+        }
+        self.held.remove(&id);
+        let links = self.probes.detach_file(id);
+        self.targets.forget(id);
+        tracing::info!(
+            dev = id.dev,
+            ino = id.ino,
+            links,
+            "tls file released: no process maps it"
+        );
         self.images
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .released += released;
+            .released += 1;
         self.publish_held();
     }
 
