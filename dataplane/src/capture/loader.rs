@@ -586,9 +586,10 @@ impl Probes {
         n
     }
 
-    /// Reclaims kernel map entries of exited processes ([`super::sweep`]).
-    pub fn sweep(&mut self, counters: &super::sweep::SweepCounters) {
-        super::sweep::sweep(&mut self.ebpf, counters);
+    /// Takes the maps that [`super::sweep`] reclaims entries of exited
+    /// processes from, for the thread that sweeps them.
+    pub fn take_sweeper(&mut self) -> super::sweep::Sweeper {
+        super::sweep::Sweeper::take(&mut self.ebpf)
     }
 
     /// Detaches every probe of the file `id` (no process maps it any more) and

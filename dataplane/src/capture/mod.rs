@@ -45,7 +45,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{Receiver, RecvTimeoutError, sync_channel},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -124,6 +124,8 @@ pub struct Capture {
     /// The probes once the control thread has stopped.
     stopped: StoppedProbes,
     filters: Option<JoinHandle<()>>,
+    /// The sweep thread and the sender whose drop stops it.
+    sweeper: Option<(SyncSender<()>, JoinHandle<()>)>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
     probed: Arc<ProbedCounts>,
@@ -165,6 +167,7 @@ impl Capture {
         let stop = Arc::new(AtomicBool::new(false));
         let images = SharedCounters::default();
         let swept = Arc::new(sweep::SweepCounters::default());
+        let sweeper = spawn_sweep_thread(probes.take_sweeper(), Arc::clone(&swept))?;
         let (tx, rx) = sync_channel(IMAGE_QUEUE);
         let (filter_thread, execs) = if opts.processes.has_filters() {
             let (execs, thread) = spawn_filter_thread(filtered, Arc::clone(&opts.processes))?;
@@ -178,7 +181,6 @@ impl Capture {
             let fallbacks = Arc::clone(&fallbacks);
             let images = Arc::clone(&images);
             let processes = Arc::clone(&opts.processes);
-            let swept = Arc::clone(&swept);
             std::thread::Builder::new()
                 .name("capture-control".into())
                 .spawn(move || {
@@ -187,7 +189,6 @@ impl Capture {
                         targets,
                         images,
                         processes,
-                        swept,
                         held: HashMap::new(),
                         release_scan: None,
                         releasing: VecDeque::new(),
@@ -205,6 +206,7 @@ impl Capture {
             control: Some(control),
             stopped: StoppedProbes(None),
             filters: filter_thread,
+            sweeper: Some(sweeper),
             drops,
             fallbacks,
             probed,
@@ -298,6 +300,10 @@ impl Capture {
         if let Some(filters) = self.filters.take() {
             let _ = filters.join();
         }
+        if let Some((wake, sweeper)) = self.sweeper.take() {
+            drop(wake);
+            let _ = sweeper.join();
+        }
     }
 }
 
@@ -322,6 +328,24 @@ impl Drop for StoppedProbes {
     }
 }
 
+/// Starts the thread that reclaims kernel map entries of exited processes
+/// every [`SWEEP_EVERY`]; it ends when the returned sender is dropped.
+fn spawn_sweep_thread(
+    mut sweeper: sweep::Sweeper,
+    counters: Arc<sweep::SweepCounters>,
+) -> Result<(SyncSender<()>, JoinHandle<()>), CaptureError> {
+    let (wake, rx) = sync_channel::<()>(1);
+    let thread = std::thread::Builder::new()
+        .name("capture-sweep".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(SWEEP_EVERY) {
+                sweeper.sweep(&counters);
+            }
+        })
+        .map_err(CaptureError::Spawn)?;
+    Ok((wake, thread))
+}
+
 /// Exec records waiting for the filter thread (pids); beyond this they are
 /// skipped, and the program's events are left to the agent's own check
 /// (`filtered_late`).
@@ -334,7 +358,7 @@ const EXEC_QUEUE: usize = 4096;
 fn spawn_filter_thread(
     mut map: loader::FilteredMap,
     processes: Arc<ProcessTable>,
-) -> Result<(std::sync::mpsc::SyncSender<u32>, JoinHandle<()>), CaptureError> {
+) -> Result<(SyncSender<u32>, JoinHandle<()>), CaptureError> {
     let (tx, rx) = sync_channel::<u32>(EXEC_QUEUE);
     let thread = std::thread::Builder::new()
         .name("capture-filters".into())
@@ -390,8 +414,6 @@ struct Control {
     targets: Targets,
     images: SharedCounters,
     processes: Arc<ProcessTable>,
-    /// Kernel map entries reclaimed.
-    swept: Arc<sweep::SweepCounters>,
     /// TLS files first seen through a process, kept open while processes
     /// map them (their targets' paths are `/proc/self/fd/N`).
     held: HashMap<FileId, Held>,
@@ -433,7 +455,6 @@ impl Control {
         let mut rescans: Vec<(u32, Instant, usize)> = Vec::new();
         let mut last_expiry = Instant::now();
         let mut last_release = Instant::now();
-        let mut last_sweep = Instant::now();
         while !stop.load(Ordering::Acquire) {
             // Wake for the next event, the next rescan due, or now and then
             // to look at `stop`: an idle agent's control thread sleeps.
@@ -488,10 +509,6 @@ impl Control {
             if last_expiry.elapsed() >= EXPIRE_EVERY {
                 self.processes.expire();
                 last_expiry = Instant::now();
-            }
-            if last_sweep.elapsed() >= SWEEP_EVERY {
-                self.probes.sweep(&self.swept);
-                last_sweep = Instant::now();
             }
         }
     }

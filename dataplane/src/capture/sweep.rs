@@ -5,7 +5,7 @@
 //! that starts with the tgid (`SSL_FDS`, `GO_CALLS`). A process that exits
 //! without closing its sockets leaves its entries behind: nothing in the kernel
 //! removes them, and LRU eviction would only reclaim them by evicting live
-//! connections along with them once a map is full. The capture control thread
+//! connections along with them once a map is full. A thread of its own
 //! sweeps these maps every few seconds and removes the entries whose process no
 //! longer exists, counted per map; it also reports how many entries each map
 //! holds, so an operator sees the maps return to their idle size.
@@ -91,54 +91,81 @@ impl SweepCounters {
 /// Calls `sweep_map::<$key, N>` for the map's value size `N`, one of the
 /// sizes listed (values are read as opaque bytes of exactly their size).
 macro_rules! sweep_sized {
-    ($size:expr, $key:ty, $ebpf:expr, $name:expr, $alive:expr, [$($n:literal),*]) => {
+    ($size:expr, $key:ty, $map:expr, $alive:expr, [$($n:literal),*]) => {
         match $size {
-            $($n => sweep_map::<$key, $n>($ebpf, $name, $alive),)*
+            $($n => sweep_map::<$key, $n>($map, $alive),)*
             _ => None,
         }
     };
 }
 
-/// Removes the entries of processes that no longer exist from every swept
-/// map, and records what each map holds. A map that cannot be swept (missing,
-/// or a value size not among those listed) is logged once per sweep at debug
-/// level and keeps its counters; the lifecycle test catches it.
-pub fn sweep(ebpf: &mut Ebpf, counters: &SweepCounters) {
-    let mut alive = Alive::default();
-    for (i, &(name, key)) in MAPS.iter().enumerate() {
-        let size = value_size(ebpf, name).unwrap_or(0);
-        let result = match key {
-            Key::TgidHigh => sweep_sized!(
-                size,
-                u64,
-                ebpf,
-                name,
-                &mut alive,
-                [1, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 128, 256, 360]
-            ),
-            Key::TgidFirst => sweep_sized!(
-                size,
-                [u64; 2],
-                ebpf,
-                name,
-                &mut alive,
-                [1, 8, 16, 24, 32, 40, 48, 56, 64]
-            ),
-        };
-        match result {
-            Some((reclaimed, entries)) => {
-                counters.reclaimed[i].fetch_add(reclaimed, Ordering::Relaxed);
-                counters.entries[i].store(entries, Ordering::Relaxed);
-            }
-            None => tracing::debug!(map = name, value_size = size, "kernel map not swept"),
-        }
-    }
-    counters.sweeps.fetch_add(1, Ordering::Relaxed);
+/// The swept maps, taken out of the loaded probes so that sweeping runs on a
+/// thread of its own: a sweep of maps holding many entries costs a syscall
+/// per entry, and must not delay the probing of a newly seen TLS file on the
+/// capture control thread. The programs keep their own references to the
+/// maps; only this handle moves.
+pub struct Sweeper {
+    /// Index in [`MAPS`], name, key shape, and the map.
+    maps: Vec<(usize, &'static str, Key, Map)>,
 }
 
-/// The value size of hash map `name`, from the kernel.
-fn value_size(ebpf: &Ebpf, name: &str) -> Option<usize> {
-    match ebpf.map(name)? {
+impl Sweeper {
+    /// Takes the swept maps out of `ebpf` (a missing map is logged at debug
+    /// level and left out; the lifecycle test catches it).
+    pub fn take(ebpf: &mut Ebpf) -> Self {
+        let maps = MAPS
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(name, key))| {
+                let map = ebpf.take_map(name);
+                if map.is_none() {
+                    tracing::debug!(map = name, "kernel map missing: not swept");
+                }
+                Some((i, name, key, map?))
+            })
+            .collect();
+        Self { maps }
+    }
+
+    /// Removes the entries of processes that no longer exist from every
+    /// swept map, and records what each map holds. A map whose value size is
+    /// not among those listed is logged at debug level and keeps its
+    /// counters.
+    pub fn sweep(&mut self, counters: &SweepCounters) {
+        let mut alive = Alive::default();
+        for (i, name, key, map) in &mut self.maps {
+            let size = value_size(map).unwrap_or(0);
+            let result = match key {
+                Key::TgidHigh => sweep_sized!(
+                    size,
+                    u64,
+                    map,
+                    &mut alive,
+                    [1, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 128, 256, 360]
+                ),
+                Key::TgidFirst => sweep_sized!(
+                    size,
+                    [u64; 2],
+                    map,
+                    &mut alive,
+                    [1, 8, 16, 24, 32, 40, 48, 56, 64]
+                ),
+            };
+            match result {
+                Some((reclaimed, entries)) => {
+                    counters.reclaimed[*i].fetch_add(reclaimed, Ordering::Relaxed);
+                    counters.entries[*i].store(entries, Ordering::Relaxed);
+                }
+                None => tracing::debug!(map = *name, value_size = size, "kernel map not swept"),
+            }
+        }
+        counters.sweeps.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The value size of hash map `map`, from the kernel.
+fn value_size(map: &Map) -> Option<usize> {
+    match map {
         Map::HashMap(data) | Map::LruHashMap(data) => Some(data.info().ok()?.value_size() as usize),
         _ => None,
     }
@@ -161,15 +188,10 @@ impl Tgid for [u64; 2] {
     }
 }
 
-/// Sweeps one map: (entries removed, entries left); `None` if the map is
-/// missing or its layout is not the one expected.
-fn sweep_map<K: Tgid, const V: usize>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    alive: &mut Alive,
-) -> Option<(u64, u64)> {
-    let mut map: BpfHashMap<&mut MapData, K, [u8; V]> =
-        BpfHashMap::try_from(ebpf.map_mut(name)?).ok()?;
+/// Sweeps one map: (entries removed, entries left); `None` if its layout is
+/// not the one expected.
+fn sweep_map<K: Tgid, const V: usize>(map: &mut Map, alive: &mut Alive) -> Option<(u64, u64)> {
+    let mut map: BpfHashMap<&mut MapData, K, [u8; V]> = BpfHashMap::try_from(map).ok()?;
     // Keys first, then removals: removing while walking with `get_next_key`
     // would restart the walk.
     let keys: Vec<K> = map.keys().filter_map(Result::ok).collect();
