@@ -183,6 +183,9 @@ pub enum LoaderError {
     /// The online CPU list could not be read.
     #[error("reading online cpus")]
     Cpus(#[source] std::io::Error),
+    /// Mapping a ring for reading failed.
+    #[error("mapping a ring buffer")]
+    RingMap(#[source] std::io::Error),
 }
 
 /// One CPU's ring, created by user space and stored in the probes' `RINGS`.
@@ -190,7 +193,7 @@ pub struct CpuRing {
     /// The CPU whose probes write into this ring.
     pub cpu: u32,
     /// The ring.
-    pub ring: RingBuf<MapData>,
+    pub ring: super::ringbuf::Ring,
 }
 
 /// Reads the kernel-side counters: drops, and connections left out on purpose.
@@ -363,6 +366,13 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
                     name: "RINGS",
                     source,
                 })?;
+            // Read through a mapping of its own (data pages mapped once);
+            // aya's, which maps them twice, goes.
+            let ring = super::ringbuf::Ring::new(
+                std::os::fd::AsFd::as_fd(&ring),
+                opts.ring_bytes as usize,
+            )
+            .map_err(LoaderError::RingMap)?;
             rings.push(CpuRing { cpu, ring });
         }
     }

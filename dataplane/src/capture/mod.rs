@@ -31,6 +31,7 @@ pub mod placement;
 pub mod procs;
 pub mod records;
 pub mod ring;
+pub mod ringbuf;
 pub mod selection;
 pub mod sendfile;
 pub mod sweep;
@@ -193,6 +194,7 @@ impl Capture {
                         release_scan: None,
                         releasing: VecDeque::new(),
                         last_sighting: Instant::now(),
+                        inspected_ns: 0,
                     };
                     control.run(rx, &stop, &fallbacks);
                     control.probes
@@ -425,6 +427,9 @@ struct Control {
     releasing: VecDeque<FileId>,
     /// When an exec or a mapping last brought a file to probe.
     last_sighting: Instant,
+    /// When the file the event being handled brought was inspected
+    /// (`CLOCK_MONOTONIC` ns), for the window's steps in the log.
+    inspected_ns: u64,
 }
 
 /// A TLS file first seen through a process, held open.
@@ -719,6 +724,7 @@ impl Control {
     /// Probes the files an exec or a mapping brings, and measures how long
     /// after the event their probes were live.
     fn handle(&mut self, event: ProcEvent) {
+        let handled_ns = images::monotonic_ns();
         let (attached, sighting) = match event {
             ProcEvent::Exec {
                 pid,
@@ -733,8 +739,9 @@ impl Control {
                 // mapping (the rescans catch a record that never comes).
                 let exe = File::open(format!("/proc/{pid}/exe"))
                     .ok()
-                    .and_then(|exe| self.inspect_held(exe, pid))
-                    .map_or(0, |t| self.probes.attach_target(&t, None));
+                    .and_then(|exe| self.inspect_held(exe, pid));
+                self.inspected_ns = images::monotonic_ns();
+                let exe = exe.map_or(0, |t| self.probes.attach_target(&t, None));
                 (exe, Sighting::Exec)
             }
             ProcEvent::Exit { pid, ts_ns } => {
@@ -754,6 +761,7 @@ impl Control {
                 };
                 drop(counters);
                 let target = self.inspect_held(file, pid);
+                self.inspected_ns = images::monotonic_ns();
                 let attached = target
                     .as_ref()
                     .map_or(0, |t| self.probes.attach_target(t, None));
@@ -770,8 +778,14 @@ impl Control {
         };
         if attached > 0 {
             self.last_sighting = Instant::now();
-            let window = images::monotonic_ns().saturating_sub(event.ts_ns());
-            self.record_window(sighting, window, attached);
+            let live = images::monotonic_ns();
+            tracing::debug!(
+                queued_us = handled_ns.saturating_sub(event.ts_ns()) / 1000,
+                inspect_us = self.inspected_ns.saturating_sub(handled_ns) / 1000,
+                attach_us = live.saturating_sub(self.inspected_ns) / 1000,
+                "tls file window, by step"
+            );
+            self.record_window(sighting, live.saturating_sub(event.ts_ns()), attached);
         }
     }
 
