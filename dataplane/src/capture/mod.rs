@@ -194,7 +194,6 @@ impl Capture {
                         release_scan: None,
                         releasing: VecDeque::new(),
                         last_sighting: Instant::now(),
-                        inspected_ns: 0,
                     };
                     control.run(rx, &stop, &fallbacks);
                     control.probes
@@ -427,9 +426,6 @@ struct Control {
     releasing: VecDeque<FileId>,
     /// When an exec or a mapping last brought a file to probe.
     last_sighting: Instant,
-    /// When the file the event being handled brought was inspected
-    /// (`CLOCK_MONOTONIC` ns), for the window's steps in the log.
-    inspected_ns: u64,
 }
 
 /// A TLS file first seen through a process, held open.
@@ -725,6 +721,8 @@ impl Control {
     /// after the event their probes were live.
     fn handle(&mut self, event: ProcEvent) {
         let handled_ns = images::monotonic_ns();
+        // When the file the event brought was inspected, for the log.
+        let inspected_ns;
         let (attached, sighting) = match event {
             ProcEvent::Exec {
                 pid,
@@ -740,7 +738,7 @@ impl Control {
                 let exe = File::open(format!("/proc/{pid}/exe"))
                     .ok()
                     .and_then(|exe| self.inspect_held(exe, pid));
-                self.inspected_ns = images::monotonic_ns();
+                inspected_ns = images::monotonic_ns();
                 let exe = exe.map_or(0, |t| self.probes.attach_target(&t, None));
                 (exe, Sighting::Exec)
             }
@@ -761,7 +759,7 @@ impl Control {
                 };
                 drop(counters);
                 let target = self.inspect_held(file, pid);
-                self.inspected_ns = images::monotonic_ns();
+                inspected_ns = images::monotonic_ns();
                 let attached = target
                     .as_ref()
                     .map_or(0, |t| self.probes.attach_target(t, None));
@@ -781,8 +779,8 @@ impl Control {
             let live = images::monotonic_ns();
             tracing::debug!(
                 queued_us = handled_ns.saturating_sub(event.ts_ns()) / 1000,
-                inspect_us = self.inspected_ns.saturating_sub(handled_ns) / 1000,
-                attach_us = live.saturating_sub(self.inspected_ns) / 1000,
+                inspect_us = inspected_ns.saturating_sub(handled_ns) / 1000,
+                attach_us = live.saturating_sub(inspected_ns) / 1000,
                 "tls file window, by step"
             );
             self.record_window(sighting, live.saturating_sub(event.ts_ns()), attached);

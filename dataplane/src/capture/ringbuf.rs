@@ -126,6 +126,15 @@ fn consume(pos: &mut usize, consumer: &Mapping, needs_wakeup: &mut bool, len: us
     *needs_wakeup = true;
 }
 
+/// The data pages: the producer mapping is a page of positions and then
+/// `size` data bytes.
+fn data_pages(producer: &Mapping, size: usize) -> &[u8] {
+    // SAFETY: mapped for the ring's life; the kernel writes records only into
+    // space we have consumed, and a record is read only after its header
+    // says it is complete.
+    unsafe { std::slice::from_raw_parts(producer.ptr.as_ptr().add(producer.len - size), size) }
+}
+
 /// The position word at the start of a metadata page.
 fn position(page: &Mapping) -> &AtomicUsize {
     // SAFETY: the page is mapped for the ring's life and page-aligned.
@@ -156,23 +165,6 @@ impl Ring {
         })
     }
 
-    /// The data pages.
-    fn data(&self) -> &[u8] {
-        // SAFETY: the producer mapping is a page of positions and then
-        // `size` data bytes, mapped for the ring's life; the kernel writes
-        // records only into space we have consumed, and we read a record
-        // only after its header says it is complete.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.producer
-                    .ptr
-                    .as_ptr()
-                    .add(self.producer.len - self.size),
-                self.size,
-            )
-        }
-    }
-
     /// The next record, if one is complete. Only one is outstanding at a
     /// time; it is consumed when dropped.
     #[expect(
@@ -196,8 +188,13 @@ impl Ring {
             let offset = self.pos & (self.size - 1);
             // SAFETY: offsets are 8-aligned and the header never wraps (the
             // data size is a multiple of the page size).
-            let header = unsafe { &*self.data().as_ptr().add(offset).cast::<AtomicU32>() }
-                .load(Ordering::Acquire);
+            let header = unsafe {
+                &*data_pages(&self.producer, self.size)
+                    .as_ptr()
+                    .add(offset)
+                    .cast::<AtomicU32>()
+            }
+            .load(Ordering::Acquire);
             if header & BUSY != 0 {
                 if !self.needs_wakeup {
                     return None;
@@ -221,10 +218,7 @@ impl Ring {
                 wrapped,
                 ..
             } = self;
-            // SAFETY: as in `data`.
-            let data = unsafe {
-                std::slice::from_raw_parts(producer.ptr.as_ptr().add(producer.len - *size), *size)
-            };
+            let data = data_pages(producer, *size);
             let record: &[u8] = if start + len <= *size {
                 &data[start..start + len]
             } else {
