@@ -141,6 +141,15 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub overload_percent: u32,
 
+    /// Probe TLS calls with uprobe sessions where the kernel has them (Linux
+    /// 6.13+): a process outside the selection then pays one probe hit per
+    /// TLS call instead of two traps. `off` probes with a uprobe and a
+    /// uretprobe, as on older kernels.
+    #[arg(long, value_name = "on|off", env = "TAPWIRE_UPROBE_SESSIONS", global = true,
+          default_value = "on", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub uprobe_sessions: bool,
+
     /// Print every raw ring record as one NDJSON line on stdout instead of
     /// parsing HTTP and running the stores (for inspecting what the probes see).
     #[arg(long, env = "TAPWIRE_DEBUG_CAPTURE",

@@ -83,6 +83,8 @@ pub struct Sizes {
     pub wake_divisor: u32,
     /// High-water mark of graceful overload, percent of a ring.
     pub overload_percent: u32,
+    /// Probe TLS calls with uprobe sessions where the kernel has them.
+    pub uprobe_sessions: bool,
     /// Bytes the data plane may buffer (`--memory-budget`, else
     /// `tapwire.memory_budget`); `None`: the pipeline's default.
     pub memory_budget: Option<usize>,
@@ -161,6 +163,7 @@ impl Plan {
                 ring_bytes: cli.ring_bytes,
                 wake_divisor: cli.wake_divisor,
                 overload_percent: cli.overload_percent,
+                uprobe_sessions: cli.uprobe_sessions,
                 memory_budget: cli
                     .memory_budget
                     .or(config.tapwire.memory_budget)
@@ -183,6 +186,7 @@ impl Plan {
             overload_percent: self.sizes.overload_percent,
             capture: self.capture.kernel_bits(),
             processes: std::sync::Arc::new(ProcessTable::new(self.capture.filters.clone())),
+            uprobe_sessions: self.sizes.uprobe_sessions,
         }
     }
 

@@ -18,11 +18,46 @@ fn body_after_head(bytes: &[u8]) -> &[u8] {
     &bytes[at..]
 }
 
+/// Linux 6.13 or later: the kernel has uprobe sessions.
+fn kernel_has_uprobe_sessions() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 13)
+}
+
 #[test]
 fn curl_https_exact_bytes_direction_and_addresses() {
     if !can_run("curl_https_exact_bytes_direction_and_addresses") {
         return;
     }
+    // The TLS calls are probed by uprobe sessions on a kernel that has them.
+    let mode = if kernel_has_uprobe_sessions() {
+        "tls calls probed with uprobe sessions"
+    } else {
+        "tls calls probed with a uprobe and a uretprobe"
+    };
+    curl_https_exact_bytes(&[], mode);
+}
+
+/// The same with a uprobe and a uretprobe per call, as on kernels before 6.13.
+#[test]
+fn curl_https_exact_bytes_with_uprobes_and_uretprobes() {
+    if !can_run("curl_https_exact_bytes_with_uprobes_and_uretprobes") {
+        return;
+    }
+    curl_https_exact_bytes(
+        &["--uprobe-sessions", "off"],
+        "tls calls probed with a uprobe and a uretprobe (--uprobe-sessions off)",
+    );
+}
+
+/// curl, started after the agent, against a TLS server: the exact bytes at
+/// both ends, with the agent run with `extra` arguments and logging `mode`.
+fn curl_https_exact_bytes(extra: &[&str], mode: &str) {
     let _serial = serial();
     let certs = certs();
     let port = free_port();
@@ -31,15 +66,15 @@ fn curl_https_exact_bytes_direction_and_addresses() {
     let url = format!("https://127.0.0.1:{port}/path");
     let cgroup = Cgroup::new("curl");
     let started = Instant::now();
-    let agent = Agent::start(
-        &[
-            "--cgroup".into(),
-            path_str(&cgroup.path).into(),
-            "--pid".into(),
-            server_pid.to_string(),
-        ],
-        &[],
-    );
+    let mut args: Vec<String> = vec![
+        "--cgroup".into(),
+        path_str(&cgroup.path).into(),
+        "--pid".into(),
+        server_pid.to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let agent = Agent::start(&args, &[]);
+    agent.wait_stderr(mode, Duration::from_secs(5));
     // Started after the agent, URL on the command line.
     let curl = cgroup.spawn("curl", &["-sk", "--http1.1", &url]);
     let curl_pid = curl.id();

@@ -31,6 +31,7 @@ use super::{
     libraries::{LibraryKind, ProbedCounts},
     placement::{Placement, PointKind},
     selection::{Resolved, Selection, SelectionError},
+    session::SessionProgram,
     targets::{FileId, TlsTarget},
 };
 
@@ -120,6 +121,9 @@ pub struct Options {
     pub capture: u32,
     /// Where process attributes are kept, for whoever writes events.
     pub processes: std::sync::Arc<super::procs::ProcessTable>,
+    /// Probe TLS calls with uprobe sessions where the kernel has them
+    /// (6.13+); off, or on an older kernel, a uprobe and a uretprobe.
+    pub uprobe_sessions: bool,
 }
 
 impl Default for Options {
@@ -131,6 +135,7 @@ impl Default for Options {
             overload_percent: OVERLOAD_PERCENT,
             capture: capture::ALL_DIRECTIONS,
             processes: std::sync::Arc::default(),
+            uprobe_sessions: true,
         }
     }
 }
@@ -248,12 +253,22 @@ impl FilteredMap {
     }
 }
 
+/// One attachment of TLS probes.
+enum TlsLink {
+    /// A program at one point, through aya (a perf event).
+    Point(&'static str, UProbeLinkId),
+    /// The session program at every call point of a file; closing detaches.
+    Session(std::os::fd::OwnedFd),
+}
+
 /// Loaded and attached probes. Dropping detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
+    /// TLS call points are probed with this session program, when loaded.
+    session: Option<SessionProgram>,
     attached: HashSet<(FileId, u64, Option<u32>)>,
     /// The links of every attached point, per file, for [`Probes::detach_file`].
-    links: HashMap<FileId, Vec<(&'static str, UProbeLinkId)>>,
+    links: HashMap<FileId, Vec<TlsLink>>,
     /// Probe points placed on a single-stepped instruction.
     pub fallbacks: AtomicU64,
     /// Files with attached probes, per library kind.
@@ -320,7 +335,6 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
     ensure_tracefs()?;
     let offsets = KernelBtf::load(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
     let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
-
     let selecting = !opts.selection.is_empty();
     let config = Config {
         flags: match (selecting, opts.selection.cgroups.is_empty()) {
@@ -412,6 +426,30 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
         p.load()
             .map_err(|source| LoaderError::Program { name: prog, source })?;
     }
+    // Before any map is taken out of `ebpf`: the session program shares them.
+    let session = if opts.uprobe_sessions {
+        let btf_id = program::<UProbe>(&mut ebpf, "ssl_enter")?
+            .info()
+            .ok()
+            .and_then(|info| info.btf_id())
+            .unwrap_or(0);
+        match SessionProgram::load(EBPF_OBJECT, &ebpf, btf_id) {
+            Ok(p) => {
+                tracing::info!("tls calls probed with uprobe sessions");
+                Some(p)
+            }
+            Err(error) => {
+                tracing::info!(
+                    error = %error,
+                    "tls calls probed with a uprobe and a uretprobe (no uprobe sessions)"
+                );
+                None
+            }
+        }
+    } else {
+        tracing::info!("tls calls probed with a uprobe and a uretprobe (--uprobe-sessions off)");
+        None
+    };
 
     let mut per_cpu = |name: &'static str| {
         PerCpuArray::try_from(ebpf.take_map(name).ok_or(LoaderError::MissingMap(name))?)
@@ -423,6 +461,7 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
     };
     let probes = Probes {
         ebpf,
+        session,
         attached: HashSet::new(),
         links: HashMap::new(),
         fallbacks: AtomicU64::new(0),
@@ -430,6 +469,24 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
         probed_files: Vec::new(),
     };
     Ok((probes, rings, counters))
+}
+
+/// The debug line of one attached probe point (the bench reads the points).
+fn log_attached(
+    target: &TlsTarget,
+    point: &super::placement::ProbePoint,
+    pid: Option<u32>,
+    link: &str,
+) {
+    tracing::debug!(
+        path = %target.path.display(),
+        symbol = point.symbol,
+        offset = point.file_offset,
+        pid,
+        placement = ?point.placement,
+        link,
+        "tls probe attached"
+    );
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
@@ -521,11 +578,9 @@ impl Probes {
     /// once per file) or for one process. Already attached points are skipped.
     /// Returns how many probe points were attached.
     pub fn attach_target(&mut self, target: &TlsTarget, pid: Option<u32>) -> usize {
-        let scope = match pid.and_then(NonZeroU32::new) {
-            Some(p) => UProbeScope::OneProcess(p),
-            None => UProbeScope::AllProcesses,
-        };
         let mut n = 0;
+        // Call points go to one session link when the kernel has sessions.
+        let mut session_points = Vec::new();
         for point in target.points.iter() {
             if !self.attached.insert((target.id, point.file_offset, pid)) {
                 continue;
@@ -539,47 +594,48 @@ impl Probes {
                     "tls probe on a single-stepped instruction (slow path)"
                 );
             }
-            let mut ok = true;
-            for &prog in point.kind.programs() {
-                let result = program::<UProbe>(&mut self.ebpf, prog).and_then(|p| {
-                    let at = UProbeAttachPoint {
-                        location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-                        cookie: Some(point.cookie),
-                    };
-                    p.attach(at, &target.path, scope)
-                        .map_err(|source| LoaderError::Program { name: prog, source })
-                });
-                match result {
-                    Ok(link) => self.links.entry(target.id).or_default().push((prog, link)),
-                    Err(error) => {
-                        ok = false;
-                        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
-                            // The process exited before we got to it.
-                            break;
-                        }
-                        tracing::warn!(
-                            path = %target.path.display(),
-                            symbol = point.symbol,
-                            pid,
-                            error = %error_chain(&error),
-                            "attaching tls probe failed"
-                        );
-                    }
-                }
+            if point.kind == PointKind::Call && self.session.is_some() {
+                session_points.push(point);
+                continue;
             }
-            if !ok {
+            if self.attach_point(target, point, pid) {
+                n += 1;
+            } else {
                 // Not attached: a later sighting of the file tries again.
                 self.attached.remove(&(target.id, point.file_offset, pid));
-            } else {
-                n += 1;
-                tracing::debug!(
-                    path = %target.path.display(),
-                    symbol = point.symbol,
-                    offset = point.file_offset,
-                    pid,
-                    placement = ?point.placement,
-                    "tls probe attached"
-                );
+            }
+        }
+        if let (Some(session), false) = (&self.session, session_points.is_empty()) {
+            let offsets: Vec<u64> = session_points.iter().map(|p| p.file_offset).collect();
+            let cookies: Vec<u64> = session_points.iter().map(|p| p.cookie).collect();
+            match session.attach(&target.path, &offsets, &cookies, pid) {
+                Ok(link) => {
+                    self.links
+                        .entry(target.id)
+                        .or_default()
+                        .push(TlsLink::Session(link));
+                    n += session_points.len();
+                    for point in &session_points {
+                        log_attached(target, point, pid, "session");
+                    }
+                }
+                Err(error) => {
+                    if pid.is_none_or(|p| Path::new(&format!("/proc/{p}")).exists()) {
+                        tracing::warn!(
+                            path = %target.path.display(),
+                            pid,
+                            error = %error,
+                            "attaching tls session probes failed; trying a uprobe and a uretprobe"
+                        );
+                    }
+                    for point in session_points {
+                        if self.attach_point(target, point, pid) {
+                            n += 1;
+                        } else {
+                            self.attached.remove(&(target.id, point.file_offset, pid));
+                        }
+                    }
+                }
             }
         }
         if n > 0 && !self.probed_files.iter().any(|f| f.0 == target.id) {
@@ -596,6 +652,56 @@ impl Probes {
         n
     }
 
+    /// Attaches the programs of one point through aya (a perf event each).
+    /// Returns whether all attached.
+    fn attach_point(
+        &mut self,
+        target: &TlsTarget,
+        point: &super::placement::ProbePoint,
+        pid: Option<u32>,
+    ) -> bool {
+        let scope = match pid.and_then(NonZeroU32::new) {
+            Some(p) => UProbeScope::OneProcess(p),
+            None => UProbeScope::AllProcesses,
+        };
+        let mut ok = true;
+        for &prog in point.kind.programs() {
+            let result = program::<UProbe>(&mut self.ebpf, prog).and_then(|p| {
+                let at = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                    cookie: Some(point.cookie),
+                };
+                p.attach(at, &target.path, scope)
+                    .map_err(|source| LoaderError::Program { name: prog, source })
+            });
+            match result {
+                Ok(link) => self
+                    .links
+                    .entry(target.id)
+                    .or_default()
+                    .push(TlsLink::Point(prog, link)),
+                Err(error) => {
+                    ok = false;
+                    if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                        // The process exited before we got to it.
+                        break;
+                    }
+                    tracing::warn!(
+                        path = %target.path.display(),
+                        symbol = point.symbol,
+                        pid,
+                        error = %error_chain(&error),
+                        "attaching tls probe failed"
+                    );
+                }
+            }
+        }
+        if ok {
+            log_attached(target, point, pid, "perf event");
+        }
+        ok
+    }
+
     /// Takes the maps that [`super::sweep`] reclaims entries of exited
     /// processes from, for the thread that sweeps them.
     pub fn take_sweeper(&mut self) -> super::sweep::Sweeper {
@@ -607,11 +713,16 @@ impl Probes {
     pub fn detach_file(&mut self, id: FileId) -> usize {
         let links = self.links.remove(&id).unwrap_or_default();
         let n = links.len();
-        for (prog, link) in links {
-            if let Ok(p) = program::<UProbe>(&mut self.ebpf, prog)
-                && let Err(error) = p.detach(link)
-            {
-                tracing::warn!(error = %error_chain(&error), "detaching tls probe failed");
+        for link in links {
+            match link {
+                TlsLink::Point(prog, link) => {
+                    if let Ok(p) = program::<UProbe>(&mut self.ebpf, prog)
+                        && let Err(error) = p.detach(link)
+                    {
+                        tracing::warn!(error = %error_chain(&error), "detaching tls probe failed");
+                    }
+                }
+                TlsLink::Session(fd) => drop(fd),
             }
         }
         self.attached.retain(|a| a.0 != id);

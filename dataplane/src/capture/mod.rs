@@ -34,6 +34,7 @@ pub mod ring;
 pub mod ringbuf;
 pub mod selection;
 pub mod sendfile;
+pub mod session;
 pub mod sweep;
 pub mod targets;
 pub mod teardown;

@@ -141,6 +141,10 @@ pub struct TlsCall {
     pub out: u64,
     /// fd named by a socket syscall inside this call, or -1.
     pub fd: i64,
+    /// Stack pointer at entry: a session probe ([`crate::tls::ssl_session`])
+    /// is at the call's return when the stack is one return address higher.
+    /// 0 for calls paired by a uretprobe.
+    pub sp: u64,
     /// `tls::FN_*` (from the attach cookie).
     pub func: u32,
     pub _pad: u32,

@@ -110,6 +110,7 @@ pub fn nss_enter(ctx: ProbeContext) -> u32 {
         buf: ctx.arg::<u64>(1).unwrap_or(0),
         out: 0,
         fd,
+        sp: 0,
         func: nss::shape(cookie) as u32,
         _pad: 0,
     };

@@ -12,8 +12,10 @@
 //! `SSL_ERROR_WANT_WRITE` and is retried, and the socket write inside the call
 //! has named the fd by then (on a session's first write nothing else could).
 //!
-//! Pairing: the uprobe saves `(ssl, buf, out)` in `TLS_CALLS` keyed by
-//! `pid_tgid`; the uretprobe on the same function takes it back. The attach
+//! Pairing: the entry saves `(ssl, buf, out)` in `TLS_CALLS` keyed by
+//! `pid_tgid`; the return takes it back. Both are one session program
+//! ([`ssl_session`]) where the kernel has uprobe sessions (6.13+), else a
+//! uprobe ([`ssl_enter`]) and a uretprobe ([`ssl_return`]). The attach
 //! cookie (`tls_fn::*`) says which calling convention the hooked address has: user
 //! space may attach at an internal function (`ssl_read_internal`, …) that both
 //! `SSL_read` and `SSL_read_ex` call, which has the `_ex` shape.
@@ -54,9 +56,71 @@ const TLS_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
 /// entry; cookie = `tls_fn::*`.
 #[uprobe]
 pub fn ssl_enter(ctx: ProbeContext) -> u32 {
-    if !tls_selected() {
-        return 0;
+    if tls_selected() {
+        save_call(&ctx, 0);
     }
+    0
+}
+
+/// hook: return of the functions [`ssl_enter`] is attached to, and of NSPR's
+/// `PR_Read`/`PR_Write`/`PR_Recv`/`PR_Send` (entry: [`crate::nss::nss_enter`],
+/// which names the fd itself).
+#[uretprobe]
+pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(saved) = TLS_CALLS.get_ptr(pid_tgid) else {
+        return 0;
+    };
+    // SAFETY: live map value of this thread; copied before removal.
+    let call = unsafe { core::ptr::read(saved) };
+    let _ = TLS_CALLS.remove(pid_tgid);
+    complete_call(pid_tgid, &call, ctx.ret::<i64>() as i32 as i64);
+    0
+}
+
+/// hook: the functions [`ssl_enter`] hooks, as one session probe (a
+/// `uprobe_multi` link of attach type `BPF_TRACE_UPROBE_SESSION`, Linux
+/// 6.13+): the same program runs at entry and, if the entry returned 0, at the
+/// call's return. Entry in a process outside the selection returns 1, so the
+/// kernel arms no return probe for the call: that process pays one emulated
+/// probe hit per call instead of two traps.
+///
+/// Entry or return: a call saved by this thread whose entry stack pointer is
+/// one return address below the current one is returning (at entry `rsp`
+/// points at the return address, which `ret` pops). A call saved by a
+/// uretprobe-paired entry has `sp` 0 and never matches.
+#[uprobe]
+pub fn ssl_session(ctx: ProbeContext) -> u32 {
+    // First, so that a process outside the selection pays one lookup. A
+    // process deselected inside a call leaves its saved call to the LRU and
+    // the exit sweep (a 1 returned at return is ignored).
+    if !tls_selected() {
+        return 1;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the context is this probe's saved registers.
+    let sp = unsafe { (*ctx.regs).rsp };
+    if let Some(saved) = TLS_CALLS.get_ptr(pid_tgid) {
+        // SAFETY: live map value of this thread.
+        let saved_sp = unsafe { (*saved).sp };
+        if saved_sp != 0 && saved_sp + 8 == sp {
+            // SAFETY: as above; copied before removal.
+            let call = unsafe { core::ptr::read(saved) };
+            let _ = TLS_CALLS.remove(pid_tgid);
+            // SAFETY: as above.
+            let ret = unsafe { (*ctx.regs).rax } as i32 as i64;
+            complete_call(pid_tgid, &call, ret);
+            return 0;
+        }
+    }
+    save_call(&ctx, sp);
+    0
+}
+
+/// Saves the call's arguments for its return, and names a memory-BIO
+/// session's fd. `sp` is the entry stack pointer of a session probe, or 0.
+#[inline(always)]
+fn save_call(ctx: &ProbeContext, sp: u64) {
     // SAFETY: valid context pointer of this uprobe.
     let func = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let ex = func == FN_READ_EX || func == tls_fn::WRITE_EX as u32;
@@ -69,6 +133,7 @@ pub fn ssl_enter(ctx: ProbeContext) -> u32 {
             0
         },
         fd: -1,
+        sp,
         func,
         _pad: 0,
     };
@@ -90,45 +155,34 @@ pub fn ssl_enter(ctx: ProbeContext) -> u32 {
     if TLS_CALLS.insert(pid_tgid, call, 0).is_err() {
         count(DropReason::MapInsert, 1);
     }
-    0
 }
 
-/// hook: return of the functions [`ssl_enter`] is attached to, and of NSPR's
-/// `PR_Read`/`PR_Write`/`PR_Recv`/`PR_Send` (entry: [`crate::nss::nss_enter`],
-/// which names the fd itself).
-#[uretprobe]
-pub fn ssl_return(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(saved) = TLS_CALLS.get_ptr(pid_tgid) else {
-        return 0;
-    };
-    // SAFETY: live map value of this thread; copied before removal.
-    let call = unsafe { core::ptr::read(saved) };
-    let _ = TLS_CALLS.remove(pid_tgid);
-    let ret: i64 = ctx.ret::<i64>() as i32 as i64;
+/// Emits the plaintext of a completed call that returned `ret`.
+#[inline(always)]
+fn complete_call(pid_tgid: u64, call: &TlsCall, ret: i64) {
     let len = match call.func {
         FN_READ | FN_WRITE => {
             if ret <= 0 {
-                return 0;
+                return;
             }
             ret as u64
         }
         _ => {
             if ret != 1 {
-                return 0;
+                return;
             }
             // SAFETY: the helper reads user memory safely.
             match unsafe { bpf_probe_read_user(call.out as *const u64) } {
                 Ok(n) => n,
                 Err(_) => {
                     count(DropReason::CopyFailed, 1);
-                    return 0;
+                    return;
                 }
             }
         }
     };
     if len == 0 {
-        return 0;
+        return;
     }
     let key = SslKey {
         tgid: pid_tgid >> 32,
@@ -143,7 +197,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
             Some(fd) => *fd,
             None => {
                 count(DropReason::TlsNoFd, 1);
-                return 0;
+                return;
             }
         }
     };
@@ -153,7 +207,6 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         Direction::Egress
     };
     emit_plaintext(fd, direction, call.buf, len);
-    0
 }
 
 /// Emits `len` plaintext bytes at user address `buf` on socket `fd` of the
