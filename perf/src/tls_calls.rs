@@ -7,7 +7,10 @@
 //! time, `N` messages of a 64-byte `SSL_write` read by an `SSL_read`: two TLS
 //! calls per message. It runs untraced, then under one tapwire selecting one
 //! copy of the program by executable (`--exe`) while a second copy (another
-//! inode, so not selected) runs beside it, the two interleaved.
+//! inode, so not selected) runs beside it, the two interleaved. A third copy,
+//! not selected either, loads a private copy of libssl that no selected
+//! process maps, so tapwire never probes it: it pays the syscall tracepoints
+//! alone, and the difference to the second copy is what the TLS probe costs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,6 +46,9 @@ pub struct TlsCallsResult {
     pub selected_ns: f64,
     /// The process is not selected: probes exit early.
     pub unselected_ns: f64,
+    /// Not selected, with a libssl no probe is attached to: the syscall
+    /// tracepoints alone.
+    pub unprobed_ns: f64,
     /// Records tapwire read from its rings while the programs ran.
     pub ring_records: u64,
     /// ns per message the probes' own programs ran in one unselected run
@@ -90,9 +96,33 @@ fn build(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((bin, cert, key))
 }
 
-/// One run: ns per message.
-fn run_once(bin: &Path, cert: &Path, key: &Path, messages: u32) -> Result<f64> {
-    let out = Command::new(bin)
+/// The libssl `bin` loads (from `ldd`).
+fn linked_libssl(bin: &Path) -> Result<PathBuf> {
+    let out = Command::new("ldd").arg(bin).output().context("run ldd")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let (name, rest) = l.trim().split_once(" => ")?;
+            let path = rest.split_whitespace().next()?;
+            name.starts_with("libssl.so").then(|| PathBuf::from(path))
+        })
+        .with_context(|| format!("no libssl in `ldd {}`", bin.display()))
+}
+
+/// One run: ns per message. `lib_dir`: a directory searched first for
+/// libraries.
+fn run_once(
+    bin: &Path,
+    lib_dir: Option<&Path>,
+    cert: &Path,
+    key: &Path,
+    messages: u32,
+) -> Result<f64> {
+    let mut cmd = Command::new(bin);
+    if let Some(dir) = lib_dir {
+        cmd.env("LD_LIBRARY_PATH", dir);
+    }
+    let out = cmd
         .arg(cert)
         .arg(key)
         .arg(messages.to_string())
@@ -125,7 +155,15 @@ pub fn run(plan: &TlsCallsPlan) -> Result<TlsCallsResult> {
     let (selected, cert, key) = build(dir.path())?;
     let unselected = dir.path().join("tls_calls_unselected");
     std::fs::copy(&selected, &unselected)?;
-    let once = |bin: &Path| run_once(bin, &cert, &key, plan.messages);
+    let unprobed = dir.path().join("tls_calls_unprobed");
+    std::fs::copy(&selected, &unprobed)?;
+    let libssl = linked_libssl(&selected)?;
+    let lib_dir = dir.path().join("lib");
+    std::fs::create_dir(&lib_dir)?;
+    let private_libssl = lib_dir.join(libssl.file_name().context("libssl file name")?);
+    std::fs::copy(&libssl, &private_libssl)?;
+    let once = |bin: &Path| run_once(bin, None, &cert, &key, plan.messages);
+    let once_unprobed = || run_once(&unprobed, Some(&lib_dir), &cert, &key, plan.messages);
     let runs = plan.runs.max(1);
 
     let untraced = (0..runs)
@@ -143,10 +181,12 @@ pub fn run(plan: &TlsCallsPlan) -> Result<TlsCallsResult> {
     // exec record and the agent's first look at it.
     once(&selected)?;
     once(&unselected)?;
-    let (mut sel, mut unsel) = (Vec::new(), Vec::new());
+    once_unprobed()?;
+    let (mut sel, mut unsel, mut unprobed_ns) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         sel.push(once(&selected)?);
         unsel.push(once(&unselected)?);
+        unprobed_ns.push(once_unprobed()?);
     }
     // Where an unselected call's time goes: one more run with the kernel
     // timing every program (`kernel.bpf_stats_enabled`, restored after).
@@ -158,6 +198,15 @@ pub fn run(plan: &TlsCallsPlan) -> Result<TlsCallsResult> {
             },
         );
     let counters = stop_tapwire(&mut guard, &lines)?;
+    // The private copy must have stayed unprobed, or the split means nothing.
+    let private = private_libssl.display().to_string();
+    if let Some(l) = lines
+        .snapshot()
+        .iter()
+        .find(|l| l.contains("tls file probed") && l.contains(&private))
+    {
+        bail!("tapwire probed the private libssl copy: {l}");
+    }
     let ring_records = counters["ring_records"].as_u64().unwrap_or(0);
     if ring_records == 0 {
         bail!("tapwire captured nothing of the selected program: {counters}");
@@ -166,6 +215,7 @@ pub fn run(plan: &TlsCallsPlan) -> Result<TlsCallsResult> {
         untraced_ns: median(untraced),
         selected_ns: median(sel),
         unselected_ns: median(unsel),
+        unprobed_ns: median(unprobed_ns),
         ring_records,
         unselected_programs,
     })

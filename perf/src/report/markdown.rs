@@ -447,18 +447,31 @@ fn tls_calls_section(s: &mut String, r: &Result<crate::tls_calls::TlsCallsResult
                  TCP connection to itself, each read by an `SSL_read`; thread CPU time, median of \
                  runs). tapwire selects one copy of the program by executable; a second copy \
                  (another inode) runs unselected beside it, so its probe hits exit early in the \
-                 kernel. {} ring records read while they ran.\n\n\
+                 kernel. A third copy, not selected either, loads a private copy of libssl that \
+                 tapwire never probes (no selected process maps it): it pays the syscall \
+                 tracepoints of its `write`s and `read`s alone, so the difference between the \
+                 two unselected rows is what the TLS probe itself costs. {} ring records read \
+                 while they ran.\n\n\
                  | process | ns per message (2 TLS calls) | added µs per TLS call |\n\
                  | --- | ---: | ---: |\n\
                  | untraced | {:.0} | – |\n\
                  | selected (captured) | {:.0} | {:.2} |\n\
-                 | not selected | {:.0} | **{:.2}** |\n",
+                 | not selected | {:.0} | **{:.2}** |\n\
+                 | not selected, libssl not probed (syscall tracepoints only) | {:.0} | {:.2} |\n\n\
+                 The TLS probe's share of an unselected call: **{:.2} µs** (one probe hit that \
+                 exits early, with uprobe sessions; a uprobe and a uretprobe on kernels before \
+                 6.13 or with `--uprobe-sessions off`).\n",
                 c.ring_records,
                 c.untraced_ns,
                 c.selected_ns,
                 c.added_us(c.selected_ns),
                 c.unselected_ns,
                 c.added_us(c.unselected_ns),
+                c.unprobed_ns,
+                c.added_us(c.unprobed_ns),
+                (c.unselected_ns - c.unprobed_ns)
+                    / f64::from(crate::tls_calls::CALLS_PER_MESSAGE)
+                    / 1000.0,
             );
             if !c.unselected_programs.is_empty() {
                 let total: f64 = c.unselected_programs.iter().map(|p| p.1).sum();
@@ -473,8 +486,9 @@ fn tls_calls_section(s: &mut String, r: &Result<crate::tls_calls::TlsCallsResult
                     "Of that, the probes' own programs in the unselected process (the kernel's \
                      run-time statistics, one more run): **{:.2} µs per TLS call** ({each} ns \
                      per message); the rest is the kernel's work around them: the trap at each \
-                     function entry, the return probe armed at every entry and taken at every \
-                     return, and the syscall tracepoints' slow path.\n",
+                     function entry (and, without uprobe sessions, the return probe armed at \
+                     every entry and taken at every return), and the syscall tracepoints' slow \
+                     path.\n",
                     total / f64::from(crate::tls_calls::CALLS_PER_MESSAGE) / 1000.0,
                 );
             }
