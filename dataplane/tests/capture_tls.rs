@@ -36,7 +36,7 @@ fn curl_https_exact_bytes_direction_and_addresses() {
     }
     // The TLS calls are probed by uprobe sessions on a kernel that has them.
     let mode = if kernel_has_uprobe_sessions() {
-        "tls calls probed with uprobe sessions"
+        "tls calls as uprobe sessions"
     } else {
         "tls calls probed with a uprobe and a uretprobe"
     };

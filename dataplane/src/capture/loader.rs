@@ -29,9 +29,9 @@ use tapwire_common::{
 use super::{
     btf::{BtfError, KernelBtf},
     libraries::{LibraryKind, ProbedCounts},
+    links::LinkPrograms,
     placement::{Placement, PointKind},
     selection::{Resolved, Selection, SelectionError},
-    session::SessionProgram,
     targets::{FileId, TlsTarget},
 };
 
@@ -257,15 +257,19 @@ impl FilteredMap {
 enum TlsLink {
     /// A program at one point, through aya (a perf event).
     Point(&'static str, UProbeLinkId),
-    /// The session program at every call point of a file; closing detaches.
-    Session(std::os::fd::OwnedFd),
+    /// A program at some points of a file, as a BPF link; closing detaches.
+    Bpf(std::os::fd::OwnedFd),
 }
 
 /// Loaded and attached probes. Dropping detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
-    /// TLS call points are probed with this session program, when loaded.
-    session: Option<SessionProgram>,
+    /// TLS probes are attached as BPF links of these programs, when loaded
+    /// (call points as uprobe sessions); else as perf events through aya.
+    link_programs: Option<LinkPrograms>,
+    /// Closes released BPF links on a thread of its own (closing one waits
+    /// out RCU grace periods).
+    detacher: Option<std::sync::mpsc::SyncSender<Vec<std::os::fd::OwnedFd>>>,
     attached: HashSet<(FileId, u64, Option<u32>)>,
     /// The links of every attached point, per file, for [`Probes::detach_file`].
     links: HashMap<FileId, Vec<TlsLink>>,
@@ -426,30 +430,33 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
         p.load()
             .map_err(|source| LoaderError::Program { name: prog, source })?;
     }
-    // Before any map is taken out of `ebpf`: the session program shares them.
-    let session = if opts.uprobe_sessions {
+    // Before any map is taken out of `ebpf`: the link programs share them.
+    let link_programs = if opts.uprobe_sessions {
         let btf_id = program::<UProbe>(&mut ebpf, "ssl_enter")?
             .info()
             .ok()
             .and_then(|info| info.btf_id())
             .unwrap_or(0);
-        match SessionProgram::load(EBPF_OBJECT, &ebpf, btf_id) {
+        match LinkPrograms::load(EBPF_OBJECT, &ebpf, btf_id) {
             Ok(p) => {
-                tracing::info!("tls calls probed with uprobe sessions");
+                tracing::info!("tls probes attached as bpf links; tls calls as uprobe sessions");
                 Some(p)
             }
             Err(error) => {
                 tracing::info!(
                     error = %error,
-                    "tls calls probed with a uprobe and a uretprobe (no uprobe sessions)"
+                    "tls probes attached as perf events; tls calls probed with a uprobe and a uretprobe (no uprobe sessions)"
                 );
                 None
             }
         }
     } else {
-        tracing::info!("tls calls probed with a uprobe and a uretprobe (--uprobe-sessions off)");
+        tracing::info!(
+            "tls probes attached as perf events; tls calls probed with a uprobe and a uretprobe (--uprobe-sessions off)"
+        );
         None
     };
+    let detacher = link_programs.as_ref().map(|_| spawn_detacher());
 
     let mut per_cpu = |name: &'static str| {
         PerCpuArray::try_from(ebpf.take_map(name).ok_or(LoaderError::MissingMap(name))?)
@@ -461,7 +468,8 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
     };
     let probes = Probes {
         ebpf,
-        session,
+        link_programs,
+        detacher,
         attached: HashSet::new(),
         links: HashMap::new(),
         fallbacks: AtomicU64::new(0),
@@ -469,6 +477,27 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
         probed_files: Vec::new(),
     };
     Ok((probes, rings, counters))
+}
+
+/// Files whose links wait for the detach thread; past this, the control
+/// thread closes them itself.
+const DETACH_QUEUE: usize = 64;
+
+/// Starts the thread that closes released BPF links. It ends when the
+/// sender is dropped (with the probes).
+fn spawn_detacher() -> std::sync::mpsc::SyncSender<Vec<std::os::fd::OwnedFd>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<std::os::fd::OwnedFd>>(DETACH_QUEUE);
+    let spawned = std::thread::Builder::new()
+        .name("tls-detach".into())
+        .spawn(move || {
+            for links in rx {
+                drop(links);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(error = %error, "no detach thread; released links close on the control thread");
+    }
+    tx
 }
 
 /// The debug line of one attached probe point (the bench reads the points).
@@ -579,8 +608,7 @@ impl Probes {
     /// Returns how many probe points were attached.
     pub fn attach_target(&mut self, target: &TlsTarget, pid: Option<u32>) -> usize {
         let mut n = 0;
-        // Call points go to one session link when the kernel has sessions.
-        let mut session_points = Vec::new();
+        let mut new_points = Vec::new();
         for point in target.points.iter() {
             if !self.attached.insert((target.id, point.file_offset, pid)) {
                 continue;
@@ -594,47 +622,18 @@ impl Probes {
                     "tls probe on a single-stepped instruction (slow path)"
                 );
             }
-            if point.kind == PointKind::Call && self.session.is_some() {
-                session_points.push(point);
-                continue;
-            }
-            if self.attach_point(target, point, pid) {
-                n += 1;
-            } else {
-                // Not attached: a later sighting of the file tries again.
-                self.attached.remove(&(target.id, point.file_offset, pid));
-            }
+            new_points.push(point);
         }
-        if let (Some(session), false) = (&self.session, session_points.is_empty()) {
-            let offsets: Vec<u64> = session_points.iter().map(|p| p.file_offset).collect();
-            let cookies: Vec<u64> = session_points.iter().map(|p| p.cookie).collect();
-            match session.attach(&target.path, &offsets, &cookies, pid) {
-                Ok(link) => {
-                    self.links
-                        .entry(target.id)
-                        .or_default()
-                        .push(TlsLink::Session(link));
-                    n += session_points.len();
-                    for point in &session_points {
-                        log_attached(target, point, pid, "session");
-                    }
-                }
-                Err(error) => {
-                    if pid.is_none_or(|p| Path::new(&format!("/proc/{p}")).exists()) {
-                        tracing::warn!(
-                            path = %target.path.display(),
-                            pid,
-                            error = %error,
-                            "attaching tls session probes failed; trying a uprobe and a uretprobe"
-                        );
-                    }
-                    for point in session_points {
-                        if self.attach_point(target, point, pid) {
-                            n += 1;
-                        } else {
-                            self.attached.remove(&(target.id, point.file_offset, pid));
-                        }
-                    }
+        let linked = !new_points.is_empty() && self.attach_links(target, &new_points, pid);
+        if linked {
+            n = new_points.len();
+        } else {
+            for point in new_points {
+                if self.attach_point(target, point, pid) {
+                    n += 1;
+                } else {
+                    // Not attached: a later sighting of the file tries again.
+                    self.attached.remove(&(target.id, point.file_offset, pid));
                 }
             }
         }
@@ -650,6 +649,67 @@ impl Probes {
             );
         }
         n
+    }
+
+    /// Attaches `points` of `target` as BPF links, one per program: call
+    /// points as uprobe sessions, the others as `uprobe_multi` links. All or
+    /// nothing: returns false (with no link left) when links are not in use
+    /// or one failed, and the points are then attached as perf events.
+    fn attach_links(
+        &mut self,
+        target: &TlsTarget,
+        points: &[&super::placement::ProbePoint],
+        pid: Option<u32>,
+    ) -> bool {
+        let Some(programs) = &self.link_programs else {
+            return false;
+        };
+        // (program, offsets, cookies), in the order the points name them.
+        let mut groups: Vec<(&'static str, Vec<u64>, Vec<u64>)> = Vec::new();
+        for point in points {
+            let names: &[&'static str] = if point.kind == PointKind::Call {
+                &[super::links::SESSION]
+            } else {
+                point.kind.programs()
+            };
+            for &name in names {
+                let at = match groups.iter().position(|g| g.0 == name) {
+                    Some(at) => at,
+                    None => {
+                        groups.push((name, Vec::new(), Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                groups[at].1.push(point.file_offset);
+                groups[at].2.push(point.cookie);
+            }
+        }
+        let mut made = Vec::with_capacity(groups.len());
+        for (name, offsets, cookies) in &groups {
+            match programs.attach(name, &target.path, offsets, cookies, pid) {
+                Ok(link) => made.push(link),
+                Err(error) => {
+                    if pid.is_none_or(|p| Path::new(&format!("/proc/{p}")).exists()) {
+                        tracing::warn!(
+                            path = %target.path.display(),
+                            program = name,
+                            pid,
+                            error = %error,
+                            "attaching tls probes as a bpf link failed; trying perf events"
+                        );
+                    }
+                    return false;
+                }
+            }
+        }
+        for point in points {
+            log_attached(target, point, pid, "bpf link");
+        }
+        self.links
+            .entry(target.id)
+            .or_default()
+            .extend(made.into_iter().map(TlsLink::Bpf));
+        true
     }
 
     /// Attaches the programs of one point through aya (a perf event each).
@@ -713,6 +773,7 @@ impl Probes {
     pub fn detach_file(&mut self, id: FileId) -> usize {
         let links = self.links.remove(&id).unwrap_or_default();
         let n = links.len();
+        let mut closing = Vec::new();
         for link in links {
             match link {
                 TlsLink::Point(prog, link) => {
@@ -722,7 +783,23 @@ impl Probes {
                         tracing::warn!(error = %error_chain(&error), "detaching tls probe failed");
                     }
                 }
-                TlsLink::Session(fd) => drop(fd),
+                TlsLink::Bpf(fd) => closing.push(fd),
+            }
+        }
+        if !closing.is_empty() {
+            // Closed where waiting does not hold up a new file's probes; if
+            // the thread is gone, here.
+            match &self.detacher {
+                Some(tx) => {
+                    if let Err(
+                        std::sync::mpsc::TrySendError::Full(back)
+                        | std::sync::mpsc::TrySendError::Disconnected(back),
+                    ) = tx.try_send(closing)
+                    {
+                        drop(back);
+                    }
+                }
+                None => drop(closing),
             }
         }
         self.attached.retain(|a| a.0 != id);
