@@ -1,7 +1,8 @@
 //! Loads the eBPF object, creates the per-CPU rings, writes the config and the
 //! selection, attaches tracepoints and TLS uprobes. Everything attached is
 //! owned by [`Probes`]; dropping it detaches all probes and unloads the
-//! programs (aya detaches a program's links when the program is dropped).
+//! programs (aya detaches a program's links when the program is dropped; the
+//! BPF links of [`super::links`] are closed with the map that holds them).
 
 use std::{
     collections::{HashMap, HashSet},
