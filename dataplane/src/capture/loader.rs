@@ -480,6 +480,12 @@ pub fn load(opts: &Options) -> Result<(Probes, Vec<CpuRing>, DropCounters), Load
     Ok((probes, rings, counters))
 }
 
+/// True if the probes were for one process (`pid`) that has exited: a
+/// failed attach is then expected, not worth a warning.
+fn process_gone(pid: Option<u32>) -> bool {
+    pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+}
+
 /// Files whose links wait for the detach thread; past this, the control
 /// thread closes them itself.
 const DETACH_QUEUE: usize = 64;
@@ -690,7 +696,7 @@ impl Probes {
             match programs.attach(name, &target.path, offsets, cookies, pid) {
                 Ok(link) => made.push(link),
                 Err(error) => {
-                    if pid.is_none_or(|p| Path::new(&format!("/proc/{p}")).exists()) {
+                    if !process_gone(pid) {
                         tracing::warn!(
                             path = %target.path.display(),
                             program = name,
@@ -743,7 +749,7 @@ impl Probes {
                     .push(TlsLink::Point(prog, link)),
                 Err(error) => {
                     ok = false;
-                    if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    if process_gone(pid) {
                         // The process exited before we got to it.
                         break;
                     }

@@ -68,14 +68,20 @@ pub fn ssl_enter(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(saved) = TLS_CALLS.get_ptr(pid_tgid) else {
-        return 0;
-    };
+    if let Some(saved) = TLS_CALLS.get_ptr(pid_tgid) {
+        take_and_complete(pid_tgid, saved, ctx.ret::<i64>() as i32 as i64);
+    }
+    0
+}
+
+/// Takes the call `saved` (this thread's `TLS_CALLS` entry) out of the map
+/// and emits its plaintext for return value `ret`.
+#[inline(always)]
+fn take_and_complete(pid_tgid: u64, saved: *const TlsCall, ret: i64) {
     // SAFETY: live map value of this thread; copied before removal.
     let call = unsafe { core::ptr::read(saved) };
     let _ = TLS_CALLS.remove(pid_tgid);
-    complete_call(pid_tgid, &call, ctx.ret::<i64>() as i32 as i64);
-    0
+    complete_call(pid_tgid, &call, ret);
 }
 
 /// hook: the functions [`ssl_enter`] hooks, as one session probe (a
@@ -104,12 +110,9 @@ pub fn ssl_session(ctx: ProbeContext) -> u32 {
         // SAFETY: live map value of this thread.
         let saved_sp = unsafe { (*saved).sp };
         if saved_sp != 0 && saved_sp + 8 == sp {
-            // SAFETY: as above; copied before removal.
-            let call = unsafe { core::ptr::read(saved) };
-            let _ = TLS_CALLS.remove(pid_tgid);
             // SAFETY: as above.
             let ret = unsafe { (*ctx.regs).rax } as i32 as i64;
-            complete_call(pid_tgid, &call, ret);
+            take_and_complete(pid_tgid, saved, ret);
             return 0;
         }
     }
