@@ -13,7 +13,8 @@
 //! A ticket may also carry a [`Notice`]: who to tell once the object is durably
 //! stored at its destination (S3: uploaded, or found already there; stdout:
 //! written). The store calls [`Notice::stored`] from its own thread, after the
-//! fact, so announcing costs the caller of `put` nothing.
+//! fact, so announcing costs the caller of `put` nothing; only an object the
+//! store already holds is announced at once, from `put`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -126,7 +127,8 @@ pub struct Stored<'a> {
 /// Hears that objects are stored (the agent's `artifact_record` events).
 pub trait Announce: Send + Sync {
     /// Object `part` of what this announcer stands for is stored. Called on the
-    /// store's own thread (uploader, writer); must not block.
+    /// store's own thread (uploader, writer), or on the thread that put the
+    /// object when the store knows it is there already; must not block.
     fn stored(&self, part: usize, stored: Stored<'_>);
 }
 

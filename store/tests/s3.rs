@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +24,25 @@ fn wait_until_settled(store: &S3Store) {
             store.stats()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One announcement: part, digest, size, URL, deduplicated.
+type Announcement = (usize, String, u64, Option<String>, bool);
+
+/// Announcements heard.
+#[derive(Default)]
+struct Heard(Mutex<Vec<Announcement>>);
+
+impl tapwire_store::Announce for Heard {
+    fn stored(&self, part: usize, stored: tapwire_store::Stored<'_>) {
+        self.0.lock().expect("heard").push((
+            part,
+            stored.digest.to_hex().to_string(),
+            stored.size,
+            stored.url.map(str::to_owned),
+            stored.deduplicated,
+        ));
     }
 }
 
@@ -76,12 +95,34 @@ fn stores_1000_small_objects_and_a_40_mib_multipart_object() {
         "the spool is empty once everything is stored"
     );
 
-    // The same bytes again are not uploaded again.
+    // The same bytes again are not uploaded again: the object is settled
+    // and announced before `put_with` returns (the store knows it is there).
     let again = expected.values().next().expect("an object").clone();
-    store.put(Object::new("text/plain", Bytes::from(again)));
+    let again = Object::new("text/plain", Bytes::from(again));
+    let receipt = tapwire_store::Receipt::new();
+    let heard = Arc::new(Heard::default());
+    let notice = tapwire_store::Notice::new(heard.clone(), 7);
+    store.put_with(again.clone(), receipt.ticket(0).with_notice(notice));
+    assert!(
+        receipt.settled() && receipt.kept(0),
+        "kept at once: {:?}",
+        store.stats()
+    );
+    let digest = again.digest.to_hex().to_string();
+    assert_eq!(
+        *heard.0.lock().expect("heard"),
+        [(
+            7,
+            digest.clone(),
+            again.bytes.len() as u64,
+            Some(format!("http://{}/objects/{digest}", weed.endpoint())),
+            true
+        )]
+    );
     wait_until_settled(&store);
     let stats = store.stats();
     assert_eq!((stats.stored, stats.deduplicated), (1001, 1), "{stats:?}");
+    assert_eq!(stats.accepted, 1002, "{stats:?}");
 
     let url = store.access_url(&blake3::Hash::from_hex(&big_digest).expect("hex"));
     assert_eq!(

@@ -98,6 +98,8 @@ pub struct S3Store {
     stop_spooling: Arc<AtomicBool>,
     threads: Mutex<Threads>,
     access_url: AccessUrl,
+    /// Announces objects settled on the caller's thread (already uploaded).
+    announcer: Arc<Announcer>,
     recovered: usize,
     /// The start-up bucket check succeeded.
     check_passed: bool,
@@ -274,7 +276,7 @@ impl S3Store {
             Arc::clone(&counters),
             Arc::clone(&control.wake),
             Arc::clone(&stop_spooling),
-            announcer,
+            Arc::clone(&announcer),
         )
         .map_err(|source| {
             control.halt.store(true, Ordering::Release);
@@ -297,6 +299,7 @@ impl S3Store {
                 uploader: Some(uploader_thread),
             }),
             access_url,
+            announcer,
             recovered,
             check_passed,
         })
@@ -343,7 +346,27 @@ impl ObjectStore for S3Store {
         self.reached_endpoint()
     }
 
-    fn put_with(&self, object: Object, ticket: Ticket) {
+    fn put_with(&self, object: Object, mut ticket: Ticket) {
+        // Already uploaded (the common case of a busy node: the same bodies and
+        // headers again): settled here, with no trip through the storage
+        // thread. Anything else, duplicates the table forgot included, is
+        // spooled or deduplicated there.
+        if self.spool.uploaded(&object.digest) {
+            Counters::add(&self.counters.accepted, 1);
+            Counters::add(&self.counters.deduplicated, 1);
+            if let Some(notice) = ticket.take_notice() {
+                self.announcer.stored(
+                    &self.counters,
+                    notice,
+                    &object.digest,
+                    object.bytes.len() as u64,
+                    &object.content_type,
+                    true,
+                );
+            }
+            ticket.kept();
+            return;
+        }
         self.queue.push(object, ticket);
     }
 

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::header::{MAGIC, MAX_CONTENT_TYPE_BYTES, header_len, parse_header, truncate};
+use super::known::KnownDigests;
 use crate::{Digest, Notice};
 
 /// The spool directory's mode when tapwire creates it: payloads are sensitive, so
@@ -168,6 +169,9 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
+    /// Digests uploaded, for lookups without the index's lock
+    /// ([`Spool::uploaded`]).
+    known: KnownDigests,
     /// `LOCK_FILE`, locked exclusively for as long as the spool is open; the
     /// kernel releases the lock when the process dies, however it dies.
     _lock: File,
@@ -313,6 +317,7 @@ impl Spool {
                 dir: dir.to_owned(),
                 max_bytes,
                 index: Mutex::new(index),
+                known: KnownDigests::default(),
                 _lock: lock,
             },
             recovery,
@@ -368,6 +373,13 @@ impl Spool {
                 .get(digest)
                 .and_then(|seq| idx.slots.get(seq))
                 .is_some_and(|slot| slot.state != State::Writing)
+    }
+
+    /// Whether an object with `digest` was uploaded, as far as a lock-free
+    /// table that forgets remembers (a false answer is no proof it was not):
+    /// for callers of `put`, which take no lock.
+    pub fn uploaded(&self, digest: &Digest) -> bool {
+        self.known.contains(digest)
     }
 
     /// Tells `notice` when entry `seq` is uploaded (`duplicate`: the notice's
@@ -449,6 +461,7 @@ impl Spool {
         let notices = idx.take_notices(seq);
         if let Some(slot) = idx.remove(seq) {
             idx.recent.insert(slot.digest);
+            self.known.insert(&slot.digest);
             remove_file(&object_path(&self.dir, seq, &slot.digest));
         }
         notices

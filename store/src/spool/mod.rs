@@ -9,6 +9,7 @@
 
 pub mod dir;
 pub mod header;
+pub mod known;
 pub mod uring;
 pub mod writer;
 
