@@ -11,10 +11,12 @@
 //! - [`shard`]: connection tracking and HTTP parsing into transactions.
 //! - [`txn`]: transactions and their event JSON.
 //! - [`output`]: objects and events to the stores (the shards' sink).
+//! - [`digests`]: the digests of a shard's recent objects, reused for the same bytes.
 //! - [`records`]: `artifact_record` events, told by the object stores.
 //! - [`input`]: the decoded record a shard consumes.
 
 pub mod budget;
+pub mod digests;
 pub mod event_fields;
 pub mod input;
 pub mod output;

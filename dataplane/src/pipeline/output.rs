@@ -3,9 +3,10 @@
 //! stack (`http_capture.object_store`, else all).
 //!
 //! Each shard thread does this for its own transactions ([`Deliver`] is its
-//! sink): hashing bodies (BLAKE3) and serializing events run on every shard in
-//! parallel, where the bytes already are, and no queue sits between parsing and
-//! the stores. A store whose queue is full makes the shard wait for room, at
+//! sink): hashing bodies (BLAKE3, or the digest of the same bytes hashed a
+//! moment ago: [`super::digests`]) and serializing events run on every shard
+//! in parallel, where the bytes already are, and no queue sits between parsing
+//! and the stores. A store whose queue is full makes the shard wait for room, at
 //! most a second (`tapwire_store::room`): backpressure into the kernel rings
 //! rather than lost objects.
 //!
@@ -33,6 +34,7 @@ use crate::plugins::Format;
 use crate::plugins::detect::{DetectErrors, Firing};
 use crate::plugins::fields::TxnFields;
 
+use super::digests::DigestCache;
 use super::records::ArtifactRecords;
 
 use super::shard::{Output, Sink};
@@ -160,7 +162,11 @@ impl Fanout {
                     self.records.request(txn, exe.clone(), roles)
                 });
             for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
-                let object = Object::new(content_type, bytes);
+                let object = Object {
+                    digest: look.digests.digest(&bytes),
+                    content_type,
+                    bytes,
+                };
                 let url = stores.iter().find_map(|s| s.access_url(&object.digest));
                 refs.push(ObjectRef {
                     role,
@@ -320,6 +326,8 @@ pub struct Lookups {
     url: String,
     /// This shard's request ids.
     request_ids: RequestIds,
+    /// Digests of this shard's recent objects.
+    digests: DigestCache,
 }
 
 impl Lookups {
@@ -330,6 +338,7 @@ impl Lookups {
             places: AttributionCache::default(),
             url: String::new(),
             request_ids: RequestIds::new(),
+            digests: DigestCache::default(),
         }
     }
 }

@@ -15,6 +15,11 @@ use tapwire_perf::report::{chart, machine::Machine, markdown::Report};
 use tapwire_perf::soak::{self, SoakPlan};
 use tapwire_perf::tls_calls::{self, TlsCallsPlan};
 
+/// The agent's allocator, so that the capacity run (the agent's pipeline in
+/// this process) allocates as the agent does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rounds of a full run (the issue asks for at least 5).
 const ROUNDS: u32 = 6;
 /// Seconds per wrk run in a full run.
