@@ -769,6 +769,11 @@ impl Probes {
         ok
     }
 
+    /// True if TLS probes are BPF links and TLS calls uprobe sessions.
+    pub fn uprobe_sessions(&self) -> bool {
+        self.link_programs.is_some()
+    }
+
     /// Takes the maps that [`super::sweep`] reclaims entries of exited
     /// processes from, for the thread that sweeps them.
     pub fn take_sweeper(&mut self) -> super::sweep::Sweeper {

@@ -130,6 +130,8 @@ pub struct Capture {
     sweeper: Option<(SyncSender<()>, JoinHandle<()>)>,
     drops: DropCounters,
     fallbacks: Arc<AtomicU64>,
+    /// TLS calls are probed with uprobe sessions (BPF links).
+    uprobe_sessions: bool,
     probed: Arc<ProbedCounts>,
     images: SharedCounters,
     swept: Arc<sweep::SweepCounters>,
@@ -166,6 +168,7 @@ impl Capture {
         probes.log_probed();
         let probed = Arc::clone(&probes.probed);
         let fallbacks = Arc::new(AtomicU64::new(probes.fallbacks.load(Ordering::Relaxed)));
+        let uprobe_sessions = probes.uprobe_sessions();
         let stop = Arc::new(AtomicBool::new(false));
         let images = SharedCounters::default();
         let swept = Arc::new(sweep::SweepCounters::default());
@@ -211,6 +214,7 @@ impl Capture {
             sweeper: Some(sweeper),
             drops,
             fallbacks,
+            uprobe_sessions,
             probed,
             images,
             swept,
@@ -278,6 +282,12 @@ impl Capture {
     /// TLS probe points placed on a single-stepped instruction so far.
     pub fn placement_fallbacks(&self) -> u64 {
         self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// True if TLS calls are probed with uprobe sessions (one probe hit per
+    /// call outside the selection), false if with a uprobe and a uretprobe.
+    pub fn uprobe_sessions(&self) -> bool {
+        self.uprobe_sessions
     }
 
     /// Stops probing new files, drains the rings one last time and joins all

@@ -83,6 +83,7 @@ pub fn gather(
     Snapshot {
         tls_probed,
         tls_placement_fallbacks: capture.placement_fallbacks(),
+        tls_uprobe_sessions: capture.uprobe_sessions(),
         kernel_drops,
         kernel_excluded,
         kernel_maps,

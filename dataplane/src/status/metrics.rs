@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub tls_probed: Vec<(&'static str, u64, u64)>,
     /// TLS probe points on instructions the kernel single-steps.
     pub tls_placement_fallbacks: u64,
+    /// TLS calls probed with uprobe sessions (else a uprobe and a uretprobe).
+    pub tls_uprobe_sessions: bool,
 }
 
 /// One ring reader (one per CPU).
@@ -330,6 +332,12 @@ impl Collector for Collect {
                 Vec::new(),
                 i64::try_from(snap.tls_placement_fallbacks).unwrap_or(i64::MAX),
             )],
+        )?;
+        gauge(
+            &mut enc,
+            "tls_uprobe_sessions",
+            "1 if TLS calls are probed with uprobe sessions (one probe hit per call outside the selection), 0 if with a uprobe and a uretprobe",
+            [(Vec::new(), i64::from(snap.tls_uprobe_sessions))],
         )?;
         let shard_samples = snap
             .shards
