@@ -18,24 +18,13 @@ fn body_after_head(bytes: &[u8]) -> &[u8] {
     &bytes[at..]
 }
 
-/// Linux 6.13 or later: the kernel has uprobe sessions.
-fn kernel_has_uprobe_sessions() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut parts = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 13)
-}
-
 #[test]
 fn curl_https_exact_bytes_direction_and_addresses() {
     if !can_run("curl_https_exact_bytes_direction_and_addresses") {
         return;
     }
     // The TLS calls are probed by uprobe sessions on a kernel that has them.
-    let mode = if kernel_has_uprobe_sessions() {
+    let mode = if common::kernel_has_uprobe_sessions() {
         "tls calls as uprobe sessions"
     } else {
         "tls calls probed with a uprobe and a uretprobe"

@@ -210,15 +210,13 @@ fn metrics_count_requests_exactly_with_bounded_labels() {
         .iter()
         .find(|s| s["name"] == "tapwire_tls_uprobe_sessions")
         .expect("tapwire_tls_uprobe_sessions exported");
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut version = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let has_sessions = (version.next().unwrap_or(0), version.next().unwrap_or(0)) >= (6, 13);
     assert_eq!(
         sessions["value"].as_f64(),
-        Some(if has_sessions { 1.0 } else { 0.0 }),
+        Some(if common::kernel_has_uprobe_sessions() {
+            1.0
+        } else {
+            0.0
+        }),
         "{sessions}"
     );
     drop(agent);

@@ -29,8 +29,7 @@ pub struct DigestCache {
     slots: Vec<Slot>,
     /// Capacity of every slot's buffer together.
     held: usize,
-    /// Objects that took a digest from the table (counted for tests and
-    /// the bench, read through [`DigestCache::hits`]).
+    /// Objects that took a digest from the table ([`DigestCache::hits`]).
     hits: u64,
 }
 

@@ -3,6 +3,17 @@
 
 pub use tapwire_testkit::*;
 
+/// Linux 6.13 or later: the kernel has uprobe sessions.
+pub fn kernel_has_uprobe_sessions() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 13)
+}
+
 /// A script of this directory (`dataplane/tests/common/`).
 pub fn script(name: &str) -> String {
     format!("{}/tests/common/{name}", env!("CARGO_MANIFEST_DIR"))

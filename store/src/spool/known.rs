@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use crate::Digest;
 
-/// Slots in the table: 16 Ki × 40 bytes = 640 KiB, touched as digests arrive.
+/// Slots in the table: 16 Ki × 40 bytes = 640 KiB per S3 store, allocated when
+/// the store starts.
 pub const SLOTS: usize = 16 * 1024;
 
 /// A lock-free, forgetting set of digests.
