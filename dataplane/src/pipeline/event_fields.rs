@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Serialize, Serializer};
 
+use super::txn::HeaderFields;
+
 /// Query parameters whose values never reach an event (ASCII case-insensitive);
 /// documented in `docs/stdout.md`.
 pub const CREDENTIAL_PARAMS: [&str; 22] = [
@@ -232,13 +234,21 @@ pub struct AuthToken<'a> {
 
 impl<'a> AuthToken<'a> {
     /// The first token header among `headers`.
-    pub fn find(headers: &'a [(String, String)]) -> Option<Self> {
-        let (source, value) = TOKEN_HEADERS.iter().find_map(|&h| {
-            headers
+    pub fn find(headers: &'a HeaderFields) -> Option<Self> {
+        // One pass over the fields: the first of the earliest-listed name.
+        let mut found: Option<(usize, &str)> = None;
+        for (name, value) in headers.iter() {
+            let rank = TOKEN_HEADERS
                 .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(h))
-                .map(|(_, v)| (h, v.trim()))
-        })?;
+                .position(|h| h.len() == name.len() && h.eq_ignore_ascii_case(name));
+            if let Some(rank) = rank
+                && found.is_none_or(|(best, _)| rank < best)
+            {
+                found = Some((rank, value));
+            }
+        }
+        let (rank, value) = found?;
+        let (source, value) = (TOKEN_HEADERS[rank], value.trim());
         let (kind, token) = match value.split_once(' ') {
             Some((scheme, token)) if source == "authorization" => (scheme, token.trim()),
             _ if source == "authorization" => ("token", value),
@@ -328,6 +338,8 @@ impl<'a> JsonObject<'a> {
 
     /// Starts field `key` (a plain name: written as is).
     pub fn key(&mut self, key: &str) -> &mut Self {
+        // One capacity check for the four pieces.
+        self.out.reserve(key.len() + 4);
         if !std::mem::take(&mut self.first) {
             self.out.push(b',');
         }
@@ -350,16 +362,45 @@ impl<'a> JsonObject<'a> {
         }
     }
 
-    /// A [`Display`] value as a string (see [`display`]).
+    /// A [`Display`] value as a string, formatted straight into the buffer
+    /// and escaped afterwards in the rare case it needs it.
     pub fn display(&mut self, value: &impl Display) {
-        with_text(value, |text| json_string(self.out, text));
+        let start = self.out.len();
+        self.out.push(b'"');
+        // Writing into a `Vec` cannot fail; a `Display` that fails leaves
+        // what it wrote.
+        let _ = write!(VecText(self.out), "{value}");
+        if needs_escape(&self.out[start + 1..]) {
+            let text = self.out.split_off(start + 1);
+            self.out.truncate(start);
+            // Only whole `&str`s were written.
+            json_string(self.out, std::str::from_utf8(&text).unwrap_or_default());
+        } else {
+            self.out.push(b'"');
+        }
+    }
+
+    /// A socket address as a string, as its `Display` writes it; IPv4
+    /// addresses digit by digit, without the formatting machinery.
+    pub fn socket_addr(&mut self, addr: &SocketAddr) {
+        let SocketAddr::V4(v4) = addr else {
+            return self.display(addr);
+        };
+        self.out.push(b'"');
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(b'.');
+            }
+            push_uint(self.out, octet.into());
+        }
+        self.out.push(b':');
+        push_uint(self.out, v4.port().into());
+        self.out.push(b'"');
     }
 
     /// An unsigned integer.
     pub fn uint(&mut self, value: impl Into<u64>) {
-        use std::io::Write as _;
-        // Writing into a `Vec` cannot fail.
-        let _ = write!(self.out, "{}", value.into());
+        push_uint(self.out, value.into());
     }
 
     /// An unsigned integer or null.
@@ -397,14 +438,33 @@ impl<'a> JsonObject<'a> {
     }
 }
 
+/// Appends `value` in decimal.
+fn push_uint(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// Formats into the end of a `Vec`.
+struct VecText<'a>(&'a mut Vec<u8>);
+
+impl Write for VecText<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Whether `text` holds a byte that a JSON string must escape. No early
+/// exit, so the check runs over whole vectors.
+fn needs_escape(text: &[u8]) -> bool {
+    text.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
 /// `value` as a JSON string: copied whole unless it holds a character JSON
 /// escapes (a control character, `"` or a backslash).
 pub fn json_string(out: &mut Vec<u8>, value: &str) {
-    // No early exit, so the check runs over whole vectors.
-    let escape = value.bytes().fold(false, |any, b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if escape {
+    if needs_escape(value.as_bytes()) {
         serde_json::to_writer(&mut *out, value).expect("a string serializes");
     } else {
         out.reserve(value.len() + 2);
@@ -512,6 +572,43 @@ mod tests {
     }
 
     #[test]
+    fn numbers_addresses_and_display_values_are_written_as_serde_writes_them() {
+        let mut out = Vec::new();
+        let mut e = JsonObject::new(&mut out);
+        let numbers = [0, 7, 9, 10, 99, 100, 65_535, u64::from(u32::MAX), u64::MAX];
+        for n in numbers {
+            e.key("n").uint(n);
+        }
+        let addrs: [SocketAddr; 4] = [
+            "0.0.0.0:0".parse().unwrap(),
+            "127.0.0.1:8443".parse().unwrap(),
+            "255.255.255.255:65535".parse().unwrap(),
+            "[2001:db8::1]:443".parse().unwrap(),
+        ];
+        for a in &addrs {
+            e.key("a").socket_addr(a);
+        }
+        let texts = ["plain", "", "q\"uote\\ and\nnew line é"];
+        for t in texts {
+            e.key("t").display(&t);
+        }
+        e.end();
+        let mut want = String::from("{");
+        for n in numbers {
+            want += &format!("\"n\":{n},");
+        }
+        for a in &addrs {
+            want += &format!("\"a\":{},", serde_json::to_string(&a.to_string()).unwrap());
+        }
+        for t in texts {
+            want += &format!("\"t\":{},", serde_json::to_string(t).unwrap());
+        }
+        want.pop();
+        want.push('}');
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
     fn credential_parameters_are_masked_case_insensitively_and_the_rest_kept() {
         let cases = [
             ("/a/b", "/a/b"),
@@ -596,7 +693,7 @@ mod tests {
 
     #[test]
     fn auth_tokens_show_source_type_and_at_most_4_characters_of_long_tokens() {
-        let h = |n: &str, v: &str| vec![(n.to_owned(), v.to_owned())];
+        let h = |n: &str, v: &str| HeaderFields::from_iter([(n, v)]);
         let bearer = h("Authorization", "Bearer abcdefghijklmnopWXYZ");
         assert_eq!(
             AuthToken::find(&bearer),
@@ -616,5 +713,20 @@ mod tests {
             })
         );
         assert_eq!(AuthToken::find(&h("accept", "*/*")), None);
+        // `authorization` outranks a token header listed after it, wherever
+        // it stands; of two of the same name the first is taken.
+        let both = HeaderFields::from_iter([
+            ("x-api-key", "key-abcdefghijklmnop"),
+            ("AUTHORIZATION", "Basic first-abcdefghijklmnop"),
+            ("authorization", "Bearer second-abcdefghijklmnop"),
+        ]);
+        assert_eq!(
+            AuthToken::find(&both),
+            Some(AuthToken {
+                source: "authorization",
+                kind: "Basic",
+                last4: Some("mnop")
+            })
+        );
     }
 }

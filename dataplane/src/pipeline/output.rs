@@ -170,7 +170,7 @@ impl Fanout {
                 let url = stores.iter().find_map(|s| s.access_url(&object.digest));
                 refs.push(ObjectRef {
                     role,
-                    digest: object.digest.to_hex().to_string(),
+                    digest: object.digest,
                     size: object.bytes.len(),
                     content_type: object.content_type.clone(),
                     url,

@@ -14,7 +14,7 @@ use tapwire_http::{Direction, h2, hpack, http1, tls_hello};
 use super::budget::Budget;
 use super::input::{ConnInfo, Flow, Input, Role};
 use super::reorder::{Offer, Reorder};
-use super::txn::{ConnSummary, Message, NotKept, Protocol, Transaction};
+use super::txn::{ConnSummary, HeaderFields, Message, NotKept, Protocol, Transaction};
 
 /// Connections one shard follows at most; past it new ones are not followed and
 /// are counted. 64 Ki connections per shard is far above a busy node's load.
@@ -197,6 +197,9 @@ pub struct Shard<S: Sink> {
     exited_order: VecDeque<(u64, u32)>,
     idle_timeout_ns: u64,
     last_idle_scan_ns: u64,
+    /// The list a record's finished transactions are gathered in, kept
+    /// between records so that gathering them allocates nothing.
+    spare_done: Vec<Transaction>,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -255,6 +258,7 @@ impl Conn {
         ts_ns: u64,
         tid: u32,
         tls: bool,
+        done: Vec<Transaction>,
     ) -> (&'c mut Mode, Follow<'c>) {
         let follow = Follow {
             budget,
@@ -264,7 +268,7 @@ impl Conn {
             sni: self.sni.as_ref(),
             conn_id,
             pending: &mut self.pending,
-            done: Vec::new(),
+            done,
             ts_ns,
             tid,
             tls,
@@ -349,6 +353,7 @@ impl<S: Sink> Shard<S> {
             exited_order: VecDeque::new(),
             idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as u64,
             last_idle_scan_ns: 0,
+            spare_done: Vec::new(),
             stats: ShardStats::default(),
         }
     }
@@ -646,7 +651,8 @@ impl<S: Sink> Shard<S> {
         } else {
             Direction::Response
         };
-        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, tid, tls);
+        let spare = std::mem::take(&mut self.spare_done);
+        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, tid, tls, spare);
         let failed = match mode {
             Mode::Http1(parser) => {
                 parser.record_start(direction);
@@ -663,7 +669,10 @@ impl<S: Sink> Shard<S> {
                     })
                     .is_err()
             }
-            Mode::Detect | Mode::Opaque => return false,
+            Mode::Detect | Mode::Opaque => {
+                self.spare_done = follow.done;
+                return false;
+            }
         };
         let done = std::mem::take(&mut follow.done);
         self.stats.count_not_kept(follow.not_kept);
@@ -672,9 +681,7 @@ impl<S: Sink> Shard<S> {
             self.stats.parse_errors += 1;
             conn.stop_parsing();
         }
-        for txn in done {
-            self.emit(Output::Txn(Box::new(txn)));
-        }
+        self.emit_done(done);
         if failed {
             self.flush_pending(conn_id);
         }
@@ -708,7 +715,8 @@ impl<S: Sink> Shard<S> {
             Direction::Response
         };
         let tls = conn.tls.unwrap_or(false);
-        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, 0, tls);
+        let spare = std::mem::take(&mut self.spare_done);
+        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, 0, tls, spare);
         let placed = match mode {
             Mode::Http1(parser) => {
                 let decoder = match direction {
@@ -751,9 +759,7 @@ impl<S: Sink> Shard<S> {
             Mode::Detect | Mode::Opaque => Placed::Unparsed,
         };
         let done = std::mem::take(&mut follow.done);
-        for txn in done {
-            self.emit(Output::Txn(Box::new(txn)));
-        }
+        self.emit_done(done);
         match placed {
             Placed::Body => self.stats.overload_body_bytes += shed,
             Placed::Unparsed => self.stats.overload_unparsed_bytes += shed,
@@ -785,7 +791,8 @@ impl<S: Sink> Shard<S> {
             }
         }
         let tls = conn.tls.unwrap_or(false);
-        if let (Mode::Http1(parser), mut follow) = conn.follow(&self.budget, conn_id, ts_ns, 0, tls)
+        if let (Mode::Http1(parser), mut follow) =
+            conn.follow(&self.budget, conn_id, ts_ns, 0, tls, Vec::new())
         {
             let _ = parser.eof(Direction::Response, &mut |d, ev| follow.event(d, ev));
             for txn in follow.done {
@@ -821,6 +828,15 @@ impl<S: Sink> Shard<S> {
             txn.truncated = true;
             self.emit(Output::Txn(Box::new(txn)));
         }
+    }
+
+    /// Emits a record's finished transactions, keeping the emptied list
+    /// for the next record.
+    fn emit_done(&mut self, mut done: Vec<Transaction>) {
+        for txn in done.drain(..) {
+            self.emit(Output::Txn(Box::new(txn)));
+        }
+        self.spare_done = done;
     }
 
     fn emit(&mut self, item: Output) {
@@ -1140,7 +1156,7 @@ impl Follow<'_> {
                         Direction::Request => &mut txn.request,
                         Direction::Response => &mut txn.response,
                     };
-                    msg.headers.extend(owned_headers(block.headers));
+                    msg.headers.extend_block(block.headers);
                     if direction == Direction::Response {
                         txn.grpc_status = block.grpc_status();
                     }
@@ -1149,7 +1165,7 @@ impl Follow<'_> {
                     txn.path = text(":path").unwrap_or_default();
                     txn.authority = text(":authority");
                     txn.start_ns = ts;
-                    txn.request.headers = owned_headers(block.headers);
+                    txn.request.headers = HeaderFields::from_block(block.headers);
                     txn.request.head = h2_head_bytes(block.headers);
                     txn.request.head_bytes = block.headers.byte_len() as u64;
                 } else {
@@ -1159,7 +1175,7 @@ impl Follow<'_> {
                     }
                     txn.status = status;
                     txn.grpc_status = block.grpc_status();
-                    txn.response.headers = owned_headers(block.headers);
+                    txn.response.headers = HeaderFields::from_block(block.headers);
                     txn.response.head = h2_head_bytes(block.headers);
                     txn.response.head_bytes = block.headers.byte_len() as u64;
                 }
@@ -1232,7 +1248,7 @@ impl Follow<'_> {
                 let mut txn = self.new_txn();
                 txn.method = head.method.to_owned();
                 txn.path = String::from_utf8_lossy(head.target).into_owned();
-                txn.request.headers = owned_headers(head.headers);
+                txn.request.headers = HeaderFields::from_block(head.headers);
                 txn.authority = txn.request.header("host").map(str::to_owned);
                 txn.request.head_bytes = head.head_len as u64;
                 txn.request.head = request_head_bytes(&head);
@@ -1255,7 +1271,7 @@ impl Follow<'_> {
             }
             (Direction::Request, Event::End { trailers }) => {
                 if let Some(txn) = self.pending.back_mut() {
-                    txn.request.headers.extend(owned_headers(trailers));
+                    txn.request.headers.extend_block(trailers);
                     txn.request.complete = true;
                 }
             }
@@ -1270,7 +1286,7 @@ impl Follow<'_> {
                 let ts = self.ts_ns;
                 let Some(txn) = self.responding() else { return };
                 txn.status = Some(head.status);
-                txn.response.headers = owned_headers(head.headers);
+                txn.response.headers = HeaderFields::from_block(head.headers);
                 txn.response.head_bytes = head.head_len as u64;
                 txn.response.head = response_head_bytes(&head);
                 expect_body(&mut txn.response);
@@ -1288,7 +1304,7 @@ impl Follow<'_> {
             (Direction::Response, Event::End { trailers }) => {
                 let ts = self.ts_ns;
                 if let Some(mut txn) = self.pending.pop_front() {
-                    txn.response.headers.extend(owned_headers(trailers));
+                    txn.response.headers.extend_block(trailers);
                     txn.response.complete = true;
                     txn.end_ns = ts;
                     self.done.push(txn);
@@ -1314,18 +1330,6 @@ fn unknown_conn(conn_id: u64) -> ConnInfo {
         role: Role::Unknown,
         ts_ns: 0,
     }
-}
-
-fn owned_headers(headers: tapwire_http::Headers<'_>) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                String::from_utf8_lossy(n).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect()
 }
 
 fn version_str(v: http1::Version) -> &'static str {

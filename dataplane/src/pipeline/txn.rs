@@ -43,11 +43,108 @@ impl Protocol {
     }
 }
 
+/// A message's header fields, in order: names and values in one text buffer,
+/// and where each ends. Two allocations per message, where a `String` per
+/// name and per value took two per field.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeaderFields {
+    /// Each field's name then its value, back to back.
+    text: String,
+    /// Per field: where its name ends and where its value ends in `text`
+    /// (its name starts where the previous value ends).
+    ends: Vec<(u32, u32)>,
+}
+
+impl HeaderFields {
+    /// Fields copied from a parsed header block (bytes that are not UTF-8
+    /// replaced, as `String::from_utf8_lossy` does).
+    pub fn from_block(block: tapwire_http::Headers<'_>) -> Self {
+        let mut fields = HeaderFields {
+            text: String::with_capacity(block.byte_len()),
+            ends: Vec::with_capacity(block.len()),
+        };
+        fields.extend_block(block);
+        fields
+    }
+
+    /// Appends the fields of a parsed header block (trailers).
+    pub fn extend_block(&mut self, block: tapwire_http::Headers<'_>) {
+        for (name, value) in block.iter() {
+            self.push(name, value);
+        }
+    }
+
+    /// Appends one field.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let mut put = |bytes: &[u8]| {
+            match std::str::from_utf8(bytes) {
+                Ok(text) => self.text.push_str(text),
+                Err(_) => self.text.push_str(&String::from_utf8_lossy(bytes)),
+            }
+            // Header blocks are far below 4 GiB (HTTP/1 64 KiB, HTTP/2 256 KiB).
+            u32::try_from(self.text.len()).unwrap_or(u32::MAX)
+        };
+        let name_end = put(name);
+        let value_end = put(value);
+        self.ends.push((name_end, value_end));
+    }
+
+    /// The fields as (name as on the wire, value), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let field = (
+                self.text.get(start..name_end).unwrap_or_default(),
+                self.text.get(name_end..value_end).unwrap_or_default(),
+            );
+            start = value_end;
+            field
+        })
+    }
+
+    /// The first value of field `name` (ASCII case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let mut start = 0;
+        for &(name_end, value_end) in &self.ends {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            // Lengths first: most fields are passed over without reading them.
+            if name_end - start == name.len()
+                && self.text.as_bytes()[start..name_end].eq_ignore_ascii_case(name.as_bytes())
+            {
+                return self.text.get(name_end..value_end);
+            }
+            start = value_end;
+        }
+        None
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// No fields.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(N, V)> for HeaderFields {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(fields: I) -> Self {
+        let mut out = HeaderFields::default();
+        for (name, value) in fields {
+            out.push(name.as_ref(), value.as_ref());
+        }
+        out
+    }
+}
+
 /// One side (request or response) of a transaction.
 #[derive(Debug, Default)]
 pub struct Message {
     /// Header fields (name as on the wire, value), in order.
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderFields,
     /// The header block as an object: the HTTP/1 head re-serialized, or HTTP/2
     /// fields as `name: value` lines.
     pub head: Vec<u8>,
@@ -179,10 +276,7 @@ impl Message {
 
     /// The first value of header `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 }
 
@@ -279,8 +373,9 @@ impl ObjectRole {
 pub struct ObjectRef {
     /// Which part.
     pub role: ObjectRole,
-    /// BLAKE3 hex.
-    pub digest: String,
+    /// BLAKE3 of its bytes (written as hex).
+    #[serde(serialize_with = "digest_hex")]
+    pub digest: blake3::Hash,
     /// Bytes.
     pub size: usize,
     /// MIME type.
@@ -291,6 +386,10 @@ pub struct ObjectRef {
     /// Every object store kept the object (spooled it, or wrote it out); `false`
     /// when one refused it (full spool or disk, full queue, write error).
     pub kept: bool,
+}
+
+fn digest_hex<S: serde::Serializer>(digest: &blake3::Hash, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(digest.to_hex().as_str())
 }
 
 /// MIME type of header-block objects.
@@ -452,7 +551,7 @@ impl Transaction {
             }
             let mut o = event_fields::JsonObject::new(list);
             o.key("role").str(object.role.name());
-            o.key("digest").str(&object.digest);
+            o.key("digest").str(object.digest.to_hex().as_str());
             o.key("size").uint(object.size as u64);
             o.key("content_type").str(&object.content_type);
             o.key("url").opt_str(object.url.as_deref());
@@ -489,8 +588,8 @@ impl Transaction {
             self.egress,
             self.conn.remote.ip(),
         ));
-        e.key("local").display(&self.conn.local);
-        e.key("remote").display(&self.conn.remote);
+        e.key("local").socket_addr(&self.conn.local);
+        e.key("remote").socket_addr(&self.conn.remote);
         e.key("protocol").str(self.protocol.name());
         e.key("tls").bool(self.tls);
         e.key("tls_sni").opt_str(self.tls_sni.as_deref());
@@ -701,4 +800,41 @@ pub(crate) fn event_bytes(event: &impl Serialize) -> Vec<u8> {
     let mut out = Vec::with_capacity(EVENT_CAPACITY);
     serde_json::to_writer(&mut out, event).expect("event serializes");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeaderFields;
+
+    #[test]
+    fn header_fields_keep_order_case_repeats_and_replace_what_is_not_utf8() {
+        let mut fields = HeaderFields::from_iter([
+            ("Host", &b"api.test"[..]),
+            ("Set-Cookie", b"a=1"),
+            ("set-cookie", b"b=2"),
+            ("X-Empty", b""),
+            ("X-Bytes", b"caf\xe9"),
+        ]);
+        fields.push(b"", b"after an empty name");
+        assert_eq!(fields.len(), 6);
+        assert_eq!(
+            fields.iter().collect::<Vec<_>>(),
+            [
+                ("Host", "api.test"),
+                ("Set-Cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("X-Empty", ""),
+                ("X-Bytes", "caf\u{fffd}"),
+                ("", "after an empty name"),
+            ]
+        );
+        assert_eq!(fields.get("HOST"), Some("api.test"));
+        assert_eq!(fields.get("set-cookie"), Some("a=1"));
+        assert_eq!(fields.get("x-empty"), Some(""));
+        assert_eq!(fields.get("x-bytes"), Some("caf\u{fffd}"));
+        assert_eq!(fields.get("hos"), None);
+        assert_eq!(fields.get("hostt"), None);
+        assert!(HeaderFields::default().is_empty());
+        assert_eq!(HeaderFields::default().get("host"), None);
+    }
 }

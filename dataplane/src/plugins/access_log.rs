@@ -160,7 +160,7 @@ fn console(txn: &TxnFields<'_>, mode: Level) -> Vec<u8> {
     );
     if mode >= Level::Headers {
         for (mark, m) in [(">", &t.request), ("<", &t.response)] {
-            for (name, value) in &m.headers {
+            for (name, value) in m.headers.iter() {
                 out.push_str(&format!("  {mark} {name}: {value}\n"));
             }
             if mode >= Level::Full && !m.body.is_empty() {
@@ -254,10 +254,7 @@ mod tests {
 
     fn message(headers: &[(&str, &str)], body: &[u8]) -> Message {
         let mut m = Message::default();
-        m.headers = headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect();
+        m.headers = headers.iter().copied().collect();
         m.head_bytes = 40;
         m.body = body.to_vec();
         m.body_bytes = body.len() as u64;

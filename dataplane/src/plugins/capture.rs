@@ -317,13 +317,13 @@ fn artifact<'a>(txn: &'a Transaction, level: Level, exe: Option<&'a str>) -> Art
 /// repeated fields joined with `, `.
 pub(super) fn header_map(m: &Message) -> BTreeMap<String, String> {
     let mut map: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in &m.headers {
-        map.entry(name.clone())
+    for (name, value) in m.headers.iter() {
+        map.entry(name.to_owned())
             .and_modify(|v| {
                 v.push_str(", ");
                 v.push_str(value);
             })
-            .or_insert_with(|| value.clone());
+            .or_insert_with(|| value.to_owned());
     }
     map
 }
@@ -399,7 +399,7 @@ mod tests {
 
     fn message(encoding: &str, body: &[u8]) -> Message {
         let mut m = Message::default();
-        m.headers = vec![("Content-Encoding".to_owned(), encoding.to_owned())];
+        m.headers = [("Content-Encoding", encoding)].into_iter().collect();
         m.body = body.to_vec();
         m
     }

@@ -831,7 +831,7 @@ mod tests {
     /// taking `ms` milliseconds.
     fn txn(status: u16, content_type: &str, body: &[u8], ms: u64) -> Transaction {
         let mut response = Message::default();
-        response.headers = vec![("Content-Type".to_owned(), content_type.to_owned())];
+        response.headers = [("Content-Type", content_type)].into_iter().collect();
         response.body = body.to_vec();
         response.body_bytes = body.len() as u64;
         Transaction {
