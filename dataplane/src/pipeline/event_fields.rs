@@ -337,6 +337,7 @@ impl<'a> JsonObject<'a> {
     }
 
     /// Starts field `key` (a plain name: written as is).
+    #[inline(always)]
     pub fn key(&mut self, key: &str) -> &mut Self {
         // One capacity check for the four pieces.
         self.out.reserve(key.len() + 4);
@@ -350,6 +351,7 @@ impl<'a> JsonObject<'a> {
     }
 
     /// A string value.
+    #[inline(always)]
     pub fn str(&mut self, value: &str) {
         json_string(self.out, value);
     }
@@ -398,7 +400,19 @@ impl<'a> JsonObject<'a> {
         self.out.push(b'"');
     }
 
+    /// A BLAKE3 digest as lowercase hex (what `blake3::Hash::to_hex` writes).
+    pub fn digest(&mut self, digest: &blake3::Hash) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b'"'; 2 * blake3::OUT_LEN + 2];
+        for (i, byte) in digest.as_bytes().iter().enumerate() {
+            text[1 + 2 * i] = DIGITS[usize::from(byte >> 4)];
+            text[2 + 2 * i] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        self.out.extend_from_slice(&text);
+    }
+
     /// An unsigned integer.
+    #[inline(always)]
     pub fn uint(&mut self, value: impl Into<u64>) {
         push_uint(self.out, value.into());
     }
@@ -417,12 +431,14 @@ impl<'a> JsonObject<'a> {
     }
 
     /// `true` or `false`.
+    #[inline(always)]
     pub fn bool(&mut self, value: bool) {
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     /// `null`.
+    #[inline(always)]
     pub fn null(&mut self) {
         self.out.extend_from_slice(b"null");
     }
@@ -588,6 +604,10 @@ mod tests {
         for a in &addrs {
             e.key("a").socket_addr(a);
         }
+        let digests = [blake3::hash(b""), blake3::hash(b"x")];
+        for d in &digests {
+            e.key("d").digest(d);
+        }
         let texts = ["plain", "", "q\"uote\\ and\nnew line é"];
         for t in texts {
             e.key("t").display(&t);
@@ -599,6 +619,9 @@ mod tests {
         }
         for a in &addrs {
             want += &format!("\"a\":{},", serde_json::to_string(&a.to_string()).unwrap());
+        }
+        for d in &digests {
+            want += &format!("\"d\":\"{}\",", d.to_hex());
         }
         for t in texts {
             want += &format!("\"t\":{},", serde_json::to_string(t).unwrap());

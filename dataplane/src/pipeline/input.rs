@@ -35,8 +35,8 @@ pub struct ConnInfo {
     pub pid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Kernel `comm`.
-    pub comm: String,
+    /// Kernel `comm` (shared: every transaction of the connection carries it).
+    pub comm: std::sync::Arc<str>,
     /// cgroup v2 id.
     pub cgroup_id: u64,
     /// Local address.

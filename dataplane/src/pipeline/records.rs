@@ -188,7 +188,7 @@ impl RequestRecord {
         e.key("stream_id").opt_uint(self.stream_id);
         e.key("role").str(role.name());
         e.key("artifact_type").str(artifact_type(role));
-        e.key("digest").str(stored.digest.to_hex().as_str());
+        e.key("digest").digest(stored.digest);
         e.key("size").uint(stored.size);
         e.key("content_type").str(stored.content_type);
         e.key("url").opt_str(stored.url);

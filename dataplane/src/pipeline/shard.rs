@@ -1323,7 +1323,7 @@ fn unknown_conn(conn_id: u64) -> ConnInfo {
         conn_id,
         pid: 0,
         tid: 0,
-        comm: String::new(),
+        comm: Arc::from(""),
         cgroup_id: 0,
         local: unspecified,
         remote: unspecified,

@@ -59,12 +59,27 @@ impl HeaderFields {
     /// Fields copied from a parsed header block (bytes that are not UTF-8
     /// replaced, as `String::from_utf8_lossy` does).
     pub fn from_block(block: tapwire_http::Headers<'_>) -> Self {
-        let mut fields = HeaderFields {
-            text: String::with_capacity(block.byte_len()),
-            ends: Vec::with_capacity(block.len()),
-        };
-        fields.extend_block(block);
-        fields
+        // Copied as bytes and checked as UTF-8 once for the whole block;
+        // a block that is not UTF-8 is copied again field by field.
+        let mut text = Vec::with_capacity(block.byte_len());
+        let mut ends = Vec::with_capacity(block.len());
+        for (name, value) in block.iter() {
+            text.extend_from_slice(name);
+            let name_end = offset(text.len());
+            text.extend_from_slice(value);
+            ends.push((name_end, offset(text.len())));
+        }
+        match String::from_utf8(text) {
+            Ok(text) => HeaderFields { text, ends },
+            Err(_) => {
+                let mut fields = HeaderFields {
+                    text: String::with_capacity(block.byte_len()),
+                    ends: Vec::with_capacity(block.len()),
+                };
+                fields.extend_block(block);
+                fields
+            }
+        }
     }
 
     /// Appends the fields of a parsed header block (trailers).
@@ -77,12 +92,8 @@ impl HeaderFields {
     /// Appends one field.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let mut put = |bytes: &[u8]| {
-            match std::str::from_utf8(bytes) {
-                Ok(text) => self.text.push_str(text),
-                Err(_) => self.text.push_str(&String::from_utf8_lossy(bytes)),
-            }
-            // Header blocks are far below 4 GiB (HTTP/1 64 KiB, HTTP/2 256 KiB).
-            u32::try_from(self.text.len()).unwrap_or(u32::MAX)
+            self.text.push_str(&String::from_utf8_lossy(bytes));
+            offset(self.text.len())
         };
         let name_end = put(name);
         let value_end = put(value);
@@ -128,6 +139,12 @@ impl HeaderFields {
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
+}
+
+/// A position in a header block's text. Header blocks are far below 4 GiB
+/// (HTTP/1 64 KiB, HTTP/2 256 KiB).
+fn offset(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 impl<N: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(N, V)> for HeaderFields {
@@ -551,7 +568,7 @@ impl Transaction {
             }
             let mut o = event_fields::JsonObject::new(list);
             o.key("role").str(object.role.name());
-            o.key("digest").str(object.digest.to_hex().as_str());
+            o.key("digest").digest(&object.digest);
             o.key("size").uint(object.size as u64);
             o.key("content_type").str(&object.content_type);
             o.key("url").opt_str(object.url.as_deref());
@@ -836,5 +853,34 @@ mod tests {
         assert_eq!(fields.get("hostt"), None);
         assert!(HeaderFields::default().is_empty());
         assert_eq!(HeaderFields::default().get("host"), None);
+    }
+
+    #[test]
+    fn a_parsed_block_is_copied_whole_or_field_by_field_when_not_utf8() {
+        use tapwire_http::FieldSpan;
+        let span = |name: (u32, u32), value: (u32, u32)| FieldSpan {
+            name_start: name.0,
+            name_len: name.1,
+            value_start: value.0,
+            value_len: value.1,
+        };
+        let utf8 = b"Host: a.test\r\nX-Name: caf\xc3\xa9\r\n";
+        let spans = [span((0, 4), (6, 6)), span((14, 6), (22, 5))];
+        let fields = HeaderFields::from_block(tapwire_http::Headers::new(utf8, &spans));
+        assert_eq!(
+            fields.iter().collect::<Vec<_>>(),
+            [("Host", "a.test"), ("X-Name", "café")]
+        );
+        let mut not_utf8 = utf8.to_vec();
+        not_utf8[25] = 0xff;
+        let mut fields = HeaderFields::from_block(tapwire_http::Headers::new(&not_utf8, &spans));
+        assert_eq!(
+            fields.iter().collect::<Vec<_>>(),
+            [("Host", "a.test"), ("X-Name", "caf\u{fffd}\u{fffd}")]
+        );
+        fields.extend_block(tapwire_http::Headers::new(utf8, &spans[..1]));
+        assert_eq!(fields.get("x-name"), Some("caf\u{fffd}\u{fffd}"));
+        assert_eq!(fields.iter().last(), Some(("Host", "a.test")));
+        assert_eq!(fields.len(), 3);
     }
 }

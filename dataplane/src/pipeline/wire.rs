@@ -16,7 +16,7 @@ pub fn from_record(record: Record<'_>) -> Input<'_> {
             conn_id: open.conn_id,
             pid: open.header.pid,
             tid: open.header.tid,
-            comm: comm_str(&open.comm),
+            comm: comm_str(&open.comm).into(),
             cgroup_id: open.cgroup_id,
             local: socket_addr(&open.local_addr, open.local_port, open.family),
             remote: socket_addr(&open.remote_addr, open.remote_port, open.family),
