@@ -45,11 +45,12 @@ fn addr(u: &mut Unstructured<'_>) -> Result<SocketAddr> {
 fn message(u: &mut Unstructured<'_>) -> Result<Message> {
     let mut m = Message::default();
     for _ in 0..u.int_in_range(0..=6)? {
-        let name = match u.int_in_range(0..=NAMES.len())? {
+        let name: String = match u.int_in_range(0..=NAMES.len())? {
             i if i < NAMES.len() => NAMES[i].to_owned(),
             _ => u.arbitrary()?,
         };
-        m.headers.push((name, u.arbitrary()?));
+        let value: String = u.arbitrary()?;
+        m.headers.push(name.as_bytes(), value.as_bytes());
     }
     m.head_bytes = u.arbitrary()?;
     m.body_bytes = u.arbitrary()?;
@@ -62,7 +63,7 @@ fn conn(u: &mut Unstructured<'_>) -> Result<ConnInfo> {
         conn_id: u.arbitrary()?,
         pid: u.arbitrary()?,
         tid: u.arbitrary()?,
-        comm: u.arbitrary()?,
+        comm: u.arbitrary::<String>()?.into(),
         cgroup_id: u.arbitrary()?,
         local: addr(u)?,
         remote: addr(u)?,
@@ -104,7 +105,7 @@ fn object(u: &mut Unstructured<'_>) -> Result<ObjectRef> {
             ObjectRole::ResponseHeaders,
             ObjectRole::ResponseBody,
         ])?,
-        digest: u.arbitrary()?,
+        digest: blake3::Hash::from_bytes(u.arbitrary()?),
         size: u.arbitrary()?,
         content_type: u.arbitrary()?,
         url: u.arbitrary()?,
@@ -173,7 +174,7 @@ fn opt_str(v: &Value, s: Option<&str>) {
 fn check_common(e: &serde_json::Map<String, Value>, c: &ConnInfo, origin: &Origin<'_>) {
     assert_eq!(e["conn_id"], c.conn_id);
     assert_eq!(e["pid"], c.pid);
-    assert_eq!(e["comm"], c.comm.as_str());
+    assert_eq!(e["comm"], &*c.comm);
     assert_eq!(e["cgroup_id"], c.cgroup_id);
     assert_eq!(e["local"], c.local.to_string());
     assert_eq!(e["remote"], c.remote.to_string());
@@ -278,7 +279,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let written = e["objects"].as_array().expect("objects is an array");
     assert_eq!(written.len(), objects.len());
     for (w, o) in written.iter().zip(&objects) {
-        assert_eq!(w["digest"], o.digest.as_str());
+        assert_eq!(w["digest"], o.digest.to_hex().as_str());
         assert_eq!(w["size"], o.size);
         assert_eq!(w["content_type"], o.content_type.as_str());
         opt_str(&w["url"], o.url.as_deref());
