@@ -197,9 +197,9 @@ pub struct Shard<S: Sink> {
     exited_order: VecDeque<(u64, u32)>,
     idle_timeout_ns: u64,
     last_idle_scan_ns: u64,
-    /// The list a record's finished transactions are gathered in, kept
-    /// between records so that gathering them allocates nothing.
-    spare_done: Vec<Transaction>,
+    /// A record's finished transactions, gathered while it is parsed; the
+    /// list is kept between records so that gathering them allocates nothing.
+    done: Vec<Transaction>,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -258,7 +258,7 @@ impl Conn {
         ts_ns: u64,
         tid: u32,
         tls: bool,
-        done: Vec<Transaction>,
+        done: &'c mut Vec<Transaction>,
     ) -> (&'c mut Mode, Follow<'c>) {
         let follow = Follow {
             budget,
@@ -353,7 +353,7 @@ impl<S: Sink> Shard<S> {
             exited_order: VecDeque::new(),
             idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as u64,
             last_idle_scan_ns: 0,
-            spare_done: Vec::new(),
+            done: Vec::new(),
             stats: ShardStats::default(),
         }
     }
@@ -651,8 +651,8 @@ impl<S: Sink> Shard<S> {
         } else {
             Direction::Response
         };
-        let spare = std::mem::take(&mut self.spare_done);
-        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, tid, tls, spare);
+        let (mode, mut follow) =
+            conn.follow(&self.budget, conn_id, ts_ns, tid, tls, &mut self.done);
         let failed = match mode {
             Mode::Http1(parser) => {
                 parser.record_start(direction);
@@ -669,19 +669,15 @@ impl<S: Sink> Shard<S> {
                     })
                     .is_err()
             }
-            Mode::Detect | Mode::Opaque => {
-                self.spare_done = follow.done;
-                return false;
-            }
+            Mode::Detect | Mode::Opaque => return false,
         };
-        let done = std::mem::take(&mut follow.done);
         self.stats.count_not_kept(follow.not_kept);
         self.stats.h2_streams_over_limit += follow.streams_over_limit;
         if failed {
             self.stats.parse_errors += 1;
             conn.stop_parsing();
         }
-        self.emit_done(done);
+        self.emit_done();
         if failed {
             self.flush_pending(conn_id);
         }
@@ -715,8 +711,7 @@ impl<S: Sink> Shard<S> {
             Direction::Response
         };
         let tls = conn.tls.unwrap_or(false);
-        let spare = std::mem::take(&mut self.spare_done);
-        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, 0, tls, spare);
+        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, 0, tls, &mut self.done);
         let placed = match mode {
             Mode::Http1(parser) => {
                 let decoder = match direction {
@@ -758,8 +753,7 @@ impl<S: Sink> Shard<S> {
             }
             Mode::Detect | Mode::Opaque => Placed::Unparsed,
         };
-        let done = std::mem::take(&mut follow.done);
-        self.emit_done(done);
+        self.emit_done();
         match placed {
             Placed::Body => self.stats.overload_body_bytes += shed,
             Placed::Unparsed => self.stats.overload_unparsed_bytes += shed,
@@ -792,12 +786,10 @@ impl<S: Sink> Shard<S> {
         }
         let tls = conn.tls.unwrap_or(false);
         if let (Mode::Http1(parser), mut follow) =
-            conn.follow(&self.budget, conn_id, ts_ns, 0, tls, Vec::new())
+            conn.follow(&self.budget, conn_id, ts_ns, 0, tls, &mut self.done)
         {
             let _ = parser.eof(Direction::Response, &mut |d, ev| follow.event(d, ev));
-            for txn in follow.done {
-                self.emit(Output::Txn(Box::new(txn)));
-            }
+            self.emit_done();
         }
         conn.stop_parsing();
         for mut txn in conn.pending.drain(..) {
@@ -830,13 +822,14 @@ impl<S: Sink> Shard<S> {
         }
     }
 
-    /// Emits a record's finished transactions, keeping the emptied list
+    /// Emits the record's finished transactions, keeping the emptied list
     /// for the next record.
-    fn emit_done(&mut self, mut done: Vec<Transaction>) {
+    fn emit_done(&mut self) {
+        let mut done = std::mem::take(&mut self.done);
         for txn in done.drain(..) {
             self.emit(Output::Txn(Box::new(txn)));
         }
-        self.spare_done = done;
+        self.done = done;
     }
 
     fn emit(&mut self, item: Output) {
@@ -1058,7 +1051,7 @@ struct Follow<'c> {
     sni: Option<&'c Arc<str>>,
     conn_id: u64,
     pending: &'c mut VecDeque<Transaction>,
-    done: Vec<Transaction>,
+    done: &'c mut Vec<Transaction>,
     ts_ns: u64,
     tid: u32,
     tls: bool,

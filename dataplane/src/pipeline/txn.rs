@@ -102,32 +102,34 @@ impl HeaderFields {
 
     /// The fields as (name as on the wire, value), in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let mut start = 0;
-        self.ends.iter().map(move |&(name_end, value_end)| {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
-            let field = (
+        self.spans().map(|(start, name_end, value_end)| {
+            (
                 self.text.get(start..name_end).unwrap_or_default(),
                 self.text.get(name_end..value_end).unwrap_or_default(),
-            );
-            start = value_end;
-            field
+            )
         })
     }
 
     /// The first value of field `name` (ASCII case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
+        // Lengths first: most fields are passed over without reading them.
+        self.spans()
+            .find(|&(start, name_end, _)| {
+                name_end - start == name.len()
+                    && self.text.as_bytes()[start..name_end].eq_ignore_ascii_case(name.as_bytes())
+            })
+            .and_then(|(_, name_end, value_end)| self.text.get(name_end..value_end))
+    }
+
+    /// Per field: where its name starts, where its name ends (its value
+    /// starts) and where its value ends.
+    fn spans(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
         let mut start = 0;
-        for &(name_end, value_end) in &self.ends {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
-            // Lengths first: most fields are passed over without reading them.
-            if name_end - start == name.len()
-                && self.text.as_bytes()[start..name_end].eq_ignore_ascii_case(name.as_bytes())
-            {
-                return self.text.get(name_end..value_end);
-            }
-            start = value_end;
-        }
-        None
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let span = (start, name_end as usize, value_end as usize);
+            start = span.2;
+            span
+        })
     }
 
     /// Number of fields.
