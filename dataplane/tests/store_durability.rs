@@ -2,13 +2,14 @@
 //! of captured objects, while S3 is blackholed (so they wait in the spool), loses
 //! none that an emitted event names (the next start uploads the spool); a stdout
 //! reader that stops reading cannot hold up SIGTERM past the documented deadline,
-//! a spool file truncated on disk before a restart is counted and never uploaded,
+//! an object damaged in the spool on disk before a restart is counted and never uploaded,
 //! and a second SIGTERM forces the exit; SIGHUP does not stop the agent.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::Read as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -194,8 +195,8 @@ fn sigkill_during_a_burst_loses_no_object_an_emitted_event_names() {
 }
 
 #[test]
-fn a_spool_file_truncated_before_restart_is_counted_and_never_uploaded() {
-    if !common::can_run("a_spool_file_truncated_before_restart_is_counted_and_never_uploaded") {
+fn a_spool_object_damaged_before_restart_is_counted_and_never_uploaded() {
+    if !common::can_run("a_spool_object_damaged_before_restart_is_counted_and_never_uploaded") {
         return;
     }
     let Some(weed) = common::Weed::start() else {
@@ -255,29 +256,19 @@ fn a_spool_file_truncated_before_restart_is_counted_and_never_uploaded() {
         })
         .expect("the first request's headers were kept");
 
-    // Cut that object's spool file short, as a crash of the machine might.
-    let file = std::fs::read_dir(&spool)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(&format!("-{victim}.obj")))
-        .unwrap_or_else(|| panic!("no spool file for {victim}"));
-    let len = std::fs::metadata(&file).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    // Damage that object's bytes in its spool segment, as a failing disk might.
+    let (file, at) = find_in_spool(&spool, &victim);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
 
     // Restart with S3 reachable.
     proxy.set(Fault::None);
     let idle = Bg::spawn(Command::new("sleep").arg("120"));
     let status_port = common::free_port();
     let agent = common::status::start_agent(Some(&config_path), idle.pid(), status_port);
-    let warning = common::without_ansi(&agent.wait_stderr(
-        "spool file does not match its digest",
-        Duration::from_secs(30),
-    ));
+    let warning =
+        common::without_ansi(&agent.wait_stderr("spool file damaged", Duration::from_secs(30)));
     assert!(warning.contains(&victim), "{warning}");
     let started =
         common::without_ansi(&agent.wait_stderr("s3 store started", Duration::from_secs(30)));
@@ -299,7 +290,7 @@ fn a_spool_file_truncated_before_restart_is_counted_and_never_uploaded() {
     assert_eq!(corrupt.len(), 1, "{metrics}");
     assert!(corrupt[0].ends_with(" 1"), "{}", corrupt[0]);
 
-    // Every other named object arrives; the truncated one is not uploaded at
+    // Every other named object arrives; the damaged one is not uploaded at
     // all, so nothing in the bucket sits under a digest its bytes do not have.
     let client = weed.client(BUCKET);
     let expected: BTreeSet<String> = named.iter().filter(|d| **d != victim).cloned().collect();
@@ -320,11 +311,7 @@ fn a_spool_file_truncated_before_restart_is_counted_and_never_uploaded() {
         "missing: {:?}",
         expected.difference(&keys).collect::<Vec<_>>()
     );
-    assert!(!keys.contains(&victim), "the truncated object was uploaded");
-    assert!(
-        !std::fs::exists(&file).unwrap(),
-        "the truncated file was left"
-    );
+    assert!(!keys.contains(&victim), "the damaged object was uploaded");
     for key in &keys {
         let bytes = common::block_on(client.get_object(key)).unwrap();
         assert_eq!(blake3::hash(&bytes).to_hex().as_str(), key);
@@ -507,4 +494,28 @@ fn a_stalled_stdout_reader_cannot_hold_up_sigterm() {
         stopped.contains("unwritten: ") && !stopped.contains("unwritten: 0,"),
         "unwritten objects counted: {stopped}"
     );
+}
+
+/// The spool segment holding the object with digest `hex`, and the offset of
+/// its first byte there (each object is a header, then its bytes).
+fn find_in_spool(spool: &Path, hex: &str) -> (std::path::PathBuf, usize) {
+    use tapwire_store::spool::header::parse_header;
+    for entry in std::fs::read_dir(spool).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        while at < bytes.len() {
+            let header = parse_header(&bytes[at..]).expect("whole spool headers");
+            let start = at + usize::from(header.offset);
+            if blake3::Hash::from_bytes(header.digest).to_hex().as_str() == hex {
+                assert!(header.len > 0, "object {hex} is empty");
+                return (path, start);
+            }
+            at = start + header.len as usize;
+        }
+    }
+    panic!("object {hex} is in no spool segment");
 }

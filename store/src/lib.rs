@@ -102,7 +102,8 @@ pub struct Drops {
     pub write_error: u64,
     /// The server refused the object itself (a 4xx that is not a set-up error).
     pub refused: u64,
-    /// A spool file found at start did not match its digest (truncated or damaged).
+    /// An object found in the spool at start did not match its digest (cut short
+    /// or damaged).
     pub corrupt: u64,
     /// Lines the output did not take (stdout closed, or still queued at the
     /// shutdown deadline).

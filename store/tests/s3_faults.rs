@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Fault, FaultProxy, Weed, block_on};
 use tapwire_store::config::S3Config;
+use tapwire_store::spool::header::header_len;
 use tapwire_store::{Object, ObjectStore as _, Receipt, S3Store, StoreStats};
 
 fn object(tag: &str, i: usize, size: usize) -> Vec<u8> {
@@ -247,16 +248,16 @@ fn a_full_spool_filesystem_refuses_only_what_the_counters_report() {
         stats.dropped,
         stats.drops.no_space + stats.drops.write_error
     );
-    // No half-written file is left behind.
-    let names: Vec<String> = std::fs::read_dir(dir.path())
+    // No half-written object is left behind: the segments hold the kept
+    // objects, whole, and nothing else.
+    let spooled: u64 = std::fs::read_dir(dir.path())
         .expect("list spool")
-        .map(|d| d.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
-    assert_eq!(
-        names.iter().filter(|n| n.ends_with(".obj")).count(),
-        kept.len()
-    );
+        .map(|d| d.expect("entry"))
+        .filter(|d| d.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|d| d.metadata().expect("stat").len())
+        .sum();
+    let record = u64::from(header_len("application/octet-stream")) + 64 * 1024;
+    assert_eq!(spooled, kept.len() as u64 * record, "{stats:?}");
 
     // The store still answers, and once the endpoint is back every kept object
     // arrives; the counters said exactly what was lost.

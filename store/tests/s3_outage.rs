@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Weed, block_on, feeder_object};
+use tapwire_store::spool::header::header_len;
 
 /// How long S3 stays down in the outage test.
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -91,6 +92,19 @@ fn spool_files(dir: &Path, suffix: &str) -> usize {
             d.filter_map(Result::ok)
                 .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
                 .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes in the spool's segments.
+fn segment_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
         })
         .unwrap_or(0)
 }
@@ -194,7 +208,7 @@ fn s3_down_for_30_s_loses_nothing_and_memory_stays_bounded() {
     );
     assert_bucket_holds(&weed, "outage", 3, OUTAGE_OBJECTS, OUTAGE_OBJECT_BYTES);
     assert_eq!(
-        spool_files(&spool, ".obj"),
+        spool_files(&spool, ".seg"),
         0,
         "the spool is empty afterwards"
     );
@@ -236,15 +250,17 @@ fn objects_spooled_before_sigkill_are_uploaded_by_the_next_start() {
     );
     assert_eq!(read_line(&mut out, &stderr), "started recovered=0");
     assert_eq!(read_line(&mut out, &stderr), format!("put {CRASH_OBJECTS}"));
+    // Every object whole in the spool: its header and bytes.
+    let spooled = CRASH_OBJECTS
+        * (u64::from(header_len("application/octet-stream")) + CRASH_OBJECT_BYTES as u64);
     let until = Instant::now() + Duration::from_secs(30);
-    while spool_files(&spool, ".obj") < CRASH_OBJECTS as usize {
+    while segment_bytes(&spool) < spooled {
         assert!(Instant::now() < until, "objects did not reach the spool");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().expect("SIGKILL the feeder");
     let _ = child.wait();
-    assert_eq!(spool_files(&spool, ".obj"), CRASH_OBJECTS as usize);
-    assert_eq!(spool_files(&spool, ".tmp"), 0);
+    assert_eq!(segment_bytes(&spool), spooled);
 
     weed.restart();
     let stderr2 = work.path().join("feeder2.err");
@@ -261,7 +277,7 @@ fn objects_spooled_before_sigkill_are_uploaded_by_the_next_start() {
     assert_eq!(stats["pending"], 0, "{line}");
     assert_bucket_holds(&weed, "crash", 4, CRASH_OBJECTS, CRASH_OBJECT_BYTES);
     assert_eq!(
-        spool_files(&spool, ".obj"),
+        spool_files(&spool, ".seg"),
         0,
         "the spool is empty afterwards"
     );

@@ -1,20 +1,33 @@
 //! The spool directory and its in-memory index.
 //!
-//! Each pending object is one file, `{seq:016x}-{digest}.obj`, holding a small
-//! header (magic, content type) and then the object's bytes. It is written as
-//! `….tmp` (created with `O_EXCL | O_NOFOLLOW`), fsynced, renamed once whole, and
-//! the directory is fsynced after each batch of renames: an object counts as kept
-//! only then. `seq` grows with every object, so the oldest pending object is the
-//! one with the smallest `seq`: that is the upload order.
+//! Pending objects are appended to segment files, `{n:016x}.seg`, each object
+//! behind a header holding its digest, length and content type
+//! ([`super::header`]). The storage thread appends a batch of objects with one
+//! vectored write and makes it durable with one `fdatasync`; an object counts
+//! as kept only then. A new segment is created with `O_EXCL | O_NOFOLLOW` and
+//! the directory fsynced once; a segment is sealed when it passes
+//! [`SEGMENT_BYTES`] or the storage thread goes idle, and deleted once every
+//! object in it is uploaded (or refused). Objects are uploaded oldest first, in
+//! the order they were written.
+//!
+//! One file per object, as the spool was first laid out, cost a create, a
+//! rename, an fsync of the file and of the directory, and an unlink per
+//! object: with distinct bodies, the kernel's file creation and deletion
+//! were the largest part of the agent's CPU.
 //!
 //! An object in the spool may be named by an event already sent, so nothing is
-//! ever evicted: when the spool is at its limit, new objects are refused.
+//! ever evicted: when the spool is at its limit, new objects are refused. Its
+//! size counts whole segments, so bytes of uploaded objects count until their
+//! segment is deleted.
 //!
 //! At start the directory must belong to the agent's user and be closed to
-//! everyone else; only files with the spool's own names are touched. Each
-//! complete file is hashed again and queued only if its bytes still match the
-//! digest in its name (a file cut short by a full disk or a crash of the machine
-//! is counted and removed, never uploaded under a wrong digest).
+//! everyone else; only files with the spool's own names are touched. Every
+//! object in every segment is hashed again and queued only if its bytes still
+//! match the digest in its header: an object cut short by a crash of the
+//! machine or a full disk is counted and never uploaded under a wrong digest.
+//! A segment's objects uploaded before a crash are uploaded again (the same
+//! key and bytes). Files of the one-file-per-object layout,
+//! `{seq:016x}-{digest}.obj`, are checked and queued the same way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -23,7 +36,9 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::header::{MAGIC, MAX_CONTENT_TYPE_BYTES, header_len, parse_header, truncate};
+use super::header::{
+    MAX_CONTENT_TYPE_BYTES, MAX_HEADER_BYTES, header_len, parse_header, parse_v1_header, truncate,
+};
 use super::known::KnownDigests;
 use crate::{Digest, Notice};
 
@@ -34,6 +49,11 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 /// The file locked while a store has the spool open.
 pub const LOCK_FILE: &str = ".lock";
+/// A segment is sealed once it holds this many bytes: large enough that
+/// creating and deleting segments costs nothing beside the objects, small
+/// enough that a segment kept on disk by one object still waiting for its
+/// upload holds little else.
+pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// Objects the spool holds at most; past it the oldest waiting ones are dropped,
 /// as past the byte limit. The index costs about 170 bytes per object (map entries,
 /// digest, interned content type), so this caps it near 45 MiB however small the
@@ -92,8 +112,8 @@ pub enum SpoolError {
 pub struct Recovery {
     /// Whole objects queued again.
     pub objects: usize,
-    /// Files whose bytes no longer match their digest (or whose header is
-    /// unreadable): removed and counted, never uploaded.
+    /// Objects whose bytes no longer match their digest, or cut short, or
+    /// whose header is unreadable: never uploaded, counted.
     pub corrupt: usize,
 }
 
@@ -110,7 +130,7 @@ pub struct Entry {
     pub offset: u64,
     /// The object's length in bytes.
     pub len: u64,
-    /// The spool file.
+    /// The file that holds it.
     pub path: PathBuf,
 }
 
@@ -125,35 +145,42 @@ enum State {
     InFlight,
 }
 
-/// One index entry, kept small: the path is derived from `seq` and `digest`.
+/// One index entry.
 #[derive(Debug)]
 struct Slot {
     digest: Digest,
     content_type: Arc<str>,
-    /// Header length: where the object's bytes start in the file.
-    offset: u16,
+    /// The segment that holds it (meaningless while `Writing`).
+    segment: u64,
+    /// Where the object's bytes start in the segment.
+    offset: u64,
     /// The object's length in bytes.
     len: u64,
+    /// Header and bytes: what it adds to its segment.
+    record: u64,
     state: State,
 }
 
-impl Slot {
-    fn file_len(&self) -> u64 {
-        u64::from(self.offset) + self.len
-    }
+/// A file of objects.
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    /// Objects in it still waiting for their upload (or in flight).
+    live: usize,
+    /// Bytes of its objects, headers included.
+    bytes: u64,
+    /// Still being appended to: not deleted when `live` reaches zero.
+    open: bool,
 }
 
 /// What [`Spool::admit`] decided.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
-    /// Write the object to `tmp`, then call [`Spool::written`] with `seq`.
+    /// Append the object to the open segment, then call [`Spool::written`]
+    /// with `seq` (or [`Spool::abandon`]).
     Write {
         /// The entry's sequence number.
         seq: u64,
-        /// Temporary file to write.
-        tmp: PathBuf,
-        /// Final name to rename to.
-        path: PathBuf,
     },
     /// The same digest is pending or was uploaded recently.
     Duplicate,
@@ -184,7 +211,10 @@ struct Index {
     queued: BTreeSet<u64>,
     by_digest: HashMap<Digest, u64>,
     recent: RecentDigests,
-    /// Bytes of all spool files (headers included).
+    segments: HashMap<u64, Segment>,
+    /// The number of the next segment created.
+    next_segment: u64,
+    /// Bytes of all segments, and reserved for objects being written.
     bytes: u64,
     next_seq: u64,
     /// Content types shared by entries.
@@ -234,15 +264,24 @@ impl RecentDigests {
     }
 }
 
-/// The final name of object `seq` with `digest` in `dir`.
-fn object_path(dir: &Path, seq: u64, digest: &Digest) -> PathBuf {
-    dir.join(format!("{seq:016x}-{}.obj", digest.to_hex()))
+/// Segment `n`'s file in `dir`.
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016x}.seg"))
+}
+
+/// A file the spool found in its directory at start.
+#[derive(Debug)]
+enum Found {
+    /// A file of the one-file-per-object layout: its sequence number and digest.
+    V1 { seq: u64, digest: Digest },
+    /// A segment and its number.
+    Segment(u64),
 }
 
 impl Spool {
     /// Opens (creating if needed, mode 0700) the spool at `dir`, checks who owns
-    /// it, removes its own half-written files and queues every complete file whose
-    /// bytes match its digest, oldest first.
+    /// it, and queues every object of every segment whose bytes match its
+    /// digest, oldest first.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Recovery), SpoolError> {
         let err = |source| SpoolError::Dir {
             dir: dir.to_owned(),
@@ -271,47 +310,97 @@ impl Spool {
             }
             Err(fs::TryLockError::Error(source)) => return Err(err(source)),
         }
-        let mut index = Index::default();
-        let mut recovery = Recovery::default();
+        let mut found = Vec::new();
         for dent in fs::read_dir(dir).map_err(err)? {
-            let dent = dent.map_err(err)?;
-            let path = dent.path();
+            let path = dent.map_err(err)?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some(stem) = name.strip_suffix(".tmp")
-                && parse_stem(stem).is_some()
+            if let Some(n) = name
+                .strip_suffix(".seg")
+                .filter(|hex| hex.len() == 16)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
             {
+                found.push(Found::Segment(n));
+            } else if let Some((seq, digest)) = name.strip_suffix(".obj").and_then(parse_stem) {
+                found.push(Found::V1 { seq, digest });
+            } else if name.strip_suffix(".tmp").and_then(parse_stem).is_some() {
+                // Half written by the one-file-per-object layout.
+                remove_file(&path);
+            }
+        }
+        // The earlier layout's files are older than any segment.
+        found.sort_by_key(|f| match f {
+            Found::V1 { seq, .. } => (0, *seq),
+            Found::Segment(n) => (1, *n),
+        });
+        let mut index = Index {
+            next_segment: found
+                .iter()
+                .filter_map(|f| match f {
+                    Found::Segment(n) => Some(n + 1),
+                    Found::V1 { .. } => None,
+                })
+                .max()
+                .unwrap_or(0),
+            ..Index::default()
+        };
+        let mut recovery = Recovery::default();
+        for f in found {
+            let (n, path, scan) = match f {
+                Found::Segment(n) => {
+                    let path = segment_path(dir, n);
+                    let scan = scan_segment(&path);
+                    (n, path, scan)
+                }
+                Found::V1 { seq, digest } => {
+                    let path = dir.join(format!("{seq:016x}-{}.obj", digest.to_hex()));
+                    let scan = scan_v1(&path, digest);
+                    // Indexed as a segment of one object.
+                    let n = index.next_segment;
+                    index.next_segment += 1;
+                    (n, path, scan)
+                }
+            };
+            recovery.corrupt += scan.corrupt;
+            if let Some(error) = &scan.error {
+                tracing::warn!(path = %path.display(), %error, objects = scan.objects.len(), corrupt = scan.corrupt, "spool file damaged; its whole objects are uploaded, the rest never");
+            }
+            if scan.objects.is_empty() {
                 remove_file(&path);
                 continue;
             }
-            let Some((seq, digest)) = name.strip_suffix(".obj").and_then(parse_stem) else {
-                continue;
-            };
-            // Names are ours, so the sequence continues past them whatever their state.
-            index.next_seq = index.next_seq.max(seq + 1);
-            match verify(&path, &digest) {
-                Ok((content_type, offset, len)) => {
-                    let content_type = index.intern(&content_type);
-                    index.insert(
-                        seq,
-                        Slot {
-                            digest,
-                            content_type,
-                            offset,
-                            len,
-                            state: State::Queued,
-                        },
-                    );
-                }
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "spool file does not match its digest; removed, not uploaded");
-                    recovery.corrupt += 1;
-                    remove_file(&path);
-                }
+            index.segments.insert(
+                n,
+                Segment {
+                    path,
+                    live: scan.objects.len(),
+                    bytes: scan.bytes,
+                    open: false,
+                },
+            );
+            index.bytes += scan.bytes;
+            recovery.objects += scan.objects.len();
+            for object in scan.objects {
+                let seq = index.next_seq;
+                index.next_seq += 1;
+                let content_type = index.intern(&object.content_type);
+                index.by_digest.insert(object.digest, seq);
+                index.queued.insert(seq);
+                index.slots.insert(
+                    seq,
+                    Slot {
+                        digest: object.digest,
+                        content_type,
+                        segment: n,
+                        offset: object.offset,
+                        len: object.len,
+                        record: 0,
+                        state: State::Queued,
+                    },
+                );
             }
         }
-        recovery.objects = index.slots.len();
         Ok((
             Self {
                 dir: dir.to_owned(),
@@ -332,35 +421,65 @@ impl Spool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Reserves room for an object and returns where to write it, or refuses it
-    /// when the spool is at its byte or object limit. Nothing is ever evicted: an
-    /// event may already name every object in the spool.
+    /// Reserves room for an object, or refuses it when the spool is at its byte
+    /// or object limit. Nothing is ever evicted: an event may already name every
+    /// object in the spool.
     pub fn admit(&self, digest: Digest, content_type: &str, len: u64) -> Admit {
-        let offset = header_len(content_type);
-        let file_len = u64::from(offset) + len;
+        let record = self.record_len(content_type, len);
         let mut idx = self.lock();
         if idx.by_digest.contains_key(&digest) || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        if idx.bytes + file_len > self.max_bytes || idx.slots.len() >= MAX_OBJECTS {
+        if idx.bytes + record > self.max_bytes || idx.slots.len() >= MAX_OBJECTS {
             return Admit::NoRoom;
         }
         let seq = idx.next_seq;
         idx.next_seq += 1;
-        let path = object_path(&self.dir, seq, &digest);
-        let tmp = path.with_extension("tmp");
         let content_type = idx.intern(truncate(content_type, MAX_CONTENT_TYPE_BYTES));
-        idx.insert(
+        idx.bytes += record;
+        idx.by_digest.insert(digest, seq);
+        idx.slots.insert(
             seq,
             Slot {
                 digest,
                 content_type,
-                offset,
+                segment: 0,
+                offset: 0,
                 len,
+                record,
                 state: State::Writing,
             },
         );
-        Admit::Write { seq, tmp, path }
+        Admit::Write { seq }
+    }
+
+    /// A new segment to append to: its number and path. Seal it with
+    /// [`Spool::seal`].
+    pub fn new_segment(&self) -> (u64, PathBuf) {
+        let mut idx = self.lock();
+        let n = idx.next_segment;
+        idx.next_segment += 1;
+        let path = segment_path(&self.dir, n);
+        idx.segments.insert(
+            n,
+            Segment {
+                path: path.clone(),
+                live: 0,
+                bytes: 0,
+                open: true,
+            },
+        );
+        (n, path)
+    }
+
+    /// No more objects go into `segment`: it is deleted once none of its
+    /// objects waits.
+    pub fn seal(&self, segment: u64) {
+        let mut idx = self.lock();
+        if let Some(seg) = idx.segments.get_mut(&segment) {
+            seg.open = false;
+        }
+        idx.release_segment(segment);
     }
 
     /// Whether an object with `digest` is kept: whole in the spool, or uploaded
@@ -408,16 +527,26 @@ impl Spool {
         }
     }
 
-    /// The object `seq` is whole on disk under its final name: queue it.
-    pub fn written(&self, seq: u64) {
+    /// The object `seq` is whole and synced in `segment`, its bytes at
+    /// `offset`: queue it.
+    pub fn written(&self, seq: u64, segment: u64, offset: u64) {
         let mut idx = self.lock();
-        if let Some(slot) = idx.slots.get_mut(&seq) {
-            slot.state = State::Queued;
-            idx.queued.insert(seq);
+        let Some(slot) = idx.slots.get_mut(&seq) else {
+            return;
+        };
+        slot.segment = segment;
+        slot.offset = offset;
+        slot.state = State::Queued;
+        let record = slot.record;
+        idx.queued.insert(seq);
+        // Its reservation becomes part of the segment's bytes.
+        if let Some(seg) = idx.segments.get_mut(&segment) {
+            seg.live += 1;
+            seg.bytes += record;
         }
     }
 
-    /// Writing `seq` failed: forget it (the caller removes the temporary file).
+    /// Writing `seq` failed: forget it.
     pub fn abandon(&self, seq: u64) {
         self.lock().remove(seq);
     }
@@ -425,20 +554,23 @@ impl Spool {
     /// Up to `max` queued entries, oldest first, now marked in flight.
     pub fn take_batch(&self, max: usize) -> Vec<Entry> {
         let mut idx = self.lock();
+        let idx = &mut *idx;
         let mut out = Vec::with_capacity(max.min(idx.queued.len()));
         while out.len() < max {
             let Some(seq) = idx.queued.pop_first() else {
                 break;
             };
-            if let Some(slot) = idx.slots.get_mut(&seq) {
+            if let Some(slot) = idx.slots.get_mut(&seq)
+                && let Some(seg) = idx.segments.get(&slot.segment)
+            {
                 slot.state = State::InFlight;
                 out.push(Entry {
                     seq,
                     digest: slot.digest,
                     content_type: Arc::clone(&slot.content_type),
-                    offset: u64::from(slot.offset),
+                    offset: slot.offset,
                     len: slot.len,
-                    path: object_path(&self.dir, seq, &slot.digest),
+                    path: seg.path.clone(),
                 });
             }
         }
@@ -454,24 +586,22 @@ impl Spool {
         }
     }
 
-    /// `seq` is uploaded: delete its file and remember its digest. Returns the
-    /// notices waiting for it, to be told.
+    /// `seq` is uploaded: remember its digest, and delete its segment if
+    /// nothing else in it waits. Returns the notices waiting for it, to be
+    /// told.
     pub fn complete(&self, seq: u64) -> Vec<(Notice, bool)> {
         let mut idx = self.lock();
         let notices = idx.take_notices(seq);
         if let Some(slot) = idx.remove(seq) {
             idx.recent.insert(slot.digest);
             self.known.insert(&slot.digest);
-            remove_file(&object_path(&self.dir, seq, &slot.digest));
         }
         notices
     }
 
-    /// `seq` cannot be stored: delete its file and forget it.
+    /// `seq` cannot be stored: forget it.
     pub fn discard(&self, seq: u64) {
-        if let Some(slot) = self.lock().remove(seq) {
-            remove_file(&object_path(&self.dir, seq, &slot.digest));
-        }
+        self.lock().remove(seq);
     }
 
     /// Objects in the spool in any state (writing, queued, uploading).
@@ -489,7 +619,7 @@ impl Spool {
         self.lock().queued.len()
     }
 
-    /// Bytes on disk.
+    /// Bytes on disk, and reserved for objects being written.
     pub fn bytes(&self) -> u64 {
         self.lock().bytes
     }
@@ -499,8 +629,8 @@ impl Spool {
         self.max_bytes
     }
 
-    /// Bytes on disk for an object of `len` bytes and this content type.
-    pub fn file_len(&self, content_type: &str, len: u64) -> u64 {
+    /// Bytes in a segment for an object of `len` bytes and this content type.
+    pub fn record_len(&self, content_type: &str, len: u64) -> u64 {
         u64::from(header_len(content_type)) + len
     }
 
@@ -511,15 +641,6 @@ impl Spool {
 }
 
 impl Index {
-    fn insert(&mut self, seq: u64, slot: Slot) {
-        self.by_digest.insert(slot.digest, seq);
-        if slot.state == State::Queued {
-            self.queued.insert(seq);
-        }
-        self.bytes += slot.file_len();
-        self.slots.insert(seq, slot);
-    }
-
     /// Adds a notice to entry `seq`'s list, within [`MAX_NOTICES`].
     fn wait(&mut self, seq: u64, notice: Notice, duplicate: bool) -> bool {
         if self.notice_count >= MAX_NOTICES || !self.slots.contains_key(&seq) {
@@ -547,8 +668,28 @@ impl Index {
         if self.by_digest.get(&slot.digest) == Some(&seq) {
             self.by_digest.remove(&slot.digest);
         }
-        self.bytes = self.bytes.saturating_sub(slot.file_len());
+        if slot.state == State::Writing {
+            // Only reserved: its segment never counted it.
+            self.bytes = self.bytes.saturating_sub(slot.record);
+        } else {
+            if let Some(seg) = self.segments.get_mut(&slot.segment) {
+                seg.live = seg.live.saturating_sub(1);
+            }
+            self.release_segment(slot.segment);
+        }
         Some(slot)
+    }
+
+    /// Deletes `segment` if it is sealed and nothing in it waits.
+    fn release_segment(&mut self, segment: u64) {
+        if let Some(seg) = self.segments.get(&segment)
+            && !seg.open
+            && seg.live == 0
+            && let Some(seg) = self.segments.remove(&segment)
+        {
+            remove_file(&seg.path);
+            self.bytes = self.bytes.saturating_sub(seg.bytes);
+        }
     }
 
     /// A shared copy of `content_type`.
@@ -611,79 +752,236 @@ fn parse_stem(stem: &str) -> Option<(u64, Digest)> {
     Some((seq, digest))
 }
 
-/// Reads a spool file, checks its header and that its bytes hash to `digest`:
-/// (content type, offset of the bytes, their length).
-fn verify(path: &Path, digest: &Digest) -> io::Result<(String, u16, u64)> {
-    let mut file = OpenOptions::new()
+/// A whole object found in a file at start.
+#[derive(Debug)]
+struct Recovered {
+    digest: Digest,
+    content_type: String,
+    /// Where its bytes start in the file.
+    offset: u64,
+    len: u64,
+}
+
+/// What a file read at start holds.
+#[derive(Debug, Default)]
+struct Scan {
+    objects: Vec<Recovered>,
+    /// Objects left out: bytes that do not match their digest, an object cut
+    /// short, an unreadable header (which ends the file: what follows it
+    /// cannot be placed).
+    corrupt: usize,
+    /// The file's length.
+    bytes: u64,
+    /// What made the scan leave something out, for the log.
+    error: Option<String>,
+}
+
+/// Reads a segment, hashing each object again.
+fn scan_segment(path: &Path) -> Scan {
+    let mut scan = Scan::default();
+    let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    let mut head = [0u8; MAGIC.len() + 1 + MAX_CONTENT_TYPE_BYTES];
-    let mut got = 0;
-    while got < head.len() {
-        match file.read(&mut head[got..])? {
-            0 => break,
-            n => got += n,
+        .open(path)
+        .and_then(|f| Ok((f.metadata()?.len(), f)))
+    {
+        Ok((len, f)) => {
+            scan.bytes = len;
+            f
         }
-    }
-    let header =
-        parse_header(&head[..got]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let content_type = header.content_type.to_owned();
-    let mut hasher = blake3::Hasher::new();
-    let offset = usize::from(header.offset);
-    hasher.update(&head[offset..got]);
-    let mut len = (got - offset) as u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match file.read(&mut buf)? {
-            0 => break,
-            n => {
-                hasher.update(&buf[..n]);
-                len += n as u64;
+        Err(e) => {
+            scan.corrupt += 1;
+            scan.error = Some(e.to_string());
+            return scan;
+        }
+    };
+    let mut file = io::BufReader::with_capacity(64 * 1024, file);
+    let mut pos = 0u64;
+    let mut head = [0u8; MAX_HEADER_BYTES];
+    while pos < scan.bytes {
+        let want = (MAX_HEADER_BYTES as u64).min(scan.bytes - pos) as usize;
+        // A header is read with a little of what follows it; those bytes
+        // are hashed from `head`.
+        if let Err(e) = file.read_exact(&mut head[..want]) {
+            scan.corrupt += 1;
+            scan.error = Some(e.to_string());
+            break;
+        }
+        let header = match parse_header(&head[..want]) {
+            Ok(h) => h,
+            Err(e) => {
+                scan.corrupt += 1;
+                scan.error = Some(format!("at byte {pos}: {e}"));
+                break;
             }
+        };
+        let offset = pos + u64::from(header.offset);
+        let end = offset.saturating_add(header.len);
+        if end > scan.bytes {
+            scan.corrupt += 1;
+            scan.error = Some(format!(
+                "at byte {pos}: an object of {} bytes cut short at {}",
+                header.len,
+                scan.bytes - offset
+            ));
+            break;
+        }
+        let mut hasher = blake3::Hasher::new();
+        let in_head = ((want - usize::from(header.offset)) as u64).min(header.len);
+        let start = usize::from(header.offset);
+        hasher.update(&head[start..start + in_head as usize]);
+        let mut rest = header.len - in_head;
+        let mut buf = [0u8; 16 * 1024];
+        while rest > 0 {
+            let n = (buf.len() as u64).min(rest) as usize;
+            if let Err(e) = file.read_exact(&mut buf[..n]) {
+                scan.corrupt += 1;
+                scan.error = Some(e.to_string());
+                return scan;
+            }
+            hasher.update(&buf[..n]);
+            rest -= n as u64;
+        }
+        // The bytes read with the header past this object belong to the
+        // next one: step back to it.
+        let over = (want - start) as u64 - in_head;
+        if over > 0
+            && let Err(e) = file.seek_relative(-(over as i64))
+        {
+            scan.corrupt += 1;
+            scan.error = Some(e.to_string());
+            break;
+        }
+        if hasher.finalize() == blake3::Hash::from_bytes(header.digest) {
+            scan.objects.push(Recovered {
+                digest: blake3::Hash::from_bytes(header.digest),
+                content_type: header.content_type.to_owned(),
+                offset,
+                len: header.len,
+            });
+        } else {
+            scan.corrupt += 1;
+            scan.error = Some(format!(
+                "at byte {pos}: the {} bytes of object {} do not hash to its digest",
+                header.len,
+                blake3::Hash::from_bytes(header.digest)
+            ));
+        }
+        pos = end;
+    }
+    scan
+}
+
+/// Reads a file of the one-file-per-object layout, checking that its bytes hash
+/// to `digest`.
+fn scan_v1(path: &Path, digest: Digest) -> Scan {
+    let mut scan = Scan::default();
+    match read_v1(path, &digest) {
+        Ok((object, bytes)) => {
+            scan.objects.push(object);
+            scan.bytes = bytes;
+        }
+        Err(e) => {
+            scan.corrupt = 1;
+            scan.error = Some(e.to_string());
         }
     }
-    if hasher.finalize() != *digest {
+    scan
+}
+
+fn read_v1(path: &Path, digest: &Digest) -> io::Result<(Recovered, u64)> {
+    let bytes = fs::read(path)?;
+    let (content_type, offset) =
+        parse_v1_header(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let body = &bytes[usize::from(offset)..];
+    if blake3::hash(body) != *digest {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{len} bytes do not hash to the digest in the name"),
+            format!("{} bytes do not hash to the digest in the name", body.len()),
         ));
     }
-    Ok((content_type, header.offset, len))
+    Ok((
+        Recovered {
+            digest: *digest,
+            content_type: content_type.to_owned(),
+            offset: u64::from(offset),
+            len: body.len() as u64,
+        },
+        bytes.len() as u64,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::header::{HeaderError, header};
+    use super::super::header::{HeaderError, parse_header, write_header};
     use super::*;
 
-    fn write(spool: &Spool, bytes: &[u8]) -> Option<u64> {
-        let digest = blake3::hash(bytes);
-        match spool.admit(digest, "text/plain", bytes.len() as u64) {
-            Admit::Write { seq, tmp, path } => {
-                let mut data = header("text/plain");
-                data.extend_from_slice(bytes);
-                fs::write(&tmp, data).expect("write tmp");
-                fs::rename(&tmp, &path).expect("rename");
-                spool.written(seq);
-                Some(seq)
-            }
-            _ => None,
+    /// Header and bytes of `bytes` as the storage thread appends them.
+    fn record(bytes: &[u8]) -> Vec<u8> {
+        let mut data = Vec::new();
+        write_header(
+            &mut data,
+            blake3::hash(bytes).as_bytes(),
+            bytes.len() as u64,
+            "text/plain",
+        );
+        data.extend_from_slice(bytes);
+        data
+    }
+
+    /// Appends the admitted ones of `objects` to a new segment, as the storage
+    /// thread does, and seals it: their sequence numbers (`None`: refused).
+    fn segment(spool: &Spool, objects: &[&[u8]]) -> Vec<Option<u64>> {
+        let (n, path) = spool.new_segment();
+        let mut data = Vec::new();
+        let mut placed = Vec::new();
+        let seqs = objects
+            .iter()
+            .map(
+                |bytes| match spool.admit(blake3::hash(bytes), "text/plain", bytes.len() as u64) {
+                    Admit::Write { seq } => {
+                        let rec = record(bytes);
+                        placed.push((seq, (data.len() + rec.len() - bytes.len()) as u64));
+                        data.extend_from_slice(&rec);
+                        Some(seq)
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        if !placed.is_empty() {
+            fs::write(&path, data).expect("write segment");
         }
+        for (seq, offset) in placed {
+            spool.written(seq, n, offset);
+        }
+        spool.seal(n);
+        seqs
+    }
+
+    fn write(spool: &Spool, bytes: &[u8]) -> Option<u64> {
+        segment(spool, &[bytes])[0]
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("list")
+            .map(|d| d.expect("dent").file_name().into_string().expect("utf-8"))
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
-    fn recovers_complete_files_and_drops_half_written_ones() {
+    fn recovers_whole_objects_and_drops_torn_ones() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let (spool, recovered) = Spool::open(dir.path(), 1 << 20).expect("open");
             assert_eq!(recovered, Recovery::default());
-            write(&spool, b"one").expect("admitted");
-            write(&spool, b"two").expect("admitted");
-            let Admit::Write { tmp, .. } = spool.admit(blake3::hash(b"three"), "x", 5) else {
-                panic!("three not admitted");
-            };
-            fs::write(tmp, b"TWSP").expect("half write");
+            segment(&spool, &[b"one", b"two"]);
+            // A crash in the middle of an append: the header and part of the bytes.
+            let (_, path) = spool.new_segment();
+            fs::write(&path, &record(b"three")[..60]).expect("torn write");
         }
         // Files that are not the spool's own are left alone.
         fs::write(dir.path().join("notes.tmp"), b"mine").expect("foreign file");
@@ -692,7 +990,7 @@ mod tests {
             recovered,
             Recovery {
                 objects: 2,
-                corrupt: 0
+                corrupt: 1
             }
         );
         let batch = spool.take_batch(10);
@@ -702,20 +1000,77 @@ mod tests {
         assert_eq!(&*batch[0].content_type, "text/plain");
         assert_eq!(batch[0].len, 3);
         let data = fs::read(&batch[1].path).expect("read");
-        assert_eq!(&data[batch[1].offset as usize..], b"two");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .expect("list")
-            .map(|d| d.expect("dent").file_name().into_string().expect("utf-8"))
-            .collect();
-        assert!(
-            names
-                .iter()
-                .all(|n| n.ends_with(".obj") || n == LOCK_FILE || n == "notes.tmp"),
-            "leftover files: {names:?}"
+        let at = batch[1].offset as usize;
+        assert_eq!(&data[at..at + 3], b"two");
+        assert_eq!(
+            names(dir.path()),
+            [".lock", "0000000000000000.seg", "notes.tmp"],
+            "the torn segment held nothing whole: removed"
         );
-        // The next object continues the sequence.
+        // The next object continues the sequence, in a new segment.
         let seq = write(&spool, b"four").expect("admitted");
         assert_eq!(seq, batch[1].seq + 1);
+        assert!(dir.path().join("0000000000000002.seg").exists());
+        // A segment goes once every object in it is uploaded.
+        spool.complete(batch[0].seq);
+        assert!(dir.path().join("0000000000000000.seg").exists());
+        spool.complete(batch[1].seq);
+        assert!(!dir.path().join("0000000000000000.seg").exists());
+    }
+
+    #[test]
+    fn files_of_the_one_file_per_object_layout_are_uploaded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = |seq: u64, bytes: &[u8], ext: &str| {
+            let mut data = b"TWSPOOL1\x0atext/plain".to_vec();
+            data.extend_from_slice(bytes);
+            let name = format!("{seq:016x}-{}.{ext}", blake3::hash(bytes).to_hex());
+            fs::write(dir.path().join(name), data).expect("write old file");
+        };
+        old(7, b"kept", "obj");
+        old(8, b"half", "tmp");
+        // A file whose bytes no longer match the digest in its name.
+        let mut bad = b"TWSPOOL1\x0atext/plain".to_vec();
+        bad.extend_from_slice(b"changed");
+        let name = format!("{:016x}-{}.obj", 9, blake3::hash(b"original").to_hex());
+        fs::write(dir.path().join(name), bad).expect("write bad file");
+        let (spool, recovered) = Spool::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(
+            recovered,
+            Recovery {
+                objects: 1,
+                corrupt: 1
+            }
+        );
+        let batch = spool.take_batch(10);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].digest, blake3::hash(b"kept"));
+        let data = fs::read(&batch[0].path).expect("read");
+        assert_eq!(&data[batch[0].offset as usize..], b"kept");
+        assert_eq!(names(dir.path()).len(), 2, "{:?}", names(dir.path()));
+        spool.complete(batch[0].seq);
+        assert_eq!(names(dir.path()), [".lock"]);
+    }
+
+    #[test]
+    fn a_segment_stays_while_open_or_while_an_object_in_it_waits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+        let (n, path) = spool.new_segment();
+        let Admit::Write { seq } = spool.admit(blake3::hash(b"a"), "text/plain", 1) else {
+            panic!("admitted");
+        };
+        fs::write(&path, record(b"a")).expect("write");
+        let per = spool.record_len("text/plain", 1);
+        spool.written(seq, n, per - 1);
+        assert_eq!(spool.bytes(), per);
+        spool.take_batch(1);
+        spool.complete(seq);
+        assert!(path.exists(), "still open");
+        assert_eq!(spool.bytes(), per, "its bytes count until it goes");
+        spool.seal(n);
+        assert!(!path.exists(), "sealed and empty");
+        assert_eq!(spool.bytes(), 0);
     }
 
     #[test]
@@ -814,13 +1169,13 @@ mod tests {
     #[test]
     fn over_the_limit_new_objects_are_refused_and_nothing_is_evicted() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let per_file = u64::from(header_len("text/plain")) + 100;
-        let (spool, _) = Spool::open(dir.path(), per_file * 3).expect("open");
+        let per_object = u64::from(header_len("text/plain")) + 100;
+        let (spool, _) = Spool::open(dir.path(), per_object * 3).expect("open");
         let objects: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100]).collect();
         let admitted: Vec<bool> = objects.iter().map(|o| write(&spool, o).is_some()).collect();
         assert_eq!(admitted, [true, true, true, false, false]);
         assert_eq!(spool.len(), 3);
-        assert_eq!(spool.bytes(), per_file * 3);
+        assert_eq!(spool.bytes(), per_object * 3);
         let left = spool.take_batch(10);
         let digests: Vec<Digest> = left.iter().map(|e| e.digest).collect();
         let want: Vec<Digest> = objects[..3].iter().map(|o| blake3::hash(o)).collect();
@@ -829,50 +1184,48 @@ mod tests {
             spool.admit(blake3::hash(b"new"), "text/plain", 100),
             Admit::NoRoom
         );
-        // Room comes back as objects are uploaded.
+        // Room comes back as objects are uploaded (their segments deleted).
         spool.complete(left[1].seq);
         assert!(matches!(
             spool.admit(blake3::hash(b"new"), "text/plain", 100),
             Admit::Write { .. }
         ));
         assert_eq!(
-            spool.admit(blake3::hash(b"big"), "text/plain", per_file * 3),
+            spool.admit(blake3::hash(b"big"), "text/plain", per_object * 3),
             Admit::NoRoom
         );
     }
 
     #[test]
-    fn a_truncated_file_is_detected_counted_and_removed() {
+    fn damaged_objects_are_detected_counted_and_the_rest_kept() {
         let dir = tempfile::tempdir().expect("temp dir");
+        let first = b"whole object".as_slice();
+        let flipped = b"object with a flipped bit".as_slice();
+        let cut = b"object cut short by a full disk".as_slice();
         {
             let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
-            write(&spool, b"whole object").expect("admitted");
-            write(&spool, b"object cut short by a full disk").expect("admitted");
+            segment(&spool, &[first, flipped, b"after it", cut]);
         }
-        let cut = object_path(
-            dir.path(),
-            1,
-            &blake3::hash(b"object cut short by a full disk"),
-        );
-        let len = fs::metadata(&cut).expect("stat").len();
-        File::options()
-            .write(true)
-            .open(&cut)
-            .and_then(|f| f.set_len(len - 5))
-            .expect("truncate");
+        let path = dir.path().join("0000000000000000.seg");
+        let mut data = fs::read(&path).expect("read");
+        let at = record(first).len() + record(flipped).len() - 3;
+        data[at] ^= 1;
+        data.truncate(data.len() - 5);
+        fs::write(&path, &data).expect("damage");
         let (spool, recovered) = Spool::open(dir.path(), 1 << 20).expect("reopen");
         assert_eq!(
             recovered,
             Recovery {
-                objects: 1,
-                corrupt: 1
+                objects: 2,
+                corrupt: 2
             }
         );
         let batch = spool.take_batch(10);
-        assert_eq!(batch.len(), 1);
-        assert_eq!(batch[0].digest, blake3::hash(b"whole object"));
-        assert!(!cut.exists(), "the damaged file is removed");
-        // Its sequence number is not reused.
+        let digests: Vec<Digest> = batch.iter().map(|e| e.digest).collect();
+        assert_eq!(digests, [blake3::hash(first), blake3::hash(b"after it")]);
+        let at = batch[1].offset as usize;
+        assert_eq!(&data[at..at + 8], b"after it");
+        // Sequence numbers go on past what was found.
         assert_eq!(write(&spool, b"next"), Some(2));
     }
 
@@ -896,9 +1249,13 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_short_input_is_an_error() {
-        let h = header("text/plain");
+        let digest = blake3::hash(b"x");
+        let mut h = Vec::new();
+        write_header(&mut h, digest.as_bytes(), 1234, "text/plain");
         let parsed = parse_header(&h).expect("parses");
         assert_eq!(parsed.content_type, "text/plain");
+        assert_eq!(parsed.digest, *digest.as_bytes());
+        assert_eq!(parsed.len, 1234);
         assert_eq!(usize::from(parsed.offset), h.len());
         for cut in 0..h.len() {
             assert_eq!(
@@ -907,17 +1264,18 @@ mod tests {
                 "cut at {cut}"
             );
         }
-        assert_eq!(parse_header(b"TWSPOOL2\0"), Err(HeaderError::Magic));
+        assert_eq!(parse_header(b"TWSPOOL1\0"), Err(HeaderError::Magic));
     }
 
     #[test]
     fn the_object_count_is_capped_too() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (spool, _) = Spool::open(dir.path(), u64::MAX).expect("open");
+        // Index only: no file is needed to exercise the limit.
+        let (n, _) = spool.new_segment();
         for i in 0..MAX_OBJECTS as u64 + 10 {
-            // Index only: no file is needed to exercise the limit.
             match spool.admit(blake3::hash(&i.to_le_bytes()), "text/plain", 1) {
-                Admit::Write { seq, .. } => spool.written(seq),
+                Admit::Write { seq } => spool.written(seq, n, 0),
                 Admit::NoRoom if i >= MAX_OBJECTS as u64 => {}
                 other => panic!("object {i}: {other:?}"),
             }

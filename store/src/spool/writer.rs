@@ -4,14 +4,15 @@
 //! allocation, no syscall, except that a full queue makes the caller wait for the
 //! storage thread to take objects (backpressure, [`crate::room`]). The storage
 //! thread takes objects off in batches,
-//! deduplicates them against the spool, writes and fsyncs the batch through
-//! io_uring, renames each file into place, fsyncs the directory once, and only
-//! then settles the objects' tickets (their events may go out) and wakes the
-//! uploader. A ticket's notice stays with the spool entry until the uploader has
+//! deduplicates them against the spool, appends the batch to the open segment
+//! with one vectored write and one `fdatasync`, and only then settles the
+//! objects' tickets (their events may go out) and wakes the uploader. A ticket's notice stays with the spool entry until the uploader has
 //! stored it; one for an object already uploaded is told at once.
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -21,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::dir::{self, Admit, Awaited, Spool};
-use super::uring::{BatchWriter, RING_ENTRIES, WriteJob};
+use super::header::write_header;
 use crate::announce::Announcer;
 use crate::counters::{Counters, Loss};
 use crate::ratelog::LogLimit;
@@ -35,10 +36,15 @@ pub const QUEUE_OBJECTS: usize = 16 * 1024;
 /// ([`crate::stores::StartContext`] sets it): what an outage of the disk (not of
 /// S3: S3 outages wait on disk) can pin in RAM.
 pub const QUEUE_MAX_BYTES: u64 = crate::stores::DEFAULT_QUEUE_BYTES;
-/// Objects written per io_uring submission.
-const WRITE_BATCH: usize = RING_ENTRIES as usize;
+/// Objects appended per write and `fdatasync`, at most.
+const WRITE_BATCH: usize = 256;
+/// Buffers passed to one `pwritev` (the kernel's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 /// How often an idle storage thread looks at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Idle polls after which the open segment is sealed, so that a spool whose
+/// objects are all uploaded leaves no file behind.
+const IDLE_POLLS_BEFORE_SEAL: u32 = 20;
 /// At most one log line per this interval for each kind of refusal.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -78,6 +84,15 @@ impl PendingQueue {
     }
 }
 
+/// The segment being appended to.
+#[derive(Debug)]
+struct OpenSegment {
+    n: u64,
+    file: File,
+    /// Its length: where the next object goes.
+    end: u64,
+}
+
 /// The storage thread's state.
 #[derive(Debug)]
 pub struct StorageThread {
@@ -88,11 +103,22 @@ pub struct StorageThread {
     wake_uploader: Arc<Notify>,
     stop: Arc<AtomicBool>,
     announcer: Arc<Announcer>,
-    writer: BatchWriter,
-    /// The spool directory, fsynced after each batch of renames.
+    segment: Option<OpenSegment>,
+    /// The batch's object headers, one after another (reused).
+    headers: Vec<u8>,
+    /// The spool directory, fsynced after each segment is created.
     dir: File,
     full_log: LogLimit,
     error_log: LogLimit,
+}
+
+/// An admitted object on its way to disk.
+struct Admitted {
+    seq: u64,
+    /// Its header in [`StorageThread::headers`].
+    header: std::ops::Range<usize>,
+    object: Object,
+    ticket: Ticket,
 }
 
 impl StorageThread {
@@ -116,12 +142,6 @@ impl StorageThread {
             counters: Arc::clone(&counters),
         };
         let dir = File::open(spool.dir())?;
-        let writer = BatchWriter::new();
-        tracing::debug!(
-            store = store_id,
-            uring = writer.is_uring(),
-            "spool writer ready"
-        );
         let mut thread = StorageThread {
             rx,
             room,
@@ -130,7 +150,8 @@ impl StorageThread {
             wake_uploader,
             stop,
             announcer,
-            writer,
+            segment: None,
+            headers: Vec::new(),
             dir,
             full_log: LogLimit::new(LOG_INTERVAL),
             error_log: LogLimit::new(LOG_INTERVAL),
@@ -146,6 +167,7 @@ impl StorageThread {
 
     fn run(&mut self) {
         let mut batch: Vec<(Object, Ticket)> = Vec::with_capacity(WRITE_BATCH);
+        let mut idle_polls = 0u32;
         loop {
             match self.rx.recv_timeout(POLL_INTERVAL) {
                 Ok(object) => batch.push(object),
@@ -153,10 +175,15 @@ impl StorageThread {
                     if self.stop.load(Ordering::Acquire) {
                         break;
                     }
+                    idle_polls += 1;
+                    if idle_polls == IDLE_POLLS_BEFORE_SEAL {
+                        self.seal();
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            idle_polls = 0;
             while batch.len() < WRITE_BATCH {
                 match self.rx.try_recv() {
                     Ok(object) => batch.push(object),
@@ -173,20 +200,12 @@ impl StorageThread {
             }
         }
         self.write_batch(&mut batch);
+        self.seal();
     }
 
     fn write_batch(&mut self, batch: &mut Vec<(Object, Ticket)>) {
         if batch.is_empty() {
             return;
-        }
-        /// An admitted object on its way to disk.
-        struct Admitted {
-            seq: u64,
-            tmp: PathBuf,
-            path: PathBuf,
-            header: Vec<u8>,
-            object: Object,
-            ticket: Ticket,
         }
         let mut admitted: Vec<Admitted> = Vec::with_capacity(batch.len());
         /// An object the spool already has, pending or uploaded.
@@ -197,8 +216,9 @@ impl StorageThread {
             ticket: Ticket,
         }
         // Objects already in the spool or uploaded: kept once the batch they may
-        // share a file with is settled.
+        // share a segment with is settled.
         let mut duplicates: Vec<Duplicate> = Vec::new();
+        self.headers.clear();
         for (object, ticket) in batch.drain(..) {
             let len = object.bytes.len() as u64;
             self.room.give_back(len);
@@ -225,98 +245,32 @@ impl StorageThread {
                         );
                     }
                 }
-                Admit::Write { seq, tmp, path } => admitted.push(Admitted {
-                    seq,
-                    tmp,
-                    path,
-                    header: super::header::header(&object.content_type),
-                    object,
-                    ticket,
-                }),
-            }
-        }
-
-        // Create, write, fsync, close and rename: one io_uring submission each for
-        // the whole batch; then one fsync of the directory for the renames.
-        let tmps: Vec<&Path> = admitted.iter().map(|a| a.tmp.as_path()).collect();
-        let created = self.writer.create_all(&tmps, dir::FILE_MODE);
-        drop(tmps);
-        let mut open: Vec<(Admitted, File)> = Vec::with_capacity(admitted.len());
-        for (a, file) in admitted.into_iter().zip(created) {
-            match file {
-                Ok(file) => open.push((a, file)),
-                Err(error) => self.fail(a.seq, &a.tmp, &error, false),
-            }
-        }
-        let jobs: Vec<WriteJob<'_>> = open
-            .iter()
-            .map(|(a, file)| WriteJob {
-                file,
-                parts: [&a.header, &a.object.bytes],
-            })
-            .collect();
-        let written = self.writer.write_all(&jobs);
-        drop(jobs);
-        let mut whole: Vec<(Admitted, File)> = Vec::with_capacity(open.len());
-        for ((a, file), result) in open.into_iter().zip(written) {
-            match result {
-                Ok(()) => whole.push((a, file)),
-                Err(error) => {
-                    drop(file);
-                    self.fail(a.seq, &a.tmp, &error, true);
+                Admit::Write { seq } => {
+                    let start = self.headers.len();
+                    write_header(
+                        &mut self.headers,
+                        object.digest.as_bytes(),
+                        len,
+                        &object.content_type,
+                    );
+                    admitted.push(Admitted {
+                        seq,
+                        header: start..self.headers.len(),
+                        object,
+                        ticket,
+                    });
                 }
             }
         }
-        let files: Vec<&File> = whole.iter().map(|(_, f)| f).collect();
-        let synced = self.writer.sync_all(&files);
-        drop(files);
-        let mut synced_objects: Vec<Admitted> = Vec::with_capacity(whole.len());
-        let mut synced_files: Vec<File> = Vec::with_capacity(whole.len());
-        for ((a, file), result) in whole.into_iter().zip(synced) {
-            match result {
-                Ok(()) => {
-                    Counters::add(&self.counters.synced_files, 1);
-                    synced_objects.push(a);
-                    synced_files.push(file);
-                }
-                Err(error) => {
-                    drop(file);
-                    self.fail(a.seq, &a.tmp, &error, true);
-                }
-            }
-        }
-        let to_rename: Vec<(File, &Path, &Path)> = synced_files
-            .into_iter()
-            .zip(&synced_objects)
-            .map(|(file, a)| (file, a.tmp.as_path(), a.path.as_path()))
-            .collect();
-        let renamed = self.writer.close_and_rename_all(to_rename);
-        let mut done: Vec<(u64, Ticket)> = Vec::with_capacity(synced_objects.len());
-        for (a, result) in synced_objects.into_iter().zip(renamed) {
-            match result {
-                Ok(()) => done.push((a.seq, a.ticket)),
-                Err(error) => self.fail(a.seq, &a.tmp, &error, true),
-            }
-        }
-        if !done.is_empty() {
-            match self.dir.sync_all() {
-                Ok(()) => Counters::add(&self.counters.synced_dirs, 1),
-                // The files are whole and renamed; only a power cut could now
-                // lose the names. Counted as an error, not as lost.
-                Err(error) => {
-                    Counters::add(&self.counters.errors, 1);
-                    tracing::error!(%error, "cannot fsync the spool directory");
-                }
-            }
-        }
-        for (seq, mut ticket) in done {
+        let done = self.append(admitted);
+        for (seq, segment, offset, mut ticket) in done {
             // The notice waits on the entry before the uploader can see it.
             if let Some(notice) = ticket.take_notice()
                 && !self.spool.notify(seq, notice, false)
             {
                 Announcer::dropped(&self.counters);
             }
-            self.spool.written(seq);
+            self.spool.written(seq, segment, offset);
             ticket.kept();
         }
         for mut d in duplicates {
@@ -341,17 +295,124 @@ impl StorageThread {
         self.wake_uploader.notify_one();
     }
 
-    /// Writing `seq` to `tmp` failed: remove the file, forget the object, count it
-    /// (a full disk apart from other errors). `created`: the file exists.
-    fn fail(&self, seq: u64, tmp: &Path, error: &std::io::Error, created: bool) {
+    /// Appends `admitted` to the open segment (opening one if needed) with one
+    /// vectored write, and syncs it. Returns the objects now durable: their
+    /// sequence number, segment, offset of their bytes and ticket. The others
+    /// are refused and counted.
+    fn append(&mut self, admitted: Vec<Admitted>) -> Vec<(u64, u64, u64, Ticket)> {
+        if admitted.is_empty() {
+            return Vec::new();
+        }
+        let (n, start) = match self.open_segment() {
+            Ok(seg) => (seg.n, seg.end),
+            Err(error) => {
+                for a in admitted {
+                    self.fail(a.seq, &error);
+                }
+                return Vec::new();
+            }
+        };
+        let mut bufs: Vec<&[u8]> = Vec::with_capacity(admitted.len() * 2);
+        // Each object's offset of its bytes, and the end of its record.
+        let mut places: Vec<(u64, u64)> = Vec::with_capacity(admitted.len());
+        let mut at = start;
+        for a in &admitted {
+            let header = &self.headers[a.header.clone()];
+            bufs.push(header);
+            bufs.push(&a.object.bytes);
+            let offset = at + header.len() as u64;
+            at = offset + a.object.bytes.len() as u64;
+            places.push((offset, at));
+        }
+        let Some(seg) = self.segment.as_mut() else {
+            unreachable!("open_segment opened it");
+        };
+        let (written, result) = write_all_at(&seg.file, &bufs, start);
+        drop(bufs);
+        // Objects wholly written; after an error, the file is cut back to the
+        // last of them, so the segment holds only whole objects.
+        let whole = places.iter().take_while(|p| p.1 <= start + written).count();
+        let mut end = places[..whole].last().map_or(start, |p| p.1);
+        let mut failed: Option<io::Error> = None;
+        if let Err(error) = result {
+            if let Err(e) = seg.file.set_len(end) {
+                tracing::debug!(error = %e, "cannot cut the spool segment back");
+            }
+            failed = Some(error);
+        }
+        let synced = if whole == 0 {
+            Ok(())
+        } else {
+            seg.file.sync_data()
+        };
+        match synced {
+            Ok(()) if whole > 0 => Counters::add(&self.counters.synced_files, 1),
+            Ok(()) => {}
+            Err(error) => {
+                // Not known to be on disk: none of them is kept.
+                end = start;
+                failed = Some(error);
+            }
+        }
+        let kept = if end == start { 0 } else { whole };
+        seg.end = end.max(seg.end);
+        let seal = failed.is_some() || seg.end >= dir::SEGMENT_BYTES;
+        let mut done = Vec::with_capacity(kept);
+        for (i, a) in admitted.into_iter().enumerate() {
+            if i < kept {
+                done.push((a.seq, n, places[i].0, a.ticket));
+            } else {
+                let error = failed
+                    .as_ref()
+                    .map_or_else(|| io::Error::other("not written"), clone_error);
+                self.fail(a.seq, &error);
+            }
+        }
+        if seal {
+            self.seal();
+        }
+        done
+    }
+
+    /// The open segment, created if there is none.
+    fn open_segment(&mut self) -> io::Result<&mut OpenSegment> {
+        if self.segment.is_none() {
+            let (n, path) = self.spool.new_segment();
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(dir::FILE_MODE)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path);
+            // The segment's name must outlive a crash with the objects in it.
+            let file = file.and_then(|f| self.dir.sync_all().map(|()| f));
+            match file {
+                Ok(file) => {
+                    Counters::add(&self.counters.synced_dirs, 1);
+                    self.segment = Some(OpenSegment { n, file, end: 0 });
+                }
+                Err(error) => {
+                    self.spool.seal(n);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(self.segment.as_mut().expect("opened above"))
+    }
+
+    /// No more objects go into the open segment.
+    fn seal(&mut self) {
+        if let Some(seg) = self.segment.take() {
+            self.spool.seal(seg.n);
+        }
+    }
+
+    /// Writing `seq` failed: forget the object, count it (a full disk apart
+    /// from other errors).
+    fn fail(&self, seq: u64, error: &io::Error) {
         let no_space = matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
         if let Some(skipped) = self.error_log.allow() {
-            tracing::error!(path = %tmp.display(), %error, skipped, "spool write failed; refusing the object (its event says so)");
-        }
-        // Only a file this batch created is ours to remove: `O_EXCL` failing means
-        // the name was already taken.
-        if created || error.kind() != std::io::ErrorKind::AlreadyExists {
-            let _ = fs::remove_file(tmp);
+            tracing::error!(dir = %self.spool.dir().display(), %error, skipped, "spool write failed; refusing the object (its event says so)");
         }
         self.spool.abandon(seq);
         Counters::add(&self.counters.errors, 1);
@@ -363,5 +424,100 @@ impl StorageThread {
             },
             1,
         );
+    }
+}
+
+/// The same error, for each object it refused.
+fn clone_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// Writes `bufs` one after another into `file` from `offset`, with as few
+/// `pwritev` calls as it takes. Returns the bytes written and the error that
+/// stopped it, if one did.
+fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> (u64, io::Result<()>) {
+    let mut written = 0u64;
+    // The next buffer to write and how much of it is written.
+    let (mut i, mut skip) = (0usize, 0usize);
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(bufs.len().min(IOV_MAX));
+    loop {
+        while i < bufs.len() && bufs[i].len() == skip {
+            i += 1;
+            skip = 0;
+        }
+        if i == bufs.len() {
+            return (written, Ok(()));
+        }
+        iov.clear();
+        iov.extend(
+            std::iter::once(&bufs[i][skip..])
+                .chain(bufs[i + 1..].iter().copied())
+                .take(IOV_MAX)
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr().cast_mut().cast(),
+                    iov_len: b.len(),
+                }),
+        );
+        let Ok(at) = libc::off_t::try_from(offset) else {
+            return (written, Err(io::Error::from_raw_os_error(libc::EFBIG)));
+        };
+        // SAFETY: every iovec points into a slice of `bufs`, alive and
+        // unchanged for the call; the kernel only reads them.
+        let n =
+            unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at) };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return (written, Err(error));
+        }
+        if n == 0 {
+            return (written, Err(io::ErrorKind::WriteZero.into()));
+        }
+        let mut n = n as usize;
+        written += n as u64;
+        offset += n as u64;
+        while n > 0 {
+            let left = bufs[i].len() - skip;
+            if n >= left {
+                n -= left;
+                i += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectored_writes_land_whole_past_iov_max_and_after_empty_buffers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("seg");
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .expect("create");
+        let owned: Vec<Vec<u8>> = (0..3 * IOV_MAX)
+            .map(|i| vec![(i % 251) as u8; if i % 7 == 0 { 0 } else { i % 300 }])
+            .collect();
+        let bufs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let want: Vec<u8> = owned.concat();
+        let (written, result) = write_all_at(&file, &bufs, 10);
+        result.expect("written");
+        assert_eq!(written, want.len() as u64);
+        let got = std::fs::read(&path).expect("read back");
+        assert_eq!(&got[..10], &[0; 10], "a hole before the offset");
+        assert!(got[10..] == want[..], "the buffers in order");
     }
 }
