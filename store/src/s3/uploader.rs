@@ -40,6 +40,9 @@ const SETUP_RETRY_BASE: Duration = Duration::from_millis(500);
 pub const SETUP_RETRY_CAP: Duration = Duration::from_secs(15);
 /// At most one error line per this interval per kind of failure.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Objects up to this size are read from the spool on the uploader's own
+/// thread; larger ones on a blocking thread.
+const INLINE_READ_BYTES: u64 = 64 * 1024;
 /// How often an idle uploader looks at the spool and its stop flag even without a
 /// wake-up.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -302,16 +305,22 @@ impl Uploader {
         let _held = self.memory.acquire(entry.len).await;
         let path = entry.path.clone();
         let (offset, len) = (entry.offset, entry.len);
-        let body = tokio::task::spawn_blocking(move || multipart::read_range(&path, offset, len))
-            .await
-            .map_err(|join| UploadError::Read {
-                path: entry.path.clone(),
-                source: std::io::Error::other(join.to_string()),
-            })?
-            .map_err(|source| UploadError::Read {
-                path: entry.path.clone(),
-                source,
-            })?;
+        let read = if len <= INLINE_READ_BYTES {
+            // Written moments ago, so in the page cache: a read costs less
+            // than handing it to a blocking thread and waking this one again.
+            multipart::read_range(&path, offset, len)
+        } else {
+            tokio::task::spawn_blocking(move || multipart::read_range(&path, offset, len))
+                .await
+                .map_err(|join| UploadError::Read {
+                    path: entry.path.clone(),
+                    source: std::io::Error::other(join.to_string()),
+                })?
+        };
+        let body = read.map_err(|source| UploadError::Read {
+            path: entry.path.clone(),
+            source,
+        })?;
         self.client
             .put_object(&entry.digest.to_hex(), &entry.content_type, body)
             .await
