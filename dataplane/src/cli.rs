@@ -161,7 +161,7 @@ pub struct Cli {
     ///
     /// Example: `--memory-budget 512MiB` on a busy node; fewer shards start if
     /// the budget cannot hold their queues.
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", env = "TAPWIRE_MEMORY_BUDGET")]
     pub memory_budget: Option<crate::config::ByteSize>,
 
     /// A subcommand; without one, the agent runs.

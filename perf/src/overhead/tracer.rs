@@ -572,6 +572,16 @@ fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
                 .collect();
             add(format!("store {store}"), digits.parse().unwrap_or(0));
         }
+        // The reasons, from `drops: Drops { queue_full: 2, ... }`.
+        if let Some(i) = line.find("drops: Drops { ") {
+            let rest = &line[i + "drops: Drops { ".len()..];
+            let fields = &rest[..rest.find('}').unwrap_or(rest.len())];
+            for (name, n) in fields.split(", ").filter_map(|f| f.trim().split_once(": ")) {
+                if n.parse::<u64>().is_ok_and(|n| n > 0) {
+                    gaps.push(format!("store {store} {name}={n} (not summed)"));
+                }
+            }
+        }
     }
     detail.extend(gaps);
     (sum, detail)
@@ -639,7 +649,7 @@ mod tests {
     #[test]
     fn drop_counters_and_stored_objects_are_summed() {
         let lines = vec![
-            "INFO tapwire::agent: object store stopped store=\"s3\" stats=StoreStats { accepted: 30, stored: 3, deduplicated: 27, dropped: 1, errors: 0, multipart: 0, bytes: 9 }".to_owned(),
+            "INFO tapwire::agent: object store stopped store=\"s3\" stats=StoreStats { accepted: 30, stored: 3, deduplicated: 27, dropped: 1, drops: Drops { queue_full: 1, spool_full: 0 }, errors: 0, multipart: 0, bytes: 9 }".to_owned(),
             r#"INFO tapwire::agent: stopped counters={"kernel_drops":{"lost_bytes":70000,"overload_records":4,"ring_full":5,"too_big":0},"ring_records":100,"queue_full":2,"shards":{"records":98,"transactions":40,"output_full":0,"gap_records":3}}"#.to_owned(),
         ];
         let (sum, detail) = drop_counters(&lines);
@@ -652,7 +662,8 @@ mod tests {
                 "store s3=1",
                 "kernel lost_bytes=70000 (not summed)",
                 "kernel overload_records=4 (not summed)",
-                "shard gap_records=3 (not summed)"
+                "shard gap_records=3 (not summed)",
+                "store s3 queue_full=1 (not summed)"
             ]
         );
         assert_eq!(objects_stored(&lines), Some(30));

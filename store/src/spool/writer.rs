@@ -38,6 +38,12 @@ pub const QUEUE_OBJECTS: usize = 16 * 1024;
 pub const QUEUE_MAX_BYTES: u64 = crate::stores::DEFAULT_QUEUE_BYTES;
 /// Objects appended per write and `fdatasync`, at most.
 const WRITE_BATCH: usize = 256;
+/// Object bytes appended per write and `fdatasync`, about (a batch stops
+/// growing once past it): enough that a sync is shared by many objects,
+/// little enough that one sync never keeps the thread from taking queued
+/// objects for long. Shards that find the queue full wait for it, and past
+/// [`crate::room::PUSHBACK_WAIT`] without it taking anything they refuse objects.
+const WRITE_BATCH_BYTES: usize = 4 << 20;
 /// Buffers passed to one `pwritev` (the kernel's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 /// How often an idle storage thread looks at the stop flag.
@@ -184,9 +190,13 @@ impl StorageThread {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             idle_polls = 0;
-            while batch.len() < WRITE_BATCH {
+            let mut bytes = batch[0].0.bytes.len();
+            while batch.len() < WRITE_BATCH && bytes < WRITE_BATCH_BYTES {
                 match self.rx.try_recv() {
-                    Ok(object) => batch.push(object),
+                    Ok(object) => {
+                        bytes += object.0.bytes.len();
+                        batch.push(object);
+                    }
                     Err(_) => break,
                 }
             }
