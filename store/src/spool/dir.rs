@@ -560,19 +560,25 @@ impl Spool {
             let Some(seq) = idx.queued.pop_first() else {
                 break;
             };
-            if let Some(slot) = idx.slots.get_mut(&seq)
-                && let Some(seg) = idx.segments.get(&slot.segment)
-            {
-                slot.state = State::InFlight;
-                out.push(Entry {
-                    seq,
-                    digest: slot.digest,
-                    content_type: Arc::clone(&slot.content_type),
-                    offset: slot.offset,
-                    len: slot.len,
-                    path: seg.path.clone(),
-                });
-            }
+            let Some(slot) = idx.slots.get_mut(&seq) else {
+                continue;
+            };
+            let Some(seg) = idx.segments.get(&slot.segment) else {
+                // A queued object's segment lives until the object is gone.
+                debug_assert!(false, "object {seq} queued without its segment");
+                tracing::error!(seq, digest = %slot.digest, "spool object without its segment; dropped");
+                idx.remove(seq);
+                continue;
+            };
+            slot.state = State::InFlight;
+            out.push(Entry {
+                seq,
+                digest: slot.digest,
+                content_type: Arc::clone(&slot.content_type),
+                offset: slot.offset,
+                len: slot.len,
+                path: seg.path.clone(),
+            });
         }
         out
     }

@@ -127,6 +127,15 @@ struct Admitted {
     ticket: Ticket,
 }
 
+/// An object whole and synced in a segment.
+struct Durable {
+    seq: u64,
+    segment: u64,
+    /// Where its bytes start in the segment.
+    offset: u64,
+    ticket: Ticket,
+}
+
 impl StorageThread {
     /// Creates the queue (at most `max_bytes` of payload) and starts the
     /// thread. Setting `stop` makes the thread spool whatever is queued and
@@ -272,8 +281,14 @@ impl StorageThread {
                 }
             }
         }
-        let done = self.append(admitted);
-        for (seq, segment, offset, mut ticket) in done {
+        let (done, seal) = self.append(admitted);
+        for Durable {
+            seq,
+            segment,
+            offset,
+            mut ticket,
+        } in done
+        {
             // The notice waits on the entry before the uploader can see it.
             if let Some(notice) = ticket.take_notice()
                 && !self.spool.notify(seq, notice, false)
@@ -282,6 +297,11 @@ impl StorageThread {
             }
             self.spool.written(seq, segment, offset);
             ticket.kept();
+        }
+        // Only now that its objects are in the index: sealing a segment none
+        // of whose objects waits deletes it.
+        if seal {
+            self.seal();
         }
         for mut d in duplicates {
             if let Some(notice) = d.ticket.take_notice() {
@@ -306,12 +326,12 @@ impl StorageThread {
     }
 
     /// Appends `admitted` to the open segment (opening one if needed) with one
-    /// vectored write, and syncs it. Returns the objects now durable: their
-    /// sequence number, segment, offset of their bytes and ticket. The others
-    /// are refused and counted.
-    fn append(&mut self, admitted: Vec<Admitted>) -> Vec<(u64, u64, u64, Ticket)> {
+    /// vectored write, and syncs it. Returns the objects now durable, and
+    /// whether the segment is to be sealed once they are in the index. The
+    /// others are refused and counted.
+    fn append(&mut self, admitted: Vec<Admitted>) -> (Vec<Durable>, bool) {
         if admitted.is_empty() {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let (n, start) = match self.open_segment() {
             Ok(seg) => (seg.n, seg.end),
@@ -319,7 +339,7 @@ impl StorageThread {
                 for a in admitted {
                     self.fail(a.seq, &error);
                 }
-                return Vec::new();
+                return (Vec::new(), false);
             }
         };
         let mut bufs: Vec<&[u8]> = Vec::with_capacity(admitted.len() * 2);
@@ -370,7 +390,12 @@ impl StorageThread {
         let mut done = Vec::with_capacity(kept);
         for (i, a) in admitted.into_iter().enumerate() {
             if i < kept {
-                done.push((a.seq, n, places[i].0, a.ticket));
+                done.push(Durable {
+                    seq: a.seq,
+                    segment: n,
+                    offset: places[i].0,
+                    ticket: a.ticket,
+                });
             } else {
                 let error = failed
                     .as_ref()
@@ -378,10 +403,7 @@ impl StorageThread {
                 self.fail(a.seq, &error);
             }
         }
-        if seal {
-            self.seal();
-        }
-        done
+        (done, seal)
     }
 
     /// The open segment, created if there is none.
@@ -508,6 +530,68 @@ fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> (u64, io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Receipt;
+
+    /// Puts `objects` through the storage thread and waits until each is
+    /// settled; returns whether each was kept.
+    fn spool_all(queue: &PendingQueue, objects: &[Vec<u8>]) -> Vec<bool> {
+        let receipt = Receipt::new();
+        for (i, bytes) in objects.iter().enumerate() {
+            let object = Object::new(
+                "application/octet-stream",
+                bytes::Bytes::from(bytes.clone()),
+            );
+            queue.push(object, receipt.ticket(i));
+        }
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !receipt.settled() {
+            assert!(std::time::Instant::now() < until, "not settled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (0..objects.len()).map(|i| receipt.kept(i)).collect()
+    }
+
+    /// A segment that passes its size with a batch is sealed only once that
+    /// batch's objects are in the index: sealed before, with every earlier
+    /// object already uploaded, it was deleted under objects just counted as
+    /// kept.
+    #[test]
+    fn objects_of_the_batch_that_fills_a_segment_stay_readable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (spool, _) = Spool::open(dir.path(), 1 << 30).expect("open");
+        let spool = Arc::new(spool);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (queue, thread) = StorageThread::spawn(
+            "test",
+            64 << 20,
+            Arc::clone(&spool),
+            Arc::default(),
+            Arc::new(Notify::new()),
+            Arc::clone(&stop),
+            Arc::new(Announcer::new("test", None)),
+        )
+        .expect("spawn");
+        let mib = |i: u8| vec![i; 1 << 20];
+        // 7 MiB into the open segment, then all of it uploaded.
+        let first: Vec<Vec<u8>> = (0..7).map(mib).collect();
+        assert!(spool_all(&queue, &first).iter().all(|&k| k));
+        for entry in spool.take_batch(16) {
+            spool.complete(entry.seq);
+        }
+        // The next batch takes the segment past its size.
+        let second: Vec<Vec<u8>> = (7..9).map(mib).collect();
+        assert!(spool_all(&queue, &second).iter().all(|&k| k));
+        let entries = spool.take_batch(16);
+        assert_eq!(entries.len(), 2, "both kept objects wait for upload");
+        for (entry, bytes) in entries.iter().zip(&second) {
+            let got = crate::s3::multipart::read_range(&entry.path, entry.offset, entry.len)
+                .expect("the object's bytes are still on disk");
+            assert!(got[..] == bytes[..]);
+        }
+        stop.store(true, Ordering::Release);
+        drop(queue);
+        thread.join().expect("storage thread");
+    }
 
     #[test]
     fn vectored_writes_land_whole_past_iov_max_and_after_empty_buffers() {
