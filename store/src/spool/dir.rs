@@ -805,19 +805,35 @@ fn scan_segment(path: &Path) -> Scan {
     let mut pos = 0u64;
     let mut head = [0u8; MAX_HEADER_BYTES];
     while pos < scan.bytes {
-        let want = (MAX_HEADER_BYTES as u64).min(scan.bytes - pos) as usize;
-        // A header is read with a little of what follows it; those bytes
-        // are hashed from `head`.
-        if let Err(e) = file.read_exact(&mut head[..want]) {
-            scan.corrupt += 1;
-            scan.error = Some(e.to_string());
-            break;
-        }
-        let header = match parse_header(&head[..want]) {
+        // The fixed fields, then the content type whose length they end with.
+        let fixed = MAX_HEADER_BYTES - MAX_CONTENT_TYPE_BYTES;
+        let read = |file: &mut io::BufReader<File>, buf: &mut [u8]| {
+            if pos + buf.len() as u64 > scan.bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("at byte {pos}: a header cut short"),
+                ));
+            }
+            file.read_exact(buf)
+        };
+        let ct_len = match read(&mut file, &mut head[..fixed]) {
+            Ok(()) => usize::from(head[fixed - 1]),
+            Err(e) => {
+                scan.corrupt += 1;
+                scan.error = Some(e.to_string());
+                break;
+            }
+        };
+        let parsed = read(&mut file, &mut head[fixed..fixed + ct_len])
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                parse_header(&head[..fixed + ct_len]).map_err(|e| format!("at byte {pos}: {e}"))
+            });
+        let header = match parsed {
             Ok(h) => h,
             Err(e) => {
                 scan.corrupt += 1;
-                scan.error = Some(format!("at byte {pos}: {e}"));
+                scan.error = Some(e);
                 break;
             }
         };
@@ -833,10 +849,7 @@ fn scan_segment(path: &Path) -> Scan {
             break;
         }
         let mut hasher = blake3::Hasher::new();
-        let in_head = ((want - usize::from(header.offset)) as u64).min(header.len);
-        let start = usize::from(header.offset);
-        hasher.update(&head[start..start + in_head as usize]);
-        let mut rest = header.len - in_head;
+        let mut rest = header.len;
         let mut buf = [0u8; 16 * 1024];
         while rest > 0 {
             let n = (buf.len() as u64).min(rest) as usize;
@@ -847,16 +860,6 @@ fn scan_segment(path: &Path) -> Scan {
             }
             hasher.update(&buf[..n]);
             rest -= n as u64;
-        }
-        // The bytes read with the header past this object belong to the
-        // next one: step back to it.
-        let over = (want - start) as u64 - in_head;
-        if over > 0
-            && let Err(e) = file.seek_relative(-(over as i64))
-        {
-            scan.corrupt += 1;
-            scan.error = Some(e.to_string());
-            break;
         }
         if hasher.finalize() == blake3::Hash::from_bytes(header.digest) {
             scan.objects.push(Recovered {

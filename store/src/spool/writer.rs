@@ -388,19 +388,19 @@ impl StorageThread {
         seg.end = end.max(seg.end);
         let seal = failed.is_some() || seg.end >= dir::SEGMENT_BYTES;
         let mut done = Vec::with_capacity(kept);
-        for (i, a) in admitted.into_iter().enumerate() {
-            if i < kept {
-                done.push(Durable {
-                    seq: a.seq,
-                    segment: n,
-                    offset: places[i].0,
-                    ticket: a.ticket,
-                });
-            } else {
-                let error = failed
-                    .as_ref()
-                    .map_or_else(|| io::Error::other("not written"), clone_error);
-                self.fail(a.seq, &error);
+        let mut admitted = admitted.into_iter();
+        for (a, place) in admitted.by_ref().zip(&places).take(kept) {
+            done.push(Durable {
+                seq: a.seq,
+                segment: n,
+                offset: place.0,
+                ticket: a.ticket,
+            });
+        }
+        // Objects past the kept ones exist only when a write or sync failed.
+        if let Some(error) = &failed {
+            for a in admitted {
+                self.fail(a.seq, error);
             }
         }
         (done, seal)
@@ -456,14 +456,6 @@ impl StorageThread {
             },
             1,
         );
-    }
-}
-
-/// The same error, for each object it refused.
-fn clone_error(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
