@@ -111,12 +111,15 @@ pub struct SyscallArgs {
     pub ptr: u64,
     /// Byte count or iovec count.
     pub len: u64,
-    /// `SHAPE_*`.
+    /// `SHAPE_*`; [`SHAPE_IDLE`] when no call is in flight.
     pub shape: u32,
     /// Direction number.
     pub direction: u32,
 }
 
+/// The thread's entry is kept between calls, marked idle, so that a call
+/// costs a lookup and a store instead of an insert and a delete.
+pub const SHAPE_IDLE: u32 = 0;
 pub const SHAPE_BUF: u32 = 1;
 pub const SHAPE_IOV: u32 = 2;
 pub const SHAPE_MSG: u32 = 3;
@@ -125,9 +128,10 @@ pub const SHAPE_ACCEPT: u32 = 5;
 /// A `connect` by the agent itself: only its local port is noted.
 pub const SHAPE_AGENT_CONNECT: u32 = 6;
 
-/// In-flight socket syscalls, keyed by `pid_tgid`. LRU, and cleared at thread
-/// exit (`process::sched_exit`): a thread that dies inside a call never
-/// leaves its entry for good.
+/// In-flight socket syscalls, keyed by `pid_tgid`: one entry per thread that
+/// made one, reused by its next call (idle in between, `SHAPE_IDLE`). LRU,
+/// and removed at thread exit (`process::sched_exit`): a thread that dies
+/// inside a call never leaves its entry for good.
 #[btf_map]
 pub static SYSCALLS: LruHashMap<u64, SyscallArgs, 16_384> = LruHashMap::new();
 
@@ -147,11 +151,14 @@ pub struct TlsCall {
     pub sp: u64,
     /// `tls::FN_*` (from the attach cookie).
     pub func: u32,
-    pub _pad: u32,
+    /// 1 while the call is in flight; 0 once it returned (the entry is kept
+    /// for the thread's next call, as in [`SYSCALLS`]).
+    pub live: u32,
 }
 
-/// TLS calls in flight, keyed by `pid_tgid`. LRU, and cleared at thread exit
-/// like [`SYSCALLS`] (a thread killed inside `SSL_read`).
+/// TLS calls in flight, keyed by `pid_tgid`: one entry per thread, reused by
+/// its next call. LRU, and removed at thread exit like [`SYSCALLS`] (a thread
+/// killed inside `SSL_read`).
 #[btf_map]
 pub static TLS_CALLS: LruHashMap<u64, TlsCall, 16_384> = LruHashMap::new();
 
@@ -242,7 +249,8 @@ pub static SENDFILES: LruHashMap<u64, FileSend, 4096> = LruHashMap::new();
 pub static SEND_SCRATCH: PerCpuArray<FileSend, 1> = PerCpuArray::new();
 
 /// `openat` calls in flight of captured processes: the path pointer, keyed by
-/// `pid_tgid`.
+/// `pid_tgid`; a thread's entry is kept between its calls (0 when idle), like
+/// [`SYSCALLS`].
 #[btf_map]
 pub static OPENS: LruHashMap<u64, u64, 4096> = LruHashMap::new();
 

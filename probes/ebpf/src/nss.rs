@@ -36,8 +36,9 @@ use tapwire_common::{DropReason, nss};
 
 use crate::{
     emit::count,
-    maps::{NSS_SSL_LAYERS, TLS_CALLS, TlsCall},
+    maps::{NSS_SSL_LAYERS, TlsCall},
     select::selected,
+    tls::begin_call,
 };
 
 /// Layers walked from the top to the bottom of a descriptor (NSS stacks the
@@ -112,11 +113,9 @@ pub fn nss_enter(ctx: ProbeContext) -> u32 {
         fd,
         sp: 0,
         func: nss::shape(cookie) as u32,
-        _pad: 0,
+        live: 1,
     };
-    if TLS_CALLS.insert(pid_tgid, call, 0).is_err() {
-        count(DropReason::MapInsert, 1);
-    }
+    begin_call(pid_tgid, call);
     0
 }
 

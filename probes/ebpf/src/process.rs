@@ -24,9 +24,11 @@ use tapwire_common::{
 use crate::{
     emit::{count, header, output_value_wake},
     maps::{
-        CONFIG, FILTERED, NSS_SSL_LAYERS, SCRATCH, SELECTED, SELECTED_EXES, SYSCALLS, TLS_CALLS,
+        CONFIG, FILTERED, NSS_SSL_LAYERS, OPENS, SCRATCH, SELECTED, SELECTED_EXES, SHAPE_IDLE,
+        SYSCALLS, TLS_CALLS,
     },
     select::{selected, selection_on},
+    tls::call_in_flight,
 };
 
 /// `sched_process_fork`: `child_pid` at 20.
@@ -153,8 +155,16 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // A thread that dies inside a socket or TLS call (killed in `SSL_read`)
     // leaves its in-flight entry: reclaim it here, counted.
-    let abandoned = u64::from(SYSCALLS.remove(pid_tgid).is_ok())
-        + u64::from(TLS_CALLS.remove(pid_tgid).is_ok());
+    // Entries idle between calls are removed without a count.
+    let abandoned = u64::from(
+        SYSCALLS
+            .get_ptr(pid_tgid)
+            // SAFETY: live map value of this thread.
+            .is_some_and(|a| unsafe { (*a).shape } != SHAPE_IDLE),
+    ) + u64::from(call_in_flight(pid_tgid).is_some());
+    let _ = SYSCALLS.remove(pid_tgid);
+    let _ = TLS_CALLS.remove(pid_tgid);
+    let _ = OPENS.remove(pid_tgid);
     if abandoned > 0 {
         count(DropReason::AbandonedCall, abandoned);
     }

@@ -126,7 +126,14 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: as above.
     let filename = unsafe { ctx.read_at::<u64>(arg_off(1)) }.unwrap_or(0);
-    let _ = OPENS.insert(bpf_get_current_pid_tgid(), filename, 0);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Over the thread's idle entry (0) from its last `openat`, if any.
+    if let Some(saved) = OPENS.get_ptr_mut(pid_tgid) {
+        // SAFETY: live map value of this thread; only this thread writes it.
+        unsafe { *saved = filename };
+    } else {
+        let _ = OPENS.insert(pid_tgid, filename, 0);
+    }
     0
 }
 
@@ -134,11 +141,14 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: a plain integer value.
-    let Some(filename) = (unsafe { OPENS.get(pid_tgid) }).copied() else {
+    let Some(saved) = OPENS.get_ptr_mut(pid_tgid) else {
         return 0;
     };
-    let _ = OPENS.remove(pid_tgid);
+    // SAFETY: live map value of this thread; left idle for its next call.
+    let filename = unsafe { core::mem::replace(&mut *saved, 0) };
+    if filename == 0 {
+        return 0;
+    }
     // SAFETY: `ret` is a long at a fixed offset of this tracepoint.
     let fd = unsafe { ctx.read_at::<i64>(RET_OFF) }.unwrap_or(-1);
     if fd < 0 {

@@ -7,7 +7,8 @@
 //! offset 16, the exit's `ret` is at 16).
 //!
 //! Pairing: the enter probe saves the arguments in `SYSCALLS` keyed by
-//! `pid_tgid`; the one exit program (attached to every `sys_exit_*` we use)
+//! `pid_tgid` (over the thread's entry from its last call, left idle); the one
+//! exit program (attached to every `sys_exit_*` we use)
 //! takes them back and acts on the return value — bytes actually moved, the new
 //! fd of `accept`, success of `connect`. A thread makes one syscall at a time,
 //! so the key is enough.
@@ -33,9 +34,10 @@ use crate::{
     maps::{
         AGENT_PORTS, CONN_HELLO_DONE, CONN_NO_PAYLOAD, CONN_OPEN_PENDING, CONN_PLAIN, CONN_TLS,
         CONNS, ConnState, LAST_TLS_READ, NOT_TCP, SHAPE_ACCEPT, SHAPE_AGENT_CONNECT, SHAPE_BUF,
-        SHAPE_CONNECT, SHAPE_IOV, SHAPE_MSG, SSL_FDS, SYSCALLS, SslKey, SyscallArgs, TLS_CALLS,
+        SHAPE_CONNECT, SHAPE_IDLE, SHAPE_IOV, SHAPE_MSG, SSL_FDS, SYSCALLS, SslKey, SyscallArgs,
     },
     select::{is_agent, selected},
+    tls::call_in_flight,
 };
 
 /// Offset of syscall argument `n` in a `sys_enter_*` record.
@@ -73,7 +75,7 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
     // its first `SSL_write`) are not it.
     if shape != SHAPE_CONNECT
         && shape != SHAPE_ACCEPT
-        && let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid)
+        && let Some(call) = call_in_flight(pid_tgid)
         && let Some(conn) = lookup_or_track(fd, Role::Unknown)
     {
         // SAFETY: live map values of this thread / connection.
@@ -86,7 +88,11 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
             tgid: pid_tgid >> 32,
             ssl,
         };
-        if SSL_FDS.insert(key, fd, 0).is_err() {
+        // Written only when it changes: every call of a session makes a
+        // syscall on the same fd, and an update costs several lookups.
+        // SAFETY: plain integer value.
+        if unsafe { SSL_FDS.get(&key) }.copied() != Some(fd) && SSL_FDS.insert(key, fd, 0).is_err()
+        {
             count(DropReason::MapInsert, 1);
         }
         // A handshake made inside the first `SSL_write`/`SSL_read`: the
@@ -95,17 +101,29 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
             return 0;
         }
     }
-    let args = SyscallArgs {
-        fd,
-        ptr: arg(ctx, 1),
-        len: arg(ctx, 2),
-        shape,
-        direction: direction as u32,
-    };
-    if SYSCALLS.insert(pid_tgid, args, 0).is_err() {
+    save_syscall(
+        pid_tgid,
+        SyscallArgs {
+            fd,
+            ptr: arg(ctx, 1),
+            len: arg(ctx, 2),
+            shape,
+            direction: direction as u32,
+        },
+    );
+    0
+}
+
+/// Saves `args` as this thread's syscall in flight: over the thread's idle
+/// entry, inserted only by its first call.
+#[inline(always)]
+fn save_syscall(pid_tgid: u64, args: SyscallArgs) {
+    if let Some(saved) = SYSCALLS.get_ptr_mut(pid_tgid) {
+        // SAFETY: live map value of this thread; only this thread writes it.
+        unsafe { *saved = args };
+    } else if SYSCALLS.insert(pid_tgid, args, 0).is_err() {
         count(DropReason::MapInsert, 1);
     }
-    0
 }
 
 /// `MSG_PEEK` from `<sys/socket.h>`: the bytes stay queued and are read
@@ -172,7 +190,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
             shape: SHAPE_AGENT_CONNECT,
             direction: Direction::Egress as u32,
         };
-        let _ = SYSCALLS.insert(bpf_get_current_pid_tgid(), args, 0);
+        save_syscall(bpf_get_current_pid_tgid(), args);
         return 0;
     }
     enter(&ctx, SHAPE_CONNECT, Direction::Egress)
@@ -315,12 +333,19 @@ fn release(tgid: u32, fd: i64) {
 #[tracepoint]
 pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(saved) = SYSCALLS.get_ptr(pid_tgid) else {
+    let Some(saved) = SYSCALLS.get_ptr_mut(pid_tgid) else {
         return 0;
     };
-    // SAFETY: live map value of this thread; copied out before removal.
-    let args = unsafe { core::ptr::read(saved) };
-    let _ = SYSCALLS.remove(pid_tgid);
+    // SAFETY: live map value of this thread; copied out, then left idle for
+    // the thread's next call.
+    let args = unsafe {
+        if (*saved).shape == SHAPE_IDLE {
+            return 0;
+        }
+        let args = core::ptr::read(saved);
+        (*saved).shape = SHAPE_IDLE;
+        args
+    };
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(RET_OFF) }.unwrap_or(-1);
     let tgid = (pid_tgid >> 32) as u32;

@@ -13,7 +13,10 @@
 //! has named the fd by then (on a session's first write nothing else could).
 //!
 //! Pairing: the entry saves `(ssl, buf, out)` in `TLS_CALLS` keyed by
-//! `pid_tgid`; the return takes it back. Both are one session program
+//! `pid_tgid`; the return takes it back. A thread's entry stays in the map
+//! between its calls, marked idle (`live` 0), and the next call writes over
+//! it: an LRU insert and delete per call were a quarter of this program's
+//! time. Both are one session program
 //! ([`ssl_session`]) where the kernel has uprobe sessions (6.13+), else a
 //! uprobe ([`ssl_enter`]) and a uretprobe ([`ssl_return`]). The attach
 //! cookie (`tls_fn::*`) says which calling convention the hooked address has: user
@@ -68,19 +71,42 @@ pub fn ssl_enter(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if let Some(saved) = TLS_CALLS.get_ptr(pid_tgid) {
+    if let Some(saved) = call_in_flight(pid_tgid) {
         take_and_complete(pid_tgid, saved, ctx.ret::<i64>() as i32 as i64);
     }
     0
 }
 
-/// Takes the call `saved` (this thread's `TLS_CALLS` entry) out of the map
-/// and emits its plaintext for return value `ret`.
+/// This thread's TLS call in flight, if any.
 #[inline(always)]
-fn take_and_complete(pid_tgid: u64, saved: *const TlsCall, ret: i64) {
-    // SAFETY: live map value of this thread; copied before removal.
-    let call = unsafe { core::ptr::read(saved) };
-    let _ = TLS_CALLS.remove(pid_tgid);
+pub fn call_in_flight(pid_tgid: u64) -> Option<*mut TlsCall> {
+    let saved = TLS_CALLS.get_ptr_mut(pid_tgid)?;
+    // SAFETY: live map value of this thread.
+    (unsafe { (*saved).live } != 0).then_some(saved)
+}
+
+/// Saves `call` as this thread's call in flight: over the thread's idle
+/// entry, inserted only by its first call.
+#[inline(always)]
+pub fn begin_call(pid_tgid: u64, call: TlsCall) {
+    if let Some(saved) = TLS_CALLS.get_ptr_mut(pid_tgid) {
+        // SAFETY: live map value of this thread; only this thread writes it.
+        unsafe { *saved = call };
+    } else if TLS_CALLS.insert(pid_tgid, call, 0).is_err() {
+        count(DropReason::MapInsert, 1);
+    }
+}
+
+/// Takes the call `saved` (this thread's `TLS_CALLS` entry, in flight),
+/// leaving the entry idle, and emits its plaintext for return value `ret`.
+#[inline(always)]
+fn take_and_complete(pid_tgid: u64, saved: *mut TlsCall, ret: i64) {
+    // SAFETY: live map value of this thread; copied before it is marked idle.
+    let call = unsafe {
+        let call = core::ptr::read(saved);
+        (*saved).live = 0;
+        call
+    };
     complete_call(pid_tgid, &call, ret);
 }
 
@@ -106,7 +132,7 @@ pub fn ssl_session(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the context is this probe's saved registers.
     let sp = unsafe { (*ctx.regs).rsp };
-    if let Some(saved) = TLS_CALLS.get_ptr(pid_tgid) {
+    if let Some(saved) = call_in_flight(pid_tgid) {
         // SAFETY: live map value of this thread.
         let saved_sp = unsafe { (*saved).sp };
         if saved_sp != 0 && saved_sp + 8 == sp {
@@ -138,7 +164,7 @@ fn save_call(ctx: &ProbeContext, sp: u64) {
         fd: -1,
         sp,
         func,
-        _pad: 0,
+        live: 1,
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let key = SslKey {
@@ -155,9 +181,7 @@ fn save_call(ctx: &ProbeContext, sp: u64) {
             count(DropReason::MapInsert, 1);
         }
     }
-    if TLS_CALLS.insert(pid_tgid, call, 0).is_err() {
-        count(DropReason::MapInsert, 1);
-    }
+    begin_call(pid_tgid, call);
 }
 
 /// Emits the plaintext of a completed call that returned `ret`.
