@@ -98,6 +98,12 @@ impl Fanout {
         }
     }
 
+    /// Whether body bytes reach anything: an object store, or an access log
+    /// that writes them.
+    pub fn keeps_bodies(&self) -> bool {
+        self.http.reads_bodies(!self.objects.is_empty())
+    }
+
     /// Hands one shard output's objects to its object stores and holds its
     /// event until they are kept (see the module doc); emits whatever held
     /// events are ready.
@@ -149,13 +155,21 @@ impl Fanout {
             if let Some(detect) = &stack.detect {
                 issues = detect.check(txn, &look.url);
             }
-            let mut objects = crate::plugins::capture::objects(txn, level, format, exe.as_deref());
+            let stores = stack.object_stores(&self.objects);
+            // No object store takes this stack's objects: none are made (no
+            // digest, nothing named in the events).
+            let mut objects = if stores.is_empty() {
+                Vec::new()
+            } else {
+                crate::plugins::capture::objects(txn, level, format, exe.as_deref())
+            };
             if !issues.is_empty() {
-                let record = DetectErrors::recorded(&issues);
-                crate::plugins::detect::record(txn, record, &mut objects);
+                if !stores.is_empty() {
+                    let record = DetectErrors::recorded(&issues);
+                    crate::plugins::detect::record(txn, record, &mut objects);
+                }
                 issues.retain(|f| f.report);
             }
-            let stores = stack.object_stores(&self.objects);
             let record = (!objects.is_empty() && !stores.is_empty() && !self.events.is_empty())
                 .then(|| {
                     let roles = objects.iter().map(|(role, _, _)| *role).collect();
@@ -385,6 +399,10 @@ pub struct Deliver {
     fanout: Arc<Mutex<Fanout>>,
     look: Lookups,
     held: Held,
+    /// [`Fanout::keeps_bodies`] as of the last delivery, so that the shard
+    /// asks without a lock per record (a reload that adds the first object
+    /// store is seen from the next delivery on).
+    keeps_bodies: bool,
 }
 
 impl Deliver {
@@ -395,18 +413,37 @@ impl Deliver {
 
     /// Delivers to whatever stores `slot` holds at the time.
     pub fn shared(slot: Arc<Mutex<Fanout>>) -> Self {
+        let keeps_bodies = slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keeps_bodies();
         Deliver {
             fanout: slot,
             look: Lookups::new(),
             held: Held::default(),
+            keeps_bodies,
         }
     }
 
     /// Emits the held events whose objects are now kept (call periodically).
     pub fn release_ready(&mut self) {
-        let Deliver { fanout, look, held } = self;
+        self.with_fanout(|fanout, look, held| {
+            fanout.release(look, held, false);
+        });
+    }
+
+    /// Runs `f` on the stores the slot holds now, then notes whether they
+    /// keep bodies.
+    fn with_fanout(&mut self, f: impl FnOnce(&Fanout, &mut Lookups, &mut Held)) {
+        let Deliver {
+            fanout,
+            look,
+            held,
+            keeps_bodies,
+        } = self;
         let fanout = fanout.lock().unwrap_or_else(|e| e.into_inner());
-        fanout.release(look, held, false);
+        f(&fanout, look, held);
+        *keeps_bodies = fanout.keeps_bodies();
     }
 
     /// At stop: waits up to `deadline` for held events' objects to be kept,
@@ -417,7 +454,9 @@ impl Deliver {
             self.release_ready();
             std::thread::sleep(HELD_WAIT);
         }
-        let Deliver { fanout, look, held } = self;
+        let Deliver {
+            fanout, look, held, ..
+        } = self;
         let forced = fanout
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -433,9 +472,11 @@ impl Deliver {
 
 impl Sink for Deliver {
     fn send(&mut self, item: Output) {
-        let Deliver { fanout, look, held } = self;
-        let fanout = fanout.lock().unwrap_or_else(|e| e.into_inner());
-        fanout.deliver(item, look, held);
+        self.with_fanout(|fanout, look, held| fanout.deliver(item, look, held));
+    }
+
+    fn keeps_bodies(&self) -> bool {
+        self.keeps_bodies
     }
 }
 
@@ -599,6 +640,32 @@ mod tests {
                     "pid": u32::MAX - 5, "exe": null})
             );
         }
+    }
+
+    #[test]
+    fn without_an_object_store_no_objects_are_made_and_bodies_are_not_kept() {
+        let events = Arc::new(Collect::default());
+        let http = crate::plugins::HttpPlan::default_full();
+        let fanout = Fanout::new(vec![events.clone()], Vec::new(), Arc::default(), http);
+        assert!(!fanout.keeps_bodies());
+        let (mut look, mut held) = (Lookups::new(), Held::default());
+        fanout.deliver(
+            get(u32::MAX - 6, b"GET / HTTP/1.1\r\n\r\n"),
+            &mut look,
+            &mut held,
+        );
+        let got = events.0.lock().unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&got[0]).unwrap();
+        assert_eq!(event["type"], "http_transaction");
+        assert_eq!(event["objects"], serde_json::json!([]));
+
+        let with_store = Fanout::new(
+            Vec::new(),
+            vec![Keep::new("a")],
+            Arc::default(),
+            crate::plugins::HttpPlan::default_full(),
+        );
+        assert!(with_store.keeps_bodies());
     }
 
     #[test]

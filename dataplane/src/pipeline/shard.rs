@@ -6,7 +6,11 @@
 //! and body, a record that arrived early and must wait), takes no lock and makes
 //! no syscall. Counters are plain integers in [`ShardStats`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// Keys are the kernel's connection ids and pids: a multiply-and-rotate hash
+// instead of SipHash, which was a few percent of a shard's time per record.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use tapwire_http::{Direction, h2, hpack, http1, tls_hello};
@@ -54,6 +58,13 @@ pub enum Output {
 pub trait Sink {
     /// Hands over `item`.
     fn send(&mut self, item: Output);
+
+    /// Whether anything downstream reads body bytes (an object store, an
+    /// access log at `full`). When nothing does, bodies are counted and not
+    /// copied.
+    fn keeps_bodies(&self) -> bool {
+        true
+    }
 }
 
 impl Sink for Vec<Output> {
@@ -253,7 +264,7 @@ impl Conn {
     /// parser's callback can update the connection's transactions.
     fn follow<'c>(
         &'c mut self,
-        budget: &'c Arc<Budget>,
+        bodies: Bodies<'c>,
         conn_id: u64,
         ts_ns: u64,
         tid: u32,
@@ -261,7 +272,7 @@ impl Conn {
         done: &'c mut Vec<Transaction>,
     ) -> (&'c mut Mode, Follow<'c>) {
         let follow = Follow {
-            budget,
+            bodies,
             not_kept: NotKept::default(),
             streams_over_limit: 0,
             info: self.info.as_ref(),
@@ -286,7 +297,7 @@ impl Conn {
             Mode::Http1(_) => Mode::Http1(Box::new(http1::Connection::new_mid_stream())),
             Mode::Http2(_) => Mode::Http2(Box::new(H2 {
                 conn: h2::Connection::new_mid_stream(),
-                streams: HashMap::new(),
+                streams: HashMap::default(),
             })),
             _ => return,
         };
@@ -343,13 +354,13 @@ impl<S: Sink> Shard<S> {
     /// A shard charging what it buffers to `budget`.
     pub fn with_budget(decode: Decode, sink: S, budget: Arc<Budget>) -> Self {
         Shard {
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             decode,
             sink,
             budget,
-            by_pid: HashMap::new(),
+            by_pid: HashMap::default(),
             exiting: VecDeque::new(),
-            exited: HashMap::new(),
+            exited: HashMap::default(),
             exited_order: VecDeque::new(),
             idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as u64,
             last_idle_scan_ns: 0,
@@ -651,8 +662,8 @@ impl<S: Sink> Shard<S> {
         } else {
             Direction::Response
         };
-        let (mode, mut follow) =
-            conn.follow(&self.budget, conn_id, ts_ns, tid, tls, &mut self.done);
+        let bodies = Bodies::of(self.sink.keeps_bodies(), &self.budget);
+        let (mode, mut follow) = conn.follow(bodies, conn_id, ts_ns, tid, tls, &mut self.done);
         let failed = match mode {
             Mode::Http1(parser) => {
                 parser.record_start(direction);
@@ -711,7 +722,8 @@ impl<S: Sink> Shard<S> {
             Direction::Response
         };
         let tls = conn.tls.unwrap_or(false);
-        let (mode, mut follow) = conn.follow(&self.budget, conn_id, ts_ns, 0, tls, &mut self.done);
+        let bodies = Bodies::of(self.sink.keeps_bodies(), &self.budget);
+        let (mode, mut follow) = conn.follow(bodies, conn_id, ts_ns, 0, tls, &mut self.done);
         let placed = match mode {
             Mode::Http1(parser) => {
                 let decoder = match direction {
@@ -785,8 +797,9 @@ impl<S: Sink> Shard<S> {
             }
         }
         let tls = conn.tls.unwrap_or(false);
+        let bodies = Bodies::of(self.sink.keeps_bodies(), &self.budget);
         if let (Mode::Http1(parser), mut follow) =
-            conn.follow(&self.budget, conn_id, ts_ns, 0, tls, &mut self.done)
+            conn.follow(bodies, conn_id, ts_ns, 0, tls, &mut self.done)
         {
             let _ = parser.eof(Direction::Response, &mut |d, ev| follow.event(d, ev));
             self.emit_done();
@@ -921,7 +934,7 @@ fn join(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
         };
         let mode = Mode::Http2(Box::new(H2 {
             conn: h2::Connection::new_mid_stream(),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
         }));
         (flow, mode)
     } else {
@@ -1041,8 +1054,38 @@ enum Placed {
 }
 
 /// The state an HTTP/1 event callback updates.
+/// What becomes of body bytes.
+#[derive(Clone, Copy)]
+enum Bodies<'c> {
+    /// Appended to their message, charged to the budget.
+    Keep(&'c Arc<Budget>),
+    /// Only counted: nothing downstream reads them ([`Sink::keeps_bodies`]).
+    Count,
+}
+
+impl<'c> Bodies<'c> {
+    fn of(keep: bool, budget: &'c Arc<Budget>) -> Self {
+        if keep {
+            Bodies::Keep(budget)
+        } else {
+            Bodies::Count
+        }
+    }
+
+    /// Appends `chunk` to `msg`'s body, or counts it.
+    fn push(self, msg: &mut super::txn::Message, chunk: &[u8]) -> NotKept {
+        match self {
+            Bodies::Keep(budget) => msg.push_body(chunk, budget),
+            Bodies::Count => {
+                msg.count_body(chunk.len());
+                NotKept::default()
+            }
+        }
+    }
+}
+
 struct Follow<'c> {
-    budget: &'c Arc<Budget>,
+    bodies: Bodies<'c>,
     /// Body bytes not kept, for the shard's counters.
     not_kept: NotKept,
     /// HTTP/2 streams not followed (too many open).
@@ -1190,7 +1233,7 @@ impl Follow<'_> {
                         Direction::Request => &mut txn.request,
                         Direction::Response => &mut txn.response,
                     };
-                    let n = msg.push_body(data, self.budget);
+                    let n = self.bodies.push(msg, data);
                     txn.truncated |= !n.none();
                     self.count(n);
                     txn.end_ns = ts;
@@ -1257,7 +1300,7 @@ impl Follow<'_> {
             }
             (Direction::Request, Event::Body(chunk)) => {
                 if let Some(txn) = self.pending.back_mut() {
-                    let n = txn.request.push_body(chunk, self.budget);
+                    let n = self.bodies.push(&mut txn.request, chunk);
                     txn.truncated |= !n.none();
                     self.count(n);
                 }
@@ -1286,9 +1329,9 @@ impl Follow<'_> {
                 txn.end_ns = ts;
             }
             (Direction::Response, Event::Body(chunk)) => {
-                let (ts, budget) = (self.ts_ns, self.budget);
+                let (ts, bodies) = (self.ts_ns, self.bodies);
                 if let Some(txn) = self.pending.front_mut() {
-                    let n = txn.response.push_body(chunk, budget);
+                    let n = bodies.push(&mut txn.response, chunk);
                     txn.truncated |= !n.none();
                     txn.end_ns = ts;
                     self.count(n);
@@ -1359,7 +1402,9 @@ fn request_head_bytes(head: &http1::RequestHead<'_>) -> Vec<u8> {
 fn response_head_bytes(head: &http1::ResponseHead<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.head_len);
     out.extend_from_slice(version_str(head.version).as_bytes());
-    out.extend_from_slice(format!(" {} ", head.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(head.status).as_bytes());
+    out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
     push_fields(&mut out, head.headers);

@@ -136,6 +136,52 @@ fn take_txns(shard: &mut Shard<Vec<Output>>) -> Vec<Transaction> {
 const E: Flow = Flow::Egress;
 const I: Flow = Flow::Ingress;
 
+/// A sink like `Vec<Output>` behind which nothing reads bodies.
+#[derive(Default)]
+struct NoBodies(Vec<Output>);
+
+impl super::shard::Sink for NoBodies {
+    fn send(&mut self, item: Output) {
+        self.0.push(item);
+    }
+    fn keeps_bodies(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn bodies_nothing_reads_are_counted_and_not_copied() {
+    let body = vec![b'b'; 100_000];
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+    let mut parts: Vec<(Flow, &[u8])> = vec![
+        (E, b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+        (I, head.as_bytes()),
+    ];
+    for chunk in body.chunks(16 * 1024) {
+        parts.push((I, chunk));
+    }
+    let budget = super::budget::Budget::new(1 << 20);
+    let mut shard = Shard::with_budget(decode, NoBodies::default(), budget.clone());
+    for f in conversation(9, false, &parts) {
+        shard.offer(&f, 0);
+    }
+    shard.tick(u64::MAX);
+    let txns: Vec<Transaction> = std::mem::take(&mut shard.sink_mut().0)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Txn(t) => Some(*t),
+            Output::Opened(_) | Output::Closed(_) => None,
+        })
+        .collect();
+    assert_eq!(txns.len(), 1);
+    let t = &txns[0];
+    assert_eq!((t.request.body_bytes, t.response.body_bytes), (5, 100_000));
+    assert!(t.request.body.is_empty() && t.response.body.is_empty());
+    assert!(!t.truncated, "nothing was shed");
+    assert_eq!(shard.stats.body_shed_bytes, 0);
+    assert_eq!(budget.used(), 0, "nothing charged");
+}
+
 #[test]
 fn keep_alive_connection_yields_one_transaction_per_request() {
     let big = vec![b'z'; 2 << 20];

@@ -180,6 +180,8 @@ pub struct Message {
     /// Body bytes were not copied by the probes (graceful overload): the
     /// rest of the body is not kept either.
     pub hole: bool,
+    /// The body is only counted ([`Message::count_body`]), never copied.
+    counted_only: bool,
     /// What the kept body holds of the memory budget.
     charge: Charge,
     /// Body bytes the framing announced (Content-Length), up to
@@ -224,6 +226,9 @@ impl Message {
     /// too (a body with a hole in it is of no use), the prefix kept.
     pub fn push_body(&mut self, chunk: &[u8], budget: &Arc<Budget>) -> NotKept {
         self.body_bytes += chunk.len() as u64;
+        if self.counted_only {
+            return NotKept::default();
+        }
         if self.hole {
             return NotKept {
                 after_hole: chunk.len() as u64,
@@ -251,6 +256,14 @@ impl Message {
             over_limit: (chunk.len() - take) as u64,
             ..NotKept::default()
         }
+    }
+
+    /// Counts `len` body bytes without copying them: nothing downstream reads
+    /// bodies. The rest of this body is only counted too (a reload that adds
+    /// an object store mid-body does not make an object of its tail).
+    pub fn count_body(&mut self, len: usize) {
+        self.body_bytes += len as u64;
+        self.counted_only = true;
     }
 
     /// `len` body bytes were not copied: they count in the body's size, and

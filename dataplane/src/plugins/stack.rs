@@ -133,6 +133,20 @@ impl StackPlan {
         self.metrics || self.access.is_some() || self.stores()
     }
 
+    /// Whether this stack may read body bytes: an access log at `full`, or
+    /// (with an object store) `http_capture` at `full` or `detect_errors`,
+    /// whose records hold bodies.
+    pub fn reads_bodies(&self, object_stores: bool) -> bool {
+        let logs = self.access.as_ref().is_some_and(|a| {
+            a.mode == Level::Full || a.rules.iter().any(|r| r.mode == Level::Full)
+        });
+        let stores = object_stores
+            && (self.detect.is_some()
+                || self.capture.level == Level::Full
+                || self.capture.rules.iter().any(|r| r.level == Level::Full));
+        logs || stores
+    }
+
     /// Whether a transaction handled by this stack may become an event or an
     /// object.
     pub fn stores(&self) -> bool {
@@ -250,6 +264,15 @@ impl HttpPlan {
     /// Whether any transaction is recorded at all.
     pub fn records(&self) -> bool {
         self.default.records() || self.endpoints.iter().any(|(_, s)| s.records())
+    }
+
+    /// Whether any stack may read body bytes ([`StackPlan::reads_bodies`]).
+    pub fn reads_bodies(&self, object_stores: bool) -> bool {
+        self.default.reads_bodies(object_stores)
+            || self
+                .endpoints
+                .iter()
+                .any(|(_, s)| s.reads_bodies(object_stores))
     }
 
     /// Whether a stack of the file has `http_metrics` (the built-in default
