@@ -13,7 +13,9 @@
 //! - [`tracer`]: the configurations and how each tracer starts and stops.
 //! - [`run`]: the rounds.
 //! - [`headers`]: the kernel-header workaround that lets bcc compile here.
+//! - [`bpf_stats`]: the probes' run time per program, for the profile run.
 
+pub mod bpf_stats;
 pub mod gotls;
 pub mod headers;
 pub mod nginx;

@@ -428,6 +428,7 @@ fn profile(
     out: &Path,
 ) -> Result<String> {
     use std::process::{Command, Stdio};
+    let stats_on = super::bpf_stats::StatsOn::new();
     let tracer = Tracer::start(config, env)?.context("tapwire did not start")?;
     let data = env.dir.join("perf.data");
     let mut cmd = Command::new("perf");
@@ -456,9 +457,29 @@ fn profile(
         nginx.https_port,
         super::nginx::FILES[0].0
     );
-    launcher.run(&url, secs, out)?;
+    let before = super::bpf_stats::read(tracer.pid());
+    let wrk = launcher.run(&url, secs, out)?;
+    let after = super::bpf_stats::read(tracer.pid());
     perf.stop();
     tracer.stop();
+    let probes = match stats_on {
+        Ok(on) => {
+            drop(on);
+            let ran = after
+                .into_iter()
+                .map(|(name, a)| {
+                    let b = before.get(&name).copied().unwrap_or_default();
+                    let ran = super::bpf_stats::ProgStats {
+                        runs: a.runs.saturating_sub(b.runs),
+                        run_ns: a.run_ns.saturating_sub(b.run_ns),
+                    };
+                    (name, ran)
+                })
+                .collect();
+            super::bpf_stats::table(&ran, wrk.requests)
+        }
+        Err(e) => format!("no BPF statistics: {e}"),
+    };
     let report = Command::new("perf")
         .args(["report", "--stdio", "--no-children", "-q", "-g", "none"])
         .args(["--sort", "comm,dso,symbol", "--percent-limit", "1", "-i"])
@@ -479,7 +500,12 @@ fn profile(
             String::from_utf8_lossy(&report.stderr)
         );
     }
-    Ok(lines.join("\n"))
+    Ok(format!(
+        "{}\n\nProbe programs during the same run ({} requests), from the kernel's BPF \
+         statistics: time spent inside nginx and wrk, not counted in tapwire's CPU\n\n{probes}",
+        lines.join("\n"),
+        wrk.requests
+    ))
 }
 
 /// One wrk run with the CPU each party used during it.

@@ -212,7 +212,8 @@ impl Report<'_> {
             let _ = writeln!(
                 s,
                 "\nProfile of {} under the HTTPS 1 KiB load, `perf record -g` on its threads, \
-                 self time by thread, library and symbol:\n\n```text\n{profile}\n```",
+                 self time by thread, library and symbol; then its probe programs' run time \
+                 (a separate run from the rounds above, with the kernel's BPF statistics on):\n\n```text\n{profile}\n```",
                 config.label()
             );
         }
