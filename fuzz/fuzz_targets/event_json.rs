@@ -107,7 +107,7 @@ fn object(u: &mut Unstructured<'_>) -> Result<ObjectRef> {
         ])?,
         digest: blake3::Hash::from_bytes(u.arbitrary()?),
         size: u.arbitrary()?,
-        content_type: u.arbitrary()?,
+        content_type: u.arbitrary::<String>()?.into(),
         url: u.arbitrary()?,
         kept: u.arbitrary()?,
     })

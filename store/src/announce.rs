@@ -35,14 +35,29 @@ impl Announcer {
         content_type: &str,
         deduplicated: bool,
     ) {
-        let url = self.url.as_ref().map(|u| u.render(digest));
-        notice.stored(Stored {
-            store: &self.store,
-            digest,
-            size,
-            content_type,
-            url: url.as_deref(),
-            deduplicated,
+        thread_local! {
+            /// The URL of the object being announced, rendered into one
+            /// buffer per thread instead of a `String` per object.
+            static URL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let announce = |buf: &mut String| {
+            let url = self.url.as_ref().map(|u| {
+                u.render_into(digest, buf);
+                buf.as_str()
+            });
+            notice.stored(Stored {
+                store: &self.store,
+                digest,
+                size,
+                content_type,
+                url,
+                deduplicated,
+            });
+        };
+        URL.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => announce(&mut buf),
+            // Announcing from inside an announcement: a buffer of its own.
+            Err(_) => announce(&mut String::new()),
         });
         Counters::add(&counters.artifact_records, 1);
     }

@@ -24,6 +24,7 @@ pub use pulse::{PulseError, PulseStore};
 pub use s3::{S3Error, S3Store};
 pub use stores::{StartContext, StoreStartError, Stores};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,15 +37,17 @@ pub type Digest = blake3::Hash;
 pub struct Object {
     /// BLAKE3 of `bytes`.
     pub digest: Digest,
-    /// MIME type of `bytes` (`application/http-headers`, the body's Content-Type, …).
-    pub content_type: String,
+    /// MIME type of `bytes` (`application/http-headers`, the body's
+    /// Content-Type, …); shared, so handing an object to several stores and
+    /// naming it in an event copies no text.
+    pub content_type: Arc<str>,
     /// The bytes themselves; cloning shares them.
     pub bytes: Bytes,
 }
 
 impl Object {
     /// Wraps `bytes`, computing their digest.
-    pub fn new(content_type: impl Into<String>, bytes: Bytes) -> Self {
+    pub fn new(content_type: impl Into<Arc<str>>, bytes: Bytes) -> Self {
         Self {
             digest: blake3::hash(&bytes),
             content_type: content_type.into(),

@@ -273,7 +273,7 @@ struct Announcement {
     tally: Arc<Tally>,
     digest: Digest,
     size: u64,
-    content_type: String,
+    content_type: Arc<str>,
 }
 
 impl Pending {
@@ -480,7 +480,7 @@ fn object_head(object: &Object, out: &mut Vec<u8>) {
     out.extend_from_slice(object.digest.to_hex().as_bytes());
     out.extend_from_slice(b"\",\"content_type\":");
     // Serializing a string into a Vec cannot fail.
-    serde_json::to_writer(&mut *out, &object.content_type).expect("content type serializes");
+    serde_json::to_writer(&mut *out, &*object.content_type).expect("content type serializes");
     // Writing into a Vec cannot fail.
     write!(out, ",\"size\":{},\"bytes\":\"", object.bytes.len()).expect("into a Vec");
 }

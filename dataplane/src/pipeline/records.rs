@@ -26,7 +26,9 @@ use crate::config::RecordsTo;
 /// Where `artifact_record` events go: the event stores now running, and each
 /// object store's choice among them (a reload replaces both).
 pub struct ArtifactRecords {
-    targets: Mutex<Targets>,
+    /// Replaced whole by a reload; each record takes the current one under
+    /// the lock and writes its event after letting go.
+    targets: Mutex<Arc<Targets>>,
     processes: Arc<ProcessTable>,
 }
 
@@ -41,10 +43,10 @@ impl ArtifactRecords {
     /// Records emitted to `events`; executables read from `processes`.
     pub fn new(events: Vec<Arc<dyn EventStore>>, processes: Arc<ProcessTable>) -> Arc<Self> {
         Arc::new(Self {
-            targets: Mutex::new(Targets {
+            targets: Mutex::new(Arc::new(Targets {
                 events,
                 routes: Vec::new(),
-            }),
+            })),
             processes,
         })
     }
@@ -52,21 +54,23 @@ impl ArtifactRecords {
     /// From now on, records go to `events`, as `routes` (object store id,
     /// where its records go) say.
     pub fn set(&self, events: &[Arc<dyn EventStore>], routes: Vec<(String, RecordsTo)>) {
-        *self.lock() = Targets {
+        *self.targets.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Targets {
             events: events.to_vec(),
             routes,
-        };
+        });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Targets> {
-        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    /// The targets now.
+    fn targets(&self) -> Arc<Targets> {
+        Arc::clone(&self.targets.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Sends the event `make` writes to the event stores that receive object
-    /// store `store`'s records; `make` runs only if there is one. One lock,
-    /// held while the event is written and sent (event stores never block).
+    /// store `store`'s records; `make` runs only if there is one. The lock is
+    /// held only to take the current targets, not while the event is written
+    /// (every shard and store thread announces through here).
     fn emit_with(&self, store: &str, make: impl FnOnce() -> Bytes) {
-        let targets = self.lock();
+        let targets = self.targets();
         let only = match targets.routes.iter().find(|(id, _)| id == store) {
             Some((_, RecordsTo::Off)) => return,
             Some((_, RecordsTo::Store(id))) => Some(id),

@@ -411,7 +411,7 @@ pub struct ObjectRef {
     /// Bytes.
     pub size: usize,
     /// MIME type.
-    pub content_type: String,
+    pub content_type: Arc<str>,
     /// Rendered `access_url` of the first object store that has one; `None`
     /// when the object was not kept.
     pub url: Option<String>,
@@ -426,6 +426,16 @@ fn digest_hex<S: serde::Serializer>(digest: &blake3::Hash, s: S) -> Result<S::Ok
 
 /// MIME type of header-block objects.
 pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
+
+/// An object a transaction makes: its role, MIME type and bytes.
+pub type ObjectPart = (ObjectRole, Arc<str>, Bytes);
+
+/// [`HEADERS_CONTENT_TYPE`], one copy shared by every header-block object.
+pub fn headers_content_type() -> Arc<str> {
+    static SHARED: std::sync::LazyLock<Arc<str>> =
+        std::sync::LazyLock::new(|| Arc::from(HEADERS_CONTENT_TYPE));
+    Arc::clone(&SHARED)
+}
 
 impl Transaction {
     /// The destination's domain: the TLS server name when the connection
@@ -468,10 +478,7 @@ impl Transaction {
     /// The transaction's objects with their MIME types: each header block, and
     /// each body that is not empty, of the roles `want` takes. Those heads and
     /// bodies move out (no copy); the others and the event fields stay.
-    pub fn take_objects(
-        &mut self,
-        want: impl Fn(ObjectRole) -> bool,
-    ) -> Vec<(ObjectRole, String, Bytes)> {
+    pub fn take_objects(&mut self, want: impl Fn(ObjectRole) -> bool) -> Vec<ObjectPart> {
         let mut out = Vec::with_capacity(4);
         for (msg, head_role, body_role) in [
             (
@@ -487,13 +494,13 @@ impl Transaction {
         ] {
             if !msg.head.is_empty() && want(head_role) {
                 let head = Bytes::from(std::mem::take(&mut msg.head));
-                out.push((head_role, HEADERS_CONTENT_TYPE.to_owned(), head));
+                out.push((head_role, headers_content_type(), head));
             }
             if !msg.body.is_empty() && want(body_role) {
-                let ct = msg
-                    .header("content-type")
-                    .unwrap_or("application/octet-stream")
-                    .to_owned();
+                let ct = Arc::from(
+                    msg.header("content-type")
+                        .unwrap_or("application/octet-stream"),
+                );
                 out.push((body_role, ct, msg.take_body()));
             }
         }

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::fields::protocol_name;
 use crate::pipeline::event_fields::WallTime;
-use crate::pipeline::txn::{MAX_BODY_BYTES, Message, ObjectRole, Transaction};
+use crate::pipeline::txn::{MAX_BODY_BYTES, Message, ObjectPart, ObjectRole, Transaction};
 
 /// How much of a transaction `http_capture` stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,7 +104,7 @@ pub fn objects(
     level: Level,
     format: Format,
     exe: Option<&str>,
-) -> Vec<(ObjectRole, String, Bytes)> {
+) -> Vec<ObjectPart> {
     match (level, format) {
         (Level::None, _) | (Level::Summary, Format::Parts) => Vec::new(),
         (Level::Headers, Format::Parts) => txn.take_objects(|role| {
@@ -118,13 +118,13 @@ pub fn objects(
             let bytes = serde_json::to_vec(&artifact(txn, level, exe)).expect("object serializes");
             vec![(
                 ObjectRole::HttpTransaction,
-                JSON_CONTENT_TYPE.to_owned(),
+                JSON_CONTENT_TYPE.into(),
                 Bytes::from(bytes),
             )]
         }
         (level, Format::Text) => vec![(
             ObjectRole::HttpTransaction,
-            TEXT_CONTENT_TYPE.to_owned(),
+            TEXT_CONTENT_TYPE.into(),
             Bytes::from(text(&artifact(txn, level, exe))),
         )],
     }

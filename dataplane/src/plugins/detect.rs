@@ -14,7 +14,6 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::capture::decoded;
@@ -22,7 +21,7 @@ use super::stack::{PathStep, Refusal, path, settings};
 use crate::attribution::Origin;
 use crate::pipeline::event_fields::{self, WallTime};
 use crate::pipeline::txn::{
-    EVENT_SCHEMA, ObjectRef, ObjectRole, Transaction, TxnIdentity, event_bytes,
+    EVENT_SCHEMA, ObjectPart, ObjectRef, ObjectRole, Transaction, TxnIdentity, event_bytes,
 };
 
 /// `detect_errors` settings, compiled.
@@ -773,7 +772,7 @@ fn go_duration(s: &str) -> Option<u64> {
 
 /// Takes out of `txn` the parts `want` names that `objects` (what
 /// `http_capture` stores) does not hold yet, and adds them.
-pub fn record(txn: &mut Transaction, want: Record, objects: &mut Vec<(ObjectRole, String, Bytes)>) {
+pub fn record(txn: &mut Transaction, want: Record, objects: &mut Vec<ObjectPart>) {
     if !want.any() {
         return;
     }

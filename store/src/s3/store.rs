@@ -438,17 +438,25 @@ impl AccessUrl {
 
     /// The URL of the object with `digest`.
     pub fn render(&self, digest: &Digest) -> String {
+        let mut url = String::new();
+        self.render_into(digest, &mut url);
+        url
+    }
+
+    /// Writes the URL of `digest` into `url`, replacing what it held (a
+    /// buffer reused across objects allocates once).
+    pub fn render_into(&self, digest: &Digest, url: &mut String) {
         let hex = digest.to_hex();
         let len = self.pieces.iter().map(String::len).sum::<usize>()
             + hex.len() * (self.pieces.len() - 1);
-        let mut url = String::with_capacity(len);
+        url.clear();
+        url.reserve(len);
         for (i, piece) in self.pieces.iter().enumerate() {
             if i > 0 {
                 url.push_str(&hex);
             }
             url.push_str(piece);
         }
-        url
     }
 }
 

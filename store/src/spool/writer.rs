@@ -231,7 +231,7 @@ impl StorageThread {
         struct Duplicate {
             digest: crate::Digest,
             len: u64,
-            content_type: String,
+            content_type: Arc<str>,
             ticket: Ticket,
         }
         // Objects already in the spool or uploaded: kept once the batch they may
