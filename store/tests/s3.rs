@@ -402,9 +402,11 @@ fn past_the_spool_limit_new_objects_are_refused_and_counted() {
         (20, 20),
         "{stats:?}"
     );
-    assert_eq!(
-        stats.synced_files, 10,
-        "each kept object fsynced: {stats:?}"
+    // One sync per batch appended to a segment: objects that arrive while
+    // the last batch is written share the next one.
+    assert!(
+        (1..=10).contains(&stats.synced_files),
+        "the kept objects are fsynced, a batch at a time: {stats:?}"
     );
     assert!(stats.synced_dirs >= 1, "{stats:?}");
 

@@ -6,11 +6,7 @@
 //! and body, a record that arrived early and must wait), takes no lock and makes
 //! no syscall. Counters are plain integers in [`ShardStats`].
 
-use std::collections::VecDeque;
-
-// Keys are the kernel's connection ids and pids: a multiply-and-rotate hash
-// instead of SipHash, which was a few percent of a shard's time per record.
-use rustc_hash::FxHashMap as HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tapwire_http::{Direction, h2, hpack, http1, tls_hello};
@@ -297,7 +293,7 @@ impl Conn {
             Mode::Http1(_) => Mode::Http1(Box::new(http1::Connection::new_mid_stream())),
             Mode::Http2(_) => Mode::Http2(Box::new(H2 {
                 conn: h2::Connection::new_mid_stream(),
-                streams: HashMap::default(),
+                streams: HashMap::new(),
             })),
             _ => return,
         };
@@ -354,13 +350,13 @@ impl<S: Sink> Shard<S> {
     /// A shard charging what it buffers to `budget`.
     pub fn with_budget(decode: Decode, sink: S, budget: Arc<Budget>) -> Self {
         Shard {
-            conns: HashMap::default(),
+            conns: HashMap::new(),
             decode,
             sink,
             budget,
-            by_pid: HashMap::default(),
+            by_pid: HashMap::new(),
             exiting: VecDeque::new(),
-            exited: HashMap::default(),
+            exited: HashMap::new(),
             exited_order: VecDeque::new(),
             idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as u64,
             last_idle_scan_ns: 0,
@@ -934,7 +930,7 @@ fn join(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
         };
         let mode = Mode::Http2(Box::new(H2 {
             conn: h2::Connection::new_mid_stream(),
-            streams: HashMap::default(),
+            streams: HashMap::new(),
         }));
         (flow, mode)
     } else {
