@@ -443,4 +443,10 @@ impl RecordSink for ToShards {
             router.wake_pending();
         }
     }
+
+    fn passed(&mut self, at_ns: u64) {
+        if let Some(router) = self.router.as_ref() {
+            router.drained_until(at_ns);
+        }
+    }
 }

@@ -163,6 +163,8 @@ where
                 let mut beat = crate::status::health::register(format!("ring-{cpu}"));
                 loop {
                     beat.beat();
+                    // Before the batch: records written before now are in it.
+                    let started = crate::pipeline::now_ns();
                     let (mut records, mut bytes, mut errors) = (0u64, 0u64, 0u64);
                     while let Some(item) = ring.next() {
                         bytes += item.len() as u64;
@@ -182,6 +184,7 @@ where
                             Err(_) => errors += 1,
                         }
                     }
+                    handler.passed(started);
                     if records + errors > 0 {
                         handler.drained();
                         published.records.fetch_add(records, Ordering::Relaxed);
@@ -230,6 +233,11 @@ pub trait RecordSink: Send + 'static {
     /// wake whoever consumes what the records produced, once per batch
     /// rather than once per record.
     fn drained(&mut self) {}
+
+    /// The ring was found empty after `at_ns` (`CLOCK_MONOTONIC`, read
+    /// before the batch was taken): every record written before then has
+    /// been handed to [`RecordSink::record`]. Called at every poll.
+    fn passed(&mut self, _at_ns: u64) {}
 }
 
 impl<F> RecordSink for F

@@ -30,4 +30,4 @@ mod tests;
 pub mod txn;
 pub mod wire;
 
-pub use run::{Pipeline, PipelineConfig, PipelineStats, Router, RouterCounters};
+pub use run::{Pipeline, PipelineConfig, PipelineStats, Router, RouterCounters, now_ns};

@@ -8,7 +8,7 @@
 //! keeps the shard busy), not once per frame: a context switch per record
 //! would cost more than parsing it.
 
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -81,6 +81,76 @@ pub struct Router {
     unwoken: Vec<u32>,
     counters: RouterCounters,
     published: Arc<Mutex<RouterCounters>>,
+    stalls: Arc<ReaderStalls>,
+    /// This reader's index in `stalls`.
+    index: usize,
+}
+
+/// Time during which at least one reader waited for room in a full shard
+/// queue. Shards take it off their clock: while a reader waits, the records
+/// behind it (in its ring) are held up, so neither a reordering hole nor a
+/// process's exit grace may run out meanwhile. Without this, a shard that
+/// got a process's exit record from one reader released its connections
+/// while another reader, stalled behind a third party's full queue, still
+/// held their last records.
+#[derive(Debug, Default)]
+pub struct ReaderStalls {
+    /// Readers waiting now.
+    waiting: AtomicU32,
+    /// When the current stall began (the first reader of it started waiting).
+    since_ns: AtomicU64,
+    /// Length of the stalls that ended.
+    ended_ns: AtomicU64,
+    /// Per reader: a time (`CLOCK_MONOTONIC`) before which every record of
+    /// its ring has been routed (its ring was found empty after it). A
+    /// router whose reader never says (the capacity bench drives routers
+    /// itself) is not waited for.
+    drained_ns: Box<[AtomicU64]>,
+}
+
+impl ReaderStalls {
+    fn new(readers: usize) -> Self {
+        Self {
+            drained_ns: (0..readers).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The time before which every reader has routed every record of its
+    /// ring: a record written before it is in a shard's queue or past it.
+    pub fn drained_ns(&self) -> u64 {
+        self.drained_ns
+            .iter()
+            .map(|t| t.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    fn begin(&self) {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.since_ns.store(now_ns(), Ordering::Release);
+        }
+    }
+
+    fn end(&self) {
+        // The last reader out closes the stall. A reader that starts waiting
+        // in between opens a new one; the few nanoseconds either way only
+        // make a shard's clock run a little slower.
+        let since = self.since_ns.load(Ordering::Acquire);
+        if self.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.ended_ns
+                .fetch_add(now_ns().saturating_sub(since), Ordering::AcqRel);
+        }
+    }
+
+    /// Nanoseconds readers have stalled so far, an ongoing stall included.
+    pub fn stalled_ns(&self, now_ns: u64) -> u64 {
+        let ended = self.ended_ns.load(Ordering::Acquire);
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return ended;
+        }
+        ended + now_ns.saturating_sub(self.since_ns.load(Ordering::Acquire))
+    }
 }
 
 /// A reader's routing counters.
@@ -122,18 +192,29 @@ impl Router {
         }
         self.unwoken[shard] = 0;
         self.counters.pushback_waits += 1;
+        self.stalls.begin();
         loop {
             self.shards[shard].wake();
             if queue.is_abandoned() {
                 self.counters.shard_gone += 1;
-                return;
+                break;
             }
             std::thread::sleep(PUSHBACK_WAIT);
             if queue.push(parts).is_ok() {
                 self.shards[shard].wake();
-                return;
+                break;
             }
         }
+        self.stalls.end();
+    }
+
+    /// The reader's ring was found empty after `at_ns` (`CLOCK_MONOTONIC`,
+    /// read before the records were taken): every record written before then
+    /// is routed. Shards release an exited process's connections only once
+    /// every reader has passed the exit, so that the connections' last
+    /// records, in a ring whose reader lagged, are not left behind.
+    pub fn drained_until(&self, at_ns: u64) {
+        self.stalls.drained_ns[self.index].store(at_ns, Ordering::Release);
     }
 
     /// Wakes every shard given frames since it was last woken: call when the
@@ -228,6 +309,7 @@ impl Pipeline {
             }
         }
         let stop_shards = Arc::new(AtomicBool::new(false));
+        let stalls = Arc::new(ReaderStalls::new(readers));
         let mut shards = Vec::new();
         let mut shard_stats = Vec::new();
         let mut stores = Vec::new();
@@ -241,9 +323,10 @@ impl Pipeline {
             let mut shard = Shard::with_budget(decode, Deliver::shared(slot), budget.clone());
             shard.set_idle_timeout(config.idle_timeout);
             let asleep = parked.clone();
+            let reader_stalls = stalls.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
-                .spawn(move || run_shard(shard, queues, stats, stop, asleep))?;
+                .spawn(move || run_shard(shard, queues, stats, stop, asleep, reader_stalls))?;
             let thread = handle.thread().clone();
             shards.push((handle, ShardWake { thread, parked }));
         }
@@ -251,7 +334,8 @@ impl Pipeline {
         let mut reader_counters = Vec::new();
         let routers = producers
             .into_iter()
-            .map(|queues| {
+            .enumerate()
+            .map(|(index, queues)| {
                 let published = Arc::new(Mutex::new(RouterCounters::default()));
                 reader_counters.push(published.clone());
                 Router {
@@ -260,6 +344,8 @@ impl Pipeline {
                     shards: wakes.clone(),
                     counters: RouterCounters::default(),
                     published,
+                    stalls: stalls.clone(),
+                    index,
                 }
             })
             .collect();
@@ -317,7 +403,8 @@ impl Pipeline {
     }
 }
 
-fn now_ns() -> u64 {
+/// `CLOCK_MONOTONIC` in nanoseconds.
+pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -334,24 +421,46 @@ fn run_shard(
     stats: Arc<Mutex<ShardStats>>,
     stop: Arc<AtomicBool>,
     parked: Arc<AtomicBool>,
+    stalls: Arc<ReaderStalls>,
 ) {
     let mut last_tick = Instant::now();
+    let mut last_now = 0;
+    // Every record the readers routed before this time has been taken.
+    let mut taken_until = 0;
     let mut beat =
         crate::status::health::register(std::thread::current().name().unwrap_or("shard"));
     loop {
         // One clock read per round, not per record. Time this thread spent
         // waiting for a store's room is not counted: the records it would
-        // wait for in reordering were held up with it.
-        let now = now_ns().saturating_sub(tapwire_store::room::waited_ns());
+        // wait for in reordering were held up with it; nor is time a reader
+        // spent waiting for room in a shard's queue ([`ReaderStalls`]). The
+        // clock never runs back.
+        let mono = now_ns();
+        let now = mono
+            .saturating_sub(tapwire_store::room::waited_ns())
+            .saturating_sub(stalls.stalled_ns(mono))
+            .max(last_now);
+        last_now = now;
+        // Read before the queues: what the readers had routed by then is in
+        // them, so once they are all found empty it has all been taken.
+        let routed = stalls.drained_ns();
         let mut moved = 0;
+        let mut emptied = true;
         for queue in &mut queues {
-            for _ in 0..SHARD_BATCH {
+            let mut taken = 0;
+            while taken < SHARD_BATCH {
                 if queue.pop(|frame| shard.offer(frame, now)).is_none() {
                     break;
                 }
-                moved += 1;
+                taken += 1;
             }
+            emptied &= taken < SHARD_BATCH;
+            moved += taken;
         }
+        if emptied {
+            taken_until = routed;
+        }
+        shard.set_clocks(mono, taken_until);
         #[cfg(feature = "fault-injection")]
         if moved > 0 {
             crate::status::fault::stall_point("shard");

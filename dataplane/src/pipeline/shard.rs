@@ -27,6 +27,10 @@ pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// records of it may still sit in another CPU's ring (the reorder timeout).
 const EXIT_GRACE_NS: u64 = super::reorder::REORDER_TIMEOUT_NS;
 
+/// Longest an exited process's connections wait for every reader to pass
+/// the exit (a reader thread that stopped must not keep them for ever).
+const EXIT_WAIT_MAX_NS: u64 = 10_000_000_000;
+
 /// How long an exited process is remembered, for connections whose records
 /// arrive after its exit record (a reader that lags behind another).
 const EXITED_MEMORY_NS: u64 = 4 * EXIT_GRACE_NS;
@@ -194,8 +198,14 @@ pub struct Shard<S: Sink> {
     budget: Arc<Budget>,
     /// Connections by owning process, for releasing them when it exits.
     by_pid: HashMap<u32, Vec<u64>>,
-    /// Connections of exited processes, with when to release them (in order).
-    exiting: VecDeque<(u64, u64)>,
+    /// Connections of exited processes (in order): when to release them
+    /// (shard clock), the connection, and when the exit was seen (monotonic
+    /// clock, compared with the readers' drained times).
+    exiting: VecDeque<(u64, u64, u64)>,
+    /// Monotonic time of this round, and the time before which every reader
+    /// has routed its ring's records ([`Shard::set_clocks`]).
+    mono_ns: u64,
+    readers_drained_ns: u64,
     /// Processes that exited lately, with when to forget them: an exit record
     /// can overtake a connection's first records (they travel in different
     /// CPUs' rings), so a connection that shows up for such a process is
@@ -356,6 +366,8 @@ impl<S: Sink> Shard<S> {
             budget,
             by_pid: HashMap::new(),
             exiting: VecDeque::new(),
+            mono_ns: 0,
+            readers_drained_ns: u64::MAX,
             exited: HashMap::new(),
             exited_order: VecDeque::new(),
             idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as u64,
@@ -366,6 +378,16 @@ impl<S: Sink> Shard<S> {
     }
 
     /// How long a silent connection keeps its buffered transactions.
+    /// This round's monotonic time, and the time before which every record
+    /// the readers wrote has been taken by this shard: an exited process's
+    /// connections are released only once that is past the exit (and the
+    /// grace has passed), or [`EXIT_WAIT_MAX_NS`] after it whatever the
+    /// readers say. Without a pipeline (tests) every record counts as taken.
+    pub fn set_clocks(&mut self, mono_ns: u64, readers_drained_ns: u64) {
+        self.mono_ns = mono_ns;
+        self.readers_drained_ns = readers_drained_ns;
+    }
+
     pub fn set_idle_timeout(&mut self, timeout: std::time::Duration) {
         self.idle_timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
     }
@@ -402,8 +424,11 @@ impl<S: Sink> Shard<S> {
             let pid = input.pid().unwrap_or(0);
             self.conns.insert(conn_id, Conn::new(pid));
             if self.exited.contains_key(&pid) {
-                self.exiting
-                    .push_back((now_ns.saturating_add(EXIT_GRACE_NS), conn_id));
+                self.exiting.push_back((
+                    now_ns.saturating_add(EXIT_GRACE_NS),
+                    conn_id,
+                    self.mono_ns,
+                ));
             } else {
                 self.by_pid.entry(pid).or_default().push(conn_id);
             }
@@ -464,7 +489,7 @@ impl<S: Sink> Shard<S> {
     fn process_exited(&mut self, pid: u32, now_ns: u64) {
         let release_at = now_ns.saturating_add(EXIT_GRACE_NS);
         for conn_id in self.by_pid.remove(&pid).unwrap_or_default() {
-            self.exiting.push_back((release_at, conn_id));
+            self.exiting.push_back((release_at, conn_id, self.mono_ns));
         }
         let forget_at = now_ns.saturating_add(EXITED_MEMORY_NS);
         self.exited.insert(pid, forget_at);
@@ -508,8 +533,12 @@ impl<S: Sink> Shard<S> {
                 self.exited.remove(&pid);
             }
         }
-        while let Some(&(at, conn_id)) = self.exiting.front() {
-            if at > now_ns {
+        while let Some(&(at, conn_id, seen_ns)) = self.exiting.front() {
+            // A reader that lags (starved of CPU, or waiting for room) may
+            // still hold the connection's last records.
+            let readers_behind = self.readers_drained_ns < seen_ns
+                && self.mono_ns < seen_ns.saturating_add(EXIT_WAIT_MAX_NS);
+            if at > now_ns || readers_behind {
                 break;
             }
             self.exiting.pop_front();
