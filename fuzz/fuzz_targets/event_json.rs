@@ -281,7 +281,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     for (w, o) in written.iter().zip(&objects) {
         assert_eq!(w["digest"], o.digest.to_hex().as_str());
         assert_eq!(w["size"], o.size);
-        assert_eq!(w["content_type"], o.content_type.as_str());
+        assert_eq!(w["content_type"], &*o.content_type);
         opt_str(&w["url"], o.url.as_deref());
         assert_eq!(w["kept"], o.kept);
     }
