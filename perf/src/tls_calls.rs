@@ -257,7 +257,7 @@ fn program_times(
 
 /// `(run_cnt, run_time_ns)` of every BPF program `pid` holds, by program id
 /// (`/proc/PID/fdinfo`).
-fn program_stats(pid: u32) -> std::collections::HashMap<u32, (u64, u64)> {
+pub(crate) fn program_stats(pid: u32) -> std::collections::HashMap<u32, (u64, u64)> {
     let mut out = std::collections::HashMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return out;
@@ -281,7 +281,7 @@ fn program_stats(pid: u32) -> std::collections::HashMap<u32, (u64, u64)> {
 
 /// The name of BPF program `id` (`BPF_PROG_GET_FD_BY_ID`, then
 /// `BPF_OBJ_GET_INFO_BY_FD`).
-fn program_name(id: u32) -> Option<String> {
+pub(crate) fn program_name(id: u32) -> Option<String> {
     const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     /// `struct bpf_prog_info` up to and past `name` (at byte 64, 16 bytes).

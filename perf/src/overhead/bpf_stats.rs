@@ -38,44 +38,16 @@ pub struct ProgStats {
 }
 
 /// Totals per program name of the BPF programs `pid` holds descriptors of
-/// (programs of one name are summed).
+/// (programs of one name are summed), read as the TLS-call bench reads them.
 pub fn read(pid: u32) -> BTreeMap<String, ProgStats> {
-    let names = names_by_tag();
     let mut out: BTreeMap<String, ProgStats> = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_owned())
-        };
-        let Some(tag) = field("prog_tag:") else {
-            continue;
-        };
-        let num = |key: &str| field(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let name = names.get(&tag).cloned().unwrap_or(tag);
+    for (id, (runs, run_ns)) in crate::tls_calls::program_stats(pid) {
+        let name = crate::tls_calls::program_name(id).unwrap_or_else(|| format!("prog {id}"));
         let s = out.entry(name).or_default();
-        s.runs += num("run_cnt:");
-        s.run_ns += num("run_time_ns:");
+        s.runs += runs;
+        s.run_ns += run_ns;
     }
     out
-}
-
-/// Program names by tag, from the kernel's symbols (`bpf_prog_TAG_NAME`).
-fn names_by_tag() -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split_whitespace().nth(2)?.strip_prefix("bpf_prog_"))
-        .filter_map(|s| {
-            let (tag, name) = s.split_once('_')?;
-            Some((tag.to_owned(), name.to_owned()))
-        })
-        .collect()
 }
 
 /// The programs that ran, by time per request, as a text table.
