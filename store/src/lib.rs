@@ -11,6 +11,7 @@ pub mod calendar;
 pub mod config;
 pub mod counters;
 pub mod handoff;
+pub mod hex;
 pub mod pulse;
 mod ratelog;
 pub mod room;

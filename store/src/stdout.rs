@@ -477,7 +477,7 @@ pub fn object_line(object: &Object, out: &mut Vec<u8>) {
 /// appended as encoded.
 fn object_head(object: &Object, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"object\",\"digest\":\"");
-    out.extend_from_slice(object.digest.to_hex().as_bytes());
+    out.extend_from_slice(crate::hex::DigestHex::new(&object.digest).as_bytes());
     out.extend_from_slice(b"\",\"content_type\":");
     // Serializing a string into a Vec cannot fail.
     serde_json::to_writer(&mut *out, &*object.content_type).expect("content type serializes");

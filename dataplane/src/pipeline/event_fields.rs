@@ -3,10 +3,14 @@
 //! wall-clock time, and the auth token's source, type and last characters. Each
 //! is written straight into the event JSON (`collect_str`), no string built.
 
+use std::cell::RefCell;
 use std::fmt::{self, Display, Formatter, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Serialize, Serializer};
+use tapwire_store::EventStore;
 
 use super::txn::HeaderFields;
 
@@ -404,7 +408,8 @@ impl<'a> JsonObject<'a> {
     /// they are copied as they are.
     pub fn digest(&mut self, digest: &blake3::Hash) {
         self.out.push(b'"');
-        self.out.extend_from_slice(digest.to_hex().as_bytes());
+        self.out
+            .extend_from_slice(tapwire_store::hex::DigestHex::new(digest).as_bytes());
         self.out.push(b'"');
     }
 
@@ -448,6 +453,49 @@ impl<'a> JsonObject<'a> {
     /// Closes the object.
     pub fn end(self) {
         self.out.push(b'}');
+    }
+}
+
+/// Capacity past which a thread's event buffer is given back after use (an
+/// event with a very long URL); events are about 1 KiB.
+const EVENT_BUFFER_KEEP: usize = 64 * 1024;
+
+/// The event `write` appends to an empty buffer, as `Bytes` of exactly its
+/// length. The buffer is this thread's, reused from event to event, so an
+/// event costs one allocation of its final size: no growth on the way, and
+/// no second allocation to turn a part-used `Vec` into `Bytes`.
+pub fn event_bytes_with(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    thread_local! {
+        static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            write(&mut buf);
+            let event = Bytes::copy_from_slice(&buf);
+            if buf.capacity() > EVENT_BUFFER_KEEP {
+                *buf = Vec::new();
+            }
+            event
+        }
+        // An event written while writing another: a buffer of its own.
+        Err(_) => {
+            let mut buf = Vec::new();
+            write(&mut buf);
+            Bytes::from(buf)
+        }
+    })
+}
+
+/// Hands `event` to each of `stores`, moving it to the last: a `Bytes` made
+/// from a `Vec` allocates its shared count on its first clone, so one store
+/// (the usual case) takes it with no allocation.
+pub fn emit_to(stores: &[Arc<dyn EventStore>], event: Bytes) {
+    if let Some((last, rest)) = stores.split_last() {
+        for store in rest {
+            store.emit(event.clone());
+        }
+        last.emit(event);
     }
 }
 

@@ -35,6 +35,7 @@ use crate::plugins::detect::{DetectErrors, Firing};
 use crate::plugins::fields::TxnFields;
 
 use super::digests::DigestCache;
+use super::event_fields;
 use super::records::ArtifactRecords;
 
 use super::shard::{Output, Sink};
@@ -190,13 +191,20 @@ impl Fanout {
                     url,
                     kept: true,
                 });
-                for store in stores {
+                let ticket = |i| {
                     let ticket = receipt.ticket(i);
-                    let ticket = match &record {
+                    match &record {
                         Some(record) => ticket.with_notice(record.notice(i)),
                         None => ticket,
-                    };
-                    store.put_with(object.clone(), ticket);
+                    }
+                };
+                // The last store takes the object itself: `Bytes` made from a
+                // `Vec` allocates its shared count on its first clone.
+                if let Some((last, rest)) = stores.split_last() {
+                    for store in rest {
+                        store.put_with(object.clone(), ticket(i));
+                    }
+                    last.put_with(object, ticket(i));
                 }
             }
         }
@@ -281,12 +289,7 @@ impl Fanout {
         issues: &[Firing],
         look: &mut Lookups,
     ) {
-        let send = |event: Vec<u8>| {
-            let event = Bytes::from(event);
-            for store in &self.events {
-                store.emit(event.clone());
-            }
-        };
+        let send = |event: Vec<u8>| event_fields::emit_to(&self.events, Bytes::from(event));
         let event = match item {
             Output::Txn(txn) => {
                 let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
@@ -296,7 +299,10 @@ impl Fanout {
                 };
                 let exe = self.processes.exe(txn.conn.pid);
                 if event {
-                    send(txn.event_json(refs, exe.as_deref(), &origin));
+                    let event = event_fields::event_bytes_with(|out| {
+                        txn.write_event_json(out, refs, exe.as_deref(), &origin);
+                    });
+                    event_fields::emit_to(&self.events, event);
                 }
                 for firing in issues {
                     send(crate::plugins::detect::issue_json(

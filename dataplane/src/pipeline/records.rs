@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde::Serialize;
 use tapwire_store::{Announce, EventStore, Notice, Stored};
 
 use super::event_fields::{self, WallTime};
@@ -85,7 +84,13 @@ impl ArtifactRecords {
             return;
         }
         let event = make();
-        for store in to {
+        // The last store takes the event itself: a `Bytes` made from a `Vec`
+        // allocates its shared count on its first clone.
+        while let Some(store) = to.next() {
+            if to.peek().is_none() {
+                store.emit(event);
+                break;
+            }
             store.emit(event.clone());
         }
     }
@@ -115,10 +120,6 @@ impl ArtifactRecords {
         })
     }
 }
-
-/// Bytes an `artifact_record` event usually fits in (about 600 with an S3
-/// URL): one allocation, and not much more than the event keeps.
-const RECORD_CAPACITY: usize = 768;
 
 /// What the `artifact_record` events of one request say about it, shared by
 /// its objects' notices.
@@ -170,9 +171,9 @@ impl Announce for RequestRecord {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            let mut json = Vec::with_capacity(RECORD_CAPACITY);
-            self.write_event(&mut json, WallTime(now), role, &stored);
-            Bytes::from(json)
+            event_fields::event_bytes_with(|out| {
+                self.write_event(out, WallTime(now), role, &stored);
+            })
         });
     }
 }
@@ -205,18 +206,9 @@ impl RequestRecord {
     }
 
     /// The `summary` object: what the request was, and which process made it.
+    /// Written field by field like the event; a test holds it to what serde
+    /// writes for the same fields.
     fn summary_json(&self) -> Box<[u8]> {
-        #[derive(Serialize)]
-        struct Summary<'a> {
-            method: &'a str,
-            authority: Option<&'a str>,
-            status: Option<u16>,
-            direction: &'static str,
-            protocol: Protocol,
-            tls: bool,
-            pid: u32,
-            exe: Option<&'a str>,
-        }
         let looked_up;
         let exe = match &self.exe {
             Some(exe) => Some(&**exe),
@@ -225,25 +217,28 @@ impl RequestRecord {
                 looked_up.as_deref()
             }
         };
-        let summary = Summary {
-            method: &self.method,
-            authority: self.authority.as_deref(),
-            status: self.status,
-            direction: self.direction,
-            protocol: self.protocol,
-            tls: self.tls,
-            pid: self.pid,
-            exe,
-        };
-        serde_json::to_vec(&summary)
-            .expect("summary serializes")
-            .into_boxed_slice()
+        let mut out = Vec::with_capacity(SUMMARY_CAPACITY);
+        let mut s = event_fields::JsonObject::new(&mut out);
+        s.key("method").str(&self.method);
+        s.key("authority").opt_str(self.authority.as_deref());
+        s.key("status").opt_uint(self.status);
+        s.key("direction").str(self.direction);
+        s.key("protocol").str(self.protocol.name());
+        s.key("tls").bool(self.tls);
+        s.key("pid").uint(self.pid);
+        s.key("exe").opt_str(exe);
+        s.end();
+        out.into_boxed_slice()
     }
 }
+
+/// Bytes a `summary` object usually fits in.
+const SUMMARY_CAPACITY: usize = 192;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serialize;
     use std::time::Duration;
     use tapwire_store::StoreStats;
 
@@ -395,6 +390,74 @@ mod tests {
             reference.push(b'}');
             assert_eq!(
                 String::from_utf8(ours).unwrap(),
+                String::from_utf8(reference).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn summaries_are_written_as_serde_writes_the_same_fields() {
+        #[derive(Serialize)]
+        struct Reference<'a> {
+            method: &'a str,
+            authority: Option<&'a str>,
+            status: Option<u16>,
+            direction: &'static str,
+            protocol: Protocol,
+            tls: bool,
+            pid: u32,
+            exe: Option<&'a str>,
+        }
+        let cases = [
+            (
+                "GET",
+                None,
+                Some(200),
+                Protocol::Http1,
+                true,
+                Some("/usr/bin/curl"),
+            ),
+            (
+                "P\"O",
+                Some("h\u{1}\"x\":1"),
+                None,
+                Protocol::Http2,
+                false,
+                None,
+            ),
+            (
+                "PUT",
+                Some("api.example:8443"),
+                Some(0),
+                Protocol::Grpc,
+                true,
+                Some("/o/\\é"),
+            ),
+        ];
+        for (method, authority, status, protocol, tls, exe) in cases {
+            let mut record = record(ArtifactRecords::new(Vec::new(), Arc::default()), None);
+            let r = Arc::get_mut(&mut record).unwrap();
+            r.method = method.into();
+            r.authority = authority.map(Into::into);
+            r.status = status;
+            r.protocol = protocol;
+            r.tls = tls;
+            r.pid = u32::MAX;
+            r.exe = exe.map(Into::into);
+            let reference = serde_json::to_vec(&Reference {
+                method,
+                authority,
+                status,
+                direction: r.direction,
+                protocol,
+                tls,
+                pid: u32::MAX,
+                // No process table entry: the executable is unknown.
+                exe,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(record.summary_json().into_vec()).unwrap(),
                 String::from_utf8(reference).unwrap()
             );
         }

@@ -421,7 +421,7 @@ pub struct ObjectRef {
 }
 
 fn digest_hex<S: serde::Serializer>(digest: &blake3::Hash, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(digest.to_hex().as_str())
+    s.serialize_str(tapwire_store::hex::DigestHex::new(digest).as_str())
 }
 
 /// MIME type of header-block objects.
@@ -493,7 +493,10 @@ impl Transaction {
             ),
         ] {
             if !msg.head.is_empty() && want(head_role) {
-                let head = Bytes::from(std::mem::take(&mut msg.head));
+                // As a boxed slice: `Bytes` made from a part-used `Vec`
+                // allocates its shared count at once; shrinking it is done in
+                // place.
+                let head = Bytes::from(std::mem::take(&mut msg.head).into_boxed_slice());
                 out.push((head_role, headers_content_type(), head));
             }
             if !msg.body.is_empty() && want(body_role) {
@@ -546,7 +549,19 @@ impl Transaction {
         origin: &Origin<'_>,
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(EVENT_CAPACITY);
-        let mut e = event_fields::JsonObject::new(&mut out);
+        self.write_event_json(&mut out, objects, exe, origin);
+        out
+    }
+
+    /// [`Self::event_json`], appended to `out`.
+    pub fn write_event_json(
+        &self,
+        out: &mut Vec<u8>,
+        objects: &[ObjectRef],
+        exe: Option<&str>,
+        origin: &Origin<'_>,
+    ) {
+        let mut e = event_fields::JsonObject::new(out);
         e.key("type").str("http_transaction");
         e.key("schema").uint(EVENT_SCHEMA);
         e.key("timestamp")
@@ -599,7 +614,6 @@ impl Transaction {
         }
         list.push(b']');
         e.end();
-        out
     }
 
     /// [`TxnIdentity`]'s fields, written by hand for [`Self::event_json`].

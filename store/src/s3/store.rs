@@ -446,14 +446,14 @@ impl AccessUrl {
     /// Writes the URL of `digest` into `url`, replacing what it held (a
     /// buffer reused across objects allocates once).
     pub fn render_into(&self, digest: &Digest, url: &mut String) {
-        let hex = digest.to_hex();
+        let hex = crate::hex::DigestHex::new(digest);
         let len = self.pieces.iter().map(String::len).sum::<usize>()
-            + hex.len() * (self.pieces.len() - 1);
+            + crate::hex::DIGEST_HEX_LEN * (self.pieces.len() - 1);
         url.clear();
         url.reserve(len);
         for (i, piece) in self.pieces.iter().enumerate() {
             if i > 0 {
-                url.push_str(&hex);
+                url.push_str(hex.as_str());
             }
             url.push_str(piece);
         }
