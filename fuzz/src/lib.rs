@@ -23,3 +23,9 @@ extern crate self as tapwire_store;
 
 #[path = "../../store/src/calendar.rs"]
 pub mod calendar;
+
+#[path = "../../store/src/hex.rs"]
+pub mod hex;
+
+/// The store crate's digest type, for `hex`.
+pub type Digest = blake3::Hash;

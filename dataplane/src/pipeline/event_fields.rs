@@ -6,11 +6,9 @@
 use std::cell::RefCell;
 use std::fmt::{self, Display, Formatter, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
-use tapwire_store::EventStore;
 
 use super::txn::HeaderFields;
 
@@ -485,18 +483,6 @@ pub fn event_bytes_with(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
             Bytes::from(buf)
         }
     })
-}
-
-/// Hands `event` to each of `stores`, moving it to the last: a `Bytes` made
-/// from a `Vec` allocates its shared count on its first clone, so one store
-/// (the usual case) takes it with no allocation.
-pub fn emit_to(stores: &[Arc<dyn EventStore>], event: Bytes) {
-    if let Some((last, rest)) = stores.split_last() {
-        for store in rest {
-            store.emit(event.clone());
-        }
-        last.emit(event);
-    }
 }
 
 /// Appends `value` in decimal.

@@ -289,7 +289,7 @@ impl Fanout {
         issues: &[Firing],
         look: &mut Lookups,
     ) {
-        let send = |event: Vec<u8>| event_fields::emit_to(&self.events, Bytes::from(event));
+        let send = |event: Vec<u8>| emit_to(&self.events, Bytes::from(event));
         let event = match item {
             Output::Txn(txn) => {
                 let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
@@ -302,7 +302,7 @@ impl Fanout {
                     let event = event_fields::event_bytes_with(|out| {
                         txn.write_event_json(out, refs, exe.as_deref(), &origin);
                     });
-                    event_fields::emit_to(&self.events, event);
+                    emit_to(&self.events, event);
                 }
                 for firing in issues {
                     send(crate::plugins::detect::issue_json(
@@ -483,6 +483,18 @@ impl Sink for Deliver {
 
     fn keeps_bodies(&self) -> bool {
         self.keeps_bodies
+    }
+}
+
+/// Hands `event` to each of `stores`, moving it to the last: a `Bytes` made
+/// from a `Vec` allocates its shared count on its first clone, so one store
+/// (the usual case) takes it with no allocation.
+fn emit_to(stores: &[Arc<dyn EventStore>], event: Bytes) {
+    if let Some((last, rest)) = stores.split_last() {
+        for store in rest {
+            store.emit(event.clone());
+        }
+        last.emit(event);
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use tapwire_store::{Announce, EventStore, Notice, Stored};
 
 use super::event_fields::{self, WallTime};
@@ -110,8 +111,8 @@ impl ArtifactRecords {
             parts,
             pid: txn.conn.pid,
             exe,
-            method: txn.method.as_str().into(),
-            authority: txn.authority.as_deref().map(Into::into),
+            method: txn.method.clone(),
+            authority: txn.authority.clone(),
             status: txn.status,
             direction: event_fields::direction_word(txn.egress, txn.conn.remote.ip()),
             protocol: txn.protocol,
@@ -133,8 +134,8 @@ pub struct RequestRecord {
     pid: u32,
     /// The executable, if already looked up; else looked up when announcing.
     exe: Option<Arc<str>>,
-    method: Box<str>,
-    authority: Option<Box<str>>,
+    method: CompactString,
+    authority: Option<CompactString>,
     status: Option<u16>,
     direction: &'static str,
     protocol: Protocol,

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use tapwire_http::{Direction, h2, hpack, http1, tls_hello};
 
 use super::budget::Budget;
@@ -1148,9 +1149,9 @@ impl Follow<'_> {
             protocol: Protocol::Http1,
             tls: self.tls,
             tls_sni: self.sni.cloned(),
-            method: String::new(),
+            method: CompactString::default(),
             authority: None,
-            path: String::new(),
+            path: CompactString::default(),
             status: None,
             grpc_status: None,
             request: Message::default(),
@@ -1207,11 +1208,7 @@ impl Follow<'_> {
                     return;
                 };
                 txn.incomplete_headers |= block.state != hpack::BlockState::Complete;
-                let text = |name: &str| {
-                    block
-                        .get(name)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                };
+                let text = |name: &str| block.get(name).map(CompactString::from_utf8_lossy);
                 if block.is_trailers() {
                     let msg = match direction {
                         Direction::Request => &mut txn.request,
@@ -1307,10 +1304,10 @@ impl Follow<'_> {
         match (direction, event) {
             (Direction::Request, Event::Request(head)) => {
                 let mut txn = self.new_txn();
-                txn.method = head.method.to_owned();
-                txn.path = String::from_utf8_lossy(head.target).into_owned();
+                txn.method = CompactString::new(head.method);
+                txn.path = CompactString::from_utf8_lossy(head.target);
                 txn.request.headers = HeaderFields::from_block(head.headers);
-                txn.authority = txn.request.header("host").map(str::to_owned);
+                txn.authority = txn.request.header("host").map(CompactString::new);
                 txn.request.head_bytes = head.head_len as u64;
                 txn.request.head = request_head_bytes(&head);
                 expect_body(&mut txn.request);

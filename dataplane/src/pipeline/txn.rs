@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use serde::Serialize;
 
 use super::budget::{Budget, Charge};
@@ -344,12 +345,13 @@ pub struct Transaction {
     pub tls: bool,
     /// The server name (SNI) of the connection's TLS ClientHello.
     pub tls_sni: Option<Arc<str>>,
-    /// Method.
-    pub method: String,
+    /// Method. Held inline, as `authority` and `path` are when short (up to
+    /// 24 bytes): no allocation for most requests.
+    pub method: CompactString,
     /// Host or `:authority`.
-    pub authority: Option<String>,
+    pub authority: Option<CompactString>,
     /// Request target.
-    pub path: String,
+    pub path: CompactString,
     /// Final status.
     pub status: Option<u16>,
     /// gRPC status.

@@ -244,7 +244,7 @@ fn artifact<'a>(txn: &'a Transaction, level: Level, exe: Option<&'a str>) -> Art
     let url = if txn.path.starts_with('/') {
         format!("{scheme}://{}{}", txn.url().host(), txn.path)
     } else {
-        txn.path.clone()
+        txn.path.to_string()
     };
     let (sent, received) = {
         let req = txn.request.head_bytes + txn.request.body_bytes;
