@@ -439,6 +439,33 @@ pub fn headers_content_type() -> Arc<str> {
     Arc::clone(&SHARED)
 }
 
+/// Body MIME types this thread has seen lately, shared by the objects that
+/// carry them: a busy node sends the same few over and over, and a new
+/// `Arc<str>` per body was an allocation that a store thread then freed.
+const RECENT_CONTENT_TYPES: usize = 8;
+
+/// `value` as a shared MIME type: a copy this thread made lately, or a new
+/// one that replaces the oldest.
+fn body_content_type(value: &str) -> Arc<str> {
+    thread_local! {
+        static RECENT: std::cell::RefCell<(usize, [Option<Arc<str>>; RECENT_CONTENT_TYPES])> =
+            const { std::cell::RefCell::new((0, [const { None }; RECENT_CONTENT_TYPES])) };
+    }
+    RECENT.with(|cell| {
+        let Ok(mut recent) = cell.try_borrow_mut() else {
+            return Arc::from(value);
+        };
+        let (next, types) = &mut *recent;
+        if let Some(known) = types.iter().flatten().find(|t| ***t == *value) {
+            return Arc::clone(known);
+        }
+        let new: Arc<str> = Arc::from(value);
+        types[*next] = Some(Arc::clone(&new));
+        *next = (*next + 1) % RECENT_CONTENT_TYPES;
+        new
+    })
+}
+
 impl Transaction {
     /// The destination's domain: the TLS server name when the connection
     /// sent one, else the host of `Host`/`:authority` (the domain
@@ -502,7 +529,7 @@ impl Transaction {
                 out.push((head_role, headers_content_type(), head));
             }
             if !msg.body.is_empty() && want(body_role) {
-                let ct = Arc::from(
+                let ct = body_content_type(
                     msg.header("content-type")
                         .unwrap_or("application/octet-stream"),
                 );
@@ -860,6 +887,22 @@ pub(crate) fn event_bytes(event: &impl Serialize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::HeaderFields;
+
+    #[test]
+    fn body_mime_types_are_shared_while_recent() {
+        use super::{RECENT_CONTENT_TYPES, body_content_type};
+        use std::sync::Arc;
+        let first = body_content_type("text/html");
+        let again = body_content_type("text/html");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(&*body_content_type("text/plain"), "text/plain");
+        for i in 0..RECENT_CONTENT_TYPES {
+            assert_eq!(&*body_content_type(&format!("x/{i}")), format!("x/{i}"));
+        }
+        let later = body_content_type("text/html");
+        assert_eq!(&*later, "text/html");
+        assert!(!Arc::ptr_eq(&first, &later), "forgotten after 8 others");
+    }
 
     #[test]
     fn header_fields_keep_order_case_repeats_and_replace_what_is_not_utf8() {
