@@ -489,12 +489,14 @@ impl Sink for Deliver {
 /// Hands `event` to each of `stores`, moving it to the last: a `Bytes` made
 /// from a `Vec` allocates its shared count on its first clone, so one store
 /// (the usual case) takes it with no allocation.
-fn emit_to(stores: &[Arc<dyn EventStore>], event: Bytes) {
-    if let Some((last, rest)) = stores.split_last() {
-        for store in rest {
-            store.emit(event.clone());
+pub(super) fn emit_to<'a>(stores: impl IntoIterator<Item = &'a Arc<dyn EventStore>>, event: Bytes) {
+    let mut stores = stores.into_iter().peekable();
+    while let Some(store) = stores.next() {
+        if stores.peek().is_none() {
+            store.emit(event);
+            return;
         }
-        last.emit(event);
+        store.emit(event.clone());
     }
 }
 

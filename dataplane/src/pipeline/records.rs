@@ -84,16 +84,7 @@ impl ArtifactRecords {
         if to.peek().is_none() {
             return;
         }
-        let event = make();
-        // The last store takes the event itself: a `Bytes` made from a `Vec`
-        // allocates its shared count on its first clone.
-        while let Some(store) = to.next() {
-            if to.peek().is_none() {
-                store.emit(event);
-                break;
-            }
-            store.emit(event.clone());
-        }
+        super::output::emit_to(to, make());
     }
 
     /// A record for `txn`'s objects of `roles` (in object order).

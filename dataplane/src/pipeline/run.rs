@@ -92,7 +92,9 @@ pub struct Router {
 /// process's exit grace may run out meanwhile. Without this, a shard that
 /// got a process's exit record from one reader released its connections
 /// while another reader, stalled behind a third party's full queue, still
-/// held their last records.
+/// held their last records. Also each reader's drained time
+/// ([`ReaderStalls::drained_ns`]), past which a shard may release an exited
+/// process's connections.
 #[derive(Debug, Default)]
 pub struct ReaderStalls {
     /// Readers waiting now.

@@ -32,6 +32,17 @@ const EXIT_GRACE_NS: u64 = super::reorder::REORDER_TIMEOUT_NS;
 /// the exit (a reader thread that stopped must not keep them for ever).
 const EXIT_WAIT_MAX_NS: u64 = 10_000_000_000;
 
+/// A connection of an exited process, waiting to be released.
+#[derive(Debug, Clone, Copy)]
+struct Exiting {
+    /// When to release it, on the shard's clock (the exit grace).
+    release_at: u64,
+    conn_id: u64,
+    /// When the exit was seen, on the monotonic clock: compared with the
+    /// time before which every reader has routed its ring's records.
+    seen_mono_ns: u64,
+}
+
 /// How long an exited process is remembered, for connections whose records
 /// arrive after its exit record (a reader that lags behind another).
 const EXITED_MEMORY_NS: u64 = 4 * EXIT_GRACE_NS;
@@ -199,10 +210,8 @@ pub struct Shard<S: Sink> {
     budget: Arc<Budget>,
     /// Connections by owning process, for releasing them when it exits.
     by_pid: HashMap<u32, Vec<u64>>,
-    /// Connections of exited processes (in order): when to release them
-    /// (shard clock), the connection, and when the exit was seen (monotonic
-    /// clock, compared with the readers' drained times).
-    exiting: VecDeque<(u64, u64, u64)>,
+    /// Connections of exited processes, in the order they are to go.
+    exiting: VecDeque<Exiting>,
     /// Monotonic time of this round, and the time before which every reader
     /// has routed its ring's records ([`Shard::set_clocks`]).
     mono_ns: u64,
@@ -378,7 +387,6 @@ impl<S: Sink> Shard<S> {
         }
     }
 
-    /// How long a silent connection keeps its buffered transactions.
     /// This round's monotonic time, and the time before which every record
     /// the readers wrote has been taken by this shard: an exited process's
     /// connections are released only once that is past the exit (and the
@@ -389,6 +397,7 @@ impl<S: Sink> Shard<S> {
         self.readers_drained_ns = readers_drained_ns;
     }
 
+    /// How long a silent connection keeps its buffered transactions.
     pub fn set_idle_timeout(&mut self, timeout: std::time::Duration) {
         self.idle_timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
     }
@@ -425,11 +434,11 @@ impl<S: Sink> Shard<S> {
             let pid = input.pid().unwrap_or(0);
             self.conns.insert(conn_id, Conn::new(pid));
             if self.exited.contains_key(&pid) {
-                self.exiting.push_back((
-                    now_ns.saturating_add(EXIT_GRACE_NS),
+                self.exiting.push_back(Exiting {
+                    release_at: now_ns.saturating_add(EXIT_GRACE_NS),
                     conn_id,
-                    self.mono_ns,
-                ));
+                    seen_mono_ns: self.mono_ns,
+                });
             } else {
                 self.by_pid.entry(pid).or_default().push(conn_id);
             }
@@ -490,7 +499,11 @@ impl<S: Sink> Shard<S> {
     fn process_exited(&mut self, pid: u32, now_ns: u64) {
         let release_at = now_ns.saturating_add(EXIT_GRACE_NS);
         for conn_id in self.by_pid.remove(&pid).unwrap_or_default() {
-            self.exiting.push_back((release_at, conn_id, self.mono_ns));
+            self.exiting.push_back(Exiting {
+                release_at,
+                conn_id,
+                seen_mono_ns: self.mono_ns,
+            });
         }
         let forget_at = now_ns.saturating_add(EXITED_MEMORY_NS);
         self.exited.insert(pid, forget_at);
@@ -534,12 +547,17 @@ impl<S: Sink> Shard<S> {
                 self.exited.remove(&pid);
             }
         }
-        while let Some(&(at, conn_id, seen_ns)) = self.exiting.front() {
+        while let Some(&Exiting {
+            release_at,
+            conn_id,
+            seen_mono_ns,
+        }) = self.exiting.front()
+        {
             // A reader that lags (starved of CPU, or waiting for room) may
             // still hold the connection's last records.
-            let readers_behind = self.readers_drained_ns < seen_ns
-                && self.mono_ns < seen_ns.saturating_add(EXIT_WAIT_MAX_NS);
-            if at > now_ns || readers_behind {
+            let readers_behind = self.readers_drained_ns < seen_mono_ns
+                && self.mono_ns < seen_mono_ns.saturating_add(EXIT_WAIT_MAX_NS);
+            if release_at > now_ns || readers_behind {
                 break;
             }
             self.exiting.pop_front();
