@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::counters::Counters;
 use crate::s3::AccessUrl;
-use crate::{Digest, Notice, Stored};
+use crate::{Digest, Notice, Object, Stored, Ticket};
 
 /// One store's side of announcing: its id and how it addresses objects.
 #[derive(Debug)]
@@ -60,6 +60,25 @@ impl Announcer {
             Err(_) => announce(&mut String::new()),
         });
         Counters::add(&counters.artifact_records, 1);
+    }
+
+    /// `object` is in the store already (a duplicate of one stored before):
+    /// counts it as accepted and deduplicated, announces it, and settles
+    /// `ticket` as kept, all on the caller's thread.
+    pub fn settle_duplicate(&self, counters: &Counters, object: &Object, mut ticket: Ticket) {
+        Counters::add(&counters.accepted, 1);
+        Counters::add(&counters.deduplicated, 1);
+        if let Some(notice) = ticket.take_notice() {
+            self.stored(
+                counters,
+                notice,
+                &object.digest,
+                object.bytes.len() as u64,
+                &object.content_type,
+                true,
+            );
+        }
+        ticket.kept();
     }
 
     /// A notice for a stored object was dropped: counts it.

@@ -126,10 +126,37 @@ pub trait EventStore: Send + Sync {
     /// outages (pulse) never waits. What the store cannot take is dropped and
     /// counted.
     fn emit(&self, event: Bytes);
+    /// Queues `count` events at once: `lines` holds them in order, each
+    /// followed by a newline (events never hold one: JSON escapes it). A
+    /// store that writes lines (stdout) takes the block whole, as one item of
+    /// its queue; the default hands each event to [`emit`](Self::emit).
+    fn emit_lines(&self, lines: Bytes, count: u64) {
+        for event in split_lines(lines) {
+            self.emit(event);
+        }
+        let _ = count;
+    }
     /// Counters so far.
     fn stats(&self) -> StoreStats;
     /// Delivers what is queued, waiting at most `deadline`, then stops.
     fn shutdown(&self, deadline: Duration);
+}
+
+/// The newline-terminated lines of `lines`, without their newlines; each a
+/// slice of it.
+pub fn split_lines(mut lines: Bytes) -> impl Iterator<Item = Bytes> {
+    std::iter::from_fn(move || {
+        if lines.is_empty() {
+            return None;
+        }
+        let end = lines
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(lines.len());
+        let mut line = lines.split_to((end + 1).min(lines.len()));
+        line.truncate(end);
+        Some(line)
+    })
 }
 
 /// A destination for objects.

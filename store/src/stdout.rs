@@ -82,6 +82,12 @@ enum Line {
         bytes: Bytes,
         tally: Arc<Tally>,
     },
+    /// Several events, each followed by its newline.
+    Events {
+        lines: Bytes,
+        count: u64,
+        tally: Arc<Tally>,
+    },
     Object {
         object: Object,
         tally: Arc<Tally>,
@@ -155,13 +161,14 @@ impl StdoutWriter {
     /// Queues `line`, waiting for room while the queue is full (see
     /// [`crate::room`]); false if it was dropped (and counted).
     fn send(&self, line: Line, counters: &Counters) -> bool {
-        Counters::add(&counters.accepted, 1);
+        let count = line.count();
+        Counters::add(&counters.accepted, count);
         // A line made by the writer thread itself (an object's
         // `artifact_record`, told once the object's line is written) is
         // written by it next, never queued: it could not wait for room it
         // must free itself. One such line per object line written bounds them.
         let line = match OWN_LINES.with(|own| match own.borrow_mut().as_mut() {
-            Some(own) if matches!(line, Line::Event { .. }) => {
+            Some(own) if matches!(line, Line::Event { .. } | Line::Events { .. }) => {
                 own.push(line);
                 None
             }
@@ -173,12 +180,12 @@ impl StdoutWriter {
         let len = line.payload_len();
         let taken = self.room.take(len, || Counters::add(&counters.waits, 1));
         if let Taken::Refused { .. } = taken {
-            counters.lose(Loss::QueueFull, 1);
+            counters.lose(Loss::QueueFull, count);
             return false;
         }
         if self.tx.try_send(line).is_err() {
             self.room.give_back(len);
-            counters.lose(Loss::QueueFull, 1);
+            counters.lose(Loss::QueueFull, count);
             return false;
         }
         true
@@ -248,7 +255,17 @@ impl Line {
     fn payload_len(&self) -> u64 {
         match self {
             Line::Event { bytes, .. } => bytes.len() as u64,
+            Line::Events { lines, .. } => lines.len() as u64,
             Line::Object { object, .. } => object.bytes.len() as u64,
+            Line::Flush(_) => 0,
+        }
+    }
+
+    /// The events or objects it carries.
+    fn count(&self) -> u64 {
+        match self {
+            Line::Events { count, .. } => *count,
+            Line::Event { .. } | Line::Object { .. } => 1,
             Line::Flush(_) => 0,
         }
     }
@@ -278,16 +295,42 @@ struct Announcement {
 
 impl Pending {
     fn add(&mut self, tally: &Arc<Tally>, len: usize) {
+        self.add_lines(tally, 1, len);
+    }
+
+    /// `count` lines of `len` payload bytes in all.
+    fn add_lines(&mut self, tally: &Arc<Tally>, count: u64, len: usize) {
         match self
             .lines
             .iter_mut()
             .find(|(t, _, _)| Arc::ptr_eq(t, tally))
         {
             Some((_, lines, bytes)) => {
-                *lines += 1;
+                *lines += count;
                 *bytes += len as u64;
             }
-            None => self.lines.push((Arc::clone(tally), 1, len as u64)),
+            None => self.lines.push((Arc::clone(tally), count, len as u64)),
+        }
+    }
+
+    /// Appends an event line or lines (anything else is not an event).
+    fn add_events(&mut self, line: Line) {
+        match line {
+            Line::Event { bytes, tally } => {
+                self.buf.extend_from_slice(&bytes);
+                self.buf.push(b'\n');
+                self.add(&tally, bytes.len());
+            }
+            Line::Events {
+                lines,
+                count,
+                tally,
+            } => {
+                self.buf.extend_from_slice(&lines);
+                // Counted as single events are: without their newlines.
+                self.add_lines(&tally, count, lines.len().saturating_sub(count as usize));
+            }
+            Line::Object { .. } | Line::Flush(_) => {}
         }
     }
 
@@ -388,11 +431,7 @@ fn write_own_lines(pending: &mut Pending, out: &mut impl Write) {
         };
         // Only events are kept aside (see `StdoutWriter::send`).
         for line in lines {
-            if let Line::Event { bytes, tally } = line {
-                pending.buf.extend_from_slice(&bytes);
-                pending.buf.push(b'\n');
-                pending.add(&tally, bytes.len());
-            }
+            pending.add_events(line);
         }
         pending.write(&mut *out);
     }
@@ -412,11 +451,7 @@ fn gather(
             room.give_back(line.payload_len());
         }
         match line {
-            Line::Event { bytes, tally } => {
-                pending.buf.extend_from_slice(&bytes);
-                pending.buf.push(b'\n');
-                pending.add(&tally, bytes.len());
-            }
+            Line::Event { .. } | Line::Events { .. } => pending.add_events(line),
             Line::Object {
                 object,
                 tally,
@@ -528,6 +563,16 @@ impl EventStore for StdoutEventStore {
     fn emit(&self, event: Bytes) {
         let line = Line::Event {
             bytes: event,
+            tally: Arc::clone(&self.tally),
+        };
+        self.writer.send(line, &self.tally.counters);
+    }
+
+    fn emit_lines(&self, lines: Bytes, count: u64) {
+        debug_assert_eq!(lines.iter().filter(|&&b| b == b'\n').count() as u64, count);
+        let line = Line::Events {
+            lines,
+            count,
             tally: Arc::clone(&self.tally),
         };
         self.writer.send(line, &self.tally.counters);
@@ -695,6 +740,45 @@ mod tests {
         assert!(lines[2].contains("\"bytes\":\"AAEC\""), "{}", lines[2]);
         assert_eq!(tally.counters.snapshot().stored, 3);
         assert_eq!(tally.counters.snapshot().bytes, 7 + 7 + 3);
+    }
+
+    #[test]
+    fn a_block_of_events_is_written_whole_and_counted_per_event() {
+        let (tx, rx) = sync_channel(16);
+        let tally = Arc::new(Tally::default());
+        tx.send(Line::Event {
+            bytes: Bytes::from_static(b"{\"a\":1}"),
+            tally: Arc::clone(&tally),
+        })
+        .unwrap();
+        let block = Bytes::from_static(b"{\"b\":2}\n{\"c\":3}\n{}\n");
+        tx.send(Line::Events {
+            lines: block.clone(),
+            count: 3,
+            tally: Arc::clone(&tally),
+        })
+        .unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        let room = room_holding(&[7, block.len()]);
+        write_lines(rx, &mut out, &room);
+        assert_eq!(out, b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n{}\n");
+        assert_eq!((room.items(), room.bytes()), (0, 0));
+        let counted = tally.counters.snapshot();
+        // As if the four had come one by one: lines, and bytes without newlines.
+        assert_eq!((counted.stored, counted.bytes), (4, 7 + 7 + 7 + 2));
+    }
+
+    #[test]
+    fn a_block_the_queue_cannot_take_is_dropped_and_counted_per_event() {
+        let writer = StdoutWriter::start(16, 8).unwrap();
+        let store = StdoutEventStore::new("out", writer);
+        store.emit_lines(Bytes::from_static(b"{\"b\":2}\n{\"c\":3}\n"), 2);
+        let counted = store.stats();
+        assert_eq!(
+            (counted.accepted, counted.dropped, counted.stored),
+            (2, 2, 0)
+        );
     }
 
     /// One announcement: (part, store, digest, size, url).

@@ -13,8 +13,10 @@
 //! - [`output`]: objects and events to the stores (the shards' sink).
 //! - [`digests`]: the digests of a shard's recent objects, reused for the same bytes.
 //! - [`records`]: `artifact_record` events, told by the object stores.
+//! - [`batch`]: a shard's events of one round, handed to each store as one block.
 //! - [`input`]: the decoded record a shard consumes.
 
+pub mod batch;
 pub mod budget;
 pub mod digests;
 pub mod event_fields;

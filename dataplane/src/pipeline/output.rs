@@ -34,8 +34,8 @@ use crate::plugins::Format;
 use crate::plugins::detect::{DetectErrors, Firing};
 use crate::plugins::fields::TxnFields;
 
+use super::batch;
 use super::digests::DigestCache;
-use super::event_fields;
 use super::records::ArtifactRecords;
 
 use super::shard::{Output, Sink};
@@ -289,7 +289,7 @@ impl Fanout {
         issues: &[Firing],
         look: &mut Lookups,
     ) {
-        let send = |event: Vec<u8>| emit_to(&self.events, Bytes::from(event));
+        let send = |event: Vec<u8>| batch::emit(&self.events, Bytes::from(event));
         let event = match item {
             Output::Txn(txn) => {
                 let place = look.places.get(txn.conn.cgroup_id, txn.conn.pid);
@@ -299,10 +299,9 @@ impl Fanout {
                 };
                 let exe = self.processes.exe(txn.conn.pid);
                 if event {
-                    let event = event_fields::event_bytes_with(|out| {
+                    batch::emit_with(&self.events, |out| {
                         txn.write_event_json(out, refs, exe.as_deref(), &origin);
                     });
-                    emit_to(&self.events, event);
                 }
                 for firing in issues {
                     send(crate::plugins::detect::issue_json(
@@ -483,20 +482,6 @@ impl Sink for Deliver {
 
     fn keeps_bodies(&self) -> bool {
         self.keeps_bodies
-    }
-}
-
-/// Hands `event` to each of `stores`, moving it to the last: a `Bytes` made
-/// from a `Vec` allocates its shared count on its first clone, so one store
-/// (the usual case) takes it with no allocation.
-pub(super) fn emit_to<'a>(stores: impl IntoIterator<Item = &'a Arc<dyn EventStore>>, event: Bytes) {
-    let mut stores = stores.into_iter().peekable();
-    while let Some(store) = stores.next() {
-        if stores.peek().is_none() {
-            store.emit(event);
-            return;
-        }
-        store.emit(event.clone());
     }
 }
 

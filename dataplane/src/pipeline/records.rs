@@ -14,7 +14,6 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use compact_str::CompactString;
 use tapwire_store::{Announce, EventStore, Notice, Stored};
 
@@ -65,26 +64,22 @@ impl ArtifactRecords {
         Arc::clone(&self.targets.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Sends the event `make` writes to the event stores that receive object
-    /// store `store`'s records; `make` runs only if there is one. The lock is
+    /// Sends the event `write` writes to the event stores that receive object
+    /// store `store`'s records; `write` runs only if there is one. The lock is
     /// held only to take the current targets, not while the event is written
     /// (every shard and store thread announces through here).
-    fn emit_with(&self, store: &str, make: impl FnOnce() -> Bytes) {
+    fn emit_with(&self, store: &str, write: impl FnOnce(&mut Vec<u8>)) {
         let targets = self.targets();
         let only = match targets.routes.iter().find(|(id, _)| id == store) {
             Some((_, RecordsTo::Off)) => return,
             Some((_, RecordsTo::Store(id))) => Some(id),
             Some((_, RecordsTo::Every)) | None => None,
         };
-        let mut to = targets
+        let to = targets
             .events
             .iter()
-            .filter(|e| only.is_none_or(|id| e.id() == id))
-            .peekable();
-        if to.peek().is_none() {
-            return;
-        }
-        super::output::emit_to(to, make());
+            .filter(|e| only.is_none_or(|id| e.id() == id));
+        super::batch::emit_with(to, write);
     }
 
     /// A record for `txn`'s objects of `roles` (in object order).
@@ -159,13 +154,11 @@ impl Announce for RequestRecord {
             debug_assert!(false, "object {part} of {}", self.parts.len());
             return;
         };
-        self.records.emit_with(stored.store, || {
+        self.records.emit_with(stored.store, |out| {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            event_fields::event_bytes_with(|out| {
-                self.write_event(out, WallTime(now), role, &stored);
-            })
+            self.write_event(out, WallTime(now), role, &stored);
         });
     }
 }
@@ -230,6 +223,7 @@ const SUMMARY_CAPACITY: usize = 192;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use serde::Serialize;
     use std::time::Duration;
     use tapwire_store::StoreStats;

@@ -431,6 +431,8 @@ fn run_shard(
     let mut taken_until = 0;
     let mut beat =
         crate::status::health::register(std::thread::current().name().unwrap_or("shard"));
+    // Events are handed to the stores once per round, each store's as one block.
+    super::batch::start();
     loop {
         // One clock read per round, not per record. Time this thread spent
         // waiting for a store's room is not counted: the records it would
@@ -474,11 +476,13 @@ fn run_shard(
             *stats.lock().expect("stats lock") = shard.stats;
             last_tick = Instant::now();
         }
+        super::batch::flush();
         if moved == 0 {
             // Acquire pairs with the Release in `Pipeline::stop`.
             if stop.load(Ordering::Acquire) {
                 shard.stop();
                 shard.sink_mut().drain(output::HELD_DRAIN);
+                super::batch::stop();
                 *stats.lock().expect("stats lock") = shard.stats;
                 return;
             }

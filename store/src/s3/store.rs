@@ -346,25 +346,14 @@ impl ObjectStore for S3Store {
         self.reached_endpoint()
     }
 
-    fn put_with(&self, object: Object, mut ticket: Ticket) {
+    fn put_with(&self, object: Object, ticket: Ticket) {
         // Already uploaded (the common case of a busy node: the same bodies and
         // headers again): settled here, with no trip through the storage
         // thread. Anything else, duplicates the table forgot included, is
         // spooled or deduplicated there.
         if self.spool.uploaded(&object.digest) {
-            Counters::add(&self.counters.accepted, 1);
-            Counters::add(&self.counters.deduplicated, 1);
-            if let Some(notice) = ticket.take_notice() {
-                self.announcer.stored(
-                    &self.counters,
-                    notice,
-                    &object.digest,
-                    object.bytes.len() as u64,
-                    &object.content_type,
-                    true,
-                );
-            }
-            ticket.kept();
+            self.announcer
+                .settle_duplicate(&self.counters, &object, ticket);
             return;
         }
         self.queue.push(object, ticket);
