@@ -3,7 +3,7 @@
 //! wall-clock time, and the auth token's source, type and last characters. Each
 //! is written straight into the event JSON (`collect_str`), no string built.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Display, Formatter, Write};
 use std::net::{IpAddr, SocketAddr};
 
@@ -164,47 +164,94 @@ pub struct WallTime(pub u64);
 
 impl WallTime {
     /// The wall-clock time of kernel monotonic instant `mono_ns` (the clock of
-    /// `bpf_ktime_get_ns`), by the clocks' offset now.
+    /// `bpf_ktime_get_ns`), by the clocks' offset. The offset is read (two
+    /// clock reads) at most once per [`CLOCK_OFFSET_KEPT_NS`] of event time
+    /// per thread, not per event: it moves only when the wall clock is set or
+    /// slewed, which NTP does by at most 500 ppm (5 µs per 10 ms).
     pub fn of_monotonic(mono_ns: u64) -> Self {
-        let now = |clock| {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: `ts` is a valid, writable timespec; both clocks always exist.
-            unsafe { libc::clock_gettime(clock, &mut ts) };
-            (ts.tv_sec as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(ts.tv_nsec as u64)
+        thread_local! {
+            /// (monotonic time the offset was read at, wall − monotonic then).
+            static OFFSET: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+        }
+        let offset = match OFFSET.get() {
+            Some((at, offset)) if mono_ns.abs_diff(at) < CLOCK_OFFSET_KEPT_NS => offset,
+            _ => {
+                let (real, mono) = (
+                    clock_ns(libc::CLOCK_REALTIME),
+                    clock_ns(libc::CLOCK_MONOTONIC),
+                );
+                let offset = real.saturating_sub(mono);
+                OFFSET.set(Some((mono_ns, offset)));
+                offset
+            }
         };
-        let (real, mono) = (now(libc::CLOCK_REALTIME), now(libc::CLOCK_MONOTONIC));
-        WallTime(real.saturating_sub(mono.saturating_sub(mono_ns)))
+        WallTime(offset.saturating_add(mono_ns))
+    }
+
+    /// As text: `2026-11-30T06:12:00.123456Z`. The date and time to the
+    /// second are kept from the thread's last timestamp when they are the
+    /// same (events come in bursts within one second), so mostly only the
+    /// microseconds are written.
+    pub fn text(&self) -> [u8; WALL_TIME_LEN] {
+        thread_local! {
+            /// (second, its text up to the `.`), of the thread's last timestamp.
+            static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+        }
+        let secs = self.0 / 1_000_000_000;
+        let micros = (self.0 % 1_000_000_000) / 1_000;
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        match SECOND.get() {
+            (second, prefix) if second == secs => text[..19].copy_from_slice(&prefix),
+            _ => {
+                let (y, m, d) = tapwire_store::calendar::civil_from_days(secs / 86_400);
+                let rem = secs % 86_400;
+                put_digits(&mut text[0..4], y.min(9999));
+                put_digits(&mut text[5..7], m);
+                put_digits(&mut text[8..10], d);
+                put_digits(&mut text[11..13], rem / 3600);
+                put_digits(&mut text[14..16], rem % 3600 / 60);
+                put_digits(&mut text[17..19], rem % 60);
+                let mut prefix = [0; 19];
+                prefix.copy_from_slice(&text[..19]);
+                SECOND.set((secs, prefix));
+            }
+        }
+        put_digits(&mut text[20..26], micros);
+        text
+    }
+}
+
+/// Bytes of a [`WallTime`] as text.
+pub const WALL_TIME_LEN: usize = 27;
+
+/// Event time over which a thread keeps the wall clock's offset.
+const CLOCK_OFFSET_KEPT_NS: u64 = 10_000_000;
+
+/// `clock`'s time now, in nanoseconds.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clocks used always exist.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Writes `value`'s last `digits.len()` decimal digits into `digits`.
+fn put_digits(digits: &mut [u8], mut value: u64) {
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
 impl Display for WallTime {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        // Every event has one: digits written into place, one `write_str`.
-        let secs = self.0 / 1_000_000_000;
-        let micros = (self.0 % 1_000_000_000) / 1_000;
-        let (y, m, d) = tapwire_store::calendar::civil_from_days(secs / 86_400);
-        let rem = secs % 86_400;
-        let mut text = *b"0000-00-00T00:00:00.000000Z";
-        let mut put = |at: usize, width: usize, mut value: u64| {
-            for digit in text[at..at + width].iter_mut().rev() {
-                *digit = b'0' + (value % 10) as u8;
-                value /= 10;
-            }
-        };
-        put(0, 4, y.min(9999));
-        put(5, 2, m);
-        put(8, 2, d);
-        put(11, 2, rem / 3600);
-        put(14, 2, rem % 3600 / 60);
-        put(17, 2, rem % 60);
-        put(20, 6, micros);
         // Only ASCII digits were written into ASCII text.
-        f.write_str(std::str::from_utf8(&text).unwrap_or_default())
+        f.write_str(std::str::from_utf8(&self.text()).unwrap_or_default())
     }
 }
 
@@ -382,6 +429,14 @@ impl<'a> JsonObject<'a> {
         } else {
             self.out.push(b'"');
         }
+    }
+
+    /// A wall-clock time as a string ([`WallTime::text`]: needs no escaping).
+    pub fn wall_time(&mut self, at: WallTime) {
+        self.out.reserve(WALL_TIME_LEN + 2);
+        self.out.push(b'"');
+        self.out.extend_from_slice(&at.text());
+        self.out.push(b'"');
     }
 
     /// A socket address as a string, as its `Display` writes it; IPv4
@@ -743,6 +798,33 @@ mod tests {
         let wall = WallTime::of_monotonic(mono - 2_000_000_000).0;
         let off = now.abs_diff(wall + 2_000_000_000);
         assert!(off < 1_000_000_000, "{off} ns off");
+        // Within the kept offset, instants keep their distance exactly.
+        let later = WallTime::of_monotonic(mono - 2_000_000_000 + 4_000_000).0;
+        assert_eq!(later - wall, 4_000_000);
+    }
+
+    #[test]
+    fn timestamps_are_right_whichever_second_the_thread_wrote_last() {
+        // Same second, the next, back to an earlier day, then a new year:
+        // each must be written in full when its second differs.
+        let cases = [
+            (1_785_000_000_123_456_789, "2026-07-25T17:20:00.123456Z"),
+            (1_785_000_000_999_999_999, "2026-07-25T17:20:00.999999Z"),
+            (1_785_000_001_000_000_000, "2026-07-25T17:20:01.000000Z"),
+            (1_784_913_600_000_001_000, "2026-07-24T17:20:00.000001Z"),
+            (1_798_761_600_000_000_000, "2027-01-01T00:00:00.000000Z"),
+            (1_785_000_000_000_000_000, "2026-07-25T17:20:00.000000Z"),
+        ];
+        std::thread::spawn(move || {
+            for (ns, text) in cases {
+                assert_eq!(WallTime(ns).to_string(), text);
+                let mut out = Vec::new();
+                JsonObject::new(&mut out).wall_time(WallTime(ns));
+                assert_eq!(out, format!("{{\"{text}\"").as_bytes());
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl RequestRecord {
     fn write_event(&self, out: &mut Vec<u8>, at: WallTime, role: ObjectRole, stored: &Stored<'_>) {
         let mut e = event_fields::JsonObject::new(out);
         e.key("type").str("artifact_record");
-        e.key("timestamp").display(&at);
+        e.key("timestamp").wall_time(at);
         e.key("conn_id").uint(self.conn_id);
         e.key("request_id").uint(self.request_id);
         e.key("stream_id").opt_uint(self.stream_id);

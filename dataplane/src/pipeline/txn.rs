@@ -594,7 +594,7 @@ impl Transaction {
         e.key("type").str("http_transaction");
         e.key("schema").uint(EVENT_SCHEMA);
         e.key("timestamp")
-            .display(&WallTime::of_monotonic(self.start_ns));
+            .wall_time(WallTime::of_monotonic(self.start_ns));
         self.write_identity(&mut e, exe, origin);
         e.key("grpc_status").opt_uint(self.grpc_status);
         e.key("request_content_type")
