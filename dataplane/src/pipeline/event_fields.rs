@@ -385,18 +385,40 @@ impl<'a> JsonObject<'a> {
         Self { out, first: true }
     }
 
-    /// Starts field `key` (a plain name: written as is).
+    /// Starts field `key` (a plain name: written as is), as one copy of
+    /// `,"key":` put together on the stack (the key's length is known where
+    /// this is inlined).
     #[inline(always)]
     pub fn key(&mut self, key: &str) -> &mut Self {
-        // One capacity check for the four pieces.
-        self.out.reserve(key.len() + 4);
-        if !std::mem::take(&mut self.first) {
-            self.out.push(b',');
+        let first = std::mem::take(&mut self.first);
+        let len = key.len();
+        if len > KEY_MAX {
+            if !first {
+                self.out.push(b',');
+            }
+            json_string(self.out, key);
+            self.out.push(b':');
+            return self;
         }
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        let mut piece = [0u8; KEY_MAX + 4];
+        piece[0] = b',';
+        piece[1] = b'"';
+        piece[2..2 + len].copy_from_slice(key.as_bytes());
+        piece[2 + len..4 + len].copy_from_slice(b"\":");
+        self.out
+            .extend_from_slice(&piece[usize::from(first)..4 + len]);
         self
+    }
+
+    /// A string value that is one of the program's own words (an event type,
+    /// a protocol, a role): plain ASCII, copied without the escape check.
+    #[inline(always)]
+    pub fn word(&mut self, value: &'static str) {
+        debug_assert!(!needs_escape(value.as_bytes()), "{value:?}");
+        self.out.reserve(value.len() + 2);
+        self.out.push(b'"');
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.push(b'"');
     }
 
     /// A string value.
@@ -508,6 +530,10 @@ impl<'a> JsonObject<'a> {
         self.out.push(b'}');
     }
 }
+
+/// Longest key put together on the stack; longer ones (none of the events')
+/// are written piece by piece.
+const KEY_MAX: usize = 28;
 
 /// Capacity past which a thread's event buffer is given back after use (an
 /// event with a very long URL); events are about 1 KiB.

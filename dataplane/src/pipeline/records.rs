@@ -171,13 +171,13 @@ impl RequestRecord {
     /// test holds this to what serde writes for the same fields.
     fn write_event(&self, out: &mut Vec<u8>, at: WallTime, role: ObjectRole, stored: &Stored<'_>) {
         let mut e = event_fields::JsonObject::new(out);
-        e.key("type").str("artifact_record");
+        e.key("type").word("artifact_record");
         e.key("timestamp").wall_time(at);
         e.key("conn_id").uint(self.conn_id);
         e.key("request_id").uint(self.request_id);
         e.key("stream_id").opt_uint(self.stream_id);
-        e.key("role").str(role.name());
-        e.key("artifact_type").str(artifact_type(role));
+        e.key("role").word(role.name());
+        e.key("artifact_type").word(artifact_type(role));
         e.key("digest").digest(stored.digest);
         e.key("size").uint(stored.size);
         e.key("content_type").str(stored.content_type);
@@ -207,8 +207,8 @@ impl RequestRecord {
         s.key("method").str(&self.method);
         s.key("authority").opt_str(self.authority.as_deref());
         s.key("status").opt_uint(self.status);
-        s.key("direction").str(self.direction);
-        s.key("protocol").str(self.protocol.name());
+        s.key("direction").word(self.direction);
+        s.key("protocol").word(self.protocol.name());
         s.key("tls").bool(self.tls);
         s.key("pid").uint(self.pid);
         s.key("exe").opt_str(exe);

@@ -591,7 +591,7 @@ impl Transaction {
         origin: &Origin<'_>,
     ) {
         let mut e = event_fields::JsonObject::new(out);
-        e.key("type").str("http_transaction");
+        e.key("type").word("http_transaction");
         e.key("schema").uint(EVENT_SCHEMA);
         e.key("timestamp")
             .wall_time(WallTime::of_monotonic(self.start_ns));
@@ -633,7 +633,7 @@ impl Transaction {
                 list.push(b',');
             }
             let mut o = event_fields::JsonObject::new(list);
-            o.key("role").str(object.role.name());
+            o.key("role").word(object.role.name());
             o.key("digest").digest(&object.digest);
             o.key("size").uint(object.size as u64);
             o.key("content_type").str(&object.content_type);
@@ -666,13 +666,13 @@ impl Transaction {
                 e.key(key).str(value);
             }
         }
-        e.key("direction").str(event_fields::direction_word(
+        e.key("direction").word(event_fields::direction_word(
             self.egress,
             self.conn.remote.ip(),
         ));
         e.key("local").socket_addr(&self.conn.local);
         e.key("remote").socket_addr(&self.conn.remote);
-        e.key("protocol").str(self.protocol.name());
+        e.key("protocol").word(self.protocol.name());
         e.key("tls").bool(self.tls);
         e.key("tls_sni").opt_str(self.tls_sni.as_deref());
         e.key("method").str(&self.method);
