@@ -6,9 +6,12 @@
 //!
 //! The shard only attaches a [`Notice`] to each object's ticket: an `Arc` of
 //! the request's [`RequestRecord`] and the object's index. The store tells the
-//! notice from its own thread after the fact, and the event is serialized and
-//! emitted there, so the shard pays neither. Event stores never block and
-//! count what they drop; an object store counts the notices it had to drop
+//! notice once it holds the object, and the event is serialized and emitted
+//! on the thread that tells it: the store's own after an upload or a written
+//! line, the shard's for an object S3 has uploaded before (the common case
+//! of a busy node), where the event joins the shard's block for the round
+//! ([`super::batch`]). Event stores never block and count what they drop; an
+//! object store counts the notices it had to drop
 //! (`artifact_records_dropped`).
 
 use std::sync::{Arc, Mutex, OnceLock};
