@@ -15,7 +15,11 @@ pub struct Counting {
 
 impl Counting {
     fn add(&self, bytes: usize) {
-        self.items.fetch_add(1, Ordering::Relaxed);
+        self.add_many(1, bytes);
+    }
+
+    fn add_many(&self, items: u64, bytes: usize) {
+        self.items.fetch_add(items, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -36,6 +40,11 @@ impl EventStore for Counting {
     }
     fn emit(&self, event: Bytes) {
         self.add(event.len());
+    }
+    /// A block taken whole, as the stdout store takes it: its events
+    /// counted, their bytes without the newlines.
+    fn emit_lines(&self, lines: Bytes, count: u64) {
+        self.add_many(count, lines.len().saturating_sub(count as usize));
     }
     fn stats(&self) -> StoreStats {
         StoreStats {
