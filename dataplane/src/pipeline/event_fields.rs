@@ -396,8 +396,9 @@ impl<'a> JsonObject<'a> {
             if !first {
                 self.out.push(b',');
             }
-            json_string(self.out, key);
-            self.out.push(b':');
+            self.out.push(b'"');
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.extend_from_slice(b"\":");
             return self;
         }
         let mut piece = [0u8; KEY_MAX + 4];
@@ -827,6 +828,18 @@ mod tests {
         // Within the kept offset, instants keep their distance exactly.
         let later = WallTime::of_monotonic(mono - 2_000_000_000 + 4_000_000).0;
         assert_eq!(later - wall, 4_000_000);
+    }
+
+    #[test]
+    fn keys_are_written_as_they_are_whatever_their_length() {
+        let long = "a_key_longer_than_the_stack_piece_holds";
+        assert!(long.len() > KEY_MAX);
+        let mut out = Vec::new();
+        let mut e = JsonObject::new(&mut out);
+        e.key("type").word("x");
+        e.key(long).uint(1u64);
+        e.end();
+        assert_eq!(out, format!("{{\"type\":\"x\",\"{long}\":1}}").as_bytes());
     }
 
     #[test]
