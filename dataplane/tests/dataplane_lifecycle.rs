@@ -134,21 +134,18 @@ print("closed", flush=True)
 time.sleep(120)
 "#;
 
-#[test]
-fn close_range_and_dup2_over_a_socket_end_its_connection() {
-    if !common::can_run("close_range_and_dup2_over_a_socket_end_its_connection") {
-        return;
-    }
-    let _serial = common::serial();
-    let (port, _server) = answering_server();
-    let mut client = Bg::spawn(
+/// Starts the Python client `script` on `port`, held until [`release`].
+fn held_client(script: &str, port: u16) -> Bg {
+    Bg::spawn(
         Command::new(python())
-            .args(["-c", CLOSING_CLIENT, &port.to_string()])
+            .args(["-c", script, &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
-    );
-    let pid = client.pid();
-    let agent = Agent::start_dataplane(&["--pid".into(), pid.to_string()], &[]);
+    )
+}
+
+/// Lets a [`held_client`] go; the first line it prints.
+fn release(client: &mut Bg) -> String {
     client
         .0
         .stdin
@@ -159,6 +156,20 @@ fn close_range_and_dup2_over_a_socket_end_its_connection() {
     let mut out = std::io::BufReader::new(client.0.stdout.take().expect("stdout"));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).expect("client output");
+    line
+}
+
+#[test]
+fn close_range_and_dup2_over_a_socket_end_its_connection() {
+    if !common::can_run("close_range_and_dup2_over_a_socket_end_its_connection") {
+        return;
+    }
+    let _serial = common::serial();
+    let (port, _server) = answering_server();
+    let mut client = held_client(CLOSING_CLIENT, port);
+    let pid = client.pid();
+    let agent = Agent::start_dataplane(&["--pid".into(), pid.to_string()], &[]);
+    let line = release(&mut client);
     assert_eq!(line.trim(), "closed");
     for path in ["/dup2", "/close-range"] {
         let txn = agent.wait_for(path, Duration::from_secs(10), |v| {
@@ -173,6 +184,94 @@ fn close_range_and_dup2_over_a_socket_end_its_connection() {
         client.0.try_wait().expect("client").is_none(),
         "the connections ended while their process was alive"
     );
+    drop(client);
+    agent.stop_with(libc::SIGINT);
+}
+
+/// Context switches so far of each of `pid`'s threads, by thread name (names
+/// shared by several threads are summed).
+fn switches_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let dir = task.expect("task").path();
+        let (Ok(name), Ok(status)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue;
+        };
+        let n: u64 = status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        *out.entry(name.trim().to_string()).or_insert(0) += n;
+    }
+    out
+}
+
+/// A client that makes one request when told, then lives on.
+const ONE_REQUEST_CLIENT: &str = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+sys.stdin.readline()
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"GET /after-idle HTTP/1.1\r\nHost: x\r\n\r\n")
+reply = b""
+while b"\r\n\r\n" not in reply:
+    reply += s.recv(65536)
+print(reply.split(b"\r\n")[0].decode(), flush=True)
+time.sleep(120)
+"#;
+
+/// An idle agent sleeps: with no traffic its shards wake about once a
+/// second, its control thread about once, its ring readers ten times a
+/// second each; and the first request after the quiet spell is captured.
+#[test]
+fn an_idle_agent_sleeps_and_wakes_for_the_next_request() {
+    if !common::can_run("an_idle_agent_sleeps_and_wakes_for_the_next_request") {
+        return;
+    }
+    let _serial = common::serial();
+    let (port, _server) = answering_server();
+    let mut client = held_client(ONE_REQUEST_CLIENT, port);
+    let agent = Agent::start_dataplane(&["--pid".into(), client.pid().to_string()], &[]);
+    // Past the start-up and the shards' two seconds of ticking after their
+    // last frame.
+    std::thread::sleep(Duration::from_secs(4));
+    let secs = 5;
+    let before = switches_by_thread(agent.child.id());
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = switches_by_thread(agent.child.id());
+    let mut rates = Vec::new();
+    for (name, n) in &after {
+        let rate = n.saturating_sub(before.get(name).copied().unwrap_or(0)) as f64 / secs as f64;
+        rates.push((name.clone(), rate));
+    }
+    let shards: Vec<_> = rates
+        .iter()
+        .filter(|(n, _)| n.starts_with("shard-"))
+        .collect();
+    assert!(!shards.is_empty(), "no shard thread among {rates:?}");
+    for (name, rate) in &rates {
+        // Each reader thread is counted alone: `ring-N`.
+        let limit = if name.starts_with("ring-") { 15.0 } else { 3.0 };
+        assert!(
+            *rate <= limit,
+            "{name} woke {rate:.1} times a second while idle (at most {limit}): {rates:?}"
+        );
+    }
+    let line = release(&mut client);
+    assert_eq!(line.trim(), "HTTP/1.1 200 OK");
+    let txn = agent.wait_for(
+        "the request after the quiet spell",
+        Duration::from_secs(5),
+        |v| v["type"] == "http_transaction" && v["path"] == "/after-idle",
+    );
+    assert_eq!(txn["status"], 200);
     drop(client);
     agent.stop_with(libc::SIGINT);
 }

@@ -80,9 +80,10 @@ const RESCAN_AFTER: [Duration; 4] = [
     Duration::from_secs(3),
 ];
 
-/// How long the control thread waits for an exec or mapping when no rescan
-/// is due; it also bounds how long stopping waits for it.
-const CONTROL_IDLE_WAIT: Duration = Duration::from_millis(100);
+/// The longest the control thread waits for an exec or mapping when nothing
+/// else is due. Stopping does not wait for it: the readers stop first, and
+/// their closing the channel wakes it.
+const CONTROL_IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// How often exited processes are released from the process table.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
@@ -301,14 +302,14 @@ impl Capture {
     fn shutdown(&mut self) {
         // Release pairs with the readers' Acquire load.
         self.stop.store(true, Ordering::Release);
+        for reader in self.readers.drain(..) {
+            let _ = reader.thread.join();
+        }
+        // Their channels closed with the last reader, which wakes both.
         if let Some(control) = self.control.take() {
             // The control thread owns the probes and hands them back.
             self.stopped.0 = control.join().ok();
         }
-        for reader in self.readers.drain(..) {
-            let _ = reader.thread.join();
-        }
-        // Its channel closed with the last reader.
         if let Some(filters) = self.filters.take() {
             let _ = filters.join();
         }
@@ -468,18 +469,20 @@ impl Control {
         let mut last_expiry = Instant::now();
         let mut last_release = Instant::now();
         while !stop.load(Ordering::Acquire) {
-            // Wake for the next event, the next rescan due, or now and then
-            // to look at `stop`: an idle agent's control thread sleeps.
-            let wait = rescans
-                .iter()
-                .map(|&(_, due, _)| due.saturating_duration_since(Instant::now()))
-                .min()
-                .unwrap_or(CONTROL_IDLE_WAIT)
-                .min(if self.release_due() {
-                    Duration::ZERO
-                } else {
-                    CONTROL_IDLE_WAIT
-                });
+            // Wake for the next event, or the next rescan, release check or
+            // expiry due: an idle agent's control thread wakes once a second.
+            let now = Instant::now();
+            let wait = if self.release_due() {
+                Duration::ZERO
+            } else {
+                rescans
+                    .iter()
+                    .map(|&(_, due, _)| due)
+                    .chain([last_release + RELEASE_EVERY, last_expiry + EXPIRE_EVERY])
+                    .min()
+                    .map_or(CONTROL_IDLE_WAIT, |due| due.saturating_duration_since(now))
+                    .min(CONTROL_IDLE_WAIT)
+            };
             match rx.recv_timeout(wait) {
                 // Records come only from selected processes when selecting.
                 Ok(event) => {

@@ -430,6 +430,11 @@ impl Deliver {
         }
     }
 
+    /// Whether events wait for their objects to be kept.
+    pub fn holds_events(&self) -> bool {
+        !self.held.queue.is_empty()
+    }
+
     /// Emits the held events whose objects are now kept (call periodically).
     pub fn release_ready(&mut self) {
         self.with_fanout(|fanout, look, held| {

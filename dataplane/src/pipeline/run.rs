@@ -22,6 +22,15 @@ use super::shard::{DEFAULT_IDLE_TIMEOUT, Decode, Shard, ShardStats};
 const SHARD_BATCH: usize = 256;
 /// How often a shard checks reorder timeouts and publishes its counters.
 const SHARD_TICK: Duration = Duration::from_millis(50);
+/// How often an idle shard ticks: one that has taken no frame for
+/// [`SHARD_IDLE_AFTER_NS`] (past every reordering hole's and exit grace's
+/// timeout) and holds no event for its objects. Deadlines left then (a
+/// connection's idle timeout, an exit waiting for a stalled reader) are
+/// minutes or seconds long; an idle agent wakes once a second per shard, not
+/// twenty times. A reader's frame wakes it at once.
+const SHARD_IDLE_TICK: Duration = Duration::from_secs(1);
+/// Time without a frame after which a shard ticks at [`SHARD_IDLE_TICK`].
+const SHARD_IDLE_AFTER_NS: u64 = 2_000_000_000;
 /// Frames a reader queues for a shard before waking it in the middle of a
 /// batch.
 pub const WAKE_AFTER_FRAMES: u32 = 64;
@@ -427,6 +436,8 @@ fn run_shard(
 ) {
     let mut last_tick = Instant::now();
     let mut last_now = 0;
+    // When this shard last took a frame (`CLOCK_MONOTONIC` ns).
+    let mut last_moved = now_ns();
     // Every record the readers routed before this time has been taken.
     let mut taken_until = 0;
     let mut beat =
@@ -464,6 +475,9 @@ fn run_shard(
         if emptied {
             taken_until = routed;
         }
+        if moved > 0 {
+            last_moved = mono;
+        }
         shard.set_clocks(mono, taken_until);
         #[cfg(feature = "fault-injection")]
         if moved > 0 {
@@ -486,7 +500,10 @@ fn run_shard(
                 *stats.lock().expect("stats lock") = shard.stats;
                 return;
             }
-            park_until_woken(&parked, &queues, SHARD_TICK);
+            let idle = mono.saturating_sub(last_moved) >= SHARD_IDLE_AFTER_NS
+                && !shard.sink_mut().holds_events();
+            let tick = if idle { SHARD_IDLE_TICK } else { SHARD_TICK };
+            park_until_woken(&parked, &queues, tick);
         }
     }
 }

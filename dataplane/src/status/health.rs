@@ -1,7 +1,7 @@
 //! Liveness: every pipeline thread (ring readers and shards)
 //! registers a [`Heartbeat`] and bumps it once per loop. Each of them loops at
-//! least every few hundred milliseconds, busy or idle (a reader's poll timeout,
-//! a shard's idle sleep), so a heartbeat that has not moved for [`STALL_LIMIT`]
+//! least once a second, busy or idle (a reader's poll timeout, a shard's idle
+//! tick), so a heartbeat that has not moved for [`STALL_LIMIT`]
 //! means the thread is stuck inside one call with its work waiting behind it.
 //!
 //! A bump is one relaxed store of a thread-local count, made once per loop (a
