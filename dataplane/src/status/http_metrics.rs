@@ -5,9 +5,10 @@
 //! host, path or pid.
 //!
 //! Each shard calls [`observe`] once per transaction it delivers: a few relaxed
-//! atomic adds into fixed arrays, no allocation, no lock.
+//! atomic adds into fixed arrays of its own stripe, no allocation, no lock,
+//! no cache line shared with another shard.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::pipeline::txn::{Protocol, Transaction};
 
@@ -29,72 +30,64 @@ pub const DURATION_BUCKETS_MS: [f64; 12] = [
 const REQUEST_CELLS: usize =
     METHODS.len() * STATUS_CLASSES.len() * PROTOCOLS.len() * DIRECTIONS.len();
 const FLOWS: usize = PROTOCOLS.len() * DIRECTIONS.len();
+const BUCKET_CELLS: usize = FLOWS * DURATION_BUCKETS_MS.len();
 
-#[expect(
-    clippy::declare_interior_mutable_const,
-    reason = "only used to initialise the static arrays below"
-)]
-const ZERO: AtomicU64 = AtomicU64::new(0);
+/// Copies of the counters. Each thread that observes adds into one stripe
+/// (threads take them in turn), so shards on different cores do not write the
+/// same cache lines: with one shared set, every shard's adds would move the
+/// same lines between cores, once per transaction each, on a node with many
+/// shards. A scrape sums the stripes.
+const STRIPES: usize = 16;
 
-static REQUESTS: [AtomicU64; REQUEST_CELLS] = [ZERO; REQUEST_CELLS];
-static DURATION_BUCKETS: [AtomicU64; FLOWS * DURATION_BUCKETS_MS.len()] =
-    [ZERO; FLOWS * DURATION_BUCKETS_MS.len()];
-static DURATION_COUNT: [AtomicU64; FLOWS] = [ZERO; FLOWS];
-static DURATION_SUM_US: [AtomicU64; FLOWS] = [ZERO; FLOWS];
-static REQUEST_BODY_BYTES: [AtomicU64; FLOWS] = [ZERO; FLOWS];
-static RESPONSE_BODY_BYTES: [AtomicU64; FLOWS] = [ZERO; FLOWS];
+/// One stripe, on cache lines of its own.
+#[repr(align(128))]
+struct Stripe {
+    requests: [AtomicU64; REQUEST_CELLS],
+    duration_buckets: [AtomicU64; BUCKET_CELLS],
+    duration_count: [AtomicU64; FLOWS],
+    duration_sum_us: [AtomicU64; FLOWS],
+    request_body_bytes: [AtomicU64; FLOWS],
+    response_body_bytes: [AtomicU64; FLOWS],
+}
+
+impl Stripe {
+    const fn new() -> Self {
+        Stripe {
+            requests: [const { AtomicU64::new(0) }; REQUEST_CELLS],
+            duration_buckets: [const { AtomicU64::new(0) }; BUCKET_CELLS],
+            duration_count: [const { AtomicU64::new(0) }; FLOWS],
+            duration_sum_us: [const { AtomicU64::new(0) }; FLOWS],
+            request_body_bytes: [const { AtomicU64::new(0) }; FLOWS],
+            response_body_bytes: [const { AtomicU64::new(0) }; FLOWS],
+        }
+    }
+}
+
+/// The counters: the agent's one set is [`COUNTERS`].
+struct Counters([Stripe; STRIPES]);
+
+static COUNTERS: Counters = Counters::new();
+/// The next stripe a thread takes.
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's stripe.
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+}
 
 /// Counts one finished transaction.
 pub fn observe(txn: &Transaction) {
-    let method = METHODS[..METHODS.len() - 1]
-        .iter()
-        .position(|m| *m == txn.method)
-        .unwrap_or(METHODS.len() - 1);
-    let status = match txn.status {
-        Some(s @ 100..=599) => usize::from(s / 100 - 1),
-        _ => STATUS_CLASSES.len() - 1,
-    };
-    let protocol = match txn.protocol {
-        Protocol::Http1 => 0,
-        Protocol::Http2 => 1,
-        Protocol::Grpc => 2,
-    };
-    let direction = usize::from(!txn.egress);
-    let flow = protocol * DIRECTIONS.len() + direction;
-    let cell = ((method * STATUS_CLASSES.len() + status) * PROTOCOLS.len() + protocol)
-        * DIRECTIONS.len()
-        + direction;
-    REQUESTS[cell].fetch_add(1, Ordering::Relaxed);
-    let micros = txn.end_ns.saturating_sub(txn.start_ns) / 1_000;
-    let ms = micros as f64 / 1_000.0;
-    if let Some(bucket) = DURATION_BUCKETS_MS.iter().position(|b| ms <= *b) {
-        DURATION_BUCKETS[flow * DURATION_BUCKETS_MS.len() + bucket].fetch_add(1, Ordering::Relaxed);
-    }
-    DURATION_COUNT[flow].fetch_add(1, Ordering::Relaxed);
-    DURATION_SUM_US[flow].fetch_add(micros, Ordering::Relaxed);
-    REQUEST_BODY_BYTES[flow].fetch_add(txn.request.body_bytes, Ordering::Relaxed);
-    RESPONSE_BODY_BYTES[flow].fetch_add(txn.response.body_bytes, Ordering::Relaxed);
+    COUNTERS.observe(txn);
 }
 
 /// Non-zero request counters: `(method, status_class, protocol, direction, count)`.
 pub fn requests() -> Vec<([&'static str; 4], u64)> {
-    let mut out = Vec::new();
-    for (m, method) in METHODS.iter().enumerate() {
-        for (s, status) in STATUS_CLASSES.iter().enumerate() {
-            for (p, protocol) in PROTOCOLS.iter().enumerate() {
-                for (d, direction) in DIRECTIONS.iter().enumerate() {
-                    let cell = ((m * STATUS_CLASSES.len() + s) * PROTOCOLS.len() + p)
-                        * DIRECTIONS.len()
-                        + d;
-                    let n = REQUESTS[cell].load(Ordering::Relaxed);
-                    if n > 0 {
-                        out.push(([*method, *status, *protocol, *direction], n));
-                    }
-                }
-            }
-        }
-    }
-    out
+    COUNTERS.requests()
+}
+
+/// Pairs that have seen a transaction.
+pub fn flows() -> Vec<Flow> {
+    COUNTERS.flows()
 }
 
 /// One (protocol, direction) pair's duration histogram and body bytes.
@@ -113,36 +106,186 @@ pub struct Flow {
     pub response_body_bytes: u64,
 }
 
-/// Pairs that have seen a transaction.
-pub fn flows() -> Vec<Flow> {
-    let mut out = Vec::new();
-    for (p, protocol) in PROTOCOLS.iter().enumerate() {
-        for (d, direction) in DIRECTIONS.iter().enumerate() {
-            let flow = p * DIRECTIONS.len() + d;
-            let count = DURATION_COUNT[flow].load(Ordering::Relaxed);
-            if count == 0 {
-                continue;
+impl Counters {
+    const fn new() -> Self {
+        Counters([const { Stripe::new() }; STRIPES])
+    }
+
+    /// The sum over the stripes of the counter `pick` chooses.
+    fn total(&self, pick: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
+        self.0.iter().map(|s| pick(s).load(Ordering::Relaxed)).sum()
+    }
+
+    fn observe(&self, txn: &Transaction) {
+        let method = METHODS[..METHODS.len() - 1]
+            .iter()
+            .position(|m| *m == txn.method)
+            .unwrap_or(METHODS.len() - 1);
+        let status = match txn.status {
+            Some(s @ 100..=599) => usize::from(s / 100 - 1),
+            _ => STATUS_CLASSES.len() - 1,
+        };
+        let protocol = match txn.protocol {
+            Protocol::Http1 => 0,
+            Protocol::Http2 => 1,
+            Protocol::Grpc => 2,
+        };
+        let direction = usize::from(!txn.egress);
+        let flow = protocol * DIRECTIONS.len() + direction;
+        let cell = ((method * STATUS_CLASSES.len() + status) * PROTOCOLS.len() + protocol)
+            * DIRECTIONS.len()
+            + direction;
+        let stripe = &self.0[STRIPE.with(|s| *s)];
+        stripe.requests[cell].fetch_add(1, Ordering::Relaxed);
+        let micros = txn.end_ns.saturating_sub(txn.start_ns) / 1_000;
+        let ms = micros as f64 / 1_000.0;
+        if let Some(bucket) = DURATION_BUCKETS_MS.iter().position(|b| ms <= *b) {
+            stripe.duration_buckets[flow * DURATION_BUCKETS_MS.len() + bucket]
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        stripe.duration_count[flow].fetch_add(1, Ordering::Relaxed);
+        stripe.duration_sum_us[flow].fetch_add(micros, Ordering::Relaxed);
+        stripe.request_body_bytes[flow].fetch_add(txn.request.body_bytes, Ordering::Relaxed);
+        stripe.response_body_bytes[flow].fetch_add(txn.response.body_bytes, Ordering::Relaxed);
+    }
+
+    fn requests(&self) -> Vec<([&'static str; 4], u64)> {
+        let mut out = Vec::new();
+        for (m, method) in METHODS.iter().enumerate() {
+            for (s, status) in STATUS_CLASSES.iter().enumerate() {
+                for (p, protocol) in PROTOCOLS.iter().enumerate() {
+                    for (d, direction) in DIRECTIONS.iter().enumerate() {
+                        let cell = ((m * STATUS_CLASSES.len() + s) * PROTOCOLS.len() + p)
+                            * DIRECTIONS.len()
+                            + d;
+                        let n = self.total(|s| &s.requests[cell]);
+                        if n > 0 {
+                            out.push(([*method, *status, *protocol, *direction], n));
+                        }
+                    }
+                }
             }
-            let mut cumulative = 0;
-            let mut buckets: Vec<(f64, u64)> = DURATION_BUCKETS_MS
-                .iter()
-                .enumerate()
-                .map(|(i, bound)| {
-                    cumulative += DURATION_BUCKETS[flow * DURATION_BUCKETS_MS.len() + i]
-                        .load(Ordering::Relaxed);
-                    (*bound, cumulative)
-                })
-                .collect();
-            buckets.push((f64::INFINITY, count.max(cumulative)));
-            out.push(Flow {
-                labels: [*protocol, *direction],
-                buckets,
-                count: count.max(cumulative),
-                sum_ms: DURATION_SUM_US[flow].load(Ordering::Relaxed) as f64 / 1_000.0,
-                request_body_bytes: REQUEST_BODY_BYTES[flow].load(Ordering::Relaxed),
-                response_body_bytes: RESPONSE_BODY_BYTES[flow].load(Ordering::Relaxed),
-            });
+        }
+        out
+    }
+
+    fn flows(&self) -> Vec<Flow> {
+        let mut out = Vec::new();
+        for (p, protocol) in PROTOCOLS.iter().enumerate() {
+            for (d, direction) in DIRECTIONS.iter().enumerate() {
+                let flow = p * DIRECTIONS.len() + d;
+                let count = self.total(|s| &s.duration_count[flow]);
+                if count == 0 {
+                    continue;
+                }
+                let mut cumulative = 0;
+                let mut buckets: Vec<(f64, u64)> = DURATION_BUCKETS_MS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, bound)| {
+                        cumulative += self
+                            .total(|s| &s.duration_buckets[flow * DURATION_BUCKETS_MS.len() + i]);
+                        (*bound, cumulative)
+                    })
+                    .collect();
+                buckets.push((f64::INFINITY, count.max(cumulative)));
+                out.push(Flow {
+                    labels: [*protocol, *direction],
+                    buckets,
+                    count: count.max(cumulative),
+                    sum_ms: self.total(|s| &s.duration_sum_us[flow]) as f64 / 1_000.0,
+                    request_body_bytes: self.total(|s| &s.request_body_bytes[flow]),
+                    response_body_bytes: self.total(|s| &s.response_body_bytes[flow]),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::input::{ConnInfo, Role};
+    use crate::pipeline::txn::Message;
+
+    fn body_of(bytes: u64) -> Message {
+        let mut m = Message::default();
+        m.body_bytes = bytes;
+        m
+    }
+
+    /// A `TRACE` over gRPC answered 1xx, ingress.
+    fn txn(ms: u64) -> Transaction {
+        Transaction {
+            conn: ConnInfo {
+                conn_id: 1,
+                pid: 2,
+                tid: 2,
+                comm: "t".into(),
+                cgroup_id: 1,
+                local: "127.0.0.1:80".parse().unwrap(),
+                remote: "127.0.0.1:50000".parse().unwrap(),
+                role: Role::Server,
+                ts_ns: 1,
+            },
+            request_id: 1,
+            tid: 2,
+            stream_id: Some(1),
+            egress: false,
+            protocol: Protocol::Grpc,
+            tls: false,
+            tls_sni: None,
+            method: "TRACE".into(),
+            authority: None,
+            path: "/".into(),
+            status: Some(101),
+            grpc_status: None,
+            request: body_of(3),
+            response: body_of(5),
+            start_ns: 0,
+            end_ns: ms * 1_000_000,
+            truncated: false,
+            gap: false,
+            incomplete_headers: false,
         }
     }
-    out
+
+    #[test]
+    fn counts_from_more_threads_than_stripes_add_up_exactly() {
+        const LABELS: [&str; 4] = ["TRACE", "1xx", "grpc", "ingress"];
+        // A set of this test's own, so that other tests' counts do not mix in.
+        let counters = Box::new(Counters::new());
+        let (threads, each) = (2 * STRIPES + 3, 1000);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let counters = &counters;
+                scope.spawn(move || {
+                    // Half of them 3 ms, half 700 ms.
+                    let txn = txn(if t % 2 == 0 { 3 } else { 700 });
+                    for _ in 0..each {
+                        counters.observe(&txn);
+                    }
+                });
+            }
+        });
+        let n = (threads * each) as u64;
+        assert_eq!(counters.requests(), [(LABELS, n)]);
+        let flows = counters.flows();
+        assert_eq!(flows.len(), 1);
+        let flow = &flows[0];
+        assert_eq!(flow.labels, ["grpc", "ingress"]);
+        assert_eq!(flow.count, n);
+        assert_eq!(
+            (flow.request_body_bytes, flow.response_body_bytes),
+            (3 * n, 5 * n)
+        );
+        let fast = (threads.div_ceil(2) * each) as u64;
+        let at = |bound: f64| flow.buckets.iter().find(|(b, _)| *b == bound).unwrap().1;
+        assert_eq!(
+            (at(1.0), at(5.0), at(500.0), at(1000.0)),
+            (0, fast, fast, n)
+        );
+        assert_eq!(flow.sum_ms, (fast * 3 + (n - fast) * 700) as f64);
+    }
 }
