@@ -45,15 +45,15 @@ impl EventStore for Events {
         "events"
     }
     fn emit(&self, event: Bytes) {
-        Counters::add(&self.counters.accepted, 1);
-        Counters::add(&self.counters.bytes, event.len() as u64);
+        Counters::add(&self.counters.here().accepted, 1);
+        Counters::add(&self.counters.here().bytes, event.len() as u64);
         if event.starts_with(TRANSACTION) {
             Counters::add(&self.transactions, 1);
         }
     }
     fn emit_lines(&self, lines: Bytes, count: u64) {
-        Counters::add(&self.counters.accepted, count);
-        Counters::add(&self.counters.bytes, lines.len() as u64);
+        Counters::add(&self.counters.here().accepted, count);
+        Counters::add(&self.counters.here().bytes, lines.len() as u64);
         // Looked into only after the measurement.
         if self.inspect.load(Ordering::Relaxed) {
             let transactions = lines

@@ -59,15 +59,15 @@ impl Announcer {
             // Announcing from inside an announcement: a buffer of its own.
             Err(_) => announce(&mut String::new()),
         });
-        Counters::add(&counters.artifact_records, 1);
+        Counters::add(&counters.here().artifact_records, 1);
     }
 
     /// `object` is in the store already (a duplicate of one stored before):
     /// counts it as accepted and deduplicated, announces it, and settles
     /// `ticket` as kept, all on the caller's thread.
     pub fn settle_duplicate(&self, counters: &Counters, object: &Object, mut ticket: Ticket) {
-        Counters::add(&counters.accepted, 1);
-        Counters::add(&counters.deduplicated, 1);
+        Counters::add(&counters.here().accepted, 1);
+        Counters::add(&counters.here().deduplicated, 1);
         if let Some(notice) = ticket.take_notice() {
             self.stored(
                 counters,
@@ -83,6 +83,6 @@ impl Announcer {
 
     /// A notice for a stored object was dropped: counts it.
     pub fn dropped(counters: &Counters) {
-        Counters::add(&counters.artifact_records_dropped, 1);
+        Counters::add(&counters.here().artifact_records_dropped, 1);
     }
 }

@@ -1,14 +1,42 @@
 //! Shared monotonic counters behind [`StoreStats`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::{Drops, StoreStats};
 
-/// The atomic twin of [`StoreStats`]. Every counter is independent, so `Relaxed`
-/// is enough: a snapshot may be a few increments behind, never torn within one
-/// counter.
+/// Copies of a set of counters that several threads add to. Each thread adds
+/// into one stripe (threads take them in turn, [`stripe`]), so threads on
+/// different cores do not write the same cache lines: a store's counters are
+/// added to by every shard, once or more per object, and one shared set would
+/// move its lines between cores on every object. Reads sum the stripes.
+pub const STRIPES: usize = 16;
+
+/// The next stripe a thread takes.
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+}
+
+/// This thread's stripe, below [`STRIPES`].
+#[inline]
+pub fn stripe() -> usize {
+    STRIPE.with(|s| *s)
+}
+
+/// The atomic twin of [`StoreStats`], striped ([`STRIPES`]): add through
+/// [`Counters::here`], read with [`Counters::snapshot`]. Every counter is
+/// independent, so `Relaxed` is enough: a snapshot may be a few increments
+/// behind, never torn within one counter.
 #[derive(Debug, Default)]
 pub struct Counters {
+    stripes: Box<[Cells; STRIPES]>,
+}
+
+/// One stripe of [`Counters`], on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Cells {
     /// See [`StoreStats::accepted`].
     pub accepted: AtomicU64,
     /// See [`StoreStats::stored`].
@@ -70,39 +98,86 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts `n` items dropped for `reason`.
-    pub fn lose(&self, reason: Loss, n: u64) {
-        Self::add(&self.dropped, n);
-        Self::add(&self.drops[reason as usize], n);
+    /// This thread's stripe, to add to.
+    #[inline]
+    pub fn here(&self) -> &Cells {
+        &self.stripes[stripe()]
     }
 
-    /// The current values.
+    /// Counts `n` items dropped for `reason`.
+    pub fn lose(&self, reason: Loss, n: u64) {
+        let here = self.here();
+        Self::add(&here.dropped, n);
+        Self::add(&here.drops[reason as usize], n);
+    }
+
+    /// The current values: the sums over the stripes.
     pub fn snapshot(&self) -> StoreStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: fn(&Cells) -> &AtomicU64| {
+            self.stripes
+                .iter()
+                .map(|s| c(s).load(Ordering::Relaxed))
+                .sum()
+        };
+        let drop = |reason: Loss| get_drop(&self.stripes[..], reason);
         StoreStats {
-            accepted: get(&self.accepted),
-            stored: get(&self.stored),
-            deduplicated: get(&self.deduplicated),
-            dropped: get(&self.dropped),
-            errors: get(&self.errors),
-            multipart: get(&self.multipart),
-            bytes: get(&self.bytes),
-            synced_files: get(&self.synced_files),
-            synced_dirs: get(&self.synced_dirs),
-            recovered: get(&self.recovered),
-            waits: get(&self.waits),
-            artifact_records: get(&self.artifact_records),
-            artifact_records_dropped: get(&self.artifact_records_dropped),
+            accepted: get(|s| &s.accepted),
+            stored: get(|s| &s.stored),
+            deduplicated: get(|s| &s.deduplicated),
+            dropped: get(|s| &s.dropped),
+            errors: get(|s| &s.errors),
+            multipart: get(|s| &s.multipart),
+            bytes: get(|s| &s.bytes),
+            synced_files: get(|s| &s.synced_files),
+            synced_dirs: get(|s| &s.synced_dirs),
+            recovered: get(|s| &s.recovered),
+            waits: get(|s| &s.waits),
+            artifact_records: get(|s| &s.artifact_records),
+            artifact_records_dropped: get(|s| &s.artifact_records_dropped),
             drops: Drops {
-                queue_full: get(&self.drops[Loss::QueueFull as usize]),
-                spool_full: get(&self.drops[Loss::SpoolFull as usize]),
-                no_space: get(&self.drops[Loss::NoSpace as usize]),
-                write_error: get(&self.drops[Loss::WriteError as usize]),
-                refused: get(&self.drops[Loss::Refused as usize]),
-                corrupt: get(&self.drops[Loss::Corrupt as usize]),
-                unwritten: get(&self.drops[Loss::Unwritten as usize]),
-                deadline: get(&self.drops[Loss::Deadline as usize]),
+                queue_full: drop(Loss::QueueFull),
+                spool_full: drop(Loss::SpoolFull),
+                no_space: drop(Loss::NoSpace),
+                write_error: drop(Loss::WriteError),
+                refused: drop(Loss::Refused),
+                corrupt: drop(Loss::Corrupt),
+                unwritten: drop(Loss::Unwritten),
+                deadline: drop(Loss::Deadline),
             },
         }
+    }
+}
+
+/// Items dropped for `reason`, summed over `stripes`.
+fn get_drop(stripes: &[Cells], reason: Loss) -> u64 {
+    stripes
+        .iter()
+        .map(|s| s.drops[reason as usize].load(Ordering::Relaxed))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_more_threads_than_stripes_add_up_exactly() {
+        let counters = Counters::default();
+        let (threads, each) = (2 * STRIPES + 3, 1000u64);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..each {
+                        Counters::add(&counters.here().accepted, 1);
+                        Counters::add(&counters.here().bytes, 3);
+                        counters.lose(Loss::Deadline, 1);
+                    }
+                });
+            }
+        });
+        let n = threads as u64 * each;
+        let s = counters.snapshot();
+        assert_eq!((s.accepted, s.bytes, s.dropped), (n, 3 * n, n));
+        assert_eq!((s.drops.deadline, s.drops.queue_full), (n, 0));
     }
 }

@@ -333,7 +333,7 @@ impl EventStore for PulseStore {
     }
 
     fn emit(&self, event: Bytes) {
-        Counters::add(&self.counters.accepted, 1);
+        Counters::add(&self.counters.here().accepted, 1);
         match self.tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -464,18 +464,18 @@ impl Sender {
             }
             match self.post(&body, n) {
                 Outcome::Delivered => {
-                    Counters::add(&self.counters.stored, n);
-                    Counters::add(&self.counters.bytes, body.len() as u64);
+                    Counters::add(&self.counters.here().stored, n);
+                    Counters::add(&self.counters.here().bytes, body.len() as u64);
                     return;
                 }
                 Outcome::Refused(reason) => {
-                    Counters::add(&self.counters.errors, 1);
+                    Counters::add(&self.counters.here().errors, 1);
                     self.counters.lose(Loss::Refused, n);
                     tracing::error!(store = %self.store_id, events = n, reason = %reason, "pulse refused the batch; dropping it");
                     return;
                 }
                 Outcome::Retry(reason) => {
-                    Counters::add(&self.counters.errors, 1);
+                    Counters::add(&self.counters.here().errors, 1);
                     if attempt.is_multiple_of(LOG_EVERY) {
                         tracing::warn!(store = %self.store_id, events = n, attempt, reason = %reason, "pulse batch failed; retrying");
                     }

@@ -162,7 +162,7 @@ impl StdoutWriter {
     /// [`crate::room`]); false if it was dropped (and counted).
     fn send(&self, line: Line, counters: &Counters) -> bool {
         let count = line.count();
-        Counters::add(&counters.accepted, count);
+        Counters::add(&counters.here().accepted, count);
         // A line made by the writer thread itself (an object's
         // `artifact_record`, told once the object's line is written) is
         // written by it next, never queued: it could not wait for room it
@@ -178,7 +178,9 @@ impl StdoutWriter {
             None => return true,
         };
         let len = line.payload_len();
-        let taken = self.room.take(len, || Counters::add(&counters.waits, 1));
+        let taken = self
+            .room
+            .take(len, || Counters::add(&counters.here().waits, 1));
         if let Taken::Refused { .. } = taken {
             counters.lose(Loss::QueueFull, count);
             return false;
@@ -357,10 +359,10 @@ impl Pending {
             }
             let c = &tally.counters;
             if result.is_ok() {
-                Counters::add(&c.stored, lines);
-                Counters::add(&c.bytes, bytes);
+                Counters::add(&c.here().stored, lines);
+                Counters::add(&c.here().bytes, bytes);
             } else {
-                Counters::add(&c.errors, 1);
+                Counters::add(&c.here().errors, 1);
                 c.lose(Loss::Unwritten, lines);
             }
         }
@@ -846,7 +848,7 @@ mod tests {
         let (tx, rx) = sync_channel(16);
         let tally = Arc::new(Tally::default());
         for _ in 0..3 {
-            Counters::add(&tally.counters.accepted, 1);
+            Counters::add(&tally.counters.here().accepted, 1);
             let line = Line::Event {
                 bytes: Bytes::from_static(b"{}"),
                 tally: Arc::clone(&tally),

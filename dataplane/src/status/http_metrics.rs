@@ -8,7 +8,9 @@
 //! atomic adds into fixed arrays of its own stripe, no allocation, no lock,
 //! no cache line shared with another shard.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tapwire_store::counters::{STRIPES, stripe};
 
 use crate::pipeline::txn::{Protocol, Transaction};
 
@@ -32,13 +34,12 @@ const REQUEST_CELLS: usize =
 const FLOWS: usize = PROTOCOLS.len() * DIRECTIONS.len();
 const BUCKET_CELLS: usize = FLOWS * DURATION_BUCKETS_MS.len();
 
-/// Copies of the counters. Each thread that observes adds into one stripe
-/// (threads take them in turn), so shards on different cores do not write the
-/// same cache lines: with one shared set, every shard's adds would move the
-/// same lines between cores, once per transaction each, on a node with many
-/// shards. A scrape sums the stripes.
-const STRIPES: usize = 16;
-
+/// Copies of the counters, one per stripe ([`STRIPES`]): each thread adds
+/// into its own ([`tapwire_store::counters::stripe`]), so shards on different
+/// cores do not write the same cache lines; with one shared set, every shard's
+/// adds would move the same lines between cores, once per transaction each, on
+/// a node with many shards. A scrape sums the stripes.
+///
 /// One stripe, on cache lines of its own.
 #[repr(align(128))]
 struct Stripe {
@@ -67,14 +68,6 @@ impl Stripe {
 struct Counters([Stripe; STRIPES]);
 
 static COUNTERS: Counters = Counters::new();
-/// The next stripe a thread takes.
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's stripe.
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-}
-
 /// Counts one finished transaction.
 pub fn observe(txn: &Transaction) {
     COUNTERS.observe(txn);
@@ -135,7 +128,7 @@ impl Counters {
         let cell = ((method * STATUS_CLASSES.len() + status) * PROTOCOLS.len() + protocol)
             * DIRECTIONS.len()
             + direction;
-        let stripe = &self.0[STRIPE.with(|s| *s)];
+        let stripe = &self.0[stripe()];
         stripe.requests[cell].fetch_add(1, Ordering::Relaxed);
         let micros = txn.end_ns.saturating_sub(txn.start_ns) / 1_000;
         let ms = micros as f64 / 1_000.0;

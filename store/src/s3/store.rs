@@ -196,7 +196,7 @@ impl S3Store {
         let recovered = recovery.objects;
         let spool = Arc::new(spool);
         let counters = Arc::new(Counters::default());
-        Counters::add(&counters.recovered, recovered as u64);
+        Counters::add(&counters.here().recovered, recovered as u64);
         counters.lose(Loss::Corrupt, recovery.corrupt as u64);
         let control = Arc::new(Control::default());
         let access_url =

@@ -257,10 +257,10 @@ impl Uploader {
             let error = match result {
                 Ok(()) => {
                     let notices = self.spool.complete(entry.seq);
-                    Counters::add(&self.counters.stored, 1);
-                    Counters::add(&self.counters.bytes, entry.len);
+                    Counters::add(&self.counters.here().stored, 1);
+                    Counters::add(&self.counters.here().bytes, entry.len);
                     if multipart {
-                        Counters::add(&self.counters.multipart, 1);
+                        Counters::add(&self.counters.here().multipart, 1);
                     }
                     for (notice, deduplicated) in notices {
                         self.announcer.stored(
@@ -276,7 +276,7 @@ impl Uploader {
                 }
                 Err(e) => e,
             };
-            Counters::add(&self.counters.errors, 1);
+            Counters::add(&self.counters.here().errors, 1);
             if error.is_setup() {
                 self.spool.release(entry.seq);
                 return Outcome::Setup(error);

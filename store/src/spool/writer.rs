@@ -69,11 +69,11 @@ impl PendingQueue {
     /// `ticket` is settled once the object is spooled and synced, or dropped (not
     /// kept).
     pub fn push(&self, object: Object, ticket: Ticket) {
-        Counters::add(&self.counters.accepted, 1);
+        Counters::add(&self.counters.here().accepted, 1);
         let len = object.bytes.len() as u64;
         let taken = self
             .room
-            .take(len, || Counters::add(&self.counters.waits, 1));
+            .take(len, || Counters::add(&self.counters.here().waits, 1));
         if let Taken::Refused { .. } = taken {
             self.counters.lose(Loss::QueueFull, 1);
             return;
@@ -243,7 +243,7 @@ impl StorageThread {
             self.room.give_back(len);
             match self.spool.admit(object.digest, &object.content_type, len) {
                 Admit::Duplicate => {
-                    Counters::add(&self.counters.deduplicated, 1);
+                    Counters::add(&self.counters.here().deduplicated, 1);
                     duplicates.push(Duplicate {
                         digest: object.digest,
                         len,
@@ -376,7 +376,7 @@ impl StorageThread {
             seg.file.sync_data()
         };
         match synced {
-            Ok(()) if whole > 0 => Counters::add(&self.counters.synced_files, 1),
+            Ok(()) if whole > 0 => Counters::add(&self.counters.here().synced_files, 1),
             Ok(()) => {}
             Err(error) => {
                 // Not known to be on disk: none of them is kept.
@@ -420,7 +420,7 @@ impl StorageThread {
             let file = file.and_then(|f| self.dir.sync_all().map(|()| f));
             match file {
                 Ok(file) => {
-                    Counters::add(&self.counters.synced_dirs, 1);
+                    Counters::add(&self.counters.here().synced_dirs, 1);
                     self.segment = Some(OpenSegment { n, file, end: 0 });
                 }
                 Err(error) => {
@@ -447,7 +447,7 @@ impl StorageThread {
             tracing::error!(dir = %self.spool.dir().display(), %error, skipped, "spool write failed; refusing the object (its event says so)");
         }
         self.spool.abandon(seq);
-        Counters::add(&self.counters.errors, 1);
+        Counters::add(&self.counters.here().errors, 1);
         self.counters.lose(
             if no_space {
                 Loss::NoSpace
