@@ -113,27 +113,27 @@ impl Counters {
 
     /// The current values: the sums over the stripes.
     pub fn snapshot(&self) -> StoreStats {
-        let get = |c: fn(&Cells) -> &AtomicU64| {
+        let get = |c: &dyn Fn(&Cells) -> &AtomicU64| {
             self.stripes
                 .iter()
                 .map(|s| c(s).load(Ordering::Relaxed))
                 .sum()
         };
-        let drop = |reason: Loss| get_drop(&self.stripes[..], reason);
+        let drop = |reason: Loss| get(&|s| &s.drops[reason as usize]);
         StoreStats {
-            accepted: get(|s| &s.accepted),
-            stored: get(|s| &s.stored),
-            deduplicated: get(|s| &s.deduplicated),
-            dropped: get(|s| &s.dropped),
-            errors: get(|s| &s.errors),
-            multipart: get(|s| &s.multipart),
-            bytes: get(|s| &s.bytes),
-            synced_files: get(|s| &s.synced_files),
-            synced_dirs: get(|s| &s.synced_dirs),
-            recovered: get(|s| &s.recovered),
-            waits: get(|s| &s.waits),
-            artifact_records: get(|s| &s.artifact_records),
-            artifact_records_dropped: get(|s| &s.artifact_records_dropped),
+            accepted: get(&|s| &s.accepted),
+            stored: get(&|s| &s.stored),
+            deduplicated: get(&|s| &s.deduplicated),
+            dropped: get(&|s| &s.dropped),
+            errors: get(&|s| &s.errors),
+            multipart: get(&|s| &s.multipart),
+            bytes: get(&|s| &s.bytes),
+            synced_files: get(&|s| &s.synced_files),
+            synced_dirs: get(&|s| &s.synced_dirs),
+            recovered: get(&|s| &s.recovered),
+            waits: get(&|s| &s.waits),
+            artifact_records: get(&|s| &s.artifact_records),
+            artifact_records_dropped: get(&|s| &s.artifact_records_dropped),
             drops: Drops {
                 queue_full: drop(Loss::QueueFull),
                 spool_full: drop(Loss::SpoolFull),
@@ -146,14 +146,6 @@ impl Counters {
             },
         }
     }
-}
-
-/// Items dropped for `reason`, summed over `stripes`.
-fn get_drop(stripes: &[Cells], reason: Loss) -> u64 {
-    stripes
-        .iter()
-        .map(|s| s.drops[reason as usize].load(Ordering::Relaxed))
-        .sum()
 }
 
 #[cfg(test)]
