@@ -165,10 +165,10 @@ const MISS_RETRY: Duration = Duration::from_secs(1);
 /// Attributions by cgroup id, resolved through the first pid seen in each.
 #[derive(Default)]
 pub struct AttributionCache {
-    by_cgroup: HashMap<u64, Arc<Attribution>>,
+    by_cgroup: HashMap<u64, Arc<Attribution>, foldhash::fast::RandomState>,
     /// Cgroups whose process had exited when asked, and when: asked again
     /// only after [`MISS_RETRY`], so a burst of late events costs one read.
-    misses: HashMap<u64, Instant>,
+    misses: HashMap<u64, Instant, foldhash::fast::RandomState>,
     unknown: Arc<Attribution>,
 }
 

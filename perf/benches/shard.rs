@@ -26,7 +26,7 @@ use tapwire_perf::capacity::frames::{self, Exchange};
 use tapwire_store::announce::Announcer;
 use tapwire_store::counters::Counters;
 use tapwire_store::s3::AccessUrl;
-use tapwire_store::{Digest, EventStore, Object, ObjectStore, StoreStats, Ticket};
+use tapwire_store::{EventStore, Object, ObjectStore, StoreStats, Ticket};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -105,8 +105,8 @@ impl ObjectStore for Uploaded {
         self.announcer
             .settle_duplicate(&self.counters, &object, ticket);
     }
-    fn access_url(&self, digest: &Digest) -> Option<String> {
-        Some(self.url.render(digest))
+    fn access_url(&self) -> Option<&AccessUrl> {
+        Some(&self.url)
     }
     fn stats(&self) -> StoreStats {
         self.counters.snapshot()

@@ -35,29 +35,13 @@ impl Announcer {
         content_type: &str,
         deduplicated: bool,
     ) {
-        thread_local! {
-            /// The URL of the object being announced, rendered into one
-            /// buffer per thread instead of a `String` per object.
-            static URL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        let announce = |buf: &mut String| {
-            let url = self.url.as_ref().map(|u| {
-                u.render_into(digest, buf);
-                buf.as_str()
-            });
-            notice.stored(Stored {
-                store: &self.store,
-                digest,
-                size,
-                content_type,
-                url,
-                deduplicated,
-            });
-        };
-        URL.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => announce(&mut buf),
-            // Announcing from inside an announcement: a buffer of its own.
-            Err(_) => announce(&mut String::new()),
+        notice.stored(Stored {
+            store: &self.store,
+            digest,
+            size,
+            content_type,
+            url: self.url.as_ref(),
+            deduplicated,
         });
         Counters::add(&counters.here().artifact_records, 1);
     }

@@ -117,9 +117,9 @@ pub struct Stored<'a> {
     pub size: u64,
     /// Its MIME type.
     pub content_type: &'a str,
-    /// Where it can be fetched (S3: the rendered `access_url`); `None` when the
-    /// store has no address for it (stdout).
-    pub url: Option<&'a str>,
+    /// How it can be fetched (S3: the `access_url` template, filled with
+    /// `digest`); `None` when the store has no address for it (stdout).
+    pub url: Option<&'a crate::s3::AccessUrl>,
     /// The store already held these bytes: nothing new was written.
     pub deduplicated: bool,
 }

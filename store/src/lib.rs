@@ -173,8 +173,10 @@ pub trait ObjectStore: Send + Sync {
     fn put(&self, object: Object) {
         self.put_with(object, Ticket::detached());
     }
-    /// Where the object with this digest can be fetched from, for events.
-    fn access_url(&self, digest: &Digest) -> Option<String>;
+    /// How events address this store's objects (S3: its `access_url`
+    /// template, filled with an object's digest); `None`: they are not
+    /// addressed (stdout).
+    fn access_url(&self) -> Option<&s3::AccessUrl>;
     /// Counters so far.
     fn stats(&self) -> StoreStats;
     /// Delivers (or spools) what is queued, waiting at most `deadline`, then stops.

@@ -630,7 +630,7 @@ impl ObjectStore for StdoutObjectStore {
         }
     }
 
-    fn access_url(&self, _digest: &Digest) -> Option<String> {
+    fn access_url(&self) -> Option<&crate::s3::AccessUrl> {
         None
     }
 
@@ -797,7 +797,7 @@ mod tests {
                 s.store.to_owned(),
                 s.digest.to_hex().to_string(),
                 s.size,
-                s.url.map(str::to_owned),
+                s.url.map(|u| u.render(s.digest)),
             ));
         }
     }

@@ -47,6 +47,9 @@ pub struct ProcessTable {
     /// connection tracked between the program's exec and the decision
     /// reaching the probes.
     filtered_late: AtomicU64,
+    /// Bumped after any pid's entry is replaced or removed, so that a
+    /// [`ProcessCache`] knows its copies may be stale.
+    generation: AtomicU64,
 }
 
 /// The executable of a running process, from `/proc`.
@@ -121,6 +124,7 @@ impl ProcessTable {
         let mut procs = self.lock();
         if procs.len() >= MAX_PROCESSES {
             Self::evict(&mut procs);
+            self.changed();
         }
         match procs.get_mut(&pid) {
             // Records of two CPUs can arrive out of order: keep the newer exec.
@@ -135,6 +139,7 @@ impl ProcessTable {
                         exited: None,
                     },
                 );
+                self.changed();
                 skip
             }
         }
@@ -153,8 +158,12 @@ impl ProcessTable {
     /// Releases processes that exited more than [`EXITED_KEPT`] ago.
     pub fn expire(&self) {
         let now = Instant::now();
-        self.lock()
-            .retain(|_, p| p.exited.is_none_or(|t| now.duration_since(t) < EXITED_KEPT));
+        let mut procs = self.lock();
+        let before = procs.len();
+        procs.retain(|_, p| p.exited.is_none_or(|t| now.duration_since(t) < EXITED_KEPT));
+        if procs.len() != before {
+            self.changed();
+        }
     }
 
     fn evict(procs: &mut HashMap<u32, Proc>) {
@@ -162,6 +171,17 @@ impl ProcessTable {
         if procs.len() >= MAX_PROCESSES {
             procs.clear();
         }
+    }
+
+    /// An entry was replaced or removed (called with the table locked,
+    /// after the change).
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes so far that may make a [`ProcessCache`]'s copies stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The executable of `pid`: as taken at its exec or at agent start; for a
@@ -231,6 +251,41 @@ impl ProcessTable {
     }
 }
 
+/// Processes a cache holds at most; past it, it starts again.
+const MAX_CACHED: usize = 4096;
+
+/// One thread's copies of [`ProcessTable`] entries, for the lookups made
+/// per transaction: no lock, and an executable `Arc` of the thread's own, so
+/// that threads do not move one reference count's cache line between them.
+/// All copies are dropped when the table's [`ProcessTable::generation`]
+/// moves (an exec, a release).
+#[derive(Default)]
+pub struct ProcessCache {
+    generation: u64,
+    by_pid: HashMap<u32, (Option<Arc<str>>, u32), foldhash::fast::RandomState>,
+}
+
+impl ProcessCache {
+    /// The executable of `pid` and the `config::skip` bits of its program,
+    /// as [`ProcessTable::exe`] and [`ProcessTable::skip`] give them.
+    pub fn lookup(&mut self, table: &ProcessTable, pid: u32) -> &(Option<Arc<str>>, u32) {
+        let generation = table.generation();
+        if generation != self.generation || self.by_pid.len() >= MAX_CACHED {
+            self.by_pid.clear();
+            self.generation = generation;
+        }
+        self.by_pid.entry(pid).or_insert_with(|| {
+            let (exe, skip) = table.lookup(pid);
+            (exe.map(|e| Arc::from(&*e)), skip)
+        })
+    }
+
+    /// The executable of `pid` ([`ProcessTable::exe`]).
+    pub fn exe(&mut self, table: &ProcessTable, pid: u32) -> Option<Arc<str>> {
+        self.lookup(table, pid).0.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +308,30 @@ mod tests {
         // A relative name cannot stand in.
         t.exec(pid - 1, 100, b"./curl");
         assert_eq!(t.exe(pid - 1), None);
+    }
+
+    #[test]
+    fn a_cache_follows_execs_and_releases() {
+        let t = ProcessTable::default();
+        let mut cache = ProcessCache::default();
+        let pid = u32::MAX - 11;
+        t.exec(pid, 100, b"/usr/bin/curl");
+        assert_eq!(cache.exe(&t, pid).as_deref(), Some("/usr/bin/curl"));
+        // A new program in the same process is seen at once.
+        t.exec(pid, 200, b"/usr/bin/wget");
+        assert_eq!(cache.exe(&t, pid).as_deref(), Some("/usr/bin/wget"));
+        // Released: the pid is looked up again (gone: no executable).
+        t.exit(pid, 300);
+        assert_eq!(cache.exe(&t, pid).as_deref(), Some("/usr/bin/wget"));
+        t.lock().get_mut(&pid).unwrap().exited = Some(Instant::now() - EXITED_KEPT);
+        t.expire();
+        assert_eq!(cache.exe(&t, pid), None);
+        // The copy is the cache's own, not the table's reference.
+        let me = std::process::id();
+        let mine = cache.exe(&t, me).unwrap();
+        let table = t.exe(me).unwrap();
+        assert_eq!(mine, table);
+        assert!(!Arc::ptr_eq(&mine, &table));
     }
 
     #[test]

@@ -387,7 +387,7 @@ impl<'a> JsonObject<'a> {
 
     /// Starts field `key` (a plain name: written as is), as one copy of
     /// `,"key":` put together on the stack (the key's length is known where
-    /// this is inlined).
+    /// this is inlined) and copied whole ([`push_piece`]).
     #[inline(always)]
     pub fn key(&mut self, key: &str) -> &mut Self {
         let first = std::mem::take(&mut self.first);
@@ -401,13 +401,13 @@ impl<'a> JsonObject<'a> {
             self.out.extend_from_slice(b"\":");
             return self;
         }
-        let mut piece = [0u8; KEY_MAX + 4];
+        let mut piece = [0u8; PIECE];
+        let at = usize::from(!first);
         piece[0] = b',';
-        piece[1] = b'"';
-        piece[2..2 + len].copy_from_slice(key.as_bytes());
-        piece[2 + len..4 + len].copy_from_slice(b"\":");
-        self.out
-            .extend_from_slice(&piece[usize::from(first)..4 + len]);
+        piece[at] = b'"';
+        piece[at + 1..at + 1 + len].copy_from_slice(key.as_bytes());
+        piece[at + 1 + len..at + 3 + len].copy_from_slice(b"\":");
+        push_piece(self.out, &piece, at + 3 + len);
         self
     }
 
@@ -439,15 +439,23 @@ impl<'a> JsonObject<'a> {
     /// A [`Display`] value as a string, formatted straight into the buffer
     /// and escaped afterwards in the rare case it needs it.
     pub fn display(&mut self, value: &impl Display) {
-        let start = self.out.len();
-        self.out.push(b'"');
         // Writing into a `Vec` cannot fail; a `Display` that fails leaves
         // what it wrote.
-        let _ = write!(VecText(self.out), "{value}");
+        self.text_with(|out| {
+            let _ = write!(VecText(out), "{value}");
+        });
+    }
+
+    /// A string value that `write` appends as UTF-8 text straight into the
+    /// buffer, escaped afterwards in the rare case it needs it.
+    pub fn text_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.out.len();
+        self.out.push(b'"');
+        write(self.out);
         if needs_escape(&self.out[start + 1..]) {
             let text = self.out.split_off(start + 1);
             self.out.truncate(start);
-            // Only whole `&str`s were written.
+            // `write` appends text (UTF-8).
             json_string(self.out, std::str::from_utf8(&text).unwrap_or_default());
         } else {
             self.out.push(b'"');
@@ -572,6 +580,25 @@ fn push_uint(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
+/// Bytes of a key piece: `,"`, the key, `":`.
+const PIECE: usize = KEY_MAX + 4;
+
+/// Appends the first `len` bytes of `piece`. All [`PIECE`] bytes are copied
+/// into the buffer's spare room, a copy of constant size the compiler
+/// inlines, and the length then set to keep `len`: a copy of `len` bytes was
+/// a `memcpy` call per key.
+#[inline(always)]
+fn push_piece(out: &mut Vec<u8>, piece: &[u8; PIECE], len: usize) {
+    debug_assert!(len <= PIECE);
+    out.reserve(PIECE);
+    let at = out.len();
+    for (slot, &b) in out.spare_capacity_mut()[..PIECE].iter_mut().zip(piece) {
+        slot.write(b);
+    }
+    // SAFETY: `PIECE >= len` bytes past `at` were written just above.
+    unsafe { out.set_len(at + len.min(PIECE)) };
+}
+
 /// Formats into the end of a `Vec`.
 struct VecText<'a>(&'a mut Vec<u8>);
 
@@ -582,12 +609,65 @@ impl Write for VecText<'_> {
     }
 }
 
-/// Whether `text` holds a byte that a JSON string must escape. No early
-/// exit, so the check runs over whole vectors.
+/// Whether `text` holds a byte that a JSON string must escape: 16 bytes at a
+/// time with SSE2 (every x86-64 has it), else 8 at a time in a word. A fold
+/// over the bytes compiled to a byte-by-byte loop, run over every string of
+/// every event.
 fn needs_escape(text: &[u8]) -> bool {
-    text.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    })
+    #[cfg(target_arch = "x86_64")]
+    return needs_escape_sse2(text);
+    #[cfg(not(target_arch = "x86_64"))]
+    return needs_escape_words(text);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn needs_escape_sse2(text: &[u8]) -> bool {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    let mut chunks = text.chunks_exact(16);
+    // SAFETY: SSE2 is part of x86-64; each load reads one whole 16-byte chunk
+    // of `text` (unaligned loads allowed).
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let last_control = _mm_set1_epi8(0x1f);
+        for chunk in &mut chunks {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+            // A byte is a control character when min(b, 0x1f) == b.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, last_control), v);
+            let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+            if _mm_movemask_epi8(_mm_or_si128(control, special)) != 0 {
+                return true;
+            }
+        }
+    }
+    chunks.remainder().iter().any(|&b| escapes(b))
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn needs_escape_words(text: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Nonzero when some byte of `w` is below `n` (n <= 0x80).
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGHS;
+    let mut chunks = text.chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        let hits = below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1);
+        if hits != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| escapes(b))
+}
+
+/// Whether JSON escapes byte `b` in a string.
+fn escapes(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// `value` as a JSON string: copied whole unless it holds a character JSON
@@ -840,6 +920,58 @@ mod tests {
         e.key(long).uint(1u64);
         e.end();
         assert_eq!(out, format!("{{\"type\":\"x\",\"{long}\":1}}").as_bytes());
+    }
+
+    #[test]
+    fn an_escape_is_found_at_every_place_in_every_length() {
+        for len in 0..48 {
+            let plain = vec![b'a'; len];
+            let needs = |text: &[u8]| {
+                let (found, words) = (needs_escape(text), needs_escape_words(text));
+                assert_eq!(found, words, "{text:?}");
+                found
+            };
+            assert!(!needs(&plain), "{len}");
+            assert!(!needs(&vec![0xff; len]), "{len} high bytes");
+            assert!(!needs(&vec![0x7f; len]), "{len} DEL");
+            for at in 0..len {
+                for special in [b'"', b'\\', b'\n', 0x00, 0x1f] {
+                    let mut text = plain.clone();
+                    text[at] = special;
+                    assert!(needs(&text), "{len} {at} {special}");
+                }
+                let mut text = plain.clone();
+                text[at] = 0x20;
+                assert!(!needs(&text), "{len} {at} space");
+                text[at] = 0x80;
+                assert!(!needs(&text), "{len} {at} 0x80");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_of_every_length_up_to_the_piece_and_numbers_of_every_width() {
+        // Every key length the stack piece takes, first in its object and
+        // not, each followed by a number of a different width.
+        let mut numbers = vec![0u64, u64::MAX];
+        numbers.extend((0..20).map(|p| 10u64.pow(p)));
+        numbers.extend((1..20).map(|p| 10u64.pow(p) - 1));
+        for len in 0..=KEY_MAX {
+            let key = "k".repeat(len);
+            for (i, n) in numbers.iter().enumerate() {
+                let mut out = b"[".to_vec();
+                let mut e = JsonObject::new(&mut out);
+                e.key(&key).uint(*n);
+                e.key(&key[..len / 2]).uint(numbers[numbers.len() - 1 - i]);
+                e.end();
+                let want = format!(
+                    "[{{\"{key}\":{n},\"{}\":{}}}",
+                    &key[..len / 2],
+                    numbers[numbers.len() - 1 - i]
+                );
+                assert_eq!(String::from_utf8(out).unwrap(), want);
+            }
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
 
 use std::fmt::Write as _;
 
-use crate::capture::procs::ProcessTable;
+use crate::capture::procs::{ProcessCache, ProcessTable};
 use crate::plugins::Format;
 use crate::plugins::detect::{DetectErrors, Firing};
 use crate::plugins::fields::TxnFields;
@@ -39,7 +39,7 @@ use super::digests::DigestCache;
 use super::records::ArtifactRecords;
 
 use super::shard::{Output, Sink};
-use super::txn::ObjectRef;
+use super::txn::{ObjectRef, UrlTemplates};
 use crate::attribution::{AttributionCache, Origin};
 
 /// Events a shard holds for their objects at most; past it the shard waits for
@@ -109,7 +109,7 @@ impl Fanout {
     /// event until they are kept (see the module doc); emits whatever held
     /// events are ready.
     pub fn deliver(&self, mut item: Output, look: &mut Lookups, held: &mut Held) {
-        if self.filtered(&item) {
+        if self.filtered(&item, &mut look.procs) {
             self.processes.count_filtered_late();
             return;
         }
@@ -131,7 +131,7 @@ impl Fanout {
             // The executable is looked up only for rules, access logs, error
             // detection and Qtap's layouts; the URL only for the first three.
             let exe = if rules || stack.capture.format != Format::Parts {
-                self.processes.exe(txn.conn.pid)
+                look.procs.exe(&self.processes, txn.conn.pid)
             } else {
                 None
             };
@@ -182,7 +182,10 @@ impl Fanout {
                     content_type,
                     bytes,
                 };
-                let url = stores.iter().find_map(|s| s.access_url(&object.digest));
+                let url = stores
+                    .iter()
+                    .find_map(|s| s.access_url())
+                    .map(|u| look.urls.copy_of(u));
                 refs.push(ObjectRef {
                     role,
                     digest: object.digest,
@@ -227,7 +230,7 @@ impl Fanout {
     /// True if a `tap.filters` entry skips what `item` carries. The probes
     /// apply filters from the moment user space decides them (at the
     /// program's exec); a connection tracked before that still arrives here.
-    fn filtered(&self, item: &Output) -> bool {
+    fn filtered(&self, item: &Output, procs: &mut ProcessCache) -> bool {
         if !self.processes.has_filters() {
             return false;
         }
@@ -236,7 +239,7 @@ impl Fanout {
             Output::Opened(info) => (info.pid, None),
             Output::Closed(summary) => (summary.conn.pid, None),
         };
-        let skip = self.processes.skip(pid);
+        let skip = procs.lookup(&self.processes, pid).1;
         if skip == 0 {
             return false;
         }
@@ -297,7 +300,7 @@ impl Fanout {
                     host: &look.host,
                     place: &place,
                 };
-                let exe = self.processes.exe(txn.conn.pid);
+                let exe = look.procs.exe(&self.processes, txn.conn.pid);
                 if event {
                     batch::emit_with(&self.events, |out| {
                         txn.write_event_json(out, refs, exe.as_deref(), &origin);
@@ -347,6 +350,10 @@ pub struct Lookups {
     request_ids: RequestIds,
     /// Digests of this shard's recent objects.
     digests: DigestCache,
+    /// This shard's copies of the process table's entries.
+    procs: ProcessCache,
+    /// This shard's copies of its stores' URL templates.
+    urls: UrlTemplates,
 }
 
 impl Lookups {
@@ -358,6 +365,8 @@ impl Lookups {
             url: String::new(),
             request_ids: RequestIds::new(),
             digests: DigestCache::default(),
+            procs: ProcessCache::default(),
+            urls: UrlTemplates::default(),
         }
     }
 }
@@ -532,6 +541,7 @@ mod tests {
     struct Keep {
         id: &'static str,
         got: Mutex<Vec<tapwire_store::Digest>>,
+        url: tapwire_store::s3::AccessUrl,
     }
 
     impl Keep {
@@ -539,6 +549,7 @@ mod tests {
             Arc::new(Keep {
                 id,
                 got: Mutex::default(),
+                url: tapwire_store::s3::AccessUrl::new("s3://here/{{DIGEST}}", "s3", "here", id),
             })
         }
     }
@@ -554,14 +565,14 @@ mod tests {
                     digest: &object.digest,
                     size: object.bytes.len() as u64,
                     content_type: &object.content_type,
-                    url: Some("s3://here"),
+                    url: Some(&self.url),
                     deduplicated: false,
                 });
             }
             self.got.lock().unwrap().push(object.digest);
             ticket.kept();
         }
-        fn access_url(&self, _: &tapwire_store::Digest) -> Option<String> {
+        fn access_url(&self) -> Option<&tapwire_store::s3::AccessUrl> {
             None
         }
         fn stats(&self) -> StoreStats {
@@ -642,7 +653,7 @@ mod tests {
             assert_eq!(record["role"], "request_headers");
             assert_eq!(record["artifact_type"], "req-headers");
             assert_eq!(record["store"], "b");
-            assert_eq!(record["url"], "s3://here");
+            assert_eq!(record["url"], format!("s3://here/{}", digest.to_hex()));
             assert_eq!(
                 record["summary"],
                 serde_json::json!({"method": "GET", "authority": "svc.test", "status": 200,

@@ -130,7 +130,8 @@ pub struct RequestRecord {
     protocol: Protocol,
     tls: bool,
     /// The `summary` object's JSON, written once for all the request's events.
-    summary: OnceLock<Box<[u8]>>,
+    /// Kept as written (not shrunk to fit: that was a reallocation).
+    summary: OnceLock<Vec<u8>>,
 }
 
 impl RequestRecord {
@@ -184,7 +185,12 @@ impl RequestRecord {
         e.key("digest").digest(stored.digest);
         e.key("size").uint(stored.size);
         e.key("content_type").str(stored.content_type);
-        e.key("url").opt_str(stored.url);
+        match stored.url {
+            Some(url) => e
+                .key("url")
+                .text_with(|out| url.write_to(stored.digest, out)),
+            None => e.key("url").null(),
+        }
         e.key("store").str(stored.store);
         e.key("deduplicated").bool(stored.deduplicated);
         e.key("summary")
@@ -196,7 +202,7 @@ impl RequestRecord {
     /// The `summary` object: what the request was, and which process made it.
     /// Written field by field like the event; a test holds it to what serde
     /// writes for the same fields.
-    fn summary_json(&self) -> Box<[u8]> {
+    fn summary_json(&self) -> Vec<u8> {
         let looked_up;
         let exe = match &self.exe {
             Some(exe) => Some(&**exe),
@@ -216,12 +222,12 @@ impl RequestRecord {
         s.key("pid").uint(self.pid);
         s.key("exe").opt_str(exe);
         s.end();
-        out.into_boxed_slice()
+        out
     }
 }
 
 /// Bytes a `summary` object usually fits in.
-const SUMMARY_CAPACITY: usize = 192;
+const SUMMARY_CAPACITY: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -230,6 +236,7 @@ mod tests {
     use serde::Serialize;
     use std::time::Duration;
     use tapwire_store::StoreStats;
+    use tapwire_store::s3::AccessUrl;
 
     /// Keeps the events it receives.
     struct Count(&'static str, Mutex<Vec<Bytes>>);
@@ -339,20 +346,28 @@ mod tests {
             (
                 ObjectRole::RequestBody,
                 Some(5),
-                Some("https://s3.example/b/\"k\"\n"),
+                Some("https://s3.example/b/\"k\"\n{{DIGEST}}"),
                 true,
             ),
             (ObjectRole::ResponseHeaders, Some(0), Some(""), false),
             (ObjectRole::ResponseBody, Some(u32::MAX), None, true),
-            (ObjectRole::HttpTransaction, None, Some("http://x/"), false),
+            (
+                ObjectRole::HttpTransaction,
+                None,
+                Some("http://x/{{DIGEST}}"),
+                false,
+            ),
         ] {
+            let template = url.map(|t| AccessUrl::new(t, "https", "s3.example", "b"));
+            let rendered = template.as_ref().map(|u| u.render(&digest));
+            let url = rendered.as_deref();
             let record = record(ArtifactRecords::new(Vec::new(), Arc::default()), stream_id);
             let stored = Stored {
                 store: "s\u{7}3 é",
                 digest: &digest,
                 size: u64::MAX,
                 content_type: "text/plain; charset=\"utf-8\"\t",
-                url,
+                url: template.as_ref(),
                 deduplicated,
             };
             let mut ours = Vec::new();
@@ -446,7 +461,7 @@ mod tests {
             })
             .unwrap();
             assert_eq!(
-                String::from_utf8(record.summary_json().into_vec()).unwrap(),
+                String::from_utf8(record.summary_json()).unwrap(),
                 String::from_utf8(reference).unwrap()
             );
         }

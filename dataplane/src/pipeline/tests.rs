@@ -979,7 +979,12 @@ fn transaction_events_are_written_as_serde_writes_the_same_fields() {
             digest: blake3::hash(b"request headers"),
             size: 78,
             content_type: "application/http-headers".into(),
-            url: Some("https://s3.example/b/5d1c?x=\"1\"".into()),
+            url: Some(std::sync::Arc::new(tapwire_store::s3::AccessUrl::new(
+                "https://s3.example/b/{{DIGEST}}?x=\"1\"",
+                "https",
+                "s3.example",
+                "b",
+            ))),
             kept: true,
         },
         super::txn::ObjectRef {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use compact_str::CompactString;
 use serde::Serialize;
+use tapwire_store::s3::AccessUrl;
 
 use super::budget::{Budget, Charge};
 use super::event_fields::{self, MaskedTarget, Url, WallTime};
@@ -403,27 +404,75 @@ impl ObjectRole {
 }
 
 /// An object as an event refers to it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ObjectRef {
     /// Which part.
     pub role: ObjectRole,
     /// BLAKE3 of its bytes (written as hex).
-    #[serde(serialize_with = "digest_hex")]
     pub digest: blake3::Hash,
     /// Bytes.
     pub size: usize,
     /// MIME type.
     pub content_type: Arc<str>,
-    /// Rendered `access_url` of the first object store that has one; `None`
-    /// when the object was not kept.
-    pub url: Option<String>,
+    /// The `access_url` template of the first object store that has one,
+    /// filled with `digest` as the event is written; `None` when the object
+    /// was not kept. The shard's own copy ([`UrlTemplates`]).
+    pub url: Option<Arc<AccessUrl>>,
     /// Every object store kept the object (spooled it, or wrote it out); `false`
     /// when one refused it (full spool or disk, full queue, write error).
     pub kept: bool,
 }
 
-fn digest_hex<S: serde::Serializer>(digest: &blake3::Hash, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(tapwire_store::hex::DigestHex::new(digest).as_str())
+impl ObjectRef {
+    /// The object's URL as text (events write it without this string).
+    pub fn url_text(&self) -> Option<String> {
+        self.url.as_ref().map(|u| u.render(&self.digest))
+    }
+}
+
+impl Serialize for ObjectRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut o = s.serialize_struct("ObjectRef", 6)?;
+        o.serialize_field("role", &self.role)?;
+        o.serialize_field(
+            "digest",
+            tapwire_store::hex::DigestHex::new(&self.digest).as_str(),
+        )?;
+        o.serialize_field("size", &self.size)?;
+        o.serialize_field("content_type", &self.content_type)?;
+        o.serialize_field("url", &self.url_text())?;
+        o.serialize_field("kept", &self.kept)?;
+        o.end()
+    }
+}
+
+/// One shard's copies of its object stores' `access_url` templates, which
+/// its [`ObjectRef`]s hold until their events are written: a reference
+/// count only that shard touches, where one `Arc` per store was a cache line
+/// every shard would move, and a rendered `String` per object an allocation.
+#[derive(Debug, Default)]
+pub struct UrlTemplates {
+    held: Vec<Arc<AccessUrl>>,
+}
+
+/// Templates a shard keeps before letting go of those no event holds (more
+/// come only when a reload changes a store's `access_url`).
+const URL_TEMPLATES_KEPT: usize = 8;
+
+impl UrlTemplates {
+    /// The shard's copy of `url`.
+    pub fn copy_of(&mut self, url: &AccessUrl) -> Arc<AccessUrl> {
+        if let Some(held) = self.held.iter().find(|h| ***h == *url) {
+            return Arc::clone(held);
+        }
+        if self.held.len() >= URL_TEMPLATES_KEPT {
+            self.held.retain(|h| Arc::strong_count(h) > 1);
+        }
+        let copy = Arc::new(url.clone());
+        self.held.push(Arc::clone(&copy));
+        copy
+    }
 }
 
 /// MIME type of header-block objects.
@@ -637,7 +686,12 @@ impl Transaction {
             o.key("digest").digest(&object.digest);
             o.key("size").uint(object.size as u64);
             o.key("content_type").str(&object.content_type);
-            o.key("url").opt_str(object.url.as_deref());
+            match &object.url {
+                Some(url) => o
+                    .key("url")
+                    .text_with(|out| url.write_to(&object.digest, out)),
+                None => o.key("url").null(),
+            }
             o.key("kept").bool(object.kept);
             o.end();
         }
@@ -887,6 +941,34 @@ pub(crate) fn event_bytes(event: &impl Serialize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::HeaderFields;
+
+    #[test]
+    fn a_shard_holds_one_copy_per_template_and_lets_go_of_unheld_ones() {
+        use super::{AccessUrl, URL_TEMPLATES_KEPT, UrlTemplates};
+        use std::sync::Arc;
+        let mut urls = UrlTemplates::default();
+        let template =
+            |n: usize| AccessUrl::new(&format!("s3://b/{n}/{{{{DIGEST}}}}"), "s3", "e", "b");
+        let first = urls.copy_of(&template(0));
+        let again = urls.copy_of(&template(0));
+        assert!(Arc::ptr_eq(&first, &again), "one copy per template");
+        // Reloads that change the template: copies no reference holds go
+        // once the kept number is reached; held ones stay.
+        for n in 1..=3 * URL_TEMPLATES_KEPT {
+            let _ = urls.copy_of(&template(n));
+        }
+        assert!(
+            urls.held.len() <= URL_TEMPLATES_KEPT + 1,
+            "{}",
+            urls.held.len()
+        );
+        assert!(urls.held.iter().any(|h| Arc::ptr_eq(h, &first)));
+        let digest = blake3::hash(b"x");
+        assert_eq!(
+            first.render(&digest),
+            format!("s3://b/0/{}", digest.to_hex())
+        );
+    }
 
     #[test]
     fn body_mime_types_are_shared_while_recent() {

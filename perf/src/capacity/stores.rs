@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tapwire_store::{Digest, EventStore, Object, ObjectStore, StoreStats, Ticket};
+use tapwire_store::{EventStore, Object, ObjectStore, StoreStats, Ticket};
 
 /// Counts items and bytes.
 #[derive(Default)]
@@ -65,7 +65,7 @@ impl ObjectStore for Counting {
         self.add(object.bytes.len());
         ticket.kept();
     }
-    fn access_url(&self, _digest: &Digest) -> Option<String> {
+    fn access_url(&self) -> Option<&tapwire_store::s3::AccessUrl> {
         None
     }
     fn stats(&self) -> StoreStats {

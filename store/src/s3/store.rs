@@ -359,8 +359,8 @@ impl ObjectStore for S3Store {
         self.queue.push(object, ticket);
     }
 
-    fn access_url(&self, digest: &Digest) -> Option<String> {
-        Some(self.access_url.render(digest))
+    fn access_url(&self) -> Option<&AccessUrl> {
+        Some(&self.access_url)
     }
 
     fn stats(&self) -> StoreStats {
@@ -427,24 +427,23 @@ impl AccessUrl {
 
     /// The URL of the object with `digest`.
     pub fn render(&self, digest: &Digest) -> String {
-        let mut url = String::new();
-        self.render_into(digest, &mut url);
-        url
+        let mut url = Vec::new();
+        self.write_to(digest, &mut url);
+        String::from_utf8(url).expect("pieces and hex digits are text")
     }
 
-    /// Writes the URL of `digest` into `url`, replacing what it held (a
-    /// buffer reused across objects allocates once).
-    pub fn render_into(&self, digest: &Digest, url: &mut String) {
+    /// Appends the URL of `digest` to `out`: events write it straight into
+    /// their buffer, with no string per object.
+    pub fn write_to(&self, digest: &Digest, out: &mut Vec<u8>) {
         let hex = crate::hex::DigestHex::new(digest);
         let len = self.pieces.iter().map(String::len).sum::<usize>()
             + crate::hex::DIGEST_HEX_LEN * (self.pieces.len() - 1);
-        url.clear();
-        url.reserve(len);
+        out.reserve(len);
         for (i, piece) in self.pieces.iter().enumerate() {
             if i > 0 {
-                url.push_str(hex.as_str());
+                out.extend_from_slice(hex.as_bytes());
             }
-            url.push_str(piece);
+            out.extend_from_slice(piece.as_bytes());
         }
     }
 }
