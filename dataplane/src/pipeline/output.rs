@@ -315,6 +315,7 @@ impl Fanout {
                         &origin,
                     ));
                 }
+                txn.recycle();
                 return;
             }
             Output::Opened(info) => {

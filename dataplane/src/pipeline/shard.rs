@@ -856,7 +856,7 @@ impl<S: Sink> Shard<S> {
         conn.stop_parsing();
         for mut txn in conn.pending.drain(..) {
             txn.truncated |= !txn.response.complete;
-            self.emit(Output::Txn(Box::new(txn)));
+            self.emit(Output::Txn(txn.boxed()));
         }
         if let Some(info) = conn.info {
             let summary = ConnSummary {
@@ -880,7 +880,7 @@ impl<S: Sink> Shard<S> {
         let pending: Vec<Transaction> = conn.pending.drain(..).collect();
         for mut txn in pending {
             txn.truncated = true;
-            self.emit(Output::Txn(Box::new(txn)));
+            self.emit(Output::Txn(txn.boxed()));
         }
     }
 
@@ -889,7 +889,7 @@ impl<S: Sink> Shard<S> {
     fn emit_done(&mut self) {
         let mut done = std::mem::take(&mut self.done);
         for txn in done.drain(..) {
-            self.emit(Output::Txn(Box::new(txn)));
+            self.emit(Output::Txn(txn.boxed()));
         }
         self.done = done;
     }

@@ -1,6 +1,7 @@
 //! HTTP transactions and connection summaries as they leave a shard, and their
 //! event JSON (schema in `docs/stdout.md`).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -61,10 +62,16 @@ impl HeaderFields {
     /// Fields copied from a parsed header block (bytes that are not UTF-8
     /// replaced, as `String::from_utf8_lossy` does).
     pub fn from_block(block: tapwire_http::Headers<'_>) -> Self {
+        // Into the buffers of a finished transaction's fields when this
+        // thread has some ([`HeaderFields::recycle`]).
+        let HeaderFields { text, mut ends } = SPARE_FIELDS
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_default();
         // Copied as bytes and checked as UTF-8 once for the whole block;
         // a block that is not UTF-8 is copied again field by field.
-        let mut text = Vec::with_capacity(block.byte_len());
-        let mut ends = Vec::with_capacity(block.len());
+        let mut text = text.into_bytes();
+        text.reserve(block.byte_len());
+        ends.reserve(block.len());
         for (name, value) in block.iter() {
             text.extend_from_slice(name);
             let name_end = offset(text.len());
@@ -82,6 +89,25 @@ impl HeaderFields {
                 fields
             }
         }
+    }
+
+    /// Keeps these fields' buffers, emptied, for this thread's next header
+    /// block: a shard's transactions then take no allocation for their
+    /// fields once it has finished a few. Small buffers only, and a bounded
+    /// number of them ([`SPARE_FIELDS_MAX`] × [`SPARE_TEXT_MAX`] bytes per
+    /// thread at most).
+    pub fn recycle(mut self) {
+        if self.text.capacity() > SPARE_TEXT_MAX || self.ends.capacity() > SPARE_TEXT_MAX / 16 {
+            return;
+        }
+        self.text.clear();
+        self.ends.clear();
+        SPARE_FIELDS.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_FIELDS_MAX {
+                spare.push(self);
+            }
+        });
     }
 
     /// Appends the fields of a parsed header block (trailers).
@@ -144,6 +170,22 @@ impl HeaderFields {
         self.ends.is_empty()
     }
 }
+
+thread_local! {
+    /// Emptied fields of this thread's finished transactions.
+    static SPARE_FIELDS: RefCell<Vec<HeaderFields>> = const { RefCell::new(Vec::new()) };
+    /// Boxes of this thread's finished transactions, emptied: the boxes
+    /// themselves are what is kept, each handed out again whole.
+    #[allow(clippy::vec_box)]
+    static SPARE_BOXES: RefCell<Vec<Box<std::mem::MaybeUninit<Transaction>>>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Emptied fields, and boxes, a thread keeps at most.
+const SPARE_FIELDS_MAX: usize = 64;
+
+/// Largest text buffer kept for reuse, in bytes: most header blocks fit.
+const SPARE_TEXT_MAX: usize = 4096;
 
 /// A position in a header block's text. Header blocks are far below 4 GiB
 /// (HTTP/1 64 KiB, HTTP/2 256 KiB).
@@ -516,6 +558,76 @@ fn body_content_type(value: &str) -> Arc<str> {
 }
 
 impl Transaction {
+    /// For tests: `curl` (pid 1) on 127.0.0.1:50000 sending `GET /x` over
+    /// HTTP/1.1 to 127.0.0.1:80, answered 200 after 1 ms, with empty
+    /// messages; tests change what they look at.
+    #[cfg(test)]
+    pub fn for_test() -> Self {
+        Transaction {
+            conn: ConnInfo {
+                conn_id: 7,
+                pid: 1,
+                tid: 1,
+                comm: "curl".into(),
+                cgroup_id: 1,
+                local: "127.0.0.1:50000".parse().expect("address"),
+                remote: "127.0.0.1:80".parse().expect("address"),
+                role: super::input::Role::Client,
+                ts_ns: 1,
+            },
+            request_id: 1,
+            tid: 1,
+            stream_id: None,
+            egress: true,
+            protocol: Protocol::Http1,
+            tls: false,
+            tls_sni: None,
+            method: "GET".into(),
+            authority: Some("a.test".into()),
+            path: "/x".into(),
+            status: Some(200),
+            grpc_status: None,
+            request: Message::default(),
+            response: Message::default(),
+            start_ns: 1_000_000_000,
+            end_ns: 1_001_000_000,
+            truncated: false,
+            gap: false,
+            incomplete_headers: false,
+        }
+    }
+
+    /// `self` boxed, in the box of a finished transaction when this thread
+    /// has one ([`Transaction::recycle`]).
+    pub fn boxed(self) -> Box<Transaction> {
+        match SPARE_BOXES.with(|spare| spare.borrow_mut().pop()) {
+            Some(spare) => Box::write(spare, self),
+            None => Box::new(self),
+        }
+    }
+
+    /// Done with: its header fields' buffers ([`HeaderFields::recycle`]) and
+    /// its box go to this thread's next transactions. Everything else it
+    /// held (bodies, names) is dropped now.
+    pub fn recycle(mut self: Box<Self>) {
+        std::mem::take(&mut self.request.headers).recycle();
+        std::mem::take(&mut self.response.headers).recycle();
+        let raw = Box::into_raw(self);
+        // SAFETY: `raw` is a live, owned `Transaction` (from the box), dropped
+        // here once; the box is then kept as the uninitialised memory it now
+        // is (`MaybeUninit<T>` has `T`'s layout) or freed as such.
+        let spare = unsafe {
+            std::ptr::drop_in_place(raw);
+            Box::from_raw(raw.cast::<std::mem::MaybeUninit<Transaction>>())
+        };
+        SPARE_BOXES.with(|boxes| {
+            let mut boxes = boxes.borrow_mut();
+            if boxes.len() < SPARE_FIELDS_MAX {
+                boxes.push(spare);
+            }
+        });
+    }
+
     /// The destination's domain: the TLS server name when the connection
     /// sent one, else the host of `Host`/`:authority` (the domain
     /// `tap.endpoints` and `dst.domain` use).
@@ -1016,6 +1128,47 @@ mod tests {
         assert_eq!(fields.get("hostt"), None);
         assert!(HeaderFields::default().is_empty());
         assert_eq!(HeaderFields::default().get("host"), None);
+    }
+
+    #[test]
+    fn recycled_fields_and_boxes_keep_nothing_of_the_transaction_before() {
+        use super::{SPARE_BOXES, SPARE_FIELDS, Transaction};
+        use tapwire_http::FieldSpan;
+        let span = |name: (u32, u32), value: (u32, u32)| FieldSpan {
+            name_start: name.0,
+            name_len: name.1,
+            value_start: value.0,
+            value_len: value.1,
+        };
+        std::thread::spawn(move || {
+            let first = b"Authorization: Bearer secret-token\r\nX-Long: 0123456789\r\n";
+            let spans = [span((0, 13), (15, 19)), span((36, 6), (44, 10))];
+            let mut txn = Transaction::for_test();
+            txn.request.headers =
+                HeaderFields::from_block(tapwire_http::Headers::new(first, &spans));
+            txn.response.headers =
+                HeaderFields::from_block(tapwire_http::Headers::new(first, &spans[1..]));
+            txn.path = "/old".into();
+            txn.boxed().recycle();
+            assert_eq!(SPARE_FIELDS.with(|s| s.borrow().len()), 2);
+            assert_eq!(SPARE_BOXES.with(|s| s.borrow().len()), 1);
+            // The next transaction on this thread reuses both buffers and
+            // the box, and holds only its own fields.
+            let next = b"Host: a\r\n";
+            let fields =
+                HeaderFields::from_block(tapwire_http::Headers::new(next, &[span((0, 4), (6, 1))]));
+            assert_eq!(fields.iter().collect::<Vec<_>>(), [("Host", "a")]);
+            assert_eq!(fields.get("authorization"), None);
+            assert_eq!(SPARE_FIELDS.with(|s| s.borrow().len()), 1, "buffers reused");
+            let mut txn = Transaction::for_test();
+            txn.path = "/new".into();
+            let boxed = txn.boxed();
+            assert_eq!(SPARE_BOXES.with(|s| s.borrow().len()), 0, "box reused");
+            assert_eq!(boxed.path, "/new");
+            assert!(boxed.request.headers.is_empty());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -249,8 +249,7 @@ fn json(txn: &TxnFields<'_>, mode: Level) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::input::{ConnInfo, Role};
-    use crate::pipeline::txn::{Protocol, Transaction};
+    use crate::pipeline::txn::Transaction;
 
     fn message(headers: &[(&str, &str)], body: &[u8]) -> Message {
         let mut m = Message::default();
@@ -262,38 +261,23 @@ mod tests {
     }
 
     fn txn() -> Transaction {
-        Transaction {
-            conn: ConnInfo {
-                conn_id: 7,
-                pid: 4121,
-                tid: 4121,
-                comm: "curl".into(),
-                cgroup_id: 1,
-                local: "10.0.0.2:50000".parse().unwrap(),
-                remote: "203.0.113.9:443".parse().unwrap(),
-                role: Role::Client,
-                ts_ns: 1,
-            },
-            request_id: 1,
-            tid: 4121,
-            stream_id: None,
-            egress: true,
-            protocol: Protocol::Http1,
-            tls: true,
-            tls_sni: None,
-            method: "POST".into(),
-            authority: Some("api.example.com".into()),
-            path: "/v1/x".into(),
-            status: Some(201),
-            grpc_status: None,
-            request: message(&[("Host", "api.example.com")], &[0xff, 0xfe]),
-            response: message(&[("Content-Type", "text/plain")], b"made\nit\n"),
-            start_ns: 1_000_000,
-            end_ns: 13_500_000,
-            truncated: false,
-            gap: false,
-            incomplete_headers: false,
-        }
+        let mut t = Transaction::for_test();
+        (t.conn.pid, t.conn.tid, t.tid) = (4121, 4121, 4121);
+        (t.conn.local, t.conn.remote) = (
+            "10.0.0.2:50000".parse().unwrap(),
+            "203.0.113.9:443".parse().unwrap(),
+        );
+        (t.tls, t.method, t.authority, t.path, t.status) = (
+            true,
+            "POST".into(),
+            Some("api.example.com".into()),
+            "/v1/x".into(),
+            Some(201),
+        );
+        t.request = message(&[("Host", "api.example.com")], &[0xff, 0xfe]);
+        t.response = message(&[("Content-Type", "text/plain")], b"made\nit\n");
+        (t.start_ns, t.end_ns) = (1_000_000, 13_500_000);
+        t
     }
 
     fn fields<'a>(txn: &'a Transaction, exe: Option<&'a str>) -> TxnFields<'a> {

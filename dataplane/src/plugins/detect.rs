@@ -823,8 +823,7 @@ pub fn issue_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::input::{ConnInfo, Role};
-    use crate::pipeline::txn::{Message, Protocol};
+    use crate::pipeline::txn::Message;
 
     /// A GET of `/x` answered by `status` with `content_type` and `body`,
     /// taking `ms` milliseconds.
@@ -833,37 +832,12 @@ mod tests {
         response.headers = [("Content-Type", content_type)].into_iter().collect();
         response.body = body.to_vec();
         response.body_bytes = body.len() as u64;
+        let base = Transaction::for_test();
         Transaction {
-            conn: ConnInfo {
-                conn_id: 7,
-                pid: 1,
-                tid: 1,
-                comm: "curl".into(),
-                cgroup_id: 1,
-                local: "127.0.0.1:50000".parse().unwrap(),
-                remote: "127.0.0.1:80".parse().unwrap(),
-                role: Role::Client,
-                ts_ns: 1,
-            },
-            request_id: 1,
-            tid: 1,
-            stream_id: None,
-            egress: true,
-            protocol: Protocol::Http1,
-            tls: false,
-            tls_sni: None,
-            method: "GET".into(),
-            authority: Some("a.test".into()),
-            path: "/x".into(),
             status: Some(status),
-            grpc_status: None,
-            request: Message::default(),
             response,
-            start_ns: 1_000_000_000,
-            end_ns: 1_000_000_000 + ms * 1_000_000,
-            truncated: false,
-            gap: false,
-            incomplete_headers: false,
+            end_ns: base.start_ns + ms * 1_000_000,
+            ..base
         }
     }
 

@@ -199,7 +199,7 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::input::{ConnInfo, Role};
+    use crate::pipeline::input::Role;
     use crate::pipeline::txn::Message;
 
     fn body_of(bytes: u64) -> Message {
@@ -210,38 +210,18 @@ mod tests {
 
     /// A `TRACE` over gRPC answered 1xx, ingress.
     fn txn(ms: u64) -> Transaction {
-        Transaction {
-            conn: ConnInfo {
-                conn_id: 1,
-                pid: 2,
-                tid: 2,
-                comm: "t".into(),
-                cgroup_id: 1,
-                local: "127.0.0.1:80".parse().unwrap(),
-                remote: "127.0.0.1:50000".parse().unwrap(),
-                role: Role::Server,
-                ts_ns: 1,
-            },
-            request_id: 1,
-            tid: 2,
-            stream_id: Some(1),
-            egress: false,
-            protocol: Protocol::Grpc,
-            tls: false,
-            tls_sni: None,
-            method: "TRACE".into(),
-            authority: None,
-            path: "/".into(),
-            status: Some(101),
-            grpc_status: None,
-            request: body_of(3),
-            response: body_of(5),
-            start_ns: 0,
-            end_ns: ms * 1_000_000,
-            truncated: false,
-            gap: false,
-            incomplete_headers: false,
-        }
+        let mut t = Transaction::for_test();
+        (t.conn.pid, t.conn.tid, t.tid, t.conn.comm) = (2, 2, 2, "t".into());
+        (t.conn.local, t.conn.remote) = (
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:50000".parse().unwrap(),
+        );
+        (t.conn.conn_id, t.conn.role, t.egress) = (1, Role::Server, false);
+        (t.stream_id, t.protocol, t.method, t.authority, t.path) =
+            (Some(1), Protocol::Grpc, "TRACE".into(), None, "/".into());
+        (t.status, t.request, t.response) = (Some(101), body_of(3), body_of(5));
+        (t.start_ns, t.end_ns) = (0, ms * 1_000_000);
+        t
     }
 
     #[test]
