@@ -50,6 +50,20 @@ pub struct ProcessTable {
     /// Bumped after any pid's entry is replaced or removed, so that a
     /// [`ProcessCache`] knows its copies may be stale.
     generation: AtomicU64,
+    /// This table among all the tables of the process, so that a cache
+    /// moved to another table does not take its generation for its own.
+    id: TableId,
+}
+
+/// A number no other [`ProcessTable`] of this process has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TableId(u64);
+
+impl Default for TableId {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TableId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// The executable of a running process, from `/proc`.
@@ -261,6 +275,8 @@ const MAX_CACHED: usize = 4096;
 /// moves (an exec, a release).
 #[derive(Default)]
 pub struct ProcessCache {
+    /// The table and its generation the copies were taken from (id 0: none).
+    table: u64,
     generation: u64,
     by_pid: HashMap<u32, (Option<Arc<str>>, u32), foldhash::fast::RandomState>,
 }
@@ -270,9 +286,11 @@ impl ProcessCache {
     /// as [`ProcessTable::exe`] and [`ProcessTable::skip`] give them.
     pub fn lookup(&mut self, table: &ProcessTable, pid: u32) -> &(Option<Arc<str>>, u32) {
         let generation = table.generation();
-        if generation != self.generation || self.by_pid.len() >= MAX_CACHED {
+        if (table.id.0, generation) != (self.table, self.generation)
+            || self.by_pid.len() >= MAX_CACHED
+        {
             self.by_pid.clear();
-            self.generation = generation;
+            (self.table, self.generation) = (table.id.0, generation);
         }
         self.by_pid.entry(pid).or_insert_with(|| {
             let (exe, skip) = table.lookup(pid);
@@ -326,6 +344,14 @@ mod tests {
         t.lock().get_mut(&pid).unwrap().exited = Some(Instant::now() - EXITED_KEPT);
         t.expire();
         assert_eq!(cache.exe(&t, pid), None);
+        // Another table (another configuration's filters): nothing of the
+        // first is taken for it, whatever the two tables' generations.
+        let (first, other) = (ProcessTable::default(), ProcessTable::default());
+        first.exec(pid, 100, b"/usr/bin/curl");
+        other.exec(pid, 100, b"/usr/bin/true");
+        assert_eq!(first.generation(), other.generation());
+        assert_eq!(cache.exe(&first, pid).as_deref(), Some("/usr/bin/curl"));
+        assert_eq!(cache.exe(&other, pid).as_deref(), Some("/usr/bin/true"));
         // The copy is the cache's own, not the table's reference.
         let me = std::process::id();
         let mine = cache.exe(&t, me).unwrap();

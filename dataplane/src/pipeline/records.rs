@@ -14,6 +14,8 @@
 //! object store counts the notices it had to drop
 //! (`artifact_records_dropped`).
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,7 +33,22 @@ pub struct ArtifactRecords {
     /// Replaced whole by a reload; each record takes the current one under
     /// the lock and writes its event after letting go.
     targets: Mutex<Arc<Targets>>,
+    /// Bumped by every [`ArtifactRecords::set`]: with `id`, tells a thread
+    /// that its copy of the targets is the current one.
+    generation: AtomicU64,
+    /// These records among every `ArtifactRecords` of the process.
+    id: u64,
     processes: Arc<ProcessTable>,
+}
+
+thread_local! {
+    /// This thread's copy of the targets it last sent records to: the
+    /// records' id, their generation then, and the targets. A record takes
+    /// no lock and moves no shared reference count while they are current
+    /// (three records per transaction, from every shard and store thread).
+    /// A thread that has stopped sending keeps its copy, and the event
+    /// stores it names, until it sends again or ends.
+    static TARGETS: RefCell<Option<(u64, u64, Arc<Targets>)>> = const { RefCell::new(None) };
 }
 
 #[derive(Default)]
@@ -44,11 +61,14 @@ struct Targets {
 impl ArtifactRecords {
     /// Records emitted to `events`; executables read from `processes`.
     pub fn new(events: Vec<Arc<dyn EventStore>>, processes: Arc<ProcessTable>) -> Arc<Self> {
+        static IDS: AtomicU64 = AtomicU64::new(1);
         Arc::new(Self {
             targets: Mutex::new(Arc::new(Targets {
                 events,
                 routes: Vec::new(),
             })),
+            generation: AtomicU64::new(0),
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             processes,
         })
     }
@@ -56,10 +76,12 @@ impl ArtifactRecords {
     /// From now on, records go to `events`, as `routes` (object store id,
     /// where its records go) say.
     pub fn set(&self, events: &[Arc<dyn EventStore>], routes: Vec<(String, RecordsTo)>) {
-        *self.targets.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Targets {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        *targets = Arc::new(Targets {
             events: events.to_vec(),
             routes,
         });
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The targets now.
@@ -68,11 +90,33 @@ impl ArtifactRecords {
     }
 
     /// Sends the event `write` writes to the event stores that receive object
-    /// store `store`'s records; `write` runs only if there is one. The lock is
-    /// held only to take the current targets, not while the event is written
-    /// (every shard and store thread announces through here).
+    /// store `store`'s records; `write` runs only if there is one. The
+    /// targets are the thread's copy while current ([`TARGETS`]); else, or
+    /// when sending from inside a send, they are taken under the lock, which
+    /// is not held while the event is written.
     fn emit_with(&self, store: &str, write: impl FnOnce(&mut Vec<u8>)) {
-        let targets = self.targets();
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut write = Some(write);
+        TARGETS.with(|cell| {
+            let Ok(mut copy) = cell.try_borrow_mut() else {
+                return;
+            };
+            let current = matches!(&*copy, Some((id, g, _)) if (*id, *g) == (self.id, generation));
+            if !current {
+                *copy = Some((self.id, generation, self.targets()));
+            }
+            if let (Some((_, _, targets)), Some(write)) = (&*copy, write.take()) {
+                Self::send(targets, store, write);
+            }
+        });
+        if let Some(write) = write {
+            Self::send(&self.targets(), store, write);
+        }
+    }
+
+    /// Sends the event `write` writes to those of `targets` that receive
+    /// object store `store`'s records.
+    fn send(targets: &Targets, store: &str, write: impl FnOnce(&mut Vec<u8>)) {
         let only = match targets.routes.iter().find(|(id, _)| id == store) {
             Some((_, RecordsTo::Off)) => return,
             Some((_, RecordsTo::Store(id))) => Some(id),
@@ -316,6 +360,56 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn a_reload_reaches_a_thread_that_sent_records_before() {
+        let (old, new) = (
+            Arc::new(Count("old", Mutex::default())),
+            Arc::new(Count("new", Mutex::default())),
+        );
+        let records = ArtifactRecords::new(vec![old.clone()], Arc::default());
+        let this = record(Arc::clone(&records), None);
+        let digest = blake3::hash(b"x");
+        let send = || {
+            this.notice(0).stored(Stored {
+                store: "s3",
+                digest: &digest,
+                size: 1,
+                content_type: "text/plain",
+                url: None,
+                deduplicated: false,
+            })
+        };
+        let got = |c: &Count| c.1.lock().unwrap().len();
+        // The thread keeps a copy of the targets after its first record.
+        send();
+        send();
+        assert_eq!((got(&old), got(&new)), (2, 0));
+        let (to_new, to_old): (Arc<dyn EventStore>, Arc<dyn EventStore>) =
+            (new.clone(), old.clone());
+        records.set(std::slice::from_ref(&to_new), Vec::new());
+        send();
+        assert_eq!((got(&old), got(&new)), (2, 1), "a reload is seen at once");
+        records.set(
+            std::slice::from_ref(&to_old),
+            vec![("s3".into(), RecordsTo::Off)],
+        );
+        send();
+        assert_eq!((got(&old), got(&new)), (2, 1), "routes too");
+        // Other records on the same thread have targets of their own.
+        let elsewhere = ArtifactRecords::new(vec![new.clone()], Arc::default());
+        let other = record(elsewhere, None);
+        other.notice(0).stored(Stored {
+            store: "s3",
+            digest: &digest,
+            size: 1,
+            content_type: "text/plain",
+            url: None,
+            deduplicated: false,
+        });
+        send();
+        assert_eq!((got(&old), got(&new)), (2, 2));
     }
 
     #[test]

@@ -523,11 +523,14 @@ pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
 /// An object a transaction makes: its role, MIME type and bytes.
 pub type ObjectPart = (ObjectRole, Arc<str>, Bytes);
 
-/// [`HEADERS_CONTENT_TYPE`], one copy shared by every header-block object.
+/// [`HEADERS_CONTENT_TYPE`], one copy per thread shared by the header-block
+/// objects it makes: one copy for the whole process had a reference count
+/// that every shard moved, several times per transaction.
 pub fn headers_content_type() -> Arc<str> {
-    static SHARED: std::sync::LazyLock<Arc<str>> =
-        std::sync::LazyLock::new(|| Arc::from(HEADERS_CONTENT_TYPE));
-    Arc::clone(&SHARED)
+    thread_local! {
+        static OWN: Arc<str> = Arc::from(HEADERS_CONTENT_TYPE);
+    }
+    OWN.with(Arc::clone)
 }
 
 /// Body MIME types this thread has seen lately, shared by the objects that
@@ -1080,6 +1083,17 @@ mod tests {
             first.render(&digest),
             format!("s3://b/0/{}", digest.to_hex())
         );
+    }
+
+    #[test]
+    fn header_block_mime_type_is_one_copy_per_thread() {
+        use super::headers_content_type;
+        use std::sync::Arc;
+        let here = headers_content_type();
+        assert!(Arc::ptr_eq(&here, &headers_content_type()));
+        let there = std::thread::spawn(headers_content_type).join().unwrap();
+        assert_eq!(there, here);
+        assert!(!Arc::ptr_eq(&here, &there));
     }
 
     #[test]
