@@ -8,10 +8,12 @@
 #![no_main]
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use tapwire_fuzz::access_url::AccessUrl;
 use tapwire_fuzz::attribution::{Attribution, Origin};
 use tapwire_fuzz::pipeline::event_fields::{
     CREDENTIAL_PARAMS, MASK, MaskedTarget, Url, direction_word,
@@ -108,7 +110,11 @@ fn object(u: &mut Unstructured<'_>) -> Result<ObjectRef> {
         digest: blake3::Hash::from_bytes(u.arbitrary()?),
         size: u.arbitrary()?,
         content_type: u.arbitrary::<String>()?.into(),
-        url: u.arbitrary()?,
+        // Any template text, `{{DIGEST}}`s or none: filled as the event is
+        // written.
+        url: u
+            .arbitrary::<Option<String>>()?
+            .map(|template| Arc::new(AccessUrl::new(&template, "https", "s3.test", "b"))),
         kept: u.arbitrary()?,
     })
 }
@@ -282,7 +288,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         assert_eq!(w["digest"], o.digest.to_hex().as_str());
         assert_eq!(w["size"], o.size);
         assert_eq!(w["content_type"], &*o.content_type);
-        opt_str(&w["url"], o.url.as_deref());
+        opt_str(&w["url"], o.url_text().as_deref());
         assert_eq!(w["kept"], o.kept);
     }
 

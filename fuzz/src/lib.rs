@@ -27,5 +27,8 @@ pub mod calendar;
 #[path = "../../store/src/hex.rs"]
 pub mod hex;
 
+#[path = "../../store/src/access_url.rs"]
+pub mod access_url;
+
 /// The store crate's digest type, for `hex`.
 pub type Digest = blake3::Hash;

@@ -5,6 +5,7 @@
 //! bounded queue and the thread(s) that drain it: `emit`/`put` never block the
 //! caller, and what a full queue refuses is dropped and counted in [`StoreStats`].
 
+pub mod access_url;
 pub mod announce;
 mod backoff;
 pub mod calendar;

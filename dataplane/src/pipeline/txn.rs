@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use compact_str::CompactString;
 use serde::Serialize;
-use tapwire_store::s3::AccessUrl;
+use tapwire_store::access_url::AccessUrl;
 
 use super::budget::{Budget, Charge};
 use super::event_fields::{self, MaskedTarget, Url, WallTime};

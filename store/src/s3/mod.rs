@@ -15,6 +15,7 @@ pub mod sign;
 pub mod store;
 pub mod uploader;
 
+pub use crate::access_url::AccessUrl;
 pub use client::{ClientConfig, ClientError, Encryption, S3Client};
 pub use sign::Credentials;
-pub use store::{AccessUrl, S3Error, S3Store};
+pub use store::{S3Error, S3Store};

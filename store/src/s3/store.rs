@@ -13,11 +13,12 @@ use super::client::{ClientConfig, ClientError, S3Client};
 use super::multipart::MemoryBudget;
 use super::sign::Credentials;
 use super::uploader::{Control, UploadLogs, Uploader};
+use crate::access_url::AccessUrl;
 use crate::announce::Announcer;
 use crate::config::{KindError, S3Config, SecretError, StartupCheck, StoreKind as _};
 use crate::counters::{Counters, Loss};
 use crate::spool::{PendingQueue, Spool, SpoolError, StorageThread};
-use crate::{Digest, Object, ObjectStore, StoreStats, Ticket};
+use crate::{Object, ObjectStore, StoreStats, Ticket};
 
 /// How often `shutdown` looks at the spool while waiting for it to drain.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
@@ -400,57 +401,10 @@ impl Drop for S3Store {
     }
 }
 
-/// The `access_url` template with everything but the digest filled in, cut
-/// at each `{{DIGEST}}` so that rendering a URL is one allocation and copies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessUrl {
-    /// The template's text between the `{{DIGEST}}`s (one more than there are
-    /// digests).
-    pieces: Vec<String>,
-}
-
-/// The placeholder filled per object.
-const DIGEST: &str = "{{DIGEST}}";
-
-impl AccessUrl {
-    /// Fills `{{SCHEME}}`, `{{ENDPOINT}}` and `{{BUCKET}}` in `template` now;
-    /// `{{DIGEST}}` is filled per object.
-    pub fn new(template: &str, scheme: &str, endpoint: &str, bucket: &str) -> Self {
-        let filled = template
-            .replace("{{SCHEME}}", scheme)
-            .replace("{{ENDPOINT}}", endpoint)
-            .replace("{{BUCKET}}", bucket);
-        Self {
-            pieces: filled.split(DIGEST).map(str::to_owned).collect(),
-        }
-    }
-
-    /// The URL of the object with `digest`.
-    pub fn render(&self, digest: &Digest) -> String {
-        let mut url = Vec::new();
-        self.write_to(digest, &mut url);
-        String::from_utf8(url).expect("pieces and hex digits are text")
-    }
-
-    /// Appends the URL of `digest` to `out`: events write it straight into
-    /// their buffer, with no string per object.
-    pub fn write_to(&self, digest: &Digest, out: &mut Vec<u8>) {
-        let hex = crate::hex::DigestHex::new(digest);
-        let len = self.pieces.iter().map(String::len).sum::<usize>()
-            + crate::hex::DIGEST_HEX_LEN * (self.pieces.len() - 1);
-        out.reserve(len);
-        for (i, piece) in self.pieces.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(hex.as_bytes());
-            }
-            out.extend_from_slice(piece.as_bytes());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Digest;
 
     const DIGEST_HEX: &str = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
 

@@ -155,6 +155,11 @@ mod tests {
                 }
             })
         };
+        // Readers start once the writer runs: on a busy machine a thread
+        // can take longer to be scheduled than the readers take.
+        while !(known.contains(&x) || known.contains(&y)) {
+            std::thread::yield_now();
+        }
         let mut seen = 0u64;
         for _ in 0..200_000 {
             assert!(!known.contains(&never));

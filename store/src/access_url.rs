@@ -1,0 +1,52 @@
+//! The `access_url` template of an S3 store: how events address its
+//! objects. Std-only (the fuzz targets compile it from this file).
+
+use crate::Digest;
+
+/// The `access_url` template with everything but the digest filled in, cut
+/// at each `{{DIGEST}}` so that rendering a URL is one allocation and copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessUrl {
+    /// The template's text between the `{{DIGEST}}`s (one more than there are
+    /// digests).
+    pieces: Vec<String>,
+}
+
+/// The placeholder filled per object.
+const DIGEST: &str = "{{DIGEST}}";
+
+impl AccessUrl {
+    /// Fills `{{SCHEME}}`, `{{ENDPOINT}}` and `{{BUCKET}}` in `template` now;
+    /// `{{DIGEST}}` is filled per object.
+    pub fn new(template: &str, scheme: &str, endpoint: &str, bucket: &str) -> Self {
+        let filled = template
+            .replace("{{SCHEME}}", scheme)
+            .replace("{{ENDPOINT}}", endpoint)
+            .replace("{{BUCKET}}", bucket);
+        Self {
+            pieces: filled.split(DIGEST).map(str::to_owned).collect(),
+        }
+    }
+
+    /// The URL of the object with `digest`.
+    pub fn render(&self, digest: &Digest) -> String {
+        let mut url = Vec::new();
+        self.write_to(digest, &mut url);
+        String::from_utf8(url).expect("pieces and hex digits are text")
+    }
+
+    /// Appends the URL of `digest` to `out`: events write it straight into
+    /// their buffer, with no string per object.
+    pub fn write_to(&self, digest: &Digest, out: &mut Vec<u8>) {
+        let hex = crate::hex::DigestHex::new(digest);
+        let len = self.pieces.iter().map(String::len).sum::<usize>()
+            + crate::hex::DIGEST_HEX_LEN * (self.pieces.len() - 1);
+        out.reserve(len);
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(hex.as_bytes());
+            }
+            out.extend_from_slice(piece.as_bytes());
+        }
+    }
+}
