@@ -27,7 +27,7 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
-    bpf_get_smp_processor_id, bpf_probe_read_kernel,
+    bpf_get_smp_processor_id, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
 };
 use tapwire_common::{
     ConnOpen, DropReason, Kind, Role,
@@ -38,7 +38,7 @@ use crate::{
     emit::{count, header, output_value},
     maps::{
         AGENT_PORTS, CONFIG, CONN_IDS, CONN_NO_PAYLOAD, CONN_OPEN_PENDING, CONNS, ConnState,
-        EXCLUDED, NOT_TCP,
+        EXCLUDED, NOT_TCP, OPEN_SCRATCH, STATE_SCRATCH,
     },
     select::filter_skip,
 };
@@ -61,14 +61,9 @@ fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
-/// Addresses of a TCP socket.
-struct SockInfo {
-    family: u16,
-    local: [u8; 16],
-    remote: [u8; 16],
-    local_port: u16,
-    remote_port: u16,
-}
+/// Addresses of a TCP socket: read straight into the open record being
+/// built in this CPU's [`OPEN_SCRATCH`] slot (see [`track`]).
+type SockInfo = ConnOpen;
 
 /// The `struct sock *` behind `fd` of the current task, if it is an inet
 /// stream socket. `Err(())` when a kernel read failed.
@@ -108,26 +103,43 @@ fn tcp_sock(o: &KernelOffsets, fd: i64) -> Result<Option<u64>, ()> {
     Ok(Some(sk))
 }
 
+/// Reads the addresses of socket `sk` into `info`; `None` when a kernel
+/// read failed.
 #[inline(always)]
-fn sock_info(o: &KernelOffsets, sk: u64) -> Option<SockInfo> {
+fn sock_info(o: &KernelOffsets, sk: u64, info: &mut SockInfo) -> Option<()> {
     let family: u16 = read(sk, o.sk_family)?;
-    let mut info = SockInfo {
-        family,
-        local: [0; 16],
-        remote: [0; 16],
-        local_port: read(sk, o.sk_num)?,
-        remote_port: u16::from_be(read(sk, o.sk_dport)?),
-    };
+    info.family = family;
+    info.local_port = read(sk, o.sk_num)?;
+    info.remote_port = u16::from_be(read(sk, o.sk_dport)?);
     if family == AF_INET {
-        let l: [u8; 4] = read(sk, o.sk_rcv_saddr)?;
-        let r: [u8; 4] = read(sk, o.sk_daddr)?;
-        info.local[..4].copy_from_slice(&l);
-        info.remote[..4].copy_from_slice(&r);
+        info.local_addr = [0; 16];
+        info.remote_addr = [0; 16];
+        read_into(sk, o.sk_rcv_saddr, &mut info.local_addr[..4])?;
+        read_into(sk, o.sk_daddr, &mut info.remote_addr[..4])?;
     } else {
-        info.local = read(sk, o.sk_v6_rcv_saddr)?;
-        info.remote = read(sk, o.sk_v6_daddr)?;
+        read_into(sk, o.sk_v6_rcv_saddr, &mut info.local_addr)?;
+        read_into(sk, o.sk_v6_daddr, &mut info.remote_addr)?;
     }
-    Some(info)
+    Some(())
+}
+
+/// Reads `dst.len()` bytes at `base + off` into `dst`.
+#[inline(always)]
+fn read_into(base: u64, off: u32, dst: &mut [u8]) -> Option<()> {
+    // SAFETY: `bpf_probe_read_kernel` tolerates any address and fails cleanly.
+    unsafe { bpf_probe_read_kernel_buf((base + off as u64) as *const u8, dst).ok() }
+}
+
+/// This CPU's slot to build an open record in.
+#[inline(always)]
+fn open_scratch() -> Option<&'static mut ConnOpen> {
+    let Some(open) = OPEN_SCRATCH.get_ptr_mut(0) else {
+        count(DropReason::Internal, 1);
+        return None;
+    };
+    // SAFETY: this CPU's slot; the one program running on this CPU fills it
+    // and outputs it before it returns.
+    Some(unsafe { &mut *open })
 }
 
 #[inline(always)]
@@ -158,12 +170,12 @@ pub fn count_excluded(why: Exclusion) {
 /// own local address.
 #[inline(always)]
 fn local_peer(info: &SockInfo) -> bool {
-    let r = &info.remote;
+    let r = &info.remote_addr;
     if info.family == AF_INET {
-        return r[0] == 127 || r[..4] == info.local[..4];
+        return r[0] == 127 || r[..4] == info.local_addr[..4];
     }
     let v4_mapped = r[..10] == [0; 10] && r[10] == 0xff && r[11] == 0xff;
-    (v4_mapped && r[12] == 127) || (r[..15] == [0; 15] && r[15] == 1) || r == &info.local
+    (v4_mapped && r[12] == 127) || (r[..15] == [0; 15] && r[15] == 1) || r == &info.local_addr
 }
 
 /// The IPv4 address inside `a` (plain or v4-mapped IPv6), if any.
@@ -181,9 +193,9 @@ fn v4(family: u16, a: &[u8; 16]) -> Option<[u8; 4]> {
 /// True if the peer is a loopback address.
 #[inline(always)]
 fn loopback_peer(info: &SockInfo) -> bool {
-    match v4(info.family, &info.remote) {
+    match v4(info.family, &info.remote_addr) {
         Some(a) => a[0] == 127,
-        None => info.remote[..15] == [0; 15] && info.remote[15] == 1,
+        None => info.remote_addr[..15] == [0; 15] && info.remote_addr[15] == 1,
     }
 }
 
@@ -191,7 +203,7 @@ fn loopback_peer(info: &SockInfo) -> bool {
 /// (IPv4); loopback, RFC 4193, link-local (IPv6).
 #[inline(always)]
 fn internal_peer(info: &SockInfo) -> bool {
-    match v4(info.family, &info.remote) {
+    match v4(info.family, &info.remote_addr) {
         Some(a) => {
             a[0] == 127
                 || a[0] == 10
@@ -201,7 +213,7 @@ fn internal_peer(info: &SockInfo) -> bool {
                 || (a[0] == 100 && a[1] & 0xc0 == 64)
         }
         None => {
-            let r = &info.remote;
+            let r = &info.remote_addr;
             (r[..15] == [0; 15] && r[15] == 1)
                 || r[0] & 0xfe == 0xfc
                 || (r[0] == 0xfe && r[1] & 0xc0 == 0x80)
@@ -291,7 +303,9 @@ pub fn lookup_or_track(fd: i64, role: Role) -> Option<*mut ConnState> {
 /// Decides a connection whose open record is pending, at its first data or
 /// close: left out (and forgotten) if its peer is one of the agent's
 /// connections, else its open record is emitted now.
-#[inline(always)]
+///
+/// A BPF function of its own (see [`track`]).
+#[inline(never)]
 pub fn settle(k: u64, fd: i64, conn: *mut ConnState) -> Option<*mut ConnState> {
     // SAFETY: live map value.
     let (peer_port, conn_id, role) = unsafe { ((*conn).peer_port, (*conn).conn_id, (*conn).role) };
@@ -305,57 +319,47 @@ pub fn settle(k: u64, fd: i64, conn: *mut ConnState) -> Option<*mut ConnState> {
     unsafe { (*conn).flags &= !CONN_OPEN_PENDING };
     let cfg: &Config = CONFIG.get(0)?;
     let o = &cfg.offsets;
-    let info = match tcp_sock(o, fd) {
-        Ok(Some(sk)) => sock_info(o, sk),
+    let info = open_scratch()?;
+    let read = match tcp_sock(o, fd) {
+        Ok(Some(sk)) => sock_info(o, sk, info),
         _ => None,
     };
-    let Some(info) = info else {
+    if read.is_none() {
         count(DropReason::KernelRead, 1);
         return Some(conn);
-    };
+    }
     let role = Role::try_from(role).unwrap_or(Role::Unknown);
-    output_value(&open_record(
-        header(Kind::ConnOpen),
-        conn_id,
-        &info,
-        role,
-        fd,
-    ));
+    emit_open(info, header(Kind::ConnOpen), conn_id, role, fd);
     Some(conn)
 }
 
-/// The open record of a connection.
+/// Fills in the rest of `open` (its addresses are read) and emits it.
 #[inline(always)]
-fn open_record(
-    hdr: tapwire_common::Header,
-    conn_id: u64,
-    info: &SockInfo,
-    role: Role,
-    fd: i64,
-) -> ConnOpen {
-    ConnOpen {
-        header: hdr,
-        conn_id,
-        seq: 0,
-        // SAFETY: helper without preconditions.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        local_addr: info.local,
-        remote_addr: info.remote,
-        local_port: info.local_port,
-        remote_port: info.remote_port,
-        family: info.family,
-        _pad0: 0,
-        role: role as u32,
-        fd: fd as i32,
-    }
+fn emit_open(open: &mut ConnOpen, hdr: tapwire_common::Header, conn_id: u64, role: Role, fd: i64) {
+    open.header = hdr;
+    open.conn_id = conn_id;
+    open.seq = 0;
+    // SAFETY: helper without preconditions.
+    open.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    open.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    open._pad0 = 0;
+    open.role = role as u32;
+    open.fd = fd as i32;
+    output_value(open);
 }
 
 /// Walks `fd` of the current task; tracks it and emits an open record if it is
 /// a TCP socket, else remembers that it is not. With `defer` (at `accept`), a
 /// connection whose peer is on this host waits for its first data
 /// ([`settle`]) before its open record.
-#[inline(always)]
+///
+/// A BPF function of its own, not inlined: the socket walk and the new
+/// connection's records took about 300 bytes of stack, needed only when a
+/// connection is first seen (its open record and map entry are now built in
+/// per-CPU slots, the socket's addresses read straight into the first). Inlined, they made every data program's frame so large that
+/// with `emit::chunk`'s frame (a `bpf_loop` callback's stack counts with
+/// its caller's) the verifier's 512-byte limit was passed.
+#[inline(never)]
 pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
     let cfg: &Config = CONFIG.get(0)?;
     let o = &cfg.offsets;
@@ -374,18 +378,19 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
             return None;
         }
     };
-    let Some(info) = sock_info(o, sk) else {
+    let info = open_scratch()?;
+    if sock_info(o, sk, info).is_none() {
         count(DropReason::KernelRead, 1);
         return None;
-    };
-    let local = local_peer(&info);
+    }
+    let local = local_peer(info);
     let skip = filter_skip();
     let excluded = if local && agent_port(info.remote_port) {
         Some(Exclusion::AgentPeer)
     } else if skip & skip::PROCESS != 0 {
         Some(Exclusion::Filter)
     } else {
-        excluded_by_tap(cfg, &info, role)
+        excluded_by_tap(cfg, info, role)
     };
     if let Some(why) = excluded {
         // Remembered like a non-TCP fd until close: no record, no payload.
@@ -402,22 +407,32 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
         count_excluded(Exclusion::FilterPayload);
     }
     let conn_id = new_conn_id();
-    let state = ConnState {
-        conn_id,
-        seq: 1,
-        flags,
-        role: role as u32,
-        peer_port: info.remote_port as u32,
-        hello_body: 0,
-        skipped_out: 0,
-        skipped_in: 0,
+    // Built in this CPU's slot, not on the stack (see above).
+    let Some(state) = STATE_SCRATCH.get_ptr_mut(0) else {
+        count(DropReason::Internal, 1);
+        return None;
     };
-    if CONNS.insert(k, state, 0).is_err() {
+    // SAFETY: this CPU's slot, written whole and copied into `CONNS` before
+    // we return.
+    let inserted = unsafe {
+        *state = ConnState {
+            conn_id,
+            seq: 1,
+            flags,
+            role: role as u32,
+            peer_port: info.remote_port as u32,
+            hello_body: 0,
+            skipped_out: 0,
+            skipped_in: 0,
+        };
+        CONNS.insert(k, &*state, 0)
+    };
+    if inserted.is_err() {
         count(DropReason::ConnTableFull, 1);
         return None;
     }
     if !pending {
-        output_value(&open_record(hdr, conn_id, &info, role, fd));
+        emit_open(info, hdr, conn_id, role, fd);
     }
     CONNS.get_ptr_mut(k)
 }

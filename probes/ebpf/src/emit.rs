@@ -237,20 +237,21 @@ extern "C" fn chunk(index: u64, ctx: *mut c_void) -> i64 {
         return 1;
     };
     // SAFETY: `scratch` is this CPU's slot; nothing else runs on this CPU until
-    // we return.
+    // we return. Field by field, not a `Data` built on the stack: this
+    // callback's stack adds to its caller's, and together they must stay
+    // within the verifier's 512 bytes.
     unsafe {
-        (*scratch).data = Data {
-            header: c.hdr,
-            conn_id: c.conn_id,
-            seq: c.base_seq + index,
-            call_len: c.call_len,
-            offset: c.base + off,
-            cap_len: keep as u32,
-            direction: c.direction,
-            source: c.source,
-            fd: c.fd as i32,
-            shed_len: shed,
-        };
+        let d = &raw mut (*scratch).data;
+        (*d).header = c.hdr;
+        (*d).conn_id = c.conn_id;
+        (*d).seq = c.base_seq + index;
+        (*d).call_len = c.call_len;
+        (*d).offset = c.base + off;
+        (*d).cap_len = keep as u32;
+        (*d).direction = c.direction;
+        (*d).source = c.source;
+        (*d).fd = c.fd as i32;
+        (*d).shed_len = shed;
     }
     let mut copied = 0;
     if keep > 0 {

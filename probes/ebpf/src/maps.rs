@@ -55,6 +55,16 @@ pub struct Scratch {
 #[btf_map]
 pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
+/// Per-CPU space to build a connection's open record in (see
+/// `conn::emit_open`).
+#[btf_map]
+pub static OPEN_SCRATCH: PerCpuArray<tapwire_common::ConnOpen, 1> = PerCpuArray::new();
+
+/// Per-CPU space to build a new connection's `CONNS` entry in (see
+/// `conn::track`).
+#[btf_map]
+pub static STATE_SCRATCH: PerCpuArray<ConnState, 1> = PerCpuArray::new();
+
 /// Per-CPU counter for connection ids: `cpu << 48 | n`.
 #[btf_map]
 pub static CONN_IDS: PerCpuArray<u64, 1> = PerCpuArray::new();
