@@ -144,6 +144,7 @@ fn pipelined_posts_never_answered_stay_within_the_memory_budget() {
         &[],
     );
     let agent_pid = agent.child.id();
+    let other_pid = other.pid();
     let idle_kib = rss_kib(agent_pid);
     let mut posts_in = posts.0.stdin.take().expect("stdin");
     posts_in.write_all(b"go\n").expect("start posts");
@@ -259,5 +260,16 @@ fn pipelined_posts_never_answered_stay_within_the_memory_budget() {
         others.iter().filter(|&&i| i < 10).count()
     );
     let after: Vec<u64> = others.iter().copied().filter(|&i| i >= 10).collect();
-    assert_eq!(after, (10..20).collect::<Vec<u64>>(), "{counters}");
+    // On failure, every event of the other client's connections, whole.
+    let other_events: Vec<&Value> = lines
+        .iter()
+        .filter(|v| {
+            v["pid"] == other_pid || v["path"].as_str().is_some_and(|p| p.starts_with("/other/"))
+        })
+        .collect();
+    assert_eq!(
+        after,
+        (10..20).collect::<Vec<u64>>(),
+        "other client's events: {other_events:#?}; {counters}"
+    );
 }

@@ -7,6 +7,12 @@
 //! released when it leaves. When a body chunk does not fit, it is shed (counted,
 //! the transaction marked `truncated`); headers and the other metadata are never
 //! refused, so a user keeps every request's method, path and status.
+//!
+//! Bodies may take the buffered bytes but a reserve ([`HELD_RESERVE_SHARE`]):
+//! records held in reorder windows carry heads too, and a budget spent by
+//! bodies (uploads never answered hold theirs until their connection ends)
+//! must not make every other connection's out-of-order record a hole given
+//! up at once. Bodies are shed first, metadata last.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,10 +79,25 @@ impl Plan {
     }
 }
 
+/// Share of the buffered bytes that only records held in reorder windows may
+/// take (1/8): bodies stop short of it.
+pub const HELD_RESERVE_SHARE: usize = 8;
+
+/// What a charge is for: bodies stop at the reserve, held records may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Body bytes being assembled or waiting in a store's queue.
+    Body,
+    /// Records held in a reorder window.
+    Held,
+}
+
 /// The shared counter of buffered bytes (bodies, held records).
 #[derive(Debug)]
 pub struct Budget {
     limit: usize,
+    /// What bodies may take of `limit`: all but the held records' reserve.
+    body_limit: usize,
     used: AtomicUsize,
 }
 
@@ -85,6 +106,7 @@ impl Budget {
     pub fn new(limit: usize) -> Arc<Budget> {
         Arc::new(Budget {
             limit,
+            body_limit: limit - limit / HELD_RESERVE_SHARE,
             used: AtomicUsize::new(0),
         })
     }
@@ -94,12 +116,17 @@ impl Budget {
         Self::new(usize::MAX)
     }
 
-    /// Takes `bytes` if they fit; false (nothing taken) if they do not.
-    pub fn try_take(&self, bytes: usize) -> bool {
+    /// Takes `bytes` for `what` if they fit; false (nothing taken) if they
+    /// do not.
+    pub fn try_take(&self, bytes: usize, what: Use) -> bool {
+        let limit = match what {
+            Use::Body => self.body_limit,
+            Use::Held => self.limit,
+        };
         // Relaxed: the counter guards no other memory, it only bounds a total.
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(bytes).filter(|&n| n <= self.limit)
+                used.checked_add(bytes).filter(|&n| n <= limit)
             })
             .is_ok()
     }
@@ -128,9 +155,10 @@ pub struct Charge {
 }
 
 impl Charge {
-    /// Takes `bytes` more from `budget` for this buffer; false if they do not fit.
-    pub fn grow(&mut self, budget: &Arc<Budget>, bytes: usize) -> bool {
-        if !budget.try_take(bytes) {
+    /// Takes `bytes` more from `budget` for this buffer, used for `what`;
+    /// false if they do not fit.
+    pub fn grow(&mut self, budget: &Arc<Budget>, bytes: usize, what: Use) -> bool {
+        if !budget.try_take(bytes, what) {
             return false;
         }
         if self.budget.is_none() {
@@ -192,10 +220,10 @@ mod tests {
     fn charges_are_refused_past_the_limit_and_given_back_on_drop() {
         let budget = Budget::new(100);
         let mut a = Charge::default();
-        assert!(a.grow(&budget, 60));
+        assert!(a.grow(&budget, 60, Use::Body));
         let mut b = Charge::default();
-        assert!(!b.grow(&budget, 41));
-        assert!(b.grow(&budget, 40));
+        assert!(!b.grow(&budget, 41, Use::Held));
+        assert!(b.grow(&budget, 40, Use::Held));
         assert_eq!(budget.used(), 100);
         drop(a);
         assert_eq!(budget.used(), 40);
@@ -203,5 +231,21 @@ mod tests {
         assert_eq!(budget.used(), 25);
         drop(b);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn bodies_leave_the_held_records_their_reserve() {
+        let budget = Budget::new(800);
+        let mut body = Charge::default();
+        assert!(!body.grow(&budget, 701, Use::Body));
+        assert!(body.grow(&budget, 700, Use::Body));
+        assert!(
+            !body.grow(&budget, 1, Use::Body),
+            "bodies stop at the reserve"
+        );
+        let mut held = Charge::default();
+        assert!(held.grow(&budget, 100, Use::Held));
+        assert!(!held.grow(&budget, 1, Use::Held), "nothing past the limit");
+        assert_eq!(budget.used(), 800);
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::budget::{Budget, Charge};
+use super::budget::{Budget, Charge, Use};
 
 /// Most records held waiting for an earlier one, per connection. Under
 /// graceful overload a large call that passes a ring's high-water mark goes
@@ -84,7 +84,7 @@ impl Reorder {
             // their charge) are counted once per sequence number.
             Offer::Late
         } else {
-            if !self.charge.grow(budget, bytes.len()) {
+            if !self.charge.grow(budget, bytes.len(), Use::Held) {
                 self.over_budget = true;
             }
             self.held_bytes += bytes.len();
@@ -95,16 +95,21 @@ impl Reorder {
 
     /// The next held record if it is now in order, or — when the window is over
     /// its limits or its oldest hole is older than the timeout — the first held
-    /// record after the hole, with the number of records skipped.
-    pub fn pop_ready(&mut self, now_ns: u64) -> Option<(u64, Vec<u8>, u64)> {
+    /// record after the hole, with the number of records skipped and why the
+    /// hole was given up.
+    pub fn pop_ready(&mut self, now_ns: u64) -> Option<(u64, Vec<u8>, u64, Option<GaveUp>)> {
         let (&seq, &(arrived, _)) = self.held.first_key_value()?;
-        let overflow = self.over_budget
-            || self.held.len() > MAX_HELD_RECORDS
-            || self.held_bytes > MAX_HELD_BYTES;
-        let expired = now_ns.saturating_sub(arrived) > REORDER_TIMEOUT_NS;
-        if seq != self.next && !overflow && !expired {
+        let gave_up = if seq == self.next {
+            None
+        } else if self.over_budget {
+            Some(GaveUp::Budget)
+        } else if self.held.len() > MAX_HELD_RECORDS || self.held_bytes > MAX_HELD_BYTES {
+            Some(GaveUp::Window)
+        } else if now_ns.saturating_sub(arrived) > REORDER_TIMEOUT_NS {
+            Some(GaveUp::Timeout)
+        } else {
             return None;
-        }
+        };
         let (_, bytes) = self.held.remove(&seq)?;
         self.held_bytes -= bytes.len();
         self.charge.shrink(bytes.len());
@@ -114,8 +119,19 @@ impl Reorder {
         }
         let skipped = seq - self.next;
         self.next = seq + 1;
-        Some((seq, bytes, skipped))
+        Some((seq, bytes, skipped, gave_up))
     }
+}
+
+/// Why a hole was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaveUp {
+    /// It outlived [`REORDER_TIMEOUT_NS`].
+    Timeout,
+    /// The window passed [`MAX_HELD_RECORDS`] or [`MAX_HELD_BYTES`].
+    Window,
+    /// The memory budget refused a record to hold.
+    Budget,
 }
 
 #[cfg(test)]
@@ -126,6 +142,12 @@ mod tests {
         fn offer_t(&mut self, seq: u64, bytes: &[u8], now_ns: u64) -> Offer {
             self.offer(seq, bytes, now_ns, &Budget::unlimited())
         }
+
+        /// [`Reorder::pop_ready`] without the reason.
+        fn pop(&mut self, now_ns: u64) -> Option<(u64, Vec<u8>, u64)> {
+            self.pop_ready(now_ns)
+                .map(|(seq, bytes, skipped, _)| (seq, bytes, skipped))
+        }
     }
 
     #[test]
@@ -133,11 +155,14 @@ mod tests {
         let budget = Budget::new(4);
         let mut r = Reorder::starting_at(0);
         assert_eq!(r.offer(2, b"ab", 0, &budget), Offer::Held);
-        assert!(r.pop_ready(0).is_none());
+        assert!(r.pop(0).is_none());
         assert_eq!(r.offer(3, b"cde", 0, &budget), Offer::Held);
         assert_eq!(budget.used(), 2);
-        assert_eq!(r.pop_ready(0), Some((2, b"ab".to_vec(), 2)));
-        assert_eq!(r.pop_ready(0), Some((3, b"cde".to_vec(), 0)));
+        assert_eq!(
+            r.pop_ready(0),
+            Some((2, b"ab".to_vec(), 2, Some(GaveUp::Budget)))
+        );
+        assert_eq!(r.pop_ready(0), Some((3, b"cde".to_vec(), 0, None)));
         assert_eq!(budget.used(), 0);
     }
 
@@ -146,7 +171,7 @@ mod tests {
         let mut r = Reorder::starting_at(0);
         for seq in 0..5 {
             assert_eq!(r.offer_t(seq, b"x", 0), Offer::Deliver);
-            assert!(r.pop_ready(0).is_none());
+            assert!(r.pop(0).is_none());
         }
     }
 
@@ -156,11 +181,11 @@ mod tests {
         assert_eq!(r.offer_t(0, b"a", 0), Offer::Deliver);
         assert_eq!(r.offer_t(2, b"c", 0), Offer::Held);
         assert_eq!(r.offer_t(3, b"d", 0), Offer::Held);
-        assert!(r.pop_ready(0).is_none());
+        assert!(r.pop(0).is_none());
         assert_eq!(r.offer_t(1, b"b", 0), Offer::Deliver);
-        assert_eq!(r.pop_ready(0), Some((2, b"c".to_vec(), 0)));
-        assert_eq!(r.pop_ready(0), Some((3, b"d".to_vec(), 0)));
-        assert_eq!(r.pop_ready(0), None);
+        assert_eq!(r.pop(0), Some((2, b"c".to_vec(), 0)));
+        assert_eq!(r.pop(0), Some((3, b"d".to_vec(), 0)));
+        assert_eq!(r.pop(0), None);
         assert_eq!(r.offer_t(1, b"b", 0), Offer::Late);
     }
 
@@ -171,7 +196,7 @@ mod tests {
         assert_eq!(r.offer(2, b"first", 0, &budget), Offer::Held);
         assert_eq!(r.offer(2, b"second copy", 0, &budget), Offer::Late);
         assert_eq!(budget.used(), 5);
-        assert_eq!(r.pop_ready(u64::MAX), Some((2, b"first".to_vec(), 2)));
+        assert_eq!(r.pop(u64::MAX), Some((2, b"first".to_vec(), 2)));
         assert_eq!((r.held(), r.held_bytes, budget.used()), (0, 0, 0));
     }
 
@@ -179,10 +204,10 @@ mod tests {
     fn a_hole_that_outlives_the_timeout_is_reported_as_a_gap() {
         let mut r = Reorder::starting_at(5);
         assert_eq!(r.offer_t(8, b"h", 100), Offer::Held);
-        assert!(r.pop_ready(100 + REORDER_TIMEOUT_NS).is_none());
+        assert!(r.pop(100 + REORDER_TIMEOUT_NS).is_none());
         assert_eq!(
             r.pop_ready(101 + REORDER_TIMEOUT_NS),
-            Some((8, b"h".to_vec(), 3))
+            Some((8, b"h".to_vec(), 3, Some(GaveUp::Timeout)))
         );
         assert_eq!(r.next_seq(), 9);
         assert_eq!(r.offer_t(6, b"late", 0), Offer::Late);
@@ -194,9 +219,9 @@ mod tests {
         for seq in 1..=MAX_HELD_RECORDS as u64 + 1 {
             assert_eq!(r.offer_t(seq, b"x", 0), Offer::Held);
         }
-        let (seq, _, skipped) = r.pop_ready(0).unwrap();
-        assert_eq!((seq, skipped), (1, 1));
+        let (seq, _, skipped, why) = r.pop_ready(0).unwrap();
+        assert_eq!((seq, skipped, why), (1, 1, Some(GaveUp::Window)));
         // The rest are now in order.
-        assert_eq!(r.pop_ready(0).map(|(s, _, k)| (s, k)), Some((2, 0)));
+        assert_eq!(r.pop(0).map(|(s, _, k)| (s, k)), Some((2, 0)));
     }
 }

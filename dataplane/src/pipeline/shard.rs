@@ -9,18 +9,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-/// A shard's maps. SipHash, the standard library's: with a faster hash the
-/// order in which a shard visits its connections changes, and a request
-/// made right after a burst was lost in about one `dataplane_memory` run in
-/// four (a race that order exposes, not yet found; see docs/dataplane.md).
-type Map<K, V> = HashMap<K, V>;
+/// A shard's maps, keyed by connection ids and pids the agent's own
+/// probes make: foldhash, seeded per process (no key here comes from a
+/// peer on the network).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use compact_str::CompactString;
 use tapwire_http::{Direction, h2, hpack, http1, tls_hello};
 
 use super::budget::Budget;
 use super::input::{ConnInfo, Flow, Input, Role};
-use super::reorder::{Offer, Reorder};
+use super::reorder::{GaveUp, Offer, Reorder};
 use super::txn::{ConnSummary, HeaderFields, Message, NotKept, Protocol, Transaction};
 
 /// Connections one shard follows at most; past it new ones are not followed and
@@ -106,6 +105,12 @@ pub struct ShardStats {
     pub late_bytes: u64,
     /// Records declared lost (sequence gaps).
     pub gap_records: u64,
+    /// Of those, records given up because the memory budget refused a record
+    /// to hold (the rest: a hole past its time, or a window past its limits).
+    pub gap_records_over_budget: u64,
+    /// Of those, records given up because a connection's window passed its
+    /// limits.
+    pub gap_records_window_full: u64,
     /// Connections not followed because the table was full.
     pub conn_table_full: u64,
     /// Transactions finished.
@@ -178,6 +183,8 @@ impl ShardStats {
             late: self.late + o.late,
             late_bytes: self.late_bytes + o.late_bytes,
             gap_records: self.gap_records + o.gap_records,
+            gap_records_over_budget: self.gap_records_over_budget + o.gap_records_over_budget,
+            gap_records_window_full: self.gap_records_window_full + o.gap_records_window_full,
             conn_table_full: self.conn_table_full + o.conn_table_full,
             transactions: self.transactions + o.transactions,
             body_shed_bytes: self.body_shed_bytes + o.body_shed_bytes,
@@ -474,11 +481,16 @@ impl<S: Sink> Shard<S> {
             let Some(conn) = self.conns.get_mut(&conn_id) else {
                 return;
             };
-            let Some((_, bytes, skipped)) = conn.reorder.pop_ready(now_ns) else {
+            let Some((_, bytes, skipped, gave_up)) = conn.reorder.pop_ready(now_ns) else {
                 return;
             };
             if skipped > 0 {
                 self.stats.gap_records += skipped;
+                match gave_up {
+                    Some(GaveUp::Budget) => self.stats.gap_records_over_budget += skipped,
+                    Some(GaveUp::Window) => self.stats.gap_records_window_full += skipped,
+                    Some(GaveUp::Timeout) | None => {}
+                }
                 // The transactions open across the hole carry it; with none
                 // open, the next one does.
                 conn.gap = conn.pending.is_empty();

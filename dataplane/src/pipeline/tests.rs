@@ -536,6 +536,47 @@ fn bodies_past_the_memory_budget_are_shed_counted_and_marked_while_heads_are_kep
 }
 
 #[test]
+fn a_connection_opened_once_bodies_spent_the_budget_is_still_put_back_in_sequence() {
+    // An upload that is never answered spends the budget: 6,000 bytes fit,
+    // the rest is shed and the transaction stays open.
+    let budget = super::budget::Budget::new(10_000);
+    let mut shard = Shard::with_budget(decode, Vec::new(), budget.clone());
+    let upload: Vec<(Flow, &[u8])> = vec![
+        (
+            E,
+            b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 20000\r\n\r\n",
+        ),
+        (E, &[b'u'; 6_000]),
+        (E, &[b'u'; 4_000]),
+        (E, &[b'u'; 10_000]),
+    ];
+    let mut frames = conversation(1, false, &upload);
+    frames.pop(); // still open
+    for f in &frames {
+        shard.offer(f, 0);
+    }
+    assert!(shard.stats.body_shed_bytes > 0, "{:?}", shard.stats);
+    // Another connection's response reaches the shard before its request
+    // (another CPU's ring): it is held, not taken as the request's loss.
+    let parts: Vec<(Flow, &[u8])> = vec![
+        (E, b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (I, b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ];
+    let mut frames = conversation(2, false, &parts);
+    frames.swap(1, 2);
+    for f in &frames {
+        shard.offer(f, 1);
+    }
+    let txns = take_txns(&mut shard);
+    let summary: Vec<_> = txns
+        .iter()
+        .map(|t| (t.method.as_str(), t.path.as_str(), t.status, t.gap))
+        .collect();
+    assert_eq!(summary, [("GET", "/after", Some(204), false)]);
+    assert_eq!(shard.stats.gap_records, 0);
+}
+
+#[test]
 fn a_body_taken_for_its_object_holds_its_budget_until_its_last_holder_drops_it() {
     let budget = super::budget::Budget::new(10_000);
     let mut msg = super::txn::Message::default();

@@ -9,7 +9,7 @@ use compact_str::CompactString;
 use serde::Serialize;
 use tapwire_store::access_url::AccessUrl;
 
-use super::budget::{Budget, Charge};
+use super::budget::{Budget, Charge, Use};
 use super::event_fields::{self, MaskedTarget, Url, WallTime};
 use super::input::ConnInfo;
 use crate::attribution::Origin;
@@ -330,7 +330,7 @@ impl Message {
         let first = if cap == 0 { self.body_hint } else { 0 };
         let doubled = needed.max(2 * cap).max(first).min(MAX_BODY_BYTES);
         for target in [doubled, needed] {
-            if self.charge.grow(budget, target - cap) {
+            if self.charge.grow(budget, target - cap, Use::Body) {
                 self.body.reserve_exact(target - len);
                 return true;
             }
