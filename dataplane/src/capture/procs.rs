@@ -341,7 +341,12 @@ mod tests {
         // Released: the pid is looked up again (gone: no executable).
         t.exit(pid, 300);
         assert_eq!(cache.exe(&t, pid).as_deref(), Some("/usr/bin/wget"));
-        t.lock().get_mut(&pid).unwrap().exited = Some(Instant::now() - EXITED_KEPT);
+        // A machine up for less than EXITED_KEPT cannot date an exit that
+        // long ago: say so, rather than overflow.
+        let Some(long_ago) = Instant::now().checked_sub(EXITED_KEPT) else {
+            panic!("the monotonic clock is younger than {EXITED_KEPT:?}: rerun later");
+        };
+        t.lock().get_mut(&pid).unwrap().exited = Some(long_ago);
         t.expire();
         assert_eq!(cache.exe(&t, pid), None);
         // Another table (another configuration's filters): nothing of the

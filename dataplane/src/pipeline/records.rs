@@ -317,6 +317,18 @@ mod tests {
         })
     }
 
+    /// A plain 1-byte text object of `digest` stored in `store`.
+    fn stored<'a>(store: &'a str, digest: &'a blake3::Hash) -> Stored<'a> {
+        Stored {
+            store,
+            digest,
+            size: 1,
+            content_type: "text/plain",
+            url: None,
+            deduplicated: false,
+        }
+    }
+
     #[test]
     fn each_object_store_sends_its_records_where_its_event_store_says() {
         let (e1, e2) = (
@@ -335,14 +347,7 @@ mod tests {
         let record = record(records, None);
         let digest = blake3::hash(b"x");
         for store in ["to_e2", "off", "all", "unlisted"] {
-            record.notice(0).stored(Stored {
-                store,
-                digest: &digest,
-                size: 1,
-                content_type: "text/plain",
-                url: None,
-                deduplicated: false,
-            });
+            record.notice(0).stored(stored(store, &digest));
         }
         let got = |c: &Count| c.1.lock().unwrap().len();
         assert_eq!((got(&e1), got(&e2)), (2, 3));
@@ -371,16 +376,7 @@ mod tests {
         let records = ArtifactRecords::new(vec![old.clone()], Arc::default());
         let this = record(Arc::clone(&records), None);
         let digest = blake3::hash(b"x");
-        let send = || {
-            this.notice(0).stored(Stored {
-                store: "s3",
-                digest: &digest,
-                size: 1,
-                content_type: "text/plain",
-                url: None,
-                deduplicated: false,
-            })
-        };
+        let send = || this.notice(0).stored(stored("s3", &digest));
         let got = |c: &Count| c.1.lock().unwrap().len();
         // The thread keeps a copy of the targets after its first record.
         send();
@@ -400,14 +396,7 @@ mod tests {
         // Other records on the same thread have targets of their own.
         let elsewhere = ArtifactRecords::new(vec![new.clone()], Arc::default());
         let other = record(elsewhere, None);
-        other.notice(0).stored(Stored {
-            store: "s3",
-            digest: &digest,
-            size: 1,
-            content_type: "text/plain",
-            url: None,
-            deduplicated: false,
-        });
+        other.notice(0).stored(stored("s3", &digest));
         send();
         assert_eq!((got(&old), got(&new)), (2, 2));
     }

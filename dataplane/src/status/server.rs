@@ -69,11 +69,13 @@ impl Drop for StatusServer {
 
 fn serve(listener: &TcpListener, status: &Arc<Status>, stop: &AtomicBool) {
     let mut stalled = Vec::new();
-    let mut last_sample = std::time::Instant::now() - TICK;
+    // None until the first sample (not `now - TICK`: the monotonic clock
+    // starts at boot, and an agent started in its first second would panic).
+    let mut last_sample: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        if last_sample.elapsed() >= TICK {
+        if last_sample.is_none_or(|t| t.elapsed() >= TICK) {
             stalled = health::stalled(health::STALL_LIMIT);
-            last_sample = std::time::Instant::now();
+            last_sample = Some(std::time::Instant::now());
         }
         if !readable(listener, TICK) {
             continue;
