@@ -37,7 +37,8 @@ use super::{
 };
 
 /// The eBPF object built by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tapwire-ebpf"));
+pub(super) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tapwire-ebpf"));
 
 /// Default ring size per CPU. One probe hit can emit up to
 /// `MAX_PAYLOAD * MAX_CHUNKS` = 8 MiB (a large `SSL_write` split in records)

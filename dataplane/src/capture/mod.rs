@@ -35,6 +35,8 @@ pub mod ring;
 pub mod ringbuf;
 pub mod selection;
 pub mod sendfile;
+#[cfg(test)]
+mod stack_depth;
 pub mod sweep;
 pub mod targets;
 pub mod teardown;
