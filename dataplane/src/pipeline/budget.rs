@@ -8,11 +8,13 @@
 //! the transaction marked `truncated`); headers and the other metadata are never
 //! refused, so a user keeps every request's method, path and status.
 //!
-//! Bodies may take the buffered bytes but a reserve ([`HELD_RESERVE_SHARE`]):
-//! records held in reorder windows carry heads too, and a budget spent by
-//! bodies (uploads never answered hold theirs until their connection ends)
-//! must not make every other connection's out-of-order record a hole given
-//! up at once. Bodies are shed first, metadata last.
+//! Bodies by themselves may not take the last share of the buffered bytes
+//! ([`HELD_RESERVE_SHARE`]): records held in reorder windows carry heads
+//! too, and a budget spent by bodies alone (uploads never answered hold
+//! theirs until their connection ends) must not make every other
+//! connection's out-of-order record a hole given up at once. Bodies are shed
+//! first, metadata last. Held records do not also cut what bodies may take:
+//! both count in the one total, and bodies alone stop at their share.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,10 +85,12 @@ impl Plan {
 /// take (1/8): bodies stop short of it.
 pub const HELD_RESERVE_SHARE: usize = 8;
 
-/// What a charge is for: bodies stop at the reserve, held records may use it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a charge is for: bodies alone stop short of the reserve, held
+/// records may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Use {
     /// Body bytes being assembled or waiting in a store's queue.
+    #[default]
     Body,
     /// Records held in a reorder window.
     Held,
@@ -96,9 +100,22 @@ pub enum Use {
 #[derive(Debug)]
 pub struct Budget {
     limit: usize,
-    /// What bodies may take of `limit`: all but the held records' reserve.
+    /// What bodies by themselves may take: all but the held records' reserve.
     body_limit: usize,
+    /// Bytes charged, bodies and held records.
     used: AtomicUsize,
+    /// Of those, bytes charged for bodies.
+    bodies: AtomicUsize,
+}
+
+/// Adds `bytes` to `counter` if the sum stays within `limit`.
+fn take_within(counter: &AtomicUsize, bytes: usize, limit: usize) -> bool {
+    // Relaxed: the counters guard no other memory, they only bound totals.
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            used.checked_add(bytes).filter(|&n| n <= limit)
+        })
+        .is_ok()
 }
 
 impl Budget {
@@ -108,6 +125,7 @@ impl Budget {
             limit,
             body_limit: limit - limit / HELD_RESERVE_SHARE,
             used: AtomicUsize::new(0),
+            bodies: AtomicUsize::new(0),
         })
     }
 
@@ -119,21 +137,24 @@ impl Budget {
     /// Takes `bytes` for `what` if they fit; false (nothing taken) if they
     /// do not.
     pub fn try_take(&self, bytes: usize, what: Use) -> bool {
-        let limit = match what {
-            Use::Body => self.body_limit,
-            Use::Held => self.limit,
-        };
-        // Relaxed: the counter guards no other memory, it only bounds a total.
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(bytes).filter(|&n| n <= limit)
-            })
-            .is_ok()
+        if what == Use::Body && !take_within(&self.bodies, bytes, self.body_limit) {
+            return false;
+        }
+        if !take_within(&self.used, bytes, self.limit) {
+            if what == Use::Body {
+                self.bodies.fetch_sub(bytes, Ordering::Relaxed);
+            }
+            return false;
+        }
+        true
     }
 
-    /// Gives back `bytes` taken before.
-    pub fn give_back(&self, bytes: usize) {
+    /// Gives back `bytes` taken before for `what`.
+    pub fn give_back(&self, bytes: usize, what: Use) {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
+        if what == Use::Body {
+            self.bodies.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Bytes in use.
@@ -152,6 +173,8 @@ impl Budget {
 pub struct Charge {
     budget: Option<Arc<Budget>>,
     bytes: usize,
+    /// What the bytes are for (one use per buffer).
+    what: Use,
 }
 
 impl Charge {
@@ -164,6 +187,8 @@ impl Charge {
         if self.budget.is_none() {
             self.budget = Some(Arc::clone(budget));
         }
+        debug_assert!(self.bytes == 0 || self.what == what, "one use per buffer");
+        self.what = what;
         self.bytes += bytes;
         true
     }
@@ -172,7 +197,7 @@ impl Charge {
     pub fn shrink(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);
         if let Some(budget) = &self.budget {
-            budget.give_back(bytes);
+            budget.give_back(bytes, self.what);
         }
         self.bytes -= bytes;
     }
@@ -247,5 +272,18 @@ mod tests {
         assert!(held.grow(&budget, 100, Use::Held));
         assert!(!held.grow(&budget, 1, Use::Held), "nothing past the limit");
         assert_eq!(budget.used(), 800);
+        drop((body, held));
+        // Held records taken first leave bodies the rest of the limit, up to
+        // their own share: they do not cut it by the reserve as well.
+        let mut held = Charge::default();
+        let mut body = Charge::default();
+        assert!(held.grow(&budget, 500, Use::Held));
+        assert!(!body.grow(&budget, 301, Use::Body));
+        assert!(body.grow(&budget, 300, Use::Body));
+        assert_eq!(budget.used(), 800);
+        // Given back by use: the body's share is whole again.
+        drop((body, held));
+        let mut body = Charge::default();
+        assert!(body.grow(&budget, 700, Use::Body));
     }
 }

@@ -577,6 +577,33 @@ fn a_connection_opened_once_bodies_spent_the_budget_is_still_put_back_in_sequenc
 }
 
 #[test]
+fn a_body_cut_short_gives_back_the_room_made_for_its_announced_length() {
+    let budget = super::budget::Budget::new(64 << 20);
+    let mut msg = super::txn::Message::default();
+    // A 1 MiB upload of which the probes copied only a 4 KiB prefix.
+    msg.expect_body(1 << 20);
+    assert!(msg.push_body(&[b'x'; 4096], &budget).none());
+    assert!(budget.used() >= 1 << 20, "room for the announced length");
+    msg.skip_body((1 << 20) - 4096);
+    let body = msg.take_body();
+    assert_eq!(&body[..], &[b'x'; 4096][..]);
+    assert!(
+        budget.used() < 8192,
+        "{} bytes held for 4 KiB waiting in a store's queue",
+        budget.used()
+    );
+    drop(body);
+    assert_eq!(budget.used(), 0);
+    // A whole body keeps its buffer: no reallocation.
+    let mut msg = super::txn::Message::default();
+    msg.expect_body(100_000);
+    assert!(msg.push_body(&[b'y'; 100_000], &budget).none());
+    let ptr = msg.body.as_ptr();
+    let body = msg.take_body();
+    assert_eq!((body.as_ptr(), body.len()), (ptr, 100_000));
+}
+
+#[test]
 fn a_body_taken_for_its_object_holds_its_budget_until_its_last_holder_drops_it() {
     let budget = super::budget::Budget::new(10_000);
     let mut msg = super::txn::Message::default();

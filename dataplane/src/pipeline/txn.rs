@@ -252,6 +252,10 @@ impl NotKept {
     }
 }
 
+/// Unused room a taken body may keep: less is not worth a reallocation (a
+/// body grown by doubling keeps at most its own length).
+const BODY_SPARE_KEPT: usize = 64 << 10;
+
 /// The largest first allocation a body's announced length asks for: past it
 /// the buffer grows by doubling as the bytes arrive (a peer may announce more
 /// than it sends).
@@ -343,10 +347,24 @@ impl Message {
     /// queue once written or spooled, a duplicate at once), so bodies waiting
     /// in store queues count against the same budget as bodies being
     /// assembled.
+    ///
+    /// A body cut short (bytes the probes did not copy, or shed) keeps room
+    /// for bytes that never came: the buffer made for its announced length.
+    /// That room is given back first, to the allocator and the budget: a
+    /// store's queue counts an object's bytes, so 4 KiB kept of a 1 MiB
+    /// upload would otherwise hold 1 MiB of the budget while it waits.
     pub fn take_body(&mut self) -> Bytes {
+        let mut body = std::mem::take(&mut self.body);
+        let mut charge = std::mem::take(&mut self.charge);
+        let spare = body.capacity() - body.len();
+        if spare > body.len() && spare > BODY_SPARE_KEPT {
+            let before = body.capacity();
+            body.shrink_to_fit();
+            charge.shrink(before - body.capacity());
+        }
         Bytes::from_owner(ChargedBody {
-            body: std::mem::take(&mut self.body),
-            _charge: std::mem::take(&mut self.charge),
+            body,
+            _charge: charge,
         })
     }
 
