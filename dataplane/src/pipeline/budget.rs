@@ -19,8 +19,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The budget when none is configured: room for bursts of large bodies on a busy
-/// node while keeping the agent well under 192 MiB resident.
+/// The budget when none is configured: room for bursts of large bodies on a
+/// busy node. Spent whole, it comes on top of the agent's idle size (about
+/// 60 MiB) and the kernel rings mapped into it (16 MiB per CPU): on two CPUs
+/// its resident memory can then pass 192 MiB (202.6 MiB peak with S3 in
+/// perf/results/2026-12-02-vm-intel.md).
 pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
 /// The smallest budget accepted: the frame queues' floor plus a few bodies.
 pub const MIN_MEMORY_BUDGET: usize = 8 << 20;
