@@ -104,6 +104,56 @@ fn frame_bytes(code: &[u8]) -> u64 {
     deepest
 }
 
+/// The function instruction `i` at `at` (section, byte offset) calls, or
+/// whose address it loads for a helper (a `bpf_loop` callback); `None` for
+/// anything else. `symbol` is the relocation at `at`, if any.
+fn call_target(
+    file: &object::File<'_>,
+    functions: &[Function],
+    i: &Insn,
+    (section, at): (SectionIndex, u64),
+    symbol: Option<usize>,
+) -> Option<usize> {
+    let starting = |section: SectionIndex, start: i64| {
+        functions
+            .iter()
+            .position(|g| g.section == section && g.start as i64 == start)
+    };
+    let imm = i64::from(i.imm);
+    let is_call = i.code == 0x85 && i.src == PSEUDO_CALL;
+    // A function's address: marked as such by the loader, or in the object
+    // a 64-bit load relocated against a code section (a map's address is
+    // relocated against `.maps`, where no function starts).
+    let is_address = i.code == 0x18 && (i.src == PSEUDO_FUNC || symbol.is_some());
+    if !is_call && !is_address {
+        return None;
+    }
+    let target = match symbol {
+        // Against the function's symbol, or its section's with the
+        // immediate saying where: as libbpf reads them, a call's immediate
+        // counts instructions after the next, an address's counts bytes.
+        Some(symbol) => {
+            let symbol = file
+                .symbol_by_index(object::SymbolIndex(symbol))
+                .expect("relocated symbol");
+            let base = symbol.address() as i64;
+            let start = if is_call {
+                base + (imm + 1) * 8
+            } else {
+                base + imm
+            };
+            starting(symbol.section_index().expect("defined"), start)
+        }
+        // Within the section, relative to the next instruction.
+        None => starting(section, at as i64 + 8 + imm * 8),
+    };
+    assert!(
+        target.is_some() || !is_call,
+        "call at {at:#x} to no function"
+    );
+    target
+}
+
 /// The kernel's rounding of one frame.
 fn rounded(bytes: u64) -> u64 {
     bytes.div_ceil(32) * 32
@@ -131,11 +181,6 @@ fn every_chain_of_frames_fits_the_verifiers_stack() {
             program: section_name.is_ok_and(|n| n != ".text"),
         });
     }
-    let index_of = |section: SectionIndex, at: u64| {
-        functions
-            .iter()
-            .position(|f| f.section == section && f.start <= at && at < f.end)
-    };
     // Each function's frame, and the functions it calls or hands to a helper
     // as a callback.
     let mut frames = vec![0u64; functions.len()];
@@ -159,50 +204,10 @@ fn every_chain_of_frames_fits_the_verifiers_stack() {
             while at + 8 <= code.len() {
                 let i = insn(&code[at..]);
                 let offset = function.start + at as u64;
-                let is_call = i.code == 0x85 && i.src == PSEUDO_CALL;
-                // A function's address (a callback for `bpf_loop`): marked
-                // as such by the loader, or in the object a 64-bit load
-                // relocated against a code section (maps are in `.maps`).
-                let is_address =
-                    i.code == 0x18 && (i.src == PSEUDO_FUNC || relocations.contains_key(&offset));
-                if is_call || is_address {
-                    // Through a relocation (another section, or a symbol),
-                    // else relative to the next instruction.
-                    // Through a relocation (against the function's symbol,
-                    // or its section's with the immediate saying where),
-                    // else relative to the next instruction.
-                    let target = match relocations.get(&offset) {
-                        Some(&symbol) => {
-                            let symbol = file
-                                .symbol_by_index(object::SymbolIndex(symbol))
-                                .expect("relocated symbol");
-                            let section = symbol.section_index().expect("defined");
-                            let base = symbol.address();
-                            let imm = i64::from(i.imm);
-                            // libbpf reads a call's immediate in instructions
-                            // after the next, a function address's in bytes.
-                            [base as i64 + (imm + 1) * 8, base as i64 + imm, base as i64]
-                                .into_iter()
-                                .find_map(|at| {
-                                    functions
-                                        .iter()
-                                        .position(|g| g.section == section && g.start as i64 == at)
-                                })
-                        }
-                        None => {
-                            let next = offset as i64 + 8;
-                            index_of(section.index(), (next + i64::from(i.imm) * 8) as u64)
-                        }
-                    };
-                    match target {
-                        Some(target) if target != f => callees[f].push(target),
-                        Some(_) => {}
-                        None if is_call => {
-                            panic!("{}: call at {offset:#x} to no function", function.name)
-                        }
-                        // A map's address.
-                        None => {}
-                    }
+                let symbol = relocations.get(&offset).copied();
+                match call_target(&file, &functions, &i, (section.index(), offset), symbol) {
+                    Some(target) if target != f => callees[f].push(target),
+                    _ => {}
                 }
                 at += if i.code == 0x18 { 16 } else { 8 };
             }

@@ -85,7 +85,7 @@ impl Plan {
 }
 
 /// Share of the buffered bytes that only records held in reorder windows may
-/// take (1/8): bodies stop short of it.
+/// take (1/8): bodies by themselves stop short of it.
 pub const HELD_RESERVE_SHARE: usize = 8;
 
 /// What a charge is for: bodies alone stop short of the reserve, held

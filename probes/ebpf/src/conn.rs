@@ -25,6 +25,7 @@
 //! decision (and the open record) waits for its first data, which the agent
 //! sent after its `connect` returned ([`settle`]).
 
+use aya_ebpf::btf_maps::PerCpuArray;
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
     bpf_get_smp_processor_id, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
@@ -130,16 +131,17 @@ fn read_into(base: u64, off: u32, dst: &mut [u8]) -> Option<()> {
     unsafe { bpf_probe_read_kernel_buf((base + off as u64) as *const u8, dst).ok() }
 }
 
-/// This CPU's slot to build an open record in.
+/// This CPU's slot of `map`, to build a record in off the stack (see
+/// [`track`]).
 #[inline(always)]
-fn open_scratch() -> Option<&'static mut ConnOpen> {
-    let Some(open) = OPEN_SCRATCH.get_ptr_mut(0) else {
+fn cpu_slot<T>(map: &'static PerCpuArray<T, 1>) -> Option<&'static mut T> {
+    let Some(slot) = map.get_ptr_mut(0) else {
         count(DropReason::Internal, 1);
         return None;
     };
     // SAFETY: this CPU's slot; the one program running on this CPU fills it
-    // and outputs it before it returns.
-    Some(unsafe { &mut *open })
+    // and uses it before it returns.
+    Some(unsafe { &mut *slot })
 }
 
 #[inline(always)]
@@ -319,7 +321,7 @@ pub fn settle(k: u64, fd: i64, conn: *mut ConnState) -> Option<*mut ConnState> {
     unsafe { (*conn).flags &= !CONN_OPEN_PENDING };
     let cfg: &Config = CONFIG.get(0)?;
     let o = &cfg.offsets;
-    let info = open_scratch()?;
+    let info = cpu_slot(&OPEN_SCRATCH)?;
     let read = match tcp_sock(o, fd) {
         Ok(Some(sk)) => sock_info(o, sk, info),
         _ => None,
@@ -356,9 +358,10 @@ fn emit_open(open: &mut ConnOpen, hdr: tapwire_common::Header, conn_id: u64, rol
 /// A BPF function of its own, not inlined: the socket walk and the new
 /// connection's records took about 300 bytes of stack, needed only when a
 /// connection is first seen (its open record and map entry are now built in
-/// per-CPU slots, the socket's addresses read straight into the first). Inlined, they made every data program's frame so large that
-/// with `emit::chunk`'s frame (a `bpf_loop` callback's stack counts with
-/// its caller's) the verifier's 512-byte limit was passed.
+/// per-CPU slots, the socket's addresses read straight into the first).
+/// Inlined, they made every data program's frame so large that with
+/// `emit::chunk`'s frame (a `bpf_loop` callback's stack counts with its
+/// caller's) the verifier's 512-byte limit was passed.
 #[inline(never)]
 pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
     let cfg: &Config = CONFIG.get(0)?;
@@ -378,7 +381,7 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
             return None;
         }
     };
-    let info = open_scratch()?;
+    let info = cpu_slot(&OPEN_SCRATCH)?;
     if sock_info(o, sk, info).is_none() {
         count(DropReason::KernelRead, 1);
         return None;
@@ -408,26 +411,18 @@ pub fn track(fd: i64, role: Role, defer: bool) -> Option<*mut ConnState> {
     }
     let conn_id = new_conn_id();
     // Built in this CPU's slot, not on the stack (see above).
-    let Some(state) = STATE_SCRATCH.get_ptr_mut(0) else {
-        count(DropReason::Internal, 1);
-        return None;
+    let state = cpu_slot(&STATE_SCRATCH)?;
+    *state = ConnState {
+        conn_id,
+        seq: 1,
+        flags,
+        role: role as u32,
+        peer_port: info.remote_port as u32,
+        hello_body: 0,
+        skipped_out: 0,
+        skipped_in: 0,
     };
-    // SAFETY: this CPU's slot, written whole and copied into `CONNS` before
-    // we return.
-    let inserted = unsafe {
-        *state = ConnState {
-            conn_id,
-            seq: 1,
-            flags,
-            role: role as u32,
-            peer_port: info.remote_port as u32,
-            hello_body: 0,
-            skipped_out: 0,
-            skipped_in: 0,
-        };
-        CONNS.insert(k, &*state, 0)
-    };
-    if inserted.is_err() {
+    if CONNS.insert(k, &*state, 0).is_err() {
         count(DropReason::ConnTableFull, 1);
         return None;
     }
