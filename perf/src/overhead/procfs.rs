@@ -109,6 +109,21 @@ pub fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
     groups
 }
 
+/// `now` less `then`, per thread group (`thread_ticks` read twice), groups
+/// that spent nothing in between left out, largest first.
+pub fn ticks_since(now: Vec<(String, u64)>, then: &[(String, u64)]) -> Vec<(String, u64)> {
+    let mut spent: Vec<(String, u64)> = now
+        .into_iter()
+        .map(|(name, ticks)| {
+            let before = then.iter().find(|(n, _)| *n == name).map_or(0, |t| t.1);
+            (name, ticks.saturating_sub(before))
+        })
+        .filter(|(_, ticks)| *ticks > 0)
+        .collect();
+    spent.sort_by_key(|g| std::cmp::Reverse(g.1));
+    spent
+}
+
 /// Peak resident set size (`VmHWM`), KiB.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -146,5 +161,24 @@ mod tests {
         assert!(vm_hwm_kib(me).unwrap() > 0);
         assert_eq!(ppid(me), Some(std::os::unix::process::parent_id()));
         assert!(machine_busy_ticks() > 0);
+    }
+
+    #[test]
+    fn ticks_since_counts_only_what_each_thread_group_spent_in_between() {
+        let then = [("tapwire".to_owned(), 90), ("shard".to_owned(), 5)];
+        let now = vec![
+            ("tapwire".to_owned(), 91),
+            ("shard".to_owned(), 40),
+            ("ring".to_owned(), 7),
+            ("status".to_owned(), 0),
+        ];
+        assert_eq!(
+            ticks_since(now, &then),
+            [
+                ("shard".to_owned(), 35),
+                ("ring".to_owned(), 7),
+                ("tapwire".to_owned(), 1)
+            ]
+        );
     }
 }

@@ -157,6 +157,9 @@ pub struct Tracer {
     guard: Guard,
     stdout: Lines,
     stderr: Lines,
+    /// Its threads' CPU once ready: start-up (loading and attaching probes,
+    /// on the main thread) is not part of what its threads spend under load.
+    threads_at_ready: Vec<(String, u64)>,
 }
 
 /// A tracer's totals after it stopped.
@@ -174,7 +177,8 @@ pub struct Totals {
     pub drop_detail: Vec<String>,
     /// Objects its object stores took (stored or deduplicated).
     pub objects_stored: Option<u64>,
-    /// Its CPU by thread group, largest first (ticks), sampled before it stopped.
+    /// Its CPU by thread group from when it was ready to just before it
+    /// stopped, largest first (ticks).
     pub threads: Vec<(String, u64)>,
     /// Warnings and errors it logged (first few).
     pub warnings: Vec<String>,
@@ -278,6 +282,7 @@ impl Tracer {
             guard,
             stdout,
             stderr,
+            threads_at_ready: Vec::new(),
         };
         let ready_in = match config {
             Config::BpftraceExported | Config::BpftraceTapwirePoints => tracer.stdout.clone(),
@@ -295,6 +300,7 @@ impl Tracer {
             // through its control thread; give it a moment.
             std::thread::sleep(Duration::from_millis(300));
         }
+        tracer.threads_at_ready = procfs::thread_ticks(tracer.pid());
         Ok(Some(tracer))
     }
 
@@ -340,7 +346,7 @@ impl Tracer {
         let mut totals = Totals {
             cpu_ticks: self.cpu_ticks(),
             peak_rss_kib: procfs::vm_hwm_kib(self.pid()),
-            threads: procfs::thread_ticks(self.pid()),
+            threads: procfs::ticks_since(procfs::thread_ticks(self.pid()), &self.threads_at_ready),
             ..Totals::default()
         };
         self.guard.stop();

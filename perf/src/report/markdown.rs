@@ -190,7 +190,7 @@ impl Report<'_> {
         }
         let _ = writeln!(
             s,
-            "\nWhere each tracer's CPU went, by thread (share of its CPU over all rounds; the top three \
+            "\nWhere each tracer's CPU went, by thread (share of its CPU over all rounds, start-up left out; the top three \
              name its largest costs by pipeline stage):\n"
         );
         for config in Config::ALL {
