@@ -10,6 +10,12 @@ pub struct AccessUrl {
     /// The template's text between the `{{DIGEST}}`s (one more than there are
     /// digests).
     pieces: Vec<String>,
+    /// Bytes of every URL: the pieces and the digests between them.
+    len: usize,
+    /// Whether the pieces hold no control character, `"` or backslash: a
+    /// URL is then written into a JSON string as it is (hex digits never
+    /// need escaping), without checking its bytes.
+    plain: bool,
 }
 
 /// The placeholder filled per object.
@@ -23,9 +29,17 @@ impl AccessUrl {
             .replace("{{SCHEME}}", scheme)
             .replace("{{ENDPOINT}}", endpoint)
             .replace("{{BUCKET}}", bucket);
-        Self {
-            pieces: filled.split(DIGEST).map(str::to_owned).collect(),
-        }
+        let pieces: Vec<String> = filled.split(DIGEST).map(str::to_owned).collect();
+        let len = pieces.iter().map(String::len).sum::<usize>()
+            + crate::hex::DIGEST_HEX_LEN * (pieces.len() - 1);
+        let plain = !filled.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+        Self { pieces, len, plain }
+    }
+
+    /// Whether every URL of this template is plain text for a JSON string:
+    /// no control character, `"` or backslash.
+    pub fn is_json_plain(&self) -> bool {
+        self.plain
     }
 
     /// The URL of the object with `digest`.
@@ -39,9 +53,7 @@ impl AccessUrl {
     /// their buffer, with no string per object.
     pub fn write_to(&self, digest: &Digest, out: &mut Vec<u8>) {
         let hex = crate::hex::DigestHex::new(digest);
-        let len = self.pieces.iter().map(String::len).sum::<usize>()
-            + crate::hex::DIGEST_HEX_LEN * (self.pieces.len() - 1);
-        out.reserve(len);
+        out.reserve(self.len);
         for (i, piece) in self.pieces.iter().enumerate() {
             if i > 0 {
                 out.extend_from_slice(hex.as_bytes());

@@ -88,8 +88,12 @@ impl DigestCache {
 fn slot_of(bytes: &[u8]) -> usize {
     let len = bytes.len();
     let word = |at: usize| -> u64 {
-        let mut w = [0u8; 8];
         let from = at.min(len.saturating_sub(8));
+        if let Some(whole) = bytes.get(from..from + 8) {
+            // A fixed-size read: no copy call for the usual object.
+            return u64::from_le_bytes(whole.try_into().expect("8 bytes"));
+        }
+        let mut w = [0u8; 8];
         let part = &bytes[from..len.min(from + 8)];
         w[..part.len()].copy_from_slice(part);
         u64::from_le_bytes(w)

@@ -418,7 +418,7 @@ impl<'a> JsonObject<'a> {
         debug_assert!(!needs_escape(value.as_bytes()), "{value:?}");
         self.out.reserve(value.len() + 2);
         self.out.push(b'"');
-        self.out.extend_from_slice(value.as_bytes());
+        push_bytes(self.out, value.as_bytes());
         self.out.push(b'"');
     }
 
@@ -459,6 +459,19 @@ impl<'a> JsonObject<'a> {
             json_string(self.out, std::str::from_utf8(&text).unwrap_or_default());
         } else {
             self.out.push(b'"');
+        }
+    }
+
+    /// The URL of `digest` by `url`'s template, as a string: copied as it is
+    /// when the template is plain text (as it nearly always is), else
+    /// checked and escaped like any text.
+    pub fn access_url(&mut self, url: &tapwire_store::s3::AccessUrl, digest: &blake3::Hash) {
+        if url.is_json_plain() {
+            self.out.push(b'"');
+            url.write_to(digest, self.out);
+            self.out.push(b'"');
+        } else {
+            self.text_with(|out| url.write_to(digest, out));
         }
     }
 
@@ -575,9 +588,50 @@ pub fn event_bytes_with(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     })
 }
 
-/// Appends `value` in decimal.
+/// Appends `value` in decimal: formatted by `itoa` on the stack and copied
+/// by [`push_bytes`] (a `memcpy` call per number was a tenth of an event's
+/// instructions; an event writes a dozen numbers).
 fn push_uint(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    push_bytes(out, itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// Appends `bytes`. Up to 32 bytes (most keys, words and field values of an
+/// event) are copied as two overlapping copies of a fixed size, which the
+/// compiler inlines as loads and stores, instead of a `memcpy` call.
+#[inline(always)]
+pub fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = bytes.len();
+    if len > 32 {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(len);
+    let at = out.len();
+    let (src, dst) = (
+        bytes.as_ptr(),
+        out.spare_capacity_mut().as_mut_ptr().cast::<u8>(),
+    );
+    // SAFETY: `dst` has room for `len` bytes (reserved above) and `src`
+    // holds `len`; each pair of copies covers exactly bytes 0..len, reading
+    // and writing only inside them.
+    unsafe {
+        let two = |n: usize| {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+            std::ptr::copy_nonoverlapping(src.add(len - n), dst.add(len - n), n);
+        };
+        if len >= 16 {
+            two(16);
+        } else if len >= 8 {
+            two(8);
+        } else if len >= 4 {
+            two(4);
+        } else {
+            for i in 0..len {
+                *dst.add(i) = *src.add(i);
+            }
+        }
+        out.set_len(at + len);
+    }
 }
 
 /// Bytes of a key piece: `,"`, the key, `":`.
@@ -626,43 +680,74 @@ fn needs_escape_sse2(text: &[u8]) -> bool {
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
-    let mut chunks = text.chunks_exact(16);
-    // SAFETY: SSE2 is part of x86-64; each load reads one whole 16-byte chunk
-    // of `text` (unaligned loads allowed).
+    if text.len() < 16 {
+        return needs_escape_short(text);
+    }
+    // SAFETY: SSE2 is part of x86-64; each load reads 16 bytes of `text`,
+    // which holds at least 16 (unaligned loads allowed).
     unsafe {
         let quote = _mm_set1_epi8(b'"' as i8);
         let backslash = _mm_set1_epi8(b'\\' as i8);
         let last_control = _mm_set1_epi8(0x1f);
-        for chunk in &mut chunks {
-            let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+        let flagged = |at: usize| {
+            let v = _mm_loadu_si128(text.as_ptr().add(at).cast::<__m128i>());
             // A byte is a control character when min(b, 0x1f) == b.
             let control = _mm_cmpeq_epi8(_mm_min_epu8(v, last_control), v);
             let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
-            if _mm_movemask_epi8(_mm_or_si128(control, special)) != 0 {
+            _mm_movemask_epi8(_mm_or_si128(control, special)) != 0
+        };
+        let last = text.len() - 16;
+        let mut at = 0;
+        while at < last {
+            if flagged(at) {
                 return true;
             }
+            at += 16;
+        }
+        // The last 16 bytes, overlapping the chunk before: no byte loop for
+        // the tail.
+        flagged(last)
+    }
+}
+
+/// [`needs_escape`] for fewer than 16 bytes (most of an event's strings: a
+/// method, a content type, a process name): two overlapping words from 8
+/// bytes on, else byte by byte.
+#[cfg(target_arch = "x86_64")]
+fn needs_escape_short(text: &[u8]) -> bool {
+    let len = text.len();
+    if len < 8 {
+        return text.iter().any(|&b| escapes(b));
+    }
+    let word = |at: usize| u64::from_le_bytes(text[at..at + 8].try_into().expect("8 bytes"));
+    word_escapes(word(0)) || word_escapes(word(len - 8))
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn needs_escape_words(text: &[u8]) -> bool {
+    let mut chunks = text.chunks_exact(8);
+    for chunk in &mut chunks {
+        if word_escapes(u64::from_ne_bytes(chunk.try_into().expect("8 bytes"))) {
+            return true;
         }
     }
     chunks.remainder().iter().any(|&b| escapes(b))
 }
 
-#[cfg(any(test, not(target_arch = "x86_64")))]
-fn needs_escape_words(text: &[u8]) -> bool {
+/// Whether one of the 8 bytes of `w` is one JSON escapes: one subtraction
+/// flags every byte below 0x20, an XOR-and-subtract each `"` and backslash.
+/// A flag can be wrongly set only above a rightly set one (a borrow runs
+/// towards higher bytes), so whether any is set is exact.
+#[inline(always)]
+fn word_escapes(w: u64) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // Nonzero when some byte of `w` is below `n` (n <= 0x80).
     let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGHS;
-    let mut chunks = text.chunks_exact(8);
-    for chunk in &mut chunks {
-        let w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
-        let hits = below(w, 0x20)
-            | below(w ^ (ONES * u64::from(b'"')), 1)
-            | below(w ^ (ONES * u64::from(b'\\')), 1);
-        if hits != 0 {
-            return true;
-        }
-    }
-    chunks.remainder().iter().any(|&b| escapes(b))
+    let hits = below(w, 0x20)
+        | below(w ^ (ONES * u64::from(b'"')), 1)
+        | below(w ^ (ONES * u64::from(b'\\')), 1);
+    hits != 0
 }
 
 /// Whether JSON escapes byte `b` in a string.
@@ -678,7 +763,7 @@ pub fn json_string(out: &mut Vec<u8>, value: &str) {
     } else {
         out.reserve(value.len() + 2);
         out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
+        push_bytes(out, value.as_bytes());
         out.push(b'"');
     }
 }
@@ -777,6 +862,26 @@ mod tests {
             .unwrap();
             let back: serde_json::Value = serde_json::from_str(&json).unwrap();
             assert_eq!(back["path"], target.as_str(), "length {len}");
+        }
+    }
+
+    #[test]
+    fn access_urls_are_written_as_serde_writes_them_plain_or_not() {
+        use tapwire_store::s3::AccessUrl;
+        let digest = blake3::hash(b"object");
+        for template in [
+            "https://{{ENDPOINT}}/{{BUCKET}}/{{DIGEST}}",
+            "https://{{ENDPOINT}}/{{DIGEST}}?copy={{DIGEST}}",
+            "https://{{ENDPOINT}}/\"q\"\\{{DIGEST}}\t",
+        ] {
+            let url = AccessUrl::new(template, "https", "s3.local:8333", "b");
+            assert_eq!(url.is_json_plain(), !template.contains(['"', '\\', '\t']));
+            let mut out = Vec::new();
+            let mut e = JsonObject::new(&mut out);
+            e.key("url").access_url(&url, &digest);
+            e.end();
+            let want = serde_json::json!({ "url": url.render(&digest) }).to_string();
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{template}");
         }
     }
 

@@ -230,9 +230,7 @@ impl RequestRecord {
         e.key("size").uint(stored.size);
         e.key("content_type").str(stored.content_type);
         match stored.url {
-            Some(url) => e
-                .key("url")
-                .text_with(|out| url.write_to(stored.digest, out)),
+            Some(url) => e.key("url").access_url(url, stored.digest),
             None => e.key("url").null(),
         }
         e.key("store").str(stored.store);

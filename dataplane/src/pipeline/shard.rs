@@ -19,6 +19,7 @@ use compact_str::CompactString;
 use tapwire_http::{Direction, h2, hpack, http1, tls_hello};
 
 use super::budget::Budget;
+use super::event_fields::push_bytes;
 use super::input::{ConnInfo, Flow, Input, Role};
 use super::reorder::{GaveUp, Offer, Reorder};
 use super::txn::{ConnSummary, HeaderFields, Message, NotKept, Protocol, Transaction};
@@ -1246,7 +1247,7 @@ impl Follow<'_> {
                     return;
                 };
                 txn.incomplete_headers |= block.state != hpack::BlockState::Complete;
-                let text = |name: &str| block.get(name).map(CompactString::from_utf8_lossy);
+                let text = |name: &str| block.get(name).map(text_lossy);
                 if block.is_trailers() {
                     let msg = match direction {
                         Direction::Request => &mut txn.request,
@@ -1338,7 +1339,7 @@ impl Follow<'_> {
             (Direction::Request, Event::Request(head)) => {
                 let mut txn = self.new_txn();
                 txn.method = CompactString::new(head.method);
-                txn.path = CompactString::from_utf8_lossy(head.target);
+                txn.path = text_lossy(head.target);
                 txn.request.headers = HeaderFields::from_block(head.headers);
                 txn.authority = txn.request.header("host").map(CompactString::new);
                 txn.request.head_bytes = head.head_len as u64;
@@ -1430,6 +1431,17 @@ fn version_str(v: http1::Version) -> &'static str {
     }
 }
 
+/// `bytes` as text, invalid UTF-8 replaced: validated at once when it is
+/// UTF-8 (a request target nearly always is; the check has an ASCII fast
+/// path), where `CompactString::from_utf8_lossy` went through it a chunk and
+/// a push at a time.
+fn text_lossy(bytes: &[u8]) -> CompactString {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => CompactString::new(text),
+        Err(_) => CompactString::from_utf8_lossy(bytes),
+    }
+}
+
 /// Sizes `msg`'s body buffer from its Content-Length, if it has one.
 fn expect_body(msg: &mut super::txn::Message) {
     if let Some(len) = msg
@@ -1443,9 +1455,9 @@ fn expect_body(msg: &mut super::txn::Message) {
 /// The request head as an object: start line and fields, CRLF-separated.
 fn request_head_bytes(head: &http1::RequestHead<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.head_len);
-    out.extend_from_slice(head.method.as_bytes());
+    push_bytes(&mut out, head.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.target);
+    push_bytes(&mut out, head.target);
     out.push(b' ');
     out.extend_from_slice(version_str(head.version).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -1458,9 +1470,9 @@ fn response_head_bytes(head: &http1::ResponseHead<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.head_len);
     out.extend_from_slice(version_str(head.version).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(itoa::Buffer::new().format(head.status).as_bytes());
+    push_bytes(&mut out, itoa::Buffer::new().format(head.status).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.reason);
+    push_bytes(&mut out, head.reason);
     out.extend_from_slice(b"\r\n");
     push_fields(&mut out, head.headers);
     out
@@ -1476,9 +1488,9 @@ fn h2_head_bytes(headers: tapwire_http::Headers<'_>) -> Vec<u8> {
 
 fn push_fields(out: &mut Vec<u8>, headers: tapwire_http::Headers<'_>) {
     for (name, value) in headers.iter() {
-        out.extend_from_slice(name);
+        push_bytes(out, name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
+        push_bytes(out, value);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");

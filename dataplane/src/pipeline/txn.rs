@@ -73,9 +73,9 @@ impl HeaderFields {
         text.reserve(block.byte_len());
         ends.reserve(block.len());
         for (name, value) in block.iter() {
-            text.extend_from_slice(name);
+            event_fields::push_bytes(&mut text, name);
             let name_end = offset(text.len());
-            text.extend_from_slice(value);
+            event_fields::push_bytes(&mut text, value);
             ends.push((name_end, offset(text.len())));
         }
         match String::from_utf8(text) {
@@ -120,7 +120,11 @@ impl HeaderFields {
     /// Appends one field.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let mut put = |bytes: &[u8]| {
-            self.text.push_str(&String::from_utf8_lossy(bytes));
+            match std::str::from_utf8(bytes) {
+                // SAFETY: `bytes` is UTF-8, so the text stays UTF-8.
+                Ok(_) => event_fields::push_bytes(unsafe { self.text.as_mut_vec() }, bytes),
+                Err(_) => self.text.push_str(&String::from_utf8_lossy(bytes)),
+            }
             offset(self.text.len())
         };
         let name_end = put(name);
@@ -820,9 +824,7 @@ impl Transaction {
             o.key("size").uint(object.size as u64);
             o.key("content_type").str(&object.content_type);
             match &object.url {
-                Some(url) => o
-                    .key("url")
-                    .text_with(|out| url.write_to(&object.digest, out)),
+                Some(url) => o.key("url").access_url(url, &object.digest),
                 None => o.key("url").null(),
             }
             o.key("kept").bool(object.kept);
