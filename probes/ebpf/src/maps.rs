@@ -155,6 +155,9 @@ pub struct TlsCall {
     pub out: u64,
     /// fd named by a socket syscall inside this call, or -1.
     pub fd: i64,
+    /// The session's fd in `SSL_FDS` when the call began, or -1: a socket
+    /// syscall inside the call on that fd neither looks it up nor writes it.
+    pub known_fd: i64,
     /// Stack pointer at entry: a session probe ([`crate::tls::ssl_session`])
     /// is at the call's return when the stack is one return address higher.
     /// 0 for calls paired by a uretprobe.

@@ -111,6 +111,7 @@ pub fn nss_enter(ctx: ProbeContext) -> u32 {
         buf: ctx.arg::<u64>(1).unwrap_or(0),
         out: 0,
         fd,
+        known_fd: -1,
         sp: 0,
         func: nss::shape(cookie) as u32,
         live: 1,

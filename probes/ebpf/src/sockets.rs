@@ -79,21 +79,27 @@ fn enter(ctx: &TracePointContext, shape: u32, direction: Direction) -> u32 {
         && let Some(conn) = lookup_or_track(fd, Role::Unknown)
     {
         // SAFETY: live map values of this thread / connection.
-        let (ssl, flags) = unsafe {
+        let (ssl, known_fd, flags) = unsafe {
             (*conn).flags |= CONN_TLS;
             (*call).fd = fd;
-            ((*call).ssl, (*conn).flags)
-        };
-        let key = SslKey {
-            tgid: pid_tgid >> 32,
-            ssl,
+            ((*call).ssl, (*call).known_fd, (*conn).flags)
         };
         // Written only when it changes: every call of a session makes a
-        // syscall on the same fd, and an update costs several lookups.
-        // SAFETY: plain integer value.
-        if unsafe { SSL_FDS.get(&key) }.copied() != Some(fd) && SSL_FDS.insert(key, fd, 0).is_err()
-        {
-            count(DropReason::MapInsert, 1);
+        // syscall on the same fd, and an update costs several lookups. The
+        // call's entry read the session's fd already (`known_fd`).
+        if known_fd != fd {
+            let key = SslKey {
+                tgid: pid_tgid >> 32,
+                ssl,
+            };
+            // SAFETY: plain integer value.
+            if unsafe { SSL_FDS.get(&key) }.copied() != Some(fd)
+                && SSL_FDS.insert(key, fd, 0).is_err()
+            {
+                count(DropReason::MapInsert, 1);
+            }
+            // SAFETY: live map value of this thread.
+            unsafe { (*call).known_fd = fd };
         }
         // A handshake made inside the first `SSL_write`/`SSL_read`: the
         // exit looks at the connection's first bytes for its ClientHello.

@@ -60,7 +60,8 @@ const TLS_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
 #[uprobe]
 pub fn ssl_enter(ctx: ProbeContext) -> u32 {
     if tls_selected() {
-        save_call(&ctx, 0);
+        let entry = TLS_CALLS.get_ptr_mut(bpf_get_current_pid_tgid());
+        save_call(&ctx, 0, entry);
     }
     0
 }
@@ -89,7 +90,13 @@ pub fn call_in_flight(pid_tgid: u64) -> Option<*mut TlsCall> {
 /// entry, inserted only by its first call.
 #[inline(always)]
 pub fn begin_call(pid_tgid: u64, call: TlsCall) {
-    if let Some(saved) = TLS_CALLS.get_ptr_mut(pid_tgid) {
+    begin_call_at(TLS_CALLS.get_ptr_mut(pid_tgid), pid_tgid, call);
+}
+
+/// [`begin_call`] with the thread's entry already looked up (`entry`).
+#[inline(always)]
+fn begin_call_at(entry: Option<*mut TlsCall>, pid_tgid: u64, call: TlsCall) {
+    if let Some(saved) = entry {
         // SAFETY: live map value of this thread; only this thread writes it.
         unsafe { *saved = call };
     } else if TLS_CALLS.insert(pid_tgid, call, 0).is_err() {
@@ -121,40 +128,68 @@ fn take_and_complete(pid_tgid: u64, saved: *mut TlsCall, ret: i64) {
 /// one return address below the current one is returning (at entry `rsp`
 /// points at the return address, which `ret` pops). A call saved by a
 /// uretprobe-paired entry has `sp` 0 and never matches.
+///
+/// The thread's entry is looked up first, and once: a return then needs no
+/// other lookup (its call was in the selection when it began, and is
+/// completed like a uretprobe's, [`ssl_return`]; events of a process a
+/// filter leaves out since are dropped by the agent), and an entry writes
+/// over it. A process outside the selection pays that lookup, a miss, on
+/// top of the selection's.
 #[uprobe]
 pub fn ssl_session(ctx: ProbeContext) -> u32 {
-    // First, so that a process outside the selection pays one lookup. A
-    // process deselected inside a call leaves its saved call to the LRU and
-    // the exit sweep (a 1 returned at return is ignored).
-    if !tls_selected() {
-        return 1;
-    }
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the context is this probe's saved registers.
     let sp = unsafe { (*ctx.regs).rsp };
-    if let Some(saved) = call_in_flight(pid_tgid) {
+    let entry = TLS_CALLS.get_ptr_mut(pid_tgid);
+    if let Some(saved) = entry {
         // SAFETY: live map value of this thread.
-        let saved_sp = unsafe { (*saved).sp };
-        if saved_sp != 0 && saved_sp + 8 == sp {
+        let (live, saved_sp) = unsafe { ((*saved).live, (*saved).sp) };
+        if live != 0 && saved_sp != 0 && saved_sp + 8 == sp {
             // SAFETY: as above.
             let ret = unsafe { (*ctx.regs).rax } as i32 as i64;
             take_and_complete(pid_tgid, saved, ret);
             return 0;
         }
     }
-    save_call(&ctx, sp);
+    if !tls_selected() {
+        return 1;
+    }
+    save_call(&ctx, sp, entry);
     0
 }
 
-/// Saves the call's arguments for its return, and names a memory-BIO
-/// session's fd. `sp` is the entry stack pointer of a session probe, or 0.
+/// Saves the call's arguments for its return over the thread's `entry` (or
+/// a new one), with the session's fd as `SSL_FDS` knows it, and names a
+/// memory-BIO session's fd. `sp` is the entry stack pointer of a session
+/// probe, or 0.
 #[inline(always)]
-fn save_call(ctx: &ProbeContext, sp: u64) {
+fn save_call(ctx: &ProbeContext, sp: u64, entry: Option<*mut TlsCall>) {
     // SAFETY: valid context pointer of this uprobe.
     let func = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let ex = func == FN_READ_EX || func == tls_fn::WRITE_EX as u32;
+    let ssl = ctx.arg::<u64>(0).unwrap_or(0);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = SslKey {
+        tgid: pid_tgid >> 32,
+        ssl,
+    };
+    // SAFETY: plain integer values; only a copy is used.
+    let known_fd = match unsafe { SSL_FDS.get(&key) }.copied() {
+        Some(fd) => fd,
+        // Memory-BIO session: the ciphertext it consumes was last read from
+        // this fd on this thread. A syscall inside the call still overrides.
+        // SAFETY: as above.
+        None => match unsafe { LAST_TLS_READ.get(pid_tgid) }.copied() {
+            Some(fd) if SSL_FDS.insert(key, fd, 0).is_ok() => fd,
+            Some(_) => {
+                count(DropReason::MapInsert, 1);
+                -1
+            }
+            None => -1,
+        },
+    };
     let call = TlsCall {
-        ssl: ctx.arg::<u64>(0).unwrap_or(0),
+        ssl,
         buf: ctx.arg::<u64>(1).unwrap_or(0),
         out: if ex {
             ctx.arg::<u64>(3).unwrap_or(0)
@@ -162,26 +197,12 @@ fn save_call(ctx: &ProbeContext, sp: u64) {
             0
         },
         fd: -1,
+        known_fd,
         sp,
         func,
         live: 1,
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let key = SslKey {
-        tgid: pid_tgid >> 32,
-        ssl: call.ssl,
-    };
-    // SAFETY: plain integer values; only presence and a copy are used.
-    if unsafe { SSL_FDS.get(&key) }.is_none()
-        && let Some(fd) = unsafe { LAST_TLS_READ.get(pid_tgid) }.copied()
-    {
-        // Memory-BIO session: the ciphertext it consumes was last read from
-        // this fd on this thread. A syscall inside the call still overrides.
-        if SSL_FDS.insert(key, fd, 0).is_err() {
-            count(DropReason::MapInsert, 1);
-        }
-    }
-    begin_call(pid_tgid, call);
+    begin_call_at(entry, pid_tgid, call);
 }
 
 /// Emits the plaintext of a completed call that returned `ret`.
