@@ -465,7 +465,11 @@ impl<'a> JsonObject<'a> {
     /// The URL of `digest` by `url`'s template, as a string: copied as it is
     /// when the template is plain text (as it nearly always is), else
     /// checked and escaped like any text.
-    pub fn access_url(&mut self, url: &tapwire_store::s3::AccessUrl, digest: &blake3::Hash) {
+    pub fn access_url(
+        &mut self,
+        url: &tapwire_store::access_url::AccessUrl,
+        digest: &blake3::Hash,
+    ) {
         if url.is_json_plain() {
             self.out.push(b'"');
             url.write_to(digest, self.out);
@@ -867,7 +871,7 @@ mod tests {
 
     #[test]
     fn access_urls_are_written_as_serde_writes_them_plain_or_not() {
-        use tapwire_store::s3::AccessUrl;
+        use tapwire_store::access_url::AccessUrl;
         let digest = blake3::hash(b"object");
         for template in [
             "https://{{ENDPOINT}}/{{BUCKET}}/{{DIGEST}}",
