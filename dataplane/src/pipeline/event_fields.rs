@@ -870,6 +870,23 @@ mod tests {
     }
 
     #[test]
+    fn bytes_of_every_length_are_appended_exactly_after_what_is_there() {
+        let source: Vec<u8> = (0..48u8).map(|b| b.wrapping_mul(37) ^ 0x5a).collect();
+        for len in 0..=source.len() {
+            for before in [0, 1, 7, 31] {
+                let mut out = vec![0xee; before];
+                push_bytes(&mut out, &source[..len]);
+                assert_eq!(out.len(), before + len, "{len} after {before}");
+                assert!(
+                    out[..before].iter().all(|&b| b == 0xee),
+                    "{len} after {before}"
+                );
+                assert_eq!(&out[before..], &source[..len], "{len} after {before}");
+            }
+        }
+    }
+
+    #[test]
     fn access_urls_are_written_as_serde_writes_them_plain_or_not() {
         use tapwire_store::access_url::AccessUrl;
         let digest = blake3::hash(b"object");

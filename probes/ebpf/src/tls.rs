@@ -60,8 +60,8 @@ const TLS_CHUNKS: u32 = tapwire_common::MAX_CHUNKS;
 #[uprobe]
 pub fn ssl_enter(ctx: ProbeContext) -> u32 {
     if tls_selected() {
-        let entry = TLS_CALLS.get_ptr_mut(bpf_get_current_pid_tgid());
-        save_call(&ctx, 0, entry);
+        let pid_tgid = bpf_get_current_pid_tgid();
+        save_call(&ctx, pid_tgid, 0, TLS_CALLS.get_ptr_mut(pid_tgid));
     }
     0
 }
@@ -154,21 +154,20 @@ pub fn ssl_session(ctx: ProbeContext) -> u32 {
     if !tls_selected() {
         return 1;
     }
-    save_call(&ctx, sp, entry);
+    save_call(&ctx, pid_tgid, sp, entry);
     0
 }
 
-/// Saves the call's arguments for its return over the thread's `entry` (or
-/// a new one), with the session's fd as `SSL_FDS` knows it, and names a
-/// memory-BIO session's fd. `sp` is the entry stack pointer of a session
-/// probe, or 0.
+/// Saves the call's arguments for its return over thread `pid_tgid`'s
+/// `entry` (or a new one), with the session's fd as `SSL_FDS` knows it, and
+/// names a memory-BIO session's fd. `sp` is the entry stack pointer of a
+/// session probe, or 0.
 #[inline(always)]
-fn save_call(ctx: &ProbeContext, sp: u64, entry: Option<*mut TlsCall>) {
+fn save_call(ctx: &ProbeContext, pid_tgid: u64, sp: u64, entry: Option<*mut TlsCall>) {
     // SAFETY: valid context pointer of this uprobe.
     let func = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let ex = func == FN_READ_EX || func == tls_fn::WRITE_EX as u32;
     let ssl = ctx.arg::<u64>(0).unwrap_or(0);
-    let pid_tgid = bpf_get_current_pid_tgid();
     let key = SslKey {
         tgid: pid_tgid >> 32,
         ssl,
