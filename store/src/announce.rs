@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::counters::Counters;
 use crate::s3::AccessUrl;
-use crate::{Digest, Notice, Object, Stored, Ticket};
+use crate::{Digest, Notice, Object, Stored, Ticket, WrittenAhead};
 
 /// One store's side of announcing: its id and how it addresses objects.
 #[derive(Debug)]
@@ -35,14 +35,50 @@ impl Announcer {
         content_type: &str,
         deduplicated: bool,
     ) {
-        notice.stored(Stored {
+        notice.stored(self.stored_as(digest, size, content_type, deduplicated));
+        Counters::add(&counters.here().artifact_records, 1);
+    }
+
+    /// How this store holds the object `digest`.
+    fn stored_as<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        content_type: &'a str,
+        deduplicated: bool,
+    ) -> Stored<'a> {
+        Stored {
             store: &self.store,
             digest,
             size,
             content_type,
             url: self.url.as_ref(),
             deduplicated,
-        });
+        }
+    }
+
+    /// Writes `notice`'s announcement of the object `digest` ahead into
+    /// `out` ([`crate::Announce::write_ahead`]); returns who makes it once
+    /// the object is stored ([`Announcer::announce_ahead`]).
+    pub fn write_ahead(
+        &self,
+        notice: Notice,
+        digest: &Digest,
+        size: u64,
+        content_type: &str,
+        deduplicated: bool,
+        out: &mut Vec<u8>,
+    ) -> Option<Arc<dyn WrittenAhead>> {
+        notice.write_ahead(
+            self.stored_as(digest, size, content_type, deduplicated),
+            out,
+        )
+    }
+
+    /// The object of `record`, written ahead, is stored: `by` announces it;
+    /// counted in `counters`.
+    pub fn announce_ahead(&self, counters: &Counters, by: &dyn WrittenAhead, record: &[u8]) {
+        by.announce(&self.store, record);
         Counters::add(&counters.here().artifact_records, 1);
     }
 

@@ -130,6 +130,29 @@ pub trait Announce: Send + Sync {
     /// store's own thread (uploader, writer), or on the thread that put the
     /// object when the store knows it is there already; must not block.
     fn stored(&self, part: usize, stored: Stored<'_>);
+
+    /// Writes into `out`, ahead of time, the announcement of object `part`
+    /// once it is stored as `stored` says (its wall-clock time excepted), so
+    /// that a store with too many announcements waiting can keep it on disk
+    /// instead of in memory; returns who makes it then
+    /// ([`WrittenAhead::announce`]). `None` (the default): it cannot be
+    /// written ahead, and the store drops it (counted).
+    fn write_ahead(
+        &self,
+        part: usize,
+        stored: Stored<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Arc<dyn WrittenAhead>> {
+        let _ = (part, stored, out);
+        None
+    }
+}
+
+/// Makes announcements written ahead of time ([`Announce::write_ahead`]).
+pub trait WrittenAhead: Send + Sync {
+    /// The object of `record`, written ahead for object store `store`, is
+    /// stored: announce it. Called on the store's own thread; must not block.
+    fn announce(&self, store: &str, record: &[u8]);
 }
 
 /// One object's wish to be announced once stored: cheap to carry (an `Arc` and
@@ -153,6 +176,15 @@ impl Notice {
     /// The object is stored: announce it.
     pub fn stored(self, stored: Stored<'_>) {
         self.to.stored(self.part, stored);
+    }
+
+    /// Writes the announcement ahead into `out` (see [`Announce::write_ahead`]).
+    pub fn write_ahead(
+        self,
+        stored: Stored<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Arc<dyn WrittenAhead>> {
+        self.to.write_ahead(self.part, stored, out)
     }
 }
 

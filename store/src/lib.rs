@@ -21,7 +21,7 @@ pub mod spool;
 pub mod stdout;
 pub mod stores;
 
-pub use handoff::{Announce, Notice, Receipt, Stored, Ticket};
+pub use handoff::{Announce, Notice, Receipt, Stored, Ticket, WrittenAhead};
 pub use pulse::{PulseError, PulseStore};
 pub use s3::{S3Error, S3Store};
 pub use stores::{StartContext, StoreStartError, Stores};
@@ -89,8 +89,9 @@ pub struct StoreStats {
     /// `artifact_record` announcements made: one per stored object a request
     /// asked about (object stores only).
     pub artifact_records: u64,
-    /// Announcements not made for objects that were stored: too many requests
-    /// were waiting on uploads at once (see `spool::dir::MAX_NOTICES`).
+    /// Announcements not made for objects that were stored: requests waiting
+    /// on uploads past the spool's byte limit (those past
+    /// `spool::dir::MAX_NOTICES` wait on disk), or lost with their file.
     pub artifact_records_dropped: u64,
 }
 

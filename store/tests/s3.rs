@@ -428,6 +428,145 @@ fn past_the_spool_limit_new_objects_are_refused_and_counted() {
     assert_eq!(keys, want, "exactly the kept objects are stored");
 }
 
+/// Announcements heard, each as `part digest dedup`, from memory; those
+/// written ahead are made by its [`Ahead`].
+#[derive(Default)]
+struct Told(Mutex<Vec<String>>, Arc<Ahead>);
+
+impl tapwire_store::Announce for Told {
+    fn stored(&self, part: usize, stored: tapwire_store::Stored<'_>) {
+        let line = format!("{part} {} {}", stored.digest.to_hex(), stored.deduplicated);
+        self.0.lock().expect("told").push(line);
+    }
+
+    fn write_ahead(
+        &self,
+        part: usize,
+        stored: tapwire_store::Stored<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Arc<dyn tapwire_store::WrittenAhead>> {
+        let line = format!("{part} {} {}", stored.digest.to_hex(), stored.deduplicated);
+        out.extend_from_slice(line.as_bytes());
+        Some(Arc::clone(&self.1) as Arc<dyn tapwire_store::WrittenAhead>)
+    }
+}
+
+/// Makes the announcements written ahead.
+#[derive(Default)]
+struct Ahead(Mutex<Vec<String>>);
+
+impl tapwire_store::WrittenAhead for Ahead {
+    fn announce(&self, store: &str, record: &[u8]) {
+        assert_eq!(store, "backlog");
+        let line = String::from_utf8(record.to_vec()).expect("utf-8");
+        self.0.lock().expect("ahead").push(line);
+    }
+}
+
+/// While the bucket is away, requests naming the objects waiting for it pile
+/// up past what waits in memory: the rest wait on disk, and once the uploads
+/// are done every request is announced, none dropped, and no file is left.
+#[test]
+fn announcements_past_the_memory_limit_wait_on_disk_and_none_is_lost() {
+    let Some(mut weed) = Weed::start() else {
+        return;
+    };
+    weed.create_bucket("objects");
+    weed.stop();
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut cfg = weed.store_config("backlog", "objects", spool.path());
+    cfg.startup_check = StartupCheck::Warn;
+    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
+    let told = Arc::new(Told::default());
+    // Ten objects, each named by many requests: more than wait in memory.
+    let per_object = tapwire_store::spool::dir::MAX_NOTICES / 10 + 500;
+    let objects: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100]).collect();
+    let receipt = tapwire_store::Receipt::new();
+    let mut part = 0;
+    for _ in 0..per_object {
+        for o in &objects {
+            let notice = tapwire_store::Notice::new(told.clone(), part);
+            let object = Object::new("text/plain", Bytes::from(o.clone()));
+            store.put_with(object, receipt.ticket(0).with_notice(notice));
+            part += 1;
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    while !receipt.settled() {
+        assert!(Instant::now() < until, "not settled: {:?}", store.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(receipt.kept(0), "{:?}", store.stats());
+    let on_disk = spool_files(spool.path(), ".rec");
+    assert!(on_disk > 0, "records wait on disk: {:?}", store.stats());
+    assert!(
+        told.0.lock().expect("told").is_empty(),
+        "nothing is stored yet"
+    );
+
+    weed.restart();
+    wait_until_settled(&store);
+    let until = Instant::now() + Duration::from_secs(30);
+    let heard = || told.0.lock().expect("told").len() + told.1.0.lock().expect("ahead").len();
+    while heard() < part {
+        assert!(
+            Instant::now() < until,
+            "{} of {part} announced: {:?}",
+            heard(),
+            store.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = store.stats();
+    assert_eq!(
+        (
+            stats.stored,
+            stats.artifact_records,
+            stats.artifact_records_dropped
+        ),
+        (10, part as u64, 0),
+        "{stats:?}"
+    );
+    let from_memory = told.0.lock().expect("told").clone();
+    let from_disk = told.1.0.lock().expect("ahead").clone();
+    assert_eq!(from_memory.len(), tapwire_store::spool::dir::MAX_NOTICES);
+    // Every request, once, with its own object and whether it was a
+    // duplicate of the upload (all but the first request of each object).
+    let mut all: Vec<(usize, String)> = from_memory
+        .iter()
+        .chain(&from_disk)
+        .map(|line| {
+            let (part, rest) = line.split_once(' ').expect("part");
+            (part.parse().expect("number"), rest.to_owned())
+        })
+        .collect();
+    all.sort();
+    let want: Vec<(usize, String)> = (0..part)
+        .map(|p| {
+            let digest = blake3::hash(&objects[p % 10]).to_hex();
+            (p, format!("{digest} {}", p >= 10))
+        })
+        .collect();
+    assert!(all == want, "announcements differ from the requests made");
+    assert_eq!(
+        spool_files(spool.path(), ".rec"),
+        0,
+        "read records are deleted"
+    );
+    store.shutdown(Duration::from_secs(5));
+}
+
+/// Files in `dir` whose names end with `suffix`.
+fn spool_files(dir: &std::path::Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .expect("spool dir")
+        .filter(|d| {
+            d.as_ref()
+                .is_ok_and(|d| d.file_name().to_string_lossy().ends_with(suffix))
+        })
+        .count()
+}
+
 #[test]
 fn configuration_errors_fail_before_any_request() {
     let spool = tempfile::tempdir().expect("spool dir");

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use compact_str::CompactString;
-use tapwire_store::{Announce, EventStore, Notice, Stored};
+use tapwire_store::{Announce, EventStore, Notice, Stored, WrittenAhead};
 
 use super::event_fields::{self, WallTime};
 use super::txn::{ObjectRole, Protocol, Transaction};
@@ -196,6 +196,19 @@ fn artifact_type(role: ObjectRole) -> &'static str {
     }
 }
 
+/// The wall-clock time now.
+fn now() -> WallTime {
+    WallTime(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+    )
+}
+
+/// How every `artifact_record` event begins, up to its timestamp's text:
+/// a record written ahead has its time put there when it is announced.
+const BEFORE_TIMESTAMP: &[u8] = br#"{"type":"artifact_record","timestamp":""#;
+
 impl Announce for RequestRecord {
     fn stored(&self, part: usize, stored: Stored<'_>) {
         let Some(role) = self.parts.get(part).copied() else {
@@ -203,10 +216,37 @@ impl Announce for RequestRecord {
             return;
         };
         self.records.emit_with(stored.store, |out| {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            self.write_event(out, WallTime(now), role, &stored);
+            self.write_event(out, now(), role, &stored);
+        });
+    }
+
+    /// The event as [`Announce::stored`] writes it, its time excepted
+    /// ([`ArtifactRecords::announce`] puts it in), and the executable as
+    /// known now.
+    fn write_ahead(
+        &self,
+        part: usize,
+        stored: Stored<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Arc<dyn WrittenAhead>> {
+        let role = self.parts.get(part).copied()?;
+        self.write_event(out, WallTime(0), role, &stored);
+        Some(Arc::clone(&self.records) as Arc<dyn WrittenAhead>)
+    }
+}
+
+impl WrittenAhead for ArtifactRecords {
+    fn announce(&self, store: &str, record: &[u8]) {
+        self.emit_with(store, |out| {
+            let start = out.len();
+            out.extend_from_slice(record);
+            let at = start + BEFORE_TIMESTAMP.len();
+            if record.starts_with(BEFORE_TIMESTAMP) && out.len() >= at + event_fields::WALL_TIME_LEN
+            {
+                out[at..at + event_fields::WALL_TIME_LEN].copy_from_slice(&now().text());
+            } else {
+                debug_assert!(false, "a record written ahead begins with its timestamp");
+            }
         });
     }
 }
@@ -363,6 +403,36 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn a_record_written_ahead_is_the_event_at_the_time_it_is_announced() {
+        let events = Arc::new(Count("e", Mutex::default()));
+        let records = ArtifactRecords::new(vec![events.clone()], Arc::default());
+        let this = record(Arc::clone(&records), Some(5));
+        let digest = blake3::hash(b"x");
+        let mut ahead = Vec::new();
+        let by = this
+            .notice(0)
+            .write_ahead(stored("s3", &digest), &mut ahead)
+            .expect("written ahead");
+        assert!(events.1.lock().unwrap().is_empty(), "nothing is sent yet");
+        let before = now();
+        by.announce("s3", &ahead);
+        let after = now();
+        this.notice(0).stored(stored("s3", &digest));
+        let got = events.1.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        let mut ahead: serde_json::Value = serde_json::from_slice(&got[0]).unwrap();
+        let mut direct: serde_json::Value = serde_json::from_slice(&got[1]).unwrap();
+        let time = ahead["timestamp"].as_str().unwrap().to_owned();
+        assert!(
+            (before.to_string()..=after.to_string()).contains(&time),
+            "{time} is when it was announced, between {before} and {after}"
+        );
+        ahead["timestamp"].take();
+        direct["timestamp"].take();
+        assert_eq!(ahead, direct, "the same event but for its time");
     }
 
     #[test]

@@ -578,6 +578,18 @@ fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
                 .collect();
             add(format!("store {store}"), digits.parse().unwrap_or(0));
         }
+        // Announcements an object store could not make (`artifact_record`
+        // events lost in user space).
+        if let Some(i) = line.find("artifact_records_dropped: ") {
+            let digits: String = line[i + "artifact_records_dropped: ".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            add(
+                format!("store {store} artifact_records_dropped"),
+                digits.parse().unwrap_or(0),
+            );
+        }
         // The reasons, from `drops: Drops { queue_full: 2, ... }`.
         if let Some(i) = line.find("drops: Drops { ") {
             let rest = &line[i + "drops: Drops { ".len()..];
@@ -655,17 +667,18 @@ mod tests {
     #[test]
     fn drop_counters_and_stored_objects_are_summed() {
         let lines = vec![
-            "INFO tapwire::agent: object store stopped store=\"s3\" stats=StoreStats { accepted: 30, stored: 3, deduplicated: 27, dropped: 1, drops: Drops { queue_full: 1, spool_full: 0 }, errors: 0, multipart: 0, bytes: 9 }".to_owned(),
+            "INFO tapwire::agent: object store stopped store=\"s3\" stats=StoreStats { accepted: 30, stored: 3, deduplicated: 27, dropped: 1, drops: Drops { queue_full: 1, spool_full: 0 }, errors: 0, multipart: 0, bytes: 9, artifact_records: 20, artifact_records_dropped: 2 }".to_owned(),
             r#"INFO tapwire::agent: stopped counters={"kernel_drops":{"lost_bytes":70000,"overload_records":4,"ring_full":5,"too_big":0},"ring_records":100,"queue_full":2,"shards":{"records":98,"transactions":40,"output_full":0,"gap_records":3}}"#.to_owned(),
         ];
         let (sum, detail) = drop_counters(&lines);
-        assert_eq!(sum, 8);
+        assert_eq!(sum, 10);
         assert_eq!(
             detail,
             [
                 "kernel ring_full=5",
                 "shard queue full=2",
                 "store s3=1",
+                "store s3 artifact_records_dropped=2",
                 "kernel lost_bytes=70000 (not summed)",
                 "kernel overload_records=4 (not summed)",
                 "shard gap_records=3 (not summed)",

@@ -155,8 +155,10 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "Summed over rounds. Expected objects = requests × {OBJECTS_PER_REQUEST} (request headers, \
-             response headers, response body, on both nginx's and wrk's side). Probe hits counted by \
-             bpftrace, per request.\n"
+             response headers, response body, on both nginx's and wrk's side). Records dropped: \
+             whole ring records lost in the kernel, records and objects dropped in user space, and \
+             `artifact_record` events an object store could not make (notes name each). Probe hits \
+             counted by bpftrace, per request.\n"
         );
         let _ = writeln!(
             s,

@@ -182,6 +182,7 @@ impl Uploader {
             while let Some(done) = tasks.try_join_next() {
                 this.settle(done.ok(), &mut pause);
             }
+            this.announce_ready();
             let now = Instant::now();
             let paused = pause.until.is_some_and(|until| now < until);
             let free = if paused || (pause.probing && !tasks.is_empty()) {
@@ -210,6 +211,19 @@ impl Uploader {
         }
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+        this.announce_ready();
+    }
+
+    /// Makes the announcements written ahead whose objects are uploaded now.
+    fn announce_ready(&self) {
+        let ready = self.spool.take_ready();
+        for (by, span) in &ready.spans {
+            self.announcer
+                .announce_ahead(&self.counters, &**by, &ready.records[span.clone()]);
+        }
+        for _ in 0..ready.lost {
+            Announcer::dropped(&self.counters);
+        }
     }
 
     /// Takes a finished task's outcome into the store-wide pause.

@@ -36,11 +36,12 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::ahead::{Ahead, Ready};
 use super::header::{
     MAX_CONTENT_TYPE_BYTES, MAX_HEADER_BYTES, header_len, parse_header, parse_v1_header, truncate,
 };
 use super::known::KnownDigests;
-use crate::{Digest, Notice};
+use crate::{Digest, Notice, WrittenAhead};
 
 /// The spool directory's mode when tapwire creates it: payloads are sensitive, so
 /// only the agent's user may list or read them.
@@ -66,11 +67,11 @@ const MAX_INTERNED_CONTENT_TYPES: usize = 1024;
 /// digest plus set overhead is a few MiB, and covers the repeats a node sees
 /// (same error pages, same assets) over minutes to hours.
 pub const RECENT_DIGESTS: usize = 64 * 1024;
-/// Notices waiting for their objects' uploads, at most (one per request that
-/// named a pending object; an S3 outage makes them pile up). Each is an `Arc`
-/// and an index, about 40 bytes with its list: 64 Ki cost a few MiB beside
-/// what the requests' summaries hold. Past it, a notice is dropped and counted
-/// (`artifact_records_dropped`); the object is stored all the same.
+/// Notices waiting in memory for their objects' uploads, at most (one per
+/// request that named a pending object; an S3 outage makes them pile up).
+/// Each is an `Arc` and an index, about 40 bytes with its list: 64 Ki cost a
+/// few MiB beside what the requests' summaries hold. Past it, a notice's
+/// announcement is written ahead and waits on disk ([`super::ahead`]).
 pub const MAX_NOTICES: usize = 64 * 1024;
 
 /// A spool failure.
@@ -224,6 +225,10 @@ struct Index {
     notices: HashMap<u64, Vec<(Notice, bool)>>,
     /// Notices in `notices`, all entries together.
     notice_count: usize,
+    /// Notices in memory at most ([`MAX_NOTICES`]).
+    max_notices: usize,
+    /// Announcements written ahead, waiting on disk.
+    ahead: Ahead,
 }
 
 /// What became of a notice for an object the spool already had
@@ -234,10 +239,24 @@ pub enum Awaited {
     Waiting,
     /// The object was uploaded recently: announce it now.
     Uploaded(Notice),
-    /// Too many notices wait already: dropped (count it).
-    Full,
+    /// Too many notices wait in memory already: it waits for entry `seq`
+    /// no longer (write it ahead, [`Spool::wait_ahead`]).
+    Full(Notice, u64),
     /// The entry is gone unstored (refused): nothing to announce.
     Gone,
+}
+
+/// What became of an announcement written ahead ([`Spool::wait_ahead`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum AheadWait {
+    /// It waits on disk for the entry's upload.
+    Waiting,
+    /// The entry is uploaded already: make it now.
+    Now,
+    /// The entry is gone unstored: nothing to announce.
+    Gone,
+    /// The spool is at its byte limit: dropped (count it).
+    Full,
 }
 
 /// A bounded set of digests, forgetting the oldest first.
@@ -335,6 +354,8 @@ impl Spool {
             Found::Segment(n) => (1, *n),
         });
         let mut index = Index {
+            max_notices: MAX_NOTICES,
+            ahead: Ahead::open(dir),
             next_segment: found
                 .iter()
                 .filter_map(|f| match f {
@@ -430,7 +451,8 @@ impl Spool {
         if idx.by_digest.contains_key(&digest) || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        if idx.bytes + record > self.max_bytes || idx.slots.len() >= MAX_OBJECTS {
+        if idx.bytes + idx.ahead.bytes() + record > self.max_bytes || idx.slots.len() >= MAX_OBJECTS
+        {
             return Admit::NoRoom;
         }
         let seq = idx.next_seq;
@@ -503,10 +525,69 @@ impl Spool {
 
     /// Tells `notice` when entry `seq` is uploaded (`duplicate`: the notice's
     /// object was deduplicated against it). Call before [`Spool::written`].
-    /// Returns false (the notice dropped) when [`MAX_NOTICES`] already wait.
-    pub fn notify(&self, seq: u64, notice: Notice, duplicate: bool) -> bool {
+    /// Gives the notice back when [`MAX_NOTICES`] already wait in memory
+    /// (write it ahead, [`Spool::wait_ahead`]).
+    pub fn notify(&self, seq: u64, notice: Notice, duplicate: bool) -> Result<(), Notice> {
         let mut idx = self.lock();
         idx.wait(seq, notice, duplicate)
+    }
+
+    /// Entry `seq`'s digest, length and content type, while it is in the
+    /// spool.
+    pub fn entry_of(&self, seq: u64) -> Option<(Digest, u64, Arc<str>)> {
+        let idx = self.lock();
+        let slot = idx.slots.get(&seq)?;
+        Some((slot.digest, slot.len, Arc::clone(&slot.content_type)))
+    }
+
+    /// Keeps `record`, an announcement written ahead, on disk until entry
+    /// `seq` (of `digest`) is uploaded, then [`Spool::take_ready`] gives it
+    /// to `by`'s announcer. It counts towards the spool's byte limit. Call
+    /// [`Spool::flush_ahead`] once a batch of them is kept.
+    pub fn wait_ahead(
+        &self,
+        seq: u64,
+        digest: &Digest,
+        record: &[u8],
+        by: &Arc<dyn WrittenAhead>,
+    ) -> AheadWait {
+        let mut idx = self.lock();
+        if !idx.slots.contains_key(&seq) {
+            return if idx.recent.contains(digest) {
+                AheadWait::Now
+            } else {
+                AheadWait::Gone
+            };
+        }
+        if idx.bytes + idx.ahead.bytes() + Ahead::cost(record) > self.max_bytes {
+            return AheadWait::Full;
+        }
+        match idx.ahead.append(seq, record, by) {
+            Ok(()) => AheadWait::Waiting,
+            Err(_) => AheadWait::Full,
+        }
+    }
+
+    /// Writes the announcements kept since the last call to disk. Returns how
+    /// many were lost to a failed write (count them as dropped).
+    pub fn flush_ahead(&self) -> u64 {
+        self.lock().ahead.flush()
+    }
+
+    /// Announcements written ahead whose entries are uploaded, in the order
+    /// they were kept, up to the first whose entry still waits.
+    pub fn take_ready(&self) -> Ready {
+        let mut idx = self.lock();
+        if idx.ahead.waiting() == 0 {
+            return Ready::default();
+        }
+        let Index { ahead, slots, .. } = &mut *idx;
+        ahead.take_ready(|seq| slots.contains_key(&seq))
+    }
+
+    /// Announcements written ahead waiting for uploads.
+    pub fn waiting_ahead(&self) -> u64 {
+        self.lock().ahead.waiting()
     }
 
     /// Tells `notice` when the object with `digest`, already pending or
@@ -514,10 +595,9 @@ impl Spool {
     pub fn notify_digest(&self, digest: &Digest, notice: Notice) -> Awaited {
         let mut idx = self.lock();
         if let Some(&seq) = idx.by_digest.get(digest) {
-            return if idx.wait(seq, notice, true) {
-                Awaited::Waiting
-            } else {
-                Awaited::Full
+            return match idx.wait(seq, notice, true) {
+                Ok(()) => Awaited::Waiting,
+                Err(notice) => Awaited::Full(notice, seq),
             };
         }
         if idx.recent.contains(digest) {
@@ -548,7 +628,7 @@ impl Spool {
 
     /// Writing `seq` failed: forget it.
     pub fn abandon(&self, seq: u64) {
-        self.lock().remove(seq);
+        self.lock().remove_unstored(seq);
     }
 
     /// Up to `max` queued entries, oldest first, now marked in flight.
@@ -567,7 +647,7 @@ impl Spool {
                 // A queued object's segment lives until the object is gone.
                 debug_assert!(false, "object {seq} queued without its segment");
                 tracing::error!(seq, digest = %slot.digest, "spool object without its segment; dropped");
-                idx.remove(seq);
+                idx.remove_unstored(seq);
                 continue;
             };
             slot.state = State::InFlight;
@@ -607,7 +687,7 @@ impl Spool {
 
     /// `seq` cannot be stored: forget it.
     pub fn discard(&self, seq: u64) {
-        self.lock().remove(seq);
+        self.lock().remove_unstored(seq);
     }
 
     /// Objects in the spool in any state (writing, queued, uploading).
@@ -625,9 +705,11 @@ impl Spool {
         self.lock().queued.len()
     }
 
-    /// Bytes on disk, and reserved for objects being written.
+    /// Bytes on disk (objects, and announcements written ahead), and
+    /// reserved for objects being written.
     pub fn bytes(&self) -> u64 {
-        self.lock().bytes
+        let idx = self.lock();
+        idx.bytes + idx.ahead.bytes()
     }
 
     /// The size limit in bytes.
@@ -647,17 +729,26 @@ impl Spool {
 }
 
 impl Index {
-    /// Adds a notice to entry `seq`'s list, within [`MAX_NOTICES`].
-    fn wait(&mut self, seq: u64, notice: Notice, duplicate: bool) -> bool {
-        if self.notice_count >= MAX_NOTICES || !self.slots.contains_key(&seq) {
-            return false;
+    /// Adds a notice to entry `seq`'s list, within `max_notices`; gives it
+    /// back past it (or when the entry is gone).
+    fn wait(&mut self, seq: u64, notice: Notice, duplicate: bool) -> Result<(), Notice> {
+        if self.notice_count >= self.max_notices || !self.slots.contains_key(&seq) {
+            return Err(notice);
         }
         self.notice_count += 1;
         self.notices
             .entry(seq)
             .or_default()
             .push((notice, duplicate));
-        true
+        Ok(())
+    }
+
+    /// Removes entry `seq`, not uploaded: announcements written ahead for
+    /// it are dropped when read.
+    fn remove_unstored(&mut self, seq: u64) {
+        if self.remove(seq).is_some() {
+            self.ahead.unstored(seq);
+        }
     }
 
     fn take_notices(&mut self, seq: u64) -> Vec<(Notice, bool)> {
@@ -711,7 +802,7 @@ impl Index {
     }
 }
 
-fn remove_file(path: &Path) {
+pub(super) fn remove_file(path: &Path) {
     if let Err(error) = fs::remove_file(path)
         && error.kind() != io::ErrorKind::NotFound
     {
@@ -1137,7 +1228,7 @@ mod tests {
         let heard = Arc::new(Parts::default());
         let notice = |part| Notice::new(heard.clone(), part);
         let seq = write(&spool, b"same").expect("admitted");
-        assert!(spool.notify(seq, notice(0), false));
+        assert!(spool.notify(seq, notice(0), false).is_ok());
         let same = blake3::hash(b"same");
         assert!(matches!(
             spool.notify_digest(&same, notice(1)),
@@ -1161,7 +1252,7 @@ mod tests {
         assert_eq!(now.part(), 2);
         // Refused: its notices go with it, untold.
         let refused = write(&spool, b"refused").expect("admitted");
-        assert!(spool.notify(refused, notice(3), false));
+        assert!(spool.notify(refused, notice(3), false).is_ok());
         spool.take_batch(1);
         spool.discard(refused);
         assert!(matches!(
@@ -1169,6 +1260,102 @@ mod tests {
             Awaited::Gone
         ));
         assert_eq!(spool.lock().notice_count, 0);
+        assert!(
+            heard.0.lock().unwrap().is_empty(),
+            "the spool tells no one itself"
+        );
+    }
+
+    /// Keeps the records announced after being written ahead.
+    #[derive(Default)]
+    struct Later(Mutex<Vec<String>>);
+
+    impl WrittenAhead for Later {
+        fn announce(&self, _: &str, record: &[u8]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(record).into_owned());
+        }
+    }
+
+    fn told(spool: &Spool) -> Vec<String> {
+        let ready = spool.take_ready();
+        assert_eq!(ready.lost, 0);
+        ready.texts()
+    }
+
+    #[test]
+    fn notices_past_the_memory_limit_wait_on_disk_within_the_byte_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let per_object = u64::from(header_len("text/plain")) + 4;
+        // Room for two objects and three records of 10 bytes (24 with their headers).
+        let (spool, _) = Spool::open(dir.path(), per_object * 2 + 3 * 24 + 8).expect("open");
+        spool.lock().max_notices = 1;
+        let heard = Arc::new(Parts::default());
+        let notice = |part| Notice::new(heard.clone(), part);
+        let later: Arc<dyn WrittenAhead> = Arc::new(Later::default());
+        let one = write(&spool, b"one!").expect("admitted");
+        let two = write(&spool, b"two!").expect("admitted");
+        assert!(spool.notify(one, notice(0), false).is_ok());
+        let Err(back) = spool.notify(one, notice(1), false) else {
+            panic!("one notice fits in memory");
+        };
+        assert_eq!(back.part(), 1);
+        let Awaited::Full(back, seq) = spool.notify_digest(&blake3::hash(b"two!"), notice(2))
+        else {
+            panic!("the limit holds for duplicates too");
+        };
+        assert_eq!((back.part(), seq), (2, two));
+        let (d1, d2) = (blake3::hash(b"one!"), blake3::hash(b"two!"));
+        assert_eq!(
+            spool.wait_ahead(one, &d1, b"one, ahead", &later),
+            AheadWait::Waiting
+        );
+        assert_eq!(
+            spool.wait_ahead(two, &d2, b"two, ahead", &later),
+            AheadWait::Waiting
+        );
+        assert_eq!(
+            spool.wait_ahead(one, &d1, b"one, again", &later),
+            AheadWait::Waiting
+        );
+        // The byte limit counts them.
+        assert_eq!(
+            spool.wait_ahead(two, &d2, b"over the limit", &later),
+            AheadWait::Full
+        );
+        assert_eq!(
+            spool.admit(blake3::hash(b"new"), "text/plain", 4),
+            Admit::NoRoom
+        );
+        assert_eq!(spool.flush_ahead(), 0);
+        assert_eq!(spool.waiting_ahead(), 3);
+        spool.take_batch(2);
+        assert!(told(&spool).is_empty(), "nothing is uploaded yet");
+        // Two before one: the first record waits for one, the rest with it.
+        assert_eq!(spool.complete(two).len(), 0);
+        assert!(told(&spool).is_empty());
+        assert_eq!(spool.complete(one).len(), 1, "the notice kept in memory");
+        assert_eq!(told(&spool), ["one, ahead", "two, ahead", "one, again"]);
+        assert_eq!(spool.waiting_ahead(), 0);
+        assert_eq!(spool.bytes(), 0, "segments and records deleted");
+        // An uploaded entry's record is made at once; an unstored one's never.
+        assert_eq!(spool.wait_ahead(one, &d1, b"late", &later), AheadWait::Now);
+        let three = write(&spool, b"three").expect("admitted");
+        assert_eq!(
+            spool.wait_ahead(three, &blake3::hash(b"three"), b"three, ahead", &later),
+            AheadWait::Waiting
+        );
+        spool.flush_ahead();
+        spool.take_batch(1);
+        spool.discard(three);
+        assert!(told(&spool).is_empty(), "dropped with its entry");
+        assert_eq!(spool.waiting_ahead(), 0);
+        assert_eq!(
+            spool.wait_ahead(three, &blake3::hash(b"three"), b"gone", &later),
+            AheadWait::Gone
+        );
         assert!(
             heard.0.lock().unwrap().is_empty(),
             "the spool tells no one itself"

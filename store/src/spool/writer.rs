@@ -21,13 +21,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::dir::{self, Admit, Awaited, Spool};
+use super::dir::{self, Admit, AheadWait, Awaited, Spool};
 use super::header::write_header;
 use crate::announce::Announcer;
 use crate::counters::{Counters, Loss};
 use crate::ratelog::LogLimit;
 use crate::room::{Room, Taken};
-use crate::{Object, Ticket};
+use crate::{Notice, Object, Ticket};
 
 /// Objects waiting in memory for the storage thread, at most: a burst of a few
 /// seconds of a busy node's payloads (the byte limit below usually binds first).
@@ -114,6 +114,10 @@ pub struct StorageThread {
     headers: Vec<u8>,
     /// The spool directory, fsynced after each segment is created.
     dir: File,
+    /// An announcement being written ahead (reused).
+    ahead: Vec<u8>,
+    /// Announcements were kept on disk in this batch: flush them.
+    ahead_kept: bool,
     full_log: LogLimit,
     error_log: LogLimit,
 }
@@ -167,6 +171,8 @@ impl StorageThread {
             announcer,
             segment: None,
             headers: Vec::new(),
+            ahead: Vec::new(),
+            ahead_kept: false,
             dir,
             full_log: LogLimit::new(LOG_INTERVAL),
             error_log: LogLimit::new(LOG_INTERVAL),
@@ -291,9 +297,9 @@ impl StorageThread {
         {
             // The notice waits on the entry before the uploader can see it.
             if let Some(notice) = ticket.take_notice()
-                && !self.spool.notify(seq, notice, false)
+                && let Err(notice) = self.spool.notify(seq, notice, false)
             {
-                Announcer::dropped(&self.counters);
+                self.wait_ahead(seq, notice, false, None);
             }
             self.spool.written(seq, segment, offset);
             ticket.kept();
@@ -314,7 +320,10 @@ impl StorageThread {
                         &d.content_type,
                         true,
                     ),
-                    Awaited::Full => Announcer::dropped(&self.counters),
+                    Awaited::Full(notice, seq) => {
+                        let object = (d.digest, d.len, Arc::clone(&d.content_type));
+                        self.wait_ahead(seq, notice, true, Some(object));
+                    }
                     Awaited::Waiting | Awaited::Gone => {}
                 }
             }
@@ -322,7 +331,49 @@ impl StorageThread {
                 d.ticket.kept();
             }
         }
+        if std::mem::take(&mut self.ahead_kept) {
+            for _ in 0..self.spool.flush_ahead() {
+                Announcer::dropped(&self.counters);
+            }
+        }
         self.wake_uploader.notify_one();
+    }
+
+    /// Writes `notice`'s announcement ahead and keeps it on disk until entry
+    /// `seq` is uploaded: too many wait in memory already. The entry's digest,
+    /// length and content type go into it; `object`'s (the same digest) if
+    /// the entry is gone already.
+    fn wait_ahead(
+        &mut self,
+        seq: u64,
+        notice: Notice,
+        deduplicated: bool,
+        object: Option<(crate::Digest, u64, Arc<str>)>,
+    ) {
+        let Some((digest, len, content_type)) = self.spool.entry_of(seq).or(object) else {
+            Announcer::dropped(&self.counters);
+            return;
+        };
+        self.ahead.clear();
+        let Some(by) = self.announcer.write_ahead(
+            notice,
+            &digest,
+            len,
+            &content_type,
+            deduplicated,
+            &mut self.ahead,
+        ) else {
+            Announcer::dropped(&self.counters);
+            return;
+        };
+        match self.spool.wait_ahead(seq, &digest, &self.ahead, &by) {
+            AheadWait::Waiting => self.ahead_kept = true,
+            AheadWait::Now => self
+                .announcer
+                .announce_ahead(&self.counters, &*by, &self.ahead),
+            AheadWait::Gone => {}
+            AheadWait::Full => Announcer::dropped(&self.counters),
+        }
     }
 
     /// Appends `admitted` to the open segment (opening one if needed) with one
