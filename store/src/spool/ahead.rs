@@ -272,13 +272,17 @@ impl Ahead {
             if pending(seq) {
                 break;
             }
-            if !self.unstored.contains(&seq) {
-                let start = ready.records.len();
-                ready.records.extend_from_slice(&self.read[body.clone()]);
-                ready.spans.push((
-                    Arc::clone(&self.announcers[who]),
-                    start..ready.records.len(),
-                ));
+            match self.announcers.get(who) {
+                _ if self.unstored.contains(&seq) => {}
+                Some(by) => {
+                    let start = ready.records.len();
+                    ready.records.extend_from_slice(&self.read[body.clone()]);
+                    ready
+                        .spans
+                        .push((Arc::clone(by), start..ready.records.len()));
+                }
+                // Damaged on disk: no one to announce it.
+                None => ready.lost += 1,
             }
             self.read_pos = body.end;
             self.front_taken += 1;
@@ -468,6 +472,23 @@ mod tests {
         }
         assert_eq!(*a.0.lock().unwrap(), ["s3:one", "s3:three"]);
         assert_eq!(*b.0.lock().unwrap(), ["s3:two"]);
+    }
+
+    #[test]
+    fn a_record_damaged_on_disk_is_counted_lost_and_the_next_one_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ahead = Ahead::open(dir.path());
+        let by: Arc<dyn WrittenAhead> = Arc::new(Heard::default());
+        ahead.append(1, b"one", &by).unwrap();
+        ahead.append(1, b"two", &by).unwrap();
+        ahead.flush();
+        // The first record's announcer index, overwritten.
+        let path = dir.path().join(&files(dir.path())[0]);
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(&[0xff, 0xff], 12).unwrap();
+        let ready = ahead.take_ready(|_| false);
+        assert_eq!((ready.lost, ready.texts()), (1, vec!["two".to_owned()]));
+        assert_eq!(ahead.waiting(), 0);
     }
 
     #[test]
