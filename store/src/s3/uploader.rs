@@ -214,15 +214,21 @@ impl Uploader {
         this.announce_ready();
     }
 
-    /// Makes the announcements written ahead whose objects are uploaded now.
+    /// Makes the announcements written ahead whose objects are uploaded now,
+    /// a batch at a time.
     fn announce_ready(&self) {
-        let ready = self.spool.take_ready();
-        for (by, span) in &ready.spans {
-            self.announcer
-                .announce_ahead(&self.counters, &**by, &ready.records[span.clone()]);
-        }
-        for _ in 0..ready.lost {
-            Announcer::dropped(&self.counters);
+        loop {
+            let ready = self.spool.take_ready();
+            for (by, span) in &ready.spans {
+                self.announcer
+                    .announce_ahead(&self.counters, &**by, &ready.records[span.clone()]);
+            }
+            for _ in 0..ready.lost {
+                Announcer::dropped(&self.counters);
+            }
+            if !ready.more {
+                break;
+            }
         }
     }
 

@@ -32,6 +32,10 @@ pub const SUFFIX: &str = ".rec";
 const FILE_BYTES: u64 = if cfg!(test) { 4096 } else { 8 << 20 };
 /// Bytes read from a file at once.
 const READ_CHUNK: usize = 64 << 10;
+/// Bytes of records [`Ahead::take_ready`] gives at once, about: a backlog
+/// that clears at once is announced a batch at a time, never read into
+/// memory whole.
+const READY_BYTES: usize = 1 << 20;
 /// Before each record: its length (u32), its entry's sequence number (u64),
 /// and who announces it (u16, an index into [`Ahead::announcers`]).
 const HEADER: usize = 4 + 8 + 2;
@@ -102,6 +106,8 @@ pub struct Ready {
     pub spans: Vec<(Arc<dyn WrittenAhead>, Range<usize>)>,
     /// Records lost to a failed read or write (count them as dropped).
     pub lost: u64,
+    /// More may be ready: the batch stopped at its size.
+    pub more: bool,
 }
 
 #[cfg(test)]
@@ -264,11 +270,16 @@ impl Ahead {
     }
 
     /// Takes, in the order they were written, the records whose entries are
-    /// no longer `pending`; stops at the first whose entry still is. Records
-    /// of entries removed unstored are dropped.
+    /// no longer `pending`; stops at the first whose entry still is, or past
+    /// [`READY_BYTES`] ([`Ready::more`]). Records of entries removed
+    /// unstored are dropped.
     pub fn take_ready(&mut self, pending: impl Fn(u64) -> bool) -> Ready {
         let mut ready = Ready::default();
         while let Some((seq, who, body)) = self.next_record(&mut ready.lost) {
+            if ready.records.len() >= READY_BYTES {
+                ready.more = true;
+                break;
+            }
             if pending(seq) {
                 break;
             }
@@ -450,6 +461,31 @@ mod tests {
         );
         ahead.flush();
         assert_eq!(texts(&ahead.take_ready(|_| false)), ["again"]);
+    }
+
+    #[test]
+    fn a_backlog_that_clears_at_once_comes_back_a_batch_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ahead = Ahead::open(dir.path());
+        let by: Arc<dyn WrittenAhead> = Arc::new(Heard::default());
+        let record = vec![b'r'; 1000];
+        let count = 3 * READY_BYTES / 1000;
+        for i in 0..count {
+            ahead.append(i as u64, &record, &by).unwrap();
+        }
+        ahead.flush();
+        let mut batches = Vec::new();
+        loop {
+            let ready = ahead.take_ready(|_| false);
+            assert!(ready.records.len() < READY_BYTES + 1000);
+            batches.push(ready.spans.len());
+            if !ready.more {
+                break;
+            }
+        }
+        // A batch stops once past READY_BYTES: 1,049 records of 1,000 bytes.
+        assert_eq!(batches, [1049, 1049, count - 2 * 1049]);
+        assert_eq!(ahead.waiting(), 0);
     }
 
     #[test]

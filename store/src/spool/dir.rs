@@ -70,12 +70,11 @@ pub const RECENT_DIGESTS: usize = 64 * 1024;
 /// Notices waiting in memory for their objects' uploads, at most (one per
 /// request that named a pending object; an S3 outage or a slow bucket makes
 /// them pile up). Each holds its request's summary, about 280 bytes with its
-/// share of the request and its entry's list. Past it, a notice's
-/// announcement is written ahead and waits on disk ([`super::ahead`]), which
-/// costs the same serialization, made earlier, and a share of a write and a
-/// read of a file. 8 Ki cover the uploads of a healthy bucket's round trips
-/// with room to spare, in about 2 MiB.
-pub const MAX_NOTICES: usize = 8 * 1024;
+/// share of the request and its entry's list: 64 Ki cost about 17 MiB.
+/// Past it, a notice's announcement is written ahead and waits on disk
+/// ([`super::ahead`]) while the spool has room. A smaller limit lost more
+/// announcements once the spool was full (see docs/dataplane.md).
+pub const MAX_NOTICES: usize = 64 * 1024;
 
 /// A spool failure.
 #[derive(Debug, thiserror::Error)]
