@@ -27,6 +27,15 @@ fn wait_until_settled(store: &S3Store) {
     }
 }
 
+/// Waits, at most `timeout`, until every ticket of `receipt` is settled.
+fn wait_for_receipt(receipt: &tapwire_store::Receipt, store: &S3Store, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    while !receipt.settled() {
+        assert!(Instant::now() < until, "not settled: {:?}", store.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One announcement: part, digest, size, URL, deduplicated.
 type Announcement = (usize, String, u64, Option<String>, bool);
 
@@ -390,11 +399,7 @@ fn past_the_spool_limit_new_objects_are_refused_and_counted() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let until = Instant::now() + Duration::from_secs(10);
-    while !receipt.settled() {
-        assert!(Instant::now() < until, "not settled: {:?}", store.stats());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_receipt(&receipt, &store, Duration::from_secs(10));
     let kept: Vec<bool> = (0..30).map(|i| receipt.kept(i)).collect();
     assert_eq!(kept[..10], [true; 10], "the first ten are spooled");
     assert_eq!(kept[10..], [false; 20], "the rest are refused, and say so");
@@ -491,11 +496,7 @@ fn announcements_past_the_memory_limit_wait_on_disk_and_none_is_lost() {
             part += 1;
         }
     }
-    let until = Instant::now() + Duration::from_secs(30);
-    while !receipt.settled() {
-        assert!(Instant::now() < until, "not settled: {:?}", store.stats());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_receipt(&receipt, &store, Duration::from_secs(30));
     assert!(receipt.kept(0), "{:?}", store.stats());
     let on_disk = spool_files(spool.path(), ".rec");
     assert!(on_disk > 0, "records wait on disk: {:?}", store.stats());

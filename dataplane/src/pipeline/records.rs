@@ -423,6 +423,12 @@ mod tests {
         this.notice(0).stored(stored("s3", &digest));
         let got = events.1.lock().unwrap();
         assert_eq!(got.len(), 2);
+        // Byte for byte the same line, but for the timestamp's text.
+        let at = BEFORE_TIMESTAMP.len();
+        let end = at + event_fields::WALL_TIME_LEN;
+        assert_eq!(got[0].len(), got[1].len());
+        assert_eq!(got[0][..at], got[1][..at]);
+        assert_eq!(got[0][end..], got[1][end..]);
         let mut ahead: serde_json::Value = serde_json::from_slice(&got[0]).unwrap();
         let mut direct: serde_json::Value = serde_json::from_slice(&got[1]).unwrap();
         let time = ahead["timestamp"].as_str().unwrap().to_owned();

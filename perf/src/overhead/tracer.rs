@@ -497,6 +497,18 @@ services:
     )
 }
 
+/// The number after ` name: ` in a store's stop line (`StoreStats { …,
+/// name: 12, … }`): the whole field name, not a longer one ending with it.
+fn stat(line: &str, name: &str) -> Option<u64> {
+    let pat = format!(" {name}: ");
+    let start = line.find(&pat)? + pat.len();
+    let digits = &line[start..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
 /// The value of `name=value` in a log line (quotes removed).
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let pat = format!("{name}=");
@@ -571,24 +583,13 @@ fn drop_counters(lines: &[String]) -> (u64, Vec<String>) {
     }
     for line in lines.iter().filter(|l| l.contains("store stopped")) {
         let store = field(line, "store").unwrap_or("?");
-        if let Some(i) = line.find("dropped: ") {
-            let digits: String = line[i + "dropped: ".len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            add(format!("store {store}"), digits.parse().unwrap_or(0));
+        if let Some(n) = stat(line, "dropped") {
+            add(format!("store {store}"), n);
         }
         // Announcements an object store could not make (`artifact_record`
         // events lost in user space).
-        if let Some(i) = line.find("artifact_records_dropped: ") {
-            let digits: String = line[i + "artifact_records_dropped: ".len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            add(
-                format!("store {store} artifact_records_dropped"),
-                digits.parse().unwrap_or(0),
-            );
+        if let Some(n) = stat(line, "artifact_records_dropped") {
+            add(format!("store {store} artifact_records_dropped"), n);
         }
         // The reasons, from `drops: Drops { queue_full: 2, ... }`.
         if let Some(i) = line.find("drops: Drops { ") {
@@ -625,14 +626,7 @@ fn objects_stored(lines: &[String]) -> Option<u64> {
     for line in lines.iter().filter(|l| l.contains("object store stopped")) {
         found = true;
         for key in ["stored", "deduplicated"] {
-            let pat = format!("{key}: ");
-            if let Some(i) = line.find(&pat) {
-                let digits: String = line[i + pat.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                total += digits.parse::<u64>().unwrap_or(0);
-            }
+            total += stat(line, key).unwrap_or(0);
         }
     }
     found.then_some(total)

@@ -13,7 +13,7 @@
 //! its object and those behind it wait with it (objects are uploaded oldest
 //! first, so that holds them up little). Files are `{n:016x}.rec`, of about
 //! [`FILE_BYTES`] each, deleted once read. They belong to one run, as the
-//! requests they announce do, and are removed at start.
+//! requests they announce do, and [`super::Spool::open`] removes them.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -121,26 +121,15 @@ impl Ready {
     }
 }
 
-/// Why a record was not appended.
+/// A record not appended: too many announcers wait already, or the record
+/// is longer than its header can say.
 #[derive(Debug, PartialEq, Eq)]
-pub struct TooManyAnnouncers;
+pub struct Refused;
 
 impl Ahead {
-    /// Records for the spool at `dir`; removes the files a previous run left.
-    pub fn open(dir: &Path) -> Self {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for dent in entries.flatten() {
-                let path = dent.path();
-                let ours = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(SUFFIX))
-                    .is_some_and(|hex| hex.len() == 16 && u64::from_str_radix(hex, 16).is_ok());
-                if ours {
-                    super::dir::remove_file(&path);
-                }
-            }
-        }
+    /// Records for the spool at `dir` (whose opening removed the files a
+    /// previous run left).
+    pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
             ..Self::default()
@@ -169,7 +158,7 @@ impl Ahead {
         seq: u64,
         record: &[u8],
         by: &Arc<dyn WrittenAhead>,
-    ) -> Result<(), TooManyAnnouncers> {
+    ) -> Result<(), Refused> {
         let who = match self
             .announcers
             .iter()
@@ -180,9 +169,9 @@ impl Ahead {
                 self.announcers.push(Arc::clone(by));
                 self.announcers.len() - 1
             }
-            None => return Err(TooManyAnnouncers),
+            None => return Err(Refused),
         };
-        let len = u32::try_from(record.len()).map_err(|_| TooManyAnnouncers)?;
+        let len = u32::try_from(record.len()).map_err(|_| Refused)?;
         self.tail.extend_from_slice(&len.to_le_bytes());
         self.tail.extend_from_slice(&seq.to_le_bytes());
         self.tail.extend_from_slice(&(who as u16).to_le_bytes());
@@ -283,17 +272,17 @@ impl Ahead {
             if pending(seq) {
                 break;
             }
-            match self.announcers.get(who) {
-                _ if self.unstored.contains(&seq) => {}
-                Some(by) => {
+            if !self.unstored.contains(&seq) {
+                if let Some(by) = self.announcers.get(who) {
                     let start = ready.records.len();
                     ready.records.extend_from_slice(&self.read[body.clone()]);
                     ready
                         .spans
                         .push((Arc::clone(by), start..ready.records.len()));
+                } else {
+                    // Damaged on disk: no one to announce it.
+                    ready.lost += 1;
                 }
-                // Damaged on disk: no one to announce it.
-                None => ready.lost += 1,
             }
             self.read_pos = body.end;
             self.front_taken += 1;
@@ -414,7 +403,7 @@ mod tests {
     #[test]
     fn records_come_back_in_order_once_their_entries_are_done_across_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ahead = Ahead::open(dir.path());
+        let mut ahead = Ahead::new(dir.path());
         let by: Arc<dyn WrittenAhead> = Arc::new(Heard::default());
         // Entry i / 10 for record i: ten records per entry, 500 records,
         // flushed 50 at a time.
@@ -466,7 +455,7 @@ mod tests {
     #[test]
     fn a_backlog_that_clears_at_once_comes_back_a_batch_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ahead = Ahead::open(dir.path());
+        let mut ahead = Ahead::new(dir.path());
         let by: Arc<dyn WrittenAhead> = Arc::new(Heard::default());
         let record = vec![b'r'; 1000];
         let count = 3 * READY_BYTES / 1000;
@@ -491,20 +480,16 @@ mod tests {
     #[test]
     fn each_record_goes_back_to_its_own_announcer() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ahead = Ahead::open(dir.path());
+        let mut ahead = Ahead::new(dir.path());
         let (a, b) = (Arc::new(Heard::default()), Arc::new(Heard::default()));
         let (a_dyn, b_dyn): (Arc<dyn WrittenAhead>, Arc<dyn WrittenAhead>) = (a.clone(), b.clone());
         ahead.append(1, b"one", &a_dyn).unwrap();
         ahead.append(1, b"two", &b_dyn).unwrap();
         ahead.append(2, b"three", &a_dyn).unwrap();
         ahead.flush();
-        for (by, span) in ahead
-            .take_ready(|_| false)
-            .spans
-            .iter()
-            .zip(["one", "two", "three"])
-        {
-            by.0.announce("s3", span.as_bytes());
+        let ready = ahead.take_ready(|_| false);
+        for (by, span) in &ready.spans {
+            by.announce("s3", &ready.records[span.clone()]);
         }
         assert_eq!(*a.0.lock().unwrap(), ["s3:one", "s3:three"]);
         assert_eq!(*b.0.lock().unwrap(), ["s3:two"]);
@@ -513,7 +498,7 @@ mod tests {
     #[test]
     fn a_record_damaged_on_disk_is_counted_lost_and_the_next_one_made() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ahead = Ahead::open(dir.path());
+        let mut ahead = Ahead::new(dir.path());
         let by: Arc<dyn WrittenAhead> = Arc::new(Heard::default());
         ahead.append(1, b"one", &by).unwrap();
         ahead.append(1, b"two", &by).unwrap();
@@ -528,19 +513,9 @@ mod tests {
     }
 
     #[test]
-    fn files_of_an_earlier_run_are_removed_and_others_left() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("0000000000000003.rec"), b"old").unwrap();
-        std::fs::write(dir.path().join("notes.rec"), b"not ours").unwrap();
-        let ahead = Ahead::open(dir.path());
-        assert_eq!(files(dir.path()), ["notes.rec"]);
-        assert_eq!(ahead.waiting(), 0);
-    }
-
-    #[test]
     fn a_file_that_cannot_be_written_loses_its_records_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ahead = Ahead::open(&dir.path().join("missing"));
+        let mut ahead = Ahead::new(&dir.path().join("missing"));
         let by: Arc<dyn WrittenAhead> = Arc::new(Heard::default());
         ahead.append(1, b"one", &by).unwrap();
         ahead.append(1, b"two", &by).unwrap();

@@ -36,7 +36,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::ahead::{Ahead, Ready};
+use super::ahead::{self, Ahead, Ready};
 use super::header::{
     MAX_CONTENT_TYPE_BYTES, MAX_HEADER_BYTES, header_len, parse_header, parse_v1_header, truncate,
 };
@@ -337,16 +337,15 @@ impl Spool {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some(n) = name
-                .strip_suffix(".seg")
-                .filter(|hex| hex.len() == 16)
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            {
+            if let Some(n) = numbered(name, ".seg") {
                 found.push(Found::Segment(n));
             } else if let Some((seq, digest)) = name.strip_suffix(".obj").and_then(parse_stem) {
                 found.push(Found::V1 { seq, digest });
-            } else if name.strip_suffix(".tmp").and_then(parse_stem).is_some() {
-                // Half written by the one-file-per-object layout.
+            } else if name.strip_suffix(".tmp").and_then(parse_stem).is_some()
+                || numbered(name, ahead::SUFFIX).is_some()
+            {
+                // Half written by the one-file-per-object layout; or
+                // announcements of a previous run's requests.
                 remove_file(&path);
             }
         }
@@ -357,7 +356,7 @@ impl Spool {
         });
         let mut index = Index {
             max_notices: MAX_NOTICES,
-            ahead: Ahead::open(dir),
+            ahead: Ahead::new(dir),
             next_segment: found
                 .iter()
                 .filter_map(|f| match f {
@@ -453,8 +452,7 @@ impl Spool {
         if idx.by_digest.contains_key(&digest) || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        if idx.bytes + idx.ahead.bytes() + record > self.max_bytes || idx.slots.len() >= MAX_OBJECTS
-        {
+        if !idx.fits(record, self.max_bytes) || idx.slots.len() >= MAX_OBJECTS {
             return Admit::NoRoom;
         }
         let seq = idx.next_seq;
@@ -561,7 +559,7 @@ impl Spool {
                 AheadWait::Gone
             };
         }
-        if idx.bytes + idx.ahead.bytes() + Ahead::cost(record) > self.max_bytes {
+        if !idx.fits(Ahead::cost(record), self.max_bytes) {
             return AheadWait::Full;
         }
         match idx.ahead.append(seq, record, by) {
@@ -588,6 +586,7 @@ impl Spool {
     }
 
     /// Announcements written ahead waiting for uploads.
+    #[cfg(test)]
     pub fn waiting_ahead(&self) -> u64 {
         self.lock().ahead.waiting()
     }
@@ -710,8 +709,7 @@ impl Spool {
     /// Bytes on disk (objects, and announcements written ahead), and
     /// reserved for objects being written.
     pub fn bytes(&self) -> u64 {
-        let idx = self.lock();
-        idx.bytes + idx.ahead.bytes()
+        self.lock().used()
     }
 
     /// The size limit in bytes.
@@ -743,6 +741,16 @@ impl Index {
             .or_default()
             .push((notice, duplicate));
         Ok(())
+    }
+
+    /// Bytes on disk (objects and announcements) and reserved.
+    fn used(&self) -> u64 {
+        self.bytes + self.ahead.bytes()
+    }
+
+    /// Whether `more` bytes fit within `max_bytes`.
+    fn fits(&self, more: u64, max_bytes: u64) -> bool {
+        self.used() + more <= max_bytes
     }
 
     /// Removes entry `seq`, not uploaded: announcements written ahead for
@@ -841,6 +849,13 @@ fn check_owner(dir: &Path) -> Result<(), SpoolError> {
 }
 
 /// `{seq:016x}-{64 hex}` → (seq, digest).
+/// The number of a file named `{n:016x}{suffix}`.
+fn numbered(name: &str, suffix: &str) -> Option<u64> {
+    name.strip_suffix(suffix)
+        .filter(|hex| hex.len() == 16)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+}
+
 fn parse_stem(stem: &str) -> Option<(u64, Digest)> {
     let (seq, hex) = stem.split_once('-')?;
     if seq.len() != 16 {
@@ -1362,6 +1377,16 @@ mod tests {
             heard.0.lock().unwrap().is_empty(),
             "the spool tells no one itself"
         );
+    }
+
+    #[test]
+    fn announcement_files_of_an_earlier_run_are_removed_and_others_left() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::write(dir.path().join("0000000000000003.rec"), b"old").expect("write");
+        fs::write(dir.path().join("notes.rec"), b"not ours").expect("write");
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(names(dir.path()), [LOCK_FILE, "notes.rec"]);
+        assert_eq!(spool.lock().ahead.waiting(), 0);
     }
 
     #[test]
