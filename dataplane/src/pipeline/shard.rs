@@ -285,8 +285,12 @@ struct Conn {
     pid: u32,
     /// When its last record arrived (shard clock).
     last_ns: u64,
-    /// Records passed over while joining mid-stream.
-    join_search: u32,
+    /// Payload bytes passed over while joining mid-stream.
+    join_search: u64,
+    /// Bytes before any the connection was judged by never came (a hole
+    /// given up, or bytes the probes did not copy): its first bytes seen
+    /// may start anywhere, as on a connection joined mid-way.
+    lost_start: bool,
     /// The server name of its TLS ClientHello.
     sni: Option<Arc<str>>,
 }
@@ -340,7 +344,7 @@ impl Conn {
     /// Whether the connection was first seen mid-way (opened before capture
     /// started, or its open record never came).
     fn joined_mid_stream(&self) -> bool {
-        self.info.as_ref().is_none_or(|i| i.role == Role::Unknown)
+        self.lost_start || self.info.as_ref().is_none_or(|i| i.role == Role::Unknown)
     }
 
     /// Stops parsing: open HTTP/2 streams join the pending transactions, which
@@ -362,6 +366,7 @@ impl Conn {
             pid,
             last_ns: 0,
             join_search: 0,
+            lost_start: false,
             sni: None,
             info: None,
             reorder: Reorder::starting_at(0),
@@ -499,6 +504,9 @@ impl<S: Sink> Shard<S> {
                 conn.gap = conn.pending.is_empty();
                 for txn in &mut conn.pending {
                     txn.gap = true;
+                }
+                if matches!(conn.mode, Mode::Detect) {
+                    conn.lost_start = true;
                 }
                 // The byte stream has a hole of unknown length: what was open is
                 // given up, and parsing joins again at the next message (HTTP/1)
@@ -713,6 +721,11 @@ impl<S: Sink> Shard<S> {
             Flow::Ingress => conn.bytes_received += payload.len() as u64,
         }
         if matches!(conn.mode, Mode::Detect) {
+            if payload.is_empty() {
+                // Nothing to judge by (a record whose bytes the probes did
+                // not copy).
+                return false;
+            }
             conn.mode = if conn.joined_mid_stream() {
                 join(conn, flow, payload)
             } else {
@@ -778,6 +791,9 @@ impl<S: Sink> Shard<S> {
             Flow::Ingress => conn.bytes_received += shed,
         }
         if !parsed {
+            if matches!(conn.mode, Mode::Detect) {
+                conn.lost_start = true;
+            }
             self.stats.overload_unparsed_bytes += shed;
             return;
         }
@@ -968,14 +984,16 @@ fn detect(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
     }
 }
 
-/// Records a connection joined mid-stream may carry before one starts with an
-/// HTTP message or frame; past it the connection is left alone.
-const JOIN_SEARCH_RECORDS: u32 = 64;
+/// Payload bytes a connection joined mid-stream may carry before a record
+/// starts with an HTTP message or frame (the rest of a large body: the next
+/// message starts a record of its own); past them the connection is left
+/// alone.
+const JOIN_SEARCH_BYTES: u64 = 16 << 20;
 
 /// Decides what a connection joined mid-way carries, from a record that may
 /// start anywhere: an HTTP/1 start line, the HTTP/2 preface, or what looks like
 /// an HTTP/2 frame header. Anything else is passed over (`Mode::Detect` stays)
-/// until one of those comes, for [`JOIN_SEARCH_RECORDS`] records.
+/// until one of those comes, for [`JOIN_SEARCH_BYTES`].
 fn join(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
     let (request_flow, mode) = if payload.starts_with(b"HTTP/1.") {
         (
@@ -1003,8 +1021,8 @@ fn join(conn: &mut Conn, flow: Flow, payload: &[u8]) -> Mode {
         }));
         (flow, mode)
     } else {
-        conn.join_search += 1;
-        return if conn.join_search >= JOIN_SEARCH_RECORDS {
+        conn.join_search += payload.len() as u64;
+        return if conn.join_search >= JOIN_SEARCH_BYTES {
             Mode::Opaque
         } else {
             Mode::Detect

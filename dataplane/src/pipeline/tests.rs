@@ -762,6 +762,62 @@ fn a_gap_rejoins_http1_at_the_next_request() {
     assert_eq!(summary, [("/a", Some(200), true), ("/b", Some(204), false)]);
 }
 
+/// Records of a client connection pipelining two POSTs: open, head, body,
+/// head, body.
+fn two_posts(conn: u64) -> Vec<Vec<u8>> {
+    vec![
+        frame(0, conn, 0, E, false, b""),
+        plain(
+            conn,
+            1,
+            E,
+            b"POST /first HTTP/1.1\r\nContent-Length: 8\r\n\r\n",
+        ),
+        plain(conn, 2, E, b"12345678"),
+        plain(
+            conn,
+            3,
+            E,
+            b"POST /second HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
+        ),
+        plain(conn, 4, E, b"ok"),
+    ]
+}
+
+#[test]
+fn a_connection_whose_first_record_was_lost_is_followed_from_the_next_request() {
+    // The first head was lost (its hole given up) and the body that follows
+    // is the middle of a message: before the protocol was known, it is
+    // judged as on a connection joined mid-way, not as the connection's
+    // first bytes (which would make it not HTTP).
+    let mut frames = two_posts(7);
+    frames.remove(1);
+    let (txns, shard) = run(&frames);
+    assert_eq!((shard.stats.gap_records, shard.stats.not_http), (1, 0));
+    let summary: Vec<_> = txns.iter().map(|t| (t.path.as_str(), t.gap)).collect();
+    assert_eq!(summary, [("/second", true)]);
+    assert_eq!(&txns[0].request.body[..], b"ok");
+}
+
+#[test]
+fn a_first_record_without_payload_does_not_decide_the_protocol() {
+    // Under overload the head's record was lost and the next one, the rest
+    // of its write, came without payload: nothing to judge by, and what
+    // comes after it is mid-message.
+    let frames = vec![
+        frame(0, 8, 0, E, false, b""),
+        shed_frame(8, 1, E, b"", 16 << 10),
+        plain(8, 2, E, b"tail of the body"),
+        plain(8, 3, E, b"GET /next HTTP/1.1\r\n\r\n"),
+        plain(8, 4, I, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ];
+    let (txns, shard) = run(&frames);
+    assert_eq!(shard.stats.not_http, 0);
+    assert_eq!(shard.stats.overload_unparsed_bytes, 16 << 10);
+    let summary: Vec<_> = txns.iter().map(|t| (t.path.as_str(), t.status)).collect();
+    assert_eq!(summary, [("/next", Some(200))]);
+}
+
 #[test]
 fn an_http2_connection_joined_mid_stream_yields_transactions_with_missing_fields_flagged() {
     const DATA: u8 = 0;
