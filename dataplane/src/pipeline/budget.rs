@@ -152,6 +152,11 @@ impl Budget {
         true
     }
 
+    /// Whether `bytes` more for a held record would fit now.
+    pub fn has_room_to_hold(&self, bytes: usize) -> bool {
+        self.used().saturating_add(bytes) <= self.limit
+    }
+
     /// Gives back `bytes` taken before for `what`.
     pub fn give_back(&self, bytes: usize, what: Use) {
         self.used.fetch_sub(bytes, Ordering::Relaxed);

@@ -72,6 +72,11 @@ impl Reorder {
         self.held.len()
     }
 
+    /// Whether record `seq` would be held to wait for earlier ones.
+    pub fn would_hold(&self, seq: u64) -> bool {
+        seq > self.next && !self.held.contains_key(&seq)
+    }
+
     /// Offers record `seq` (raw bytes `bytes`, arriving at `now_ns`). A record
     /// held early is charged to `budget`; when it does not fit, it is held all
     /// the same (no record is dropped) and the hole is given up at once.

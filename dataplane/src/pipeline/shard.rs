@@ -121,6 +121,9 @@ pub struct ShardStats {
     /// Body bytes not kept because the memory budget was spent (their
     /// transactions are marked `truncated`).
     pub body_shed_bytes: u64,
+    /// Kept body bytes dropped to give their room to a record held in a
+    /// reorder window (its transactions are marked `truncated`).
+    pub body_dropped_to_hold_bytes: u64,
     /// Body bytes not kept because a message passed the per-message limit.
     pub body_over_limit_bytes: u64,
     /// Transactions of connections still open when the agent stopped, emitted
@@ -191,6 +194,8 @@ impl ShardStats {
             conn_table_full: self.conn_table_full + o.conn_table_full,
             transactions: self.transactions + o.transactions,
             body_shed_bytes: self.body_shed_bytes + o.body_shed_bytes,
+            body_dropped_to_hold_bytes: self.body_dropped_to_hold_bytes
+                + o.body_dropped_to_hold_bytes,
             body_over_limit_bytes: self.body_over_limit_bytes + o.body_over_limit_bytes,
             open_at_stop: self.open_at_stop + o.open_at_stop,
             released_on_exit: self.released_on_exit + o.released_on_exit,
@@ -466,6 +471,10 @@ impl<S: Sink> Shard<S> {
         }
         let conn = self.conns.get_mut(&conn_id).expect("inserted above");
         conn.last_ns = now_ns;
+        if conn.reorder.would_hold(seq) && !self.budget.has_room_to_hold(frame.len()) {
+            self.make_room_to_hold(frame.len());
+        }
+        let conn = self.conns.get_mut(&conn_id).expect("inserted above");
         match conn.reorder.offer(seq, frame, now_ns, &self.budget) {
             Offer::Deliver => self.process(conn_id, input),
             Offer::Held => {}
@@ -481,6 +490,26 @@ impl<S: Sink> Shard<S> {
             }
         }
         self.drain_ready(conn_id, now_ns);
+    }
+
+    /// Drops kept bodies of this shard's open transactions until the budget
+    /// has room to hold a record of `bytes`: a held record may carry a head,
+    /// and bodies go before metadata. Without room the record's hole is
+    /// given up (`gap_records_over_budget`).
+    #[cold]
+    fn make_room_to_hold(&mut self, bytes: usize) {
+        for conn in self.conns.values_mut() {
+            let streams = match &mut conn.mode {
+                Mode::Http2(h2) => Some(h2.streams.values_mut()),
+                _ => None,
+            };
+            for txn in conn.pending.iter_mut().chain(streams.into_iter().flatten()) {
+                self.stats.body_dropped_to_hold_bytes += txn.drop_kept_bodies();
+                if self.budget.has_room_to_hold(bytes) {
+                    return;
+                }
+            }
+        }
     }
 
     /// Delivers held records whose turn has come (or whose hole timed out).

@@ -1,7 +1,9 @@
 //! Shard tests on synthetic records: ordering, HTTP/1 transactions, gaps, TLS.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use super::budget::Budget;
 use super::input::{ConnInfo, Flow, Input, Role};
 use super::shard::{Output, Shard};
 use super::txn::Transaction;
@@ -160,7 +162,7 @@ fn bodies_nothing_reads_are_counted_and_not_copied() {
     for chunk in body.chunks(16 * 1024) {
         parts.push((I, chunk));
     }
-    let budget = super::budget::Budget::new(1 << 20);
+    let budget = Budget::new(1 << 20);
     let mut shard = Shard::with_budget(decode, NoBodies::default(), budget.clone());
     for f in conversation(9, false, &parts) {
         shard.offer(&f, 0);
@@ -491,7 +493,7 @@ fn connection_events_carry_the_documented_fields() {
 
 #[test]
 fn bodies_past_the_memory_budget_are_shed_counted_and_marked_while_heads_are_kept() {
-    let budget = super::budget::Budget::new(10_000);
+    let budget = Budget::new(10_000);
     let mut shard = Shard::with_budget(decode, Vec::new(), budget.clone());
     let body = vec![b'b'; 6_000];
     let head = format!(
@@ -535,11 +537,11 @@ fn bodies_past_the_memory_budget_are_shed_counted_and_marked_while_heads_are_kep
     );
 }
 
-#[test]
-fn a_connection_opened_once_bodies_spent_the_budget_is_still_put_back_in_sequence() {
-    // An upload that is never answered spends the budget: 6,000 bytes fit,
-    // the rest is shed and the transaction stays open.
-    let budget = super::budget::Budget::new(10_000);
+/// A shard with a budget of 10,000 bytes, spent by an upload that is never
+/// answered: 6,000 bytes of its body fit, the rest is shed and the
+/// transaction stays open.
+fn shard_with_an_unanswered_upload() -> (Arc<Budget>, Shard<Vec<Output>>) {
+    let budget = Budget::new(10_000);
     let mut shard = Shard::with_budget(decode, Vec::new(), budget.clone());
     let upload: Vec<(Flow, &[u8])> = vec![
         (
@@ -555,7 +557,13 @@ fn a_connection_opened_once_bodies_spent_the_budget_is_still_put_back_in_sequenc
     for f in &frames {
         shard.offer(f, 0);
     }
-    assert!(shard.stats.body_shed_bytes > 0, "{:?}", shard.stats);
+    assert_eq!(shard.stats.body_shed_bytes, 14_000, "{:?}", shard.stats);
+    (budget, shard)
+}
+
+#[test]
+fn a_connection_opened_once_bodies_spent_the_budget_is_still_put_back_in_sequence() {
+    let (_budget, mut shard) = shard_with_an_unanswered_upload();
     // Another connection's response reaches the shard before its request
     // (another CPU's ring): it is held, not taken as the request's loss.
     let parts: Vec<(Flow, &[u8])> = vec![
@@ -577,8 +585,53 @@ fn a_connection_opened_once_bodies_spent_the_budget_is_still_put_back_in_sequenc
 }
 
 #[test]
+fn kept_bodies_give_their_room_to_a_record_that_must_wait_for_its_turn() {
+    let (budget, mut shard) = shard_with_an_unanswered_upload();
+    assert_eq!(budget.used(), 6_000);
+    // Another connection's response, larger than what is left, reaches the
+    // shard before its request: the upload's body makes room for it rather
+    // than the request being given up.
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{}",
+        "r".repeat(5_000)
+    );
+    let parts: Vec<(Flow, &[u8])> = vec![
+        (E, b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (I, response.as_bytes()),
+    ];
+    let mut frames = conversation(2, false, &parts);
+    frames.swap(1, 2);
+    for f in &frames {
+        shard.offer(f, 1);
+    }
+    assert_eq!(
+        (
+            shard.stats.gap_records,
+            shard.stats.body_dropped_to_hold_bytes
+        ),
+        (0, 6_000)
+    );
+    let txns = take_txns(&mut shard);
+    let summary: Vec<_> = txns
+        .iter()
+        .map(|t| (t.path.as_str(), t.status, t.gap, t.response.body.len()))
+        .collect();
+    assert_eq!(summary, [("/after", Some(200), false, 5_000)]);
+    drop(txns);
+    shard.stop();
+    let txns = take_txns(&mut shard);
+    assert_eq!(txns.len(), 1);
+    let t = &txns[0];
+    assert_eq!(t.path, "/up");
+    assert!(t.truncated && t.request.shed && t.request.body.is_empty());
+    assert_eq!(t.request.body_bytes, 20_000);
+    drop(txns);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
 fn a_body_cut_short_gives_back_the_room_made_for_its_announced_length() {
-    let budget = super::budget::Budget::new(64 << 20);
+    let budget = Budget::new(64 << 20);
     let mut msg = super::txn::Message::default();
     // A 1 MiB upload of which the probes copied only a 4 KiB prefix.
     msg.expect_body(1 << 20);
@@ -605,7 +658,7 @@ fn a_body_cut_short_gives_back_the_room_made_for_its_announced_length() {
 
 #[test]
 fn a_body_taken_for_its_object_holds_its_budget_until_its_last_holder_drops_it() {
-    let budget = super::budget::Budget::new(10_000);
+    let budget = Budget::new(10_000);
     let mut msg = super::txn::Message::default();
     assert!(msg.push_body(&[b'x'; 3_000], &budget).none());
     let held = budget.used();
@@ -1103,7 +1156,7 @@ fn transaction_events_are_written_as_serde_writes_the_same_fields() {
             digest: blake3::hash(b"request headers"),
             size: 78,
             content_type: "application/http-headers".into(),
-            url: Some(std::sync::Arc::new(tapwire_store::s3::AccessUrl::new(
+            url: Some(Arc::new(tapwire_store::s3::AccessUrl::new(
                 "https://s3.example/b/{{DIGEST}}?x=\"1\"",
                 "https",
                 "s3.example",

@@ -325,6 +325,20 @@ impl Message {
         self.hole = true;
     }
 
+    /// Drops the kept body, giving its room back to the budget, for
+    /// something that needs the room more (a record held in a reorder
+    /// window): the rest of the body is shed too. The bytes dropped.
+    pub fn drop_kept(&mut self) -> u64 {
+        if self.body.capacity() == 0 {
+            return 0;
+        }
+        let kept = self.body.len() as u64;
+        self.body = Vec::new();
+        self.charge.release();
+        self.shed |= kept > 0;
+        kept
+    }
+
     /// Makes room for `more` body bytes, charging the budget for the buffer's
     /// whole capacity (what the allocator really holds): doubling while the
     /// budget allows, else exactly what is needed; false if even that does not
@@ -677,6 +691,14 @@ impl Transaction {
             remote: self.conn.remote,
             target: &self.path,
         }
+    }
+
+    /// Drops the kept bodies ([`Message::drop_kept`]); the transaction is
+    /// marked `truncated` if that dropped bytes. The bytes dropped.
+    pub fn drop_kept_bodies(&mut self) -> u64 {
+        let dropped = self.request.drop_kept() + self.response.drop_kept();
+        self.truncated |= dropped > 0;
+        dropped
     }
 
     /// `len` bytes of the body travelling in `direction` were not copied
