@@ -29,7 +29,8 @@
 //! key and bytes). Files of the one-file-per-object layout,
 //! `{seq:016x}-{digest}.obj`, are checked and queued the same way.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -55,10 +56,12 @@ pub const LOCK_FILE: &str = ".lock";
 /// enough that a segment kept on disk by one object still waiting for its
 /// upload holds little else.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
-/// Objects the spool holds at most; past it the oldest waiting ones are dropped,
-/// as past the byte limit. The index costs about 170 bytes per object (map entries,
-/// digest, interned content type), so this caps it near 45 MiB however small the
-/// objects are.
+/// Entries the spool's index spans at most, from the oldest object still
+/// waiting to the newest; past it new objects are refused, as past the byte
+/// limit. The index costs about 145 bytes per entry (its slot, the digest's
+/// place in the lookup table, the queue), so this caps it near 37 MiB
+/// however small the objects are (73 MiB with a tree of slots and whole
+/// digests as keys).
 pub const MAX_OBJECTS: usize = 256 * 1024;
 /// Distinct content types shared between index entries; further ones are stored
 /// per entry.
@@ -164,6 +167,93 @@ struct Slot {
     state: State,
 }
 
+/// Index entries by sequence number. Numbers are handed out in increasing
+/// order and entries leave about in that order (oldest uploaded first), so
+/// they sit in a ring that starts at the oldest entry still held: a slot's
+/// own size per entry, where a `BTreeMap` took half as much again in nodes
+/// and spare room. An entry that leaves early leaves an empty place until
+/// the older ones before it leave too; the ring's span, not its count of
+/// entries, is what [`MAX_OBJECTS`] bounds.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Sequence number of `ring[0]`.
+    first: u64,
+    ring: VecDeque<Option<Slot>>,
+    /// Entries held (places that are not empty).
+    live: usize,
+}
+
+impl Slots {
+    fn place(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq.checked_sub(self.first)?).ok()
+    }
+
+    fn get(&self, seq: u64) -> Option<&Slot> {
+        self.ring.get(self.place(seq)?)?.as_ref()
+    }
+
+    fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        self.get_mut_place(seq)?.as_mut()
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        self.get(seq).is_some()
+    }
+
+    /// Adds entry `seq`, newer than every entry held.
+    fn push(&mut self, seq: u64, slot: Slot) {
+        if self.ring.is_empty() {
+            self.first = seq;
+        }
+        let end = self.first + self.ring.len() as u64;
+        debug_assert!(seq >= end, "entry {seq} is not the newest");
+        for _ in end..seq {
+            self.ring.push_back(None);
+        }
+        self.ring.push_back(Some(slot));
+        self.live += 1;
+    }
+
+    /// Removes entry `seq`; the ring then starts at the oldest entry left.
+    fn remove(&mut self, seq: u64) -> Option<Slot> {
+        let slot = self.get_mut_place(seq)?.take()?;
+        self.live -= 1;
+        while matches!(self.ring.front(), Some(None)) {
+            self.ring.pop_front();
+            self.first += 1;
+        }
+        // Room a backlog grew stays only while the ring could use it.
+        let capacity = self.ring.capacity();
+        if capacity > 4096 && self.ring.len() < capacity / 4 {
+            self.ring.shrink_to((2 * self.ring.len()).max(4096));
+        }
+        Some(slot)
+    }
+
+    fn get_mut_place(&mut self, seq: u64) -> Option<&mut Option<Slot>> {
+        let place = self.place(seq)?;
+        self.ring.get_mut(place)
+    }
+
+    /// Entries held.
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Places from the oldest entry held to the newest.
+    fn span(&self) -> usize {
+        self.ring.len()
+    }
+}
+
+/// Where an entry's digest goes in [`Index::by_digest`]: its first eight
+/// bytes (a BLAKE3 digest's bytes are uniform; two digests that share them
+/// are told apart by the slot's whole digest).
+fn digest_key(digest: &Digest) -> u64 {
+    let bytes: &[u8; 32] = digest.as_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"))
+}
+
 /// A file of objects.
 #[derive(Debug)]
 struct Segment {
@@ -209,10 +299,15 @@ pub struct Spool {
 
 #[derive(Debug, Default)]
 struct Index {
-    slots: BTreeMap<u64, Slot>,
+    slots: Slots,
     /// Sequence numbers in state `Queued`, oldest first.
     queued: BTreeSet<u64>,
-    by_digest: HashMap<Digest, u64>,
+    /// Entries by the first eight bytes of their digest ([`digest_key`]);
+    /// the slot's own digest confirms a match ([`Index::pending`]).
+    by_digest: HashMap<u64, u64>,
+    /// Entries whose digest's first eight bytes were taken by another
+    /// entry's when they came (about never: 2^-64 for two digests).
+    collided: HashMap<Digest, u64>,
     recent: RecentDigests,
     segments: HashMap<u64, Segment>,
     /// The number of the next segment created.
@@ -407,9 +502,9 @@ impl Spool {
                 let seq = index.next_seq;
                 index.next_seq += 1;
                 let content_type = index.intern(&object.content_type);
-                index.by_digest.insert(object.digest, seq);
+                index.look_up_by_digest(object.digest, seq);
                 index.queued.insert(seq);
-                index.slots.insert(
+                index.slots.push(
                     seq,
                     Slot {
                         digest: object.digest,
@@ -449,18 +544,18 @@ impl Spool {
     pub fn admit(&self, digest: Digest, content_type: &str, len: u64) -> Admit {
         let record = self.record_len(content_type, len);
         let mut idx = self.lock();
-        if idx.by_digest.contains_key(&digest) || idx.recent.contains(&digest) {
+        if idx.pending(&digest).is_some() || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        if !idx.fits(record, self.max_bytes) || idx.slots.len() >= MAX_OBJECTS {
+        if !idx.fits(record, self.max_bytes) || idx.slots.span() >= MAX_OBJECTS {
             return Admit::NoRoom;
         }
         let seq = idx.next_seq;
         idx.next_seq += 1;
         let content_type = idx.intern(truncate(content_type, MAX_CONTENT_TYPE_BYTES));
         idx.bytes += record;
-        idx.by_digest.insert(digest, seq);
-        idx.slots.insert(
+        idx.look_up_by_digest(digest, seq);
+        idx.slots.push(
             seq,
             Slot {
                 digest,
@@ -510,8 +605,7 @@ impl Spool {
         let idx = self.lock();
         idx.recent.contains(digest)
             || idx
-                .by_digest
-                .get(digest)
+                .pending(digest)
                 .and_then(|seq| idx.slots.get(seq))
                 .is_some_and(|slot| slot.state != State::Writing)
     }
@@ -536,7 +630,7 @@ impl Spool {
     /// spool.
     pub fn entry_of(&self, seq: u64) -> Option<(Digest, u64, Arc<str>)> {
         let idx = self.lock();
-        let slot = idx.slots.get(&seq)?;
+        let slot = idx.slots.get(seq)?;
         Some((slot.digest, slot.len, Arc::clone(&slot.content_type)))
     }
 
@@ -552,7 +646,7 @@ impl Spool {
         by: &Arc<dyn WrittenAhead>,
     ) -> AheadWait {
         let mut idx = self.lock();
-        if !idx.slots.contains_key(&seq) {
+        if !idx.slots.contains(seq) {
             return if idx.recent.contains(digest) {
                 AheadWait::Now
             } else {
@@ -582,7 +676,7 @@ impl Spool {
             return Ready::default();
         }
         let Index { ahead, slots, .. } = &mut *idx;
-        ahead.take_ready(|seq| slots.contains_key(&seq))
+        ahead.take_ready(|seq| slots.contains(seq))
     }
 
     /// Announcements written ahead waiting for uploads.
@@ -595,7 +689,7 @@ impl Spool {
     /// uploaded, is stored.
     pub fn notify_digest(&self, digest: &Digest, notice: Notice) -> Awaited {
         let mut idx = self.lock();
-        if let Some(&seq) = idx.by_digest.get(digest) {
+        if let Some(seq) = idx.pending(digest) {
             return match idx.wait(seq, notice, true) {
                 Ok(()) => Awaited::Waiting,
                 Err(notice) => Awaited::Full(notice, seq),
@@ -612,7 +706,7 @@ impl Spool {
     /// `offset`: queue it.
     pub fn written(&self, seq: u64, segment: u64, offset: u64) {
         let mut idx = self.lock();
-        let Some(slot) = idx.slots.get_mut(&seq) else {
+        let Some(slot) = idx.slots.get_mut(seq) else {
             return;
         };
         slot.segment = segment;
@@ -641,7 +735,7 @@ impl Spool {
             let Some(seq) = idx.queued.pop_first() else {
                 break;
             };
-            let Some(slot) = idx.slots.get_mut(&seq) else {
+            let Some(slot) = idx.slots.get_mut(seq) else {
                 continue;
             };
             let Some(seg) = idx.segments.get(&slot.segment) else {
@@ -667,7 +761,7 @@ impl Spool {
     /// An upload did not finish (shutting down): queue `seq` again.
     pub fn release(&self, seq: u64) {
         let mut idx = self.lock();
-        if let Some(slot) = idx.slots.get_mut(&seq) {
+        if let Some(slot) = idx.slots.get_mut(seq) {
             slot.state = State::Queued;
             idx.queued.insert(seq);
         }
@@ -732,7 +826,7 @@ impl Index {
     /// Adds a notice to entry `seq`'s list, within `max_notices`; gives it
     /// back past it (or when the entry is gone).
     fn wait(&mut self, seq: u64, notice: Notice, duplicate: bool) -> Result<(), Notice> {
-        if self.notice_count >= self.max_notices || !self.slots.contains_key(&seq) {
+        if self.notice_count >= self.max_notices || !self.slots.contains(seq) {
             return Err(notice);
         }
         self.notice_count += 1;
@@ -741,6 +835,34 @@ impl Index {
             .or_default()
             .push((notice, duplicate));
         Ok(())
+    }
+
+    /// Makes entry `seq`, holding an object with `digest`, found by it
+    /// ([`Index::pending`]); the first entry of a digest keeps it.
+    fn look_up_by_digest(&mut self, digest: Digest, seq: u64) {
+        match self.by_digest.entry(digest_key(&digest)) {
+            MapEntry::Vacant(place) => {
+                place.insert(seq);
+            }
+            MapEntry::Occupied(place) => {
+                if self.slots.get(*place.get()).map(|slot| slot.digest) != Some(digest) {
+                    self.collided.entry(digest).or_insert(seq);
+                }
+            }
+        }
+    }
+
+    /// The entry holding an object with `digest`, if one is pending.
+    fn pending(&self, digest: &Digest) -> Option<u64> {
+        if let Some(&seq) = self.by_digest.get(&digest_key(digest))
+            && self
+                .slots
+                .get(seq)
+                .is_some_and(|slot| slot.digest == *digest)
+        {
+            return Some(seq);
+        }
+        self.collided.get(digest).copied()
     }
 
     /// Bytes on disk (objects and announcements) and reserved.
@@ -770,10 +892,13 @@ impl Index {
     fn remove(&mut self, seq: u64) -> Option<Slot> {
         // Notices of an entry removed unstored are dropped: nothing to announce.
         drop(self.take_notices(seq));
-        let slot = self.slots.remove(&seq)?;
+        let slot = self.slots.remove(seq)?;
         self.queued.remove(&seq);
-        if self.by_digest.get(&slot.digest) == Some(&seq) {
-            self.by_digest.remove(&slot.digest);
+        let key = digest_key(&slot.digest);
+        if self.by_digest.get(&key) == Some(&seq) {
+            self.by_digest.remove(&key);
+        } else if self.collided.get(&slot.digest) == Some(&seq) {
+            self.collided.remove(&slot.digest);
         }
         if slot.state == State::Writing {
             // Only reserved: its segment never counted it.
@@ -1510,5 +1635,99 @@ mod tests {
             blake3::hash(&0u64.to_le_bytes()),
             "the first stays"
         );
+        // Every newer entry uploaded, the oldest still in flight: the index
+        // spans them all until it leaves, and admits nothing more.
+        let rest = spool.take_batch(MAX_OBJECTS);
+        for entry in &rest {
+            drop(spool.complete(entry.seq));
+        }
+        assert_eq!(spool.len(), 1);
+        let next = blake3::hash(b"next");
+        assert_eq!(spool.admit(next, "text/plain", 1), Admit::NoRoom);
+        drop(spool.complete(oldest.seq));
+        assert!(spool.is_empty());
+        assert!(matches!(
+            spool.admit(next, "text/plain", 1),
+            Admit::Write { .. }
+        ));
+        let idx = spool.lock();
+        assert_eq!(idx.slots.span(), 1);
+        assert!(
+            idx.slots.ring.capacity() <= 8192,
+            "the room of the backlog is given back: {}",
+            idx.slots.ring.capacity()
+        );
+    }
+
+    #[test]
+    fn entries_leave_in_any_order_and_are_found_by_number() {
+        let slot = |n: u8| Slot {
+            digest: blake3::hash(&[n]),
+            content_type: Arc::from("text/plain"),
+            segment: 0,
+            offset: u64::from(n),
+            len: 1,
+            record: 1,
+            state: State::Queued,
+        };
+        let mut slots = Slots::default();
+        for seq in 10..15 {
+            slots.push(seq, slot(seq as u8));
+        }
+        assert_eq!((slots.len(), slots.span()), (5, 5));
+        assert_eq!(slots.remove(12).map(|s| s.offset), Some(12));
+        assert_eq!(slots.remove(12).map(|s| s.offset), None);
+        assert_eq!((slots.len(), slots.span()), (4, 5), "an empty place");
+        assert_eq!(slots.remove(10).map(|s| s.offset), Some(10));
+        assert_eq!(slots.span(), 4);
+        assert_eq!(slots.remove(11).map(|s| s.offset), Some(11));
+        assert_eq!((slots.len(), slots.span()), (2, 2), "the ring starts at 13");
+        assert!(!slots.contains(9) && !slots.contains(12) && !slots.contains(15));
+        assert_eq!(slots.get(14).map(|s| s.offset), Some(14));
+        slots.get_mut(13).expect("13").offset = 99;
+        assert_eq!(slots.get(13).map(|s| s.offset), Some(99));
+        slots.remove(13);
+        slots.remove(14);
+        assert_eq!((slots.len(), slots.span()), (0, 0));
+        // Once empty, the next entry starts the ring wherever its number is.
+        slots.push(40, slot(40));
+        assert_eq!(
+            (slots.get(40).map(|s| s.offset), slots.span()),
+            (Some(40), 1)
+        );
+    }
+
+    #[test]
+    fn digests_that_share_their_first_bytes_are_kept_apart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (spool, _) = Spool::open(dir.path(), u64::MAX).expect("open");
+        let (n, _) = spool.new_segment();
+        let mut bytes = [7u8; 32];
+        let first = Digest::from_bytes(bytes);
+        bytes[31] = 8;
+        let second = Digest::from_bytes(bytes);
+        assert_eq!(digest_key(&first), digest_key(&second));
+        let Admit::Write { seq: a } = spool.admit(first, "text/plain", 1) else {
+            panic!("first refused");
+        };
+        spool.written(a, n, 0);
+        // Not taken for a duplicate of the first.
+        let Admit::Write { seq: b } = spool.admit(second, "text/plain", 1) else {
+            panic!("second refused");
+        };
+        spool.written(b, n, 0);
+        assert!(spool.holds(&first) && spool.holds(&second));
+        assert_eq!(spool.admit(first, "text/plain", 1), Admit::Duplicate);
+        let batch: Vec<Digest> = spool.take_batch(2).iter().map(|e| e.digest).collect();
+        assert_eq!(batch, [first, second]);
+        // The first uploaded, the second is still found by its digest.
+        drop(spool.complete(a));
+        assert!(matches!(
+            spool.notify_digest(&second, Notice::new(Arc::new(Parts::default()), 0)),
+            Awaited::Waiting
+        ));
+        assert_eq!(spool.complete(b).len(), 1);
+        assert!(spool.is_empty());
+        assert!(spool.lock().collided.is_empty());
     }
 }
