@@ -56,12 +56,11 @@ pub const LOCK_FILE: &str = ".lock";
 /// enough that a segment kept on disk by one object still waiting for its
 /// upload holds little else.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
-/// Entries the spool's index spans at most, from the oldest object still
-/// waiting to the newest; past it new objects are refused, as past the byte
-/// limit. The index costs about 145 bytes per entry (its slot, the digest's
-/// place in the lookup table, the queue), so this caps it near 37 MiB
-/// however small the objects are (73 MiB with a tree of slots and whole
-/// digests as keys).
+/// Objects the spool holds at most; past it new objects are refused, as
+/// past the byte limit. The index costs about 150 bytes per object (its
+/// slot, the digest's place in the lookup table, the queue), so this caps it
+/// near 38 MiB however small the objects are (73 MiB with a tree of slots
+/// and whole digests as keys).
 pub const MAX_OBJECTS: usize = 256 * 1024;
 /// Distinct content types shared between index entries; further ones are stored
 /// per entry.
@@ -169,31 +168,34 @@ struct Slot {
 
 /// Index entries by sequence number. Numbers are handed out in increasing
 /// order and entries leave about in that order (oldest uploaded first), so
-/// they sit in a ring that starts at the oldest entry still held: a slot's
-/// own size per entry, where a `BTreeMap` took half as much again in nodes
-/// and spare room. An entry that leaves early leaves an empty place until
-/// the older ones before it leave too; the ring's span, not its count of
-/// entries, is what [`MAX_OBJECTS`] bounds.
+/// they sit in a ring sorted by number, found by binary search: a slot's own
+/// size per entry, where a `BTreeMap` filled by ascending keys left its nodes
+/// half empty. An entry that leaves before older ones leaves an empty place;
+/// once empty places outnumber the entries, the ring is compacted (an upload
+/// that keeps failing while newer ones finish cannot make it grow without
+/// bound), so it holds at most about twice its entries.
 #[derive(Debug, Default)]
 struct Slots {
-    /// Sequence number of `ring[0]`.
-    first: u64,
-    ring: VecDeque<Option<Slot>>,
+    ring: VecDeque<(u64, Option<Slot>)>,
     /// Entries held (places that are not empty).
     live: usize,
 }
 
+/// Empty places the ring may hold beyond its entries before it is compacted.
+const SLOTS_SLACK: usize = 1024;
+
 impl Slots {
     fn place(&self, seq: u64) -> Option<usize> {
-        usize::try_from(seq.checked_sub(self.first)?).ok()
+        self.ring.binary_search_by_key(&seq, |(s, _)| *s).ok()
     }
 
     fn get(&self, seq: u64) -> Option<&Slot> {
-        self.ring.get(self.place(seq)?)?.as_ref()
+        self.ring[self.place(seq)?].1.as_ref()
     }
 
     fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
-        self.get_mut_place(seq)?.as_mut()
+        let place = self.place(seq)?;
+        self.ring[place].1.as_mut()
     }
 
     fn contains(&self, seq: u64) -> bool {
@@ -202,37 +204,31 @@ impl Slots {
 
     /// Adds entry `seq`, newer than every entry held.
     fn push(&mut self, seq: u64, slot: Slot) {
-        if self.ring.is_empty() {
-            self.first = seq;
-        }
-        let end = self.first + self.ring.len() as u64;
-        debug_assert!(seq >= end, "entry {seq} is not the newest");
-        for _ in end..seq {
-            self.ring.push_back(None);
-        }
-        self.ring.push_back(Some(slot));
+        debug_assert!(
+            self.ring.back().is_none_or(|(last, _)| *last < seq),
+            "entry {seq} is not the newest"
+        );
+        self.ring.push_back((seq, Some(slot)));
         self.live += 1;
     }
 
-    /// Removes entry `seq`; the ring then starts at the oldest entry left.
+    /// Removes entry `seq`.
     fn remove(&mut self, seq: u64) -> Option<Slot> {
-        let slot = self.get_mut_place(seq)?.take()?;
+        let place = self.place(seq)?;
+        let slot = self.ring[place].1.take()?;
         self.live -= 1;
-        while matches!(self.ring.front(), Some(None)) {
+        while matches!(self.ring.front(), Some((_, None))) {
             self.ring.pop_front();
-            self.first += 1;
+        }
+        if self.ring.len() > 2 * self.live + SLOTS_SLACK {
+            self.ring.retain(|(_, slot)| slot.is_some());
         }
         // Room a backlog grew stays only while the ring could use it.
         let capacity = self.ring.capacity();
-        if capacity > 4096 && self.ring.len() < capacity / 4 {
-            self.ring.shrink_to((2 * self.ring.len()).max(4096));
+        if capacity > 4 * SLOTS_SLACK && self.ring.len() < capacity / 4 {
+            self.ring.shrink_to((2 * self.ring.len()).max(SLOTS_SLACK));
         }
         Some(slot)
-    }
-
-    fn get_mut_place(&mut self, seq: u64) -> Option<&mut Option<Slot>> {
-        let place = self.place(seq)?;
-        self.ring.get_mut(place)
     }
 
     /// Entries held.
@@ -240,8 +236,9 @@ impl Slots {
         self.live
     }
 
-    /// Places from the oldest entry held to the newest.
-    fn span(&self) -> usize {
+    /// Places in the ring, entries and empty ones.
+    #[cfg(test)]
+    fn places(&self) -> usize {
         self.ring.len()
     }
 }
@@ -547,7 +544,7 @@ impl Spool {
         if idx.pending(&digest).is_some() || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        if !idx.fits(record, self.max_bytes) || idx.slots.span() >= MAX_OBJECTS {
+        if !idx.fits(record, self.max_bytes) || idx.slots.len() >= MAX_OBJECTS {
             return Admit::NoRoom;
         }
         let seq = idx.next_seq;
@@ -1635,66 +1632,89 @@ mod tests {
             blake3::hash(&0u64.to_le_bytes()),
             "the first stays"
         );
-        // Every newer entry uploaded, the oldest still in flight: the index
-        // spans them all until it leaves, and admits nothing more.
+        // Every newer entry uploaded, the oldest still in flight (an upload
+        // that keeps failing): new objects are admitted again, and the index
+        // holds its entries, not the places of those that left.
         let rest = spool.take_batch(MAX_OBJECTS);
         for entry in &rest {
             drop(spool.complete(entry.seq));
         }
         assert_eq!(spool.len(), 1);
-        let next = blake3::hash(b"next");
-        assert_eq!(spool.admit(next, "text/plain", 1), Admit::NoRoom);
-        drop(spool.complete(oldest.seq));
-        assert!(spool.is_empty());
-        assert!(matches!(
-            spool.admit(next, "text/plain", 1),
-            Admit::Write { .. }
-        ));
+        let (n, _) = spool.new_segment();
+        for i in 0..1000u64 {
+            let Admit::Write { seq } = spool.admit(
+                blake3::hash(&((i + 1) << 32).to_le_bytes()),
+                "text/plain",
+                1,
+            ) else {
+                panic!("refused after the others left");
+            };
+            spool.written(seq, n, 0);
+        }
         let idx = spool.lock();
-        assert_eq!(idx.slots.span(), 1);
         assert!(
-            idx.slots.ring.capacity() <= 8192,
+            idx.slots.places() <= 2 * 1001 + SLOTS_SLACK,
+            "{}",
+            idx.slots.places()
+        );
+        assert!(
+            idx.slots.ring.capacity() <= 8 * SLOTS_SLACK,
             "the room of the backlog is given back: {}",
             idx.slots.ring.capacity()
+        );
+        assert_eq!(
+            idx.slots.get(oldest.seq).map(|s| s.digest),
+            Some(oldest.digest)
         );
     }
 
     #[test]
     fn entries_leave_in_any_order_and_are_found_by_number() {
-        let slot = |n: u8| Slot {
-            digest: blake3::hash(&[n]),
+        let slot = |n: u64| Slot {
+            digest: blake3::hash(&n.to_le_bytes()),
             content_type: Arc::from("text/plain"),
             segment: 0,
-            offset: u64::from(n),
+            offset: n,
             len: 1,
             record: 1,
             state: State::Queued,
         };
         let mut slots = Slots::default();
         for seq in 10..15 {
-            slots.push(seq, slot(seq as u8));
+            slots.push(seq, slot(seq));
         }
-        assert_eq!((slots.len(), slots.span()), (5, 5));
+        assert_eq!((slots.len(), slots.places()), (5, 5));
         assert_eq!(slots.remove(12).map(|s| s.offset), Some(12));
         assert_eq!(slots.remove(12).map(|s| s.offset), None);
-        assert_eq!((slots.len(), slots.span()), (4, 5), "an empty place");
+        assert_eq!((slots.len(), slots.places()), (4, 5), "an empty place");
         assert_eq!(slots.remove(10).map(|s| s.offset), Some(10));
-        assert_eq!(slots.span(), 4);
+        assert_eq!(slots.places(), 4);
         assert_eq!(slots.remove(11).map(|s| s.offset), Some(11));
-        assert_eq!((slots.len(), slots.span()), (2, 2), "the ring starts at 13");
+        assert_eq!(
+            (slots.len(), slots.places()),
+            (2, 2),
+            "the ring starts at 13"
+        );
         assert!(!slots.contains(9) && !slots.contains(12) && !slots.contains(15));
         assert_eq!(slots.get(14).map(|s| s.offset), Some(14));
         slots.get_mut(13).expect("13").offset = 99;
         assert_eq!(slots.get(13).map(|s| s.offset), Some(99));
-        slots.remove(13);
-        slots.remove(14);
-        assert_eq!((slots.len(), slots.span()), (0, 0));
-        // Once empty, the next entry starts the ring wherever its number is.
-        slots.push(40, slot(40));
-        assert_eq!(
-            (slots.get(40).map(|s| s.offset), slots.span()),
-            (Some(40), 1)
+        // Entry 13 stays while many newer ones come and go: the empty places
+        // are compacted away and every entry left is still found.
+        for seq in 100..10_000 {
+            slots.push(seq, slot(seq));
+            if seq % 10 != 0 {
+                slots.remove(seq);
+            }
+        }
+        assert_eq!(slots.len(), 2 + 990);
+        assert!(
+            slots.places() <= 2 * slots.len() + SLOTS_SLACK,
+            "{}",
+            slots.places()
         );
+        assert_eq!(slots.get(13).map(|s| s.offset), Some(99));
+        assert!((100..10_000).all(|seq| slots.contains(seq) == (seq % 10 == 0)));
     }
 
     #[test]
