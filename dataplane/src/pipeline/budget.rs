@@ -152,9 +152,10 @@ impl Budget {
         true
     }
 
-    /// Whether `bytes` more for a held record would fit now.
-    pub fn has_room_to_hold(&self, bytes: usize) -> bool {
-        self.used().saturating_add(bytes) <= self.limit
+    /// Bytes missing for `bytes` more for a held record to fit now (0: they
+    /// fit).
+    pub fn short_to_hold(&self, bytes: usize) -> usize {
+        self.used().saturating_add(bytes).saturating_sub(self.limit)
     }
 
     /// Gives back `bytes` taken before for `what`.

@@ -361,6 +361,15 @@ impl Conn {
         self.mode = Mode::Opaque;
     }
 
+    /// Its transactions still open: requests waiting, HTTP/2 streams.
+    fn open_transactions(&mut self) -> impl Iterator<Item = &mut Transaction> {
+        let streams = match &mut self.mode {
+            Mode::Http2(h2) => Some(h2.streams.values_mut()),
+            _ => None,
+        };
+        self.pending.iter_mut().chain(streams.into_iter().flatten())
+    }
+
     /// Whether transactions are buffered (requests waiting, streams open).
     fn holds_transactions(&self) -> bool {
         !self.pending.is_empty() || matches!(&self.mode, Mode::Http2(h2) if !h2.streams.is_empty())
@@ -471,8 +480,11 @@ impl<S: Sink> Shard<S> {
         }
         let conn = self.conns.get_mut(&conn_id).expect("inserted above");
         conn.last_ns = now_ns;
-        if conn.reorder.would_hold(seq) && !self.budget.has_room_to_hold(frame.len()) {
-            self.make_room_to_hold(frame.len());
+        if conn.reorder.would_hold(seq) {
+            let short = self.budget.short_to_hold(frame.len());
+            if short > 0 {
+                self.make_room_to_hold(short);
+            }
         }
         let conn = self.conns.get_mut(&conn_id).expect("inserted above");
         match conn.reorder.offer(seq, frame, now_ns, &self.budget) {
@@ -492,22 +504,26 @@ impl<S: Sink> Shard<S> {
         self.drain_ready(conn_id, now_ns);
     }
 
-    /// Drops kept bodies of this shard's open transactions until the budget
-    /// has room to hold a record of `bytes`: a held record may carry a head,
-    /// and bodies go before metadata. Without room the record's hole is
-    /// given up (`gap_records_over_budget`).
+    /// Drops kept bodies of this shard's open transactions to free `short`
+    /// bytes of the budget for a record to hold: a held record may carry a
+    /// head, and bodies go before metadata. When they do not hold that much
+    /// (the budget is spent elsewhere), none is dropped and the record's hole
+    /// is given up (`gap_records_over_budget`).
     #[cold]
-    fn make_room_to_hold(&mut self, bytes: usize) {
-        for conn in self.conns.values_mut() {
-            let streams = match &mut conn.mode {
-                Mode::Http2(h2) => Some(h2.streams.values_mut()),
-                _ => None,
-            };
-            for txn in conn.pending.iter_mut().chain(streams.into_iter().flatten()) {
-                self.stats.body_dropped_to_hold_bytes += txn.drop_kept_bodies();
-                if self.budget.has_room_to_hold(bytes) {
-                    return;
-                }
+    fn make_room_to_hold(&mut self, short: usize) {
+        let kept: usize = (self.conns.values_mut())
+            .flat_map(Conn::open_transactions)
+            .map(|txn| txn.kept_body_room())
+            .sum();
+        if kept < short {
+            return;
+        }
+        let mut freed = 0;
+        for txn in self.conns.values_mut().flat_map(Conn::open_transactions) {
+            freed += txn.kept_body_room();
+            self.stats.body_dropped_to_hold_bytes += txn.drop_kept_bodies();
+            if freed >= short {
+                return;
             }
         }
     }

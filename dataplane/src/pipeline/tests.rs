@@ -584,16 +584,12 @@ fn a_connection_opened_once_bodies_spent_the_budget_is_still_put_back_in_sequenc
     assert_eq!(shard.stats.gap_records, 0);
 }
 
-#[test]
-fn kept_bodies_give_their_room_to_a_record_that_must_wait_for_its_turn() {
-    let (budget, mut shard) = shard_with_an_unanswered_upload();
-    assert_eq!(budget.used(), 6_000);
-    // Another connection's response, larger than what is left, reaches the
-    // shard before its request: the upload's body makes room for it rather
-    // than the request being given up.
+/// Offers a GET on connection 2 whose response, with a body of `body`
+/// bytes, reaches the shard before the request (another CPU's ring).
+fn offer_a_response_before_its_request(shard: &mut Shard<Vec<Output>>, body: usize) {
     let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{}",
-        "r".repeat(5_000)
+        "HTTP/1.1 200 OK\r\nContent-Length: {body}\r\n\r\n{}",
+        "r".repeat(body)
     );
     let parts: Vec<(Flow, &[u8])> = vec![
         (E, b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n"),
@@ -604,6 +600,16 @@ fn kept_bodies_give_their_room_to_a_record_that_must_wait_for_its_turn() {
     for f in &frames {
         shard.offer(f, 1);
     }
+}
+
+#[test]
+fn kept_bodies_give_their_room_to_a_record_that_must_wait_for_its_turn() {
+    let (budget, mut shard) = shard_with_an_unanswered_upload();
+    assert_eq!(budget.used(), 6_000);
+    // Another connection's response, larger than what is left, reaches the
+    // shard before its request: the upload's body makes room for it rather
+    // than the request being given up.
+    offer_a_response_before_its_request(&mut shard, 5_000);
     assert_eq!(
         (
             shard.stats.gap_records,
@@ -625,6 +631,22 @@ fn kept_bodies_give_their_room_to_a_record_that_must_wait_for_its_turn() {
     assert_eq!(t.path, "/up");
     assert!(t.truncated && t.request.shed && t.request.body.is_empty());
     assert_eq!(t.request.body_bytes, 20_000);
+    drop(txns);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn kept_bodies_stay_when_dropping_them_would_not_make_room() {
+    let (budget, mut shard) = shard_with_an_unanswered_upload();
+    // A held record larger than the whole budget: dropping the upload's
+    // body would lose it and still not make room, so the hole is given up.
+    offer_a_response_before_its_request(&mut shard, 12_000);
+    assert_eq!(shard.stats.body_dropped_to_hold_bytes, 0);
+    assert_eq!(shard.stats.gap_records_over_budget, 1);
+    shard.stop();
+    let txns = take_txns(&mut shard);
+    let upload = txns.iter().find(|t| t.path == "/up").expect("the upload");
+    assert_eq!(upload.request.body.len(), 6_000);
     drop(txns);
     assert_eq!(budget.used(), 0);
 }

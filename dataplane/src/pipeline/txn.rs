@@ -693,6 +693,11 @@ impl Transaction {
         }
     }
 
+    /// What its kept bodies hold of the memory budget.
+    pub fn kept_body_room(&self) -> usize {
+        self.request.body.capacity() + self.response.body.capacity()
+    }
+
     /// Drops the kept bodies ([`Message::drop_kept`]); the transaction is
     /// marked `truncated` if that dropped bytes. The bytes dropped.
     pub fn drop_kept_bodies(&mut self) -> u64 {
