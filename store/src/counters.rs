@@ -59,8 +59,6 @@ pub struct Cells {
     pub recovered: AtomicU64,
     /// See [`StoreStats::waits`].
     pub waits: AtomicU64,
-    /// See [`StoreStats::spool_waits`].
-    pub spool_waits: AtomicU64,
     /// See [`StoreStats::artifact_records`].
     pub artifact_records: AtomicU64,
     /// See [`StoreStats::artifact_records_dropped`].
@@ -134,7 +132,6 @@ impl Counters {
             synced_dirs: get(&|s| &s.synced_dirs),
             recovered: get(&|s| &s.recovered),
             waits: get(&|s| &s.waits),
-            spool_waits: get(&|s| &s.spool_waits),
             artifact_records: get(&|s| &s.artifact_records),
             artifact_records_dropped: get(&|s| &s.artifact_records_dropped),
             drops: Drops {

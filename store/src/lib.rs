@@ -86,10 +86,6 @@ pub struct StoreStats {
     /// Times a producer found the store's queue full and waited for room
     /// (backpressure: the shard slowed down instead of losing the item).
     pub waits: u64,
-    /// Times a full spool made the storage thread wait for uploads to make
-    /// room, the bucket taking objects (backpressure: the shards waited on
-    /// the store's queue instead of the object being refused).
-    pub spool_waits: u64,
     /// `artifact_record` announcements made: one per stored object a request
     /// asked about (object stores only).
     pub artifact_records: u64,

@@ -368,17 +368,6 @@ fn the_feeder_exits_non_zero_without_panicking_on_a_wrong_secret() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
 
-/// `n` distinct objects of 1000 bytes.
-fn thousand_byte_objects(n: u32) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| {
-            let mut b = format!("object {i}\n").into_bytes();
-            b.resize(1000, b'.');
-            b
-        })
-        .collect()
-}
-
 /// An object in the spool may be named by an event already sent, so a full spool
 /// refuses new objects (counted) and never evicts old ones.
 #[test]
@@ -395,7 +384,13 @@ fn past_the_spool_limit_new_objects_are_refused_and_counted() {
     // Room for ten 1000-byte objects (each file adds a header of under 100 bytes).
     cfg.spool_max_bytes = 10 * 1100;
     let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
-    let objects = thousand_byte_objects(30);
+    let objects: Vec<Vec<u8>> = (0..30u32)
+        .map(|i| {
+            let mut b = format!("object {i}\n").into_bytes();
+            b.resize(1000, b'.');
+            b
+        })
+        .collect();
     let receipt = tapwire_store::Receipt::new();
     for (i, o) in objects.iter().enumerate() {
         store.put_with(
@@ -436,56 +431,6 @@ fn past_the_spool_limit_new_objects_are_refused_and_counted() {
     let mut keys = keys;
     keys.sort();
     assert_eq!(keys, want, "exactly the kept objects are stored");
-}
-
-/// A bucket that takes objects, only slower than they come: a full spool
-/// waits for the uploads to make room (the producers wait on the store's
-/// queue) instead of refusing objects.
-#[test]
-fn a_full_spool_waits_for_a_bucket_that_takes_objects() {
-    let Some(weed) = Weed::start() else {
-        return;
-    };
-    weed.create_bucket("objects");
-    let spool = tempfile::tempdir().expect("spool dir");
-    let mut cfg = weed.store_config("slow-bucket", "objects", spool.path());
-    cfg.concurrency = 1;
-    // Room for ten 1000-byte objects.
-    cfg.spool_max_bytes = 10 * 1100;
-    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
-    let objects = thousand_byte_objects(60);
-    // The bucket has taken an object: uploads are going on.
-    let receipt = tapwire_store::Receipt::new();
-    store.put_with(
-        Object::new("text/plain", Bytes::from(objects[0].clone())),
-        receipt.ticket(0),
-    );
-    wait_until_settled(&store);
-    for (i, o) in objects.iter().enumerate().skip(1) {
-        store.put_with(
-            Object::new("text/plain", Bytes::from(o.clone())),
-            receipt.ticket(i),
-        );
-    }
-    wait_for_receipt(&receipt, &store, Duration::from_secs(30));
-    wait_until_settled(&store);
-    let stats = store.stats();
-    assert!(
-        (0..60).all(|i| receipt.kept(i)),
-        "every object kept: {stats:?}"
-    );
-    assert_eq!((stats.stored, stats.dropped), (60, 0), "{stats:?}");
-    assert!(stats.spool_waits > 0, "the spool was full: {stats:?}");
-    store.shutdown(Duration::from_secs(5));
-    let mut keys =
-        block_on(weed.client("objects").list_keys()).unwrap_or_else(|e| panic!("list: {e}"));
-    keys.sort();
-    let mut want: Vec<String> = objects
-        .iter()
-        .map(|o| blake3::hash(o).to_hex().to_string())
-        .collect();
-    want.sort();
-    assert_eq!(keys, want);
 }
 
 /// Announcements heard, each as `part digest dedup`, from memory; those

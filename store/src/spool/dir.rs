@@ -289,11 +289,6 @@ pub struct Spool {
     /// Digests uploaded, for lookups without the index's lock
     /// ([`Spool::uploaded`]).
     known: KnownDigests,
-    /// When the spool was opened: the clock of `last_upload_ms`.
-    opened: std::time::Instant,
-    /// Milliseconds after `opened` when an upload last finished (0: none
-    /// yet).
-    last_upload_ms: std::sync::atomic::AtomicU64,
     /// `LOCK_FILE`, locked exclusively for as long as the spool is open; the
     /// kernel releases the lock when the process dies, however it dies.
     _lock: File,
@@ -526,8 +521,6 @@ impl Spool {
                 max_bytes,
                 index: Mutex::new(index),
                 known: KnownDigests::default(),
-                opened: std::time::Instant::now(),
-                last_upload_ms: std::sync::atomic::AtomicU64::new(0),
                 _lock: lock,
             },
             recovery,
@@ -775,9 +768,6 @@ impl Spool {
     /// nothing else in it waits. Returns the notices waiting for it, to be
     /// told.
     pub fn complete(&self, seq: u64) -> Vec<(Notice, bool)> {
-        let now_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_upload_ms
-            .store(now_ms.max(1), std::sync::atomic::Ordering::Relaxed);
         let mut idx = self.lock();
         let notices = idx.take_notices(seq);
         if let Some(slot) = idx.remove(seq) {
@@ -785,17 +775,6 @@ impl Spool {
             self.known.insert(&slot.digest);
         }
         notices
-    }
-
-    /// Whether an upload finished within `within`: the bucket takes
-    /// objects, so room in the spool is coming.
-    pub fn uploading(&self, within: std::time::Duration) -> bool {
-        let last = self
-            .last_upload_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let now_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last > 0
-            && now_ms.saturating_sub(last) <= u64::try_from(within.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// `seq` cannot be stored: forget it.

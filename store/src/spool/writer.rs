@@ -38,15 +38,6 @@ pub const QUEUE_OBJECTS: usize = 16 * 1024;
 pub const QUEUE_MAX_BYTES: u64 = crate::stores::DEFAULT_QUEUE_BYTES;
 /// Objects appended per write and `fdatasync`, at most.
 const WRITE_BATCH: usize = 256;
-/// A full spool waits for room while an upload finished this recently (the
-/// bucket takes objects, only slower than they come); past it (an outage)
-/// new objects are refused.
-const UPLOADING_WITHIN: Duration = Duration::from_secs(1);
-/// The longest one object waits for room in a full spool before it is
-/// refused all the same.
-const MAX_SPOOL_WAIT: Duration = Duration::from_secs(5);
-/// How often a waiting storage thread looks for room again.
-const SPOOL_WAIT_POLL: Duration = Duration::from_millis(2);
 /// Object bytes appended per write and `fdatasync`, about (a batch stops
 /// growing once past it): enough that a sync is shared by many objects,
 /// little enough that one sync never keeps the thread from taking queued
@@ -237,61 +228,9 @@ impl StorageThread {
         self.seal();
     }
 
-    /// Admits `object` to the spool. When the spool is full but the bucket
-    /// takes objects (an upload finished within [`UPLOADING_WITHIN`]), waits
-    /// for the uploads to make room, up to [`MAX_SPOOL_WAIT`]: the store's
-    /// queue fills meanwhile and the shards wait on it, so a bucket slower
-    /// than capture slows capture down (the kernel rings shed bodies under
-    /// that load, counted, keeping every request's metadata) instead of
-    /// objects being refused. While stopping, or in an outage, it refuses
-    /// at once.
-    fn admit(&mut self, object: &Object, len: u64) -> Admit {
-        let mut waited = None;
-        loop {
-            let admit = self.spool.admit(object.digest, &object.content_type, len);
-            if admit != Admit::NoRoom
-                || !self.room_coming(object, len)
-                || waited.is_some_and(|since: std::time::Instant| since.elapsed() >= MAX_SPOOL_WAIT)
-            {
-                return admit;
-            }
-            if waited.is_none() {
-                waited = Some(std::time::Instant::now());
-                Counters::add(&self.counters.here().spool_waits, 1);
-                // Uploaded objects give their room back once their segment
-                // is sealed and deleted.
-                self.seal();
-            }
-            std::thread::sleep(SPOOL_WAIT_POLL);
-        }
-    }
-
-    /// Whether uploads will make room in the full spool for `object` (of
-    /// `len` bytes): it fits in the spool at all, the store is not
-    /// stopping, and the bucket takes objects.
-    fn room_coming(&self, object: &Object, len: u64) -> bool {
-        self.spool.record_len(&object.content_type, len) <= self.spool.max_bytes()
-            && !self.stop.load(Ordering::Acquire)
-            && self.spool.uploading(UPLOADING_WITHIN)
-    }
-
     fn write_batch(&mut self, batch: &mut Vec<(Object, Ticket)>) {
-        loop {
-            let rest = self.write_part(batch);
-            if rest.is_empty() {
-                return;
-            }
-            *batch = rest;
-        }
-    }
-
-    /// Spools `batch` up to the first object that must wait for room (the
-    /// objects admitted before it are written first, so that they can be
-    /// uploaded and make that room); returns that object and those after it.
-    fn write_part(&mut self, batch: &mut Vec<(Object, Ticket)>) -> Vec<(Object, Ticket)> {
-        let mut rest = Vec::new();
         if batch.is_empty() {
-            return rest;
+            return;
         }
         let mut admitted: Vec<Admitted> = Vec::with_capacity(batch.len());
         /// An object the spool already has, pending or uploaded.
@@ -306,24 +245,9 @@ impl StorageThread {
         let mut duplicates: Vec<Duplicate> = Vec::new();
         self.headers.clear();
         for (object, ticket) in batch.drain(..) {
-            if !rest.is_empty() {
-                rest.push((object, ticket));
-                continue;
-            }
             let len = object.bytes.len() as u64;
-            let admit = if admitted.is_empty() {
-                self.admit(&object, len)
-            } else {
-                match self.spool.admit(object.digest, &object.content_type, len) {
-                    Admit::NoRoom if self.room_coming(&object, len) => {
-                        rest.push((object, ticket));
-                        continue;
-                    }
-                    admit => admit,
-                }
-            };
             self.room.give_back(len);
-            match admit {
+            match self.spool.admit(object.digest, &object.content_type, len) {
                 Admit::Duplicate => {
                     Counters::add(&self.counters.here().deduplicated, 1);
                     duplicates.push(Duplicate {
@@ -413,7 +337,6 @@ impl StorageThread {
             }
         }
         self.wake_uploader.notify_one();
-        rest
     }
 
     /// Writes `notice`'s announcement ahead and keeps it on disk until entry
