@@ -84,9 +84,10 @@ impl Reorder {
         if seq == self.next {
             self.next += 1;
             Offer::Deliver
-        } else if seq < self.next || self.held.contains_key(&seq) {
-            // A second copy must not replace the first: the held bytes (and
-            // their charge) are counted once per sequence number.
+        } else if !self.would_hold(seq) {
+            // Older than what was delivered, or a second copy (which must
+            // not replace the first: the held bytes and their charge are
+            // counted once per sequence number).
             Offer::Late
         } else {
             if !self.charge.grow(budget, bytes.len(), Use::Held) {

@@ -346,8 +346,9 @@ impl Conn {
         self.mode = mode;
     }
 
-    /// Whether the connection was first seen mid-way (opened before capture
-    /// started, or its open record never came).
+    /// Whether the first bytes the connection is judged by may start
+    /// anywhere: it was first seen mid-way (opened before capture started,
+    /// or its open record never came), or bytes before them were lost.
     fn joined_mid_stream(&self) -> bool {
         self.lost_start || self.info.as_ref().is_none_or(|i| i.role == Role::Unknown)
     }
@@ -359,6 +360,15 @@ impl Conn {
             self.pending.extend(h2.streams.drain().map(|(_, t)| t));
         }
         self.mode = Mode::Opaque;
+    }
+
+    /// Bytes of the stream were lost (a hole given up, bytes the probes did
+    /// not copy): if its protocol was not known yet, it is detected as on a
+    /// connection joined mid-way.
+    fn lose_bytes_before_detection(&mut self) {
+        if matches!(self.mode, Mode::Detect) {
+            self.lost_start = true;
+        }
     }
 
     /// Its transactions still open: requests waiting, HTTP/2 streams.
@@ -480,13 +490,17 @@ impl<S: Sink> Shard<S> {
         }
         let conn = self.conns.get_mut(&conn_id).expect("inserted above");
         conn.last_ns = now_ns;
-        if conn.reorder.would_hold(seq) {
-            let short = self.budget.short_to_hold(frame.len());
-            if short > 0 {
-                self.make_room_to_hold(short);
-            }
-        }
-        let conn = self.conns.get_mut(&conn_id).expect("inserted above");
+        let short = if conn.reorder.would_hold(seq) {
+            self.budget.short_to_hold(frame.len())
+        } else {
+            0
+        };
+        let conn = if short > 0 {
+            self.make_room_to_hold(short);
+            self.conns.get_mut(&conn_id).expect("inserted above")
+        } else {
+            conn
+        };
         match conn.reorder.offer(seq, frame, now_ns, &self.budget) {
             Offer::Deliver => self.process(conn_id, input),
             Offer::Held => {}
@@ -550,9 +564,7 @@ impl<S: Sink> Shard<S> {
                 for txn in &mut conn.pending {
                     txn.gap = true;
                 }
-                if matches!(conn.mode, Mode::Detect) {
-                    conn.lost_start = true;
-                }
+                conn.lose_bytes_before_detection();
                 // The byte stream has a hole of unknown length: what was open is
                 // given up, and parsing joins again at the next message (HTTP/1)
                 // or frame (HTTP/2) boundary.
@@ -836,9 +848,7 @@ impl<S: Sink> Shard<S> {
             Flow::Ingress => conn.bytes_received += shed,
         }
         if !parsed {
-            if matches!(conn.mode, Mode::Detect) {
-                conn.lost_start = true;
-            }
+            conn.lose_bytes_before_detection();
             self.stats.overload_unparsed_bytes += shed;
             return;
         }

@@ -970,7 +970,6 @@ fn check_owner(dir: &Path) -> Result<(), SpoolError> {
     Ok(())
 }
 
-/// `{seq:016x}-{64 hex}` → (seq, digest).
 /// The number of a file named `{n:016x}{suffix}`.
 fn numbered(name: &str, suffix: &str) -> Option<u64> {
     name.strip_suffix(suffix)
@@ -978,6 +977,7 @@ fn numbered(name: &str, suffix: &str) -> Option<u64> {
         .and_then(|hex| u64::from_str_radix(hex, 16).ok())
 }
 
+/// `{seq:016x}-{64 hex}` → (seq, digest).
 fn parse_stem(stem: &str) -> Option<(u64, Digest)> {
     let (seq, hex) = stem.split_once('-')?;
     if seq.len() != 16 {
@@ -1738,6 +1738,7 @@ mod tests {
         spool.written(b, n, 0);
         assert!(spool.holds(&first) && spool.holds(&second));
         assert_eq!(spool.admit(first, "text/plain", 1), Admit::Duplicate);
+        assert_eq!(spool.admit(second, "text/plain", 1), Admit::Duplicate);
         let batch: Vec<Digest> = spool.take_batch(2).iter().map(|e| e.digest).collect();
         assert_eq!(batch, [first, second]);
         // The first uploaded, the second is still found by its digest.
