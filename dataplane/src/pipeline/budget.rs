@@ -251,6 +251,19 @@ mod tests {
     }
 
     #[test]
+    fn an_s3_spool_index_takes_no_more_memory_than_a_store_queue() {
+        use tapwire_store::spool::dir::{INDEX_BYTES_PER_OBJECT, MAX_OBJECTS, objects_within};
+        let plan = Plan::new(DEFAULT_MEMORY_BUDGET, 2, 2);
+        assert_eq!(plan.store_queue_bytes(), 28 << 20);
+        let objects = objects_within(plan.store_queue_bytes());
+        assert_eq!(objects, 183_500);
+        assert!(objects as u64 * INDEX_BYTES_PER_OBJECT <= plan.store_queue_bytes());
+        // A large budget: the spool's own cap.
+        let plan = Plan::new(1 << 30, 2, 2);
+        assert_eq!(objects_within(plan.store_queue_bytes()), MAX_OBJECTS);
+    }
+
+    #[test]
     fn charges_are_refused_past_the_limit_and_given_back_on_drop() {
         let budget = Budget::new(100);
         let mut a = Charge::default();

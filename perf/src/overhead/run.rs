@@ -347,8 +347,15 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
                     plan.secs,
                     &wrk_out,
                 )?;
+                // The tracer's peak so far: which workload of the round set it.
+                let peak = tracer
+                    .as_ref()
+                    .and_then(|t| procfs::vm_hwm_kib(t.pid()))
+                    .map_or_else(String::new, |k| {
+                        format!("  peak RSS {:.1} MiB", k as f64 / 1024.0)
+                    });
                 eprintln!(
-                    "bench:   {:<13} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7.0} µs",
+                    "bench:   {:<13} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7.0} µs{peak}",
                     workload.label(),
                     sample.wrk.rps,
                     sample.wrk.p50_us,

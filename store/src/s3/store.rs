@@ -124,7 +124,8 @@ impl S3Store {
         Self::start_with(cfg, crate::spool::writer::QUEUE_MAX_BYTES)
     }
 
-    /// [`S3Store::start`] with an in-memory queue of at most `queue_bytes`.
+    /// [`S3Store::start`] with an in-memory queue of at most `queue_bytes`,
+    /// and a spool whose index takes about as much memory at most.
     pub fn start_with(cfg: &S3Config, queue_bytes: u64) -> Result<Self, S3Error> {
         let store = || cfg.id.clone();
         let credentials = Credentials {
@@ -194,6 +195,9 @@ impl S3Store {
                 store: store(),
                 source,
             })?;
+        // The index of what waits on disk may take as much memory as the
+        // queue of what waits to be written.
+        let spool = spool.hold_at_most(crate::spool::dir::objects_within(queue_bytes));
         let recovered = recovery.objects;
         let spool = Arc::new(spool);
         let counters = Arc::new(Counters::default());
@@ -287,7 +291,7 @@ impl S3Store {
                 source,
             }
         })?;
-        tracing::info!(store = %cfg.id, endpoint = %cfg.endpoint, bucket = %cfg.bucket, recovered, corrupt = recovery.corrupt, "s3 store started");
+        tracing::info!(store = %cfg.id, endpoint = %cfg.endpoint, bucket = %cfg.bucket, recovered, corrupt = recovery.corrupt, max_objects = spool.max_objects(), "s3 store started");
         Ok(Self {
             id: cfg.id.clone(),
             queue,

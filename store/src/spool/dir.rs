@@ -60,8 +60,22 @@ pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// past the byte limit. The index costs about 150 bytes per object (its
 /// slot, the digest's place in the lookup table, the queue), so this caps it
 /// near 38 MiB however small the objects are (73 MiB with a tree of slots
-/// and whole digests as keys).
+/// and whole digests as keys). A store may hold fewer
+/// ([`Spool::hold_at_most`], [`objects_within`]).
 pub const MAX_OBJECTS: usize = 256 * 1024;
+/// Objects a spool holds at least, however little memory its index is given.
+pub const MIN_OBJECTS: usize = 4096;
+/// Memory the index takes per object, rounded up from what was measured:
+/// 38.7 MiB for [`MAX_OBJECTS`] entries, 155 bytes each.
+pub const INDEX_BYTES_PER_OBJECT: u64 = 160;
+
+/// Objects whose index entries fit in `index_bytes` of memory, within
+/// [`MIN_OBJECTS`]..=[`MAX_OBJECTS`].
+pub fn objects_within(index_bytes: u64) -> usize {
+    usize::try_from(index_bytes / INDEX_BYTES_PER_OBJECT)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_OBJECTS, MAX_OBJECTS)
+}
 /// Distinct content types shared between index entries; further ones are stored
 /// per entry.
 const MAX_INTERNED_CONTENT_TYPES: usize = 1024;
@@ -285,6 +299,9 @@ pub enum Admit {
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
+    /// Entries the index holds at most ([`MAX_OBJECTS`] unless a store set
+    /// fewer).
+    max_objects: usize,
     index: Mutex<Index>,
     /// Digests uploaded, for lookups without the index's lock
     /// ([`Spool::uploaded`]).
@@ -519,6 +536,7 @@ impl Spool {
             Self {
                 dir: dir.to_owned(),
                 max_bytes,
+                max_objects: MAX_OBJECTS,
                 index: Mutex::new(index),
                 known: KnownDigests::default(),
                 _lock: lock,
@@ -544,7 +562,7 @@ impl Spool {
         if idx.pending(&digest).is_some() || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        if !idx.fits(record, self.max_bytes) || idx.slots.len() >= MAX_OBJECTS {
+        if !idx.fits(record, self.max_bytes) || idx.slots.len() >= self.max_objects {
             return Admit::NoRoom;
         }
         let seq = idx.next_seq;
@@ -806,6 +824,19 @@ impl Spool {
     /// The size limit in bytes.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
+    }
+
+    /// The spool, admitting new objects only while it holds fewer than
+    /// `objects` (objects found at start stay, even past it). A store sets
+    /// it from the memory its index may take ([`objects_within`]).
+    pub fn hold_at_most(mut self, objects: usize) -> Self {
+        self.max_objects = objects.min(MAX_OBJECTS);
+        self
+    }
+
+    /// Objects the spool holds at most.
+    pub fn max_objects(&self) -> usize {
+        self.max_objects
     }
 
     /// Bytes in a segment for an object of `len` bytes and this content type.
@@ -1616,16 +1647,21 @@ mod tests {
     fn the_object_count_is_capped_too() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (spool, _) = Spool::open(dir.path(), u64::MAX).expect("open");
+        assert_eq!(spool.max_objects(), MAX_OBJECTS);
+        // The cap a store sets from its index's memory: 2 MiB.
+        let cap = objects_within(2 << 20);
+        assert_eq!(cap, 13_107);
+        let spool = spool.hold_at_most(cap);
         // Index only: no file is needed to exercise the limit.
         let (n, _) = spool.new_segment();
-        for i in 0..MAX_OBJECTS as u64 + 10 {
+        for i in 0..cap as u64 + 10 {
             match spool.admit(blake3::hash(&i.to_le_bytes()), "text/plain", 1) {
                 Admit::Write { seq } => spool.written(seq, n, 0),
-                Admit::NoRoom if i >= MAX_OBJECTS as u64 => {}
+                Admit::NoRoom if i >= cap as u64 => {}
                 other => panic!("object {i}: {other:?}"),
             }
         }
-        assert_eq!(spool.len(), MAX_OBJECTS);
+        assert_eq!(spool.len(), cap);
         let oldest = spool.take_batch(1).pop().expect("an entry");
         assert_eq!(
             oldest.digest,
