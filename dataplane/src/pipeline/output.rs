@@ -176,22 +176,23 @@ impl Fanout {
                     let roles = objects.iter().map(|(role, _, _)| *role).collect();
                     self.records.request(txn, exe.clone(), roles)
                 });
+            // One template for all the transaction's objects.
+            let url = (!objects.is_empty())
+                .then(|| stores.iter().find_map(|s| s.access_url()))
+                .flatten()
+                .map(|u| look.urls.copy_of(u));
             for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
                 let object = Object {
                     digest: look.digests.digest(&bytes),
                     content_type,
                     bytes,
                 };
-                let url = stores
-                    .iter()
-                    .find_map(|s| s.access_url())
-                    .map(|u| look.urls.copy_of(u));
                 refs.push(ObjectRef {
                     role,
                     digest: object.digest,
                     size: object.bytes.len(),
                     content_type: object.content_type.clone(),
-                    url,
+                    url: url.clone(),
                     kept: true,
                 });
                 let ticket = |i| {
