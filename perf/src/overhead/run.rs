@@ -285,8 +285,11 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
         bcc_headers,
         s3: None,
     };
-    // tapwire's attach points, for the floor configuration: one short start.
-    if wanted(Config::BpftraceTapwirePoints) || wanted(Config::TapwireStdout) {
+    // tapwire's attach points, for the floor configuration and the report:
+    // one short start whenever a tapwire configuration runs.
+    if wanted(Config::BpftraceTapwirePoints)
+        || Config::ALL.into_iter().any(|c| c.is_tapwire() && wanted(c))
+    {
         match Tracer::start(Config::TapwireStdout, &base_env) {
             Ok(Some(t)) => {
                 // Probes on processes come from the control thread; let it finish.
