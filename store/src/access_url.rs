@@ -1,12 +1,17 @@
 //! The `access_url` template of an S3 store: how events address its
 //! objects. Std-only (the fuzz targets compile it from this file).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::Digest;
 
 /// The `access_url` template with everything but the digest filled in, cut
 /// at each `{{DIGEST}}` so that rendering a URL is one allocation and copies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AccessUrl {
+    /// Which template this is: set when it is made, kept by its clones, so
+    /// that a clone is known for one at once ([`AccessUrl::is_copy_of`]).
+    id: u64,
     /// The template's text between the `{{DIGEST}}`s (one more than there are
     /// digests).
     pieces: Vec<String>,
@@ -17,6 +22,15 @@ pub struct AccessUrl {
     /// need escaping), without checking its bytes.
     plain: bool,
 }
+
+/// Equal templates make equal URLs, whichever of them is a clone.
+impl PartialEq for AccessUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.pieces == other.pieces
+    }
+}
+
+impl Eq for AccessUrl {}
 
 /// The placeholder filled per object.
 const DIGEST: &str = "{{DIGEST}}";
@@ -33,7 +47,21 @@ impl AccessUrl {
         let len = pieces.iter().map(String::len).sum::<usize>()
             + crate::hex::DIGEST_HEX_LEN * (pieces.len() - 1);
         let plain = !filled.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
-        Self { pieces, len, plain }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Self {
+            id,
+            pieces,
+            len,
+            plain,
+        }
+    }
+
+    /// Whether `self` is `other` or a clone of it: one comparison, where
+    /// equality compares the text (a shard checks its copy of the store's
+    /// template once per transaction).
+    pub fn is_copy_of(&self, other: &AccessUrl) -> bool {
+        self.id == other.id
     }
 
     /// Whether every URL of this template is plain text for a JSON string:

@@ -19,7 +19,7 @@ use compact_str::CompactString;
 use tapwire_http::{Direction, h2, hpack, http1, tls_hello};
 
 use super::budget::Budget;
-use super::event_fields::push_bytes;
+use super::event_fields::{push_bytes, push_uint};
 use super::input::{ConnInfo, Flow, Input, Role};
 use super::reorder::{GaveUp, Offer, Reorder};
 use super::txn::{ConnSummary, HeaderFields, Message, NotKept, Protocol, Transaction};
@@ -1543,7 +1543,7 @@ fn response_head_bytes(head: &http1::ResponseHead<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.head_len);
     out.extend_from_slice(version_str(head.version).as_bytes());
     out.push(b' ');
-    push_bytes(&mut out, itoa::Buffer::new().format(head.status).as_bytes());
+    push_uint(&mut out, head.status.into());
     out.push(b' ');
     push_bytes(&mut out, head.reason);
     out.extend_from_slice(b"\r\n");

@@ -539,9 +539,10 @@ pub struct UrlTemplates {
 const URL_TEMPLATES_KEPT: usize = 8;
 
 impl UrlTemplates {
-    /// The shard's copy of `url`.
+    /// The shard's copy of `url`: found by identity (a clone of the store's
+    /// template, [`AccessUrl::is_copy_of`]), not by comparing the text.
     pub fn copy_of(&mut self, url: &AccessUrl) -> Arc<AccessUrl> {
-        if let Some(held) = self.held.iter().find(|h| ***h == *url) {
+        if let Some(held) = self.held.iter().find(|h| h.is_copy_of(url)) {
             return Arc::clone(held);
         }
         if self.held.len() >= URL_TEMPLATES_KEPT {
@@ -1111,9 +1112,17 @@ mod tests {
         let mut urls = UrlTemplates::default();
         let template =
             |n: usize| AccessUrl::new(&format!("s3://b/{n}/{{{{DIGEST}}}}"), "s3", "e", "b");
-        let first = urls.copy_of(&template(0));
-        let again = urls.copy_of(&template(0));
+        // A store's template, asked for again and again, and a clone of it.
+        let store = template(0);
+        let first = urls.copy_of(&store);
+        let again = urls.copy_of(&store);
         assert!(Arc::ptr_eq(&first, &again), "one copy per template");
+        assert!(Arc::ptr_eq(&first, &urls.copy_of(&store.clone())));
+        // Another store's template, the same text: a copy of its own.
+        let other = urls.copy_of(&template(0));
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(*first, *other, "equal text");
+        drop(other);
         // Reloads that change the template: copies no reference holds go
         // once the kept number is reached; held ones stay.
         for n in 1..=3 * URL_TEMPLATES_KEPT {
