@@ -174,7 +174,12 @@ impl Fanout {
             let record = (!objects.is_empty() && !stores.is_empty() && !self.events.is_empty())
                 .then(|| {
                     let roles = objects.iter().map(|(role, _, _)| *role).collect();
-                    self.records.request(txn, exe.clone(), roles)
+                    // Its events name the executable: from this shard's
+                    // copies, not the process table behind its lock.
+                    let exe = exe
+                        .clone()
+                        .or_else(|| look.procs.exe(&self.processes, txn.conn.pid));
+                    self.records.request(txn, exe, roles)
                 });
             // One template for all the transaction's objects.
             let url = (!objects.is_empty())
