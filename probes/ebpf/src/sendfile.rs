@@ -154,13 +154,24 @@ pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
     if fd < 0 {
         return 0;
     }
+    let fd_key = key((pid_tgid >> 32) as u32, fd);
+    // A descriptor number the process used before (a server opening a file
+    // per request gets the same one again): the path is read straight into
+    // its entry, where an LRU insert of a scratch copy took half this
+    // program's time. A failed read leaves the entry empty (the helper
+    // zeroes it), and user space names the file by its inode alone.
+    if let Some(entry) = FD_PATHS.get_ptr_mut(fd_key) {
+        // SAFETY: live map value; the helper reads user memory safely.
+        let _ = unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, &mut *entry) };
+        return 0;
+    }
     let Some(buf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: this CPU's scratch slot; the helper reads user memory safely.
     unsafe {
         if bpf_probe_read_user_str_bytes(filename as *const u8, &mut *buf).is_ok() {
-            let _ = FD_PATHS.insert(key((pid_tgid >> 32) as u32, fd), &*buf, 0);
+            let _ = FD_PATHS.insert(fd_key, &*buf, 0);
         }
     }
     0
