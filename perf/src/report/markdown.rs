@@ -136,9 +136,19 @@ impl Report<'_> {
                 let Some(c) = summary::cell(r, config, w, self.tck) else {
                     continue;
                 };
+                // Tracer CPU varies more between rounds than most changes
+                // move it: its range is shown beside the median.
+                let tracer = if c.rounds > 1 && c.tracer_range.1 > 0.0 {
+                    format!(
+                        "{:.4} [{:.4}–{:.4}]",
+                        c.tracer_s_per_1k, c.tracer_range.0, c.tracer_range.1
+                    )
+                } else {
+                    format!("{:.4}", c.tracer_s_per_1k)
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | {:.0} | {} | {:.0} | {:.0} | {} | {} | {:.4} | {} |",
+                    "| {} | {:.0} | {} | {:.0} | {:.0} | {} | {} | {tracer} | {} |",
                     config.label(),
                     c.rps,
                     opt(c.ratio, 2),
@@ -146,7 +156,6 @@ impl Report<'_> {
                     c.p99_us,
                     opt(c.added_cpu_us, 1),
                     opt(c.added_machine_us, 1),
-                    c.tracer_s_per_1k,
                     c.errors
                 );
             }

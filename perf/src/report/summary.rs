@@ -27,6 +27,8 @@ pub struct Cell {
     pub added_machine_us: Option<f64>,
     /// Median tracer CPU seconds per 1,000 requests.
     pub tracer_s_per_1k: f64,
+    /// Smallest and largest per-round tracer CPU seconds per 1,000 requests.
+    pub tracer_range: (f64, f64),
     /// wrk errors, summed.
     pub errors: u64,
 }
@@ -111,6 +113,10 @@ pub fn cell(results: &Results, config: Config, workload: Workload, tck: f64) -> 
             None => Some((r, r)),
             Some((lo, hi)) => Some((lo.min(r), hi.max(r))),
         });
+    let tracer: Vec<f64> = samples
+        .iter()
+        .map(|s| s.tracer_ticks as f64 / tck / s.wrk.requests.max(1) as f64 * 1000.0)
+        .collect();
     Some(Cell {
         rounds: samples.len(),
         rps: median(samples.iter().map(|s| s.wrk.rps).collect())?,
@@ -120,12 +126,12 @@ pub fn cell(results: &Results, config: Config, workload: Workload, tck: f64) -> 
         ratio_range,
         added_cpu_us: median(added),
         added_machine_us: median(added_machine),
-        tracer_s_per_1k: median(
-            samples
-                .iter()
-                .map(|s| s.tracer_ticks as f64 / tck / s.wrk.requests.max(1) as f64 * 1000.0)
-                .collect(),
-        )?,
+        tracer_s_per_1k: median(tracer.clone())?,
+        tracer_range: tracer
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &t| {
+                (lo.min(t), hi.max(t))
+            }),
         errors: samples.iter().map(|s| s.wrk.errors).sum(),
     })
 }
