@@ -498,7 +498,9 @@ impl Deliver {
 
 impl Sink for Deliver {
     fn send(&mut self, item: Output) {
-        self.with_fanout(|fanout, look, held| fanout.deliver(item, look, held));
+        self.with_fanout(|fanout, look, held| {
+            super::records::at_one_instant(|| fanout.deliver(item, look, held))
+        });
     }
 
     fn keeps_bodies(&self) -> bool {
