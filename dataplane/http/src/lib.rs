@@ -21,7 +21,7 @@ pub mod hpack;
 pub mod http1;
 pub mod tls_hello;
 
-pub use headers::{FieldSpan, Headers, HeadersIter};
+pub use headers::{FieldSpan, Headers, HeadersIter, name_eq};
 
 /// Capacity a decoder's reusable buffer keeps between messages, in bytes.
 ///

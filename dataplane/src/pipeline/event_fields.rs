@@ -289,7 +289,7 @@ impl<'a> AuthToken<'a> {
         for (name, value) in headers.iter() {
             let rank = TOKEN_HEADERS
                 .iter()
-                .position(|h| h.len() == name.len() && h.eq_ignore_ascii_case(name));
+                .position(|h| tapwire_http::name_eq(h.as_bytes(), name.as_bytes()));
             if let Some(rank) = rank
                 && found.is_none_or(|(best, _)| rank < best)
             {

@@ -148,7 +148,10 @@ impl HeaderFields {
         self.spans()
             .find(|&(start, name_end, _)| {
                 name_end - start == name.len()
-                    && eq_ignore_ascii_case(&self.text.as_bytes()[start..name_end], name.as_bytes())
+                    && tapwire_http::name_eq(
+                        &self.text.as_bytes()[start..name_end],
+                        name.as_bytes(),
+                    )
             })
             .and_then(|(_, name_end, value_end)| self.text.get(name_end..value_end))
     }
@@ -552,43 +555,6 @@ impl UrlTemplates {
         self.held.push(Arc::clone(&copy));
         copy
     }
-}
-
-/// Whether `a` and `b` are equal ignoring ASCII case, eight bytes at a time
-/// (the standard library's compares byte by byte, and a transaction's events
-/// and objects look up half a dozen fields each).
-fn eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
-    /// Each byte of `x` with `A`–`Z` made lowercase, others as they are.
-    fn lower(x: u64) -> u64 {
-        const ONES: u64 = u64::MAX / 255;
-        let low7 = x & (0x7f * ONES);
-        // High bit of each byte: at least `A`, and past `Z` (of its low seven
-        // bits); an upper-case letter is the first without the second, and
-        // without its own high bit.
-        let from_a = low7 + (0x80 - u64::from(b'A')) * ONES;
-        let past_z = low7 + (0x80 - u64::from(b'Z') - 1) * ONES;
-        let upper = (from_a ^ past_z) & !x & (0x80 * ONES);
-        x | (upper >> 2)
-    }
-    fn word(bytes: &[u8]) -> u64 {
-        let mut w = [0u8; 8];
-        w[..bytes.len()].copy_from_slice(bytes);
-        u64::from_le_bytes(w)
-    }
-    if a.len() != b.len() {
-        return false;
-    }
-    let len = a.len();
-    if len < 8 {
-        return lower(word(a)) == lower(word(b));
-    }
-    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let whole = ca
-        .by_ref()
-        .zip(cb.by_ref())
-        .all(|(x, y)| lower(word(x)) == lower(word(y)));
-    // The last eight bytes, overlapping the chunks compared above.
-    whole && lower(word(&a[len - 8..])) == lower(word(&b[len - 8..]))
 }
 
 /// MIME type of header-block objects.
@@ -1176,33 +1142,6 @@ mod tests {
             first.render(&digest),
             format!("s3://b/0/{}", digest.to_hex())
         );
-    }
-
-    #[test]
-    fn field_names_compare_ignoring_ascii_case_only() {
-        use super::eq_ignore_ascii_case;
-        // Every byte value against every other, alone and at each place of
-        // names up to 20 bytes long: equal exactly when the standard
-        // library's byte-by-byte comparison says so.
-        for len in [1, 7, 8, 9, 16, 20] {
-            for at in [0, len / 2, len - 1] {
-                let mut a = b"Content-Type-Header!"[..len].to_vec();
-                let mut b = b"content-type-header!"[..len].to_vec();
-                for x in 0..=255u8 {
-                    for y in 0..=255u8 {
-                        a[at] = x;
-                        b[at] = y;
-                        assert_eq!(
-                            eq_ignore_ascii_case(&a, &b),
-                            a.eq_ignore_ascii_case(&b),
-                            "{a:?} {b:?}"
-                        );
-                    }
-                }
-            }
-        }
-        assert!(eq_ignore_ascii_case(b"", b""));
-        assert!(!eq_ignore_ascii_case(b"host", b"hosts"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! transfer coding (§7.1) decoded as a stream.
 
 use super::head::{Error, Method};
-use crate::Headers;
+use crate::{Headers, name_eq};
 
 /// Longest chunk extension skipped on one chunk-size line, in bytes.
 ///
@@ -40,7 +40,7 @@ impl FramingFields {
     pub fn read(headers: Headers<'_>) -> Result<Self, Error> {
         let mut f = FramingFields::default();
         for (name, value) in headers {
-            if name.eq_ignore_ascii_case(b"content-length") {
+            if name_eq(name, b"content-length") {
                 // A list of identical values is allowed (RFC 9110 §8.6).
                 for part in value.split(|&b| b == b',') {
                     let n = parse_decimal(trim(part)).ok_or(Error::ContentLength)?;
@@ -49,7 +49,7 @@ impl FramingFields {
                         _ => f.content_length = Some(n),
                     }
                 }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            } else if name_eq(name, b"transfer-encoding") {
                 for coding in value.split(|&b| b == b',') {
                     let coding = trim(coding);
                     if coding.is_empty() {
@@ -58,7 +58,7 @@ impl FramingFields {
                     f.transfer_encoding = true;
                     f.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                 }
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
+            } else if name_eq(name, b"upgrade") {
                 f.upgrade = true;
             }
         }
