@@ -91,7 +91,7 @@ impl Fanout {
         http: crate::plugins::HttpPlan,
     ) -> Self {
         Fanout {
-            records: ArtifactRecords::new(events.clone(), Arc::clone(&processes)),
+            records: ArtifactRecords::new(events.clone()),
             events,
             objects,
             processes,
@@ -129,8 +129,10 @@ impl Fanout {
             let rules =
                 !stack.capture.rules.is_empty() || stack.access.is_some() || stack.detect.is_some();
             // The executable is looked up only for rules, access logs, error
-            // detection and Qtap's layouts; the URL only for the first three.
-            let exe = if rules || stack.capture.format != Format::Parts {
+            // detection, Qtap's layouts and `artifact_record` summaries; the
+            // URL only for the first three.
+            let records = stack.stores() && !self.events.is_empty();
+            let exe = if rules || records || stack.capture.format != Format::Parts {
                 look.procs.exe(&self.processes, txn.conn.pid)
             } else {
                 None
@@ -174,12 +176,7 @@ impl Fanout {
             let record = (!objects.is_empty() && !stores.is_empty() && !self.events.is_empty())
                 .then(|| {
                     let roles = objects.iter().map(|(role, _, _)| *role).collect();
-                    // Its events name the executable: from this shard's
-                    // copies, not the process table behind its lock.
-                    let exe = exe
-                        .clone()
-                        .or_else(|| look.procs.exe(&self.processes, txn.conn.pid));
-                    self.records.request(txn, exe, roles)
+                    self.records.request(txn, exe.clone(), roles)
                 });
             // One template for all the transaction's objects.
             let url = (!objects.is_empty())

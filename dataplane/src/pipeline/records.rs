@@ -24,7 +24,6 @@ use tapwire_store::{Announce, EventStore, Notice, Stored, WrittenAhead};
 
 use super::event_fields::{self, WallTime};
 use super::txn::{ObjectRole, Protocol, Transaction};
-use crate::capture::procs::ProcessTable;
 use crate::config::RecordsTo;
 
 /// Where `artifact_record` events go: the event stores now running, and each
@@ -38,7 +37,6 @@ pub struct ArtifactRecords {
     generation: AtomicU64,
     /// These records among every `ArtifactRecords` of the process.
     id: u64,
-    processes: Arc<ProcessTable>,
 }
 
 thread_local! {
@@ -59,8 +57,8 @@ struct Targets {
 }
 
 impl ArtifactRecords {
-    /// Records emitted to `events`; executables read from `processes`.
-    pub fn new(events: Vec<Arc<dyn EventStore>>, processes: Arc<ProcessTable>) -> Arc<Self> {
+    /// Records emitted to `events`.
+    pub fn new(events: Vec<Arc<dyn EventStore>>) -> Arc<Self> {
         static IDS: AtomicU64 = AtomicU64::new(1);
         Arc::new(Self {
             targets: Mutex::new(Arc::new(Targets {
@@ -69,7 +67,6 @@ impl ArtifactRecords {
             })),
             generation: AtomicU64::new(0),
             id: IDS.fetch_add(1, Ordering::Relaxed),
-            processes,
         })
     }
 
@@ -165,7 +162,7 @@ pub struct RequestRecord {
     /// Each object's role, by its index.
     parts: Box<[ObjectRole]>,
     pid: u32,
-    /// The executable, if already looked up; else looked up when announcing.
+    /// The executable of the process when it made the request (`None`: not known).
     exe: Option<Arc<str>>,
     method: CompactString,
     authority: Option<CompactString>,
@@ -331,14 +328,6 @@ impl RequestRecord {
     /// Written field by field like the event; a test holds it to what serde
     /// writes for the same fields.
     fn summary_json(&self) -> Vec<u8> {
-        let looked_up;
-        let exe = match &self.exe {
-            Some(exe) => Some(&**exe),
-            None => {
-                looked_up = self.records.processes.exe(self.pid);
-                looked_up.as_deref()
-            }
-        };
         let mut out = Vec::with_capacity(SUMMARY_CAPACITY);
         let mut s = event_fields::JsonObject::new(&mut out);
         s.key("method").str(&self.method);
@@ -348,7 +337,7 @@ impl RequestRecord {
         s.key("protocol").word(self.protocol.name());
         s.key("tls").bool(self.tls);
         s.key("pid").uint(self.pid);
-        s.key("exe").opt_str(exe);
+        s.key("exe").opt_str(self.exe.as_deref());
         s.end();
         out
     }
@@ -419,7 +408,7 @@ mod tests {
             Arc::new(Count("e1", Mutex::default())),
             Arc::new(Count("e2", Mutex::default())),
         );
-        let records = ArtifactRecords::new(Vec::new(), Arc::default());
+        let records = ArtifactRecords::new(Vec::new());
         records.set(
             &[e1.clone(), e2.clone()],
             vec![
@@ -454,7 +443,7 @@ mod tests {
     #[test]
     fn announcements_of_one_delivery_share_one_instant_and_later_ones_read_the_clock() {
         let events = Arc::new(Count("e", Mutex::default()));
-        let records = ArtifactRecords::new(vec![events.clone()], Arc::default());
+        let records = ArtifactRecords::new(vec![events.clone()]);
         let this = record(Arc::clone(&records), None);
         let digest = blake3::hash(b"x");
         let timestamps = |events: &Count| -> Vec<String> {
@@ -487,7 +476,7 @@ mod tests {
     #[test]
     fn a_record_written_ahead_is_the_event_at_the_time_it_is_announced() {
         let events = Arc::new(Count("e", Mutex::default()));
-        let records = ArtifactRecords::new(vec![events.clone()], Arc::default());
+        let records = ArtifactRecords::new(vec![events.clone()]);
         let this = record(Arc::clone(&records), Some(5));
         let digest = blake3::hash(b"x");
         let mut ahead = Vec::new();
@@ -526,7 +515,7 @@ mod tests {
             Arc::new(Count("old", Mutex::default())),
             Arc::new(Count("new", Mutex::default())),
         );
-        let records = ArtifactRecords::new(vec![old.clone()], Arc::default());
+        let records = ArtifactRecords::new(vec![old.clone()]);
         let this = record(Arc::clone(&records), None);
         let digest = blake3::hash(b"x");
         let send = || this.notice(0).stored(stored("s3", &digest));
@@ -547,7 +536,7 @@ mod tests {
         send();
         assert_eq!((got(&old), got(&new)), (2, 1), "routes too");
         // Other records on the same thread have targets of their own.
-        let elsewhere = ArtifactRecords::new(vec![new.clone()], Arc::default());
+        let elsewhere = ArtifactRecords::new(vec![new.clone()]);
         let other = record(elsewhere, None);
         other.notice(0).stored(stored("s3", &digest));
         send();
@@ -597,7 +586,7 @@ mod tests {
             let template = url.map(|t| AccessUrl::new(t, "https", "s3.example", "b"));
             let rendered = template.as_ref().map(|u| u.render(&digest));
             let url = rendered.as_deref();
-            let record = record(ArtifactRecords::new(Vec::new(), Arc::default()), stream_id);
+            let record = record(ArtifactRecords::new(Vec::new()), stream_id);
             let stored = Stored {
                 store: "s\u{7}3 é",
                 digest: &digest,
@@ -675,7 +664,7 @@ mod tests {
             ),
         ];
         for (method, authority, status, protocol, tls, exe) in cases {
-            let mut record = record(ArtifactRecords::new(Vec::new(), Arc::default()), None);
+            let mut record = record(ArtifactRecords::new(Vec::new()), None);
             let r = Arc::get_mut(&mut record).unwrap();
             r.method = method.into();
             r.authority = authority.map(Into::into);
