@@ -56,6 +56,14 @@ pub struct TracerSummary {
     pub notes: Vec<String>,
 }
 
+/// The smallest and largest of `v`, or `None` when empty.
+pub fn range(v: &[f64]) -> Option<(f64, f64)> {
+    v.iter().fold(None, |acc, &x| match acc {
+        None => Some((x, x)),
+        Some((lo, hi)) => Some((f64::min(lo, x), f64::max(hi, x))),
+    })
+}
+
 /// The median of `v` (NaN-free), or `None` when empty.
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
@@ -106,17 +114,12 @@ pub fn cell(results: &Results, config: Config, workload: Workload, tck: f64) -> 
             );
         }
     }
-    let ratio_range = ratios
-        .iter()
-        .copied()
-        .fold(None, |acc: Option<(f64, f64)>, r| match acc {
-            None => Some((r, r)),
-            Some((lo, hi)) => Some((lo.min(r), hi.max(r))),
-        });
+    let ratio_range = range(&ratios);
     let tracer: Vec<f64> = samples
         .iter()
         .map(|s| s.tracer_ticks as f64 / tck / s.wrk.requests.max(1) as f64 * 1000.0)
         .collect();
+    let tracer_range = range(&tracer)?;
     Some(Cell {
         rounds: samples.len(),
         rps: median(samples.iter().map(|s| s.wrk.rps).collect())?,
@@ -126,12 +129,8 @@ pub fn cell(results: &Results, config: Config, workload: Workload, tck: f64) -> 
         ratio_range,
         added_cpu_us: median(added),
         added_machine_us: median(added_machine),
-        tracer_s_per_1k: median(tracer.clone())?,
-        tracer_range: tracer
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &t| {
-                (lo.min(t), hi.max(t))
-            }),
+        tracer_s_per_1k: median(tracer)?,
+        tracer_range,
         errors: samples.iter().map(|s| s.wrk.errors).sum(),
     })
 }
@@ -192,11 +191,13 @@ pub fn tracer(results: &Results, config: Config) -> Option<TracerSummary> {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, range};
 
     #[test]
-    fn medians() {
+    fn medians_and_ranges() {
         assert_eq!(median(vec![]), None);
+        assert_eq!(range(&[]), None);
+        assert_eq!(range(&[0.0102, 0.0166, 0.0143]), Some((0.0102, 0.0166)));
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
     }
