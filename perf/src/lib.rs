@@ -11,6 +11,8 @@
 //!   probes being live.
 //! - [`tls_calls`]: what one OpenSSL call costs in a process tapwire selects
 //!   and in one it does not.
+//! - [`shard_feed`]: one shard fed whole exchanges on the calling thread (the
+//!   shard bench, the allocation count).
 //! - [`tapwire_log`]: the counters tapwire logs when it stops.
 //! - [`soak`]: a long run of mixed traffic with S3 restarts: memory, objects
 //!   and loss counters at the end.
@@ -21,6 +23,7 @@ pub mod footprint;
 pub mod late_files;
 pub mod overhead;
 pub mod report;
+pub mod shard_feed;
 pub mod soak;
 pub mod tapwire_log;
 pub mod tls_calls;

@@ -38,8 +38,8 @@ use super::batch;
 use super::digests::DigestCache;
 use super::records::ArtifactRecords;
 
-use super::shard::{Output, Sink};
-use super::txn::{ObjectRef, UrlTemplates};
+use super::shard::{Keeps, Output, Sink};
+use super::txn::{ObjectParts, ObjectRef, ObjectRefs, UrlTemplates};
 use crate::attribution::{AttributionCache, Origin};
 
 /// Events a shard holds for their objects at most; past it the shard waits for
@@ -72,9 +72,10 @@ pub struct Held {
 }
 
 struct HeldEvent {
-    receipt: Arc<Receipt>,
+    /// What the stores that took its objects say (`None`: it has none).
+    receipt: Option<Arc<Receipt>>,
     item: Output,
-    refs: Vec<ObjectRef>,
+    refs: ObjectRefs,
     /// Emit the event (false: the transaction's stack has no `report_usage`;
     /// held only for its objects' order).
     event: bool,
@@ -99,10 +100,14 @@ impl Fanout {
         }
     }
 
-    /// Whether body bytes reach anything: an object store, or an access log
-    /// that writes them.
-    pub fn keeps_bodies(&self) -> bool {
-        self.http.reads_bodies(!self.objects.is_empty())
+    /// What of a message reaches anything: header blocks an object store
+    /// takes; body bytes an object store takes or an access log writes.
+    pub fn keeps(&self) -> Keeps {
+        let stores = !self.objects.is_empty();
+        Keeps {
+            heads: self.http.reads_heads(stores),
+            bodies: self.http.reads_bodies(stores),
+        }
     }
 
     /// Hands one shard output's objects to its object stores and holds its
@@ -113,8 +118,8 @@ impl Fanout {
             self.processes.count_filtered_late();
             return;
         }
-        let receipt = Receipt::new();
-        let mut refs = Vec::new();
+        let mut receipt = None;
+        let mut refs = ObjectRefs::new();
         let mut event = true;
         let mut issues = Vec::new();
         if let Output::Txn(txn) = &mut item {
@@ -162,7 +167,7 @@ impl Fanout {
             // No object store takes this stack's objects: none are made (no
             // digest, nothing named in the events).
             let mut objects = if stores.is_empty() {
-                Vec::new()
+                ObjectParts::new()
             } else {
                 crate::plugins::capture::objects(txn, level, format, exe.as_deref())
             };
@@ -183,34 +188,39 @@ impl Fanout {
                 .then(|| stores.iter().find_map(|s| s.access_url()))
                 .flatten()
                 .map(|u| look.urls.copy_of(u));
-            for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
-                let object = Object {
-                    digest: look.digests.digest(&bytes),
-                    content_type,
-                    bytes,
-                };
-                refs.push(ObjectRef {
-                    role,
-                    digest: object.digest,
-                    size: object.bytes.len(),
-                    content_type: object.content_type.clone(),
-                    url: url.clone(),
-                    kept: true,
-                });
-                let ticket = |i| {
-                    let ticket = receipt.ticket(i);
-                    match &record {
-                        Some(record) => ticket.with_notice(record.notice(i)),
-                        None => ticket,
+            // The objects' tickets share one receipt; a transaction without
+            // objects has none, and its event waits for nothing.
+            if !objects.is_empty() {
+                let receipt = &*receipt.insert(Receipt::new());
+                for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
+                    let object = Object {
+                        digest: look.digests.digest(&bytes),
+                        content_type,
+                        bytes,
+                    };
+                    refs.push(ObjectRef {
+                        role,
+                        digest: object.digest,
+                        size: object.bytes.len(),
+                        content_type: object.content_type.clone(),
+                        url: url.clone(),
+                        kept: true,
+                    });
+                    let ticket = |i| {
+                        let ticket = receipt.ticket(i);
+                        match &record {
+                            Some(record) => ticket.with_notice(record.notice(i)),
+                            None => ticket,
+                        }
+                    };
+                    // The last store takes the object itself: `Bytes` made from a
+                    // `Vec` allocates its shared count on its first clone.
+                    if let Some((last, rest)) = stores.split_last() {
+                        for store in rest {
+                            store.put_with(object.clone(), ticket(i));
+                        }
+                        last.put_with(object, ticket(i));
                     }
-                };
-                // The last store takes the object itself: `Bytes` made from a
-                // `Vec` allocates its shared count on its first clone.
-                if let Some((last, rest)) = stores.split_last() {
-                    for store in rest {
-                        store.put_with(object.clone(), ticket(i));
-                    }
-                    last.put_with(object, ticket(i));
                 }
             }
         }
@@ -257,7 +267,7 @@ impl Fanout {
     pub fn release(&self, look: &mut Lookups, held: &mut Held, force: bool) -> usize {
         let mut forced = 0;
         while let Some(front) = held.queue.front() {
-            let settled = front.receipt.settled();
+            let settled = front.receipt.as_ref().is_none_or(|r| r.settled());
             if !settled && !force {
                 break;
             }
@@ -273,7 +283,7 @@ impl Fanout {
                 break;
             };
             for (i, r) in refs.iter_mut().enumerate() {
-                if !settled || !receipt.kept(i) {
+                if !settled || receipt.as_ref().is_some_and(|r| !r.kept(i)) {
                     r.kept = false;
                     r.url = None;
                 }
@@ -417,10 +427,10 @@ pub struct Deliver {
     fanout: Arc<Mutex<Fanout>>,
     look: Lookups,
     held: Held,
-    /// [`Fanout::keeps_bodies`] as of the last delivery, so that the shard
-    /// asks without a lock per record (a reload that adds the first object
-    /// store is seen from the next delivery on).
-    keeps_bodies: bool,
+    /// [`Fanout::keeps`] as of the last delivery, so that the shard asks
+    /// without a lock per record (a reload that adds the first object store
+    /// is seen from the next delivery on).
+    keeps: Keeps,
 }
 
 impl Deliver {
@@ -431,15 +441,12 @@ impl Deliver {
 
     /// Delivers to whatever stores `slot` holds at the time.
     pub fn shared(slot: Arc<Mutex<Fanout>>) -> Self {
-        let keeps_bodies = slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keeps_bodies();
+        let keeps = slot.lock().unwrap_or_else(|e| e.into_inner()).keeps();
         Deliver {
             fanout: slot,
             look: Lookups::new(),
             held: Held::default(),
-            keeps_bodies,
+            keeps,
         }
     }
 
@@ -455,18 +462,17 @@ impl Deliver {
         });
     }
 
-    /// Runs `f` on the stores the slot holds now, then notes whether they
-    /// keep bodies.
+    /// Runs `f` on the stores the slot holds now, then notes what they keep.
     fn with_fanout(&mut self, f: impl FnOnce(&Fanout, &mut Lookups, &mut Held)) {
         let Deliver {
             fanout,
             look,
             held,
-            keeps_bodies,
+            keeps,
         } = self;
         let fanout = fanout.lock().unwrap_or_else(|e| e.into_inner());
         f(&fanout, look, held);
-        *keeps_bodies = fanout.keeps_bodies();
+        *keeps = fanout.keeps();
     }
 
     /// At stop: waits up to `deadline` for held events' objects to be kept,
@@ -500,8 +506,8 @@ impl Sink for Deliver {
         });
     }
 
-    fn keeps_bodies(&self) -> bool {
-        self.keeps_bodies
+    fn keeps(&self) -> Keeps {
+        self.keeps
     }
 }
 
@@ -510,6 +516,7 @@ mod tests {
     use super::*;
     use crate::capture::filters::ProcessFilters;
     use crate::pipeline::input::{ConnInfo, Role};
+    use crate::plugins::Level;
     use tapwire_store::StoreStats;
 
     /// Keeps every event.
@@ -674,7 +681,13 @@ mod tests {
         let events = Arc::new(Collect::default());
         let http = crate::plugins::HttpPlan::default_full();
         let fanout = Fanout::new(vec![events.clone()], Vec::new(), Arc::default(), http);
-        assert!(!fanout.keeps_bodies());
+        assert_eq!(
+            fanout.keeps(),
+            Keeps {
+                heads: false,
+                bodies: false
+            }
+        );
         let (mut look, mut held) = (Lookups::new(), Held::default());
         fanout.deliver(
             get(u32::MAX - 6, b"GET / HTTP/1.1\r\n\r\n"),
@@ -692,7 +705,22 @@ mod tests {
             Arc::default(),
             crate::plugins::HttpPlan::default_full(),
         );
-        assert!(with_store.keeps_bodies());
+        assert_eq!(with_store.keeps(), Keeps::ALL);
+    }
+
+    #[test]
+    fn heads_are_kept_from_level_headers_and_bodies_at_full_only() {
+        for (level, heads, bodies) in [
+            (Level::None, false, false),
+            (Level::Summary, false, false),
+            (Level::Headers, true, false),
+            (Level::Full, true, true),
+        ] {
+            let mut http = crate::plugins::HttpPlan::default_full();
+            http.default.capture.level = level;
+            let fanout = Fanout::new(Vec::new(), vec![Keep::new("a")], Arc::default(), http);
+            assert_eq!(fanout.keeps(), Keeps { heads, bodies }, "{level:?}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use compact_str::CompactString;
 use tapwire_store::{Announce, EventStore, Notice, Stored, WrittenAhead};
 
 use super::event_fields::{self, WallTime};
-use super::txn::{ObjectRole, Protocol, Transaction};
+use super::txn::{ObjectRole, ObjectRoles, Protocol, Transaction};
 use crate::config::RecordsTo;
 
 /// Where `artifact_record` events go: the event stores now running, and each
@@ -131,7 +131,7 @@ impl ArtifactRecords {
         self: &Arc<Self>,
         txn: &Transaction,
         exe: Option<Arc<str>>,
-        parts: Box<[ObjectRole]>,
+        parts: ObjectRoles,
     ) -> Arc<RequestRecord> {
         Arc::new(RequestRecord {
             records: Arc::clone(self),
@@ -160,7 +160,7 @@ pub struct RequestRecord {
     request_id: u64,
     stream_id: Option<u32>,
     /// Each object's role, by its index.
-    parts: Box<[ObjectRole]>,
+    parts: ObjectRoles,
     pid: u32,
     /// The executable of the process when it made the request (`None`: not known).
     exe: Option<Arc<str>>,
@@ -377,7 +377,7 @@ mod tests {
             conn_id: 1,
             request_id: 2,
             stream_id,
-            parts: Box::new([ObjectRole::ResponseBody]),
+            parts: smallvec::smallvec![ObjectRole::ResponseBody],
             pid: 3,
             exe: Some("/usr/bin/curl".into()),
             method: "GET".into(),

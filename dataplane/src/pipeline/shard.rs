@@ -78,12 +78,28 @@ pub trait Sink {
     /// Hands over `item`.
     fn send(&mut self, item: Output);
 
-    /// Whether anything downstream reads body bytes (an object store, an
-    /// access log at `full`). When nothing does, bodies are counted and not
-    /// copied.
-    fn keeps_bodies(&self) -> bool {
-        true
+    /// What of a message anything downstream reads. What nothing reads is
+    /// not copied: bodies are counted, header blocks not re-serialized.
+    fn keeps(&self) -> Keeps {
+        Keeps::ALL
     }
+}
+
+/// What of a message a [`Sink`] reads, beside the fields its events name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keeps {
+    /// The header block as an object (an object store takes header blocks).
+    pub heads: bool,
+    /// Body bytes (an object store takes bodies, an access log writes them).
+    pub bodies: bool,
+}
+
+impl Keeps {
+    /// Heads and bodies.
+    pub const ALL: Keeps = Keeps {
+        heads: true,
+        bodies: true,
+    };
 }
 
 impl Sink for Vec<Output> {
@@ -303,9 +319,11 @@ struct Conn {
 impl Conn {
     /// The parser state and a follower for its events, borrowed apart so the
     /// parser's callback can update the connection's transactions.
+    #[allow(clippy::too_many_arguments)]
     fn follow<'c>(
         &'c mut self,
         bodies: Bodies<'c>,
+        heads: bool,
         conn_id: u64,
         ts_ns: u64,
         tid: u32,
@@ -314,6 +332,7 @@ impl Conn {
     ) -> (&'c mut Mode, Follow<'c>) {
         let follow = Follow {
             bodies,
+            heads,
             not_kept: NotKept::default(),
             streams_over_limit: 0,
             info: self.info.as_ref(),
@@ -797,8 +816,17 @@ impl<S: Sink> Shard<S> {
         } else {
             Direction::Response
         };
-        let bodies = Bodies::of(self.sink.keeps_bodies(), &self.budget);
-        let (mode, mut follow) = conn.follow(bodies, conn_id, ts_ns, tid, tls, &mut self.done);
+        let keeps = self.sink.keeps();
+        let bodies = Bodies::of(keeps.bodies, &self.budget);
+        let (mode, mut follow) = conn.follow(
+            bodies,
+            keeps.heads,
+            conn_id,
+            ts_ns,
+            tid,
+            tls,
+            &mut self.done,
+        );
         let failed = match mode {
             Mode::Http1(parser) => {
                 parser.record_start(direction);
@@ -858,8 +886,10 @@ impl<S: Sink> Shard<S> {
             Direction::Response
         };
         let tls = conn.tls.unwrap_or(false);
-        let bodies = Bodies::of(self.sink.keeps_bodies(), &self.budget);
-        let (mode, mut follow) = conn.follow(bodies, conn_id, ts_ns, 0, tls, &mut self.done);
+        let keeps = self.sink.keeps();
+        let bodies = Bodies::of(keeps.bodies, &self.budget);
+        let (mode, mut follow) =
+            conn.follow(bodies, keeps.heads, conn_id, ts_ns, 0, tls, &mut self.done);
         let placed = match mode {
             Mode::Http1(parser) => {
                 let decoder = match direction {
@@ -933,9 +963,10 @@ impl<S: Sink> Shard<S> {
             }
         }
         let tls = conn.tls.unwrap_or(false);
-        let bodies = Bodies::of(self.sink.keeps_bodies(), &self.budget);
+        let keeps = self.sink.keeps();
+        let bodies = Bodies::of(keeps.bodies, &self.budget);
         if let (Mode::Http1(parser), mut follow) =
-            conn.follow(bodies, conn_id, ts_ns, 0, tls, &mut self.done)
+            conn.follow(bodies, keeps.heads, conn_id, ts_ns, 0, tls, &mut self.done)
         {
             let _ = parser.eof(Direction::Response, &mut |d, ev| follow.event(d, ev));
             self.emit_done();
@@ -1197,7 +1228,7 @@ enum Placed {
 enum Bodies<'c> {
     /// Appended to their message, charged to the budget.
     Keep(&'c Arc<Budget>),
-    /// Only counted: nothing downstream reads them ([`Sink::keeps_bodies`]).
+    /// Only counted: nothing downstream reads them ([`Sink::keeps`]).
     Count,
 }
 
@@ -1224,6 +1255,8 @@ impl<'c> Bodies<'c> {
 
 struct Follow<'c> {
     bodies: Bodies<'c>,
+    /// Header blocks are re-serialized as objects ([`Keeps::heads`]).
+    heads: bool,
     /// Body bytes not kept, for the shard's counters.
     not_kept: NotKept,
     /// HTTP/2 streams not followed (too many open).
@@ -1336,7 +1369,9 @@ impl Follow<'_> {
                     txn.authority = text(":authority");
                     txn.start_ns = ts;
                     txn.request.headers = HeaderFields::from_block(block.headers);
-                    txn.request.head = h2_head_bytes(block.headers);
+                    if self.heads {
+                        txn.request.head = h2_head_bytes(block.headers);
+                    }
                     txn.request.head_bytes = block.headers.byte_len() as u64;
                 } else {
                     let status = block.status();
@@ -1346,7 +1381,9 @@ impl Follow<'_> {
                     txn.status = status;
                     txn.grpc_status = block.grpc_status();
                     txn.response.headers = HeaderFields::from_block(block.headers);
-                    txn.response.head = h2_head_bytes(block.headers);
+                    if self.heads {
+                        txn.response.head = h2_head_bytes(block.headers);
+                    }
                     txn.response.head_bytes = block.headers.byte_len() as u64;
                 }
                 if block.is_grpc() {
@@ -1416,7 +1453,9 @@ impl Follow<'_> {
                 txn.request.headers = HeaderFields::from_block(head.headers);
                 txn.authority = txn.request.header("host").map(CompactString::new);
                 txn.request.head_bytes = head.head_len as u64;
-                txn.request.head = request_head_bytes(&head);
+                if self.heads {
+                    txn.request.head = request_head_bytes(&head);
+                }
                 expect_body(&mut txn.request);
                 if self.pending.len() >= MAX_PENDING_TXNS {
                     // A peer that never answers: give up on the oldest request.
@@ -1448,12 +1487,14 @@ impl Follow<'_> {
                     txn.truncated = true;
                     self.pending.push_back(txn);
                 }
-                let ts = self.ts_ns;
+                let (ts, heads) = (self.ts_ns, self.heads);
                 let Some(txn) = self.responding() else { return };
                 txn.status = Some(head.status);
                 txn.response.headers = HeaderFields::from_block(head.headers);
                 txn.response.head_bytes = head.head_len as u64;
-                txn.response.head = response_head_bytes(&head);
+                if heads {
+                    txn.response.head = response_head_bytes(&head);
+                }
                 expect_body(&mut txn.response);
                 txn.end_ns = ts;
             }

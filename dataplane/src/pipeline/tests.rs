@@ -138,21 +138,25 @@ fn take_txns(shard: &mut Shard<Vec<Output>>) -> Vec<Transaction> {
 const E: Flow = Flow::Egress;
 const I: Flow = Flow::Ingress;
 
-/// A sink like `Vec<Output>` behind which nothing reads bodies.
+/// A sink like `Vec<Output>` behind which nothing reads header blocks or
+/// bodies (events only).
 #[derive(Default)]
-struct NoBodies(Vec<Output>);
+struct EventsOnly(Vec<Output>);
 
-impl super::shard::Sink for NoBodies {
+impl super::shard::Sink for EventsOnly {
     fn send(&mut self, item: Output) {
         self.0.push(item);
     }
-    fn keeps_bodies(&self) -> bool {
-        false
+    fn keeps(&self) -> super::shard::Keeps {
+        super::shard::Keeps {
+            heads: false,
+            bodies: false,
+        }
     }
 }
 
 #[test]
-fn bodies_nothing_reads_are_counted_and_not_copied() {
+fn heads_and_bodies_nothing_reads_are_counted_and_not_copied() {
     let body = vec![b'b'; 100_000];
     let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
     let mut parts: Vec<(Flow, &[u8])> = vec![
@@ -163,7 +167,7 @@ fn bodies_nothing_reads_are_counted_and_not_copied() {
         parts.push((I, chunk));
     }
     let budget = Budget::new(1 << 20);
-    let mut shard = Shard::with_budget(decode, NoBodies::default(), budget.clone());
+    let mut shard = Shard::with_budget(decode, EventsOnly::default(), budget.clone());
     for f in conversation(9, false, &parts) {
         shard.offer(&f, 0);
     }
@@ -179,6 +183,11 @@ fn bodies_nothing_reads_are_counted_and_not_copied() {
     let t = &txns[0];
     assert_eq!((t.request.body_bytes, t.response.body_bytes), (5, 100_000));
     assert!(t.request.body.is_empty() && t.response.body.is_empty());
+    assert!(t.request.head.is_empty() && t.response.head.is_empty());
+    // What the events say of the heads is still there.
+    assert_eq!((t.request.head_bytes, t.response.head_bytes), (40, 43));
+    assert_eq!(t.request.header("content-length"), Some("5"));
+    assert_eq!((t.method.as_str(), t.status), ("POST", Some(200)));
     assert!(!t.truncated, "nothing was shed");
     assert_eq!(shard.stats.body_shed_bytes, 0);
     assert_eq!(budget.used(), 0, "nothing charged");

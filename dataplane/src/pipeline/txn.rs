@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use compact_str::CompactString;
 use serde::Serialize;
+use smallvec::SmallVec;
 use tapwire_store::access_url::AccessUrl;
 
 use super::budget::{Budget, Charge, Use};
@@ -563,6 +564,19 @@ pub const HEADERS_CONTENT_TYPE: &str = "application/http-headers";
 /// An object a transaction makes: its role, MIME type and bytes.
 pub type ObjectPart = (ObjectRole, Arc<str>, Bytes);
 
+/// Objects a transaction's lists hold without an allocation of their own:
+/// its two header blocks, two bodies and a `detect_errors` record.
+pub const INLINE_OBJECTS: usize = 5;
+
+/// A transaction's objects.
+pub type ObjectParts = SmallVec<[ObjectPart; INLINE_OBJECTS]>;
+
+/// What a transaction's event says of its objects.
+pub type ObjectRefs = SmallVec<[ObjectRef; INLINE_OBJECTS]>;
+
+/// Each object's role, by its index.
+pub type ObjectRoles = SmallVec<[ObjectRole; INLINE_OBJECTS]>;
+
 /// [`HEADERS_CONTENT_TYPE`], one copy per thread shared by the header-block
 /// objects it makes: one copy for the whole process had a reference count
 /// that every shard moved, several times per transaction.
@@ -724,8 +738,8 @@ impl Transaction {
     /// The transaction's objects with their MIME types: each header block, and
     /// each body that is not empty, of the roles `want` takes. Those heads and
     /// bodies move out (no copy); the others and the event fields stay.
-    pub fn take_objects(&mut self, want: impl Fn(ObjectRole) -> bool) -> Vec<ObjectPart> {
-        let mut out = Vec::with_capacity(4);
+    pub fn take_objects(&mut self, want: impl Fn(ObjectRole) -> bool) -> ObjectParts {
+        let mut out = ObjectParts::new();
         for (msg, head_role, body_role) in [
             (
                 &mut self.request,

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::fields::protocol_name;
 use crate::pipeline::event_fields::WallTime;
-use crate::pipeline::txn::{MAX_BODY_BYTES, Message, ObjectPart, ObjectRole, Transaction};
+use crate::pipeline::txn::{MAX_BODY_BYTES, Message, ObjectParts, ObjectRole, Transaction};
 
 /// How much of a transaction `http_capture` stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,9 +104,9 @@ pub fn objects(
     level: Level,
     format: Format,
     exe: Option<&str>,
-) -> Vec<ObjectPart> {
+) -> ObjectParts {
     match (level, format) {
-        (Level::None, _) | (Level::Summary, Format::Parts) => Vec::new(),
+        (Level::None, _) | (Level::Summary, Format::Parts) => ObjectParts::new(),
         (Level::Headers, Format::Parts) => txn.take_objects(|role| {
             matches!(
                 role,
@@ -116,13 +116,13 @@ pub fn objects(
         (Level::Full, Format::Parts) => txn.take_objects(|_| true),
         (level, Format::Json) => {
             let bytes = serde_json::to_vec(&artifact(txn, level, exe)).expect("object serializes");
-            vec![(
+            smallvec::smallvec![(
                 ObjectRole::HttpTransaction,
                 JSON_CONTENT_TYPE.into(),
                 Bytes::from(bytes),
             )]
         }
-        (level, Format::Text) => vec![(
+        (level, Format::Text) => smallvec::smallvec![(
             ObjectRole::HttpTransaction,
             TEXT_CONTENT_TYPE.into(),
             Bytes::from(text(&artifact(txn, level, exe))),

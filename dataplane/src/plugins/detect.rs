@@ -21,7 +21,8 @@ use super::stack::{PathStep, Refusal, path, settings};
 use crate::attribution::Origin;
 use crate::pipeline::event_fields::{self, WallTime};
 use crate::pipeline::txn::{
-    EVENT_SCHEMA, ObjectPart, ObjectRef, ObjectRole, Transaction, TxnIdentity, event_bytes,
+    EVENT_SCHEMA, ObjectParts, ObjectRef, ObjectRole, ObjectRoles, Transaction, TxnIdentity,
+    event_bytes,
 };
 
 /// `detect_errors` settings, compiled.
@@ -772,11 +773,11 @@ fn go_duration(s: &str) -> Option<u64> {
 
 /// Takes out of `txn` the parts `want` names that `objects` (what
 /// `http_capture` stores) does not hold yet, and adds them.
-pub fn record(txn: &mut Transaction, want: Record, objects: &mut Vec<ObjectPart>) {
+pub fn record(txn: &mut Transaction, want: Record, objects: &mut ObjectParts) {
     if !want.any() {
         return;
     }
-    let held: Vec<ObjectRole> = objects.iter().map(|(role, _, _)| *role).collect();
+    let held: ObjectRoles = objects.iter().map(|(role, _, _)| *role).collect();
     objects.extend(txn.take_objects(|role| want.has(role) && !held.contains(&role)));
 }
 

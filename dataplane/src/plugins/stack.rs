@@ -147,6 +147,16 @@ impl StackPlan {
         logs || stores
     }
 
+    /// Whether this stack may read header blocks as objects: with an object
+    /// store, `http_capture` at `headers` or `full`, or `detect_errors`, whose
+    /// records hold them.
+    pub fn reads_heads(&self, object_stores: bool) -> bool {
+        object_stores
+            && (self.detect.is_some()
+                || self.capture.level >= Level::Headers
+                || self.capture.rules.iter().any(|r| r.level >= Level::Headers))
+    }
+
     /// Whether a transaction handled by this stack may become an event or an
     /// object.
     pub fn stores(&self) -> bool {
@@ -273,6 +283,15 @@ impl HttpPlan {
                 .endpoints
                 .iter()
                 .any(|(_, s)| s.reads_bodies(object_stores))
+    }
+
+    /// Whether any stack may read header blocks ([`StackPlan::reads_heads`]).
+    pub fn reads_heads(&self, object_stores: bool) -> bool {
+        self.default.reads_heads(object_stores)
+            || self
+                .endpoints
+                .iter()
+                .any(|(_, s)| s.reads_heads(object_stores))
     }
 
     /// Whether a stack of the file has `http_metrics` (the built-in default
