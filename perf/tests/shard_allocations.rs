@@ -73,9 +73,9 @@ fn a_transaction_allocates_no_more_than_it_does_today() {
     let blocks = 0.25;
     // With objects: the request's and the response's header block, the
     // response body's buffer and the `Bytes` that owns it with its share of
-    // the memory budget, the receipt the objects' tickets share, and the
-    // request record their `artifact_record` events share with its summary.
-    let objects = 7.0 + blocks;
+    // the memory budget, and the request record the objects' tickets and
+    // `artifact_record` events share (it holds their receipt and summary).
+    let objects = 5.0 + blocks;
     for (name, body, with_objects, bound) in [
         ("HTTPS 1 KiB, objects to S3", 1024, true, objects),
         ("HTTPS 1 KiB, events only", 1024, false, blocks),

@@ -3,7 +3,9 @@
 //! An event that names an object must not go out before the object is kept: an
 //! agent killed in between would leave an event pointing at nothing. So each
 //! object handed to a store travels with a [`Ticket`], and the event waits on the
-//! [`Receipt`] the tickets share. A store settles a ticket once the object is
+//! [`Receipt`] the tickets share. A receipt may live inside another value
+//! ([`HoldsReceipt`]), so that what the objects' notices share and the receipt
+//! are one allocation. A store settles a ticket once the object is
 //! durably kept (spooled and synced, or written to stdout's stream ahead of the
 //! event) by calling [`Ticket::kept`]; a ticket dropped any other way marks its
 //! object "not kept" — a full spool, a write error or a refused object can never
@@ -34,6 +36,19 @@ pub struct Receipt {
     not_kept: AtomicU64,
 }
 
+/// What a [`Receipt`] lives in: the receipt itself, or a value that keeps one
+/// beside what else the tickets' objects share.
+pub trait HoldsReceipt: Send + Sync {
+    /// The receipt.
+    fn receipt(&self) -> &Receipt;
+}
+
+impl HoldsReceipt for Receipt {
+    fn receipt(&self) -> &Receipt {
+        self
+    }
+}
+
 impl Receipt {
     /// A receipt with no tickets yet.
     pub fn new() -> Arc<Self> {
@@ -43,15 +58,7 @@ impl Receipt {
     /// A ticket for object `index` (below [`MAX_OBJECTS`]; higher indexes share
     /// the last bit) going to one store.
     pub fn ticket(self: &Arc<Self>, index: usize) -> Ticket {
-        // Relaxed: the count only has to be complete before the receipt is
-        // polled, and the tickets are handed out by the thread that polls it.
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
-        Ticket {
-            receipt: Some(Arc::clone(self)),
-            bit: 1 << index.min(MAX_OBJECTS - 1),
-            kept: false,
-            notice: None,
-        }
+        Ticket::on(Arc::clone(self) as Arc<dyn HoldsReceipt>, index)
     }
 
     /// Every ticket is settled.
@@ -69,9 +76,8 @@ impl Receipt {
 }
 
 /// One object's claim on a [`Receipt`], held by the store that took the object.
-#[derive(Debug)]
 pub struct Ticket {
-    receipt: Option<Arc<Receipt>>,
+    receipt: Option<Arc<dyn HoldsReceipt>>,
     bit: u64,
     kept: bool,
     /// Who to tell once the object is stored, if anyone.
@@ -79,6 +85,20 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// A ticket for object `index` (below [`MAX_OBJECTS`]; higher indexes
+    /// share the last bit) on the receipt `holder` keeps, going to one store.
+    pub fn on(holder: Arc<dyn HoldsReceipt>, index: usize) -> Self {
+        // Relaxed: the count only has to be complete before the receipt is
+        // polled, and the tickets are handed out by the thread that polls it.
+        holder.receipt().outstanding.fetch_add(1, Ordering::Relaxed);
+        Ticket {
+            receipt: Some(holder),
+            bit: 1 << index.min(MAX_OBJECTS - 1),
+            kept: false,
+            notice: None,
+        }
+    }
+
     /// A ticket nobody waits on (for callers that emit no event).
     pub fn detached() -> Self {
         Self {
@@ -194,9 +214,21 @@ impl fmt::Debug for Notice {
     }
 }
 
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("receipt", &self.receipt.as_ref().map(|h| h.receipt()))
+            .field("bit", &self.bit)
+            .field("kept", &self.kept)
+            .field("notice", &self.notice)
+            .finish()
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some(receipt) = self.receipt.take() {
+        if let Some(holder) = self.receipt.take() {
+            let receipt = holder.receipt();
             if !self.kept {
                 receipt.not_kept.fetch_or(self.bit, Ordering::Relaxed);
             }
@@ -224,6 +256,33 @@ mod tests {
         assert!(receipt.settled());
         assert!(receipt.kept(0));
         assert!(!receipt.kept(1), "one store of two did not keep object 1");
+    }
+
+    /// A value that keeps a receipt beside what else its objects share.
+    struct Request {
+        receipt: Receipt,
+    }
+
+    impl HoldsReceipt for Request {
+        fn receipt(&self) -> &Receipt {
+            &self.receipt
+        }
+    }
+
+    #[test]
+    fn a_receipt_kept_inside_another_value_is_settled_by_its_tickets() {
+        let request = Arc::new(Request {
+            receipt: Receipt::default(),
+        });
+        let a = Ticket::on(request.clone(), 0);
+        let b = Ticket::on(request.clone(), 1);
+        assert!(!request.receipt.settled());
+        a.kept();
+        drop(b);
+        assert!(request.receipt.settled());
+        assert!(request.receipt.kept(0));
+        assert!(!request.receipt.kept(1));
+        assert_eq!(Arc::strong_count(&request), 1, "tickets let go of it");
     }
 
     #[test]

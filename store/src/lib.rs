@@ -21,7 +21,7 @@ pub mod spool;
 pub mod stdout;
 pub mod stores;
 
-pub use handoff::{Announce, Notice, Receipt, Stored, Ticket, WrittenAhead};
+pub use handoff::{Announce, HoldsReceipt, Notice, Receipt, Stored, Ticket, WrittenAhead};
 pub use pulse::{PulseError, PulseStore};
 pub use s3::{S3Error, S3Store};
 pub use stores::{StartContext, StoreStartError, Stores};

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tapwire_common::config::skip;
-use tapwire_store::{EventStore, Object, ObjectStore, Receipt};
+use tapwire_store::{EventStore, HoldsReceipt, Object, ObjectStore, Receipt, Ticket};
 
 use std::fmt::Write as _;
 
@@ -72,8 +72,10 @@ pub struct Held {
 }
 
 struct HeldEvent {
-    /// What the stores that took its objects say (`None`: it has none).
-    receipt: Option<Arc<Receipt>>,
+    /// What the stores that took its objects say (`None`: it has none): the
+    /// receipt of its request record, or one of its own when no record is
+    /// made (no event store).
+    receipt: Option<Arc<dyn HoldsReceipt>>,
     item: Output,
     refs: ObjectRefs,
     /// Emit the event (false: the transaction's stack has no `report_usage`;
@@ -191,7 +193,10 @@ impl Fanout {
             // The objects' tickets share one receipt; a transaction without
             // objects has none, and its event waits for nothing.
             if !objects.is_empty() {
-                let receipt = &*receipt.insert(Receipt::new());
+                let receipt = &*receipt.insert(match &record {
+                    Some(record) => Arc::clone(record) as Arc<dyn HoldsReceipt>,
+                    None => Receipt::new(),
+                });
                 for (i, (role, content_type, bytes)) in objects.into_iter().enumerate() {
                     let object = Object {
                         digest: look.digests.digest(&bytes),
@@ -207,7 +212,7 @@ impl Fanout {
                         kept: true,
                     });
                     let ticket = |i| {
-                        let ticket = receipt.ticket(i);
+                        let ticket = Ticket::on(Arc::clone(receipt), i);
                         match &record {
                             Some(record) => ticket.with_notice(record.notice(i)),
                             None => ticket,
@@ -267,7 +272,7 @@ impl Fanout {
     pub fn release(&self, look: &mut Lookups, held: &mut Held, force: bool) -> usize {
         let mut forced = 0;
         while let Some(front) = held.queue.front() {
-            let settled = front.receipt.as_ref().is_none_or(|r| r.settled());
+            let settled = front.receipt.as_ref().is_none_or(|r| r.receipt().settled());
             if !settled && !force {
                 break;
             }
@@ -283,7 +288,7 @@ impl Fanout {
                 break;
             };
             for (i, r) in refs.iter_mut().enumerate() {
-                if !settled || receipt.as_ref().is_some_and(|r| !r.kept(i)) {
+                if !settled || receipt.as_ref().is_some_and(|r| !r.receipt().kept(i)) {
                     r.kept = false;
                     r.url = None;
                 }

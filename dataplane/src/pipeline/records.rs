@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use compact_str::CompactString;
-use tapwire_store::{Announce, EventStore, Notice, Stored, WrittenAhead};
+use tapwire_store::{Announce, EventStore, HoldsReceipt, Notice, Receipt, Stored, WrittenAhead};
 
 use super::event_fields::{self, WallTime};
 use super::txn::{ObjectRole, ObjectRoles, Protocol, Transaction};
 use crate::config::RecordsTo;
+use smallvec::SmallVec;
 
 /// Where `artifact_record` events go: the event stores now running, and each
 /// object store's choice among them (a reload replaces both).
@@ -148,6 +149,7 @@ impl ArtifactRecords {
             protocol: txn.protocol,
             tls: txn.tls,
             summary: OnceLock::new(),
+            receipt: Receipt::default(),
         })
     }
 }
@@ -170,9 +172,18 @@ pub struct RequestRecord {
     direction: &'static str,
     protocol: Protocol,
     tls: bool,
-    /// The `summary` object's JSON, written once for all the request's events.
-    /// Kept as written (not shrunk to fit: that was a reallocation).
-    summary: OnceLock<Vec<u8>>,
+    /// The `summary` object's JSON, written once for all the request's events
+    /// (into the first, and copied from there), held inline when it fits.
+    summary: OnceLock<SmallVec<[u8; SUMMARY_INLINE]>>,
+    /// What the stores that took the request's objects say: the event waits
+    /// on it. Kept here, not in an allocation of its own.
+    receipt: Receipt,
+}
+
+impl HoldsReceipt for RequestRecord {
+    fn receipt(&self) -> &Receipt {
+        &self.receipt
+    }
 }
 
 impl RequestRecord {
@@ -318,18 +329,24 @@ impl RequestRecord {
         }
         e.key("store").str(stored.store);
         e.key("deduplicated").bool(stored.deduplicated);
-        e.key("summary")
-            .raw()
-            .extend_from_slice(self.summary.get_or_init(|| self.summary_json()));
+        let out = e.key("summary").raw();
+        match self.summary.get() {
+            Some(summary) => out.extend_from_slice(summary),
+            None => {
+                let start = out.len();
+                self.write_summary(out);
+                // Another thread may have set it meanwhile, to the same bytes.
+                let _ = self.summary.set(SmallVec::from_slice(&out[start..]));
+            }
+        }
         e.end();
     }
 
-    /// The `summary` object: what the request was, and which process made it.
-    /// Written field by field like the event; a test holds it to what serde
-    /// writes for the same fields.
-    fn summary_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(SUMMARY_CAPACITY);
-        let mut s = event_fields::JsonObject::new(&mut out);
+    /// Writes the `summary` object: what the request was, and which process
+    /// made it. Written field by field like the event; a test holds it to
+    /// what serde writes for the same fields.
+    fn write_summary(&self, out: &mut Vec<u8>) {
+        let mut s = event_fields::JsonObject::new(out);
         s.key("method").str(&self.method);
         s.key("authority").opt_str(self.authority.as_deref());
         s.key("status").opt_uint(self.status);
@@ -339,12 +356,13 @@ impl RequestRecord {
         s.key("pid").uint(self.pid);
         s.key("exe").opt_str(self.exe.as_deref());
         s.end();
-        out
     }
 }
 
-/// Bytes a `summary` object usually fits in.
-const SUMMARY_CAPACITY: usize = 256;
+/// Bytes of a `summary` object held inline: most fit (a method, an
+/// authority, an executable's path and short fields take 150–200); a longer
+/// one takes an allocation.
+const SUMMARY_INLINE: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -371,6 +389,40 @@ mod tests {
         fn shutdown(&self, _: Duration) {}
     }
 
+    impl RequestRecord {
+        fn summary_json(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            self.write_summary(&mut out);
+            out
+        }
+    }
+
+    #[test]
+    fn a_summary_written_once_serves_the_later_events_short_or_long() {
+        let long = format!("/opt/{}/bin/server", "x".repeat(SUMMARY_INLINE));
+        for exe in ["/usr/bin/curl", long.as_str()] {
+            let mut record = record(ArtifactRecords::new(Vec::new()), None);
+            Arc::get_mut(&mut record).unwrap().exe = Some(exe.into());
+            let digest = blake3::hash(b"x");
+            let events: Vec<serde_json::Value> = (0..2)
+                .map(|_| {
+                    let mut out = Vec::new();
+                    let at = WallTime(0);
+                    record.write_event(
+                        &mut out,
+                        at,
+                        ObjectRole::ResponseBody,
+                        &stored("s3", &digest),
+                    );
+                    serde_json::from_slice(&out).unwrap()
+                })
+                .collect();
+            assert_eq!(events[0]["summary"]["exe"], exe);
+            assert_eq!(events[0], events[1]);
+            assert_eq!(record.summary.get().unwrap()[..], record.summary_json()[..]);
+        }
+    }
+
     fn record(records: Arc<ArtifactRecords>, stream_id: Option<u32>) -> Arc<RequestRecord> {
         Arc::new(RequestRecord {
             records,
@@ -387,6 +439,7 @@ mod tests {
             protocol: Protocol::Http1,
             tls: true,
             summary: OnceLock::new(),
+            receipt: Receipt::default(),
         })
     }
 
