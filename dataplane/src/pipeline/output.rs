@@ -107,8 +107,8 @@ impl Fanout {
     pub fn keeps(&self) -> Keeps {
         let stores = !self.objects.is_empty();
         Keeps {
-            heads: self.http.reads_heads(stores),
-            bodies: self.http.reads_bodies(stores),
+            heads: self.http.any_stack(|s| s.reads_heads(stores)),
+            bodies: self.http.any_stack(|s| s.reads_bodies(stores)),
         }
     }
 

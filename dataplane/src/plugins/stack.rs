@@ -273,25 +273,12 @@ impl HttpPlan {
 
     /// Whether any transaction is recorded at all.
     pub fn records(&self) -> bool {
-        self.default.records() || self.endpoints.iter().any(|(_, s)| s.records())
+        self.any_stack(StackPlan::records)
     }
 
-    /// Whether any stack may read body bytes ([`StackPlan::reads_bodies`]).
-    pub fn reads_bodies(&self, object_stores: bool) -> bool {
-        self.default.reads_bodies(object_stores)
-            || self
-                .endpoints
-                .iter()
-                .any(|(_, s)| s.reads_bodies(object_stores))
-    }
-
-    /// Whether any stack may read header blocks ([`StackPlan::reads_heads`]).
-    pub fn reads_heads(&self, object_stores: bool) -> bool {
-        self.default.reads_heads(object_stores)
-            || self
-                .endpoints
-                .iter()
-                .any(|(_, s)| s.reads_heads(object_stores))
+    /// Whether `f` holds for any stack, the default or an endpoint's.
+    pub fn any_stack(&self, f: impl Fn(&StackPlan) -> bool) -> bool {
+        f(&self.default) || self.endpoints.iter().any(|(_, s)| f(s))
     }
 
     /// Whether a stack of the file has `http_metrics` (the built-in default
