@@ -68,6 +68,17 @@ impl StartContext {
     }
 }
 
+/// The part of a shutdown deadline kept for the event stores, after the
+/// object stores: a quarter of it, at most [`EVENT_SHARE_MAX`].
+pub fn event_share(deadline: Duration) -> Duration {
+    (deadline / 4).min(EVENT_SHARE_MAX)
+}
+
+/// At most this much of a shutdown deadline is kept for the event stores:
+/// standard output or a pulse receiver takes a backlog of announcements in
+/// well under it.
+pub const EVENT_SHARE_MAX: Duration = Duration::from_secs(2);
+
 /// Every configured store, started.
 pub struct Stores {
     /// Event stores; each event goes to every one.
@@ -98,12 +109,21 @@ impl Stores {
     /// Stops every store within one `deadline` for all of them: object stores
     /// first, in parallel (each spools or uploads what it holds), then event
     /// stores, in parallel, with what is left of the deadline.
+    ///
+    /// Object stores stop [`event_share`] before the deadline, whether or not
+    /// they have finished: an S3 store uploads its spool until its deadline
+    /// and announces the last uploads as it stops, and those announcements
+    /// are events. Given the whole deadline it left the event stores none to
+    /// write them in, and they were counted unwritten. An object not uploaded
+    /// by then stays in the spool for the next start; an event not written is
+    /// lost.
     pub fn shutdown(&self, deadline: Duration) {
         let until = Instant::now() + deadline;
+        let objects_until = until - event_share(deadline);
         std::thread::scope(|scope| {
             for store in &self.objects {
                 scope.spawn(move || {
-                    store.shutdown(until.saturating_duration_since(Instant::now()));
+                    store.shutdown(objects_until.saturating_duration_since(Instant::now()));
                     tracing::info!(store = store.id(), stats = ?store.stats(), "object store stopped");
                 });
             }
@@ -116,5 +136,111 @@ impl Stores {
                 });
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::s3::AccessUrl;
+    use crate::{Object, StoreStats, Ticket};
+
+    /// An event store that keeps what it is given and the deadline it was
+    /// stopped with.
+    #[derive(Default)]
+    struct Kept {
+        events: Mutex<Vec<Bytes>>,
+        deadline: Mutex<Option<Duration>>,
+    }
+
+    impl EventStore for Kept {
+        fn id(&self) -> &str {
+            "events"
+        }
+        fn emit(&self, event: Bytes) {
+            self.events.lock().unwrap().push(event);
+        }
+        fn stats(&self) -> StoreStats {
+            StoreStats::default()
+        }
+        fn shutdown(&self, deadline: Duration) {
+            *self.deadline.lock().unwrap() = Some(deadline);
+        }
+    }
+
+    /// An object store that, like an S3 store with a backlog, works until its
+    /// deadline and announces its last objects as it stops.
+    struct Busy {
+        events: Arc<Kept>,
+        deadline: Mutex<Option<Duration>>,
+    }
+
+    impl ObjectStore for Busy {
+        fn id(&self) -> &str {
+            "objects"
+        }
+        fn put_with(&self, _: Object, _: Ticket) {}
+        fn access_url(&self) -> Option<&AccessUrl> {
+            None
+        }
+        fn stats(&self) -> StoreStats {
+            StoreStats::default()
+        }
+        fn shutdown(&self, deadline: Duration) {
+            *self.deadline.lock().unwrap() = Some(deadline);
+            std::thread::sleep(deadline);
+            self.events
+                .emit(Bytes::from_static(b"{\"type\":\"artifact_record\"}"));
+        }
+    }
+
+    #[test]
+    fn event_stores_keep_their_share_of_a_deadline_the_object_stores_use_up() {
+        let events = Arc::new(Kept::default());
+        let busy = Arc::new(Busy {
+            events: Arc::clone(&events),
+            deadline: Mutex::new(None),
+        });
+        let stores = Stores {
+            events: vec![Arc::clone(&events) as Arc<dyn EventStore>],
+            objects: vec![Arc::clone(&busy) as Arc<dyn ObjectStore>],
+        };
+        let deadline = Duration::from_secs(2);
+        let began = Instant::now();
+        stores.shutdown(deadline);
+        let took = began.elapsed();
+
+        let objects_had = busy.deadline.lock().unwrap().unwrap();
+        let events_had = events.deadline.lock().unwrap().unwrap();
+        assert!(
+            objects_had <= deadline - event_share(deadline),
+            "object stores had {objects_had:?} of {deadline:?}"
+        );
+        // The object store's last announcement reached the event store before
+        // it was stopped, with its share of the deadline still to write it in.
+        assert_eq!(events.events.lock().unwrap().len(), 1);
+        assert!(
+            events_had >= event_share(deadline) - Duration::from_millis(100),
+            "event stores had {events_had:?}, expected about {:?}",
+            event_share(deadline)
+        );
+        assert!(
+            took <= deadline + Duration::from_millis(100),
+            "took {took:?}"
+        );
+    }
+
+    #[test]
+    fn the_event_share_is_a_quarter_of_the_deadline_up_to_two_seconds() {
+        assert_eq!(
+            event_share(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(event_share(Duration::from_secs(14)), EVENT_SHARE_MAX);
+        assert_eq!(event_share(Duration::ZERO), Duration::ZERO);
     }
 }
