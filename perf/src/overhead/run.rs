@@ -191,8 +191,9 @@ pub struct Results {
     /// Whether tapwire said it was capturing.
     pub tapwire_capturing: bool,
     /// `perf report` of tapwire under load (or why there is none), per
-    /// configuration profiled: the default config and the S3 store.
-    pub profiles: Vec<(Config, String)>,
+    /// configuration and workload profiled: the default config and the S3
+    /// store at HTTPS 1 KiB, and the S3 store with distinct bodies.
+    pub profiles: Vec<(Config, Workload, String)>,
     /// Why the Go server workload did not run.
     pub go_unavailable: Option<String>,
     /// The Go server's pid (its probes are on `/proc/PID/exe`).
@@ -396,12 +397,24 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
             Err(e) => Err(format!("{e:#}")),
         });
     }
-    for config in [Config::TapwireStdout, Config::TapwireS3] {
+    // The S3 store is profiled under distinct bodies too when that workload
+    // runs: there every object is uploaded, which deduplication hides.
+    let mut profiled = vec![
+        (Config::TapwireStdout, Workload::Https1K),
+        (Config::TapwireS3, Workload::Https1K),
+    ];
+    if workloads.contains(&Workload::HttpsDistinct1K) {
+        profiled.push((Config::TapwireS3, Workload::HttpsDistinct1K));
+    }
+    for (n, (config, workload)) in profiled.into_iter().enumerate() {
         if !plan.profile || !wanted(config) {
             continue;
         }
-        let bucket = "bench-profile".to_owned();
-        let spool = dir.join("spool-profile");
+        let Some(url) = workload.url(&servers) else {
+            continue;
+        };
+        let bucket = format!("bench-profile-{n}");
+        let spool = dir.join(format!("spool-profile-{n}"));
         let mut env = Env {
             tapwire_points: Some(&points),
             ..base_env
@@ -413,11 +426,19 @@ pub fn run(plan: &Plan, bcc_headers: Result<&Path, &str>) -> Result<Results> {
             std::fs::create_dir_all(&spool)?;
             env.s3 = Some((s3_endpoint.as_str(), &bucket, &spool));
         }
-        let report = match profile(&mut launcher, nginx, config, &env, plan.secs, &wrk_out) {
+        let report = match profile(
+            &mut launcher,
+            &url,
+            workload,
+            config,
+            &env,
+            plan.secs,
+            &wrk_out,
+        ) {
             Ok(report) => report,
             Err(e) => format!("no profile: {e:#}"),
         };
-        results.profiles.push((config, report));
+        results.profiles.push((config, workload, report));
     }
     Ok(results)
 }
@@ -427,11 +448,12 @@ const PROFILE_HZ: u32 = 499;
 /// Lines of `perf report` kept.
 const PROFILE_LINES: usize = 40;
 
-/// tapwire (in `config`) under the HTTPS 1 KiB load with `perf record` on it;
-/// returns the top of `perf report` by symbol.
+/// tapwire (in `config`) under `workload` (at `url`) with `perf record` on
+/// it; returns the top of `perf report` by symbol.
 fn profile(
     launcher: &mut Launcher,
-    nginx: &Nginx,
+    url: &str,
+    workload: Workload,
     config: Config,
     env: &Env<'_>,
     secs: u32,
@@ -460,15 +482,10 @@ fn profile(
     eprintln!(
         "bench: profiling {} under {}",
         config.label(),
-        Workload::Https1K.label()
-    );
-    let url = format!(
-        "https://127.0.0.1:{}/{}",
-        nginx.https_port,
-        super::nginx::FILES[0].0
+        workload.label()
     );
     let before = super::bpf_stats::read(tracer.pid());
-    let wrk = launcher.run(&url, secs, out)?;
+    let wrk = launcher.run(url, secs, out)?;
     let after = super::bpf_stats::read(tracer.pid());
     perf.stop();
     tracer.stop();

@@ -219,13 +219,14 @@ impl Report<'_> {
                 .collect();
             let _ = writeln!(s, "- {}: {}", config.label(), top.join(", "));
         }
-        for (config, profile) in &r.profiles {
+        for (config, workload, profile) in &r.profiles {
             let _ = writeln!(
                 s,
-                "\nProfile of {} under the HTTPS 1 KiB load, `perf record -g` on its threads, \
+                "\nProfile of {} under the {} load, `perf record -g` on its threads, \
                  self time by thread, library and symbol; then its probe programs' run time \
                  (a separate run from the rounds above, with the kernel's BPF statistics on):\n\n```text\n{profile}\n```",
-                config.label()
+                config.label(),
+                workload.label()
             );
         }
         let _ = writeln!(s, "\n## Go probes\n");
