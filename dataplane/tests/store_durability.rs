@@ -213,15 +213,8 @@ fn a_spool_object_damaged_before_restart_is_counted_and_never_uploaded() {
     let (_server, port) = plain_server();
 
     let mut client = burst_client(port, REQUESTS);
-    let agent = Agent::start_dataplane(
-        &[
-            "--config".into(),
-            path_str(&config_path).into(),
-            "--pid".into(),
-            client.pid().to_string(),
-        ],
-        &[],
-    );
+    let first_status = common::free_port();
+    let agent = common::status::start_agent(Some(&config_path), client.pid(), first_status);
     // S3 unreachable from now on: every object the agent keeps waits in its spool.
     proxy.set(Fault::Blackhole);
     client.go_with(b"go\n");
@@ -237,6 +230,46 @@ fn a_spool_object_damaged_before_restart_is_counted_and_never_uploaded() {
         assert!(Instant::now() < until, "the requests were not captured");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The store's gauges say what waits: each distinct object once in the
+    // spool, and an announcement per request and object it named, in memory.
+    let waiting = agent.lines();
+    let named = kept_digests(&waiting);
+    let refs = waiting
+        .iter()
+        .filter(|v| v["type"] == "http_transaction")
+        .flat_map(|v| v["objects"].as_array().cloned().unwrap_or_default())
+        .filter(|o| o["kept"] == true)
+        .count();
+    let gauge = |m: &str, name: &str| -> Option<u64> {
+        m.lines()
+            .find(|l| {
+                l.starts_with(&format!("tapwire_store_{name}{{"))
+                    && l.contains("store=\"s3_store\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let (_, metrics) = common::status::wait_get(
+        first_status,
+        "/metrics",
+        Duration::from_secs(10),
+        |code, m| {
+            code == 200
+                && gauge(m, "spooled") == Some(named.len() as u64)
+                && gauge(m, "announcements_waiting") == Some(refs as u64)
+        },
+    );
+    assert_eq!(
+        (
+            gauge(&metrics, "spooled"),
+            gauge(&metrics, "announcements_waiting")
+        ),
+        (Some(named.len() as u64), Some(refs as u64)),
+        "{metrics}"
+    );
+    assert!(
+        gauge(&metrics, "spool_bytes").is_some_and(|b| b > 0),
+        "{metrics}"
+    );
     // SAFETY: plain kill of our child.
     unsafe { libc::kill(agent.child.id() as i32, libc::SIGKILL) };
     let lines = agent.lines();

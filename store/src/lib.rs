@@ -188,4 +188,9 @@ pub trait ObjectStore: Send + Sync {
     fn reached_destination(&self) -> bool {
         true
     }
+    /// Levels now, by name (metrics gauges `tapwire_store_NAME`): what waits
+    /// in the store's queue and spool. None by default.
+    fn levels(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -72,7 +72,11 @@ pub fn gather(
             kind: "object",
             id: store.id().to_owned(),
             counters: numbers(&store.stats()),
-            gauges: Vec::new(),
+            gauges: store
+                .levels()
+                .into_iter()
+                .map(|(name, n)| (name.to_owned(), n))
+                .collect(),
         });
     }
     let probed = capture.probed();

@@ -372,6 +372,17 @@ impl ObjectStore for S3Store {
         self.counters.snapshot()
     }
 
+    fn levels(&self) -> Vec<(&'static str, u64)> {
+        let spool = self.spool.levels();
+        vec![
+            ("queued_bytes", self.queue.queued_bytes()),
+            ("spooled", spool.objects),
+            ("spool_bytes", spool.bytes),
+            ("announcements_waiting", spool.announcements),
+            ("announcements_ahead", spool.announcements_ahead),
+        ]
+    }
+
     fn shutdown(&self, deadline: Duration) {
         let until = Instant::now() + deadline;
         let mut threads = self

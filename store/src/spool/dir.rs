@@ -300,6 +300,19 @@ struct Segment {
     open: bool,
 }
 
+/// How much waits in a spool ([`Spool::levels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolLevels {
+    /// Objects in any state (writing, queued, uploading).
+    pub objects: u64,
+    /// Bytes on disk, objects' segments and announcements' files.
+    pub bytes: u64,
+    /// Announcements held in memory until their objects are uploaded.
+    pub announcements: u64,
+    /// Announcements written ahead to disk, waiting the same way.
+    pub announcements_ahead: u64,
+}
+
 /// What [`Spool::admit`] decided.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
@@ -833,6 +846,18 @@ impl Spool {
     /// Objects in the spool in any state (writing, queued, uploading).
     pub fn len(&self) -> usize {
         self.lock().slots.len()
+    }
+
+    /// What waits now: objects in any state, announcements held in memory
+    /// for their objects' uploads, and those written ahead to disk.
+    pub fn levels(&self) -> SpoolLevels {
+        let idx = self.lock();
+        SpoolLevels {
+            objects: idx.slots.len() as u64,
+            bytes: idx.used(),
+            announcements: idx.notice_count as u64,
+            announcements_ahead: idx.ahead.waiting(),
+        }
     }
 
     /// Whether the spool holds nothing.

@@ -14,5 +14,5 @@ pub mod header;
 pub mod known;
 pub mod writer;
 
-pub use dir::{Admit, AheadWait, Awaited, Entry, Spool, SpoolError};
+pub use dir::{Admit, AheadWait, Awaited, Entry, Spool, SpoolError, SpoolLevels};
 pub use writer::{PendingQueue, StorageThread};
