@@ -167,8 +167,10 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let sizing = pipeline.plan();
     let mut routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
     let file_sends = Arc::new(FileSendCounters::default());
+    let shed_mark = crate::pipeline::shed_mark(options.overload_percent);
     let capture = Capture::start(options, |cpu| ToShards {
         router: routers.get_mut(cpu as usize).and_then(Option::take),
+        shed_mark,
         counters: Arc::clone(&file_sends),
         sends: FileSends::default(),
     })?;
@@ -414,6 +416,9 @@ fn max_cpu_id() -> std::io::Result<usize> {
 /// A reader's records, routed to the shards that own their connections.
 struct ToShards {
     router: Option<Router>,
+    /// Ring fill, in percent, past which a reader waiting for a shard has
+    /// object stores shed objects rather than wait ([`Router::watch`]).
+    shed_mark: u32,
     counters: Arc<FileSendCounters>,
     sends: FileSends,
 }
@@ -447,6 +452,12 @@ impl RecordSink for ToShards {
     fn passed(&mut self, at_ns: u64) {
         if let Some(router) = self.router.as_ref() {
             router.drained_until(at_ns);
+        }
+    }
+
+    fn watch(&mut self, fill: crate::capture::ringbuf::RingFill) {
+        if let Some(router) = self.router.as_mut() {
+            router.watch(fill, self.shed_mark);
         }
     }
 }

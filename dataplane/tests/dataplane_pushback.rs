@@ -8,38 +8,15 @@ mod common;
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Agent, answering_server, free_port, overload_client, status};
+use common::{Agent, answering_server, free_port, overload_client, stat};
 use serde_json::Value;
 
 const CONNS: usize = 4;
 const REQUESTS: usize = 48;
 /// 192 uploads of 1 MiB: three times the stdout queue's 64 MiB.
 const BODY: u64 = 1 << 20;
-
-/// The sum of a counter's samples on `/metrics`.
-fn metric_sum(port: u16, name: &str) -> u64 {
-    let (code, body) = status::get(port, "/metrics");
-    assert_eq!(code, 200, "{body}");
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// `key: N` in a store's `stopped` line (its stats, printed with `Debug`).
-fn stat(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(&format!("{key}: "))
-        .unwrap_or_else(|| panic!("no {key} in {line}"));
-    line[at + key.len() + 2..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .expect("a number")
-}
 
 #[test]
 fn a_blocked_stdout_slows_capture_down_and_loses_nothing() {
@@ -64,38 +41,20 @@ fn a_blocked_stdout_slows_capture_down_and_loses_nothing() {
     client_in.write_all(b"go\n").expect("start client");
     // Released as soon as a shard is seen waiting: well inside the second a
     // store waits before it gives up on a stuck output.
-    let until = Instant::now() + Duration::from_secs(60);
-    let waits = loop {
-        let waits = metric_sum(status_port, "tapwire_store_waits_total");
-        if waits > 0 || Instant::now() > until {
-            break waits;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let waits = common::wait_metric(
+        status_port,
+        "tapwire_store_waits_total",
+        Duration::from_secs(60),
+    );
     agent.hold_stdout.store(false, Ordering::Relaxed);
     assert!(waits > 0, "the stdout store never filled");
-    let done = done
-        .recv_timeout(Duration::from_secs(90))
-        .expect("the client finished within 90 s");
-    assert_eq!(done.trim(), "done", "every request was answered");
-    // Let the agent drain its rings and write what it holds.
     let made = CONNS * REQUESTS;
-    let until = Instant::now() + Duration::from_secs(60);
-    while agent
-        .lines()
-        .iter()
-        .filter(|v| v["type"] == "http_transaction")
-        .count()
-        < made
-        && Instant::now() < until
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let stderr = agent.stderr.clone();
-    let lines = agent.stop_with(libc::SIGINT);
+    let common::Finished {
+        lines,
+        stderr,
+        counters,
+    } = common::finish_overload(agent, &done, made);
     drop(client_in);
-    let stderr = stderr.lock().unwrap().clone();
-    let counters = Agent::stopped_counters(&stderr);
     eprintln!("pushback counters: {counters}");
 
     // The stores lost nothing, and the object store did wait.

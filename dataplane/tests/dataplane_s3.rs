@@ -12,12 +12,7 @@ use common::{Agent, Bg, certs, path_str, python, wait_listening};
 const BUCKET: &str = "captures";
 
 fn config(weed: &common::Weed, spool: &std::path::Path) -> String {
-    let store = weed.store_yaml("s3_store", BUCKET, spool, "fatal");
-    let indented: String = store.lines().map(|l| format!("      {l}\n")).collect();
-    format!(
-        "version: 2\nservices:\n  event_stores:\n    - id: console\n      type: stdout\n  \
-         object_stores:\n    -\n{indented}"
-    )
+    weed.config_yaml(BUCKET, spool)
 }
 
 #[test]

@@ -86,10 +86,12 @@ pub enum Loss {
     Unwritten,
     /// See [`Drops::deadline`].
     Deadline,
+    /// See [`Drops::shed`].
+    Shed,
 }
 
 impl Loss {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
 }
 
 impl Counters {
@@ -136,6 +138,7 @@ impl Counters {
             artifact_records_dropped: get(&|s| &s.artifact_records_dropped),
             drops: Drops {
                 queue_full: drop(Loss::QueueFull),
+                shed: drop(Loss::Shed),
                 spool_full: drop(Loss::SpoolFull),
                 no_space: drop(Loss::NoSpace),
                 write_error: drop(Loss::WriteError),

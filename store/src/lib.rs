@@ -116,6 +116,10 @@ pub struct Drops {
     pub unwritten: u64,
     /// Items still undelivered when the shutdown deadline passed.
     pub deadline: u64,
+    /// Objects refused while the queue was full and the kernel's rings were
+    /// past their high-water mark: kept waiting, the shards would have left
+    /// whole records to be lost in the kernel (`tapwire_store::room`).
+    pub shed: u64,
 }
 
 /// A destination for events: one JSON object per event, serialized.

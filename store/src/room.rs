@@ -13,6 +13,15 @@
 //! and until the store frees room again later producers are refused at once
 //! instead of each waiting in turn.
 //!
+//! Waiting keeps whole records only while the kernel's rings can hold what
+//! comes meanwhile. Once a ring is past its high-water mark (its reader is
+//! held up behind a waiting shard, see [`Pressure`]), a producer of an object
+//! ([`Room::take_sheddable`]) stops waiting and the object is refused
+//! ([`Taken::Shed`], counted by the store as `drops.shed`): a body lost in user
+//! space, its event still written, rather than whole records, metadata
+//! included, lost in the kernel while a slow disk holds the queue full.
+//! Events are never shed: a producer of an event waits as before.
+//!
 //! The common path is two atomic additions; the lock and the condition variable
 //! are touched only when the queue is full.
 
@@ -22,6 +31,59 @@ use std::time::{Duration, Instant};
 
 /// The longest a producer waits for room before the item is refused.
 pub const PUSHBACK_WAIT: Duration = Duration::from_secs(1);
+/// How often a producer of an object that waits for room looks whether the
+/// rings are pressed (nothing wakes it when they become so).
+const PRESSURE_LOOK: Duration = Duration::from_millis(1);
+
+/// Sources (the kernel's rings) past their high-water mark now; see
+/// [`Pressure`].
+static PRESSED: AtomicU32 = AtomicU32::new(0);
+
+/// One source's say in whether objects are shed: set while the ring a
+/// reader drains is past its high-water mark and the reader cannot take
+/// from it (it waits for a shard). While any source is pressed, producers of
+/// objects are refused instead of waiting for room. Dropping it withdraws
+/// its say.
+#[derive(Debug)]
+pub struct Pressure {
+    on: bool,
+    /// The count it is one of: [`PRESSED`] but in tests.
+    sources: &'static AtomicU32,
+}
+
+impl Default for Pressure {
+    fn default() -> Self {
+        Self {
+            on: false,
+            sources: &PRESSED,
+        }
+    }
+}
+
+impl Pressure {
+    /// Says whether this source is pressed now.
+    pub fn set(&mut self, on: bool) {
+        if on != self.on {
+            self.on = on;
+            if on {
+                self.sources.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.sources.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether this source is pressed now.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+}
+
+impl Drop for Pressure {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
 
 thread_local! {
     /// Set on the stores' own threads: they must never wait for room, since the
@@ -58,6 +120,9 @@ pub enum Taken {
         /// The caller waited before it was refused.
         waited: bool,
     },
+    /// No room, and an object's producer may not wait: the rings are
+    /// pressed ([`Pressure`]).
+    Shed,
 }
 
 /// A queue's capacity in items and bytes.
@@ -71,6 +136,8 @@ pub struct Room {
     waiting: AtomicU32,
     /// A wait timed out and no room has been freed since.
     stalled: AtomicBool,
+    /// Sources pressed now ([`Pressure`]): [`PRESSED`] but in tests.
+    pressed: &'static AtomicU32,
     lock: Mutex<()>,
     freed: Condvar,
 }
@@ -85,6 +152,7 @@ impl Room {
             max_bytes,
             waiting: AtomicU32::new(0),
             stalled: AtomicBool::new(false),
+            pressed: &PRESSED,
             lock: Mutex::new(()),
             freed: Condvar::new(),
         }
@@ -95,6 +163,17 @@ impl Room {
     /// capacity could never fit and is refused at once.
     /// `on_wait` is called once a wait begins (to count it while it lasts).
     pub fn take(&self, len: u64, on_wait: impl FnOnce()) -> Taken {
+        self.take_as(len, false, on_wait)
+    }
+
+    /// As [`Room::take`], for an item that may be shed (an object): while the
+    /// rings are pressed ([`Pressure`]) it is refused ([`Taken::Shed`])
+    /// instead of waiting, and a wait ends once they become so.
+    pub fn take_sheddable(&self, len: u64, on_wait: impl FnOnce()) -> Taken {
+        self.take_as(len, true, on_wait)
+    }
+
+    fn take_as(&self, len: u64, sheddable: bool, on_wait: impl FnOnce()) -> Taken {
         if self.try_take(len) {
             return Taken::Now;
         }
@@ -104,8 +183,16 @@ impl Room {
         {
             return Taken::Refused { waited: false };
         }
+        if sheddable && self.pressed() {
+            return Taken::Shed;
+        }
         on_wait();
-        self.wait_for(len, PUSHBACK_WAIT)
+        self.wait_for(len, PUSHBACK_WAIT, sheddable)
+    }
+
+    /// Whether any source is pressed now ([`Pressure`]).
+    fn pressed(&self) -> bool {
+        self.pressed.load(Ordering::Relaxed) > 0
     }
 
     /// Takes room without ever waiting.
@@ -125,15 +212,15 @@ impl Room {
     }
 
     #[cold]
-    fn wait_for(&self, len: u64, patience: Duration) -> Taken {
+    fn wait_for(&self, len: u64, patience: Duration, sheddable: bool) -> Taken {
         let started = Instant::now();
-        let taken = self.wait_until(len, started + patience);
+        let taken = self.wait_until(len, started + patience, sheddable);
         let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         WAITED_NS.with(|w| w.set(w.get().saturating_add(waited)));
         taken
     }
 
-    fn wait_until(&self, len: u64, until: Instant) -> Taken {
+    fn wait_until(&self, len: u64, until: Instant, sheddable: bool) -> Taken {
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         // Counted before looking again, under the lock: a `give_back` after
         // this either sees the waiter (and notifies once it is waiting) or
@@ -148,9 +235,17 @@ impl Room {
                 self.stalled.store(true, Ordering::Relaxed);
                 break Taken::Refused { waited: true };
             }
+            if sheddable && self.pressed() {
+                break Taken::Shed;
+            }
+            let slice = if sheddable {
+                left.min(PRESSURE_LOOK)
+            } else {
+                left
+            };
             guard = self
                 .freed
-                .wait_timeout(guard, left)
+                .wait_timeout(guard, slice)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         };
@@ -235,7 +330,7 @@ mod tests {
         assert_eq!(room.take(1, || {}), Taken::Now);
         let started = Instant::now();
         assert_eq!(
-            room.wait_for(1, Duration::from_millis(30)),
+            room.wait_for(1, Duration::from_millis(30), false),
             Taken::Refused { waited: true }
         );
         assert!(started.elapsed() >= Duration::from_millis(30));
@@ -244,6 +339,62 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(20));
         room.give_back(1);
         assert_eq!(room.take(1, || {}), Taken::Now);
+    }
+
+    #[test]
+    fn an_object_waits_for_room_only_while_the_rings_are_not_pressed() {
+        // Sources of this test's own: other tests' rooms stay unpressed.
+        static SOURCES: AtomicU32 = AtomicU32::new(0);
+        let pressure = || Pressure {
+            on: false,
+            sources: &SOURCES,
+        };
+        let room = Arc::new(Room {
+            pressed: &SOURCES,
+            ..Room::new(1, 100)
+        });
+        assert_eq!(room.take(1, || {}), Taken::Now);
+
+        // A reader presses while an object waits: the wait ends, the object is shed.
+        let mut reader = pressure();
+        let r = Arc::clone(&room);
+        let waiting = std::thread::spawn(move || {
+            let started = Instant::now();
+            (r.take_sheddable(1, || {}), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(40));
+        reader.set(true);
+        let (taken, waited) = waiting.join().unwrap();
+        assert_eq!(taken, Taken::Shed);
+        assert!(
+            waited >= Duration::from_millis(40),
+            "it waited first: {waited:?}"
+        );
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+
+        // While pressed, an object is shed at once; an event still waits for room.
+        let started = Instant::now();
+        assert_eq!(room.take_sheddable(1, || {}), Taken::Shed);
+        assert!(started.elapsed() < Duration::from_millis(20));
+        let r = Arc::clone(&room);
+        let event = std::thread::spawn(move || r.take(1, || {}));
+        std::thread::sleep(Duration::from_millis(30));
+        room.give_back(1);
+        assert_eq!(event.join().unwrap(), Taken::AfterWait);
+
+        // Two sources: pressed until both withdraw (a dropped one withdraws).
+        let mut other = pressure();
+        other.set(true);
+        reader.set(false);
+        assert!(room.pressed());
+        drop(other);
+        assert!(!room.pressed());
+        // Unpressed, an object waits for room as an event does.
+        let r = Arc::clone(&room);
+        let object = std::thread::spawn(move || r.take_sheddable(1, || {}));
+        std::thread::sleep(Duration::from_millis(30));
+        room.give_back(1);
+        assert_eq!(object.join().unwrap(), Taken::AfterWait);
     }
 
     #[test]

@@ -352,6 +352,17 @@ impl Weed {
             spool.display()
         )
     }
+
+    /// A whole config file: events to standard output (store `console`),
+    /// objects to `bucket` through S3 store `s3_store` (spooling in `spool`).
+    pub fn config_yaml(&self, bucket: &str, spool: &Path) -> String {
+        let store = self.store_yaml("s3_store", bucket, spool, "fatal");
+        let indented: String = store.lines().map(|l| format!("      {l}\n")).collect();
+        format!(
+            "version: 2\nservices:\n  event_stores:\n    - id: console\n      type: stdout\n  \
+             object_stores:\n    -\n{indented}"
+        )
+    }
 }
 
 impl Drop for Weed {

@@ -144,6 +144,7 @@ where
     for CpuRing { cpu, mut ring } in rings {
         let epoll = epoll_for(ring.as_raw_fd(), cpu)?;
         let mut handler = make_handler(cpu);
+        handler.watch(ring.fill());
         let counters = Arc::new(ReaderCounters::default());
         let published = Arc::clone(&counters);
         let stop = Arc::clone(&stop);
@@ -238,6 +239,11 @@ pub trait RecordSink: Send + 'static {
     /// before the batch was taken): every record written before then has
     /// been handed to [`RecordSink::record`]. Called at every poll.
     fn passed(&mut self, _at_ns: u64) {}
+
+    /// How full the sink's ring is, readable while a record is being handed
+    /// over (a sink that waits for room may stop waiting once the ring is
+    /// nearly full). Called once, before the first record.
+    fn watch(&mut self, _fill: super::ringbuf::RingFill) {}
 }
 
 impl<F> RecordSink for F

@@ -17,6 +17,7 @@
 use std::{
     os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
     ptr::NonNull,
+    sync::Arc,
     sync::atomic::{self, AtomicU32, AtomicUsize, Ordering},
 };
 
@@ -65,15 +66,18 @@ impl Drop for Mapping {
 // SAFETY: the mappings are plain shared memory; the reader owns them and
 // reads them from one thread at a time.
 unsafe impl Send for Mapping {}
+// SAFETY: other threads only load the position words, atomically
+// ([`RingFill`]).
+unsafe impl Sync for Mapping {}
 
 /// The consumer of one BPF ring buffer.
 pub struct Ring {
     /// The ring's fd (a duplicate: the map lives while it is open).
     fd: OwnedFd,
     /// The consumer position page, read-write.
-    consumer: Mapping,
+    consumer: Arc<Mapping>,
     /// The producer position page, then the data pages once, read-only.
-    producer: Mapping,
+    producer: Arc<Mapping>,
     /// Data bytes (a power of two).
     size: usize,
     /// Our position (bytes consumed in all).
@@ -149,8 +153,13 @@ impl Ring {
         let fd = fd.try_clone_to_owned()?;
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let consumer = Mapping::new(&fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = Mapping::new(&fd, page + size, libc::PROT_READ, page)?;
+        let consumer = Arc::new(Mapping::new(
+            &fd,
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            0,
+        )?);
+        let producer = Arc::new(Mapping::new(&fd, page + size, libc::PROT_READ, page)?);
         let pos = position(&consumer).load(Ordering::Acquire);
         let producer_cache = position(&producer).load(Ordering::Acquire);
         Ok(Self {
@@ -163,6 +172,15 @@ impl Ring {
             needs_wakeup: false,
             wrapped: Vec::new(),
         })
+    }
+
+    /// A reading of how full the ring is, for another part of its reader.
+    pub fn fill(&self) -> RingFill {
+        RingFill {
+            consumer: Arc::clone(&self.consumer),
+            producer: Arc::clone(&self.producer),
+            size: self.size,
+        }
     }
 
     /// The next record, if one is complete. Only one is outstanding at a
@@ -237,6 +255,24 @@ impl Ring {
                 needs_wakeup,
             });
         }
+    }
+}
+
+/// How full a ring is: bytes the kernel has written that its reader has not
+/// consumed. Read by the reader's router while it waits for a full shard
+/// queue, when the reader takes nothing from the ring.
+pub struct RingFill {
+    consumer: Arc<Mapping>,
+    producer: Arc<Mapping>,
+    size: usize,
+}
+
+impl RingFill {
+    /// Percent of the ring's data bytes written and not yet consumed.
+    pub fn percent(&self) -> u32 {
+        let written = position(&self.producer).load(Ordering::Acquire);
+        let consumed = position(&self.consumer).load(Ordering::Acquire);
+        (written.saturating_sub(consumed).min(self.size) * 100 / self.size) as u32
     }
 }
 

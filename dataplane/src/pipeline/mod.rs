@@ -32,4 +32,4 @@ mod tests;
 pub mod txn;
 pub mod wire;
 
-pub use run::{Pipeline, PipelineConfig, PipelineStats, Router, RouterCounters, now_ns};
+pub use run::{Pipeline, PipelineConfig, PipelineStats, Router, RouterCounters, now_ns, shed_mark};

@@ -17,6 +17,8 @@ use super::budget::{Budget, DEFAULT_MEMORY_BUDGET, Plan};
 use super::output::{self, Deliver, Fanout};
 use super::queue::{FrameConsumer, FrameProducer, frame_queue};
 use super::shard::{DEFAULT_IDLE_TIMEOUT, Decode, Shard, ShardStats};
+use crate::capture::ringbuf::RingFill;
+use tapwire_store::room::Pressure;
 
 /// Frames a shard takes from one queue before looking at the next.
 const SHARD_BATCH: usize = 256;
@@ -93,6 +95,22 @@ pub struct Router {
     stalls: Arc<ReaderStalls>,
     /// This reader's index in `stalls`.
     index: usize,
+    /// The reader's ring and the fill, in percent, from which the reader,
+    /// when it waits for a full shard queue, presses ([`Router::watch`]).
+    ring: Option<(RingFill, u32)>,
+    /// This reader's say in whether object stores shed objects.
+    pressure: Pressure,
+}
+
+/// The ring fill at which a waiting reader presses, given the probes'
+/// graceful-overload mark: that mark (the probes copy only prefixes past it,
+/// so bodies are being lost already), and never past this.
+const SHED_MARK_MAX: u32 = 90;
+
+/// The ring fill, in percent, past which a reader waiting for a shard has
+/// object stores shed objects, for graceful overload at `overload_percent`.
+pub fn shed_mark(overload_percent: u32) -> u32 {
+    overload_percent.min(SHED_MARK_MAX)
 }
 
 /// Time during which at least one reader waited for room in a full shard
@@ -215,8 +233,22 @@ impl Router {
                 self.shards[shard].wake();
                 break;
             }
+            if let Some((fill, mark)) = &self.ring {
+                self.pressure.set(fill.percent() >= *mark);
+            }
         }
+        self.pressure.set(false);
         self.stalls.end();
+    }
+
+    /// Watches the reader's ring: while the reader waits for a full shard
+    /// queue and the ring is at least `mark` percent full, object stores
+    /// refuse objects instead of making shards wait for room
+    /// (`tapwire_store::room`). A shard held up by a store (the spool's disk
+    /// stalled) then goes on, and the ring drains before the kernel must
+    /// drop whole records: bodies are lost, counted, before metadata.
+    pub fn watch(&mut self, fill: RingFill, mark: u32) {
+        self.ring = Some((fill, mark));
     }
 
     /// The reader's ring was found empty after `at_ns` (`CLOCK_MONOTONIC`,
@@ -357,6 +389,8 @@ impl Pipeline {
                     published,
                     stalls: stalls.clone(),
                     index,
+                    ring: None,
+                    pressure: Pressure::default(),
                 }
             })
             .collect();

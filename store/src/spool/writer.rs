@@ -76,7 +76,9 @@ pub struct PendingQueue {
 impl PendingQueue {
     /// Queues `object` for the spool. While the queue is full (by count or by
     /// bytes) the caller waits for the storage thread, at most
-    /// [`crate::room::PUSHBACK_WAIT`]; past it the object is dropped and counted.
+    /// [`crate::room::PUSHBACK_WAIT`] and only while the kernel's rings are
+    /// not pressed ([`crate::room::Pressure`]); past it the object is dropped
+    /// and counted.
     /// `ticket` is settled once the object is spooled and synced, or dropped (not
     /// kept).
     pub fn push(&self, object: Object, ticket: Ticket) {
@@ -84,10 +86,11 @@ impl PendingQueue {
         let len = object.bytes.len() as u64;
         let taken = self
             .room
-            .take(len, || Counters::add(&self.counters.here().waits, 1));
-        if let Taken::Refused { .. } = taken {
-            self.counters.lose(Loss::QueueFull, 1);
-            return;
+            .take_sheddable(len, || Counters::add(&self.counters.here().waits, 1));
+        match taken {
+            Taken::Now | Taken::AfterWait => {}
+            Taken::Refused { .. } => return self.counters.lose(Loss::QueueFull, 1),
+            Taken::Shed => return self.counters.lose(Loss::Shed, 1),
         }
         if self.tx.try_send((object, ticket)).is_err() {
             self.room.give_back(len);
