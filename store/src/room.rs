@@ -85,6 +85,11 @@ impl Drop for Pressure {
     }
 }
 
+/// Whether any source is pressed now ([`Pressure`]).
+pub fn pressed() -> bool {
+    PRESSED.load(Ordering::Relaxed) > 0
+}
+
 thread_local! {
     /// Set on the stores' own threads: they must never wait for room, since the
     /// room they would wait for may be theirs to free.

@@ -69,6 +69,9 @@ pub struct Fanout {
 #[derive(Default)]
 pub struct Held {
     queue: VecDeque<HeldEvent>,
+    /// Events let out before their objects were settled, the hold full while
+    /// the rings were pressed ([`Fanout::deliver`]).
+    forced_early: u64,
 }
 
 struct HeldEvent {
@@ -231,7 +234,16 @@ impl Fanout {
         }
         while held.queue.len() >= MAX_HELD_EVENTS {
             self.release(look, held, false);
-            if held.queue.len() >= MAX_HELD_EVENTS {
+            if held.queue.len() < MAX_HELD_EVENTS {
+                break;
+            }
+            if tapwire_store::room::pressed() {
+                // The kernel's rings are nearly full behind this shard: the
+                // oldest event goes out now, naming its unsettled objects as
+                // not kept, rather than the shard waiting while the kernel
+                // drops whole records.
+                self.release_oldest(look, held);
+            } else {
                 std::thread::sleep(HELD_WAIT);
             }
         }
@@ -264,6 +276,29 @@ impl Fanout {
         skip & skip::PROCESS != 0
             || txn_tls
                 .is_some_and(|tls| skip & skip::PAYLOAD != 0 || (tls && skip & skip::TLS != 0))
+    }
+
+    /// Emits the oldest held event now, its objects not yet settled named as
+    /// not kept (they may still be stored: the event then under-reports,
+    /// never names an object that is nowhere).
+    fn release_oldest(&self, look: &mut Lookups, held: &mut Held) {
+        if let Some(HeldEvent {
+            item,
+            mut refs,
+            event,
+            issues,
+            ..
+        }) = held.queue.pop_front()
+        {
+            held.forced_early += 1;
+            for r in refs.iter_mut() {
+                r.kept = false;
+                r.url = None;
+            }
+            if event || !issues.is_empty() {
+                self.emit(item, &refs, event, &issues, look);
+            }
+        }
     }
 
     /// Emits held events from the oldest while their objects are settled; with
@@ -453,6 +488,12 @@ impl Deliver {
             held: Held::default(),
             keeps,
         }
+    }
+
+    /// Events let out before their objects were settled, in all
+    /// ([`ShardStats::events_let_out_early`](super::shard::ShardStats)).
+    pub fn let_out_early(&self) -> u64 {
+        self.held.forced_early
     }
 
     /// Whether events wait for their objects to be kept.
@@ -679,6 +720,79 @@ mod tests {
                     "pid": u32::MAX - 5, "exe": null})
             );
         }
+    }
+
+    /// Takes objects and never settles them (a spool whose disk hangs).
+    #[derive(Default)]
+    struct Stalled(Mutex<Vec<tapwire_store::Ticket>>);
+
+    impl ObjectStore for Stalled {
+        fn id(&self) -> &str {
+            "stalled"
+        }
+        fn put_with(&self, _: Object, ticket: tapwire_store::Ticket) {
+            self.0.lock().unwrap().push(ticket);
+        }
+        fn access_url(&self) -> Option<&tapwire_store::s3::AccessUrl> {
+            None
+        }
+        fn stats(&self) -> StoreStats {
+            StoreStats::default()
+        }
+        fn shutdown(&self, _: Duration) {}
+    }
+
+    #[test]
+    fn a_full_hold_lets_its_oldest_event_out_while_the_rings_are_pressed() {
+        let events = Arc::new(Collect::default());
+        let stalled = Arc::new(Stalled::default());
+        let fanout = Fanout::new(
+            vec![events.clone()],
+            vec![stalled.clone()],
+            Arc::default(),
+            crate::plugins::HttpPlan::default_full(),
+        );
+        let (mut look, mut held) = (Lookups::new(), Held::default());
+        let head = b"GET / HTTP/1.1\r\nHost: svc.test\r\n\r\n";
+        for _ in 0..MAX_HELD_EVENTS {
+            fanout.deliver(get(7, head), &mut look, &mut held);
+        }
+        assert!(events.0.lock().unwrap().is_empty(), "all are held");
+        // Pressed, a full hold does not wait for the store (unpressed, this
+        // store would keep it waiting for ever).
+        let mut pressure = tapwire_store::room::Pressure::default();
+        pressure.set(true);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            fanout.deliver(get(7, head), &mut look, &mut held);
+            fanout.deliver(get(7, head), &mut look, &mut held);
+            let _ = tx.send(held);
+        });
+        let held = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a full hold waited for a store that never settles");
+        drop(pressure);
+        assert_eq!(held.queue.len(), MAX_HELD_EVENTS);
+        assert_eq!(held.forced_early, 2);
+        let out: Vec<serde_json::Value> = events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_slice(e).unwrap())
+            .collect();
+        let txns: Vec<&serde_json::Value> = out
+            .iter()
+            .filter(|v| v["type"] == "http_transaction")
+            .collect();
+        assert_eq!(txns.len(), 2, "the two oldest: {out:?}");
+        for t in txns {
+            let objects = t["objects"].as_array().expect("objects");
+            assert!(!objects.is_empty());
+            assert!(objects.iter().all(|o| o["kept"] == false), "{t}");
+        }
+        // The objects the store still holds are not lost to it.
+        assert_eq!(stalled.0.lock().unwrap().len(), MAX_HELD_EVENTS + 2);
     }
 
     #[test]

@@ -521,6 +521,7 @@ fn run_shard(
             beat.beat();
             shard.tick(now);
             shard.sink_mut().release_ready();
+            shard.stats.events_let_out_early = shard.sink_mut().let_out_early();
             *stats.lock().expect("stats lock") = shard.stats;
             last_tick = Instant::now();
         }
@@ -531,6 +532,7 @@ fn run_shard(
                 shard.stop();
                 shard.sink_mut().drain(output::HELD_DRAIN);
                 super::batch::stop();
+                shard.stats.events_let_out_early = shard.sink_mut().let_out_early();
                 *stats.lock().expect("stats lock") = shard.stats;
                 return;
             }

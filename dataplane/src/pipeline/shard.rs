@@ -147,6 +147,11 @@ pub struct ShardStats {
     pub open_at_stop: u64,
     /// Connections released because their process exited without closing them.
     pub released_on_exit: u64,
+    /// Events let out before their objects were kept or refused: the shard
+    /// held as many as it may while the kernel's rings were nearly full
+    /// (`tapwire_store::room::Pressure`). Their unsettled objects are named
+    /// `kept: false`, though a store may still keep them.
+    pub events_let_out_early: u64,
     /// Transactions emitted (marked `truncated`) because their connection was
     /// silent for the idle timeout.
     pub idle_flushed: u64,
@@ -215,6 +220,7 @@ impl ShardStats {
             body_over_limit_bytes: self.body_over_limit_bytes + o.body_over_limit_bytes,
             open_at_stop: self.open_at_stop + o.open_at_stop,
             released_on_exit: self.released_on_exit + o.released_on_exit,
+            events_let_out_early: self.events_let_out_early + o.events_let_out_early,
             idle_flushed: self.idle_flushed + o.idle_flushed,
             h2_streams_over_limit: self.h2_streams_over_limit + o.h2_streams_over_limit,
             connections: self.connections + o.connections,
