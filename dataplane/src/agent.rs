@@ -416,8 +416,8 @@ fn max_cpu_id() -> std::io::Result<usize> {
 /// A reader's records, routed to the shards that own their connections.
 struct ToShards {
     router: Option<Router>,
-    /// Ring fill, in percent, past which a reader waiting for a shard has
-    /// object stores shed objects rather than wait ([`Router::watch`]).
+    /// Ring fill, in percent, past which a reader waiting for a shard
+    /// presses ([`Router::watch`]).
     shed_mark: u32,
     counters: Arc<FileSendCounters>,
     sends: FileSends,

@@ -72,11 +72,6 @@ impl Pressure {
             }
         }
     }
-
-    /// Whether this source is pressed now.
-    pub fn is_on(&self) -> bool {
-        self.on
-    }
 }
 
 impl Drop for Pressure {

@@ -282,22 +282,9 @@ impl Fanout {
     /// not kept (they may still be stored: the event then under-reports,
     /// never names an object that is nowhere).
     fn release_oldest(&self, look: &mut Lookups, held: &mut Held) {
-        if let Some(HeldEvent {
-            item,
-            mut refs,
-            event,
-            issues,
-            ..
-        }) = held.queue.pop_front()
-        {
+        if let Some(oldest) = held.queue.pop_front() {
             held.forced_early += 1;
-            for r in refs.iter_mut() {
-                r.kept = false;
-                r.url = None;
-            }
-            if event || !issues.is_empty() {
-                self.emit(item, &refs, event, &issues, look);
-            }
+            self.let_out(oldest, false, look);
         }
     }
 
@@ -312,27 +299,33 @@ impl Fanout {
                 break;
             }
             forced += usize::from(!settled);
-            let Some(HeldEvent {
-                receipt,
-                item,
-                mut refs,
-                event,
-                issues,
-            }) = held.queue.pop_front()
-            else {
+            let Some(front) = held.queue.pop_front() else {
                 break;
             };
-            for (i, r) in refs.iter_mut().enumerate() {
-                if !settled || receipt.as_ref().is_some_and(|r| !r.receipt().kept(i)) {
-                    r.kept = false;
-                    r.url = None;
-                }
-            }
-            if event || !issues.is_empty() {
-                self.emit(item, &refs, event, &issues, look);
-            }
+            self.let_out(front, settled, look);
         }
         forced
+    }
+
+    /// Emits `held`'s event: its objects a store refused, and all of them
+    /// unless `settled`, named as not kept.
+    fn let_out(&self, held: HeldEvent, settled: bool, look: &mut Lookups) {
+        let HeldEvent {
+            receipt,
+            item,
+            mut refs,
+            event,
+            issues,
+        } = held;
+        for (i, r) in refs.iter_mut().enumerate() {
+            if !settled || receipt.as_ref().is_some_and(|r| !r.receipt().kept(i)) {
+                r.kept = false;
+                r.url = None;
+            }
+        }
+        if event || !issues.is_empty() {
+            self.emit(item, &refs, event, &issues, look);
+        }
     }
 
     /// Emits `item`'s event (a transaction's only with `event`) and the

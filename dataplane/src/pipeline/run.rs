@@ -98,7 +98,7 @@ pub struct Router {
     /// The reader's ring and the fill, in percent, from which the reader,
     /// when it waits for a full shard queue, presses ([`Router::watch`]).
     ring: Option<(RingFill, u32)>,
-    /// This reader's say in whether object stores shed objects.
+    /// This reader's say in whether objects are shed.
     pressure: Pressure,
 }
 
@@ -107,8 +107,8 @@ pub struct Router {
 /// so bodies are being lost already), and never past this.
 const SHED_MARK_MAX: u32 = 90;
 
-/// The ring fill, in percent, past which a reader waiting for a shard has
-/// object stores shed objects, for graceful overload at `overload_percent`.
+/// The ring fill, in percent, past which a reader waiting for a shard
+/// presses ([`Router::watch`]), for graceful overload at `overload_percent`.
 pub fn shed_mark(overload_percent: u32) -> u32 {
     overload_percent.min(SHED_MARK_MAX)
 }
@@ -242,9 +242,10 @@ impl Router {
     }
 
     /// Watches the reader's ring: while the reader waits for a full shard
-    /// queue and the ring is at least `mark` percent full, object stores
-    /// refuse objects instead of making shards wait for room
-    /// (`tapwire_store::room`). A shard held up by a store (the spool's disk
+    /// queue and the ring is at least `mark` percent full, it presses: the
+    /// S3 store's queue refuses objects instead of making shards wait for
+    /// room (`tapwire_store::room`), and a shard's full event hold lets its
+    /// oldest event out. A shard held up by a store (the spool's disk
     /// stalled) then goes on, and the ring drains before the kernel must
     /// drop whole records: bodies are lost, counted, before metadata.
     pub fn watch(&mut self, fill: RingFill, mark: u32) {
