@@ -11,10 +11,6 @@ use common::{Agent, Bg, certs, path_str, python, wait_listening};
 
 const BUCKET: &str = "captures";
 
-fn config(weed: &common::Weed, spool: &std::path::Path) -> String {
-    weed.config_yaml(BUCKET, spool)
-}
-
 #[test]
 fn captured_payloads_are_stored_in_s3_under_their_digest() {
     if !common::can_run("captured_payloads_are_stored_in_s3_under_their_digest") {
@@ -27,7 +23,11 @@ fn captured_payloads_are_stored_in_s3_under_their_digest() {
     let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("qpoint.yaml");
-    std::fs::write(&config_path, config(&weed, &dir.path().join("spool"))).unwrap();
+    std::fs::write(
+        &config_path,
+        weed.config_yaml(BUCKET, &dir.path().join("spool")),
+    )
+    .unwrap();
 
     let certs = certs();
     let port = common::free_port();
@@ -112,8 +112,9 @@ fn wrong_secret_stops_the_agent_at_start_up() {
     weed.create_bucket(BUCKET);
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("qpoint.yaml");
-    let yaml =
-        config(&weed, &dir.path().join("spool")).replace(common::SECRET_KEY, "not-the-secret");
+    let yaml = weed
+        .config_yaml(BUCKET, &dir.path().join("spool"))
+        .replace(common::SECRET_KEY, "not-the-secret");
     std::fs::write(&config_path, yaml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tapwire"))
         .args(["--config", path_str(&config_path), "--httpd-listen", "off"])
