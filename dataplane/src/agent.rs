@@ -134,12 +134,15 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         .memory_budget
         .unwrap_or(crate::pipeline::budget::DEFAULT_MEMORY_BUDGET);
     // The start context (the shared stdout writer) outlives start-up: a reload
-    // starts stores with it. Each store's queue is sized from the memory
-    // budget's split, so a slow store pushes back before bodies run out of
-    // budget.
-    let mut store_context = StartContext::new(
-        crate::pipeline::budget::Plan::new(memory_budget, readers, shards).store_queue_bytes(),
-    );
+    // starts stores with it. Each store's queue, and an S3 store's index and
+    // waiting announcements, are sized from the memory budget's split, so a
+    // slow store pushes back before bodies run out of budget.
+    let split = crate::pipeline::budget::Plan::new(memory_budget, readers, shards);
+    let mut store_context = StartContext::new(tapwire_store::stores::StoreMemory {
+        queue_bytes: split.store_queue_bytes(),
+        index_bytes: split.store_index_bytes(),
+        notice_bytes: split.store_notice_bytes(),
+    });
     let mut stores = crate::reload::start_stores(
         &config.services,
         &crate::reload::Running::default(),

@@ -24,12 +24,12 @@ pub enum StoreStartError {
 /// What stores of different kinds share while starting.
 pub struct StartContext {
     stdout: Option<Arc<StdoutWriter>>,
-    queue_bytes: u64,
+    memory: StoreMemory,
 }
 
 impl Default for StartContext {
     fn default() -> Self {
-        Self::new(DEFAULT_QUEUE_BYTES)
+        Self::new(StoreMemory::default())
     }
 }
 
@@ -37,22 +37,47 @@ impl Default for StartContext {
 /// sets it from its memory budget.
 pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
 
+/// The memory stores may take, which the agent sets from its memory budget
+/// (see docs/config.md, `memory_budget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Payload bytes each store's in-memory queue holds at most (the stdout
+    /// writer, the S3 spool writer). Past it a store pushes back (see
+    /// [`crate::room`]): set below the memory budget, so that a slow store
+    /// slows capture down before the budget runs out and bodies are shed.
+    pub queue_bytes: u64,
+    /// Memory an S3 store's index of the objects waiting in its spool may
+    /// take ([`crate::spool::dir::objects_within`]); past it new objects are
+    /// refused as `spool_full`.
+    pub index_bytes: u64,
+    /// Memory an S3 store's announcements waiting in memory for their
+    /// objects' uploads may take ([`crate::spool::dir::notices_within`]);
+    /// past it they wait on disk.
+    pub notice_bytes: u64,
+}
+
+impl Default for StoreMemory {
+    fn default() -> Self {
+        Self {
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            index_bytes: DEFAULT_QUEUE_BYTES,
+            notice_bytes: crate::spool::dir::MAX_NOTICES as u64 * crate::spool::dir::NOTICE_BYTES,
+        }
+    }
+}
+
 impl StartContext {
-    /// Stores whose in-memory queues hold at most `queue_bytes` of payload
-    /// each (the stdout writer, the S3 spool writer). Past it a store pushes
-    /// back (see [`crate::room`]): the agent sets it below its memory budget so
-    /// that a slow store slows capture down before the budget runs out and
-    /// bodies are shed.
-    pub fn new(queue_bytes: u64) -> Self {
+    /// Stores that take at most `memory`.
+    pub fn new(memory: StoreMemory) -> Self {
         Self {
             stdout: None,
-            queue_bytes,
+            memory,
         }
     }
 
     /// See [`StartContext::new`].
-    pub fn queue_bytes(&self) -> u64 {
-        self.queue_bytes
+    pub fn memory(&self) -> StoreMemory {
+        self.memory
     }
 
     /// The one standard-output writer all stdout stores share, so lines never
@@ -61,7 +86,7 @@ impl StartContext {
         if let Some(writer) = &self.stdout {
             return Ok(Arc::clone(writer));
         }
-        let writer = StdoutWriter::start(STDOUT_QUEUE_LINES, self.queue_bytes)
+        let writer = StdoutWriter::start(STDOUT_QUEUE_LINES, self.memory.queue_bytes)
             .map_err(StoreStartError::Stdout)?;
         self.stdout = Some(Arc::clone(&writer));
         Ok(writer)

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Weed, block_on};
 use tapwire_store::config::{Secret, SecretSource, StartupCheck};
+use tapwire_store::stores::StoreMemory;
 use tapwire_store::{Object, ObjectStore as _, S3Store};
 
 /// How long a test waits for the store to upload what it was given.
@@ -481,10 +482,16 @@ fn announcements_past_the_memory_limit_wait_on_disk_and_none_is_lost() {
     let spool = tempfile::tempdir().expect("spool dir");
     let mut cfg = weed.store_config("backlog", "objects", spool.path());
     cfg.startup_check = StartupCheck::Warn;
-    let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
+    // Memory for 2,048 waiting announcements, as a budget's share sets it.
+    let in_memory = 2048;
+    let memory = StoreMemory {
+        notice_bytes: in_memory as u64 * tapwire_store::spool::dir::NOTICE_BYTES,
+        ..StoreMemory::default()
+    };
+    let store = S3Store::start_with(&cfg, memory).unwrap_or_else(|e| panic!("start: {e}"));
     let told = Arc::new(Told::default());
     // Ten objects, each named by many requests: more than wait in memory.
-    let per_object = tapwire_store::spool::dir::MAX_NOTICES / 10 + 500;
+    let per_object = in_memory / 10 + 500;
     let objects: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100]).collect();
     let receipt = tapwire_store::Receipt::new();
     let mut part = 0;
@@ -530,7 +537,7 @@ fn announcements_past_the_memory_limit_wait_on_disk_and_none_is_lost() {
     );
     let from_memory = told.0.lock().expect("told").clone();
     let from_disk = told.1.0.lock().expect("ahead").clone();
-    assert_eq!(from_memory.len(), tapwire_store::spool::dir::MAX_NOTICES);
+    assert_eq!(from_memory.len(), in_memory);
     // Every request, once, with its own object and whether it was a
     // duplicate of the upload (all but the first request of each object).
     let mut all: Vec<(usize, String)> = from_memory

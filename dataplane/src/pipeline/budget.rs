@@ -48,14 +48,26 @@ pub struct Plan {
     pub buffered_bytes: usize,
 }
 
-/// Share of the buffered bytes a store's in-memory queue may hold (1/4): a
+/// Share of the buffered bytes a store's in-memory queue may hold (1/8): a
 /// slow store then pushes back on the shards well before bodies being
-/// assembled run out of budget and are shed.
-const STORE_QUEUE_SHARE: usize = 4;
+/// assembled run out of budget and are shed. A quarter held twice as many
+/// bodies waiting for a spool on a slow disk, and as many again behind them
+/// in the shards, and let a burst of announcements that a bucket's catching
+/// up releases at once take as much in the stdout writer's queue, for no
+/// more throughput.
+const STORE_QUEUE_SHARE: usize = 8;
 /// A store's queue at least, however small the budget.
 const MIN_STORE_QUEUE_BYTES: usize = 4 << 20;
 /// A store's queue at most: more only delays backpressure.
 const MAX_STORE_QUEUE_BYTES: usize = 64 << 20;
+/// Share of the buffered bytes an S3 store's index of the objects waiting in
+/// its spool may take (1/4): 183,500 objects with the default budget on two
+/// CPUs, within 4–64 MiB.
+const STORE_INDEX_SHARE: usize = 4;
+/// Share of the buffered bytes an S3 store's announcements waiting in memory
+/// for uploads may take (1/16): 26,214 with the default budget on two CPUs
+/// (7 MiB); past them announcements wait on disk.
+const STORE_NOTICE_SHARE: usize = 16;
 
 impl Plan {
     /// Payload bytes each store's in-memory queue may hold (see
@@ -63,6 +75,18 @@ impl Plan {
     pub fn store_queue_bytes(&self) -> u64 {
         (self.buffered_bytes / STORE_QUEUE_SHARE)
             .clamp(MIN_STORE_QUEUE_BYTES, MAX_STORE_QUEUE_BYTES) as u64
+    }
+
+    /// Memory an S3 store's index of the objects waiting in its spool may
+    /// take.
+    pub fn store_index_bytes(&self) -> u64 {
+        (self.buffered_bytes / STORE_INDEX_SHARE)
+            .clamp(MIN_STORE_QUEUE_BYTES, MAX_STORE_QUEUE_BYTES) as u64
+    }
+
+    /// Memory an S3 store's announcements waiting for uploads may take.
+    pub fn store_notice_bytes(&self) -> u64 {
+        (self.buffered_bytes / STORE_NOTICE_SHARE) as u64
     }
 
     /// Splits `budget` for `readers` readers and up to `shards` shards.
@@ -251,16 +275,25 @@ mod tests {
     }
 
     #[test]
-    fn an_s3_spool_index_takes_no_more_memory_than_a_store_queue() {
-        use tapwire_store::spool::dir::{INDEX_BYTES_PER_OBJECT, MAX_OBJECTS, objects_within};
+    fn the_stores_memory_is_split_from_the_budget() {
+        use tapwire_store::spool::dir::{
+            INDEX_BYTES_PER_OBJECT, MAX_NOTICES, MAX_OBJECTS, NOTICE_BYTES, notices_within,
+            objects_within,
+        };
         let plan = Plan::new(DEFAULT_MEMORY_BUDGET, 2, 2);
-        assert_eq!(plan.store_queue_bytes(), 28 << 20);
-        let objects = objects_within(plan.store_queue_bytes());
+        assert_eq!(plan.store_queue_bytes(), 14 << 20);
+        assert_eq!(plan.store_index_bytes(), 28 << 20);
+        assert_eq!(plan.store_notice_bytes(), 7 << 20);
+        let objects = objects_within(plan.store_index_bytes());
         assert_eq!(objects, 183_500);
-        assert!(objects as u64 * INDEX_BYTES_PER_OBJECT <= plan.store_queue_bytes());
-        // A large budget: the spool's own cap.
+        assert!(objects as u64 * INDEX_BYTES_PER_OBJECT <= plan.store_index_bytes());
+        let notices = notices_within(plan.store_notice_bytes());
+        assert_eq!(notices, 26_214);
+        assert!(notices as u64 * NOTICE_BYTES <= plan.store_notice_bytes());
+        // A large budget: the spool's own caps.
         let plan = Plan::new(1 << 30, 2, 2);
-        assert_eq!(objects_within(plan.store_queue_bytes()), MAX_OBJECTS);
+        assert_eq!(objects_within(plan.store_index_bytes()), MAX_OBJECTS);
+        assert_eq!(notices_within(plan.store_notice_bytes()), MAX_NOTICES);
     }
 
     #[test]

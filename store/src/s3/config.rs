@@ -254,9 +254,6 @@ impl StoreKind for S3Config {
 
 impl ObjectKind for S3Config {
     fn start(&self, ctx: &mut StartContext) -> Result<Arc<dyn ObjectStore>, StoreStartError> {
-        Ok(Arc::new(super::S3Store::start_with(
-            self,
-            ctx.queue_bytes(),
-        )?))
+        Ok(Arc::new(super::S3Store::start_with(self, ctx.memory())?))
     }
 }

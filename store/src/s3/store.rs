@@ -18,6 +18,7 @@ use crate::announce::Announcer;
 use crate::config::{KindError, S3Config, SecretError, StartupCheck, StoreKind as _};
 use crate::counters::{Counters, Loss};
 use crate::spool::{PendingQueue, Spool, SpoolError, StorageThread};
+use crate::stores::StoreMemory;
 use crate::{Object, ObjectStore, StoreStats, Ticket};
 
 /// How often `shutdown` looks at the spool while waiting for it to drain.
@@ -121,12 +122,13 @@ impl S3Store {
     /// default) and a warning otherwise. Blocks for the check; call it before
     /// entering an async runtime, or from a blocking context.
     pub fn start(cfg: &S3Config) -> Result<Self, S3Error> {
-        Self::start_with(cfg, crate::spool::writer::QUEUE_MAX_BYTES)
+        Self::start_with(cfg, StoreMemory::default())
     }
 
-    /// [`S3Store::start`] with an in-memory queue of at most `queue_bytes`,
-    /// and a spool whose index takes about as much memory at most.
-    pub fn start_with(cfg: &S3Config, queue_bytes: u64) -> Result<Self, S3Error> {
+    /// [`S3Store::start`] within `memory`: its in-memory queue, its spool's
+    /// index and the announcements waiting in memory for uploads.
+    pub fn start_with(cfg: &S3Config, memory: StoreMemory) -> Result<Self, S3Error> {
+        let queue_bytes = memory.queue_bytes;
         let store = || cfg.id.clone();
         let credentials = Credentials {
             access_key: cfg
@@ -195,9 +197,9 @@ impl S3Store {
                 store: store(),
                 source,
             })?;
-        // The index of what waits on disk may take as much memory as the
-        // queue of what waits to be written.
-        let spool = spool.hold_at_most(crate::spool::dir::objects_within(queue_bytes));
+        let spool = spool
+            .hold_at_most(crate::spool::dir::objects_within(memory.index_bytes))
+            .notices_at_most(crate::spool::dir::notices_within(memory.notice_bytes));
         let recovered = recovery.objects;
         let spool = Arc::new(spool);
         let counters = Arc::new(Counters::default());

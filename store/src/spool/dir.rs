@@ -85,12 +85,25 @@ const MAX_INTERNED_CONTENT_TYPES: usize = 1024;
 pub const RECENT_DIGESTS: usize = 64 * 1024;
 /// Notices waiting in memory for their objects' uploads, at most (one per
 /// request that named a pending object; an S3 outage or a slow bucket makes
-/// them pile up). Each holds its request's summary, about 280 bytes with its
-/// share of the request and its entry's list: 64 Ki cost about 17 MiB.
-/// Past it, a notice's announcement is written ahead and waits on disk
-/// ([`super::ahead`]) while the spool has room. A smaller limit lost more
-/// announcements once the spool was full (see docs/dataplane.md).
+/// them pile up), unless a store sets fewer ([`Spool::notices_at_most`],
+/// [`notices_within`]). Past it, a notice's announcement is written ahead
+/// and waits on disk ([`super::ahead`]) while the spool has room.
 pub const MAX_NOTICES: usize = 64 * 1024;
+/// Notices a spool keeps in memory at least, however little memory they are
+/// given.
+pub const MIN_NOTICES: usize = 1024;
+/// Memory a waiting notice takes: its request's summary, about 280 bytes
+/// with its share of the request record and its entry's list (64 Ki cost
+/// about 17 MiB).
+pub const NOTICE_BYTES: u64 = 280;
+
+/// Notices that fit in `bytes` of memory, within
+/// [`MIN_NOTICES`]..=[`MAX_NOTICES`].
+pub fn notices_within(bytes: u64) -> usize {
+    usize::try_from(bytes / NOTICE_BYTES)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_NOTICES, MAX_NOTICES)
+}
 
 /// A spool failure.
 #[derive(Debug, thiserror::Error)]
@@ -915,6 +928,17 @@ impl Spool {
         self
     }
 
+    /// The spool, keeping at most `notices` in memory; past them,
+    /// announcements wait on disk. A store sets it from the memory they may
+    /// take ([`notices_within`]).
+    pub fn notices_at_most(mut self, notices: usize) -> Self {
+        self.index
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_notices = notices.min(MAX_NOTICES);
+        self
+    }
+
     /// Objects the spool holds at most.
     pub fn max_objects(&self) -> usize {
         self.max_objects
@@ -1542,7 +1566,7 @@ mod tests {
         let per_object = u64::from(header_len("text/plain")) + 4;
         // Room for two objects and three records of 10 bytes (24 with their headers).
         let (spool, _) = Spool::open(dir.path(), per_object * 2 + 3 * 24 + 8).expect("open");
-        spool.lock().max_notices = 1;
+        let spool = spool.notices_at_most(1);
         let heard = Arc::new(Parts::default());
         let notice = |part| Notice::new(heard.clone(), part);
         let later: Arc<dyn WrittenAhead> = Arc::new(Later::default());
@@ -1722,6 +1746,14 @@ mod tests {
             );
         }
         assert_eq!(parse_header(b"TWSPOOL1\0"), Err(HeaderError::Magic));
+    }
+
+    #[test]
+    fn the_notices_in_memory_are_sized_from_their_share_of_memory() {
+        // The default budget's share on two CPUs: 7 MiB.
+        assert_eq!(notices_within(7 << 20), 26_214);
+        assert_eq!(notices_within(0), MIN_NOTICES);
+        assert_eq!(notices_within(u64::MAX), MAX_NOTICES);
     }
 
     #[test]

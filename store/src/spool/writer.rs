@@ -32,10 +32,6 @@ use crate::{Notice, Object, Ticket};
 /// Objects waiting in memory for the storage thread, at most: a burst of a few
 /// seconds of a busy node's payloads (the byte limit below usually binds first).
 pub const QUEUE_OBJECTS: usize = 16 * 1024;
-/// Bytes waiting in memory for the storage thread, at most, by default
-/// ([`crate::stores::StartContext`] sets it): what an outage of the disk (not of
-/// S3: S3 outages wait on disk) can pin in RAM.
-pub const QUEUE_MAX_BYTES: u64 = crate::stores::DEFAULT_QUEUE_BYTES;
 /// Objects appended per write and `fdatasync`, at most.
 const WRITE_BATCH: usize = 256;
 /// Object bytes appended per write and `fdatasync`, about (a batch stops
