@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The budget when none is configured: room for bursts of large bodies on a
 /// busy node. Spent whole, it comes on top of the agent's idle size (about
-/// 60 MiB) and the kernel rings mapped into it (16 MiB per CPU): on two CPUs
-/// its resident memory can then pass 192 MiB (202.6 MiB peak with S3 in
-/// perf/results/2026-12-02-vm-intel.md).
+/// 60 MiB) and the kernel rings mapped into it (16 MiB per CPU). With an
+/// S3 store whose bucket is slower than capture, on two CPUs, the peak was
+/// 173.5–186.8 MiB in five rounds (perf/results/2026-12-03-vm-store-memory.md).
 pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
 /// The smallest budget accepted: the frame queues' floor plus a few bodies.
 pub const MIN_MEMORY_BUDGET: usize = 8 << 20;
@@ -54,7 +54,7 @@ pub struct Plan {
 /// bodies waiting for a spool on a slow disk, and as many again behind them
 /// in the shards, and let a burst of announcements that a bucket's catching
 /// up releases at once take as much in the stdout writer's queue, for no
-/// more throughput.
+/// more throughput (perf/results/2026-12-03-vm-store-memory.md).
 const STORE_QUEUE_SHARE: usize = 8;
 /// A store's queue at least, however small the budget.
 const MIN_STORE_QUEUE_BYTES: usize = 4 << 20;
