@@ -382,8 +382,10 @@ fn past_the_spool_limit_new_objects_are_refused_and_counted() {
     let mut cfg = weed.store_config("small-spool", "objects", spool.path());
     cfg.startup_check = StartupCheck::Warn;
     cfg.concurrency = 1;
-    // Room for ten 1000-byte objects (each file adds a header of under 100 bytes).
-    cfg.spool_max_bytes = 10 * 1100;
+    // Room for ten 1000-byte objects (each file adds a header of under 100
+    // bytes), besides the share kept for announcements.
+    let share = tapwire_store::spool::dir::ANNOUNCEMENT_SHARE;
+    cfg.spool_max_bytes = (10 * 1100 * share).div_ceil(share - 1);
     let store = S3Store::start(&cfg).unwrap_or_else(|e| panic!("start: {e}"));
     let objects: Vec<Vec<u8>> = (0..30u32)
         .map(|i| {

@@ -92,6 +92,13 @@ pub const MAX_NOTICES: usize = 64 * 1024;
 /// Notices a spool keeps in memory at least, however little memory they are
 /// given.
 pub const MIN_NOTICES: usize = 1024;
+/// Share of the spool's byte limit kept for announcements written ahead
+/// (1/8): objects stop short of it. An announcement names an object already
+/// kept, so it goes before a new object: when a backlog filled the spool with
+/// objects, the announcements of the requests naming them, past those
+/// waiting in memory, found no room and were dropped (104,621–136,466 per
+/// bench round with distinct bodies, perf/results/2026-12-03-vm-store-memory.md).
+pub const ANNOUNCEMENT_SHARE: u64 = 8;
 /// Memory a waiting notice takes: its request's summary, about 280 bytes
 /// with its share of the request record and its entry's list (64 Ki cost
 /// about 17 MiB).
@@ -630,16 +637,17 @@ impl Spool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Reserves room for an object, or refuses it when the spool is at its byte
-    /// or object limit. Nothing is ever evicted: an event may already name every
-    /// object in the spool.
+    /// Reserves room for an object, or refuses it when the spool is at its
+    /// object limit or its byte limit for objects ([`Spool::object_bytes`]).
+    /// Nothing is ever evicted: an event may already name every object in the
+    /// spool.
     pub fn admit(&self, digest: Digest, content_type: &str, len: u64) -> Admit {
         let record = self.record_len(content_type, len);
         let mut idx = self.lock();
         if idx.pending(&digest).is_some() || idx.recent.contains(&digest) {
             return Admit::Duplicate;
         }
-        if !idx.fits(record, self.max_bytes) || idx.slots.len() >= self.max_objects {
+        if !idx.fits(record, self.object_bytes()) || idx.slots.len() >= self.max_objects {
             return Admit::NoRoom;
         }
         let seq = idx.next_seq;
@@ -913,6 +921,12 @@ impl Spool {
     /// The size limit in bytes.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
+    }
+
+    /// The size limit for new objects: all but the share kept for
+    /// announcements ([`ANNOUNCEMENT_SHARE`]), which may use the whole.
+    pub fn object_bytes(&self) -> u64 {
+        self.max_bytes - self.max_bytes / ANNOUNCEMENT_SHARE
     }
 
     /// The spool, admitting new objects only while it holds fewer than
@@ -1561,6 +1575,29 @@ mod tests {
     }
 
     #[test]
+    fn objects_stop_short_of_the_share_kept_for_announcements() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let per_object = u64::from(header_len("text/plain")) + 100;
+        let max_bytes = 16 * per_object;
+        let (spool, _) = Spool::open(dir.path(), max_bytes).expect("open");
+        let objects: Vec<[u8; 100]> = (0..16u8).map(|i| [i; 100]).collect();
+        let admitted: Vec<u64> = objects.iter().filter_map(|o| write(&spool, o)).collect();
+        assert_eq!(admitted.len(), 14, "objects stop at seven eighths");
+        assert_eq!(spool.bytes(), 14 * per_object);
+        // The announcements of the requests naming them still find room, in
+        // the last eighth, and only there.
+        let later: Arc<dyn WrittenAhead> = Arc::new(Later::default());
+        let digest = blake3::hash(&objects[0]);
+        let record = [b'r'; 50];
+        let mut kept = 0;
+        while spool.wait_ahead(admitted[0], &digest, &record, &later) == AheadWait::Waiting {
+            kept += 1;
+        }
+        assert_eq!(kept, 2 * per_object / Ahead::cost(&record), "{per_object}");
+        assert!(spool.bytes() <= max_bytes);
+    }
+
+    #[test]
     fn notices_past_the_memory_limit_wait_on_disk_within_the_byte_limit() {
         let dir = tempfile::tempdir().expect("temp dir");
         let per_object = u64::from(header_len("text/plain")) + 4;
@@ -1651,7 +1688,10 @@ mod tests {
     fn over_the_limit_new_objects_are_refused_and_nothing_is_evicted() {
         let dir = tempfile::tempdir().expect("temp dir");
         let per_object = u64::from(header_len("text/plain")) + 100;
-        let (spool, _) = Spool::open(dir.path(), per_object * 3).expect("open");
+        // Room for three objects besides the announcements' share.
+        let max_bytes = (per_object * 3 * ANNOUNCEMENT_SHARE).div_ceil(ANNOUNCEMENT_SHARE - 1) + 1;
+        let (spool, _) = Spool::open(dir.path(), max_bytes).expect("open");
+        assert!((per_object * 3..per_object * 4).contains(&spool.object_bytes()));
         let objects: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100]).collect();
         let admitted: Vec<bool> = objects.iter().map(|o| write(&spool, o).is_some()).collect();
         assert_eq!(admitted, [true, true, true, false, false]);
