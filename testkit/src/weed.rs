@@ -272,11 +272,23 @@ impl Weed {
         }
     }
 
-    /// Starts the server again on the same ports and data.
+    /// Starts the server again on the same data and S3 ports. Another
+    /// process may take one of its internal ports while it is down (an
+    /// outgoing connection's port): weed then exits at once, and those are
+    /// chosen anew; clients address only the S3 ports.
     pub fn restart(&mut self) {
         self.stop();
-        if let Err(log) = self.run() {
-            panic!("weed did not restart: {log}");
+        for attempt in 1..=START_ATTEMPTS {
+            match self.run() {
+                Ok(()) => return,
+                Err(log) if attempt < START_ATTEMPTS => {
+                    eprintln!("weed exited at restart (attempt {attempt}), retrying:\n{log}");
+                    self.remove_sockets();
+                    let fresh: [u16; 11] = free_ports();
+                    self.ports[1..10].copy_from_slice(&fresh[1..10]);
+                }
+                Err(log) => panic!("weed did not restart: {log}"),
+            }
         }
     }
 
