@@ -210,19 +210,143 @@ struct Slot {
 /// bound), so it holds at most about twice its entries.
 #[derive(Debug, Default)]
 struct Slots {
-    ring: VecDeque<(u64, Option<Slot>)>,
+    ring: Places,
     /// Entries held (places that are not empty).
     live: usize,
-    /// Places the ring grows to at most while it can compact instead: the
-    /// spool's object limit and [`SLOTS_SLACK`] (0: no limit). Doubling
-    /// took a ring for 183,500 entries (the default budget's) to 262,144
-    /// places, 24 MiB where 17.7 MiB hold them, and each doubling held the
-    /// old ring and the new one at once.
+    /// Places the ring holds at most while it can compact instead: the
+    /// spool's object limit and [`SLOTS_SLACK`] (0: no limit).
     most: usize,
 }
 
 /// Empty places the ring may hold beyond its entries before it is compacted.
 const SLOTS_SLACK: usize = 1024;
+
+/// A place in the ring: an entry's number, and the entry unless it left.
+type Place = (u64, Option<Slot>);
+
+/// Places in a chunk: 192 KiB.
+const CHUNK_PLACES: usize = 2048;
+
+/// The ring's places, oldest first, in chunks of [`CHUNK_PLACES`]. It grows
+/// a chunk at a time and frees its oldest chunk once every place in it is
+/// gone, so it never copies its places to grow nor holds two buffers at
+/// once: a `VecDeque` grew by doubling, and at the default budget's object
+/// limit held its old ring of 12.5 MiB and its new one of 17.7 MiB together,
+/// at the moment a backlog was largest; and it gave room back by copying
+/// again once the backlog drained.
+#[derive(Debug, Default)]
+struct Places {
+    /// Every chunk full but the last.
+    chunks: VecDeque<Vec<Place>>,
+    /// Places at the start of the first chunk that are gone.
+    head: usize,
+    len: usize,
+}
+
+impl Places {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The chunk and the index in it of place `i`.
+    fn locate(&self, i: usize) -> (usize, usize) {
+        let at = self.head + i;
+        (at / CHUNK_PLACES, at % CHUNK_PLACES)
+    }
+
+    fn get(&self, i: usize) -> Option<&Place> {
+        if i >= self.len {
+            return None;
+        }
+        let (chunk, at) = self.locate(i);
+        self.chunks.get(chunk)?.get(at)
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Place> {
+        if i >= self.len {
+            return None;
+        }
+        let (chunk, at) = self.locate(i);
+        self.chunks.get_mut(chunk)?.get_mut(at)
+    }
+
+    fn front(&self) -> Option<&Place> {
+        self.get(0)
+    }
+
+    fn back(&self) -> Option<&Place> {
+        self.get(self.len.checked_sub(1)?)
+    }
+
+    fn push_back(&mut self, place: Place) {
+        match self.chunks.back_mut() {
+            Some(last) if last.len() < CHUNK_PLACES => last.push(place),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK_PLACES);
+                chunk.push(place);
+                self.chunks.push_back(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Forgets the oldest place (an empty one: nothing is dropped but its
+    /// number), and frees its chunk once the chunk's last place is gone.
+    fn forget_front(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        self.len -= 1;
+        self.head += 1;
+        if self.len == 0 {
+            self.chunks.clear();
+            self.head = 0;
+        } else if self.head == CHUNK_PLACES {
+            self.chunks.pop_front();
+            self.head = 0;
+        }
+    }
+
+    /// Where the place numbered `seq` is, by binary search.
+    fn search(&self, seq: u64) -> Option<usize> {
+        let (mut low, mut high) = (0, self.len);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.get(mid)?.0.cmp(&seq) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// Keeps only the places `keep` names, in order. Each chunk is freed as
+    /// soon as its places are moved: the rebuild holds about the places
+    /// kept and one chunk more.
+    fn retain(&mut self, mut keep: impl FnMut(&Place) -> bool) {
+        let old = std::mem::take(self);
+        let mut skip = old.head;
+        for chunk in old.chunks {
+            for place in chunk.into_iter().skip(std::mem::take(&mut skip)) {
+                if keep(&place) {
+                    self.push_back(place);
+                }
+            }
+        }
+    }
+
+    /// Places the chunks have room for.
+    #[cfg(test)]
+    fn allocated(&self) -> usize {
+        self.chunks.len() * CHUNK_PLACES
+    }
+
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = &Place> {
+        (0..self.len).filter_map(|i| self.get(i))
+    }
+}
 
 impl Slots {
     /// Where entry `seq` sits in the ring. Numbers are consecutive until the
@@ -237,70 +361,48 @@ impl Slots {
         if self.ring.get(guess).is_some_and(|(s, _)| *s == seq) {
             return Some(guess);
         }
-        self.ring.binary_search_by_key(&seq, |(s, _)| *s).ok()
+        self.ring.search(seq)
     }
 
     fn get(&self, seq: u64) -> Option<&Slot> {
-        self.ring[self.place(seq)?].1.as_ref()
+        self.ring.get(self.place(seq)?)?.1.as_ref()
     }
 
     fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
         let place = self.place(seq)?;
-        self.ring[place].1.as_mut()
+        self.ring.get_mut(place)?.1.as_mut()
     }
 
     fn contains(&self, seq: u64) -> bool {
         self.get(seq).is_some()
     }
 
-    /// Adds entry `seq`, newer than every entry held.
+    /// Adds entry `seq`, newer than every entry held. At [`Slots::most`]
+    /// places the ring is compacted first while it has empty places (it has
+    /// more than [`SLOTS_SLACK`] whenever the spool admits an object, so a
+    /// compaction is rare); entries recovered at start may pass the limit.
     fn push(&mut self, seq: u64, slot: Slot) {
         debug_assert!(
             self.ring.back().is_none_or(|(last, _)| *last < seq),
             "entry {seq} is not the newest"
         );
-        if self.ring.len() == self.ring.capacity() {
-            self.make_room();
+        if self.most > 0 && self.ring.len() >= self.most && self.ring.len() > self.live {
+            self.ring.retain(|(_, slot)| slot.is_some());
         }
         self.ring.push_back((seq, Some(slot)));
         self.live += 1;
     }
 
-    /// Room for one more place in a full ring: grown by doubling up to
-    /// [`Slots::most`]; past it, compacted while it has empty places (it
-    /// has more than [`SLOTS_SLACK`] whenever the spool admits an object,
-    /// so a compaction is rare), else grown (entries recovered at start may
-    /// pass the limit).
-    fn make_room(&mut self) {
-        let (len, capacity) = (self.ring.len(), self.ring.capacity());
-        if capacity >= self.most && len > self.live {
-            self.ring.retain(|(_, slot)| slot.is_some());
-            return;
-        }
-        let doubled = (2 * capacity).max(SLOTS_SLACK);
-        let target = if capacity < self.most {
-            doubled.min(self.most)
-        } else {
-            doubled
-        };
-        self.ring.reserve_exact(target - len);
-    }
-
     /// Removes entry `seq`.
     fn remove(&mut self, seq: u64) -> Option<Slot> {
         let place = self.place(seq)?;
-        let slot = self.ring[place].1.take()?;
+        let slot = self.ring.get_mut(place)?.1.take()?;
         self.live -= 1;
         while matches!(self.ring.front(), Some((_, None))) {
-            self.ring.pop_front();
+            self.ring.forget_front();
         }
         if self.ring.len() > 2 * self.live + SLOTS_SLACK {
             self.ring.retain(|(_, slot)| slot.is_some());
-        }
-        // Room a backlog grew stays only while the ring could use it.
-        let capacity = self.ring.capacity();
-        if capacity > 4 * SLOTS_SLACK && self.ring.len() < capacity / 4 {
-            self.ring.shrink_to((2 * self.ring.len()).max(SLOTS_SLACK));
         }
         Some(slot)
     }
@@ -1847,9 +1949,9 @@ mod tests {
             idx.slots.places()
         );
         assert!(
-            idx.slots.ring.capacity() <= 8 * SLOTS_SLACK,
+            idx.slots.ring.allocated() <= 8 * SLOTS_SLACK,
             "the room of the backlog is given back: {}",
-            idx.slots.ring.capacity()
+            idx.slots.ring.allocated()
         );
         assert_eq!(
             idx.slots.get(oldest.seq).map(|s| s.digest),
@@ -1871,7 +1973,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ring_grows_to_the_object_limit_and_then_compacts_instead() {
+    fn the_ring_stays_within_the_object_limit_by_compacting() {
         let most = 10_000 + SLOTS_SLACK;
         let mut slots = Slots {
             most,
@@ -1880,11 +1982,10 @@ mod tests {
         for seq in 0..10_000 {
             slots.push(seq, queued_slot(seq));
         }
-        // Doubling would have made 16,384 places.
-        let capacity = slots.ring.capacity();
-        assert!((10_000..=most).contains(&capacity), "{capacity}");
+        assert!(slots.ring.allocated() <= most + CHUNK_PLACES);
         // Entries leave out of order (their uploads finish so), new ones
-        // come while the spool is at its limit: the ring stays as it is.
+        // come while the spool is at its limit: the ring compacts its empty
+        // places rather than grow.
         let mut next = 10_000;
         for round in 0..20u64 {
             for seq in (round * 500..round * 500 + 500).filter(|s| s % 2 == 1) {
@@ -1894,7 +1995,12 @@ mod tests {
                 slots.push(next, queued_slot(next));
                 next += 1;
             }
-            assert_eq!(slots.ring.capacity(), capacity, "round {round}");
+            assert!(slots.places() <= most, "round {round}");
+            assert!(
+                slots.ring.allocated() <= most + 2 * CHUNK_PLACES,
+                "round {round}: {}",
+                slots.ring.allocated()
+            );
         }
         for seq in (0..next).filter(|s| slots.contains(*s)).step_by(97) {
             assert_eq!(slots.get(seq).map(|s| s.offset), Some(seq));
@@ -1906,6 +2012,28 @@ mod tests {
         }
         assert_eq!(slots.len(), live + 2 * most);
         assert_eq!(slots.get(next + 5).map(|s| s.offset), Some(next + 5));
+    }
+
+    #[test]
+    fn growing_never_moves_an_entry() {
+        let mut slots = Slots::default();
+        slots.push(0, queued_slot(0));
+        let first: *const Slot = slots.get(0).expect("entry 0");
+        for seq in 1..100_000 {
+            slots.push(seq, queued_slot(seq));
+        }
+        // A `VecDeque` copied its places to each new buffer as it doubled,
+        // and held both at once.
+        assert!(std::ptr::eq(first, slots.get(0).expect("entry 0")));
+        for seq in 0..99_000 {
+            slots.remove(seq);
+        }
+        assert!(
+            slots.ring.allocated() <= 1000 + 2 * CHUNK_PLACES,
+            "chunks of entries gone are freed: {}",
+            slots.ring.allocated()
+        );
+        assert!((99_000..100_000).all(|seq| slots.get(seq).map(|s| s.offset) == Some(seq)));
     }
 
     #[test]
@@ -1950,21 +2078,22 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_found_where_it_is_whether_the_ring_wrapped_or_was_compacted() {
+    fn an_entry_is_found_where_it_is_across_chunks_or_after_a_compaction() {
         let slot = queued_slot;
-        let (mut wrapped, mut compacted) = (false, false);
+        let (mut spread, mut compacted) = (false, false);
         let mut check = |slots: &Slots, upto: u64| {
             for seq in 0..upto + 2 {
                 let linear = slots.ring.iter().position(|(s, _)| *s == seq);
                 assert_eq!(slots.place(seq), linear, "entry {seq}");
             }
-            wrapped |= !slots.ring.as_slices().1.is_empty();
-            let span = slots.ring.back().map_or(0, |b| b.0 + 1) - slots.ring[0].0;
+            spread |= slots.ring.head > 0 && slots.ring.chunks.len() > 1;
+            let front = slots.ring.front().map_or(0, |f| f.0);
+            let span = slots.ring.back().map_or(0, |b| b.0 + 1) - front;
             compacted |= (slots.ring.len() as u64) < span;
         };
         let mut slots = Slots::default();
-        // The deque's storage wraps: its front moves on as the oldest entries
-        // leave, and newer ones fill it to its capacity.
+        // The places spread over chunks, the first one's front gone as the
+        // oldest entries leave.
         for seq in 0..64 {
             slots.push(seq, slot(seq));
         }
@@ -1972,14 +2101,14 @@ mod tests {
             slots.remove(seq);
         }
         let mut next = 64;
-        while slots.ring.len() < slots.ring.capacity() {
+        while slots.ring.chunks.len() < 3 {
             slots.push(next, slot(next));
             next += 1;
         }
         check(&slots, next);
         // Entry 32 stays while many newer ones come and go, a few of them
         // out of turn: the empty places are compacted away.
-        for seq in next..next + 6_000 {
+        for seq in next..next + 20_000 {
             slots.push(seq, slot(seq));
             if seq % 10 != 0 {
                 slots.remove(seq);
@@ -1988,12 +2117,12 @@ mod tests {
                 slots.remove(seq - 50);
             }
         }
-        next += 6_000;
+        next += 20_000;
         check(&slots, next);
         assert_eq!(slots.get(32).map(|s| s.offset), Some(32));
         assert!(
-            wrapped && compacted,
-            "wrapped {wrapped}, compacted {compacted}"
+            spread && compacted,
+            "spread {spread}, compacted {compacted}"
         );
     }
 
