@@ -73,15 +73,18 @@ impl Plan {
     /// Payload bytes each store's in-memory queue may hold (see
     /// `tapwire_store::room`).
     pub fn store_queue_bytes(&self) -> u64 {
-        (self.buffered_bytes / STORE_QUEUE_SHARE)
-            .clamp(MIN_STORE_QUEUE_BYTES, MAX_STORE_QUEUE_BYTES) as u64
+        self.store_share(STORE_QUEUE_SHARE)
     }
 
     /// Memory an S3 store's index of the objects waiting in its spool may
     /// take.
     pub fn store_index_bytes(&self) -> u64 {
-        (self.buffered_bytes / STORE_INDEX_SHARE)
-            .clamp(MIN_STORE_QUEUE_BYTES, MAX_STORE_QUEUE_BYTES) as u64
+        self.store_share(STORE_INDEX_SHARE)
+    }
+
+    /// `1/share` of the buffered bytes, within 4–64 MiB.
+    fn store_share(&self, share: usize) -> u64 {
+        (self.buffered_bytes / share).clamp(MIN_STORE_QUEUE_BYTES, MAX_STORE_QUEUE_BYTES) as u64
     }
 
     /// Memory an S3 store's announcements waiting for uploads may take.

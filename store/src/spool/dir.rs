@@ -72,9 +72,19 @@ pub const INDEX_BYTES_PER_OBJECT: u64 = 160;
 /// Objects whose index entries fit in `index_bytes` of memory, within
 /// [`MIN_OBJECTS`]..=[`MAX_OBJECTS`].
 pub fn objects_within(index_bytes: u64) -> usize {
-    usize::try_from(index_bytes / INDEX_BYTES_PER_OBJECT)
+    count_within(
+        index_bytes,
+        INDEX_BYTES_PER_OBJECT,
+        MIN_OBJECTS,
+        MAX_OBJECTS,
+    )
+}
+
+/// How many things of `each` bytes fit in `bytes`, within `least..=most`.
+fn count_within(bytes: u64, each: u64, least: usize, most: usize) -> usize {
+    usize::try_from(bytes / each)
         .unwrap_or(usize::MAX)
-        .clamp(MIN_OBJECTS, MAX_OBJECTS)
+        .clamp(least, most)
 }
 /// Distinct content types shared between index entries; further ones are stored
 /// per entry.
@@ -107,9 +117,7 @@ pub const NOTICE_BYTES: u64 = 280;
 /// Notices that fit in `bytes` of memory, within
 /// [`MIN_NOTICES`]..=[`MAX_NOTICES`].
 pub fn notices_within(bytes: u64) -> usize {
-    usize::try_from(bytes / NOTICE_BYTES)
-        .unwrap_or(usize::MAX)
-        .clamp(MIN_NOTICES, MAX_NOTICES)
+    count_within(bytes, NOTICE_BYTES, MIN_NOTICES, MAX_NOTICES)
 }
 
 /// A spool failure.
