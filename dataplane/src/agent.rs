@@ -243,7 +243,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
     let counters = capture.reader_counters();
     let late_files = capture.late_files();
     let kernel_maps = capture.kernel_maps();
-    let filtered_late = capture.filtered_late();
+    let filtered = capture.filtered();
     // The kernel takes seconds to remove the probes on a busy machine (a grace
     // period per uprobe), so they are detached beside the drain and the stores'
     // flush rather than after them: a stop that waits out its deadline on a
@@ -268,7 +268,7 @@ pub fn run(cli: &Cli) -> Result<(), StartError> {
         &late_files,
         &file_sends,
         &kernel_maps,
-        filtered_late,
+        filtered,
     );
     crate::signals::stop_finished();
     match detach {
@@ -352,7 +352,7 @@ fn log_final(
     late_files: &capture::LateFiles,
     file_sends: &FileSendCounters,
     kernel_maps: &[(String, capture::sweep::MapCount)],
-    filtered_late: u64,
+    filtered: capture::Filtered,
 ) {
     let kernel: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
@@ -380,7 +380,8 @@ fn log_final(
         "kernel_drops": kernel,
         "kernel_ring_full_per_cpu": per_cpu,
         "kernel_excluded": excluded,
-        "filtered_late": filtered_late,
+        "filtered_programs": filtered.programs,
+        "filtered_late": filtered.late_events,
         "ring_records": records,
         "routing": stats.routing(),
         "shards": shards,

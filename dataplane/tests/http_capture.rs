@@ -17,7 +17,7 @@ mod common;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Agent, curl_loopback_get, object_of, objects, path_str};
+use common::{Agent, curl_loopback_get, object_of, objects};
 use serde_json::Value;
 
 // What the server answers to `/fail`, to `/gzip` and to anything else.
@@ -144,17 +144,7 @@ fn levels_formats_rules_and_endpoints_store_what_they_name() {
     let config = dir.path().join("qpoint.yaml");
     std::fs::write(&config, CONFIG).unwrap();
     let status_port = common::free_port();
-    let agent = Agent::start_dataplane(
-        &[
-            "--config".into(),
-            path_str(&config).into(),
-            "--pid".into(),
-            std::process::id().to_string(),
-            "--httpd-listen".into(),
-            format!("127.0.0.1:{status_port}"),
-        ],
-        &[],
-    );
+    let agent = Agent::capturing_this_test_at(&config, status_port);
     // The server thread entered `accept` before the probes: one throwaway
     // connection brings it back under them.
     drop(TcpStream::connect(("127.0.0.1", port)).expect("throwaway connection"));

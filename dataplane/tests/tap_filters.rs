@@ -6,14 +6,24 @@
 //! clients are copies of `curl` under names each filter strategy matches (and
 //! one it must not: regex is case-sensitive); the servers are `http_server.py`
 //! (plain HTTP and HTTPS) started by the test.
+//!
+//! A filtered program is let go (given its URL through a FIFO) only once the
+//! agent reports its decision written into the probes
+//! (`tapwire_filtered_programs_total`): what is checked is that the kernel
+//! then leaves it out from its first byte, whatever the load on the machine.
+//! (A connection opened before the decision is left out by the agent itself,
+//! counted in `filtered_late`: docs/config.md.)
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Agent, certs, finish, free_ports, guard, http_server_with, path_str, which};
+use common::{
+    Agent, certs, finish, free_ports, guard, http_server_with, metric_sum, path_str, which,
+};
 use serde_json::Value;
 
 /// A copy of `curl` at `dir/name` (creating parent directories).
@@ -36,6 +46,55 @@ fn curl(exe: &Path, url: &str) -> u32 {
     pid
 }
 
+/// The programs whose filter decision reached the probes so far.
+fn decided(status_port: u16) -> u64 {
+    metric_sum(status_port, "tapwire_filtered_programs_total")
+}
+
+/// Starts `cmd`, a program a filter names that first reads `fifo`; once the
+/// agent has written the program's filter decision into the probes, writes
+/// `line` into `fifo` (the program goes on) and waits for it to finish.
+/// Returns its pid.
+fn run_once_decided(cmd: &mut Command, fifo: &Path, line: &str, status_port: u16) -> u32 {
+    let before = decided(status_port);
+    let child = guard(cmd).spawn().expect("run a filtered program");
+    let pid = child.id();
+    let until = Instant::now() + Duration::from_secs(20);
+    while decided(status_port) == before {
+        assert!(
+            Instant::now() < until,
+            "no filter decision for {cmd:?} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Opening blocks until the program opens its end.
+    let mut w = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+    w.write_all(line.as_bytes()).unwrap();
+    drop(w);
+    finish(child, Duration::from_secs(15));
+    pid
+}
+
+/// A new FIFO at `path`.
+fn fifo(path: PathBuf) -> PathBuf {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    path
+}
+
+/// Runs `exe` (a curl a filter names) on `url` with [`run_once_decided`]: its
+/// URL comes through a config file (`-K`) that is a FIFO.
+fn filtered_curl(exe: &Path, url: &str, status_port: u16) -> u32 {
+    let rc = fifo(exe.with_extension("curlrc"));
+    let mut cmd = Command::new(exe);
+    cmd.args(["-sk", "--noproxy", "*", "--max-time", "10", "-K"])
+        .arg(&rc)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    run_once_decided(&mut cmd, &rc, &format!("url = \"{url}\"\n"), status_port)
+}
+
 /// Events of process `pid`.
 fn of_pid(lines: &[Value], pid: u32) -> Vec<&Value> {
     lines.iter().filter(|v| v["pid"] == pid).collect()
@@ -50,7 +109,7 @@ fn filters_leave_out_their_processes_and_only_skips_a_layer() {
     let dir = tempfile::tempdir().unwrap();
     let d = path_str(dir.path());
     let certs = certs();
-    let [plain, tls] = free_ports();
+    let [plain, tls, status] = free_ports();
     let plain_server = http_server_with(plain, None);
     let _tls = http_server_with(tls, Some(&certs));
 
@@ -107,15 +166,18 @@ tap:
     let http_only = curl_copy(dir.path(), "curl-http-only");
     let tls_only = curl_copy(dir.path(), "curl-tls-only");
 
-    let agent = Agent::capturing_this_test(&config);
+    let agent = Agent::capturing_this_test_at(&config, status);
     let url = |path: &str| format!("http://127.0.0.1:{plain}/{path}");
     // Plain HTTP, and HTTPS for one (its TLS probes find nothing to do).
     let excluded_pids: Vec<(u32, &PathBuf)> = excluded
         .iter()
         .enumerate()
         .map(|(i, exe)| match i {
-            0 => (curl(exe, &format!("https://127.0.0.1:{tls}/excluded")), exe),
-            _ => (curl(exe, &url("excluded")), exe),
+            0 => (
+                filtered_curl(exe, &format!("https://127.0.0.1:{tls}/excluded"), status),
+                exe,
+            ),
+            _ => (filtered_curl(exe, &url("excluded"), status), exe),
         })
         .collect();
     let captured_pids: Vec<(u32, &PathBuf)> = captured
@@ -123,21 +185,24 @@ tap:
         .map(|exe| (curl(exe, &url("captured")), exe))
         .collect();
     // The same request as the captured copy above: the same bytes.
-    let http_only_pid = curl(&http_only, &url("captured"));
-    let tls_only_pid = curl(&tls_only, &format!("https://127.0.0.1:{tls}/tls-only"));
-    // A filtered shell that, once its own decision is surely made, forks a
-    // subshell (no exec) that sends a request itself: the child inherits the
-    // decision in the kernel.
+    let http_only_pid = filtered_curl(&http_only, &url("captured"), status);
+    let tls_only_pid = filtered_curl(
+        &tls_only,
+        &format!("https://127.0.0.1:{tls}/tls-only"),
+        status,
+    );
+    // A filtered shell that, once its own decision is made, forks a subshell
+    // (no exec) that sends a request itself: the child inherits the decision
+    // in the kernel.
+    let go = fifo(dir.path().join("bash-forks.go"));
     let mut cmd = Command::new(&bash_forks);
     cmd.arg("-c").arg(format!(
-        "sleep 0.3; (exec 3<>/dev/tcp/127.0.0.1/{plain}; \
+        "read -r _ < {go}; (exec 3<>/dev/tcp/127.0.0.1/{plain}; \
          printf 'GET /forked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3; \
-         cat <&3 >/dev/null); true"
+         cat <&3 >/dev/null); true",
+        go = path_str(&go)
     ));
-    finish(
-        guard(&mut cmd).spawn().expect("run bash"),
-        Duration::from_secs(15),
-    );
+    run_once_decided(&mut cmd, &go, "go\n", status);
 
     for (pid, exe) in &captured_pids {
         agent.wait_for(
@@ -243,4 +308,11 @@ tap:
     assert_eq!(kernel["filter"], excluded_pids.len() + 2, "{counters}");
     assert_eq!(kernel["filter_payload"], 1, "{counters}");
     assert_eq!(counters["filtered_late"], 0, "{counters}");
+    // Decisions written: the five excluded curls, the two with `only`, the
+    // shell (not its subshell: a fork inherits in the kernel).
+    assert_eq!(
+        counters["filtered_programs"],
+        excluded_pids.len() + 3,
+        "{counters}"
+    );
 }

@@ -46,15 +46,24 @@ impl Agent {
     /// process tree (`--pid` of the test), and waits until its probes are
     /// attached.
     pub fn capturing_this_test(config: &std::path::Path) -> Agent {
-        Agent::start_dataplane(
-            &[
-                "--config".into(),
-                config.to_str().expect("utf-8 path").into(),
-                "--pid".into(),
-                std::process::id().to_string(),
-            ],
-            &[],
-        )
+        Agent::start_dataplane(&Agent::this_test_args(config), &[])
+    }
+
+    /// [`Agent::capturing_this_test`], its status server (`/metrics`) on
+    /// loopback port `status_port`.
+    pub fn capturing_this_test_at(config: &std::path::Path, status_port: u16) -> Agent {
+        let mut args = Agent::this_test_args(config);
+        args.extend(["--httpd-listen".into(), format!("127.0.0.1:{status_port}")]);
+        Agent::start_dataplane(&args, &[])
+    }
+
+    fn this_test_args(config: &std::path::Path) -> Vec<String> {
+        vec![
+            "--config".into(),
+            config.to_str().expect("utf-8 path").into(),
+            "--pid".into(),
+            std::process::id().to_string(),
+        ]
     }
 
     /// Starts the agent and returns at once.

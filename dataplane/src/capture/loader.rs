@@ -245,13 +245,15 @@ impl DropCounters {
 pub struct FilteredMap(BpfHashMap<MapData, u32, u32>);
 
 impl FilteredMap {
-    /// Writes `pid`'s bits (0 removes it).
-    pub fn set(&mut self, pid: u32, skip: u32) {
-        let _ = if skip == 0 {
-            self.0.remove(&pid)
+    /// Writes `pid`'s bits (0 removes it); false if the map refused them
+    /// (full: the process's events are then left to the agent's own check).
+    pub fn set(&mut self, pid: u32, skip: u32) -> bool {
+        if skip == 0 {
+            let _ = self.0.remove(&pid);
+            true
         } else {
-            self.0.insert(pid, skip, 0)
-        };
+            self.0.insert(pid, skip, 0).is_ok()
+        }
     }
 }
 

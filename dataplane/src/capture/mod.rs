@@ -166,7 +166,9 @@ impl Capture {
         }
         let mut filtered = probes.take_filtered()?;
         for (pid, skip) in opts.processes.scan(pids) {
-            filtered.set(pid, skip);
+            if filtered.set(pid, skip) {
+                opts.processes.count_filtered_program();
+            }
         }
         probes.log_probed();
         let probed = Arc::clone(&probes.probed);
@@ -231,11 +233,12 @@ impl Capture {
         self.swept.read()
     }
 
-    /// Events dropped in user space because a `tap.filters` entry skips
-    /// their process (connections tracked before the decision reached the
-    /// probes).
-    pub fn filtered_late(&self) -> u64 {
-        self.processes.filtered_late()
+    /// What `tap.filters` left out so far.
+    pub fn filtered(&self) -> Filtered {
+        Filtered {
+            programs: self.processes.filtered_programs(),
+            late_events: self.processes.filtered_late(),
+        }
     }
 
     /// Files first seen at exec or mapping: how many got TLS probes and how
@@ -383,8 +386,8 @@ fn spawn_filter_thread(
                 // The probes cleared the pid's entry at its exec: only a
                 // program some entry names needs a write.
                 let skip = processes.skip_running(pid);
-                if skip != 0 {
-                    map.set(pid, skip);
+                if skip != 0 && map.set(pid, skip) {
+                    processes.count_filtered_program();
                 }
             }
         })
@@ -400,6 +403,17 @@ fn attach_process(probes: &mut Probes, targets: &mut Targets, pid: u32) -> usize
         .iter()
         .map(|f| probes.attach_target(f, None))
         .sum()
+}
+
+/// What `tap.filters` left out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filtered {
+    /// Programs whose decision reached the probes (at their exec, or at
+    /// agent start): skipped in the kernel from then on.
+    pub programs: u64,
+    /// Events dropped in user space because a filter skips their process
+    /// (connections tracked before the decision reached the probes).
+    pub late_events: u64,
 }
 
 /// Counters of files first seen at exec or mapping.

@@ -47,6 +47,9 @@ pub struct ProcessTable {
     /// connection tracked between the program's exec and the decision
     /// reaching the probes.
     filtered_late: AtomicU64,
+    /// Programs a filter skips whose decision was written into the probes'
+    /// map (at their exec, or at agent start).
+    filtered_programs: AtomicU64,
     /// Bumped after any pid's entry is replaced or removed, so that a
     /// [`ProcessCache`] knows its copies may be stale.
     generation: AtomicU64,
@@ -217,6 +220,16 @@ impl ProcessTable {
     /// Events dropped so far because a filter skips their process.
     pub fn filtered_late(&self) -> u64 {
         self.filtered_late.load(Ordering::Relaxed)
+    }
+
+    /// Counts one program whose filter decision reached the probes.
+    pub fn count_filtered_program(&self) {
+        self.filtered_programs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Programs so far whose filter decision reached the probes.
+    pub fn filtered_programs(&self) -> u64 {
+        self.filtered_programs.load(Ordering::Relaxed)
     }
 
     fn lookup(&self, pid: u32) -> (Option<Arc<str>>, u32) {

@@ -96,7 +96,7 @@ pub fn gather(
         stores: all,
         budget_used: pipeline.budget_used as u64,
         budget_limit: pipeline.budget_limit as u64,
-        filtered_late: capture.filtered_late(),
+        filtered: capture.filtered(),
         reloads_ok: reloads.ok,
         reloads_failed: reloads.failed,
     }

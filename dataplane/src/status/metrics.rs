@@ -43,9 +43,8 @@ pub struct Snapshot {
     pub budget_used: u64,
     /// The memory budget's share for bodies and reorder windows.
     pub budget_limit: u64,
-    /// Events dropped in user space because a `tap.filters` entry skips
-    /// their process.
-    pub filtered_late: u64,
+    /// What `tap.filters` left out.
+    pub filtered: crate::capture::Filtered,
     /// Config reloads that took effect.
     pub reloads_ok: u64,
     /// Config reloads refused (the old config kept running).
@@ -418,7 +417,14 @@ impl Collector for Collect {
             "filtered_late_events",
             "Events dropped in user space because a tap.filters entry skips their process \
              (connections tracked before the filter decision reached the probes)",
-            [(Vec::new(), snap.filtered_late)],
+            [(Vec::new(), snap.filtered.late_events)],
+        )?;
+        counter(
+            &mut enc,
+            "filtered_programs",
+            "Programs a tap.filters entry skips whose decision reached the probes \
+             (at their exec, or at agent start): left out in the kernel from then on",
+            [(Vec::new(), snap.filtered.programs)],
         )?;
         counter(
             &mut enc,
