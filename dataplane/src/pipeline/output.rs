@@ -45,6 +45,12 @@ use crate::attribution::{AttributionCache, Origin};
 /// Events a shard holds for their objects at most; past it the shard waits for
 /// the stores (and its queues push back on the readers) rather than hold more.
 const MAX_HELD_EVENTS: usize = 16 * 1024;
+/// Bytes of the events a shard holds, at most (about: each event's size and
+/// what its fields hold on the heap; heads and bodies are dropped once their
+/// objects are made): events with large header blocks fill the hold sooner
+/// instead of holding up to [`MAX_HELD_EVENTS`] of them. Shards are bounded
+/// by the memory budget's frame queues (`budget::Plan`), so this is too.
+const MAX_HELD_BYTES: usize = 4 << 20;
 /// How long a full hold waits between looks at its oldest event.
 const HELD_WAIT: Duration = Duration::from_millis(1);
 /// How long stopping waits for held events' objects to be kept.
@@ -69,6 +75,8 @@ pub struct Fanout {
 #[derive(Default)]
 pub struct Held {
     queue: VecDeque<HeldEvent>,
+    /// What the events in `queue` hold ([`HeldEvent::bytes`]).
+    bytes: usize,
     /// Events let out before their objects were settled, the hold full while
     /// the rings were pressed ([`Fanout::deliver`]).
     forced_early: u64,
@@ -86,6 +94,47 @@ struct HeldEvent {
     event: bool,
     /// `detect_errors` rules that fired and report an issue.
     issues: Vec<Firing>,
+    /// What it holds, about (taken as it is held).
+    bytes: usize,
+}
+
+impl HeldEvent {
+    /// Bytes the event holds, about: its own size, its item's and what they
+    /// hold on the heap.
+    fn size(&self) -> usize {
+        use std::mem::size_of;
+        let item = match &self.item {
+            Output::Txn(txn) => txn.held_bytes(),
+            Output::Opened(info) => std::mem::size_of_val(&**info),
+            Output::Closed(summary) => std::mem::size_of_val(&**summary),
+        };
+        let refs = if self.refs.spilled() {
+            self.refs.capacity() * size_of::<ObjectRef>()
+        } else {
+            0
+        };
+        size_of::<Self>() + item + refs + self.issues.capacity() * size_of::<Firing>()
+    }
+}
+
+impl Held {
+    /// True while the hold has no room for an event of `bytes` (an empty
+    /// hold takes any one event).
+    fn full_for(&self, bytes: usize) -> bool {
+        self.queue.len() >= MAX_HELD_EVENTS
+            || (!self.queue.is_empty() && self.bytes + bytes > MAX_HELD_BYTES)
+    }
+
+    fn push_back(&mut self, event: HeldEvent) {
+        self.bytes += event.bytes;
+        self.queue.push_back(event);
+    }
+
+    fn pop_front(&mut self) -> Option<HeldEvent> {
+        let event = self.queue.pop_front()?;
+        self.bytes -= event.bytes;
+        Some(event)
+    }
 }
 
 impl Fanout {
@@ -188,6 +237,10 @@ impl Fanout {
                     let roles = objects.iter().map(|(role, _, _)| *role).collect();
                     self.records.request(txn, exe.clone(), roles)
                 });
+            // The objects hold what is kept of the heads and bodies (Qtap's
+            // layouts copied them): the event, held until they are kept,
+            // needs neither.
+            txn.drop_payload();
             // One template for all the transaction's objects.
             let url = (!objects.is_empty())
                 .then(|| stores.iter().find_map(|s| s.access_url()))
@@ -232,9 +285,18 @@ impl Fanout {
                 }
             }
         }
-        while held.queue.len() >= MAX_HELD_EVENTS {
+        let mut event = HeldEvent {
+            receipt,
+            item,
+            refs,
+            event,
+            issues,
+            bytes: 0,
+        };
+        event.bytes = event.size();
+        while held.full_for(event.bytes) {
             self.release(look, held, false);
-            if held.queue.len() < MAX_HELD_EVENTS {
+            if !held.full_for(event.bytes) {
                 break;
             }
             if tapwire_store::room::pressed() {
@@ -247,13 +309,7 @@ impl Fanout {
                 std::thread::sleep(HELD_WAIT);
             }
         }
-        held.queue.push_back(HeldEvent {
-            receipt,
-            item,
-            refs,
-            event,
-            issues,
-        });
+        held.push_back(event);
         self.release(look, held, false);
     }
 
@@ -282,7 +338,7 @@ impl Fanout {
     /// not kept (they may still be stored: the event then under-reports,
     /// never names an object that is nowhere).
     fn release_oldest(&self, look: &mut Lookups, held: &mut Held) {
-        if let Some(oldest) = held.queue.pop_front() {
+        if let Some(oldest) = held.pop_front() {
             held.forced_early += 1;
             self.let_out(oldest, false, look);
         }
@@ -299,7 +355,7 @@ impl Fanout {
                 break;
             }
             forced += usize::from(!settled);
-            let Some(front) = held.queue.pop_front() else {
+            let Some(front) = held.pop_front() else {
                 break;
             };
             self.let_out(front, settled, look);
@@ -316,6 +372,7 @@ impl Fanout {
             mut refs,
             event,
             issues,
+            bytes: _,
         } = held;
         for (i, r) in refs.iter_mut().enumerate() {
             if !settled || receipt.as_ref().is_some_and(|r| !r.receipt().kept(i)) {
@@ -735,8 +792,19 @@ mod tests {
         fn shutdown(&self, _: Duration) {}
     }
 
-    #[test]
-    fn a_full_hold_lets_its_oldest_event_out_while_the_rings_are_pressed() {
+    /// The rings' pressure is one for the process: tests that press it, or
+    /// need it unpressed, take turns.
+    static PRESSURE: Mutex<()> = Mutex::new(());
+
+    /// The pressure's turn, and a fanout of the default plan to an event
+    /// store that collects and an object store that never settles.
+    fn stalled_fanout() -> (
+        std::sync::MutexGuard<'static, ()>,
+        Arc<Collect>,
+        Arc<Stalled>,
+        Fanout,
+    ) {
+        let turn = PRESSURE.lock().unwrap_or_else(|e| e.into_inner());
         let events = Arc::new(Collect::default());
         let stalled = Arc::new(Stalled::default());
         let fanout = Fanout::new(
@@ -745,11 +813,21 @@ mod tests {
             Arc::default(),
             crate::plugins::HttpPlan::default_full(),
         );
+        (turn, events, stalled, fanout)
+    }
+
+    #[test]
+    fn a_full_hold_lets_its_oldest_event_out_while_the_rings_are_pressed() {
+        let (_turn, events, stalled, fanout) = stalled_fanout();
         let (mut look, mut held) = (Lookups::new(), Held::default());
         let head = b"GET / HTTP/1.1\r\nHost: svc.test\r\n\r\n";
-        for _ in 0..MAX_HELD_EVENTS {
+        // Filled, by count or by bytes, whichever comes first.
+        fanout.deliver(get(7, head), &mut look, &mut held);
+        let one = held.bytes;
+        while !held.full_for(one) {
             fanout.deliver(get(7, head), &mut look, &mut held);
         }
+        let full = held.queue.len();
         assert!(events.0.lock().unwrap().is_empty(), "all are held");
         // Pressed, a full hold does not wait for the store (unpressed, this
         // store would keep it waiting for ever).
@@ -765,7 +843,7 @@ mod tests {
             .recv_timeout(Duration::from_secs(5))
             .expect("a full hold waited for a store that never settles");
         drop(pressure);
-        assert_eq!(held.queue.len(), MAX_HELD_EVENTS);
+        assert_eq!(held.queue.len(), full);
         assert_eq!(held.forced_early, 2);
         let out: Vec<serde_json::Value> = events
             .0
@@ -785,7 +863,103 @@ mod tests {
             assert!(objects.iter().all(|o| o["kept"] == false), "{t}");
         }
         // The objects the store still holds are not lost to it.
-        assert_eq!(stalled.0.lock().unwrap().len(), MAX_HELD_EVENTS + 2);
+        assert_eq!(stalled.0.lock().unwrap().len(), full + 2);
+    }
+
+    /// A transaction with a request head of `head_bytes` bytes whose fields
+    /// hold about as much, distinct for each `n` (no digest already kept).
+    fn get_large(pid: u32, head_bytes: usize, n: usize) -> Output {
+        let value = format!("{n:08}{}", "v".repeat(head_bytes - 8));
+        let head = format!("GET / HTTP/1.1\r\nHost: svc.test\r\nX-Large: {value}\r\n\r\n");
+        let mut item = get(pid, head.as_bytes());
+        if let Output::Txn(txn) = &mut item {
+            txn.request.headers.push(b"x-large", value.as_bytes());
+        }
+        item
+    }
+
+    #[test]
+    fn the_hold_is_bounded_in_bytes_and_waits_for_the_store_past_them() {
+        let (_turn, events, stalled, fanout) = stalled_fanout();
+        let (mut look, mut held) = (Lookups::new(), Held::default());
+        // 32 KiB of fields each: the bytes fill the hold long before the count.
+        let mut n = 0;
+        fanout.deliver(get_large(7, 32 << 10, n), &mut look, &mut held);
+        let one = held.bytes;
+        assert!(one > 32 << 10, "{one}");
+        while !held.full_for(one) {
+            n += 1;
+            fanout.deliver(get_large(7, 32 << 10, n), &mut look, &mut held);
+        }
+        assert!(held.bytes <= MAX_HELD_BYTES, "{}", held.bytes);
+        let full = held.queue.len();
+        assert_eq!(full, MAX_HELD_BYTES / one, "{one}");
+        assert!(events.0.lock().unwrap().is_empty(), "all are held");
+        // Not pressed: the next one waits for the store, and goes in once the
+        // store keeps the oldest objects.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            fanout.deliver(get_large(7, 32 << 10, n + 1), &mut look, &mut held);
+            let _ = tx.send(held);
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a full hold took more"
+        );
+        // The held events' objects are kept; the waiting one's (made before
+        // it waits, the last) is not.
+        let tickets: Vec<_> = {
+            let mut stalled = stalled.0.lock().unwrap();
+            let waiting = stalled.len() - 1;
+            stalled.drain(..waiting).collect()
+        };
+        tickets.into_iter().for_each(tapwire_store::Ticket::kept);
+        let held = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the hold took the event once the store kept the objects");
+        assert_eq!(held.forced_early, 0);
+        assert_eq!(held.queue.len(), 1, "the others went out as kept");
+        assert_eq!(held.bytes, one);
+        assert_eq!(events.0.lock().unwrap().len(), full);
+    }
+
+    #[test]
+    fn a_held_event_keeps_no_head_or_body_once_its_objects_are_made() {
+        let events = Arc::new(Collect::default());
+        let stalled = Arc::new(Stalled::default());
+        let mut http = crate::plugins::HttpPlan::default_full();
+        // Qtap's layout copies heads and bodies into one object.
+        http.default.capture.format = Format::Json;
+        let fanout = Fanout::new(
+            vec![events.clone()],
+            vec![stalled.clone()],
+            Arc::default(),
+            http,
+        );
+        let budget = super::super::budget::Budget::new(1 << 20);
+        let mut item = get(7, b"GET / HTTP/1.1\r\nHost: svc.test\r\n\r\n");
+        if let Output::Txn(txn) = &mut item {
+            txn.response.head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+            txn.response.push_body(&[b'x'; 10_000], &budget);
+        }
+        assert!(budget.used() >= 10_000);
+        let (mut look, mut held) = (Lookups::new(), Held::default());
+        fanout.deliver(item, &mut look, &mut held);
+        assert_eq!(stalled.0.lock().unwrap().len(), 1, "one object, held");
+        assert_eq!(budget.used(), 0, "the body's room is given back");
+        let Some(HeldEvent {
+            item: Output::Txn(txn),
+            ..
+        }) = held.queue.front()
+        else {
+            panic!("the event is held");
+        };
+        for m in [&txn.request, &txn.response] {
+            assert_eq!((m.head.capacity(), m.body.capacity()), (0, 0));
+        }
+        // What the event reports of them is unchanged.
+        assert_eq!(txn.response.body_bytes, 10_000);
+        assert!(!txn.response.shed && !txn.truncated);
     }
 
     #[test]

@@ -92,6 +92,11 @@ impl HeaderFields {
         }
     }
 
+    /// Bytes the fields hold on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
     /// Keeps these fields' buffers, emptied, for this thread's next header
     /// block: a shard's transactions then take no allocation for their
     /// fields once it has finished a few. Small buffers only, and a bounded
@@ -270,6 +275,20 @@ const BODY_SPARE_KEPT: usize = 64 << 10;
 pub const BODY_HINT_MAX: usize = 1 << 20;
 
 impl Message {
+    /// Bytes the message holds on the heap: its fields, head and body.
+    pub fn heap_bytes(&self) -> usize {
+        self.headers.heap_bytes() + self.head.capacity() + self.body.capacity()
+    }
+
+    /// Drops the head and the kept body, giving the body's room back to the
+    /// budget, once the objects made of them hold what is kept (the
+    /// message stays as it was in every other way: not shed, its sizes).
+    pub fn drop_payload(&mut self) {
+        self.head = Vec::new();
+        self.body = Vec::new();
+        self.charge.release();
+    }
+
     /// The framing announced a body of `len` bytes.
     pub fn expect_body(&mut self, len: u64) {
         self.body_hint = usize::try_from(len)
@@ -683,6 +702,31 @@ impl Transaction {
                 boxes.push(spare);
             }
         });
+    }
+
+    /// Bytes the transaction holds, about: its own size and what its
+    /// messages and names hold on the heap.
+    pub fn held_bytes(&self) -> usize {
+        let name = |s: &CompactString| {
+            if s.is_heap_allocated() {
+                s.capacity()
+            } else {
+                0
+            }
+        };
+        std::mem::size_of::<Self>()
+            + self.request.heap_bytes()
+            + self.response.heap_bytes()
+            + name(&self.method)
+            + name(&self.path)
+            + self.authority.as_ref().map_or(0, name)
+    }
+
+    /// Drops both messages' heads and bodies ([`Message::drop_payload`]):
+    /// once its objects are made, an event needs neither.
+    pub fn drop_payload(&mut self) {
+        self.request.drop_payload();
+        self.response.drop_payload();
     }
 
     /// The destination's domain: the TLS server name when the connection
