@@ -99,21 +99,35 @@ struct HeldEvent {
 }
 
 impl HeldEvent {
-    /// Bytes the event holds, about: its own size, its item's and what they
-    /// hold on the heap.
-    fn size(&self) -> usize {
-        use std::mem::size_of;
-        let item = match &self.item {
+    /// The event to hold, with what it holds: its own size, its item's and
+    /// what they hold on the heap.
+    fn new(
+        receipt: Option<Arc<dyn HoldsReceipt>>,
+        item: Output,
+        refs: ObjectRefs,
+        event: bool,
+        issues: Vec<Firing>,
+    ) -> Self {
+        let item_bytes = match &item {
             Output::Txn(txn) => txn.held_bytes(),
-            Output::Opened(info) => std::mem::size_of_val(&**info),
-            Output::Closed(summary) => std::mem::size_of_val(&**summary),
+            Output::Opened(info) => size_of_val(&**info),
+            Output::Closed(summary) => size_of_val(&**summary),
         };
-        let refs = if self.refs.spilled() {
-            self.refs.capacity() * size_of::<ObjectRef>()
+        let refs_bytes = if refs.spilled() {
+            refs.capacity() * size_of::<ObjectRef>()
         } else {
             0
         };
-        size_of::<Self>() + item + refs + self.issues.capacity() * size_of::<Firing>()
+        let bytes =
+            size_of::<Self>() + item_bytes + refs_bytes + issues.capacity() * size_of::<Firing>();
+        Self {
+            receipt,
+            item,
+            refs,
+            event,
+            issues,
+            bytes,
+        }
     }
 }
 
@@ -285,15 +299,7 @@ impl Fanout {
                 }
             }
         }
-        let mut event = HeldEvent {
-            receipt,
-            item,
-            refs,
-            event,
-            issues,
-            bytes: 0,
-        };
-        event.bytes = event.size();
+        let event = HeldEvent::new(receipt, item, refs, event, issues);
         while held.full_for(event.bytes) {
             self.release(look, held, false);
             if !held.full_for(event.bytes) {
@@ -960,6 +966,26 @@ mod tests {
         // What the event reports of them is unchanged.
         assert_eq!(txn.response.body_bytes, 10_000);
         assert!(!txn.response.shed && !txn.truncated);
+        // Once the store keeps the object, the event says so, and the body's
+        // size.
+        let tickets: Vec<_> = stalled.0.lock().unwrap().drain(..).collect();
+        tickets.into_iter().for_each(tapwire_store::Ticket::kept);
+        fanout.release(&mut look, &mut held, false);
+        let out: Vec<serde_json::Value> = events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_slice(e).unwrap())
+            .collect();
+        let [t] = &out[..] else {
+            panic!("one event: {out:?}");
+        };
+        assert_eq!(t["response_body_bytes"], 10_000, "{t}");
+        assert_eq!(t["truncated"], false, "{t}");
+        let objects = t["objects"].as_array().expect("objects");
+        assert_eq!(objects.len(), 1, "{t}");
+        assert_eq!(objects[0]["kept"], true, "{t}");
     }
 
     #[test]

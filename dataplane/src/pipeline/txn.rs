@@ -285,8 +285,16 @@ impl Message {
     /// message stays as it was in every other way: not shed, its sizes).
     pub fn drop_payload(&mut self) {
         self.head = Vec::new();
+        self.release_body();
+    }
+
+    /// Frees the kept body and gives its room back to the budget; the bytes
+    /// it kept.
+    fn release_body(&mut self) -> u64 {
+        let kept = self.body.len() as u64;
         self.body = Vec::new();
         self.charge.release();
+        kept
     }
 
     /// The framing announced a body of `len` bytes.
@@ -352,12 +360,7 @@ impl Message {
     /// something that needs the room more (a record held in a reorder
     /// window): the rest of the body is shed too. The bytes dropped.
     pub fn drop_kept(&mut self) -> u64 {
-        if self.body.capacity() == 0 {
-            return 0;
-        }
-        let kept = self.body.len() as u64;
-        self.body = Vec::new();
-        self.charge.release();
+        let kept = self.release_body();
         self.shed |= kept > 0;
         kept
     }
