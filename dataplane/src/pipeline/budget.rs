@@ -15,6 +15,11 @@
 //! connection's out-of-order record a hole given up at once. Bodies are shed
 //! first, metadata last. Held records do not also cut what bodies may take:
 //! both count in the one total, and bodies alone stop at their share.
+//!
+//! Events a shard holds until their objects are kept count in the bodies'
+//! share too, but are never refused (an event is metadata; the hold has its
+//! own bound, `pipeline::output`): a full hold leaves bodies that much less
+//! room, so they are shed sooner.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,6 +129,16 @@ pub enum Use {
     Body,
     /// Records held in a reorder window.
     Held,
+    /// Events held until their objects are kept: in the bodies' share,
+    /// taken whether or not they fit ([`Charge::grow_anyway`]).
+    Events,
+}
+
+impl Use {
+    /// Whether the bytes count in the bodies' share.
+    fn in_body_share(self) -> bool {
+        self != Use::Held
+    }
 }
 
 /// The shared counter of buffered bytes (bodies, held records).
@@ -167,16 +182,26 @@ impl Budget {
     /// Takes `bytes` for `what` if they fit; false (nothing taken) if they
     /// do not.
     pub fn try_take(&self, bytes: usize, what: Use) -> bool {
-        if what == Use::Body && !take_within(&self.bodies, bytes, self.body_limit) {
+        if what.in_body_share() && !take_within(&self.bodies, bytes, self.body_limit) {
             return false;
         }
         if !take_within(&self.used, bytes, self.limit) {
-            if what == Use::Body {
+            if what.in_body_share() {
                 self.bodies.fetch_sub(bytes, Ordering::Relaxed);
             }
             return false;
         }
         true
+    }
+
+    /// Takes `bytes` for `what` whether or not they fit: for what has a bound
+    /// of its own and must not be refused. What asks next finds that much
+    /// less room.
+    fn take_anyway(&self, bytes: usize, what: Use) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        if what.in_body_share() {
+            self.bodies.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Bytes missing for `bytes` more for a held record to fit now (0: they
@@ -188,7 +213,7 @@ impl Budget {
     /// Gives back `bytes` taken before for `what`.
     pub fn give_back(&self, bytes: usize, what: Use) {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
-        if what == Use::Body {
+        if what.in_body_share() {
             self.bodies.fetch_sub(bytes, Ordering::Relaxed);
         }
     }
@@ -220,13 +245,30 @@ impl Charge {
         if !budget.try_take(bytes, what) {
             return false;
         }
+        self.add(budget, bytes, what);
+        true
+    }
+
+    /// Takes `bytes` more from `budget` for this buffer, used for `what`,
+    /// whether or not they fit (see [`Budget::take_anyway`]).
+    pub fn grow_anyway(&mut self, budget: &Arc<Budget>, bytes: usize, what: Use) {
+        budget.take_anyway(bytes, what);
+        self.add(budget, bytes, what);
+    }
+
+    /// Notes `bytes` taken from `budget` for `what`.
+    fn add(&mut self, budget: &Arc<Budget>, bytes: usize, what: Use) {
         if self.budget.is_none() {
             self.budget = Some(Arc::clone(budget));
         }
         debug_assert!(self.bytes == 0 || self.what == what, "one use per buffer");
         self.what = what;
         self.bytes += bytes;
-        true
+    }
+
+    /// Bytes this buffer holds of the budget.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Gives back `bytes` of what this buffer holds.
@@ -343,5 +385,30 @@ mod tests {
         drop((body, held));
         let mut body = Charge::default();
         assert!(body.grow(&budget, 700, Use::Body));
+    }
+
+    #[test]
+    fn held_events_are_never_refused_and_cut_the_bodies_share() {
+        let budget = Budget::new(800);
+        let mut events = Charge::default();
+        events.grow_anyway(&budget, 200, Use::Events);
+        let mut body = Charge::default();
+        assert!(
+            !body.grow(&budget, 501, Use::Body),
+            "events are in the bodies' share"
+        );
+        assert!(body.grow(&budget, 500, Use::Body));
+        // Past the bodies' share and the limit, events are still taken.
+        events.grow_anyway(&budget, 200, Use::Events);
+        assert_eq!(budget.used(), 900);
+        let mut held = Charge::default();
+        assert!(!held.grow(&budget, 1, Use::Held));
+        events.release();
+        assert_eq!(budget.used(), 500);
+        assert!(
+            body.grow(&budget, 200, Use::Body),
+            "the bodies' share is whole again"
+        );
+        assert!(held.grow(&budget, 100, Use::Held));
     }
 }

@@ -35,6 +35,7 @@ use crate::plugins::detect::{DetectErrors, Firing};
 use crate::plugins::fields::TxnFields;
 
 use super::batch;
+use super::budget::{Budget, Charge, Use};
 use super::digests::DigestCache;
 use super::records::ArtifactRecords;
 
@@ -48,9 +49,14 @@ const MAX_HELD_EVENTS: usize = 16 * 1024;
 /// Bytes of the events a shard holds, at most (about: each event's size and
 /// what its fields hold on the heap; heads and bodies are dropped once their
 /// objects are made): events with large header blocks fill the hold sooner
-/// instead of holding up to [`MAX_HELD_EVENTS`] of them. Shards are bounded
-/// by the memory budget's frame queues (`budget::Plan`), so this is too.
+/// instead of holding up to [`MAX_HELD_EVENTS`] of them. What the hold
+/// holds is charged to the memory budget too, never refused
+/// ([`Use::Events`]): bodies then find that much less room.
 const MAX_HELD_BYTES: usize = 4 << 20;
+/// The hold takes its charge in steps of this many bytes and gives it back
+/// once a step and more is unused: two atomic operations per step, not per
+/// event.
+const HELD_CHARGE_STEP: usize = 64 << 10;
 /// How long a full hold waits between looks at its oldest event.
 const HELD_WAIT: Duration = Duration::from_millis(1);
 /// How long stopping waits for held events' objects to be kept.
@@ -72,11 +78,14 @@ pub struct Fanout {
 }
 
 /// Events waiting for their objects to be kept, oldest first.
-#[derive(Default)]
 pub struct Held {
     queue: VecDeque<HeldEvent>,
     /// What the events in `queue` hold ([`HeldEvent::bytes`]).
     bytes: usize,
+    /// The budget `bytes` are charged to, and the charge: `bytes` rounded up
+    /// to [`HELD_CHARGE_STEP`]s, with at most a step more.
+    budget: Arc<Budget>,
+    charge: Charge,
     /// Events let out before their objects were settled, the hold full while
     /// the rings were pressed ([`Fanout::deliver`]).
     forced_early: u64,
@@ -131,7 +140,24 @@ impl HeldEvent {
     }
 }
 
+impl Default for Held {
+    fn default() -> Self {
+        Self::charged_to(Budget::unlimited())
+    }
+}
+
 impl Held {
+    /// An empty hold whose events are charged to `budget`.
+    fn charged_to(budget: Arc<Budget>) -> Self {
+        Held {
+            queue: VecDeque::new(),
+            bytes: 0,
+            budget,
+            charge: Charge::default(),
+            forced_early: 0,
+        }
+    }
+
     /// True while the hold has no room for an event of `bytes` (an empty
     /// hold takes any one event).
     fn full_for(&self, bytes: usize) -> bool {
@@ -142,11 +168,22 @@ impl Held {
     fn push_back(&mut self, event: HeldEvent) {
         self.bytes += event.bytes;
         self.queue.push_back(event);
+        let charged = self.charge.bytes();
+        if self.bytes > charged {
+            let more = (self.bytes - charged).next_multiple_of(HELD_CHARGE_STEP);
+            self.charge.grow_anyway(&self.budget, more, Use::Events);
+        }
     }
 
     fn pop_front(&mut self) -> Option<HeldEvent> {
         let event = self.queue.pop_front()?;
         self.bytes -= event.bytes;
+        let spare = self.charge.bytes() - self.bytes;
+        if self.queue.is_empty() {
+            self.charge.release();
+        } else if spare > HELD_CHARGE_STEP {
+            self.charge.shrink(spare - spare % HELD_CHARGE_STEP);
+        }
         Some(event)
     }
 }
@@ -546,6 +583,12 @@ impl Deliver {
         }
     }
 
+    /// Charges the events it holds to `budget` (by default to none).
+    pub fn charged_to(mut self, budget: Arc<Budget>) -> Self {
+        self.held = Held::charged_to(budget);
+        self
+    }
+
     /// Events let out before their objects were settled, in all
     /// ([`ShardStats::events_let_out_early`](super::shard::ShardStats)).
     pub fn let_out_early(&self) -> u64 {
@@ -927,6 +970,52 @@ mod tests {
         assert_eq!(held.queue.len(), 1, "the others went out as kept");
         assert_eq!(held.bytes, one);
         assert_eq!(events.0.lock().unwrap().len(), full);
+    }
+
+    #[test]
+    fn the_hold_is_charged_to_the_budget_and_gives_it_back() {
+        let (_turn, events, stalled, fanout) = stalled_fanout();
+        let budget = Budget::new(16 << 20);
+        let (mut look, mut held) = (Lookups::new(), Held::charged_to(budget.clone()));
+        let mut n = 0;
+        fanout.deliver(get_large(7, 32 << 10, n), &mut look, &mut held);
+        let one = held.bytes;
+        while !held.full_for(one) {
+            n += 1;
+            fanout.deliver(get_large(7, 32 << 10, n), &mut look, &mut held);
+        }
+        // Charged in steps: what the events hold, and less than a step more.
+        let used = budget.used();
+        assert!(
+            used >= held.bytes && used < held.bytes + HELD_CHARGE_STEP,
+            "{used} for {}",
+            held.bytes
+        );
+        // Bodies find that much less room: 12 MiB fit the bodies' share
+        // (14 MiB) of an empty budget, not beside a full hold.
+        let body = 12 << 20;
+        assert!(
+            !budget.try_take(body, Use::Body),
+            "a body took the hold's room"
+        );
+        // Never refused: past the budget, events are still taken.
+        let small = Budget::new(1 << 20);
+        let mut over = Held::charged_to(small.clone());
+        for i in 0..64 {
+            fanout.deliver(get_large(7, 32 << 10, i), &mut look, &mut over);
+        }
+        assert_eq!(over.queue.len(), 64);
+        assert!(small.used() >= over.bytes && over.bytes > 2 << 20);
+        // Let out (objects kept), the room is given back.
+        let tickets: Vec<_> = stalled.0.lock().unwrap().drain(..).collect();
+        tickets.into_iter().for_each(tapwire_store::Ticket::kept);
+        fanout.release(&mut look, &mut held, false);
+        fanout.release(&mut look, &mut over, false);
+        assert!(held.queue.is_empty() && over.queue.is_empty());
+        assert_eq!(budget.used(), 0);
+        assert_eq!(small.used(), 0);
+        assert!(budget.try_take(body, Use::Body));
+        assert_eq!(events.0.lock().unwrap().len(), n + 1 + 64);
     }
 
     #[test]

@@ -364,7 +364,11 @@ impl Pipeline {
             let parked = Arc::new(AtomicBool::new(false));
             let slot = Arc::new(Mutex::new(fanout.clone()));
             stores.push(slot.clone());
-            let mut shard = Shard::with_budget(decode, Deliver::shared(slot), budget.clone());
+            let mut shard = Shard::with_budget(
+                decode,
+                Deliver::shared(slot).charged_to(budget.clone()),
+                budget.clone(),
+            );
             shard.set_idle_timeout(config.idle_timeout);
             let asleep = parked.clone();
             let reader_stalls = stalls.clone();
