@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// busy node. Spent whole, it comes on top of the agent's idle size (about
 /// 60 MiB) and the kernel rings mapped into it (16 MiB per CPU). With an
 /// S3 store whose bucket is slower than capture, on two CPUs, the peak was
-/// 173.5–186.8 MiB in five rounds (perf/results/2026-12-03-vm-store-memory.md).
+/// 178.5–191.1 MiB in five rounds (perf/results/2026-12-04-vm-five-rounds.md).
 pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
 /// The smallest budget accepted: the frame queues' floor plus a few bodies.
 pub const MIN_MEMORY_BUDGET: usize = 8 << 20;
