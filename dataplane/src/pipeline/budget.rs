@@ -274,6 +274,11 @@ impl Charge {
     /// Gives back `bytes` of what this buffer holds.
     pub fn shrink(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);
+        if bytes == 0 {
+            // Nothing to give back: no atomic operations on the shared
+            // counters (a message's charge is released, then dropped).
+            return;
+        }
         if let Some(budget) = &self.budget {
             budget.give_back(bytes, self.what);
         }
